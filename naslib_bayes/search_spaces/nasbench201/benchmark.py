@@ -1,0 +1,192 @@
+"""One tabular-benchmark API for NAS-Bench-201, whatever file it was loaded from.
+
+A :class:`Benchmark` always spans the whole space of 15,625 cells. Its *index order* is the
+order of the loaded file (cells absent from a partial file follow, in lexicographic order),
+so ``benchmark.index_of(cell)`` is the file's index where the file defines one. Tables hold one
+float per cell for each (dataset, metric); an absent cell reads NaN.
+
+Dataset names are canonical: ``cifar10``, ``cifar100``, ``ImageNet16-120`` (NASLib's
+``cifar10-valid`` and a few spellings are accepted as aliases). Metric names:
+``test_accuracy``, ``val_accuracy``, ``train_accuracy`` (percent), ``train_time`` (s),
+``params`` (M), ``flops`` (M), ``latency`` (s), plus whatever extra columns a file holds
+(zero-cost proxies, for instance).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+logger = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "ImageNet16-120")
+_DATASET_ALIASES = {
+    "cifar10": "cifar10",
+    "cifar10-valid": "cifar10",
+    "cifar-10": "cifar10",
+    "cifar100": "cifar100",
+    "cifar-100": "cifar100",
+    "imagenet16-120": "ImageNet16-120",
+    "imagenet16": "ImageNet16-120",
+    "imagenet": "ImageNet16-120",
+}
+ACCURACY_METRICS = ("test_accuracy", "val_accuracy", "train_accuracy")
+
+
+def canonical_dataset(name: str) -> str:
+    """Canonical benchmark dataset name, or :class:`UserError` naming the unknown one."""
+    canonical = _DATASET_ALIASES.get(str(name).strip().lower())
+    if canonical is None:
+        raise UserError(f"unknown NAS-Bench-201 dataset {name!r}; known: {', '.join(DATASETS)}")
+    return canonical
+
+
+class Benchmark:
+    """Tabular NAS-Bench-201 results.
+
+    Args:
+        cells: op-index tuples in the file's index order; cells missing from it are appended.
+        tables: ``{dataset: {metric: values}}``, each ``values`` of shape (len(cells),) aligned
+            with ``cells`` (NaN where the file has no value).
+        source: the path the benchmark came from, used in messages.
+        notes: caveats of the file format that results should state.
+    """
+
+    def __init__(
+        self,
+        cells: Sequence[Sequence[int]],
+        tables: Mapping[str, Mapping[str, Sequence[float]]],
+        source: str = "<memory>",
+        notes: Sequence[str] = (),
+    ):
+        self.source = str(source)
+        self.notes = tuple(notes)
+        ordered = [nb201.validate(c) for c in cells]
+        seen = set(ordered)
+        if len(seen) != len(ordered):
+            raise UserError(f"{self.source}: the benchmark lists a cell twice")
+        self.num_in_file = len(ordered)
+        ordered += [c for c in nb201.all_cells() if c not in seen]
+        self._cells = np.asarray(ordered, dtype=np.int64)  # (15625, 6)
+        self._index = {c: i for i, c in enumerate(ordered)}
+        self._tables: dict[str, dict[str, np.ndarray]] = {}
+        for dataset, metrics in tables.items():
+            dataset = canonical_dataset(dataset)
+            for metric, values in metrics.items():
+                column = np.full(nb201.NUM_CELLS, np.nan)
+                values = np.asarray(values, dtype=np.float64)
+                if values.shape != (self.num_in_file,):
+                    raise UserError(f"{self.source}: {dataset}/{metric} has {values.size} values for {self.num_in_file} cells")
+                column[: self.num_in_file] = values
+                self._tables.setdefault(dataset, {})[metric] = column
+
+    # ---- what the file holds ---------------------------------------------------------
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Datasets present, in canonical order."""
+        return tuple(d for d in DATASETS if d in self._tables)
+
+    def metrics(self, dataset: str) -> tuple[str, ...]:
+        """Metrics recorded for ``dataset``."""
+        return tuple(self._tables[self._dataset(dataset)])
+
+    def has_metric(self, dataset: str, metric: str) -> bool:
+        return metric in self._tables.get(canonical_dataset(dataset), {})
+
+    def is_complete(self, dataset: str, metric: str) -> bool:
+        """True when every cell has a value for (dataset, metric)."""
+        return bool(np.isfinite(self.query_all(dataset, metric)).all())
+
+    def __len__(self) -> int:
+        return nb201.NUM_CELLS
+
+    def __repr__(self) -> str:
+        return f"Benchmark({self.source!r}, datasets={list(self.datasets)}, cells_in_file={self.num_in_file})"
+
+    # ---- cells and indices ---------------------------------------------------------------
+    @property
+    def cells(self) -> np.ndarray:
+        """Op-index tuples of all cells in index order, shape (15625, 6), a read-only view."""
+        view = self._cells.view()
+        view.flags.writeable = False
+        return view
+
+    def cell(self, index: int) -> nb201.Cell:
+        return tuple(int(op) for op in self._cells[index])
+
+    def index_of(self, arch: str | Sequence[int]) -> int:
+        """Index of a cell (benchmark string or op-index tuple) in this benchmark's order."""
+        return self._index[nb201.parse(arch)]
+
+    # ---- queries ---------------------------------------------------------------------------
+    def query(self, arch: str | Sequence[int], dataset: str, metric: str = "test_accuracy") -> float:
+        """Value of ``metric`` for one cell on ``dataset`` (NaN when the file lacks the cell)."""
+        return float(self._column(dataset, metric)[self.index_of(arch)])
+
+    def query_all(self, dataset: str, metric: str = "test_accuracy") -> np.ndarray:
+        """Values for all cells in index order, shape (15625,), a read-only view."""
+        view = self._column(dataset, metric).view()
+        view.flags.writeable = False
+        return view
+
+    def best(self, dataset: str, metric: str = "test_accuracy") -> float:
+        """Largest value of ``metric`` on ``dataset`` over the cells present."""
+        return float(np.nanmax(self.query_all(dataset, metric)))
+
+    def without(self, *datasets: str) -> "Benchmark":
+        """A view holding every dataset except ``datasets`` (for leave-one-dataset-out transfer)."""
+        drop = {canonical_dataset(d) for d in datasets}
+        kept = Benchmark.__new__(Benchmark)
+        kept.__dict__.update(self.__dict__)
+        kept._tables = {d: m for d, m in self._tables.items() if d not in drop}
+        return kept
+
+    # ---- internals -------------------------------------------------------------------------
+    def _dataset(self, dataset: str) -> str:
+        canonical = canonical_dataset(dataset)
+        if canonical not in self._tables:
+            raise UserError(f"{self.source}: no dataset {dataset!r}; it holds {', '.join(self.datasets) or 'none'}")
+        return canonical
+
+    def _column(self, dataset: str, metric: str) -> np.ndarray:
+        dataset = self._dataset(dataset)
+        columns = self._tables[dataset]
+        if metric not in columns:
+            raise UserError(f"{self.source}: no metric {metric!r} for {dataset}; it holds {', '.join(columns)}")
+        return columns[metric]
+
+
+def resolve_metrics(
+    benchmark: Benchmark, dataset: str, search_metric: str | None, report_metric: str | None
+) -> tuple[str, str, list[str]]:
+    """Choose the search and report metrics, returning them with warnings to show the user.
+
+    The search metric defaults to validation accuracy when every cell has it, else to test
+    accuracy (with a warning: searching on the metric that is reported is optimistic). The
+    report metric defaults to test accuracy.
+    """
+    warnings = []
+    if search_metric is None:
+        if benchmark.has_metric(dataset, "val_accuracy") and benchmark.is_complete(dataset, "val_accuracy"):
+            search_metric = "val_accuracy"
+        else:
+            search_metric = "test_accuracy"
+            warnings.append(
+                f"{benchmark.source} has no validation accuracy for {canonical_dataset(dataset)}: "
+                "searching on test accuracy"
+            )
+    report_metric = report_metric or "test_accuracy"
+    for metric in (search_metric, report_metric):
+        benchmark.query_all(dataset, metric)  # raises a UserError naming a missing metric
+    return search_metric, report_metric, warnings
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON-friendly float: NaN becomes None."""
+    return None if value is None or math.isnan(value) else float(value)
