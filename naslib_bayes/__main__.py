@@ -1,0 +1,5 @@
+import sys
+
+from naslib_bayes.cli import main
+
+sys.exit(main())

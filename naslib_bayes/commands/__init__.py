@@ -1,0 +1,1 @@
+"""Subcommands of the ``naslib-bayes`` command line, one module each."""

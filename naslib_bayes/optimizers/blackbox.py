@@ -1,0 +1,259 @@
+"""Black-box NAS on a tabular benchmark: the objective, the problem, the optimizer contract.
+
+The objects are kept apart as in BoTorch: :class:`Objective` is the only door to the target
+dataset's accuracies and does the query accounting; :class:`BlackBoxProblem` bundles what an
+optimizer may see; :class:`BlackBoxOptimizer` proposes cells; :func:`run_black_box` is the loop.
+
+The optimizer methods mirror NASLib's black-box ``MetaOptimizer`` (``using_step_function =
+False``): ``adapt_search_space``, ``new_epoch`` (one epoch = one evaluated cell),
+``train_statistics``, ``get_final_architecture``, ``get_checkpointables``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
+from naslib_bayes.search_spaces.nasbench201.space import NasBench201Space
+
+
+class BudgetExhausted(RuntimeError):
+    """An optimizer queried more cells than its budget allows (a bug in the optimizer)."""
+
+
+class DuplicateQuery(RuntimeError):
+    """An optimizer queried a cell twice (a bug in the optimizer: every query costs budget)."""
+
+
+class Objective:
+    """The target dataset's search metric behind a query counter.
+
+    Every call costs one unit of budget; querying a cell twice or past the budget raises,
+    so a search can never silently exceed or double-count its budget.
+
+    Args:
+        benchmark: the tabular benchmark.
+        dataset: target dataset (canonical name or alias).
+        metric: the search metric, e.g. ``val_accuracy``.
+        budget: number of queries allowed.
+    """
+
+    def __init__(self, benchmark: Benchmark, dataset: str, metric: str, budget: int):
+        if budget < 1:
+            raise UserError(f"budget must be at least 1, got {budget}")
+        self.dataset = canonical_dataset(dataset)
+        self.metric = metric
+        self.budget = int(budget)
+        self._values = benchmark.query_all(self.dataset, metric)  # private: never handed out
+        self._index_of = benchmark.index_of
+        self.queried: list[nb201.Cell] = []
+        self.values: list[float] = []
+        self._seen: set[nb201.Cell] = set()
+
+    def __call__(self, cell: Sequence[int]) -> float:
+        """Search-metric value of ``cell`` (counts one query)."""
+        cell = nb201.validate(cell)
+        if cell in self._seen:
+            raise DuplicateQuery(f"cell {nb201.to_string(cell)} was already queried")
+        if self.remaining <= 0:
+            raise BudgetExhausted(f"budget of {self.budget} queries exhausted")
+        value = float(self._values[self._index_of(cell)])
+        self._seen.add(cell)
+        self.queried.append(cell)
+        self.values.append(value)
+        return value
+
+    def is_queried(self, cell: Sequence[int]) -> bool:
+        return tuple(cell) in self._seen
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.queried)
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - len(self.queried)
+
+    def incumbent(self) -> tuple[nb201.Cell, float]:
+        """Best cell so far and its value (the first one queried among ties)."""
+        best = int(np.nanargmax(np.asarray(self.values, dtype=float)))
+        return self.queried[best], self.values[best]
+
+    def trajectory(self) -> list[dict[str, Any]]:
+        """One entry per query in order, as the result schema records it."""
+        entries, best = [], -math.inf
+        for cell, value in zip(self.queried, self.values):
+            best = value if not math.isnan(value) and value > best else best
+            entries.append(
+                {"architecture": nb201.to_string(cell), "accuracy": _json_float(value), "incumbent_accuracy": _json_float(best)}
+            )
+        return entries
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass
+class BlackBoxProblem:
+    """What a black-box optimizer may see.
+
+    Attributes:
+        objective: the counted door to the target dataset.
+        space: the search space.
+        source: evaluations on *other* datasets, for transfer methods (the target dataset is
+            removed from it); ``None`` when the benchmark has no other dataset.
+        dataset: the target dataset's canonical name.
+    """
+
+    objective: Objective
+    space: NasBench201Space = field(default_factory=NasBench201Space)
+    source: Benchmark | None = None
+
+    @property
+    def dataset(self) -> str:
+        return self.objective.dataset
+
+    @classmethod
+    def from_benchmark(cls, benchmark: Benchmark, dataset: str, metric: str, budget: int) -> "BlackBoxProblem":
+        source = benchmark.without(dataset)
+        return cls(Objective(benchmark, dataset, metric, budget), source=source if source.datasets else None)
+
+
+class BlackBoxOptimizer(abc.ABC):
+    """Base class of black-box optimizers (NASLib ``MetaOptimizer`` methods, NB201 cells).
+
+    Subclasses implement :meth:`propose`, returning one not-yet-queried cell; :meth:`new_epoch`
+    queries it. Randomness comes only from ``self.rng`` (``random.Random``),
+    ``self.np_rng`` and ``self.torch_gen``, all seeded from ``seed``.
+    """
+
+    using_step_function = False
+    kind = "black-box"
+    #: hyper-parameters a subclass accepts, with defaults (validated in __init__).
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, seed: int = 0, **hyperparameters: Any):
+        unknown = sorted(set(hyperparameters) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise UserError(f"{type(self).__name__}: unknown hyper-parameter {unknown[0]!r} (known: {known})")
+        self.config = {**self.defaults, **hyperparameters}
+        self.seed = int(seed)
+        self.rng = random.Random(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
+        self.torch_gen = torch.Generator().manual_seed(self.seed)
+        self.problem: BlackBoxProblem | None = None
+        self.history: list[tuple[nb201.Cell, float]] = []
+        self.epoch_times: list[float] = []
+
+    # ---- NASLib's MetaOptimizer methods -----------------------------------------------------
+    def adapt_search_space(self, search_space=None, dataset=None, scope=None, dataset_api=None, **kwargs):
+        """Bind the optimizer to a problem. ``dataset_api`` is the :class:`BlackBoxProblem`.
+
+        Accepts both of NASLib's call forms, ``(search_space, dataset, scope)`` and
+        ``(search_space, scope=None, dataset_api=...)``.
+        """
+        problem = dataset_api if isinstance(dataset_api, BlackBoxProblem) else kwargs.get("problem")
+        if not isinstance(problem, BlackBoxProblem):
+            raise TypeError("adapt_search_space needs dataset_api=BlackBoxProblem(...)")
+        if search_space is not None:
+            problem.space = search_space
+        self.problem = problem
+        self.setup()
+
+    def new_epoch(self, epoch: int) -> None:
+        """Propose one cell and evaluate it (one epoch = one query, as in NASLib)."""
+        start = time.perf_counter()
+        cell = nb201.validate(self.propose())
+        value = self.problem.objective(cell)
+        self.history.append((cell, value))
+        self.observe(cell, value)
+        self.epoch_times.append(time.perf_counter() - start)
+
+    def train_statistics(self, report_incumbent: bool = True) -> tuple[float, float, float, float]:
+        """``(train_acc, val_acc, test_acc, train_time)`` of the incumbent (or last) cell.
+
+        Only the search metric is known to a black-box optimizer; the other entries are -1, as
+        NASLib logs unknown values.
+        """
+        cell, value = self.incumbent() if report_incumbent else self.history[-1]
+        return -1.0, value, -1.0, self.epoch_times[-1] if self.epoch_times else 0.0
+
+    def test_statistics(self):
+        return None
+
+    def get_final_architecture(self) -> nb201.Cell:
+        return self.incumbent()[0]
+
+    def get_op_optimizer(self):
+        return None
+
+    def get_model_size(self) -> float:
+        return 0.0
+
+    def get_checkpointables(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def before_training(self) -> None:
+        pass
+
+    def after_training(self) -> None:
+        pass
+
+    # ---- what subclasses write ------------------------------------------------------------
+    def setup(self) -> None:
+        """Called once the problem is bound (meta-train, precompute encodings, ...)."""
+
+    @abc.abstractmethod
+    def propose(self) -> nb201.Cell:
+        """The next cell to query; it must not have been queried before."""
+
+    def observe(self, cell: nb201.Cell, value: float) -> None:
+        """Called after each query with its result."""
+
+    def result_extras(self) -> dict[str, Any]:
+        """Extra result.json keys of this optimizer (declared in the result schema)."""
+        return {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def incumbent(self) -> tuple[nb201.Cell, float]:
+        return self.problem.objective.incumbent()
+
+    def is_queried(self, cell: Sequence[int]) -> bool:
+        return self.problem.objective.is_queried(cell)
+
+    def random_unqueried(self) -> nb201.Cell:
+        """A uniformly random cell not queried yet (rejection sampling; the space is large)."""
+        while True:
+            cell = self.problem.space.sample(self.rng)
+            if not self.is_queried(cell):
+                return cell
+
+
+def run_black_box(optimizer: BlackBoxOptimizer, problem: BlackBoxProblem, progress=None) -> BlackBoxOptimizer:
+    """Drive ``optimizer`` on ``problem`` until the budget is spent (NASLib Trainer's loop).
+
+    ``progress`` is an optional callable taking the number of queries done (for a progress bar).
+    """
+    optimizer.adapt_search_space(problem.space, dataset_api=problem)
+    optimizer.before_training()
+    for epoch in range(problem.objective.budget):
+        before = problem.objective.num_queries
+        optimizer.new_epoch(epoch)
+        if problem.objective.num_queries != before + 1:
+            raise RuntimeError(f"{type(optimizer).__name__}.new_epoch made {problem.objective.num_queries - before} queries, not 1")
+        if progress is not None:
+            progress(problem.objective.num_queries)
+    optimizer.after_training()
+    return optimizer

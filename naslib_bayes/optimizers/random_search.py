@@ -1,0 +1,13 @@
+"""Random search: cells drawn uniformly without replacement (the baseline every method must beat)."""
+
+from __future__ import annotations
+
+from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.search_spaces.nasbench201.cell import Cell
+
+
+class RandomSearch(BlackBoxOptimizer):
+    """Uniform random sampling of not-yet-queried cells."""
+
+    def propose(self) -> Cell:
+        return self.random_unqueried()

@@ -1,0 +1,56 @@
+"""The one registry mapping optimizer names to their kind and implementation.
+
+Entries name their class by import path so that ``naslib-bayes list`` (and any command using
+only light optimizers) does not import gpytorch or the training stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from naslib_bayes.errors import UserError
+
+BLACK_BOX = "black-box"
+ONE_SHOT = "one-shot"
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    kind: str
+    target: str  # "module:Class"
+    summary: str
+
+    def load(self) -> type:
+        module, _, cls = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+def _specs(*specs: OptimizerSpec) -> MappingProxyType:
+    return MappingProxyType({spec.name: spec for spec in specs})
+
+
+OPTIMIZERS = _specs(
+    OptimizerSpec("rs", BLACK_BOX, "naslib_bayes.optimizers.random_search:RandomSearch", "random search"),
+)
+
+
+def get_spec(name: str, kind: str | None = None) -> OptimizerSpec:
+    """The spec of ``name``; a :class:`UserError` lists the valid names (of ``kind``) otherwise."""
+    spec = OPTIMIZERS.get(name)
+    if spec is None or (kind is not None and spec.kind != kind):
+        valid = ", ".join(n for n, s in OPTIMIZERS.items() if kind is None or s.kind == kind)
+        what = f"{kind} optimizer" if kind else "optimizer"
+        raise UserError(f"unknown {what} {name!r}; valid: {valid}")
+    return spec
+
+
+def create(name: str, kind: str | None = None, **kwargs):
+    """Instantiate the optimizer registered as ``name``."""
+    return get_spec(name, kind).load()(**kwargs)
+
+
+def names(kind: str | None = None) -> list[str]:
+    return [n for n, s in OPTIMIZERS.items() if kind is None or s.kind == kind]

@@ -1,0 +1,66 @@
+"""The result.json every subcommand writes: construction, atomic writing, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Mapping
+
+SCHEMA_VERSION = "1.0"
+RESULT_FILE = "result.json"
+_COMMON_KEYS = (
+    "schema_version", "command", "optimizer", "search_space", "dataset", "seed", "budget",
+    "search_metric", "report_metric", "final_architecture", "final_architecture_op_indices",
+    "benchmark_accuracy", "trajectory", "wall_time_s", "config", "versions",
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on (None for those not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for dist, key in (("naslib-bayes", "naslib_bayes"), ("torch", "torch"), ("numpy", "numpy"),
+                      ("gpytorch", "gpytorch"), ("torch-geometric", "torch_geometric")):
+        try:
+            found[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[key] = None
+    return found
+
+
+def new_result(command: str, **fields: Any) -> dict[str, Any]:
+    """A result dict with every common key (None where a command has no value) plus ``fields``."""
+    result: dict[str, Any] = {key: None for key in _COMMON_KEYS}
+    result.update(schema_version=SCHEMA_VERSION, command=command, config={}, wall_time_s=0.0, versions=versions())
+    result.update(fields)
+    return result
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON so that readers see the old file or the whole new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_result(out_dir: str | os.PathLike, result: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/result.json`` atomically and return its path."""
+    return atomic_write_json(Path(out_dir) / RESULT_FILE, dict(result))
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON schema shipped with the package."""
+    text = resources.files("naslib_bayes").joinpath("schemas/result.schema.json").read_text()
+    return json.loads(text)
