@@ -1,0 +1,113 @@
+"""The Benchmark API on the real NATS-Bench CSV and NASLib's zero-cost JSON."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, resolve_metrics
+from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+BEST_CIFAR10 = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|",
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+)
+
+
+def test_csv_holds_three_datasets_of_test_accuracy(nats_benchmark):
+    assert nats_benchmark.datasets == ("cifar10", "cifar100", "ImageNet16-120")
+    for dataset in nats_benchmark.datasets:
+        assert nats_benchmark.metrics(dataset) == ("test_accuracy",)
+        assert nats_benchmark.is_complete(dataset, "test_accuracy")
+    assert nats_benchmark.num_in_file == 15625
+
+
+def test_index_order_is_the_files_row_order(nats_benchmark, nats_csv):
+    with open(nats_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for i in (0, 1, 777, 15624):
+        assert nats_benchmark.index_of(rows[i]["ArchitectureString"]) == i
+        assert nb201.to_string(nats_benchmark.cell(i)) == rows[i]["ArchitectureString"]
+        assert nats_benchmark.query_all("cifar100")[i] == pytest.approx(float(rows[i]["CIFAR100TestAccuracy200Epochs"]))
+
+
+def test_best_cifar10_cells_share_94_37(nats_benchmark):
+    values = nats_benchmark.query_all("cifar10")
+    best = values.max()
+    assert round(best, 2) == 94.37
+    winners = {nb201.to_string(nats_benchmark.cell(i)) for i in np.flatnonzero(values == best)}
+    assert winners == set(BEST_CIFAR10)
+    assert nats_benchmark.query(BEST_CIFAR10[0], "cifar10") == best
+    assert round(nats_benchmark.best("cifar100"), 2) == 73.51
+    assert round(nats_benchmark.best("ImageNet16-120"), 2) == 47.31
+
+
+def test_query_accepts_strings_tuples_and_aliases(nats_benchmark):
+    cell = nb201.from_string(BEST_CIFAR10[0])
+    assert nats_benchmark.query(cell, "cifar10-valid") == nats_benchmark.query(BEST_CIFAR10[0], "CIFAR10")
+    assert nats_benchmark.query(cell, "imagenet16-120") == nats_benchmark.query(cell, "ImageNet16-120")
+
+
+def test_vectorised_query_is_read_only(nats_benchmark):
+    values = nats_benchmark.query_all("cifar10")
+    assert values.shape == (15625,)
+    with pytest.raises(ValueError):
+        values[0] = 0.0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda b: b.query(BEST_CIFAR10[0], "svhn"), "'svhn'"),
+        (lambda b: b.query(BEST_CIFAR10[0], "cifar10", "val_accuracy"), "'val_accuracy'"),
+        (lambda b: b.query("|nor_conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|", "cifar10"), "nor_conv_5x5"),
+    ],
+)
+def test_bad_queries_name_the_culprit(nats_benchmark, call, message):
+    with pytest.raises(UserError, match=message):
+        call(nats_benchmark)
+
+
+def test_without_hides_the_target_dataset(nats_benchmark):
+    source = nats_benchmark.without("cifar10")
+    assert source.datasets == ("cifar100", "ImageNet16-120")
+    with pytest.raises(UserError, match="no dataset 'cifar10'"):
+        source.query_all("cifar10")
+    assert nats_benchmark.datasets == ("cifar10", "cifar100", "ImageNet16-120")
+
+
+def test_search_metric_falls_back_to_test_accuracy_with_a_warning(nats_benchmark):
+    search, report, warnings = resolve_metrics(nats_benchmark, "cifar10", None, None)
+    assert (search, report) == ("test_accuracy", "test_accuracy")
+    assert len(warnings) == 1 and "searching on test accuracy" in warnings[0]
+
+
+def test_search_metric_prefers_complete_validation_accuracy():
+    cells = list(nb201.all_cells())
+    bench = Benchmark(cells, {"cifar100": {"val_accuracy": np.arange(15625.0), "test_accuracy": np.ones(15625)}})
+    assert resolve_metrics(bench, "cifar100", None, None) == ("val_accuracy", "test_accuracy", [])
+
+
+def test_zero_cost_json_maps_491_cells_to_the_right_strings(zc_json, nats_benchmark):
+    zc = load_benchmark(zc_json)
+    assert zc.num_in_file == 491
+    for dataset in zc.datasets:
+        values = zc.query_all(dataset, "val_accuracy")
+        present = np.isfinite(values)
+        assert present.sum() == 491
+        rows = [nats_benchmark.index_of(tuple(c)) for c in zc.cells[present]]
+        rho = spearmanr(values[present], nats_benchmark.query_all(dataset)[rows]).statistic
+        assert rho >= 0.98, (dataset, rho)
+    absent = zc.cells[-1]
+    assert np.isnan(zc.query(tuple(absent), "cifar10", "val_accuracy"))
+    assert "synflow" in zc.metrics("cifar10")
+
+
+def test_folder_prefers_the_complete_csv(zc_json):
+    bench = load_benchmark(zc_json.parent)
+    assert bench.source.endswith(".csv")
