@@ -1,4 +1,4 @@
-"""Tests for naslib_bayes.data: real MNIST, digits, written CIFAR/ImageNet16 pickles."""
+"""Tests for naslib_bayes.data: real MNIST, digits, written CIFAR/ImageNet16 pickles, augmentation."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ import pytest
 import torch
 
 from naslib_bayes.data import (
+    Augment,
     ImageDataset,
+    batches,
+    cutout,
+    default_augment,
     load_cifar10,
     load_cifar100,
     load_dataset,
     load_digits,
     load_imagenet16,
     load_mnist,
+    random_crop,
+    random_flip,
 )
 from naslib_bayes.data.formats import read_idx, read_pickle_dict
 from naslib_bayes.errors import UserError
@@ -303,3 +309,94 @@ def test_load_dataset_rejects_unknown_names_and_options():
         load_dataset("svhn")
     with pytest.raises(UserError, match="val_sise"):
         load_dataset("digits", val_sise=3)
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    x = torch.randn(16, 3, 8, 8)
+    assert random_crop(x, 0, gen()) is x
+    out = random_crop(x, 2, gen(7))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = []
+    for i in range(16):
+        windows = [(top, left) for top in range(5) for left in range(5)]
+        matches = [(t, l) for t, l in windows if torch.equal(out[i], padded[i, :, t : t + 8, l : l + 8])]
+        assert len(matches) == 1
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 3  # offsets are drawn per sample
+    assert torch.equal(random_crop(x, 2, gen(7)), out)
+    assert not torch.equal(random_crop(x, 2, gen(8)), out)
+
+
+def test_random_flip_matches_torch_flip_and_undoes_itself():
+    x = torch.randn(64, 3, 5, 5)
+    assert torch.equal(random_flip(x, gen(), p=1.0), torch.flip(x, dims=[-1]))
+    assert torch.equal(random_flip(x, gen(), p=0.0), x)
+    once = random_flip(x, gen(3))
+    flipped = [torch.equal(once[i], x[i].flip(-1)) for i in range(64)]
+    assert all(flipped[i] or torch.equal(once[i], x[i]) for i in range(64))
+    assert 10 < sum(flipped) < 54
+    assert torch.equal(random_flip(once, gen(3)), x)  # same generator state: same mask
+
+
+def test_cutout_zeroes_a_square_clipped_at_the_border():
+    size, x = 5, torch.ones(64, 2, 12, 12)
+    out = cutout(x, size, gen(11))
+    assert torch.equal(cutout(x, size, gen(11)), out) and torch.equal(cutout(x, 0, gen()), x)
+    assert torch.equal(out[:, 0], out[:, 1])  # the same square on every channel
+    inside = 0
+    for mask in out[:, 0] == 0:
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert mask.sum() == height * width and height <= size and width <= size  # a clipped square
+        touches = rows.min() == 0 or cols.min() == 0 or rows.max() == 11 or cols.max() == 11
+        if not touches:
+            assert height == width == size
+            inside += 1
+    assert inside > 10
+
+
+def test_augment_pipeline_is_deterministic_and_leaves_the_global_rng_alone():
+    x = torch.randn(8, 3, 16, 16)
+    state = torch.random.get_rng_state()
+    pipeline = default_augment("cifar-10")
+    assert pipeline == Augment(crop_padding=4, flip=True) and not default_augment("mnist").flip
+    assert torch.equal(pipeline(x, gen(1)), pipeline(x, gen(1)))
+    assert not torch.equal(pipeline(x, gen(1)), pipeline(x, gen(2)))
+    load_digits(seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(UserError, match="cutout"):
+        Augment(cutout=-1)
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def numbered_dataset(n: int) -> ImageDataset:
+    """Image i is filled with the value i + 1 (never 0, so cutout's zeros stand out)."""
+    images = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return ImageDataset(images, torch.arange(n) % 3, 3, "toy", (0.0,), (1.0,), torch.arange(n))
+
+
+def test_batches_cover_the_dataset_once_per_pass():
+    data = numbered_dataset(10)
+    seen = [(x, y) for x, y in batches(data, 4, gen(0))]
+    assert [len(y) for _, y in seen] == [4, 4, 2]
+    order = torch.cat([x[:, 0, 0, 0] for x, _ in seen]).long() - 1
+    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
+    assert torch.equal(torch.cat([y for _, y in seen]), order % 3)
+    again = torch.cat([x[:, 0, 0, 0] for x, _ in batches(data, 4, gen(0))]).long() - 1
+    assert torch.equal(again, order)
+    plain = [x[:, 0, 0, 0].tolist() for x, _ in batches(data, 4, None, shuffle=False, drop_last=True)]
+    assert plain == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    with pytest.raises(UserError, match="batch_size"):
+        next(batches(data, 0, gen()))
+
+
+def test_batches_apply_augmentation():
+    data = numbered_dataset(6)
+    x, _ = next(batches(data, 6, gen(0), shuffle=False, augment=Augment(cutout=2)))
+    assert (x == 0).sum() > 0 and x.shape == (6, 1, 4, 4)
