@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import pickle
+import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +58,24 @@ def load_benchmark(path: str | os.PathLike) -> Benchmark:
     loader = _loader_for(path)
     if loader is None:
         raise UserError(f"{path}: not a NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz)")
+    return _guarded(path, lambda: loader(path))
+
+
+# What reading a file of the wrong shape raises (AttributeError: a value of the wrong type;
+# BadZipFile: a damaged .npz).
+_READ_ERRORS = (
+    OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+    pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+)
+
+
+def _guarded(path: Path, load) -> Benchmark:
+    """Run ``load()``, turning a read or format error into a :class:`UserError` naming ``path``."""
     try:
-        return loader(path)
+        return load()
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, IndexError, pickle.UnpicklingError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise UserError(f"{path}: cannot read it as a NAS-Bench-201 benchmark ({type(exc).__name__}: {exc})") from None
 
 
@@ -89,7 +104,8 @@ def _load_folder(folder: Path) -> Benchmark:
             continue
         if kind == "pickle":
             logger.info("loading NASLib pickles %s", ", ".join(p.name for p in found))
-            return load_naslib_pickles(found)
+            # Guarded like a single file, so a damaged pickle is a UserError, not a traceback.
+            return _guarded(folder, lambda: load_naslib_pickles(found))
         if len(found) > 1:
             logger.warning("%s holds several %s files; loading %s", folder, kind, found[0].name)
         return load_benchmark(found[0])
@@ -146,10 +162,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
     for path in paths:
-        with open(path, "rb") as handle:
-            data = pickle.load(handle)
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a dict of architecture strings")
+        data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
             try:
                 cell = nb201.from_string(arch)
@@ -167,6 +180,14 @@ def load_naslib_pickles(paths) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        data = pickle.load(handle)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a dict of architecture strings")
+    return data
 
 
 def _pickle_metrics(path, arch: str, ds_key: str, entry: dict) -> dict[str, float]:
