@@ -8,6 +8,7 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
   of them loads as one multi-dataset benchmark;
 * the official NAS-Bench-201 ``.pth`` file, read through the ``nas_201_api`` package and cached
   as a compact ``.npz`` array file (see :mod:`naslib_bayes.search_spaces.nasbench201.official`);
+  reading it unpickles the file, which executes code stored in it: load only a file you trust;
 * NASLib's zero-cost JSON (``zc_nasbench201.json``): a partial benchmark with validation
   accuracy, params, FLOPs and zero-cost proxies for a sample of cells;
 * a ``.npz`` file written by :func:`save_npz` (the cache format).
@@ -251,7 +252,8 @@ def save_npz(benchmark: Benchmark, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def load_npz(path: Path) -> Benchmark:
+def load_npz(path: Path, source: str | None = None) -> Benchmark:
+    """Read a :func:`save_npz` file; ``source`` (default: ``path``) is what messages name."""
     with np.load(path, allow_pickle=False) as data:
         if "cells" not in data.files:
             raise UserError(f"{path}: not a naslib-bayes benchmark array file (no 'cells')")
@@ -261,4 +263,4 @@ def load_npz(path: Path) -> Benchmark:
                 dataset, metric = name.split("/", 1)
                 tables.setdefault(dataset, {})[metric] = data[name]
         notes = json.loads(str(data["notes"])) if "notes" in data.files else []
-        return Benchmark([tuple(c) for c in data["cells"]], tables, source=str(path), notes=notes)
+        return Benchmark([tuple(c) for c in data["cells"]], tables, source=source or str(path), notes=notes)
