@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     bb.add_argument("--search-metric", help="metric the search maximises (default: validation accuracy if present)")
     bb.add_argument("--report-metric", help="metric reported for the final cell (default: test accuracy)")
     bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="KEY=VALUE",
-                    help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20)")
+                    help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20; one-shot: "
+                         "--opt curvature_batches=4)")
     os_ = parser.add_argument_group("one-shot search (bayesnas, darts, random-cell)")
     os_.add_argument("--search-space", default="nb201", help="nb201 (default) or darts")
     os_.add_argument("--data-root", type=Path, help="folder of the dataset's files (digits needs none)")
@@ -82,6 +83,7 @@ def run_one_shot(args) -> int:
         hyper.pop("lambda_origin")
         hyper.pop("lambda_child")
     hyper = {k: v for k, v in hyper.items() if v is not None}
+    hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
     benchmark = None
     if args.benchmark is not None:
         if space != "nasbench201":
