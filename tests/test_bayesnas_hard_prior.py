@@ -128,7 +128,7 @@ def test_switch_bank_update_penalty_and_prune():
     assert bool((bank.gamma_child_normal[0, 1] <= ENTROPY_THRESHOLD))
     bank.prune("normal", upd.keep_parent, upd.keep_child)
     assert bank.active_ops("normal", 0) == [0]
-    assert float(bank.child["normal"][:, 0, 1].abs().sum()) == 0.0
+    assert float(bank.child["normal"].detach()[:, 0, 1].abs().sum()) == 0.0
     # the pruned group leaves the penalty; the others now use their omega
     pen = bank.penalty(0.1, 0.2)
     assert torch.isfinite(pen)

@@ -151,7 +151,7 @@ def test_pruned_switches_are_masked_and_no_longer_computed(digits):
     drive_epoch(opt, trainer, 2)
     opt.after_training()
     assert opt.rounds_done == 2
-    assert float(opt.bank.child["normal"][:, ~mask].abs().sum()) == 0.0
+    assert float(opt.bank.child["normal"].detach()[:, ~mask].abs().sum()) == 0.0
     cell = opt.get_final_architecture()
     assert nb201.is_connected(cell) and cell[3] == nb201.NONE and cell[0] != nb201.CONV1X1
 
