@@ -25,7 +25,7 @@ from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, finite_o
 SEARCH_SPACES = {"nb201": "nasbench201", "nasbench201": "nasbench201", "nas-bench-201": "nasbench201", "darts": "darts"}
 #: CPU-sized supernet defaults per space: (channels, cells). NB201: cells per stage; DARTS: cells in all.
 DEFAULT_SIZES = {"nasbench201": (8, 1), "darts": (16, 8)}
-TIMING_KEYS = ("wall_time_s", "epoch_times_s", "architecture_update_times_s")
+TIMING_KEYS = ("wall_time_s", "epoch_times_s", "epoch_cpu_times_s", "architecture_update_times_s")
 
 
 def canonical_space(name: str) -> str:
@@ -151,6 +151,7 @@ def run_oneshot_search(
         config=config,
         notes=[],
         epoch_times_s=list(state.epoch_times),
+        epoch_cpu_times_s=list(state.epoch_cpu_times),
         epoch_stats=[{k: v for k, v in s.items() if k != "time_s"} for s in state.stats],
         search_data={**description, "search_images": int(labels.shape[0])},
         model_size_mb=opt.get_model_size(),
