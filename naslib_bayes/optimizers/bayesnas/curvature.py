@@ -518,7 +518,7 @@ class _Tape(TorchFunctionMode):
         self.suppress = 0
         self.stack: list[tuple[str, nn.Module, int | None]] = []
         self.module_names = module_names
-        self.bn_saved: dict[int, tuple] = {}  # BatchNorm buffers to restore after the pass
+        self.bn_saved: dict[int, tuple] = {}  # BatchNorm momentum and counter to restore after the pass
 
     # ---- values ----
     def track(self, t: torch.Tensor) -> int:
