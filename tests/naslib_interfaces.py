@@ -56,7 +56,7 @@ META_OPTIMIZER_ATTRIBUTES = {"using_step_function": {"black-box": False, "one-sh
 #: naslib/predictors/predictor.py::Predictor as the Ensemble and the PredictorEvaluator use it.
 PREDICTOR = (
     Row("fit", (Call(("xtrain", "ytrain")), Call(("xtrain", "ytrain", "train_info")))),
-    Row("query", (Call(("xtest",)), Call(("xtest", "info")), Call(("xtest",), ("info",)))),
+    Row("query", (Call(("xtest", "info")), Call(("xtest",), ("info",)))),  # Ensemble: query([arch], info)
     Row("get_data_reqs", (Call(()),)),
     Row("pre_process", (Call(()),)),
     Row("set_hyperparams", (Call(("params",)),)),

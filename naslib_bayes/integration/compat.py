@@ -162,13 +162,17 @@ def fix_tensorwatch() -> bool:
 
 # ---- after NASLib is imported -----------------------------------------------------------
 def _numpy_sums_generators() -> bool:
+    import warnings
+
     import numpy as np
 
-    try:
-        np.sum(x for x in (1, 2))
-        return True
-    except TypeError:
-        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            np.sum(x for x in (1, 2))
+            return True
+        except TypeError:
+            return False
 
 
 def count_parameters_in_mb(model) -> float:
