@@ -32,6 +32,11 @@ The fixes:
     The ``naslib`` extra of naslib-bayes pins ``numpy<2.4``; when a newer numpy is installed
     anyway, this fix rebinds the counter (in every loaded NASLib module that imported it) to an
     equivalent that sums a list. It runs after NASLib is imported.
+``fix_graph_clone``
+    NASLib's DARTS search space stores its auxiliary head's output (with autograd history) in
+    the graph after each forward pass, and ``Graph.clone()`` cannot deep-copy it, so the
+    one-shot optimizers' ``get_final_architecture()`` fails on that space. ``clone`` detaches
+    such stored outputs first. It runs after NASLib is imported.
 """
 
 from __future__ import annotations
@@ -196,8 +201,53 @@ def fix_parameter_counter() -> bool:
     return _record("parameter_counter", f"numpy cannot sum generators: rebound count_parameters_in_MB in {len(rebound)} NASLib modules")
 
 
+def _detach_stored_outputs(graph) -> int:
+    """Detach tensors that carry autograd history from the attribute dicts of ``graph`` and its sub-graphs."""
+    import torch
+
+    count = 0
+    for module in graph.modules():
+        store = getattr(module, "graph", None)
+        if not isinstance(store, dict):
+            continue
+        for key, value in list(store.items()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                store[key] = value.detach()
+                count += 1
+    return count
+
+
+def fix_graph_clone() -> bool:
+    """Let ``Graph.clone()`` copy a graph that has run forward with an auxiliary head.
+
+    NASLib's DARTS space (``NasBench301SearchSpace``, auxiliary head on by default) keeps the
+    head's output, a tensor with autograd history, in the graph's attribute dict
+    (``graph.graph["out_from_12"]``) after every forward pass; ``clone()`` deep-copies the graph
+    and torch refuses to deep-copy such tensors, so ``get_final_architecture()`` of DARTS,
+    GDAS and DrNAS fails there. The fix detaches those stored outputs before cloning (their
+    values are unchanged; nothing backpropagates through them after the training step).
+    """
+    graph_module = sys.modules.get("naslib.search_spaces.core.graph")
+    if graph_module is None:
+        raise RuntimeError("fix_graph_clone runs after NASLib is imported (import naslib.search_spaces first)")
+    graph_cls = graph_module.Graph
+    original = graph_cls.clone
+    if getattr(original, "__naslib_bayes_fix__", False):
+        return False
+
+    def clone(self):
+        _detach_stored_outputs(self)
+        return original(self)
+
+    clone.__naslib_bayes_fix__ = True
+    clone.__wrapped__ = original
+    clone.__doc__ = original.__doc__
+    graph_cls.clone = clone
+    return _record("graph_clone", "Graph.clone detaches stored auxiliary-head outputs before deep-copying")
+
+
 PRE_IMPORT_FIXES = (fix_collections_abc_aliases, fix_torchvision, fix_tensorwatch)
-POST_IMPORT_FIXES = (fix_parameter_counter,)
+POST_IMPORT_FIXES = (fix_parameter_counter, fix_graph_clone)
 
 
 def apply_pre_import_fixes() -> list[str]:

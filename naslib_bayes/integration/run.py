@@ -170,6 +170,9 @@ def _search_space(config, num_classes: int | None, in_channels: int | None):
     kwargs = {}
     if num_classes is not None:
         kwargs.update(n_classes=num_classes, in_channels=in_channels)
+    if cls_name == "NasBench301SearchSpace" and "auxiliary" in config.search:
+        # NASLib's retraining head assumes 32x32 inputs; small images need it off
+        kwargs["auxiliary"] = bool(config.search.auxiliary)
     return getattr(_naslib.search_spaces, cls_name)(**kwargs)
 
 
@@ -237,13 +240,15 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
         raise UserError(f"one-shot optimizer {spec.name} trains a supernet: pass --search-data (digits or mnist)")
 
     _naslib.utils.set_seed(config.seed)
-    search_space = _search_space(config, *( (image_data.num_classes, image_data.in_channels) if image_data else (None, None)))
+    shape = (image_data.num_classes, image_data.in_channels) if image_data is not None else (None, None)
+    search_space = _search_space(config, *shape)
     optimizer = spec.create(config)
-    if spec.kind == ONE_SHOT:
-        optimizer.adapt_search_space(search_space, config.dataset, dataset_api=dataset_api) \
-            if spec.origin == "naslib-bayes" else optimizer.adapt_search_space(search_space, config.dataset)
+    if spec.kind == BLACK_BOX:
+        optimizer.adapt_search_space(search_space, dataset_api=dataset_api)  # as runners/bbo/runner.py
+    elif spec.origin == "naslib":
+        optimizer.adapt_search_space(search_space, config.dataset)  # as examples/run_darts.py
     else:
-        optimizer.adapt_search_space(search_space, dataset_api=dataset_api)
+        optimizer.adapt_search_space(search_space, config.dataset, dataset_api=dataset_api)
 
     loaders = eval_loaders = None
     if image_data is not None:
@@ -255,7 +260,13 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
     trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
     trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
     final_graph = optimizer.get_final_architecture()
-    evaluation = trainer.evaluate(resume_from="", dataset_api=dataset_api, metric=None)
+    if final_graph.QUERYABLE and dataset_api is None:
+        # The DARTS space is "queryable" only through NASLib's NB301 surrogate; without it the
+        # final architecture is retrained from scratch with config.evaluation on the given images.
+        final_graph.QUERYABLE = False
+        evaluation = trainer.evaluate(best_arch=final_graph, dataset_api=None, metric=None)
+    else:
+        evaluation = trainer.evaluate(resume_from="", dataset_api=dataset_api, metric=None)
     arch, op_indices = _final_architecture(final_graph)
 
     trajectory = trainer.search_trajectory
