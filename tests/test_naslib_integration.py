@@ -116,12 +116,12 @@ def test_config_takes_naslib_defaults_and_sets_what_the_trainer_reads(naslib, tm
 
 
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
-    from naslib_bayes.integration.data import load_digits
+    from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment
 
     config = _config(tmp_path, "optimizer: darts\nsearch_space: nasbench201\ndataset: cifar100\nseed: 2\n"
                      "search:\n  epochs: 1\n  batch_size: 64\n  data_size: 192\n  train_portion: 0.5\n")
-    result = run_experiment(config, benchmark=nats_benchmark, image_data=load_digits(seed=2))
+    result = run_experiment(config, benchmark=nats_benchmark, image_data=load_image_data("digits", seed=2))
     cell = nb201.from_string(result["final_architecture"])
     assert list(cell) == result["final_architecture_op_indices"]
     assert result["naslib"]["evaluation"] == nats_benchmark.query(cell, "cifar100")
@@ -175,3 +175,22 @@ def test_naslib_run_bananas_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_
     assert len(incumbents) == 12 and incumbents == sorted(incumbents)
     assert result["naslib"]["evaluation"] == nats_benchmark.query(result["final_architecture"], "cifar10") == incumbents[-1]
     assert result["final_architecture"] in out
+
+
+def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
+    import torch
+
+    torch.manual_seed(0)
+    space = naslib.search_spaces.NasBench301SearchSpace(n_classes=10, in_channels=1)  # auxiliary head on
+    opt = naslib.optimizers.DARTSOptimizer()
+    opt.adapt_search_space(space, "cifar10")
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    opt.step(batch, batch)
+    stored = opt.graph.graph["out_from_12"]
+    assert stored.grad_fn is not None  # what NASLib leaves behind after a training step
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        naslib.graph.Graph.clone.__wrapped__(opt.graph)  # NASLib's own clone
+    final = opt.get_final_architecture()  # clones the graph
+    assert opt.graph.graph["out_from_12"].grad_fn is None
+    assert torch.equal(opt.graph.graph["out_from_12"], stored.detach())
+    assert final is not opt.graph and final.get_hash() is not None

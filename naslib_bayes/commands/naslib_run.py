@@ -26,9 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("--benchmark", type=Path,
                         help="NAS-Bench-201 benchmark file or folder served to NASLib as its dataset_api "
                              "(default: NASLib's own nb201 pickles)")
-    parser.add_argument("--search-data", choices=("digits", "mnist"),
-                        help="images a one-shot optimizer trains its supernet on (and retraining uses)")
-    parser.add_argument("--data-root", type=Path, help="folder holding the --search-data files")
+    parser.add_argument("--search-data", metavar="DATASET",
+                        help="images a one-shot optimizer trains its supernet on and retraining uses: "
+                             "digits (bundled with scikit-learn), mnist, cifar10, cifar100, ImageNet16-120")
+    parser.add_argument("--data-root", type=Path, help="folder holding the --search-data files (not needed for digits)")
     parser.add_argument("--set", dest="overrides", type=common.key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable (e.g. --set search.epochs=20)")
     common.add_out(parser)
