@@ -28,13 +28,20 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---- the signature table against the core classes ---------------------------------------
+@pytest.mark.parametrize("name", registry.names())
+def test_core_optimizers_match_naslib_meta_optimizer(name):
+    """Every registered optimizer offers NASLib's MetaOptimizer methods for its kind."""
+    spec = registry.get_spec(name)
+    cls = spec.load()
+    assert check_rows(cls, META_OPTIMIZER, kind=spec.kind) == []
+    assert cls.using_step_function is META_OPTIMIZER_ATTRIBUTES["using_step_function"][spec.kind]
+
+
 @pytest.mark.parametrize("name", registry.names(registry.BLACK_BOX))
-def test_core_black_box_optimizers_match_naslib_meta_optimizer(name):
+def test_core_black_box_optimizers_return_what_naslib_reads(name):
     from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective
 
     cls = registry.get_spec(name).load()
-    assert check_rows(cls, META_OPTIMIZER, kind="black-box") == []
-    assert cls.using_step_function is META_OPTIMIZER_ATTRIBUTES["using_step_function"]["black-box"]
     opt = cls(seed=0)
     problem = BlackBoxProblem(Objective(_toy_benchmark(n_cells=nb201.NUM_CELLS), "cifar10", "test_accuracy", budget=3))
     opt.adapt_search_space(problem.space, dataset_api=problem)  # NASLib's runner call form
