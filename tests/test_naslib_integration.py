@@ -194,3 +194,27 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
     assert opt.graph.graph["out_from_12"].grad_fn is None
     assert torch.equal(opt.graph.graph["out_from_12"], stored.detach())
     assert final is not opt.graph and final.get_hash() is not None
+
+
+@pytest.mark.parametrize(
+    "yaml_text, extra, message",
+    [
+        ("optimizer: nope\n", [], "unknown optimizer 'nope' for naslib-run; valid: darts, gdas, drnas, rs, re, ls, bananas, npenas"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n", [], "pass --search-data"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: svhn\n", [], "'svhn' is not a NAS-Bench-201 dataset"),
+        ("optimizer: rs\nsearch_space: nasbench101\ndataset: cifar10\n", [], "black-box optimizer rs runs on nasbench201"),
+        ("optimizer: darts\nsearch_space: nasbench101\ndataset: cifar10\n", ["--search-data", "digits"],
+         "search_space 'nasbench101' is not supported"),
+        ("optimizer: [unclosed\n", [], "not a NASLib config file"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n", ["--search-data", "svhn"], "unknown dataset 'svhn'"),
+    ],
+)
+def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--out", str(tmp_path / "out"), *extra)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "out" / "result.json").exists()

@@ -4,12 +4,17 @@ naslib-bayes never depends on NASLib: importing this package imports nothing fro
 and patches nothing. :func:`load_naslib` does both, on request: it applies the runtime fixes
 of :mod:`naslib_bayes.integration.compat`, imports the parts of NASLib the integration uses,
 checks that they are recent enough, and raises :class:`NaslibUnavailable` (naming what to
-install) otherwise. The NASLib-native classes are loaded on first attribute access:
+install) otherwise.
 
-* ``BayesNASOptimizer``, ``TNASOptimizer`` -- NASLib ``MetaOptimizer`` subclasses;
-* ``DeepKernelGPPredictor`` -- the deep-kernel GP as a NASLib ``Predictor``;
-* ``naslib_dataset_api`` -- NASLib's NB201 ``dataset_api`` from a naslib-bayes benchmark
-  (needs no NASLib).
+Modules:
+
+* :mod:`.compat` -- the runtime fixes NASLib needs on Python 3.11 and current libraries;
+* :mod:`.dataset_api` -- NASLib's NB201 ``dataset_api`` from a naslib-bayes benchmark (no NASLib
+  needed); ``naslib_dataset_api`` is re-exported here;
+* :mod:`.data` -- naslib-bayes's image data as NASLib-style search/evaluation loaders;
+* :mod:`.trainer` -- NASLib's Trainer taking those loaders (imports NASLib);
+* :mod:`.run` -- ``naslib-run`` as a library: NASLib config, optimizer table, search + evaluate
+  (imports NASLib).
 """
 
 from __future__ import annotations
@@ -116,9 +121,6 @@ def naslib_available() -> tuple[bool, str]:
 
 _LAZY = {
     "naslib_dataset_api": "naslib_bayes.integration.dataset_api",
-    "BayesNASOptimizer": "naslib_bayes.integration.bayesnas",
-    "TNASOptimizer": "naslib_bayes.integration.tnas",
-    "DeepKernelGPPredictor": "naslib_bayes.integration.predictor",
 }
 
 
