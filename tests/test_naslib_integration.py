@@ -218,3 +218,51 @@ def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats
     errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
     assert len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+# ---- naslib-bayes's black-box optimizers inside NASLib's Trainer -----------------------------
+def test_naslib_bayes_black_box_runs_in_naslibs_trainer_like_its_own_search(naslib, tmp_path, capsys, nats_csv,
+                                                                            nats_benchmark):
+    from naslib_bayes.experiment import run_blackbox_search
+
+    config = tmp_path / "rs.yaml"
+    config.write_text("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar100\nseed: 5\n"
+                      "search:\n  epochs: 20\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["naslib"]["origin"] == "naslib-bayes" and result["budget"] == 20
+    queried = [q["architecture"] for q in result["trajectory"]]
+    assert len(queried) == len(set(queried)) == 20
+    # every value the optimizer saw came through NASLib's query and equals the benchmark's
+    assert [q["accuracy"] for q in result["trajectory"]] == [nats_benchmark.query(a, "cifar100") for a in queried]
+    # NASLib's Trainer logged the incumbent after each query, as naslib-bayes's objective did
+    assert result["naslib"]["incumbent_valid_acc"] == [q["incumbent_accuracy"] for q in result["trajectory"]]
+    assert result["naslib"]["evaluation"] == max(q["accuracy"] for q in result["trajectory"])
+    # the same seed and budget in naslib-bayes's own loop query the same cells: one implementation
+    own = run_blackbox_search(nats_benchmark, "rs", "cifar100", 20, seed=5)
+    assert [q["architecture"] for q in own["trajectory"]] == queried
+
+
+def test_naslib_bayes_black_box_accepts_both_adapt_forms(naslib, api, tmp_path):
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: 1\n"
+                     "search:\n  epochs: 3\n")
+    space = naslib.search_spaces.NasBench201SearchSpace()
+    runner_form = NaslibBlackBox(config, optimizer="rs")
+    runner_form.adapt_search_space(space, dataset_api=api)  # naslib/runners/bbo/runner.py
+    positional = NaslibBlackBox(config, optimizer="rs")
+    positional.adapt_search_space(space, "cifar10", None, dataset_api=api)  # (ss, dataset, scope)
+    for opt in (runner_form, positional):
+        for epoch in range(3):
+            opt.new_epoch(epoch)
+        train, val, test, train_time = opt.train_statistics(True)
+        assert val == test == max(m.accuracy for m in opt.history) and train == -1
+        assert len(opt.history) == 3 and opt.get_checkpointables()["model"] is opt.history
+        final = opt.get_final_architecture()
+        assert final.get_hash() == max(opt.history, key=lambda m: m.accuracy).arch_hash
+    assert [m.arch_hash for m in runner_form.history] == [m.arch_hash for m in positional.history]
+    with pytest.raises(Exception, match="NAS-Bench-201"):
+        NaslibBlackBox(config, optimizer="rs").adapt_search_space(naslib.search_spaces.NasBench301SearchSpace())

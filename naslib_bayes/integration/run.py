@@ -32,6 +32,7 @@ from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api
+from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 logger = logging.getLogger(__name__)
@@ -51,16 +52,19 @@ class NaslibOptimizer:
     target: str  # "module:Class"
     summary: str
     origin: str  # "naslib" or "naslib-bayes"
+    core: str | None = None  # naslib-bayes registry name a wrapper runs
 
     def load(self) -> type:
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
 
-    def create(self, config):
+    def create(self, config, source=None):
         cls = self.load()
         if self.origin == "naslib" and self.kind == ONE_SHOT:
             return cls(**config.search)  # as NASLib's examples/run_darts.py does
-        return cls(config)  # as NASLib's runners/bbo/runner.py does
+        if self.origin == "naslib":
+            return cls(config)  # as NASLib's runners/bbo/runner.py does
+        return cls(config, optimizer=self.core, source=source)
 
 
 def _specs(*specs: NaslibOptimizer) -> dict[str, NaslibOptimizer]:
@@ -77,6 +81,12 @@ OPTIMIZERS = _specs(
     NaslibOptimizer("bananas", BLACK_BOX, "naslib.optimizers:Bananas", "NASLib's BANANAS", "naslib"),
     NaslibOptimizer("npenas", BLACK_BOX, "naslib.optimizers:Npenas", "NASLib's NPENAS", "naslib"),
 )
+# naslib-bayes's black-box optimizers, wrapped as NASLib MetaOptimizers; a name NASLib already
+# uses (rs) is offered as "naslib-bayes:<name>".
+for _name in registry.names(registry.BLACK_BOX):
+    _key = f"naslib-bayes:{_name}" if _name in OPTIMIZERS else _name
+    OPTIMIZERS[_key] = NaslibOptimizer(_key, BLACK_BOX, "naslib_bayes.integration.blackbox:NaslibBlackBox",
+                                       f"naslib-bayes's {registry.get_spec(_name).summary}", "naslib-bayes", _name)
 
 _DEFAULT_CONFIGS = {ONE_SHOT: "nas", BLACK_BOX: "bbo-bs"}
 SEARCH_SPACES = {"nasbench201": "NasBench201SearchSpace", "darts": "NasBench301SearchSpace",
@@ -242,7 +252,11 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
     _naslib.utils.set_seed(config.seed)
     shape = (image_data.num_classes, image_data.in_channels) if image_data is not None else (None, None)
     search_space = _search_space(config, *shape)
-    optimizer = spec.create(config)
+    source = None
+    if benchmark is not None and spec.origin == "naslib-bayes" and spec.kind == BLACK_BOX:
+        source = benchmark.without(config.dataset)  # other datasets, for transfer methods
+        source = source if source.datasets else None
+    optimizer = spec.create(config, source=source)
     if spec.kind == BLACK_BOX:
         optimizer.adapt_search_space(search_space, dataset_api=dataset_api)  # as runners/bbo/runner.py
     elif spec.origin == "naslib":
@@ -286,10 +300,11 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
         final_architecture=arch,
         final_architecture_op_indices=op_indices,
         benchmark_accuracy=benchmark_accuracy,
-        trajectory=None,
+        trajectory=optimizer.trajectory() if hasattr(optimizer, "trajectory") else None,
         wall_time_s=time.perf_counter() - start,
         config=_plain(config),
         notes=list(benchmark.notes) if benchmark is not None else [],
+        **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
         naslib={
             "kind": spec.kind,
             "origin": spec.origin,
