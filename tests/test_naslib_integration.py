@@ -206,6 +206,7 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
         ("optimizer: darts\nsearch_space: nasbench101\ndataset: cifar10\n", ["--search-data", "digits"],
          "search_space 'nasbench101' is not supported"),
         ("optimizer: [unclosed\n", [], "not a NASLib config file"),
+        ("optimizer: rs\nsearch:\n  epochs: [1, 2]\n", [], "does not fit NASLib's defaults"),
         ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n", ["--search-data", "svhn"], "unknown dataset 'svhn'"),
     ],
 )
@@ -218,6 +219,18 @@ def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats
     errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
     assert len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_naslib_run_without_benchmark_uses_naslibs_data_or_says_what_is_missing(naslib, tmp_path, capsys):
+    from pathlib import Path
+
+    pickles = list(Path(naslib.utils.get_project_root(), "data").glob("nb201_cifar10_full_training.pickle"))
+    if pickles:
+        pytest.skip("this NASLib checkout has its own NB201 pickles")
+    config = tmp_path / "rs.yaml"
+    config.write_text("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 2\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--out", str(tmp_path / "out"))
+    assert code == 2 and "pass --benchmark PATH" in err and len(err.strip().splitlines()) == 1
 
 
 # ---- naslib-bayes's black-box optimizers inside NASLib's Trainer -----------------------------

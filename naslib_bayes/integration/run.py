@@ -145,7 +145,10 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         if section not in config:
             config[section] = CfgNode(new_allowed=True)
         config[section].set_new_allowed(True)
-    config.merge_from_other_cfg(user)
+    try:
+        config.merge_from_other_cfg(user)
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise UserError(f"{config_file}: does not fit NASLib's defaults ({exc})") from None
     config.optimizer = name
     if seed is not None:
         config.seed = int(seed)
