@@ -279,3 +279,20 @@ def test_naslib_bayes_black_box_accepts_both_adapt_forms(naslib, api, tmp_path):
     assert [m.arch_hash for m in runner_form.history] == [m.arch_hash for m in positional.history]
     with pytest.raises(Exception, match="NAS-Bench-201"):
         NaslibBlackBox(config, optimizer="rs").adapt_search_space(naslib.search_spaces.NasBench301SearchSpace())
+
+
+def test_unparse_fix_keeps_the_darts_space_settings_for_retraining(naslib):
+    import torch
+
+    torch.manual_seed(0)
+    space = naslib.search_spaces.NasBench301SearchSpace(n_classes=7, in_channels=1, auxiliary=False)
+    lost = naslib.graph.Graph.unparse.__wrapped__(space.clone())  # NASLib's own unparse
+    assert (lost.num_classes, lost.auxiliary_output) == (10, True)
+    opt = naslib.optimizers.DARTSOptimizer()
+    opt.adapt_search_space(space, "cifar10")
+    batch = (torch.randn(4, 1, 28, 28), torch.randint(0, 7, (4,)))
+    opt.step(batch, batch)
+    final = opt.get_final_architecture()  # unparse + prepare_evaluation (the retraining network)
+    assert (final.num_classes, final.in_channels, final.auxiliary_output) == (7, 1, False)
+    final.train()
+    assert final(batch[0]).shape == (4, 7)

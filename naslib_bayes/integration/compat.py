@@ -37,6 +37,11 @@ The fixes:
     the graph after each forward pass, and ``Graph.clone()`` cannot deep-copy it, so the
     one-shot optimizers' ``get_final_architecture()`` fails on that space. ``clone`` detaches
     such stored outputs first. It runs after NASLib is imported.
+``fix_unparse_settings``
+    ``Graph.unparse()`` rebuilds a search space with default constructor arguments, so the
+    final architecture of a one-shot search on a DARTS space built with ``auxiliary=False`` or
+    another class count is retrained with NASLib's defaults instead. ``unparse`` copies those
+    settings back. It runs after NASLib is imported.
 """
 
 from __future__ import annotations
@@ -246,8 +251,43 @@ def fix_graph_clone() -> bool:
     return _record("graph_clone", "Graph.clone detaches stored auxiliary-head outputs before deep-copying")
 
 
+#: settings NASLib's search spaces take in their constructors and keep as attributes
+_CONSTRUCTOR_SETTINGS = ("num_classes", "in_channels", "auxiliary_output", "instantiate_model", "space_name")
+
+
+def fix_unparse_settings() -> bool:
+    """Keep a search space's constructor settings through ``Graph.unparse()``.
+
+    ``unparse`` rebuilds the graph as ``self.__class__()`` -- with default constructor arguments
+    -- and copies back only the graph structure and a few members. A DARTS space built with
+    ``auxiliary=False`` or ``n_classes=100`` therefore comes back from the one-shot optimizers'
+    ``get_final_architecture()`` with an auxiliary head and a 10-class classifier again
+    (``prepare_evaluation`` reads those attributes). The fix copies them onto the new graph.
+    """
+    graph_module = sys.modules.get("naslib.search_spaces.core.graph")
+    if graph_module is None:
+        raise RuntimeError("fix_unparse_settings runs after NASLib is imported (import naslib.search_spaces first)")
+    graph_cls = graph_module.Graph
+    original = graph_cls.unparse
+    if getattr(original, "__naslib_bayes_fix__", False):
+        return False
+
+    def unparse(self):
+        new = original(self)
+        for name in _CONSTRUCTOR_SETTINGS:
+            if name in vars(self):
+                setattr(new, name, vars(self)[name])
+        return new
+
+    unparse.__naslib_bayes_fix__ = True
+    unparse.__wrapped__ = original
+    unparse.__doc__ = original.__doc__
+    graph_cls.unparse = unparse
+    return _record("unparse_settings", f"Graph.unparse keeps {', '.join(_CONSTRUCTOR_SETTINGS)}")
+
+
 PRE_IMPORT_FIXES = (fix_collections_abc_aliases, fix_torchvision, fix_tensorwatch)
-POST_IMPORT_FIXES = (fix_parameter_counter, fix_graph_clone)
+POST_IMPORT_FIXES = (fix_parameter_counter, fix_graph_clone, fix_unparse_settings)
 
 
 def apply_pre_import_fixes() -> list[str]:

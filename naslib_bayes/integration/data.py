@@ -84,10 +84,13 @@ def search_loaders(data: ImageData, batch_size: int, train_portion: float, seed:
     )
 
 
-def eval_loaders(data: ImageData, batch_size: int, seed: int):
-    """``(train, valid, test)`` for retraining: the whole training pool, no validation, the test part."""
+def eval_loaders(data: ImageData, batch_size: int, seed: int, data_size: int | None = None):
+    """``(train, valid, test)`` for retraining: the training pool (its first ``data_size`` images of a
+    seeded permutation when given), no validation, the test part."""
+    total = len(data.train_labels)
+    rows = torch.from_numpy(np.random.default_rng(seed).permutation(total)[: int(data_size) if data_size else total])
     return (
-        _loader(data.train_images, data.train_labels, batch_size, True, seed),
+        _loader(data.train_images[rows], data.train_labels[rows], batch_size, True, seed),
         None,
         _loader(data.test_images, data.test_labels, batch_size, False, seed),
     )

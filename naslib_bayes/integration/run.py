@@ -273,7 +273,7 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
         loaders = image_loaders.search_loaders(image_data, batch_size, float(config.search.train_portion),
                                                int(config.seed), config.search.get("data_size"))
         eval_loaders = image_loaders.eval_loaders(image_data, int(config.evaluation.get("batch_size", batch_size)),
-                                                  int(config.seed))
+                                                  int(config.seed), config.evaluation.get("data_size"))
     trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
     trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
     final_graph = optimizer.get_final_architecture()
