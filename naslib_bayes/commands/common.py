@@ -52,6 +52,16 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, booleans, lists)."""
     key, sep, value = text.partition("=")
