@@ -61,9 +61,14 @@ class DeepKernelGP(gpytorch.models.ExactGP):
         z = self.mlp(x)
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
-    def condition_on(self, x: torch.Tensor, y: torch.Tensor) -> "DeepKernelGP":
-        """Use (x (n, in_dim), y (n,)) as the GP's training data."""
+    def condition_on(self, x: torch.Tensor, y: torch.Tensor, noise_scale: torch.Tensor | None = None) -> "DeepKernelGP":
+        """Use (x (n, in_dim), y (n,)) as the GP's training data for :meth:`posterior`.
+
+        ``noise_scale`` (n,) multiplies the likelihood's noise per point: a point standing for
+        the mean of m observations of one input has noise_scale 1/m (an exact reduction).
+        """
         self.set_train_data(inputs=(x,), targets=y, strict=False)
+        self._noise_scale = noise_scale
         return self
 
     def kernel(self, z1: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,7 +113,9 @@ class DeepKernelGP(gpytorch.models.ExactGP):
         (x_train,), y_train = self.train_inputs, self.train_targets
         z_train = self.mlp(x_train)
         mean0 = self.mean_module.constant.reshape(())
-        factor = _cholesky(self.kernel(z_train), self.likelihood.noise.squeeze())
+        noise = self.likelihood.noise.squeeze()
+        scale = getattr(self, "_noise_scale", None)
+        factor = _cholesky(self.kernel(z_train), noise if scale is None else noise * scale)
         alpha = torch.cholesky_solve((y_train - mean0).unsqueeze(1), factor).squeeze(1)
         means, stds = [], []
         for start in range(0, x.size(0), batch_size):
@@ -131,10 +138,13 @@ class DeepKernelGP(gpytorch.models.ExactGP):
 
 
 def _cholesky(kernel: torch.Tensor, noise) -> torch.Tensor:
-    """Lower Cholesky factor of ``kernel + noise * I`` (differentiable), with jitter if rounding needs it."""
-    eye = torch.eye(kernel.size(0), dtype=kernel.dtype)
+    """Lower Cholesky factor of ``kernel + diag(noise)`` (differentiable), with jitter if rounding needs it.
+
+    ``noise`` is a scalar or a (n,) vector.
+    """
+    noise = torch.as_tensor(noise, dtype=kernel.dtype).expand(kernel.size(0))
     for jitter in (0.0, 1e-8, 1e-6, 1e-4):
-        factor, info = torch.linalg.cholesky_ex(kernel + (noise + jitter) * eye)
+        factor, info = torch.linalg.cholesky_ex(kernel + torch.diag(noise + jitter))
         if int(info) == 0:
             return factor
     raise torch.linalg.LinAlgError("kernel matrix is not positive definite even with jitter 1e-4")

@@ -65,6 +65,10 @@ class DagGRUEncoder(nn.Module):
         self.backward_gate = nn.Linear(hidden, 2 * hidden)
         self.sum_messages = SumMessages()
         self.readout = nn.Linear(2 * hidden, out_dim)
+        # Without normalisation an untrained encoder's outputs differ across cells by ~1e-3,
+        # so the kernel sees all cells as one point and meta-training spends hundreds of steps
+        # just growing the scale; layer norm makes encodings O(1) from the start.
+        self.norm = nn.LayerNorm(out_dim)
         if generator is not None:
             reset_parameters_(self, generator)
 
@@ -80,7 +84,7 @@ class DagGRUEncoder(nn.Module):
                                   self.forward_gru, self.forward_gate)
         bwd_ids, bwd = self._pass(batch.x, batch.edge_index.flip(0), position, range(num_steps - 1, -1, -1),
                                   self.backward_gru, self.backward_gate)
-        return self.readout(torch.cat([fwd[fwd_ids[last]], bwd[bwd_ids[first]]], dim=1))
+        return self.norm(self.readout(torch.cat([fwd[fwd_ids[last]], bwd[bwd_ids[first]]], dim=1)))
 
     def _pass(self, types, arcs, position, steps, gru: nn.GRUCell, gate: nn.Linear):
         """One directional pass over arcs pointing from visited to later nodes.
