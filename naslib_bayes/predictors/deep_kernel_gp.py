@@ -131,9 +131,9 @@ class DeepKernelGP(gpytorch.models.ExactGP):
         """The GP's scalar hyper-parameters, for logs."""
         return {
             "mean": float(self.mean_module.constant.detach()),
-            "outputscale": float(self.covar_module.outputscale),
-            "lengthscale": float(self.covar_module.base_kernel.lengthscale),
-            "noise": float(self.likelihood.noise),
+            "outputscale": float(self.covar_module.outputscale.detach()),
+            "lengthscale": float(self.covar_module.base_kernel.lengthscale.detach()),
+            "noise": float(self.likelihood.noise.detach()),
         }
 
 
