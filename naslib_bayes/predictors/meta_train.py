@@ -26,6 +26,7 @@ learning rate on the same signal. The target dataset is never seen.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -183,8 +184,8 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     try:
         np_rng = np.random.default_rng(seed)
         torch_gen = torch.Generator().manual_seed(seed)
-        surrogate_config.meta_datasets = tuple(d.name for d in datasets)
-        surrogate_config.output_transform = config.output_transform
+        surrogate_config = dataclasses.replace(surrogate_config, meta_datasets=tuple(d.name for d in datasets),
+                                               output_transform=config.output_transform)
         surrogate = TNASSurrogate(surrogate_config, generator=torch_gen)
         splits = [_split(i, d, config.holdout_fraction, config.output_transform, np_rng) for i, d in enumerate(datasets)]
         validation = _validation_tasks(splits, config, np_rng)
