@@ -122,20 +122,28 @@ class DeepKernelBO(BlackBoxOptimizer):
         return self.cells[index]
 
     def observed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices (n,) of the queried cells and their values (n,), in query order."""
-        index = torch.as_tensor([self._index[c] for c, _ in self.history], dtype=torch.long)
-        return index, torch.as_tensor([v for _, v in self.history], dtype=torch.float64)
+        """Indices (n,) of the queried cells with a value and those values (n,), in query order.
+
+        A cell a partial benchmark lacks (NaN) was spent but tells the GP nothing.
+        """
+        pairs = [(self._index[c], v) for c, v in self.history if np.isfinite(v)]
+        index = torch.as_tensor([i for i, _ in pairs], dtype=torch.long)
+        return index, torch.as_tensor([v for _, v in pairs], dtype=torch.float64)
 
     def bo_step(self) -> int:
         """Fine-tune on the observations so far, then return the acquisition's best unqueried cell."""
         index, values = self.observed()
+        if index.numel() == 0:  # nothing measured yet: fall back to the next cell by tie priority
+            allowed = torch.ones(len(self.cells), dtype=torch.bool)
+            allowed[[self._index[c] for c, _ in self.history]] = False
+            return acquisition.select_best(torch.zeros(len(self.cells)), allowed, self.priority)
         y = transform_observations(values, self.surrogate.config.output_transform)
         self._load_trainable_state(self._start_state)
         self.fit_log.append(self.finetune(index, y))
         mean, std = self.posterior(index, y)
         scores = self.acquisition_scores(mean, std, float(y.max()))
         allowed = torch.ones(len(self.cells), dtype=torch.bool)
-        allowed[index] = False
+        allowed[[self._index[c] for c, _ in self.history]] = False
         return acquisition.select_best(scores, allowed, self.priority)
 
     def acquisition_scores(self, mean: torch.Tensor, std: torch.Tensor, best: float) -> torch.Tensor:
