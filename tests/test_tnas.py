@@ -296,3 +296,23 @@ def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     code, _, err = _cli(capsys, "search", *argv, "--benchmark", str(nats_csv), "--dataset", "cifar10",
                         "--budget", "3", "--out", str(tmp_path / "o"))
     assert code == 2 and message in err, err
+
+
+def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
+    from types import SimpleNamespace
+
+    opt = TNAS(seed=0)
+    opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
+    opt.prior = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    mean = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    std = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    ei = acquisition.expected_improvement(mean, std, best=1.0)
+    gaps = []
+    for n in (5, 50):
+        opt.history = [((0,) * 6, 1.0)] * n
+        scores = opt.acquisition_scores(mean, std, best=1.0)
+        assert torch.allclose(scores - torch.log(ei), (5.0 / n) * opt.prior)  # beta = budget / 10
+        gaps.append(float(scores[2] - scores[0]))
+    assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
+    opt.config["prior_beta"] = 0
+    assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)
