@@ -130,10 +130,16 @@ def test_initial_design_is_the_top_of_the_surrogate_ranking(nats_benchmark, surr
 
 
 def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):
-    runs = [_run(nats_benchmark, "ImageNet16-120", 9, seed, surrogate=str(surrogate_file), initial_design=2,
-                 finetune_steps=5)[1].objective.queried for seed in (3, 3)]
+    results = [_run(nats_benchmark, "ImageNet16-120", 9, seed, surrogate=str(surrogate_file), initial_design=2,
+                    finetune_steps=5) for seed in (3, 3)]
+    runs = [problem.objective.queried for _, problem in results]
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 9
+    # NASLib's reporting methods: the incumbent, with the search metric as validation accuracy.
+    opt, problem = results[0]
+    best = int(np.argmax(problem.objective.values))  # first of tied values, as the incumbent
+    assert opt.get_final_architecture() == problem.objective.queried[best]
+    assert opt.train_statistics()[1] == problem.objective.values[best]
 
 
 def test_ucb_and_initial_design_only(nats_benchmark, surrogate_file):

@@ -93,7 +93,7 @@ class Evidence:
 
     Attributes:
         cells: (m, 6) op-index tuples, long.
-        values: (m,) accuracies standardised with their own dataset's statistics, float64.
+        values: (m,) accuracies in GP units (``output_transform`` with their own dataset's statistics), float64.
         dataset: (m,) index of each row's meta-training dataset, long.
     """
 
