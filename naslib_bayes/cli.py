@@ -15,7 +15,7 @@ import sys
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
-COMMAND_MODULES = ("list_optimizers", "search", "meta_train")
+COMMAND_MODULES = ("list_optimizers", "search", "naslib_run", "meta_train")
 
 
 class _OneLineParser(argparse.ArgumentParser):
