@@ -40,6 +40,12 @@ OPTIMIZERS = _specs(
                   "first-order DARTS: softmax relaxation, argmax derivation"),
     OptimizerSpec("random-cell", ONE_SHOT, "naslib_bayes.optimizers.random_cell:RandomCell",
                   "same supernet training, then a uniformly random cell"),
+    OptimizerSpec("tnas", BLACK_BOX, "naslib_bayes.optimizers.tnas:TNAS",
+                  "TNAS: BO with a meta-learned deep-kernel GP surrogate (transfer from other datasets)"),
+    OptimizerSpec("gp-bo", BLACK_BOX, "naslib_bayes.optimizers.gp_bo:GPBO",
+                  "deep-kernel GP BO trained on the target only (TNAS without transfer)"),
+    OptimizerSpec("transfer-topk", BLACK_BOX, "naslib_bayes.optimizers.transfer_topk:TransferTopK",
+                  "cells by mean standardised accuracy on the other datasets (transfer baseline)"),
 )
 
 
