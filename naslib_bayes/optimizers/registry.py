@@ -34,6 +34,12 @@ def _specs(*specs: OptimizerSpec) -> MappingProxyType:
 
 OPTIMIZERS = _specs(
     OptimizerSpec("rs", BLACK_BOX, "naslib_bayes.optimizers.random_search:RandomSearch", "random search"),
+    OptimizerSpec("re", BLACK_BOX, "naslib_bayes.optimizers.regularized_evolution:RegularizedEvolution",
+                  "regularized (aging) evolution, Real et al. 2019"),
+    OptimizerSpec("ls", BLACK_BOX, "naslib_bayes.optimizers.local_search:LocalSearch",
+                  "local search with random restarts"),
+    OptimizerSpec("bananas", BLACK_BOX, "naslib_bayes.optimizers.bananas:Bananas",
+                  "BANANAS: path encoding + MLP ensemble BO, White et al. 2021"),
 )
 
 

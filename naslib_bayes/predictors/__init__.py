@@ -1,0 +1,1 @@
+"""Performance predictors (surrogates) used by model-based optimizers."""
