@@ -14,7 +14,7 @@ import sys
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
-COMMAND_MODULES = ("list_optimizers", "search")
+COMMAND_MODULES = ("list_optimizers", "search", "compare")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -51,6 +51,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
     _configure_logging(args.verbose)
     try:
         return int(args.run(args) or 0)
