@@ -7,6 +7,7 @@ this module only assembles them and turns bad input into one line on stderr with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -40,27 +41,38 @@ class _WarningFormatter(logging.Formatter):
         return f"{PROG}: {level}: {record.getMessage()}"
 
 
-def _configure_logging(verbose: bool) -> None:
+@contextlib.contextmanager
+def _command_logging(verbose: bool):
+    """Show the package's warnings as one-line messages on stderr for one command only.
+
+    The previous logger state is restored afterwards, so calling ``main`` from Python (tests,
+    notebooks) leaves no handler behind bound to a stream that may since have been closed.
+    """
+    logger = logging.getLogger("naslib_bayes")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_WarningFormatter())
-    root = logging.getLogger("naslib_bayes")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    root.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
-    _configure_logging(args.verbose)
-    try:
-        return int(args.run(args) or 0)
-    except UserError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+    with _command_logging(args.verbose):
+        try:
+            return int(args.run(args) or 0)
+        except UserError as exc:
+            sys.stderr.write(f"{PROG}: error: {exc}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{PROG}: interrupted\n")
+            return 130
 
 
 if __name__ == "__main__":

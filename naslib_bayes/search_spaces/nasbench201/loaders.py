@@ -8,6 +8,7 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
   of them loads as one multi-dataset benchmark;
 * the official NAS-Bench-201 ``.pth`` file, read through the ``nas_201_api`` package and cached
   as a compact ``.npz`` array file (see :mod:`naslib_bayes.search_spaces.nasbench201.official`);
+  reading it unpickles the file, which executes code stored in it: load only a file you trust;
 * NASLib's zero-cost JSON (``zc_nasbench201.json``): a partial benchmark with validation
   accuracy, params, FLOPs and zero-cost proxies for a sample of cells;
 * a ``.npz`` file written by :func:`save_npz` (the cache format).
@@ -23,6 +24,8 @@ import json
 import logging
 import os
 import pickle
+import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +59,24 @@ def load_benchmark(path: str | os.PathLike) -> Benchmark:
     loader = _loader_for(path)
     if loader is None:
         raise UserError(f"{path}: not a NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz)")
+    return _guarded(path, lambda: loader(path))
+
+
+# What reading a file of the wrong shape raises (AttributeError: a value of the wrong type;
+# BadZipFile: a damaged .npz).
+_READ_ERRORS = (
+    OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
+    pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+)
+
+
+def _guarded(path: Path, load) -> Benchmark:
+    """Run ``load()``, turning a read or format error into a :class:`UserError` naming ``path``."""
     try:
-        return loader(path)
+        return load()
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, IndexError, pickle.UnpicklingError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise UserError(f"{path}: cannot read it as a NAS-Bench-201 benchmark ({type(exc).__name__}: {exc})") from None
 
 
@@ -89,7 +105,8 @@ def _load_folder(folder: Path) -> Benchmark:
             continue
         if kind == "pickle":
             logger.info("loading NASLib pickles %s", ", ".join(p.name for p in found))
-            return load_naslib_pickles(found)
+            # Guarded like a single file, so a damaged pickle is a UserError, not a traceback.
+            return _guarded(folder, lambda: load_naslib_pickles(found))
         if len(found) > 1:
             logger.warning("%s holds several %s files; loading %s", folder, kind, found[0].name)
         return load_benchmark(found[0])
@@ -146,10 +163,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
     for path in paths:
-        with open(path, "rb") as handle:
-            data = pickle.load(handle)
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a dict of architecture strings")
+        data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
             try:
                 cell = nb201.from_string(arch)
@@ -167,6 +181,14 @@ def load_naslib_pickles(paths) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        data = pickle.load(handle)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a dict of architecture strings")
+    return data
 
 
 def _pickle_metrics(path, arch: str, ds_key: str, entry: dict) -> dict[str, float]:
@@ -230,7 +252,8 @@ def save_npz(benchmark: Benchmark, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def load_npz(path: Path) -> Benchmark:
+def load_npz(path: Path, source: str | None = None) -> Benchmark:
+    """Read a :func:`save_npz` file; ``source`` (default: ``path``) is what messages name."""
     with np.load(path, allow_pickle=False) as data:
         if "cells" not in data.files:
             raise UserError(f"{path}: not a naslib-bayes benchmark array file (no 'cells')")
@@ -240,4 +263,4 @@ def load_npz(path: Path) -> Benchmark:
                 dataset, metric = name.split("/", 1)
                 tables.setdefault(dataset, {})[metric] = data[name]
         notes = json.loads(str(data["notes"])) if "notes" in data.files else []
-        return Benchmark([tuple(c) for c in data["cells"]], tables, source=str(path), notes=notes)
+        return Benchmark([tuple(c) for c in data["cells"]], tables, source=source or str(path), notes=notes)

@@ -1,0 +1,277 @@
+"""Loaders for real image datasets, each returning seeded, normalised :class:`DataSplits`.
+
+Every loader takes a ``seed``; all random splitting goes through one ``torch.Generator``
+seeded with it, so the same seed gives the same split and the global RNG is left alone.
+``stats`` (optional) fixes the normalisation ``(mean, std)`` per channel on the [0, 1]
+pixel scale; by default they are computed from the training split only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from naslib_bayes.data.dataset import DataSplits, RawPart, build_splits, carve_validation, make_generator, partition
+from naslib_bayes.data.formats import find_file, pickle_field, read_idx, read_pickle_dict
+from naslib_bayes.errors import UserError
+
+StatsArg = Sequence[Sequence[float]] | None
+
+
+def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: data folder for {dataset} does not exist")
+    return path
+
+
+def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path:
+    """``root`` or the first ``root/name`` holding one of the files ``markers``."""
+    for folder in [root, *(root / name for name in names)]:
+        if find_file(folder, tuple(markers)) is not None:
+            return folder
+    raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
+
+
+# ---------------------------------------------------------------------------- digits
+
+
+def load_digits(
+    seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2, stats: StatsArg = None
+) -> DataSplits:
+    """scikit-learn's bundled 8x8 digits (1797 images, 1 channel, 10 classes; no download).
+
+    Pixel values 0..16 are scaled to [0, 1]. The test part is drawn first, then validation,
+    so the test images depend only on ``seed`` and ``test_fraction``. A fraction of 0 leaves
+    that split out (None).
+    """
+    from sklearn.datasets import load_digits as sklearn_digits  # slow import: only when used
+
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UserError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: need each >= 0, sum < 1")
+    bunch = sklearn_digits()
+    pool = RawPart.whole(torch.from_numpy(bunch.images).unsqueeze(1), torch.from_numpy(bunch.target))
+    n = len(pool.labels)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    test, val, train = partition(n, [n_test, n_val, n - n_test - n_val], make_generator(seed))
+    parts = {"train": pool.select(train), "val": pool.select(val) if n_val else None}
+    parts["test"] = pool.select(test) if n_test else None
+    return build_splits("digits", parts, num_classes=10, max_value=16.0, stats=stats)
+
+
+# ---------------------------------------------------------------------------- MNIST
+
+
+def _idx_names(stem: str) -> tuple[str, ...]:
+    # Official names use "-idx3-ubyte"; some mirrors write ".idx3-ubyte". Either may be gzipped.
+    dotted = stem.replace("-idx", ".idx")
+    return (stem + ".gz", stem, dotted + ".gz", dotted)
+
+
+def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
+    """Images and labels of ``prefix`` (``train`` or ``t10k``); None when the images are absent."""
+    images_path = find_file(folder, _idx_names(f"{prefix}-images-idx3-ubyte"))
+    if images_path is None:
+        return None
+    labels_path = find_file(folder, _idx_names(f"{prefix}-labels-idx1-ubyte"))
+    if labels_path is None:
+        raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
+    images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise UserError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
+    if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
+        raise UserError(f"{labels_path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    return RawPart.whole(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels))
+
+
+def load_mnist(
+    root: str | os.PathLike,
+    seed: int = 0,
+    val_size: int = 0,
+    t10k_split: tuple[int, int] = (8000, 2000),
+    stats: StatsArg = None,
+) -> DataSplits:
+    """MNIST from its IDX files (``train-*``/``t10k-*``, gzipped or not) in ``root``.
+
+    With the training files present, train is the 60,000 training images (minus ``val_size``
+    for validation) and test is the t10k set. With only the t10k files, those images are split
+    at random into ``t10k_split = (train, test)`` sizes, by default 8,000 / 2,000 of the 10,000;
+    the validation part, if ``val_size`` > 0, is then carved from the train part.
+    ``root`` may also be a folder holding ``mnist/`` or ``MNIST/raw/``.
+    """
+    base = _existing_dir(root, "mnist")
+    folder = _subfolder(base, ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
+    test = _read_mnist_pair(folder, "t10k")
+    generator = make_generator(seed)
+    train = _read_mnist_pair(folder, "train")
+    if train is None:
+        train_size, test_size = _two_sizes(t10k_split, "t10k_split")
+        # Test drawn first: the held-out images depend only on seed and test size.
+        sizes = [test_size, train_size]
+        test_rows, train_rows = partition(len(test.labels), sizes, generator, f"t10k_split={t10k_split}")
+        train, test = test.select(train_rows), test.select(test_rows)
+    train, val = carve_validation(train, val_size, generator)
+    return build_splits("mnist", {"train": train, "val": val, "test": test}, 10, 255.0, stats)
+
+
+def _two_sizes(value, option: str) -> tuple[int, int]:
+    try:
+        first, second = (int(size) for size in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{option}={value!r} must be two image counts, e.g. (8000, 2000)") from None
+    return first, second
+
+
+# ---------------------------------------------------------------------------- pickled RGB sets
+
+
+def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` as uint8 (N, 3, side, side) and ``label_key`` as int64 (N,) from one pickle.
+
+    Each row of ``data`` stores the red plane, then green, then blue, each row-major.
+    """
+    content = read_pickle_dict(path)
+    data = np.asarray(pickle_field(content, "data", path))
+    try:
+        labels = np.asarray(pickle_field(content, label_key, path), dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: field {label_key!r} is not a list of integer labels ({exc})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * side * side or data.dtype != np.uint8:
+        raise UserError(f"{path}: field 'data' must be uint8 (N, {3 * side * side}), got {data.dtype} {data.shape}")
+    if len(labels) != len(data):
+        raise UserError(f"{path}: field {label_key!r} has {len(labels)} labels for {len(data)} images")
+    return data.reshape(-1, 3, side, side), labels
+
+
+def _check_labels(labels: np.ndarray, low: int, high: int, path: Path, key: str) -> None:
+    if labels.size and not low <= labels.min() <= labels.max() <= high:
+        raise UserError(f"{path}: field {key!r} must lie in {low}..{high}, found {labels.min()}..{labels.max()}")
+
+
+def _read_cifar(folder: Path, names: Sequence[str], label_key: str, num_classes: int) -> RawPart:
+    arrays, label_arrays = [], []
+    for name in names:
+        data, labels = _read_rgb_pickle(folder / name, label_key, side=32)
+        _check_labels(labels, 0, num_classes - 1, folder / name, label_key)
+        arrays.append(data)
+        label_arrays.append(labels)
+    return RawPart.whole(torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(label_arrays)))
+
+
+def _load_cifar(root, seed, val_size, stats, *, name, folder_name, train_files, test_file, label_key, num_classes):
+    base = _existing_dir(root, name)
+    folder = _subfolder(base, [folder_name], [test_file])
+    train = _read_cifar(folder, train_files, label_key, num_classes)
+    test = _read_cifar(folder, [test_file], label_key, num_classes)
+    train, val = carve_validation(train, val_size, make_generator(seed))
+    return build_splits(name, {"train": train, "val": val, "test": test}, num_classes, 255.0, stats)
+
+
+def load_cifar10(root: str | os.PathLike, seed: int = 0, val_size: int = 0, stats: StatsArg = None) -> DataSplits:
+    """CIFAR-10 from the official python pickles (``data_batch_1..5``, ``test_batch``).
+
+    ``root`` is the ``cifar-10-batches-py`` folder or its parent. Train: 50,000 images minus
+    ``val_size`` carved off at random for validation; test: the 10,000 test images.
+    """
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    return _load_cifar(root, seed, val_size, stats, name="cifar10", folder_name="cifar-10-batches-py",
+                       train_files=train_files, test_file="test_batch", label_key="labels", num_classes=10)
+
+
+def load_cifar100(root: str | os.PathLike, seed: int = 0, val_size: int = 0, stats: StatsArg = None) -> DataSplits:
+    """CIFAR-100 (fine labels) from the official python pickles (``train``, ``test``).
+
+    ``root`` is the ``cifar-100-python`` folder or its parent; splits as for CIFAR-10.
+    """
+    return _load_cifar(root, seed, val_size, stats, name="cifar100", folder_name="cifar-100-python",
+                       train_files=["train"], test_file="test", label_key="fine_labels", num_classes=100)
+
+
+def _read_imagenet16(folder: Path, names: Sequence[str], num_classes: int = 120) -> RawPart:
+    """Images whose 1-based label is in 1..num_classes, labels shifted to 0-based.
+
+    Filtering happens file by file so the other ~880 classes never sit in memory together.
+    ``indices`` are rows in the concatenated files before filtering.
+    """
+    arrays, label_arrays, index_arrays, offset = [], [], [], 0
+    for name in names:
+        data, labels = _read_rgb_pickle(folder / name, "labels", side=16)
+        _check_labels(labels, 1, 1000, folder / name, "labels")
+        keep = np.flatnonzero(labels <= num_classes)
+        arrays.append(data[keep])
+        label_arrays.append(labels[keep] - 1)
+        index_arrays.append(keep + offset)
+        offset += len(labels)
+    pixels, labels, indices = (torch.from_numpy(np.concatenate(a)) for a in (arrays, label_arrays, index_arrays))
+    return RawPart(pixels, labels, indices.to(torch.int64))
+
+
+def load_imagenet16(root: str | os.PathLike, seed: int = 0, val_size: int = 0, stats: StatsArg = None) -> DataSplits:
+    """ImageNet16-120 as used by NAS-Bench-201: the 16x16 downsampled ImageNet pickles.
+
+    Reads ``train_data_batch_1..10`` (train) and ``val_data`` (test) from ``root`` or
+    ``root/ImageNet16``; each holds ``data`` uint8 (N, 768) and 1-based ``labels`` over 1000
+    classes. Only labels 1..120 are kept, shifted to 0..119.
+    """
+    name = "ImageNet16-120"
+    folder = _subfolder(_existing_dir(root, name), ["ImageNet16", "ImageNet16-120"], ["val_data"])
+    train = _read_imagenet16(folder, [f"train_data_batch_{i}" for i in range(1, 11)])
+    test = _read_imagenet16(folder, ["val_data"])
+    train, val = carve_validation(train, val_size, make_generator(seed))
+    return build_splits(name, {"train": train, "val": val, "test": test}, 120, 255.0, stats)
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+_LOADERS = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "ImageNet16-120": load_imagenet16,
+}
+DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
+_ALIASES = {
+    "digits": "digits",
+    "sklearn-digits": "digits",
+    "mnist": "mnist",
+    "cifar10": "cifar10",
+    "cifar-10": "cifar10",
+    "cifar100": "cifar100",
+    "cifar-100": "cifar100",
+    "imagenet16-120": "ImageNet16-120",
+    "imagenet16": "ImageNet16-120",
+    "imagenet-16-120": "ImageNet16-120",
+}
+
+
+def canonical_name(name: str) -> str:
+    """Canonical dataset name (case-insensitive, ``_`` read as ``-``), or :class:`UserError`."""
+    canonical = _ALIASES.get(str(name).strip().lower().replace("_", "-"))
+    if canonical is None:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+    return canonical
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0, **options) -> DataSplits:
+    """Load dataset ``name`` from ``root`` with a seeded split; ``options`` go to its loader.
+
+    ``digits`` ships with scikit-learn and ignores ``root``; the others need it. Unknown
+    names and options are a :class:`UserError` naming them.
+    """
+    canonical = canonical_name(name)
+    loader = _LOADERS[canonical]
+    accepted = set(inspect.signature(loader).parameters) - {"root", "seed"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise UserError(f"dataset {canonical}: unknown option(s) {unknown}; accepted: {sorted(accepted)}")
+    if canonical == "digits":
+        return loader(seed=seed, **options)
+    if root is None:
+        raise UserError(f"dataset {canonical} needs root: the folder holding its files")
+    return loader(root, seed=seed, **options)

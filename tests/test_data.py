@@ -1,0 +1,402 @@
+"""Tests for naslib_bayes.data: real MNIST, digits, written CIFAR/ImageNet16 pickles, augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from naslib_bayes.data import (
+    Augment,
+    ImageDataset,
+    batches,
+    cutout,
+    default_augment,
+    load_cifar10,
+    load_cifar100,
+    load_dataset,
+    load_digits,
+    load_imagenet16,
+    load_mnist,
+    random_crop,
+    random_flip,
+)
+from naslib_bayes.data.formats import read_idx, read_pickle_dict
+from naslib_bayes.errors import UserError
+
+# Class counts of the MNIST test set, counted from t10k-labels-idx1-ubyte.
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+IDENTITY_RGB = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # fixed stats that leave pixels on [0, 1]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def write_idx(path, array: np.ndarray, gz: bool = True) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+
+
+def write_pickle(path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(content, handle)
+
+
+def random_pixels(rng: np.random.Generator, n: int, side: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, 3 * side * side), dtype=np.uint8)
+
+
+def as_pixels(dataset: ImageDataset, max_value: float = 255.0) -> torch.Tensor:
+    """Undo normalisation: back to the file's integer pixel values, (N, C, H, W)."""
+    return (dataset.unnormalize(dataset.images) * max_value).round()
+
+
+# ---------------------------------------------------------------------------- real MNIST
+
+
+@pytest.fixture(scope="module")
+def mnist_raw(mnist_dir):
+    images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", ndim=3)
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", ndim=1)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def mnist_splits(mnist_dir):
+    return load_mnist(mnist_dir, seed=0)
+
+
+def test_mnist_idx_parses_to_the_known_test_set(mnist_raw):
+    images, labels = mnist_raw
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8 and images.max() == 255
+    assert labels.shape == (10000,) and np.bincount(labels).tolist() == MNIST_TEST_COUNTS
+
+
+def test_mnist_default_split_is_8000_2000_disjoint_and_complete(mnist_splits):
+    train, test = mnist_splits.train, mnist_splits.test
+    assert mnist_splits.val is None
+    assert train.images.shape == (8000, 1, 28, 28) and test.images.shape == (2000, 1, 28, 28)
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    both = torch.cat([train.indices, test.indices])
+    assert torch.equal(both.sort().values, torch.arange(10000))
+    labels = torch.cat([train.labels, test.labels])
+    assert torch.bincount(labels, minlength=10).tolist() == MNIST_TEST_COUNTS
+    assert mnist_splits.describe()["sizes"] == {"train": 8000, "test": 2000}
+
+
+def test_mnist_images_and_labels_are_the_file_rows(mnist_splits, mnist_raw):
+    images, labels = mnist_raw
+    test = mnist_splits.test
+    assert torch.equal(test.labels, torch.from_numpy(labels[test.indices.numpy()]).long())
+    assert torch.equal(as_pixels(test)[:, 0], torch.from_numpy(images[test.indices.numpy()]).float())
+
+
+def test_mnist_normalised_with_train_statistics(mnist_splits, mnist_raw):
+    train = mnist_splits.train
+    raw = mnist_raw[0][train.indices.numpy()] / 255.0
+    assert train.mean[0] == pytest.approx(raw.mean(), rel=1e-6)
+    assert train.std[0] == pytest.approx(raw.std(), rel=1e-6)
+    assert mnist_splits.test.mean == train.mean  # test reuses the train statistics
+    assert train.images.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert train.images.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mnist_split_depends_on_seed_only(mnist_dir, mnist_splits):
+    again = load_mnist(mnist_dir, seed=0)
+    other = load_mnist(mnist_dir, seed=1)
+    assert torch.equal(again.test.indices, mnist_splits.test.indices)
+    assert torch.equal(again.train.images, mnist_splits.train.images)
+    assert not torch.equal(other.test.indices, mnist_splits.test.indices)
+
+
+def test_mnist_validation_is_carved_from_train_and_keeps_test(mnist_dir, mnist_splits):
+    splits = load_dataset("MNIST", root=mnist_dir, seed=0, val_size=1000)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (7000, 1000, 2000)
+    assert torch.equal(splits.test.indices, mnist_splits.test.indices)
+    carved = torch.cat([splits.train.indices, splits.val.indices]).sort().values
+    assert torch.equal(carved, mnist_splits.train.indices)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_truncated_file_is_a_user_error_naming_it(mnist_dir, tmp_path, gz):
+    original = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
+    # An interrupted download: the gzip stream (or the plain IDX payload) stops half way.
+    payload = original if gz else gzip.decompress(original)
+    name = "t10k-images-idx3-ubyte" + (".gz" if gz else "")
+    (tmp_path / name).write_bytes(payload[: len(payload) // 2])
+    shutil.copy(mnist_dir / "t10k-labels-idx1-ubyte.gz", tmp_path)
+    with pytest.raises(UserError, match=name):
+        load_mnist(tmp_path)
+
+
+def test_mnist_bad_magic_number_is_a_user_error_naming_the_file(mnist_dir, tmp_path):
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", tmp_path)
+    payload = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + payload[4:]))
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz.*magic"):
+        load_mnist(tmp_path)
+
+
+def test_mnist_with_training_files_uses_them(tmp_path):
+    rng = np.random.default_rng(0)
+    train_x, test_x = rng.integers(0, 256, (50, 5, 5)), rng.integers(0, 256, (20, 5, 5))
+    train_y, test_y = rng.integers(0, 10, 50), rng.integers(0, 10, 20)
+    write_idx(tmp_path / "train-images-idx3-ubyte", train_x, gz=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", train_y, gz=False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_x)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y)
+    splits = load_mnist(tmp_path, seed=3, val_size=10)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (40, 10, 20)
+    assert torch.equal(splits.test.labels, torch.from_numpy(test_y))
+    assert torch.equal(as_pixels(splits.test)[:, 0], torch.from_numpy(test_x).float())
+    for part in (splits.train, splits.val):
+        assert torch.equal(part.labels, torch.from_numpy(train_y)[part.indices])
+    assert set(splits.train.indices.tolist()).isdisjoint(splits.val.indices.tolist())
+
+
+def test_mnist_t10k_split_sizes_are_checked(tmp_path):
+    rng = np.random.default_rng(1)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 3, 3)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 20))
+    with pytest.raises(UserError, match="t10k_split"):
+        load_mnist(tmp_path)  # the default 8,000 / 2,000 needs 10,000 images
+    splits = load_mnist(tmp_path, t10k_split=(12, 5), val_size=2)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 2, 5)
+
+
+def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+    with pytest.raises(UserError, match="does-not-exist"):
+        load_mnist(tmp_path / "does-not-exist")
+    with pytest.raises(UserError, match="root"):
+        load_dataset("mnist")
+
+
+# ---------------------------------------------------------------------------- digits
+
+
+def test_digits_shapes_and_disjoint_complete_split():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    splits = load_digits(seed=0)
+    sizes = {key: len(part) for key, part in splits.parts().items()}
+    assert sizes == {"train": 1079, "val": 359, "test": 359}
+    assert splits.train.images.shape == (1079, 1, 8, 8) and splits.train.num_classes == 10
+    indices = torch.cat([part.indices for part in splits.parts().values()])
+    assert torch.equal(indices.sort().values, torch.arange(1797))
+    bunch = sklearn_digits()
+    for part in splits.parts().values():
+        assert torch.equal(part.labels, torch.from_numpy(bunch.target)[part.indices])
+        assert torch.equal(as_pixels(part, 16.0)[:, 0], torch.from_numpy(bunch.images).float()[part.indices])
+
+
+def test_digits_fractions_and_seeds():
+    small = load_dataset("Digits", seed=0, val_fraction=0.0, test_fraction=0.5)
+    assert small.val is None and len(small.test) == round(1797 * 0.5)
+    assert not torch.equal(load_digits(seed=1).test.indices, load_digits(seed=0).test.indices)
+    with pytest.raises(UserError, match="test_fraction"):
+        load_digits(val_fraction=0.5, test_fraction=0.5)
+
+
+# ---------------------------------------------------------------------------- CIFAR / ImageNet16
+
+
+def write_cifar10(folder, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    train_x, train_y = random_pixels(rng, 20, 32), rng.integers(0, 10, 20)
+    test_x, test_y = random_pixels(rng, 6, 32), rng.integers(0, 10, 6)
+    for i in range(5):
+        rows = slice(4 * i, 4 * i + 4)
+        write_pickle(folder / f"data_batch_{i + 1}", {b"batch_label": b"x", b"data": train_x[rows],
+                                                      b"labels": train_y[rows].tolist()})
+    write_pickle(folder / "test_batch", {b"data": test_x, b"labels": test_y.tolist()})
+    return train_x, train_y, test_x, test_y
+
+
+def test_cifar10_pickles_shapes_labels_and_channel_order(tmp_path):
+    rng = np.random.default_rng(1)
+    train_x, train_y, test_x, test_y = write_cifar10(tmp_path / "cifar-10-batches-py", rng)
+    # One known bright pixel: green channel (1), row 3, column 7 of training image 5.
+    train_x[5] = 0
+    train_x[5, 1 * 1024 + 3 * 32 + 7] = 255
+    write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", {b"data": train_x[4:8],
+                                                                     b"labels": train_y[4:8].tolist()})
+    for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        splits = load_cifar10(root, stats=IDENTITY_RGB)
+        assert splits.train.images.shape == (20, 3, 32, 32) and splits.test.images.shape == (6, 3, 32, 32)
+        assert torch.equal(splits.train.labels, torch.from_numpy(train_y))
+        assert torch.equal(splits.test.labels, torch.from_numpy(test_y))
+        assert torch.equal(as_pixels(splits.train).reshape(20, -1), torch.from_numpy(train_x).float())
+        assert torch.nonzero(splits.train.images[5]).tolist() == [[1, 3, 7]]
+
+
+def test_cifar10_validation_split_and_train_statistics(tmp_path):
+    train_x, *_ = write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(2))
+    splits = load_dataset("CIFAR-10", root=tmp_path, seed=5, val_size=8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 8, 6)
+    channels = train_x[splits.train.indices.numpy()].reshape(12, 3, -1) / 255.0
+    assert splits.train.mean == pytest.approx(channels.mean(axis=(0, 2)).tolist(), rel=1e-6)
+    assert splits.train.std == pytest.approx(channels.std(axis=(0, 2)).tolist(), rel=1e-6)
+
+
+def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(3))
+    write_pickle(folder / "test_batch", {b"data": random_pixels(np.random.default_rng(4), 2, 32), b"labels": [3, 10]})
+    with pytest.raises(UserError, match="test_batch.*labels"):
+        load_cifar10(tmp_path)
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(UserError, match="data_batch_4"):
+        load_cifar10(tmp_path)
+
+
+def test_cifar100_uses_fine_labels(tmp_path):
+    rng = np.random.default_rng(5)
+    train_x, fine = random_pixels(rng, 12, 32), rng.integers(0, 100, 12)
+    folder = tmp_path / "cifar-100-python"
+    write_pickle(folder / "train", {b"data": train_x, b"fine_labels": fine.tolist(), b"coarse_labels": [0] * 12})
+    write_pickle(folder / "test", {b"data": train_x[:3], b"fine_labels": [99, 0, 42], b"coarse_labels": [1] * 3})
+    splits = load_dataset("cifar_100", root=tmp_path, stats=IDENTITY_RGB)
+    assert torch.equal(load_cifar100(folder, stats=IDENTITY_RGB).train.images, splits.train.images)
+    assert splits.train.num_classes == 100 and splits.test.labels.tolist() == [99, 0, 42]
+    assert torch.equal(splits.train.labels, torch.from_numpy(fine))
+    assert torch.equal(as_pixels(splits.test).reshape(3, -1), torch.from_numpy(train_x[:3]).float())
+
+
+def test_imagenet16_keeps_120_classes_shifted_to_zero_based(tmp_path):
+    rng = np.random.default_rng(6)
+    folder = tmp_path / "ImageNet16"
+    raw_labels = [1, 120, 121, 1000, 60]  # 1-based over 1000 classes; 121 and 1000 are dropped
+    batch_x = []
+    for i in range(1, 11):
+        data = random_pixels(rng, 5, 16)
+        batch_x.append(data)
+        write_pickle(folder / f"train_data_batch_{i}", {"data": data, "labels": raw_labels, "mean": data.mean(0)})
+    val_x = random_pixels(rng, 4, 16)
+    val_x[3] = 0
+    val_x[3, 2 * 256 + 15 * 16 + 0] = 255  # blue channel, last row, first column
+    write_pickle(folder / "val_data", {"data": val_x, "labels": [500, 7, 121, 120]})
+    by_parent = load_dataset("ImageNet16", root=tmp_path, stats=IDENTITY_RGB)
+    for splits in (by_parent, load_imagenet16(folder, stats=IDENTITY_RGB)):
+        assert splits.train.name == "ImageNet16-120" and splits.train.num_classes == 120
+        assert splits.train.images.shape == (30, 3, 16, 16)
+        assert splits.train.labels.tolist() == [0, 119, 59] * 10
+        assert splits.test.labels.tolist() == [6, 119] and splits.test.indices.tolist() == [1, 3]
+        kept = np.concatenate(batch_x)[splits.train.indices.numpy()]
+        assert torch.equal(as_pixels(splits.train).reshape(30, -1), torch.from_numpy(kept).float())
+        assert torch.nonzero(splits.test.images[1]).tolist() == [[2, 15, 0]]
+
+
+def test_pickle_with_foreign_globals_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    write_pickle(tmp_path / "val_data", {"data": Payload(), "labels": [1]})
+    with pytest.raises(UserError, match="val_data.*builtins.print"):
+        read_pickle_dict(tmp_path / "val_data")
+
+
+def test_load_dataset_rejects_unknown_names_and_options():
+    with pytest.raises(UserError, match="svhn"):
+        load_dataset("svhn")
+    with pytest.raises(UserError, match="val_sise"):
+        load_dataset("digits", val_sise=3)
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    x = torch.randn(16, 3, 8, 8)
+    assert random_crop(x, 0, gen()) is x
+    out = random_crop(x, 2, gen(7))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = []
+    for i in range(16):
+        windows = [(top, left) for top in range(5) for left in range(5)]
+        matches = [(t, l) for t, l in windows if torch.equal(out[i], padded[i, :, t : t + 8, l : l + 8])]
+        assert len(matches) == 1
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 3  # offsets are drawn per sample
+    assert torch.equal(random_crop(x, 2, gen(7)), out)
+    assert not torch.equal(random_crop(x, 2, gen(8)), out)
+
+
+def test_random_flip_matches_torch_flip_and_undoes_itself():
+    x = torch.randn(64, 3, 5, 5)
+    assert torch.equal(random_flip(x, gen(), p=1.0), torch.flip(x, dims=[-1]))
+    assert torch.equal(random_flip(x, gen(), p=0.0), x)
+    once = random_flip(x, gen(3))
+    flipped = [torch.equal(once[i], x[i].flip(-1)) for i in range(64)]
+    assert all(flipped[i] or torch.equal(once[i], x[i]) for i in range(64))
+    assert 10 < sum(flipped) < 54
+    assert torch.equal(random_flip(once, gen(3)), x)  # same generator state: same mask
+
+
+def test_cutout_zeroes_a_square_clipped_at_the_border():
+    size, x = 5, torch.ones(64, 2, 12, 12)
+    out = cutout(x, size, gen(11))
+    assert torch.equal(cutout(x, size, gen(11)), out) and torch.equal(cutout(x, 0, gen()), x)
+    assert torch.equal(out[:, 0], out[:, 1])  # the same square on every channel
+    inside = 0
+    for mask in out[:, 0] == 0:
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert mask.sum() == height * width and height <= size and width <= size  # a clipped square
+        touches = rows.min() == 0 or cols.min() == 0 or rows.max() == 11 or cols.max() == 11
+        if not touches:
+            assert height == width == size
+            inside += 1
+    assert inside > 10
+
+
+def test_augment_pipeline_is_deterministic_and_leaves_the_global_rng_alone():
+    x = torch.randn(8, 3, 16, 16)
+    state = torch.random.get_rng_state()
+    pipeline = default_augment("cifar-10")
+    assert pipeline == Augment(crop_padding=4, flip=True) and not default_augment("mnist").flip
+    assert torch.equal(pipeline(x, gen(1)), pipeline(x, gen(1)))
+    assert not torch.equal(pipeline(x, gen(1)), pipeline(x, gen(2)))
+    load_digits(seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(UserError, match="cutout"):
+        Augment(cutout=-1)
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def numbered_dataset(n: int) -> ImageDataset:
+    """Image i is filled with the value i + 1 (never 0, so cutout's zeros stand out)."""
+    images = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return ImageDataset(images, torch.arange(n) % 3, 3, "toy", (0.0,), (1.0,), torch.arange(n))
+
+
+def test_batches_cover_the_dataset_once_per_pass():
+    data = numbered_dataset(10)
+    seen = [(x, y) for x, y in batches(data, 4, gen(0))]
+    assert [len(y) for _, y in seen] == [4, 4, 2]
+    order = torch.cat([x[:, 0, 0, 0] for x, _ in seen]).long() - 1
+    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
+    assert torch.equal(torch.cat([y for _, y in seen]), order % 3)
+    again = torch.cat([x[:, 0, 0, 0] for x, _ in batches(data, 4, gen(0))]).long() - 1
+    assert torch.equal(again, order)
+    plain = [x[:, 0, 0, 0].tolist() for x, _ in batches(data, 4, None, shuffle=False, drop_last=True)]
+    assert plain == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    with pytest.raises(UserError, match="batch_size"):
+        next(batches(data, 0, gen()))
+
+
+def test_batches_apply_augmentation():
+    data = numbered_dataset(6)
+    x, _ = next(batches(data, 6, gen(0), shuffle=False, augment=Augment(cutout=2)))
+    assert (x == 0).sum() > 0 and x.shape == (6, 1, 4, 4)

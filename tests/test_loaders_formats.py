@@ -1,0 +1,452 @@
+"""Every benchmark file format, written here in its real layout and loaded back.
+
+The official ``.pth`` is built with ``nas_201_api``'s own ``ArchResults``/``ResultsCount``
+classes; NASLib's pickles follow NASLib's layout. Expected values are computed in the test
+from the numbers written, not through the loaders.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201 import loaders, official
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+
+nas_201_api = pytest.importorskip("nas_201_api")
+from nas_201_api.api_utils import ArchResults, ResultsCount  # noqa: E402
+
+ARCH_A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+ARCH_B = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+ARCH_C = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+ARCH_D = "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"  # listed, not evaluated
+ARCH_ABSENT = "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|nor_conv_1x1~2|"
+
+EVAL_SETS = {
+    "cifar10-valid": ("x-valid", "ori-test"),
+    "cifar10": ("ori-test",),
+    "cifar100": ("x-valid", "x-test", "ori-test"),
+    "ImageNet16-120": ("x-valid", "x-test", "ori-test"),
+}
+
+
+def run_spec(base: float, seed: int) -> dict:
+    """Final-epoch numbers of one training run, distinct per (base, seed)."""
+    shift = 0.7 * seed
+    return {
+        "train": base + 5 + shift,
+        "x-valid": base + shift,
+        "x-test": base - 1 + shift,
+        "ori-test": base + 1 + shift,
+        "epoch_time": 2.0 + seed,
+        "params": 1.5 + base / 100,
+        "flops": 200 + base,
+        "latency": 0.01 + seed / 1000,
+    }
+
+
+# arch -> {setting: {seed: spec}}; ARCH_B has one seed on some settings and no ImageNet run.
+SPECS = {
+    ARCH_A: {s: {777: run_spec(80 + i, 0), 888: run_spec(80 + i, 1)} for i, s in enumerate(EVAL_SETS)},
+    ARCH_B: {
+        "cifar10-valid": {777: run_spec(60, 0), 888: run_spec(60, 2)},
+        "cifar10": {888: run_spec(62, 1)},
+        "cifar100": {777: run_spec(40, 0)},
+    },
+    ARCH_C: {s: {777: run_spec(10, 0)} for s in EVAL_SETS},
+}
+
+
+# ---- building a real official .pth -----------------------------------------------------
+def make_run(setting: str, seed: int, spec: dict, epochs: int, arch: str) -> ResultsCount:
+    """A ResultsCount whose curves end on ``spec``'s numbers (earlier epochs differ)."""
+    ramp = [(e + 1) / epochs for e in range(epochs)]
+    run = ResultsCount(
+        setting,
+        None,
+        {e: spec["train"] * r for e, r in enumerate(ramp)},
+        {e: 1 - r for e, r in enumerate(ramp)},
+        spec["params"],
+        spec["flops"],
+        {"arch_str": arch, "channel": 16, "num_cells": 5, "class_num": 10},
+        seed,
+        epochs,
+        [spec["latency"]],
+    )
+    run.reset_pseudo_train_times(spec["epoch_time"])
+    accs, losses, times = {}, {}, {}
+    for name in EVAL_SETS[setting]:
+        for e, r in enumerate(ramp):
+            accs[f"{name}@{e}"] = spec[name] * r
+            losses[f"{name}@{e}"] = 1 - r
+            times[f"{name}@{e}"] = 0.5
+    run.update_eval(accs, losses, times)
+    return run
+
+
+def arch_results(index: int, arch: str, epochs: int, scale: float) -> dict:
+    results = ArchResults(index, arch)
+    for setting, seeds in SPECS[arch].items():
+        for seed, spec in seeds.items():
+            scaled = {k: v * scale for k, v in spec.items()}
+            results.update(setting, seed, make_run(setting, seed, scaled, epochs, arch))
+    return results.state_dict()
+
+
+def official_dict(archs=(ARCH_A, ARCH_B, ARCH_C), listed_only=(ARCH_D,), scale: float = 1.0) -> dict:
+    """The official dict: ``meta_archs`` lists every arch, ``arch2infos`` the evaluated ones.
+
+    The 12-epoch ("less") results are given other numbers, so reading them by mistake shows.
+    """
+    meta_archs = list(archs) + list(listed_only)
+    arch2infos = {
+        i: {"less": arch_results(i, arch, 12, scale * 0.5), "full": arch_results(i, arch, 200, scale)}
+        for i, arch in enumerate(archs)
+    }
+    return {"meta_archs": meta_archs, "arch2infos": arch2infos, "evaluated_indexes": set(arch2infos)}
+
+
+def expected(arch: str, setting: str, key: str, scale: float = 1.0) -> float:
+    seeds = SPECS[arch].get(setting)
+    if not seeds:
+        return math.nan
+    if key == "train_time":
+        return statistics.mean(200 * s["epoch_time"] for s in seeds.values()) * scale
+    return statistics.mean(s[key] for s in seeds.values()) * scale
+
+
+@pytest.fixture
+def pth(tmp_path):
+    path = tmp_path / "NAS-Bench-201-v1_1-test.pth"
+    torch.save(official_dict(), path)
+    return path
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "cache"
+
+
+def assert_close(actual: float, wanted: float):
+    if math.isnan(wanted):
+        assert math.isnan(actual)
+    else:
+        assert actual == pytest.approx(wanted, rel=1e-12)
+
+
+# ---- official .pth ---------------------------------------------------------------------
+def test_official_metric_protocol(pth, cache_dir):
+    bench = official.load_official(pth, cache_dir=cache_dir)
+    assert bench.datasets == ("cifar10", "cifar100", "ImageNet16-120")
+    sources = {
+        "cifar10": {"test_accuracy": ("cifar10", "ori-test"), "val_accuracy": ("cifar10-valid", "x-valid")},
+        "cifar100": {"test_accuracy": ("cifar100", "x-test"), "val_accuracy": ("cifar100", "x-valid")},
+        "ImageNet16-120": {"test_accuracy": ("ImageNet16-120", "x-test"), "val_accuracy": ("ImageNet16-120", "x-valid")},
+    }
+    searched = {"cifar10": "cifar10-valid", "cifar100": "cifar100", "ImageNet16-120": "ImageNet16-120"}
+    for arch in (ARCH_A, ARCH_B, ARCH_C):
+        for dataset, metrics in sources.items():
+            for metric, (setting, split) in metrics.items():
+                assert_close(bench.query(arch, dataset, metric), expected(arch, setting, split))
+            run = searched[dataset]
+            assert_close(bench.query(arch, dataset, "train_accuracy"), expected(arch, run, "train"))
+            assert_close(bench.query(arch, dataset, "train_time"), expected(arch, run, "train_time"))
+            for metric in ("params", "flops", "latency"):
+                assert_close(bench.query(arch, dataset, metric), expected(arch, run, metric))
+
+
+def test_official_index_order_and_absent_cells(pth, cache_dir):
+    bench = official.load_official(pth, cache_dir=cache_dir)
+    assert [bench.index_of(a) for a in (ARCH_A, ARCH_B, ARCH_C, ARCH_D)] == [0, 1, 2, 3]
+    assert bench.num_in_file == 4
+    for arch in (ARCH_D, ARCH_ABSENT):  # listed but not evaluated / not in the file at all
+        for dataset in bench.datasets:
+            assert math.isnan(bench.query(arch, dataset, "test_accuracy"))
+    assert math.isnan(bench.query(ARCH_B, "ImageNet16-120", "val_accuracy"))  # ARCH_B has no ImageNet run
+    assert np.isfinite(bench.query_all("cifar10", "test_accuracy")).sum() == 3
+    assert any("cifar10-valid" in note for note in bench.notes)
+
+
+def test_official_missing_pieces_read_nan(tmp_path, cache_dir):
+    data = official_dict()
+    run = data["arch2infos"][2]["full"]["all_results"][("cifar100", 777)]  # ARCH_C's only cifar100 run
+    run["latency"], run["train_times"], run["params"] = None, None, None
+    run["eval_acc1es"] = {k: v for k, v in run["eval_acc1es"].items() if not k.startswith("x-test@")}
+    path = tmp_path / "holes.pth"
+    torch.save(data, path)
+    bench = official.load_official(path, cache_dir=cache_dir)
+    for metric in ("latency", "train_time", "params", "test_accuracy"):
+        assert math.isnan(bench.query(ARCH_C, "cifar100", metric)), metric
+    assert bench.query(ARCH_C, "cifar100", "val_accuracy") == pytest.approx(expected(ARCH_C, "cifar100", "x-valid"))
+    assert bench.query(ARCH_C, "cifar100", "flops") == pytest.approx(expected(ARCH_C, "cifar100", "flops"))
+    assert bench.query(ARCH_A, "cifar100", "latency") == pytest.approx(expected(ARCH_A, "cifar100", "latency"))
+
+
+def test_official_dataset_absent_from_file_is_left_out(tmp_path, cache_dir):
+    data = official_dict()
+    for by_hp in data["arch2infos"].values():
+        for state in by_hp.values():
+            keys = [k for k in state["all_results"] if k[0] == "ImageNet16-120"]
+            for key in keys:
+                del state["all_results"][key]
+            state["dataset_seed"].pop("ImageNet16-120", None)
+    path = tmp_path / "no-imagenet.pth"
+    torch.save(data, path)
+    assert official.load_official(path, cache_dir=cache_dir).datasets == ("cifar10", "cifar100")
+
+
+def test_official_second_load_reads_the_cache(pth, cache_dir, monkeypatch, caplog):
+    with caplog.at_level(logging.INFO, logger=official.__name__):
+        first = official.load_official(pth, cache_dir=cache_dir)
+    cache_file = official.cache_path(pth, cache_dir)
+    assert cache_file.is_file() and str(cache_file) in caplog.text
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the cached load unpickled the .pth")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    second = official.load_official(pth, cache_dir=cache_dir)
+    assert second.source == str(pth) and second.notes == first.notes
+    np.testing.assert_array_equal(second.cells, first.cells)
+    for dataset in first.datasets:
+        assert second.metrics(dataset) == first.metrics(dataset)
+        for metric in first.metrics(dataset):
+            np.testing.assert_array_equal(second.query_all(dataset, metric), first.query_all(dataset, metric))
+
+
+def test_official_changed_file_invalidates_the_cache(pth, cache_dir):
+    before = official.load_official(pth, cache_dir=cache_dir)
+    torch.save(official_dict(scale=1.01), pth)
+    stat = pth.stat()
+    os.utime(pth, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a distinct mtime even on coarse clocks
+    after = official.load_official(pth, cache_dir=cache_dir)
+    wanted = expected(ARCH_A, "cifar10", "ori-test", scale=1.01)
+    assert after.query(ARCH_A, "cifar10") == pytest.approx(wanted, rel=1e-12)
+    assert after.query(ARCH_A, "cifar10") != before.query(ARCH_A, "cifar10")
+    assert len(list(cache_dir.iterdir())) == 2
+
+
+def test_official_default_cache_dir_through_load_benchmark(pth, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    bench = loaders.load_benchmark(pth)
+    assert bench.query(ARCH_A, "cifar100", "val_accuracy") == pytest.approx(expected(ARCH_A, "cifar100", "x-valid"))
+    assert official.cache_path(pth).parent == tmp_path / "xdg" / "naslib-bayes"
+    assert official.cache_path(pth).is_file()
+
+
+def test_official_unwritable_cache_dir_only_warns(pth, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger=official.__name__):
+        bench = official.load_official(pth, cache_dir=blocker / "cache")
+    assert bench.query(ARCH_C, "cifar10") == pytest.approx(expected(ARCH_C, "cifar10", "ori-test"))
+    assert "not caching" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"meta_archs": [ARCH_A]}, "missing key(s) arch2infos, evaluated_indexes"),
+        ([ARCH_A], "expected the NAS-Bench-201 dict"),
+        ({"meta_archs": ["|conv~0|+|"], "arch2infos": {}, "evaluated_indexes": set()}, "'|conv~0|+|'"),
+        ({"meta_archs": [ARCH_A], "arch2infos": {0: {"full": {}}}, "evaluated_indexes": {0}}, "malformed"),
+    ],
+)
+def test_official_malformed_file_names_it(tmp_path, cache_dir, content, message):
+    path = tmp_path / "broken.pth"
+    torch.save(content, path)
+    with pytest.raises(UserError) as err:
+        official.load_official(path, cache_dir=cache_dir)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_official_garbage_bytes_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"this is not a pickle")
+    with pytest.raises(UserError, match="garbage.pth"):
+        loaders.load_benchmark(path)
+
+
+# ---- NASLib pickles --------------------------------------------------------------------
+NASLIB_FILES = {
+    "nb201_cifar10_full_training.pickle": ("cifar10-valid", "cifar10"),
+    "nb201_cifar100_full_training.pickle": ("cifar100", "cifar100"),
+    "nb201_ImageNet16_full_training.pickle": ("ImageNet16-120", "ImageNet16-120"),
+}
+
+
+def naslib_entry(final_eval: float, final_train: float, cost: float) -> dict:
+    epochs = 200
+    return {
+        "train_acc1es": [final_train * (e + 1) / epochs for e in range(epochs)],
+        "eval_acc1es": [final_eval * (e + 1) / epochs for e in range(epochs)],
+        "train_losses": [1.0 / (e + 1) for e in range(epochs)],
+        "eval_losses": [1.5 / (e + 1) for e in range(epochs)],
+        "cost_info": {"flops": 100 + cost, "params": 1 + cost / 10, "latency": 0.02 + cost / 1000, "train_time": 3000 + cost},
+    }
+
+
+def naslib_values(arch_number: int, file_number: int) -> tuple[float, float, float]:
+    """(final eval acc, final train acc, cost offset) written for an arch in a file."""
+    return 50 + 10 * file_number + arch_number, 70 + 10 * file_number + arch_number, 5 * arch_number + file_number
+
+
+NASLIB_ARCHS = (ARCH_A, ARCH_B, ARCH_C)
+
+
+def write_naslib_pickles(folder) -> None:
+    for f, (name, (ds_key, _)) in enumerate(NASLIB_FILES.items()):
+        data = {arch: {ds_key: naslib_entry(*naslib_values(a, f))} for a, arch in enumerate(NASLIB_ARCHS)}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(data, handle)
+
+
+def test_naslib_pickle_folder_is_one_multi_dataset_benchmark(tmp_path):
+    write_naslib_pickles(tmp_path)
+    bench = loaders.load_benchmark(tmp_path)
+    assert bench.datasets == ("cifar10", "cifar100", "ImageNet16-120")
+    for f, (_, dataset) in enumerate(NASLIB_FILES.values()):
+        for a, arch in enumerate(NASLIB_ARCHS):
+            final_eval, final_train, cost = naslib_values(a, f)
+            assert bench.query(arch, dataset, "val_accuracy") == pytest.approx(final_eval)
+            assert bench.query(arch, dataset, "test_accuracy") == pytest.approx(final_eval)
+            assert bench.query(arch, dataset, "train_accuracy") == pytest.approx(final_train)
+            assert bench.query(arch, dataset, "flops") == pytest.approx(100 + cost)
+            assert bench.query(arch, dataset, "params") == pytest.approx(1 + cost / 10)
+            assert bench.query(arch, dataset, "latency") == pytest.approx(0.02 + cost / 1000)
+            assert bench.query(arch, dataset, "train_time") == pytest.approx(3000 + cost)
+        assert math.isnan(bench.query(ARCH_ABSENT, dataset, "val_accuracy"))
+    assert [bench.index_of(a) for a in NASLIB_ARCHS] == [0, 1, 2]
+
+
+def test_single_naslib_pickle_is_a_one_dataset_benchmark(tmp_path):
+    write_naslib_pickles(tmp_path)
+    bench = loaders.load_benchmark(tmp_path / "nb201_cifar100_full_training.pickle")
+    assert bench.datasets == ("cifar100",)
+    assert bench.query(ARCH_B, "cifar100", "val_accuracy") == pytest.approx(naslib_values(1, 1)[0])
+
+
+def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump({"|nor_conv_3x3~0|+|bogus~0|": {"cifar10-valid": naslib_entry(50, 60, 1)}}, handle)
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(path) in str(err.value) and "|nor_conv_3x3~0|+|bogus~0|" in str(err.value)
+
+
+def test_corrupt_pickle_in_a_folder_names_the_file(tmp_path):
+    write_naslib_pickles(tmp_path)
+    broken = tmp_path / "nb201_cifar100_full_training.pickle"
+    broken.write_bytes(b"\x80\x04truncated")
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(tmp_path)
+    assert str(broken) in str(err.value)
+
+
+def test_wrongly_shaped_pickle_in_a_folder_is_a_user_error(tmp_path):
+    write_naslib_pickles(tmp_path)
+    with open(tmp_path / "nb201_cifar100_full_training.pickle", "wb") as handle:
+        pickle.dump({ARCH_A: ["not", "a", "dict"]}, handle)
+    with pytest.raises(UserError, match=str(tmp_path)):
+        loaders.load_benchmark(tmp_path)
+
+
+# ---- .npz round trip -------------------------------------------------------------------
+def test_npz_round_trip_keeps_order_tables_and_notes(tmp_path):
+    cells = [nb201.from_string(a) for a in (ARCH_C, ARCH_A, ARCH_B)]
+    tables = {
+        "cifar10": {"test_accuracy": [1.0, 2.0, np.nan], "val_accuracy": [3.0, 4.0, 5.0]},
+        "ImageNet16-120": {"synflow": [-1.5, 0.0, 7.25]},
+    }
+    bench = Benchmark(cells, tables, source="memory", notes=["first note", "second, with ünicode"])
+    path = tmp_path / "bench.npz"
+    loaders.save_npz(bench, path)
+    back = loaders.load_benchmark(path)
+    np.testing.assert_array_equal(back.cells, bench.cells)
+    assert back.num_in_file == 3 and back.notes == bench.notes
+    assert back.datasets == bench.datasets
+    for dataset in bench.datasets:
+        assert back.metrics(dataset) == bench.metrics(dataset)
+        for metric in bench.metrics(dataset):
+            np.testing.assert_array_equal(back.query_all(dataset, metric), bench.query_all(dataset, metric))
+
+
+def test_damaged_npz_is_a_user_error(tmp_path):
+    path = tmp_path / "bench.npz"
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match="bench.npz"):
+        loaders.load_benchmark(path)
+
+
+# ---- error paths of load_benchmark -----------------------------------------------------
+def write_csv(path, header: str, rows: list[str]) -> None:
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    path = tmp_path / "nats.csv"
+    write_csv(path, "ArchitectureString,CIFAR10TestAccuracy200Epochs", [f"{ARCH_A},93.5", f"{ARCH_B},88.25"])
+    return path
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match="does-not-exist.csv' does not exist"):
+        loaders.load_benchmark(tmp_path / "does-not-exist.csv")
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "bench.txt"
+    path.write_text("hello")
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(path) in str(err.value) and "not a NAS-Bench-201 benchmark file" in str(err.value)
+
+
+def test_csv_without_architecture_column(tmp_path):
+    path = tmp_path / "bench.csv"
+    write_csv(path, "Arch,CIFAR10TestAccuracy200Epochs", [f"{ARCH_A},93.5"])
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(path) in str(err.value) and "'ArchitectureString'" in str(err.value)
+
+
+def test_csv_malformed_arch_string(tmp_path):
+    path = tmp_path / "bench.csv"
+    write_csv(path, "ArchitectureString,CIFAR10TestAccuracy200Epochs", [f"{ARCH_A},93.5", "|conv_5x5~0|+|x|,1.0"])
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(path) in str(err.value) and "line 3" in str(err.value) and "'|conv_5x5~0|+|x|'" in str(err.value)
+
+
+def test_query_unknown_dataset(small_csv):
+    bench = loaders.load_benchmark(small_csv)
+    assert bench.query(ARCH_A, "cifar10") == pytest.approx(93.5)
+    with pytest.raises(UserError, match="unknown NAS-Bench-201 dataset 'mnist'"):
+        bench.query(ARCH_A, "mnist")
+    with pytest.raises(UserError, match="no dataset 'cifar100'"):
+        bench.query(ARCH_A, "cifar100")
+
+
+def test_query_unknown_metric(small_csv):
+    bench = loaders.load_benchmark(small_csv)
+    with pytest.raises(UserError) as err:
+        bench.query(ARCH_A, "cifar10", "val_acc")
+    assert "no metric 'val_acc'" in str(err.value) and "test_accuracy" in str(err.value)
+
+
+def test_query_malformed_arch_string(small_csv):
+    bench = loaders.load_benchmark(small_csv)
+    with pytest.raises(UserError, match="malformed NAS-Bench-201 architecture string"):
+        bench.query("|nor_conv_3x3~0|+|none~0|", "cifar10")
