@@ -226,7 +226,10 @@ def run_comparison(
         on_run_done: called with each finished run's spec after its file is written.
     """
     start = time.perf_counter()
-    Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(settings.out, RUNS_DIR)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for stale in runs_dir.glob(".*.tmp"):  # left by a writer killed mid-write; never read
+        stale.unlink(missing_ok=True)
     todo, done, missing = plan(settings)
     total = len(todo) + len(done)
     progress = _Progress(len(done), total, on_progress, on_run_done)
@@ -303,9 +306,25 @@ def _run_in_pool(settings, todo, missing, progress) -> None:
                     else:
                         progress.done(payload)
         except BaseException:
-            # Runs not started are dropped; files of finished runs are already on disk.
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(pool)
             raise
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Drop queued runs and end the running ones now (Ctrl-C should not wait for them).
+
+    Finished runs are already on disk and a run in flight never leaves a partial file, so
+    nothing is lost but the work in flight. The executor has no public way to end running
+    workers before Python 3.14, hence its process table.
+    """
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def _worker_context():
