@@ -63,10 +63,19 @@ def serial(nats_csv, nats_benchmark, tmp_path_factory):
 
 
 def test_every_run_spends_the_budget_on_distinct_cells(serial):
+    import jsonschema
+
+    from naslib_bayes import results
+
     settings, report, _ = serial
     assert len(report.ran) == len(OPTIMIZERS) * len(DATASETS) * len(SEEDS)
     for name, archs in trajectories(settings.out).items():
         assert len(archs) == BUDGET == len(set(archs)), name
+    schema = results.load_schema()
+    for path in (settings.out / runner.RUNS_DIR).glob("*.json"):
+        result = json.loads(path.read_text())
+        jsonschema.validate(result, schema)  # each run file is a result.json
+        assert result["command"] == "compare" and len(result["incumbent_report_accuracy"]) == BUDGET
 
 
 def test_jobs_do_not_change_trajectories(serial, nats_csv, tmp_path):
