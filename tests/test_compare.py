@@ -166,7 +166,8 @@ class FakeTransfer(RandomSearch):
     calls: list = []
 
     @classmethod
-    def prepare(cls, source, dataset, directory, seed=0, **hyperparameters):
+    def prepare(cls, source, dataset, directory, metric, seed=0, **hyperparameters):
+        assert metric == "test_accuracy"
         cls.calls.append((dataset, source.datasets))
         (directory / "artefact.json").write_text(json.dumps({"trained_on": list(source.datasets)}))
         return {"cells_seen": 15625}

@@ -33,7 +33,7 @@ import torch
 from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, resolve_metrics
 
 RUNS_DIR = "runs"
 SURROGATES_DIR = "surrogates"
@@ -177,11 +177,12 @@ def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{optimizer}.", dir=final.parent))
     try:
+        metric, _, _ = resolve_metrics(benchmark, dataset, settings.search_metric, settings.report_metric)
         source = benchmark.without(dataset)  # the target's accuracies are never handed out
         start = time.perf_counter()
-        facts = cls.prepare(source, dataset, tmp, seed=PREPARE_SEED, **settings.hyperparameters.get(optimizer, {}))
+        facts = cls.prepare(source, dataset, tmp, metric, seed=PREPARE_SEED, **settings.hyperparameters.get(optimizer, {}))
         record = {"optimizer": optimizer, "dataset": dataset, "source_datasets": list(source.datasets),
-                  "seed": PREPARE_SEED, "wall_time_s": time.perf_counter() - start, **(facts or {})}
+                  "metric": metric, "seed": PREPARE_SEED, "wall_time_s": time.perf_counter() - start, **(facts or {})}
         results.atomic_write_json(tmp / PREPARED_FILE, record)
         if final.exists():
             shutil.rmtree(final)

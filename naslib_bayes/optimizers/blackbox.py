@@ -222,13 +222,15 @@ class BlackBoxOptimizer(abc.ABC):
 
     # ---- what subclasses write ------------------------------------------------------------
     @classmethod
-    def prepare(cls, source: Benchmark, dataset: str, directory: Path, seed: int = 0, **hyperparameters: Any) -> dict[str, Any]:
+    def prepare(cls, source: Benchmark, dataset: str, directory: Path, metric: str, seed: int = 0,
+                **hyperparameters: Any) -> dict[str, Any]:
         """Work done once per target dataset and shared by all seeds (meta-training).
 
-        Transfer methods override this: learn from ``source`` (the benchmark *without* the
-        target dataset, so the target's accuracies are never seen) and write the artefact into
-        ``directory``; a search then finds it as ``self.problem.prepared``. Returns facts to
-        record beside the artefact. The base class prepares nothing.
+        Transfer methods override this: learn ``metric`` from ``source`` (the benchmark
+        *without* the target dataset, so the target's accuracies are never seen) and write the
+        artefact into ``directory``; a search then finds it as ``self.problem.prepared``.
+        ``hyperparameters`` are the ones the searches will get. Returns facts to record beside
+        the artefact. The base class prepares nothing.
         """
         return {}
 
