@@ -46,6 +46,12 @@ OPTIMIZERS = _specs(
                   "deep-kernel GP BO trained on the target only (TNAS without transfer)"),
     OptimizerSpec("transfer-topk", BLACK_BOX, "naslib_bayes.optimizers.transfer_topk:TransferTopK",
                   "cells by mean standardised accuracy on the other datasets (transfer baseline)"),
+    OptimizerSpec("re", BLACK_BOX, "naslib_bayes.optimizers.regularized_evolution:RegularizedEvolution",
+                  "regularized (aging) evolution, Real et al. 2019"),
+    OptimizerSpec("ls", BLACK_BOX, "naslib_bayes.optimizers.local_search:LocalSearch",
+                  "local search with random restarts"),
+    OptimizerSpec("bananas", BLACK_BOX, "naslib_bayes.optimizers.bananas:Bananas",
+                  "BANANAS: path encoding + MLP ensemble BO, White et al. 2021"),
 )
 
 
