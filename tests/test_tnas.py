@@ -111,6 +111,21 @@ def test_tnas_reads_only_the_cells_it_queries(nats_benchmark):
     assert len(opt.iteration_times) == 6  # 9 queries - 3 initial
 
 
+def test_prepare_meta_trains_once_from_the_other_datasets_and_searches_reuse_it(nats_benchmark, tmp_path):
+    """What a comparison does: one surrogate per target, built without the target, shared by seeds."""
+    source = nats_benchmark.without("cifar10")
+    facts = TNAS.prepare(source, "cifar10", tmp_path, "test_accuracy", seed=0, **TINY_META)
+    assert facts["meta_datasets"] == ["cifar100", "ImageNet16-120"]
+    surrogate, _ = surrogate_io.load(tmp_path)
+    assert set(surrogate.config.meta_datasets) == {"cifar100", "ImageNet16-120"}
+    problem = strict_problem(nats_benchmark, "cifar10", budget=6)
+    problem.prepared = tmp_path
+    opt = run_black_box(TNAS(seed=1, initial_design=3, finetune_steps=3), problem)
+    assert not opt.surrogate_info["meta_trained_here"]
+    assert opt.surrogate_info["path"] == str(tmp_path / "surrogate.pt")
+    assert len(problem.objective._values.reads) == 6 == len(set(problem.objective.queried))
+
+
 # ---- TNAS behaviour ----------------------------------------------------------------------------
 def _run(benchmark, dataset, budget, seed, **hp):
     problem = BlackBoxProblem.from_benchmark(benchmark, dataset, "test_accuracy", budget)

@@ -65,6 +65,8 @@ class TNAS(DeepKernelBO):
         from naslib_bayes.predictors import surrogate_io
 
         path = self.config["surrogate"]
+        if path is None and self.problem.prepared is not None:
+            path = self.problem.prepared  # meta-trained once for this target by prepare()
         if path is not None:
             surrogate, info = surrogate_io.load(path)
             self.surrogate_info = {"path": str(surrogate_io.resolve(path)), "meta_trained_here": False, **info}
@@ -77,25 +79,29 @@ class TNAS(DeepKernelBO):
         return surrogate
 
     def _meta_train_here(self):
-        from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
-        from naslib_bayes.predictors.surrogate import SurrogateConfig
-
         source = self.problem.source
         if source is None or not source.datasets:
             raise UserError("tnas needs --surrogate or a benchmark with datasets other than the target to meta-train on")
         logger.warning("no --surrogate given: meta-training leave-one-dataset-out on %s (target %s left out)",
                        ", ".join(source.datasets), self.problem.dataset)
-        datasets = meta_datasets_from_benchmark(source, source.datasets, self.problem.objective.metric,
-                                                self.config["dataset_encoder"], self.config["image_root"])
-        surrogate_config = SurrogateConfig(encoder_hidden=int(self.config["encoder_hidden"]),
-                                           dataset_encoder=self.config["dataset_encoder"],
-                                           feature_extractor=self.config["feature_extractor"])
-        meta_config = MetaTrainConfig(outer=self.config["meta_outer"], iterations=int(self.config["meta_iterations"]),
-                                      lr=float(self.config["meta_lr"]), outer_step=float(self.config["meta_outer_step"]),
-                                      threads=int(self.config["threads"]))
-        surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=self.seed)
-        return surrogate, {"meta_datasets": list(source.datasets), "meta_train": log.to_dict(),
-                           "meta_train_config": meta_config.to_dict()}
+        return _meta_train(source, self.problem.objective.metric, self.config, self.seed)
+
+    @classmethod
+    def prepare(cls, source, dataset: str, directory: Path, metric: str, seed: int = 0,
+                **hyperparameters: Any) -> dict[str, Any]:
+        """Meta-train once on ``source`` (the benchmark without ``dataset``) into ``directory``.
+
+        Every seed of a comparison then starts from this one surrogate, as in the paper, where
+        the meta-learned kernel is trained once per left-out dataset.
+        """
+        from naslib_bayes.predictors import surrogate_io
+
+        if not source.datasets:
+            raise UserError(f"tnas: the benchmark has no dataset besides {dataset} to meta-train on")
+        config = {**cls.defaults, **hyperparameters}
+        surrogate, info = _meta_train(source, metric, config, seed)
+        surrogate_io.save(surrogate, Path(directory), info)
+        return {"meta_datasets": info["meta_datasets"], "meta_train_seconds": info["meta_train"].get("wall_time_s")}
 
     def _initial_target_context(self):
         if self.surrogate.config.dataset_encoder == "images":
@@ -176,3 +182,21 @@ class TNAS(DeepKernelBO):
         if config.dataset_encoder == "learned":
             info["target_context"] = "mean of the meta-training contexts, fine-tuned on the target's observations"
         return info
+
+
+def _meta_train(source, metric: str, config: dict[str, Any], seed: int):
+    """Meta-train a surrogate on every dataset of ``source`` with TNAS's ``config``; (surrogate, info)."""
+    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+    from naslib_bayes.predictors.surrogate import SurrogateConfig
+
+    datasets = meta_datasets_from_benchmark(source, source.datasets, metric, config["dataset_encoder"],
+                                            config["image_root"])
+    surrogate_config = SurrogateConfig(encoder_hidden=int(config["encoder_hidden"]),
+                                       dataset_encoder=config["dataset_encoder"],
+                                       feature_extractor=config["feature_extractor"])
+    meta_config = MetaTrainConfig(outer=config["meta_outer"], iterations=int(config["meta_iterations"]),
+                                  lr=float(config["meta_lr"]), outer_step=float(config["meta_outer_step"]),
+                                  threads=int(config["threads"]))
+    surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
+    return surrogate, {"meta_datasets": list(source.datasets), "meta_train": log.to_dict(),
+                       "meta_train_config": meta_config.to_dict()}
