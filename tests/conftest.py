@@ -51,3 +51,15 @@ def nats_benchmark(nats_csv):
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     return load_benchmark(nats_csv)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs with one torch thread: the networks here are small, and several threads
+    on a busy 2-core machine spin-wait for each other and run many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

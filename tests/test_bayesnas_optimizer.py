@@ -18,13 +18,6 @@ from naslib_bayes.training.oneshot import OneShotTrainer
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():

@@ -19,13 +19,6 @@ from naslib_bayes.training.evaluate import TrainConfig, run_training
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("name", PRIMITIVES)
 @pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7)])

@@ -27,13 +27,6 @@ from naslib_bayes.training.search import SearchConfig, run_oneshot_search, strip
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Recorder:
     """Wraps an optimizer's step to record which images it was given."""

@@ -18,14 +18,6 @@ from naslib_bayes.search_spaces.nasbench201 import dag
 ALL_CELLS = list(nb201.all_cells())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two intra-op threads on a busy 2-core machine are many times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def encoder():

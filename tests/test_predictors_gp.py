@@ -11,13 +11,6 @@ import torch
 from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP, FeatureMLP
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _matern52(a: np.ndarray, b: np.ndarray, lengthscale: float, outputscale: float) -> np.ndarray:
     r = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)) / lengthscale

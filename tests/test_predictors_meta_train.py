@@ -12,13 +12,6 @@ from naslib_bayes.predictors import meta_train as mt
 from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def split(nats_benchmark):

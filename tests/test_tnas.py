@@ -25,13 +25,6 @@ TINY = MetaTrainConfig(iterations=12, eval_every=6, val_tasks=1, val_support=20,
                        task_size=(20, 40), evidence_top=150, evidence_random=50, output_transform="copula")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def surrogate_file(nats_benchmark, tmp_path_factory):

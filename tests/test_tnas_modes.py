@@ -19,13 +19,6 @@ TINY = MetaTrainConfig(iterations=10, eval_every=5, val_tasks=1, val_support=20,
                        task_size=(20, 30), evidence_top=100, evidence_random=40)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_learned_contexts_start_the_target_at_their_mean_and_adapt(nats_benchmark, tmp_path):
     source = nats_benchmark.without("cifar10")

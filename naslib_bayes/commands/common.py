@@ -82,6 +82,29 @@ def add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
 
 
+def add_device(parser) -> None:
+    """``--device`` and ``--threads`` of the commands that train networks."""
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
+                             "thread avoids OpenMP spin-waiting on a shared machine)")
+
+
+def step_bar(description: str):
+    """A tqdm bar over training steps and a ``progress(epoch, step, steps)`` callback driving it."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="step", disable=None)
+
+    def progress(epoch: int, step: int, steps: int) -> None:
+        bar.total = steps
+        bar.set_postfix_str(f"epoch {epoch}")
+        bar.n = step
+        bar.refresh()
+
+    return bar, progress
+
+
 def prepare_out(out: Path, overwrite: bool) -> Path:
     """Create ``out``; refuse to replace a result already written there unless asked."""
     if out.exists() and not out.is_dir():

@@ -49,10 +49,7 @@ def register(subparsers) -> None:
     os_.add_argument("--checkpoint-every", type=common.non_negative_int, default=50, metavar="K",
                      help="checkpoint every K steps besides every epoch (default 50; 0: epochs only)")
     os_.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    os_.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    os_.add_argument("--threads", type=common.positive_int, default=1,
-                    help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
-                         "thread avoids OpenMP spin-waiting on a shared machine)")
+    common.add_device(os_)
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
@@ -105,13 +102,7 @@ def run_one_shot(args) -> int:
     else:
         out = common.prepare_out(args.out, args.overwrite)
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)
-    bar = tqdm(desc=f"{args.optimizer} {args.dataset}", unit="step", disable=None)
-
-    def progress(epoch, step, steps):
-        bar.total = steps
-        bar.set_postfix_str(f"epoch {epoch}")
-        bar.n = step
-        bar.refresh()
+    bar, progress = common.step_bar(f"{args.optimizer} {args.dataset}")
 
     with bar:
         result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from naslib_bayes import results
 from naslib_bayes.commands import common
 
@@ -27,10 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--auxiliary-weight", type=float, help="DARTS auxiliary head loss weight (0.4; 0: no head)")
     parser.add_argument("--drop-path", type=float, help="DARTS final drop-path probability (0.2)")
     parser.add_argument("--resume", action="store_true", help="continue the training checkpointed in --out")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=common.positive_int, default=1,
-                    help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
-                         "thread avoids OpenMP spin-waiting on a shared machine)")
+    common.add_device(parser)
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
@@ -50,13 +45,7 @@ def run(args) -> int:
         cells=args.cells, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, cutout=args.cutout,
         auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path, device=args.device,
     )
-    bar = tqdm(desc=f"train {args.dataset}", unit="step", disable=None)
-
-    def progress(epoch, step, steps):
-        bar.total = steps
-        bar.set_postfix_str(f"epoch {epoch}")
-        bar.n = step
-        bar.refresh()
+    bar, progress = common.step_bar(f"train {args.dataset}")
 
     with bar:
         result = run_training(cfg, out, resume=args.resume, progress=progress)
