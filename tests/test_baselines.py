@@ -16,11 +16,14 @@ from naslib_bayes.search_spaces.nasbench201.encodings import PATH_ENCODING_DIM, 
 #: Small BANANAS settings so that tests stay fast; the algorithm is unchanged.
 FAST_BANANAS = {"epochs": 30, "k": 4, "num_candidates": 40}
 SETTINGS = {"rs": {}, "re": {}, "ls": {}, "bananas": FAST_BANANAS}
+#: The GP-based optimizers and the transfer baseline, with just enough fitting to run quickly.
+MODEL_BASED = {"transfer-topk": {}, "gp-bo": {"finetune_steps": 3}, "tnas": {"meta_iterations": 3, "finetune_steps": 3}}
 
 
 def run(benchmark, name, budget, seed, dataset="cifar10", **overrides):
     problem = BlackBoxProblem.from_benchmark(benchmark, dataset, "test_accuracy", budget)
-    optimizer = registry.create(name, kind=registry.BLACK_BOX, seed=seed, **{**SETTINGS[name], **overrides})
+    settings = {**SETTINGS, **MODEL_BASED}[name]
+    optimizer = registry.create(name, kind=registry.BLACK_BOX, seed=seed, **{**settings, **overrides})
     run_black_box(optimizer, problem)
     return problem.objective
 
@@ -29,7 +32,11 @@ def hamming(a, b) -> int:
     return sum(x != y for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_every_registered_black_box_optimizer_is_covered():
+    assert set(SETTINGS) | set(MODEL_BASED) == set(registry.names(registry.BLACK_BOX))
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS) + sorted(MODEL_BASED))
 def test_budget_is_spent_exactly_on_distinct_cells(nats_benchmark, name):
     budget = 37  # not a multiple of any batch size or population
     objective = run(nats_benchmark, name, budget, seed=4)
