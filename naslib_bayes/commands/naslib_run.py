@@ -47,6 +47,8 @@ def run(args) -> int:
     compat_logger = logging.getLogger("naslib_bayes.integration.compat")
     compat_logger.setLevel(logging.INFO)  # each applied fix is shown, even without --verbose
     load_naslib()  # NaslibUnavailable (a UserError) names what to install
+    if args.surrogate is not None and not args.surrogate.exists():
+        raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
 
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import build_config, run_experiment
@@ -56,8 +58,6 @@ def run(args) -> int:
     out = common.prepare_out(args.out, args.overwrite)
     overrides = list(args.overrides)
     if args.surrogate is not None:
-        if not args.surrogate.exists():
-            raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
         overrides.append(("search.surrogate", str(args.surrogate)))
     config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=overrides)
     image_data = None
