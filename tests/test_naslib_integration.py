@@ -443,6 +443,19 @@ def test_bayesnas_runs_in_naslibs_trainer_on_mnist(naslib, api, nats_benchmark, 
     evaluation = trainer.evaluate(resume_from="", dataset_api=api, metric=None)  # loads model_final.pth
     assert evaluation == nats_benchmark.query(derived, "cifar10")
     assert optimizer.get_model_size() > 0 and "model" in optimizer.get_checkpointables()
+    gammas = optimizer.gammas()["normal"]
+
+    # a fresh optimizer evaluating the search's checkpoint (NASLib saves it before the last
+    # round's architecture update) derives the same architecture from the same gammas
+    fresh = BayesNASOptimizer(config)
+    fresh.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1),
+                             config.dataset, dataset_api=api)
+    assert fresh.core.last_derivation is None
+    evaluator = LoaderTrainer(fresh, config, lightweight_output=True, search_loaders=loaders)
+    again = evaluator.evaluate(search_model=str(tmp_path / "out" / "search" / "model_final.pth"), dataset_api=api)
+    assert again == evaluation and fresh.core.last_derivation["architecture"] == derived
+    for ours, theirs in zip(fresh.gammas()["normal"], gammas):
+        assert torch.allclose(ours, theirs)
 
 
 def test_bayesnas_on_the_darts_graph_and_both_adapt_forms(naslib):

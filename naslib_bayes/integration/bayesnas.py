@@ -56,7 +56,7 @@ SUPPORTED_MODULE_TYPES = frozenset({
     "Graph", "NasBench201SearchSpace", "NasBench301SearchSpace", "Stem", "ReLUConvBN", "ResNetBasicblock",
     "Zero", "AvgPool1x1", "SepConv", "DilConv", "FactorizedReduce", "MaxPool", "AvgPool", "AuxiliaryHead",
     # naslib-bayes
-    "BayesNASMixedOp", "GraphSupernet", "OneShotModel", "SwitchBank",
+    "BayesNASMixedOp", "GraphSupernet", "OneShotModel", "SwitchBank", "CheckpointModel",
 })
 
 
@@ -255,6 +255,7 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
         self.core.adapt_search_space(supernet, self.dataset)
         bank_ref.append(self.core.bank)
         check_curvature_support(self.core.model)
+        self.checkpoint_model = CheckpointModel(self.core)
         self.graph = graph
         graph.train()
 
@@ -323,7 +324,12 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
 
     def get_final_architecture(self):
         """The derived cell as a plain NASLib graph (queryable on NB201, trainable on DARTS)."""
-        derived = self.core.get_final_architecture()
+        core = self.core
+        if core.last_derivation is None and core.epoch < 0 and int(core.bank.num_updates) > 0:
+            # a fresh optimizer that loaded a search's checkpoint: derive from its gammas
+            core.rounds_done = int(core.bank.num_updates)
+            core.last_derivation = core.derive()
+        derived = core.get_final_architecture()
         if self.layout.kind == "nasbench201":
             graph = self.search_space.clone()
             graph.set_spec(list(nb201.to_naslib(derived)), dataset_api=self.dataset_api)
@@ -340,7 +346,8 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
         return self.core.op_optimizer
 
     def get_checkpointables(self):
-        return {"model": self.core.model, "op_optimizer": self.core.op_optimizer}
+        """``model``: graph, switches and BayesNAS's schedule state (:class:`CheckpointModel`); ``op_optimizer``."""
+        return {"model": self.checkpoint_model, "op_optimizer": self.core.op_optimizer}
 
     def get_model_size(self) -> float:
         return self.core.get_model_size()
@@ -355,6 +362,32 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
 
     def result_extras(self) -> dict[str, Any]:
         return self.core.result_extras()
+
+
+class CheckpointModel(nn.Module):
+    """The ``"model"`` NASLib's Trainer checkpoints: BayesNAS's network and switch bank.
+
+    NASLib's Trainer saves this module at the end of an epoch (its periodic checkpointer,
+    always after the last epoch) and only then calls ``after_training``. Saving is therefore
+    BayesNAS's end-of-epoch signal here: :meth:`state_dict` first runs the architecture update
+    due at the end of a round, so the checkpoint holds the updated gammas, and
+    ``Trainer.evaluate`` in a fresh process (which loads it and calls
+    ``get_final_architecture``) derives the architecture the search derived.
+    """
+
+    def __init__(self, core: BayesNAS):
+        super().__init__()
+        self.model = core.model
+        self._core = [core]  # not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def state_dict(self, *args, **kwargs):
+        core = self._core[0]
+        if core.epoch >= 0:
+            core.end_epoch(core.epoch)  # a no-op unless a round ends with this epoch and is not updated yet
+        return super().state_dict(*args, **kwargs)
 
 
 def _fit_schedule(own: dict, total: int) -> dict:
