@@ -296,3 +296,355 @@ def test_unparse_fix_keeps_the_darts_space_settings_for_retraining(naslib):
     assert (final.num_classes, final.in_channels, final.auxiliary_output) == (7, 1, False)
     final.train()
     assert final(batch[0]).shape == (4, 7)
+
+
+# ---- naslib-bayes's NASLib-native classes: BayesNAS, TNAS, the deep-kernel GP predictor -------------
+def test_native_classes_match_naslibs_interfaces(naslib):
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor, TNASOptimizer
+
+    assert issubclass(BayesNASOptimizer, naslib.metaclasses.MetaOptimizer) and BayesNASOptimizer.using_step_function
+    assert check_rows(BayesNASOptimizer, META_OPTIMIZER, kind="one-shot") == []
+    assert issubclass(TNASOptimizer, naslib.metaclasses.MetaOptimizer) and not TNASOptimizer.using_step_function
+    assert check_rows(TNASOptimizer, META_OPTIMIZER, kind="black-box") == []
+    assert issubclass(DeepKernelGPPredictor, naslib.predictor.Predictor)
+    assert check_rows(DeepKernelGPPredictor, PREDICTOR) == []
+    assert set(DeepKernelGPPredictor().get_data_reqs()) == PREDICTOR_DATA_REQS
+
+
+def _param_call_order(model, x, skip):
+    """Modules holding parameters, in the order a forward pass first calls them (``skip`` left out)."""
+    import torch
+
+    order, seen, hooks = [], set(), []
+
+    def hook(module, inputs, output):
+        if id(module) not in seen and id(module) not in skip:
+            order.append(module)
+            seen.add(id(module))
+
+    for module in model.modules():
+        if list(module.parameters(recurse=False)):
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return order
+
+
+def _copy_parameters(source, target):
+    import torch
+
+    src, dst = list(source.parameters()), list(target.parameters())
+    assert [p.shape for p in src] == [p.shape for p in dst]
+    with torch.no_grad():
+        for p, q in zip(src, dst):
+            q.copy_(p)
+
+
+def test_bayesnas_on_naslibs_graph_gives_the_projects_gammas(naslib):
+    """Same weights, same switches, one seeded batch: NASLib's graph and naslib-bayes's supernet
+    give the same curvature and the same gammas after the HARD update."""
+    import torch
+
+    from naslib_bayes.integration.bayesnas import BayesNASMixedOp, BayesNASOptimizer
+    from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
+    from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet, SuperCell
+
+    torch.manual_seed(0)
+    ours = BayesNAS(seed=0)
+    ours.adapt_search_space(NB201SuperNet(C=16, N=5, num_classes=10, in_channels=1))
+    native = BayesNASOptimizer(epochs=2, seed=0)
+    native.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1), "cifar10")
+    # the per-edge state lives in the edge data; each edge's mixed op scales its ops by the switches
+    edges = []
+    native.graph.update_edges(lambda edge: edges.append((edge.data.bayesnas_cell, edge.data.bayesnas_edge, edge.data.op)),
+                              scope=native.scope, private_edge_data=True)
+    assert len(edges) == 15 * 6 and all(isinstance(op, BayesNASMixedOp) for _, _, op in edges)
+    assert sorted((c, e) for c, e, _ in edges) == [(c, e) for c in range(15) for e in range(6)]
+    assert not any(p is s for p in native.graph.parameters() for s in native.architectural_weights)
+
+    # the same weights: cell ops by (cell, edge, op), the rest in call order
+    cells = {b.index: b for b in ours.model.net.cells if isinstance(b, SuperCell)}
+    skip_ours, skip_native = set(), set()
+    for c, e, mixed in edges:
+        for k, primitive in enumerate(mixed.primitives):
+            _copy_parameters(cells[c].edges[e][k], primitive)
+            skip_ours |= {id(m) for m in cells[c].edges[e][k].modules()}
+            skip_native |= {id(m) for m in primitive.modules()}
+    x = torch.randn(16, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    rest_ours = _param_call_order(ours.model, x, skip_ours)
+    rest_native = _param_call_order(native.core.model, x, skip_native)
+    assert len(rest_ours) == len(rest_native) == 14  # stem, 2 residual blocks, last BN, classifier
+    for a, b in zip(rest_ours, rest_native):
+        _copy_parameters(a, b)
+    with torch.no_grad():  # some switches away from 1, identically in both
+        for bank in (ours.bank, native.bank):
+            bank.child["normal"].copy_(torch.linspace(0.5, 1.5, 15 * 6 * 4).reshape(15, 6, 4))
+    ours.model.train()
+    native.core.model.train()
+    assert torch.allclose(ours.model(x), native.core.model(x), atol=1e-5)
+
+    curvature_ours, curvature_native = ours.compute_curvature([x]), native.core.compute_curvature([x])
+    for part in (0, 1):
+        assert torch.allclose(curvature_ours["normal"][part], curvature_native["normal"][part], rtol=1e-6, atol=1e-12)
+    ours.bank.update(curvature_ours, 0.01, 0.01)
+    native.bank.update(curvature_native, 0.01, 0.01)
+    (gp_ours, gc_ours), (gp_native, gc_native) = ours.bank.gammas("normal"), native.gammas()["normal"]
+    assert torch.allclose(gp_ours, gp_native, rtol=1e-6) and torch.allclose(gc_ours, gc_native, rtol=1e-6)
+    assert gc_native.std() > 0.01 * gc_native.mean()  # the gammas tell the ops apart
+    assert ours.derive()["architecture"] == native.core.derive()["architecture"]
+
+
+def test_bayesnas_curvature_names_an_unsupported_module_type(naslib):
+    import torch.nn as nn
+
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer, check_curvature_support
+
+    with pytest.raises(UserError, match=r"module type\(s\) GELU "):
+        check_curvature_support(nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU()))
+    space = naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1)
+    space.edges[1, 2].op.seq.append(nn.SiLU())  # the stem gains a module the curvature has no rule for
+    with pytest.raises(UserError, match=r"does not support the module type\(s\) SiLU"):
+        BayesNASOptimizer(epochs=2).adapt_search_space(space, "cifar10")
+
+
+def test_bayesnas_runs_in_naslibs_trainer_on_mnist(naslib, api, nats_benchmark, mnist_dir, tmp_path):
+    import torch
+
+    from naslib_bayes.integration import data as image_loaders
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     "search:\n  epochs: 2\n  batch_size: 32\n  data_size: 128\n  train_portion: 0.5\n"
+                     "  bayesnas:\n    curvature_batches: 2\n")
+    images = image_loaders.load_image_data("mnist", mnist_dir, seed=0)
+    loaders = image_loaders.search_loaders(images, 32, 0.5, 0, 128)
+    naslib.utils.set_seed(0)
+    optimizer = BayesNASOptimizer(config)
+    assert optimizer.core.config["warmup_epochs"] == 1 and optimizer.core.total_epochs == 2
+    optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1),
+                                 config.dataset, dataset_api=api)
+    trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders)
+    trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
+    assert int(optimizer.bank.num_updates) == 1 and optimizer.core.rounds_done == 1
+    gamma_parent, gamma_child = optimizer.gammas()["normal"]
+    assert not torch.allclose(gamma_child, torch.ones_like(gamma_child))  # the HARD update moved them
+    assert len(trainer.search_trajectory.train_acc) == 2
+    assert all(0 <= a <= 100 for a in trainer.search_trajectory.train_acc + trainer.search_trajectory.valid_acc)
+    assert (tmp_path / "out" / "search" / "model_final.pth").is_file()
+
+    final = optimizer.get_final_architecture()
+    derived = optimizer.core.last_derivation["architecture"]
+    assert nb201.from_naslib(final.get_hash()) == derived
+    evaluation = trainer.evaluate(resume_from="", dataset_api=api, metric=None)  # loads model_final.pth
+    assert evaluation == nats_benchmark.query(derived, "cifar10")
+    assert optimizer.get_model_size() > 0 and "model" in optimizer.get_checkpointables()
+    gammas = optimizer.gammas()["normal"]
+
+    # a fresh optimizer evaluating the search's checkpoint (NASLib saves it before the last
+    # round's architecture update) derives the same architecture from the same gammas
+    fresh = BayesNASOptimizer(config)
+    fresh.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1),
+                             config.dataset, dataset_api=api)
+    assert fresh.core.last_derivation is None
+    evaluator = LoaderTrainer(fresh, config, lightweight_output=True, search_loaders=loaders)
+    again = evaluator.evaluate(search_model=str(tmp_path / "out" / "search" / "model_final.pth"), dataset_api=api)
+    assert again == evaluation and fresh.core.last_derivation["architecture"] == derived
+    for ours, theirs in zip(fresh.gammas()["normal"], gammas):
+        assert torch.allclose(ours, theirs)
+
+
+def test_bayesnas_on_the_darts_graph_and_both_adapt_forms(naslib):
+    import torch
+
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+
+    torch.manual_seed(0)
+    space = naslib.search_spaces.NasBench301SearchSpace(n_classes=10, in_channels=1, auxiliary=False)
+    optimizer = BayesNASOptimizer(epochs=1, seed=0)
+    optimizer.adapt_search_space(space, dataset_api=None)  # the runners' keyword form
+    assert {name: t.num_cells for name, t in optimizer.bank.topologies.items()} == {"normal": 6, "reduce": 2}
+    assert optimizer.bank.topologies["normal"].num_edges == 14 and optimizer.bank.topologies["normal"].num_ops == 7
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    optimizer.new_epoch(0)
+    logits, logits_val, loss, val_loss = optimizer.step(batch, batch)
+    assert logits.shape == logits_val.shape == (4, 10) and loss.dim() == val_loss.dim() == 0
+    optimizer.after_training()
+    genotype = optimizer.core.last_derivation["architecture"]
+    final = optimizer.get_final_architecture()
+    naslib_ops = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+                  "dil_conv_5x5")  # NASLib's DARTS hash order
+    normal_hash = final.get_hash()[0]
+    assert [(naslib_ops[op], src) for src, op in normal_hash] == [tuple(edge) for edge in genotype.normal]
+    final.train()
+    assert final(batch[0]).shape == (4, 10)
+    positional = BayesNASOptimizer(epochs=1, seed=0)
+    positional.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1), "cifar10", None)
+    assert positional.bank.topologies["normal"].num_cells == 15
+
+
+def _tnas_config(tmp_path, budget: int, seed: int = 0, extra: str = ""):
+    return _config(tmp_path, f"optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: {seed}\n"
+                   f"search:\n  epochs: {budget}\n  tnas:\n    meta_iterations: 10\n    initial_design: 3\n{extra}")
+
+
+def test_tnas_runs_in_naslibs_trainer_on_nb201_like_its_own_search(naslib, api, nats_benchmark, tmp_path, monkeypatch):
+    from naslib_bayes.experiment import run_blackbox_search
+    from naslib_bayes.integration.tnas import TNASOptimizer
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    config = _tnas_config(tmp_path, 20, seed=2)
+    optimizer = TNASOptimizer(config)
+    optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+    assert optimizer.core.surrogate_info["meta_datasets"] == ["cifar100", "ImageNet16-120"]  # target left out
+    graph_cls = type(optimizer.search_space)
+    clones = []
+    original_clone = graph_cls.clone
+    monkeypatch.setattr(graph_cls, "clone", lambda self: clones.append(1) or original_clone(self))
+    trainer = LoaderTrainer(optimizer, config, lightweight_output=True)
+    trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
+    assert len(clones) == 20  # one graph per query: the chosen architecture, never the candidates
+    monkeypatch.undo()
+    hashes = [m.arch_hash for m in optimizer.history]
+    assert len(optimizer.history) == len(set(hashes)) == 20
+    assert [m.arch.get_hash() for m in optimizer.history] == hashes
+    values = [m.accuracy for m in optimizer.history]
+    assert values == [nats_benchmark.query(nb201.from_naslib(h), "cifar10") for h in hashes]
+    incumbents = trainer.search_trajectory.valid_acc
+    assert incumbents == [max(values[: i + 1]) for i in range(20)]
+    assert trainer.search_trajectory.test_acc == incumbents  # NASLib reads both from eval_acc1es
+    train_acc, val_acc, test_acc, train_time = optimizer.train_statistics(True)
+    assert val_acc == max(values) and train_acc == -1
+    assert trainer.evaluate(resume_from="", dataset_api=api, metric=None) == max(values)
+    # naslib-bayes's own loop, same seed and hyper-parameters, queries the same cells
+    own = run_blackbox_search(nats_benchmark, "tnas", "cifar10", 20, seed=2, search_metric="test_accuracy",
+                              hyperparameters={"meta_iterations": 10, "initial_design": 3})
+    assert [q["architecture"] for q in own["trajectory"]] == [nb201.to_string(nb201.from_naslib(h)) for h in hashes]
+
+
+def test_tnas_accepts_both_adapt_forms_and_needs_a_surrogate_or_other_datasets(naslib, api, nats_benchmark, tmp_path):
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.tnas import TNASOptimizer
+
+    config = _tnas_config(tmp_path, 4, seed=1)
+    runner_form = TNASOptimizer(config)
+    runner_form.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+    positional = TNASOptimizer(config)
+    positional.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), "cifar10", None, dataset_api=api)
+    for opt in (runner_form, positional):
+        for epoch in range(4):
+            opt.new_epoch(epoch)
+    assert [m.arch_hash for m in runner_form.history] == [m.arch_hash for m in positional.history]
+    only_target = {"nb201_data": {}}  # NASLib's own pickles: no other datasets known here
+    with pytest.raises(UserError, match="surrogate file"):
+        TNASOptimizer(config).adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=only_target)
+
+
+@pytest.fixture(scope="module")
+def tiny_surrogate(tmp_path_factory, nats_benchmark):
+    """A surrogate meta-trained briefly on cifar100 and ImageNet16-120 (not cifar10)."""
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+    from naslib_bayes.predictors.surrogate import SurrogateConfig
+
+    source = nats_benchmark.without("cifar10")
+    datasets = meta_datasets_from_benchmark(source, source.datasets, "test_accuracy")
+    surrogate, log = meta_train(datasets, SurrogateConfig(encoder_hidden=16), MetaTrainConfig(iterations=100), seed=0)
+    return surrogate_io.save(surrogate, tmp_path_factory.mktemp("surrogate") / "surrogate.pt",
+                             {"meta_datasets": list(source.datasets)})
+
+
+def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benchmark, tiny_surrogate, tmp_path):
+    from fvcore.common.config import CfgNode
+    from naslib.defaults.predictor_evaluator import PredictorEvaluator
+    from naslib.search_spaces.nasbench201.conversions import convert_op_indices_to_str
+
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+
+    predictor = DeepKernelGPPredictor(surrogate=tiny_surrogate)
+    config = CfgNode(dict(experiment_type="single", test_size=40, train_size_single=30, train_size_list=[30],
+                          fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0, dataset="cifar10",
+                          uniform_random=1, save=str(tmp_path / "pe"), seed=0, search_space="nasbench201"))
+    naslib.utils.set_seed(0)
+    evaluator = PredictorEvaluator(predictor, config=config)
+    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
+    results = evaluator.evaluate()
+    scores = results[-1]
+    assert scores["train_size"] == 30 and np.isfinite(scores["mae"])
+    assert scores["spearman"] > 0.7, scores  # the meta-learned GP ranks unseen architectures
+    # graphs, strings and NASLib op-index tuples are the same architectures to it
+    graphs = []
+    for _ in range(12):
+        g = naslib.search_spaces.NasBench201SearchSpace()
+        g.instantiate_model = False
+        g.sample_random_architecture(dataset_api=api)
+        graphs.append(g)
+    y = [g.query(naslib.query_metrics.Metric.VAL_ACCURACY, "cifar10", dataset_api=api) for g in graphs]
+    predictor.fit(graphs[:8], y[:8])
+    by_graph = predictor.query(graphs[8:])
+    assert np.allclose(by_graph, predictor.query([convert_op_indices_to_str(g.get_hash()) for g in graphs[8:]]))
+    assert np.allclose(by_graph, predictor.query([g.get_hash() for g in graphs[8:]]))
+    mean, std = predictor.predict_dist(graphs[8:])
+    assert np.allclose(mean, by_graph) and (std > 0).all()
+    with pytest.raises(Exception, match="op-index"):
+        predictor.query([(9, 9, 9, 9, 9, 9)])
+
+
+def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
+    import jsonschema
+
+    from naslib_bayes.results import load_schema
+
+    config = tmp_path / "bayesnas.yaml"
+    config.write_text("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar100\nseed: 1\n"
+                      "search:\n  epochs: 2\n  batch_size: 32\n  data_size: 96\n  train_portion: 0.5\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--search-data", "digits", "--out", str(tmp_path / "bn"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "bn" / "result.json").read_text())
+    jsonschema.validate(result, load_schema())
+    assert result["optimizer"] == "bayesnas" and result["naslib"]["origin"] == "naslib-bayes"
+    assert result["naslib"]["kind"] == "one-shot" and len(result["naslib"]["train_acc"]) == 2
+    cell = nb201.from_string(result["final_architecture"])
+    assert result["naslib"]["evaluation"] == nats_benchmark.query(cell, "cifar100")
+    assert result["architecture_updates"][0]["architecture"] == result["final_architecture"]
+    assert len(result["relevance"]) == 6 * 5  # per edge: the parent switch and 4 op switches
+    assert result["final_architecture"] in out
+
+
+def test_naslib_run_tnas_end_to_end_meta_training_or_with_a_surrogate_file(naslib, tmp_path, capsys, nats_csv,
+                                                                           nats_benchmark, tiny_surrogate):
+    import jsonschema
+
+    from naslib_bayes.results import load_schema
+
+    config = tmp_path / "tnas.yaml"
+    config.write_text("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                      "search:\n  epochs: 8\n  tnas:\n    meta_iterations: 10\n    initial_design: 3\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--out", str(tmp_path / "meta"))
+    assert code == 0, err
+    assert "meta-training leave-one-dataset-out on cifar100, ImageNet16-120" in err
+    meta = json.loads((tmp_path / "meta" / "result.json").read_text())
+    jsonschema.validate(meta, load_schema())
+    assert meta["optimizer"] == "tnas" and meta["surrogate"]["meta_trained_here"] is True
+    assert meta["surrogate"]["meta_datasets"] == ["cifar100", "ImageNet16-120"]
+    incumbents = meta["naslib"]["incumbent_valid_acc"]
+    assert len(incumbents) == 8 and incumbents == sorted(incumbents)
+    assert meta["naslib"]["evaluation"] == incumbents[-1] == nats_benchmark.query(meta["final_architecture"], "cifar10")
+
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--surrogate", str(tiny_surrogate), "--out", str(tmp_path / "file"))
+    assert code == 0, err
+    assert "meta-training" not in err
+    with_file = json.loads((tmp_path / "file" / "result.json").read_text())
+    assert with_file["surrogate"]["meta_trained_here"] is False
+    assert with_file["surrogate"]["path"] == str(tiny_surrogate)
+    assert len(with_file["trajectory"]) == 8
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                              "--surrogate", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "bad"))
+    assert code == 2 and "no such file" in err

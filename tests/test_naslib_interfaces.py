@@ -264,3 +264,19 @@ def test_too_old_naslib_is_reported(tmp_path):
     """, extra_path=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "too old" in proc.stdout and "Develop" in proc.stdout
+
+
+def test_rmse_view_of_sklearn_metrics_accepts_squared_like_old_sklearn():
+    import math
+
+    from sklearn import metrics
+
+    from naslib_bayes.integration import compat
+
+    view = compat._metrics_with_squared()
+    y, p = [1.0, 2.0, 4.0], [1.5, 2.0, 3.0]
+    mse = metrics.mean_squared_error(y, p)
+    assert view.mean_squared_error(y, p) == mse
+    assert math.isclose(view.mean_squared_error(y, p, squared=False), math.sqrt(mse))
+    assert view.r2_score is metrics.r2_score  # everything else is scikit-learn's own
+    assert not hasattr(metrics, "__naslib_bayes_fix__")  # scikit-learn itself is untouched

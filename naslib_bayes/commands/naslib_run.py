@@ -1,7 +1,8 @@
 """``naslib-bayes naslib-run``: one NASLib experiment (search, then evaluate) from a NASLib config file.
 
 Runs NASLib's own optimizers (rs, re, ls, bananas, npenas; darts, gdas, drnas) and
-naslib-bayes's with NASLib's Trainer, search spaces and benchmark queries. NASLib must be
+naslib-bayes's (its black-box optimizers, tnas among them, and bayesnas on NASLib's own search
+graphs) with NASLib's Trainer, search spaces and benchmark queries. NASLib must be
 importable (see the README, "Using NASLib"); the compatibility fixes of
 :mod:`naslib_bayes.integration.compat` are applied here, and only here.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from naslib_bayes import results
 from naslib_bayes.commands import common
+from naslib_bayes.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -30,6 +32,9 @@ def register(subparsers) -> None:
                         help="images a one-shot optimizer trains its supernet on and retraining uses: "
                              "digits (bundled with scikit-learn), mnist, cifar10, cifar100, ImageNet16-120")
     parser.add_argument("--data-root", type=Path, help="folder holding the --search-data files (not needed for digits)")
+    parser.add_argument("--surrogate", type=Path, metavar="PATH",
+                        help="tnas: a surrogate.pt (or its folder) from naslib-bayes meta-train; without it, tnas "
+                             "meta-trains leave-one-dataset-out on the --benchmark's other datasets")
     parser.add_argument("--set", dest="overrides", type=common.key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable (e.g. --set search.epochs=20)")
     common.add_out(parser)
@@ -42,6 +47,8 @@ def run(args) -> int:
     compat_logger = logging.getLogger("naslib_bayes.integration.compat")
     compat_logger.setLevel(logging.INFO)  # each applied fix is shown, even without --verbose
     load_naslib()  # NaslibUnavailable (a UserError) names what to install
+    if args.surrogate is not None and not args.surrogate.exists():
+        raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
 
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import build_config, run_experiment
@@ -49,7 +56,10 @@ def run(args) -> int:
 
     benchmark = load_benchmark(args.benchmark) if args.benchmark is not None else None
     out = common.prepare_out(args.out, args.overwrite)
-    config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=args.overrides)
+    overrides = list(args.overrides)
+    if args.surrogate is not None:
+        overrides.append(("search.surrogate", str(args.surrogate)))
+    config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=overrides)
     image_data = None
     if args.search_data is not None:
         image_data = load_image_data(args.search_data, args.data_root, seed=int(config.seed))

@@ -54,6 +54,7 @@ _REQUIRED = {
                           "RegularizedEvolution", "LocalSearch", "Bananas", "Npenas"),
     "naslib.predictors.predictor": ("Predictor",),
     "naslib.defaults.trainer": ("Trainer",),
+    "naslib.defaults.predictor_evaluator": ("PredictorEvaluator",),
     "naslib.utils": ("get_config_from_args", "parse_args", "load_config", "Checkpointer"),
 }
 

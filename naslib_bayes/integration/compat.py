@@ -37,6 +37,11 @@ The fixes:
     the graph after each forward pass, and ``Graph.clone()`` cannot deep-copy it, so the
     one-shot optimizers' ``get_final_architecture()`` fails on that space. ``clone`` detaches
     such stored outputs first. It runs after NASLib is imported.
+``fix_rmse_metric``
+    NASLib's predictor evaluator (and its cross-validation) compute RMSEs with
+    ``mean_squared_error(..., squared=False)``, which scikit-learn 1.6 removed; the evaluator
+    then reports every metric as NaN. The NASLib modules that use it get a view of
+    ``sklearn.metrics`` that accepts ``squared`` again. It runs after NASLib is imported.
 ``fix_unparse_settings``
     ``Graph.unparse()`` rebuilds a search space with default constructor arguments, so the
     final architecture of a one-shot search on a DARTS space built with ``auxiliary=False`` or
@@ -286,8 +291,59 @@ def fix_unparse_settings() -> bool:
     return _record("unparse_settings", f"Graph.unparse keeps {', '.join(_CONSTRUCTOR_SETTINGS)}")
 
 
+def _sklearn_has_squared() -> bool:
+    import inspect
+
+    from sklearn import metrics
+
+    return "squared" in inspect.signature(metrics.mean_squared_error).parameters
+
+
+def _metrics_with_squared():
+    """``sklearn.metrics`` whose ``mean_squared_error`` takes ``squared=False`` again (as the RMSE)."""
+    from sklearn import metrics
+
+    proxy = types.ModuleType("sklearn.metrics", "sklearn.metrics with mean_squared_error(squared=...) for NASLib")
+
+    def mean_squared_error(y_true, y_pred, *args, squared=True, **kwargs):
+        if squared:
+            return metrics.mean_squared_error(y_true, y_pred, *args, **kwargs)
+        return metrics.root_mean_squared_error(y_true, y_pred, *args, **kwargs)
+
+    proxy.__getattr__ = lambda name: getattr(metrics, name)
+    proxy.mean_squared_error = mean_squared_error
+    proxy.__naslib_bayes_fix__ = True
+    return proxy
+
+
+def fix_rmse_metric() -> bool:
+    """Let NASLib's ``metrics.mean_squared_error(..., squared=False)`` calls work on scikit-learn >= 1.6.
+
+    NASLib computes RMSEs with ``sklearn.metrics.mean_squared_error(y, p, squared=False)``
+    (its predictor evaluator, cross-validation and zero-cost utilities); scikit-learn 1.6 removed
+    ``squared`` in favour of ``root_mean_squared_error``, and NASLib's predictor evaluator then
+    catches the TypeError and reports every metric (Spearman, Kendall tau...) as NaN. The fix
+    rebinds ``metrics`` in the loaded NASLib modules that use it to a view of
+    ``sklearn.metrics`` whose ``mean_squared_error`` accepts ``squared``; scikit-learn itself is
+    not changed. It runs after NASLib is imported.
+    """
+    if "rmse_metric" in APPLIED or _sklearn_has_squared():
+        return False
+    from sklearn import metrics
+
+    proxy = _metrics_with_squared()
+    rebound = []
+    for name, module in list(sys.modules.items()):
+        if (name == "naslib" or name.startswith("naslib.")) and getattr(module, "metrics", None) is metrics:
+            module.metrics = proxy
+            rebound.append(name)
+    if not rebound:
+        return False
+    return _record("rmse_metric", f"scikit-learn has no mean_squared_error(squared=...): rebound metrics in {', '.join(sorted(rebound))}")
+
+
 PRE_IMPORT_FIXES = (fix_collections_abc_aliases, fix_torchvision, fix_tensorwatch)
-POST_IMPORT_FIXES = (fix_parameter_counter, fix_graph_clone, fix_unparse_settings)
+POST_IMPORT_FIXES = (fix_parameter_counter, fix_graph_clone, fix_unparse_settings, fix_rmse_metric)
 
 
 def apply_pre_import_fixes() -> list[str]:

@@ -64,6 +64,8 @@ class NaslibOptimizer:
             return cls(**config.search)  # as NASLib's examples/run_darts.py does
         if self.origin == "naslib":
             return cls(config)  # as NASLib's runners/bbo/runner.py does
+        if self.core is None:
+            return cls(config)  # a NASLib-native class of naslib-bayes (bayesnas)
         return cls(config, optimizer=self.core, source=source)
 
 
@@ -87,6 +89,13 @@ for _name in registry.names(registry.BLACK_BOX):
     _key = f"naslib-bayes:{_name}" if _name in OPTIMIZERS else _name
     OPTIMIZERS[_key] = NaslibOptimizer(_key, BLACK_BOX, "naslib_bayes.integration.blackbox:NaslibBlackBox",
                                        f"naslib-bayes's {registry.get_spec(_name).summary}", "naslib-bayes", _name)
+
+# naslib-bayes's NASLib-native classes: TNAS (the wrapper above, plus a surrogate file or
+# meta-training on the benchmark's other datasets) and BayesNAS on NASLib's own graphs.
+OPTIMIZERS["tnas"] = NaslibOptimizer("tnas", BLACK_BOX, "naslib_bayes.integration.tnas:TNASOptimizer",
+                                     "naslib-bayes's TNAS (meta-learned deep-kernel GP BO)", "naslib-bayes", "tnas")
+OPTIMIZERS["bayesnas"] = NaslibOptimizer("bayesnas", ONE_SHOT, "naslib_bayes.integration.bayesnas:BayesNASOptimizer",
+                                         "naslib-bayes's BayesNAS on NASLib's graphs", "naslib-bayes")
 
 _DEFAULT_CONFIGS = {ONE_SHOT: "nas", BLACK_BOX: "bbo-bs"}
 SEARCH_SPACES = {"nasbench201": "NasBench201SearchSpace", "darts": "NasBench301SearchSpace",
