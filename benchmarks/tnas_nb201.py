@@ -277,8 +277,14 @@ def print_timings(targets, methods, seeds, runs, meta) -> None:
         wall = [m["wall_s"] for m in meta.values()]
         cpu = [m["cpu_s"] for m in meta.values()]
         its = [m["iterations"] for m in meta.values()]
-        print(f"meta-training: median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median {np.median(cpu):.0f} s CPU, "
-              f"{np.median(its):.0f} iterations (early stopping)")
+        best_its = [m["best_iteration"] for m in meta.values()]
+        from naslib_bayes.predictors.meta_train import MetaTrainConfig
+
+        cap = MetaTrainConfig().iterations
+        early = sum(i < cap for i in its)
+        print(f"meta-training: median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median {np.median(cpu):.0f} s CPU "
+              f"(max {np.max(cpu):.0f} s); {early} of {len(its)} stopped early (cap {cap} iterations), "
+              f"best weights at iteration {np.min(best_its):.0f}-{np.max(best_its):.0f}")
 
 
 if __name__ == "__main__":
