@@ -56,6 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201"),
                         help="folder for surrogates and per-run results (reused when present)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (each single-threaded)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: print the table from the runs already in --cache (seeds counted per row)")
     return parser.parse_args(argv)
 
 
@@ -106,11 +108,14 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     if optimizer == "tnas":
         hyperparameters["surrogate"] = surrogate
     benchmark = load_benchmark(benchmark_path)
+    start, cpu = time.perf_counter(), time.process_time()
     result = run_blackbox_search(benchmark, optimizer, target, budget, seed, hyperparameters=hyperparameters)
+    run_wall, run_cpu = time.perf_counter() - start, time.process_time() - cpu
     record = {"target": target, "method": method, "seed": seed,
               "accuracies": [t["accuracy"] for t in result["trajectory"]],
               "architectures": [t["architecture"] for t in result["trajectory"]],
-              "timing": result.get("timing"), "wall_s": result["wall_time_s"]}
+              "timing": result.get("timing"), "wall_s": result["wall_time_s"],
+              "run_wall_s": run_wall, "run_cpu_s": run_cpu}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
@@ -157,6 +162,10 @@ def main(argv=None) -> int:
     path = str(args.benchmark)
     needs_surrogate = any(METHODS[m][0] == "tnas" for m in methods)
     started = time.perf_counter()
+    if args.report_only:
+        meta, runs = load_cache(args, targets, methods, seeds, n_surrogates)
+        print_report(benchmark, targets, methods, seeds, runs, meta, args)
+        return 0
 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         meta = {}
@@ -165,17 +174,48 @@ def main(argv=None) -> int:
                        for t in targets for s in range(min(n_surrogates, args.seeds))}
             meta = {key: f.result() for key, f in futures.items()}
             _progress(f"meta-training done ({len(meta)} surrogates)", started)
+        # Methods in the order given, each over every target: with few workers an interrupted run
+        # has the first methods complete (the cache keeps every finished run; --report-only prints them).
         futures = {}
-        for t in targets:
-            for m in methods:
+        for m in methods:
+            for t in targets:
                 for s in seeds:
-                    surrogate = str(args.cache / "surrogates" / t / f"seed{s % n_surrogates}" / "surrogate.pt")
-                    out = str(args.cache / "runs" / f"budget{args.budget}" / t / m.replace(" ", "_").replace("=", "") / f"seed{s}.json")
-                    futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget, surrogate, out)
-        runs = {key: f.result() for key, f in futures.items()}
+                    futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget,
+                                                     str(surrogate_path(args, t, s, n_surrogates)),
+                                                     str(run_path(args, t, m, s)))
+        runs = {}
+        for key, f in futures.items():
+            runs[key] = f.result()
+            _progress(f"{len(runs)}/{len(futures)} {key[1]} {key[0]} seed {key[2]}", started)
     _progress("searches done", started)
     print_report(benchmark, targets, methods, seeds, runs, meta, args)
     return 0
+
+
+def surrogate_path(args, target: str, seed: int, n_surrogates: int) -> Path:
+    return args.cache / "surrogates" / target / f"seed{seed % n_surrogates}" / "surrogate.pt"
+
+
+def run_path(args, target: str, method: str, seed: int) -> Path:
+    return args.cache / "runs" / f"budget{args.budget}" / target / method.replace(" ", "_").replace("=", "") / f"seed{seed}.json"
+
+
+def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]:
+    """The meta-training records and runs already in the cache (missing ones are left out)."""
+    meta, runs = {}, {}
+    if any(METHODS[m][0] == "tnas" for m in methods):
+        for t in targets:
+            for s in range(min(n_surrogates, args.seeds)):
+                done = args.cache / "surrogates" / t / f"seed{s}" / "meta.json"
+                if done.exists():
+                    meta[(t, s)] = json.loads(done.read_text())
+    for t in targets:
+        for m in methods:
+            for s in seeds:
+                path = run_path(args, t, m, s)
+                if path.exists():
+                    runs[(t, m, s)] = json.loads(path.read_text())
+    return meta, runs
 
 
 def _progress(message: str, started: float) -> None:
@@ -188,19 +228,29 @@ def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
         per_target = {t: len({k[1] for k in meta if k[0] == t}) for t in targets}
         print(f"surrogates: {', '.join(f'{t}: {n}' for t, n in per_target.items())} meta-trained "
               f"(seed s uses surrogate s mod {args.surrogate_seeds or args.seeds})")
-    header = f"{'target':<15} {'method':<15} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7} {'@' + str(args.budget):>7} {'distinct':>8}"
+    header = (f"{'target':<15} {'method':<15} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7} "
+              f"{'@' + str(args.budget):>7} {'distinct':>8} {'run wall s':>10} {'run CPU s':>9}")
     print(header)
     print("-" * len(header))
     for t in targets:
         best = benchmark.best(t)
         for m in methods:
-            summary = summarise([runs[(t, m, s)] for s in seeds], best, args.budget)
+            records = [runs[(t, m, s)] for s in seeds if (t, m, s) in runs]
+            if not records:
+                print(f"{t:<15} {m:<15} {'(no runs yet)':>9}")
+                continue
+            summary = summarise(records, best, args.budget)
             r = summary["regret"]
+            wall = np.mean([x.get("run_wall_s", x["wall_s"]) for x in records])
+            cpu = [x["run_cpu_s"] for x in records if "run_cpu_s" in x]
+            cpu_text = f"{np.mean(cpu):>9.1f}" if cpu else f"{'-':>9}"
             print(f"{t:<15} {m:<15} {summary['median_queries']:>9.1f} {r[5]:>9.3f} {r[10]:>7.3f} {r[20]:>7.3f} "
-                  f"{summary['final_regret']:>7.3f} {summary['distinct']:>5}/{len(seeds)}")
+                  f"{summary['final_regret']:>7.3f} {summary['distinct']:>5}/{len(records)} {wall:>10.1f} {cpu_text}")
         if "tnas" in methods:
-            per_seed = summarise([runs[(t, "tnas", s)] for s in seeds], best, args.budget)["queries"]
-            print(f"{'':<15} best {best:.2f}; tnas queries to it per seed: {per_seed}")
+            records = [runs[(t, "tnas", s)] for s in seeds if (t, "tnas", s) in runs]
+            if records:
+                per_seed = summarise(records, best, args.budget)["queries"]
+                print(f"{'':<15} best {best:.2f}; tnas queries to it per seed: {per_seed}")
     print_timings(targets, methods, seeds, runs, meta)
 
 
@@ -218,14 +268,23 @@ def print_timings(targets, methods, seeds, runs, meta) -> None:
               f"(worst run's max {np.max(it_max):.2f} s), {np.mean(it_cpu):.3f} s CPU")
     gp = [r for (t, m, s), r in runs.items() if m == "gp-bo" and r.get("timing")]
     it = [r["timing"]["bo_iteration_mean_s"] for r in gp if r["timing"]["bo_iteration_mean_s"] is not None]
+    it_cpu = [r["timing"].get("bo_iteration_mean_cpu_s") for r in gp
+              if r["timing"].get("bo_iteration_mean_cpu_s") is not None]
     if it:
-        print(f"one gp-bo iteration (fit 100 steps from scratch + EI): mean {np.mean(it):.3f} s wall")
+        print(f"one gp-bo iteration (fit 100 steps from scratch + EI): mean {np.mean(it):.3f} s wall, "
+              f"{np.mean(it_cpu):.3f} s CPU")
     if meta:
         wall = [m["wall_s"] for m in meta.values()]
         cpu = [m["cpu_s"] for m in meta.values()]
         its = [m["iterations"] for m in meta.values()]
-        print(f"meta-training: median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median {np.median(cpu):.0f} s CPU, "
-              f"{np.median(its):.0f} iterations (early stopping)")
+        best_its = [m["best_iteration"] for m in meta.values()]
+        from naslib_bayes.predictors.meta_train import MetaTrainConfig
+
+        cap = MetaTrainConfig().iterations
+        early = sum(i < cap for i in its)
+        print(f"meta-training: median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median {np.median(cpu):.0f} s CPU "
+              f"(max {np.max(cpu):.0f} s); {early} of {len(its)} stopped early (cap {cap} iterations), "
+              f"best weights at iteration {np.min(best_its):.0f}-{np.max(best_its):.0f}")
 
 
 if __name__ == "__main__":
