@@ -1,0 +1,236 @@
+"""The HARD prior of BayesNAS as pure tensor functions.
+
+BayesNAS (Zhou, Yang, Wang, Pan; ICML 2019) puts a hierarchical automatic relevance
+determination (HARD) prior on the switches that scale the candidate operations of a
+supernet: every switch ``s`` has a zero-mean Gaussian prior ``N(0, gamma)`` whose variance
+``gamma`` is estimated from the data, a parent switch per edge ("the edge exists") and one
+child switch per non-zero op on the edge. One architecture update is the re-weighted
+group-lasso iteration
+
+    H     <- H / lambda                       (lambda_origin for parents, lambda_child for children)
+    C      = (1/gamma + H)^-1                 Laplace posterior variance, one per switch
+    omega  = sqrt( sum_group | -C/gamma^2 + 1/gamma | )
+    gamma  = ||s_group||_2 / omega
+    gamma_child <- 1 / (1/gamma_child + 1/gamma_parent)       HARD coupling
+
+where ``H`` is the diagonal Gauss-Newton curvature of the loss w.r.t. the switches and a
+*group* is one (edge, op) switch stacked over the cells of one type (so ``gamma`` and
+``omega`` are per group while ``H`` and ``C`` are per switch).
+
+Pruning is the paper's entropy criterion. The quantity thresholded here is the *prior
+variance gamma* of a switch (after the HARD coupling for child switches): a switch is pruned
+when the differential entropy of its prior ``N(0, gamma)``,
+``0.5 * log(2 pi e gamma)``, is non-positive, i.e. ``gamma <= 1 / (2 pi e) ~ 0.0585``.
+(The posterior variance ``C`` is *not* thresholded: ``C`` is small exactly for switches
+with large curvature, the ones the loss depends on most.)
+
+Node dependencies: an edge only counts as alive when its source node is reachable from a
+cell input through live edges and its target node reaches a cell output; dead edges are
+treated as zero (``gamma = 0``) in the coupling and in pruning.
+
+Everything here is a pure function of tensors (float64 recommended), shared by the
+supernet optimizer, the NASLib wrapper and network compression.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+#: Prune threshold on gamma: entropy 0.5*log(2*pi*e*gamma) <= 0  <=>  gamma <= 1/(2*pi*e).
+ENTROPY_THRESHOLD = 1.0 / (2.0 * math.pi * math.e)
+#: omega is floored here so that a group without any curvature gets a huge but finite gamma.
+OMEGA_FLOOR = 1e-12
+
+
+def posterior_variance(gamma: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:
+    """Laplace posterior variance ``C = (1/gamma + H)^-1`` of each switch.
+
+    Args:
+        gamma: prior variances, broadcastable to ``curvature`` (one per group).
+        curvature: ``H`` per switch, already divided by lambda; non-negative.
+
+    A switch with ``gamma == 0`` (pruned) has ``C == 0``.
+    """
+    gamma, curvature = torch.broadcast_tensors(torch.as_tensor(gamma, dtype=curvature.dtype), curvature)
+    safe = torch.where(gamma > 0, gamma, torch.ones_like(gamma))
+    return torch.where(gamma > 0, safe / (1.0 + safe * curvature), torch.zeros_like(gamma))
+
+
+def reweight(gamma: torch.Tensor, posterior_var: torch.Tensor, group_dims: int | Sequence[int] = 0) -> torch.Tensor:
+    """``omega = sqrt(sum over the group of |-C/gamma^2 + 1/gamma|)``.
+
+    Args:
+        gamma: one prior variance per group, shape = ``posterior_var``'s shape without
+            ``group_dims``.
+        posterior_var: ``C`` per switch; ``group_dims`` index the members of a group (the
+            cells of one type).
+        group_dims: dimensions of ``posterior_var`` summed over.
+
+    Returns omega per group; a pruned group (``gamma == 0``) gets ``inf`` (infinite penalty).
+    """
+    dims = (group_dims,) if isinstance(group_dims, int) else tuple(group_dims)
+    g = gamma
+    for d in sorted(d % posterior_var.dim() for d in dims):
+        g = g.unsqueeze(d)
+    g = g.expand_as(posterior_var)
+    safe = torch.where(g > 0, g, torch.ones_like(g))
+    term = (-posterior_var / safe**2 + 1.0 / safe).abs()
+    omega = term.sum(dim=dims).sqrt()
+    return torch.where(gamma > 0, omega, torch.full_like(omega, math.inf))
+
+
+def update_gamma(group_norm: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """``gamma = ||s_group||_2 / omega``; omega is floored at :data:`OMEGA_FLOOR`."""
+    return group_norm / omega.clamp_min(OMEGA_FLOOR)
+
+
+def group_norm(switches: torch.Tensor, group_dims: int | Sequence[int] = 0) -> torch.Tensor:
+    """``||s_group||_2`` of each group (the l2 norm over ``group_dims``)."""
+    dims = (group_dims,) if isinstance(group_dims, int) else tuple(group_dims)
+    return torch.linalg.vector_norm(switches, ord=2, dim=dims)
+
+
+def hard_coupling(gamma_child: torch.Tensor, gamma_parent: torch.Tensor) -> torch.Tensor:
+    """``gamma_child <- 1/(1/gamma_child + 1/gamma_parent)`` (0 when either is 0).
+
+    ``gamma_parent`` broadcasts against ``gamma_child`` (give it a trailing op axis).
+    """
+    gc, gp = torch.broadcast_tensors(gamma_child, gamma_parent)
+    total = gc + gp
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return torch.where((gc > 0) & (gp > 0), gc * gp / safe, torch.zeros_like(gc))
+
+
+def entropy(gamma: torch.Tensor) -> torch.Tensor:
+    """Differential entropy ``0.5 * log(2 pi e gamma)`` of ``N(0, gamma)`` (-inf at gamma=0)."""
+    return 0.5 * torch.log(2.0 * math.pi * math.e * gamma)
+
+
+def entropy_keep(gamma: torch.Tensor) -> torch.Tensor:
+    """True where the entropy criterion keeps a switch (entropy > 0, gamma > 1/(2 pi e))."""
+    return gamma > ENTROPY_THRESHOLD
+
+
+def live_edge_mask(
+    edges: Sequence[tuple[int, int]],
+    present: Sequence[bool] | torch.Tensor,
+    inputs: Iterable[int],
+    outputs: Iterable[int],
+) -> list[bool]:
+    """Node dependencies in a cell DAG: which present edges lie on an input-to-output path.
+
+    Args:
+        edges: (source, target) node pairs; nodes are numbered in topological order.
+        present: per edge, whether it survives on its own.
+        inputs: nodes fed from outside the cell.
+        outputs: nodes read by the cell's output (NB201: node 3; DARTS: all intermediate
+            nodes, which are concatenated).
+
+    An edge is alive when it is present, its source is reachable from an input through
+    present edges and its target reaches an output through present edges.
+    """
+    present = [bool(p) for p in (present.tolist() if isinstance(present, torch.Tensor) else present)]
+    if len(present) != len(edges):
+        raise ValueError(f"{len(present)} presence flags for {len(edges)} edges")
+    order = sorted(range(len(edges)), key=lambda e: (edges[e][1], edges[e][0]))
+    reach_in = set(inputs)
+    for e in order:
+        src, dst = edges[e]
+        if present[e] and src in reach_in:
+            reach_in.add(dst)
+    reach_out = set(outputs)
+    for e in reversed(order):
+        src, dst = edges[e]
+        if present[e] and dst in reach_out:
+            reach_out.add(src)
+    return [present[e] and edges[e][0] in reach_in and edges[e][1] in reach_out for e in range(len(edges))]
+
+
+@dataclass
+class HardUpdate:
+    """Result of one architecture update of one cell type (see :func:`hard_update`).
+
+    Shapes: ``n`` cells, ``E`` edges, ``K`` non-zero ops per edge.
+
+    Attributes:
+        curvature_parent, curvature_child: ``H / lambda`` per switch, (n, E) and (n, E, K).
+        C_parent, C_child: Laplace posterior variances per switch, same shapes.
+        omega_parent, omega_child: new re-weighting per group, (E,) and (E, K).
+        gamma_parent, gamma_child: new prior variances per group, (E,) and (E, K); children
+            after the HARD coupling, dead edges set to 0.
+        gamma_child_uncoupled: children before the coupling, (E, K).
+        present: per edge, parent and at least one coupled child survive the entropy test.
+        live: ``present`` after node dependencies.
+    """
+
+    curvature_parent: torch.Tensor
+    curvature_child: torch.Tensor
+    C_parent: torch.Tensor
+    C_child: torch.Tensor
+    omega_parent: torch.Tensor
+    omega_child: torch.Tensor
+    gamma_parent: torch.Tensor
+    gamma_child: torch.Tensor
+    gamma_child_uncoupled: torch.Tensor
+    present: list[bool]
+    live: list[bool]
+
+    @property
+    def keep_parent(self) -> torch.Tensor:
+        """Entropy survivors among parents (dead edges have gamma 0, so they are pruned)."""
+        return entropy_keep(self.gamma_parent)
+
+    @property
+    def keep_child(self) -> torch.Tensor:
+        return entropy_keep(self.gamma_child)
+
+
+def hard_update(
+    switch_parent: torch.Tensor,
+    switch_child: torch.Tensor,
+    curvature_parent: torch.Tensor,
+    curvature_child: torch.Tensor,
+    gamma_parent: torch.Tensor,
+    gamma_child: torch.Tensor,
+    lambda_origin: float,
+    lambda_child: float,
+    edges: Sequence[tuple[int, int]],
+    inputs: Iterable[int],
+    outputs: Iterable[int],
+) -> HardUpdate:
+    """One BayesNAS architecture update of one cell type.
+
+    Args:
+        switch_parent: (n, E) parent switch values (masked-out switches as 0).
+        switch_child: (n, E, K) child switch values.
+        curvature_parent, curvature_child: diagonal Gauss-Newton ``H`` per switch, same shapes
+            (not yet divided by lambda).
+        gamma_parent, gamma_child: current prior variances per group, (E,) and (E, K).
+        lambda_origin, lambda_child: sparsity weights of the parent and child groups.
+        edges, inputs, outputs: the cell DAG for node dependencies.
+    """
+    if lambda_origin <= 0 or lambda_child <= 0:
+        raise ValueError("lambda_origin and lambda_child must be positive")
+    hp = curvature_parent / lambda_origin
+    hc = curvature_child / lambda_child
+    cp = posterior_variance(gamma_parent, hp)
+    cc = posterior_variance(gamma_child, hc)
+    omega_p = reweight(gamma_parent, cp, 0)
+    omega_c = reweight(gamma_child, cc, 0)
+    new_gp = update_gamma(group_norm(switch_parent, 0), omega_p)
+    new_gc = update_gamma(group_norm(switch_child, 0), omega_c)
+    coupled = hard_coupling(new_gc, new_gp.unsqueeze(-1))
+    present = (entropy_keep(new_gp) & entropy_keep(coupled).any(dim=-1)).tolist()
+    live = live_edge_mask(edges, present, inputs, outputs)
+    dead = torch.tensor([not alive for alive in live], dtype=torch.bool, device=new_gp.device)
+    new_gp = torch.where(dead, torch.zeros_like(new_gp), new_gp)
+    coupled = hard_coupling(new_gc, new_gp.unsqueeze(-1))
+    return HardUpdate(
+        curvature_parent=hp, curvature_child=hc, C_parent=cp, C_child=cc,
+        omega_parent=omega_p, omega_child=omega_c, gamma_parent=new_gp, gamma_child=coupled,
+        gamma_child_uncoupled=new_gc, present=present, live=live,
+    )

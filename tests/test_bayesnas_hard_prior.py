@@ -1,0 +1,136 @@
+"""BayesNAS update rules on a hand-computed example, the entropy boundary, node dependencies."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from naslib_bayes.optimizers.bayesnas import hard_prior
+from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD, hard_update
+from naslib_bayes.optimizers.bayesnas.switches import CellTopology, SwitchBank
+
+D = dict(dtype=torch.float64)
+
+
+def test_hand_computed_update():
+    """One edge, two cells, one child op.
+
+    parent: s = (0.6, 0.8), ||s|| = 1, H = (2, 0.5), lambda_o = 0.5 -> H/lambda = (4, 1);
+            gamma = 0.5 -> C = 1/(2+4) = 1/6, 1/(2+1) = 1/3;
+            omega^2 = |-C/0.25 + 2| summed = 4/3 + 2/3 = 2 -> omega = sqrt(2), gamma = 1/sqrt(2).
+    child:  s = (0.3, 0.4), ||s|| = 0.5, H = (1, 1), lambda_c = 1, gamma = 1 -> C = 1/2 each;
+            omega^2 = 2 * (1 - 1/2) = 1 -> gamma = 0.5;
+            coupled: 1 / (1/0.5 + sqrt(2)) = 1 / (2 + sqrt(2)).
+    """
+    upd = hard_update(
+        switch_parent=torch.tensor([[0.6], [0.8]], **D),
+        switch_child=torch.tensor([[[0.3]], [[0.4]]], **D),
+        curvature_parent=torch.tensor([[2.0], [0.5]], **D),
+        curvature_child=torch.tensor([[[1.0]], [[1.0]]], **D),
+        gamma_parent=torch.tensor([0.5], **D),
+        gamma_child=torch.tensor([[1.0]], **D),
+        lambda_origin=0.5, lambda_child=1.0,
+        edges=[(0, 1)], inputs=[0], outputs=[1],
+    )
+    assert torch.allclose(upd.curvature_parent.flatten(), torch.tensor([4.0, 1.0], **D))
+    assert torch.allclose(upd.C_parent.flatten(), torch.tensor([1 / 6, 1 / 3], **D))
+    assert torch.allclose(upd.omega_parent, torch.tensor([math.sqrt(2)], **D))
+    assert torch.allclose(upd.gamma_parent, torch.tensor([1 / math.sqrt(2)], **D))
+    assert torch.allclose(upd.C_child.flatten(), torch.tensor([0.5, 0.5], **D))
+    assert torch.allclose(upd.omega_child, torch.tensor([[1.0]], **D))
+    assert torch.allclose(upd.gamma_child_uncoupled, torch.tensor([[0.5]], **D))
+    assert torch.allclose(upd.gamma_child, torch.tensor([[1 / (2 + math.sqrt(2))]], **D))
+    assert upd.live == [True]
+
+
+def test_reweight_closed_form():
+    """With C the Laplace variance, |-C/gamma^2 + 1/gamma| = H / (1 + gamma H)."""
+    gen = torch.Generator().manual_seed(0)
+    h = torch.rand(5, 3, generator=gen, **D) * 10
+    gamma = torch.rand(3, generator=gen, **D) + 0.1
+    c = hard_prior.posterior_variance(gamma, h)
+    omega = hard_prior.reweight(gamma, c, 0)
+    assert torch.allclose(omega, (h / (1 + gamma * h)).sum(0).sqrt())
+
+
+def test_entropy_boundary():
+    assert math.isclose(ENTROPY_THRESHOLD, 1 / (2 * math.pi * math.e))
+    at = torch.tensor([ENTROPY_THRESHOLD], **D)
+    assert abs(float(hard_prior.entropy(at))) < 1e-12
+    assert not bool(hard_prior.entropy_keep(at))  # entropy exactly 0 is "non-positive": pruned
+    assert bool(hard_prior.entropy_keep(at * (1 + 1e-9)))
+    assert not bool(hard_prior.entropy_keep(at * (1 - 1e-9)))
+    assert float(hard_prior.entropy(torch.tensor(0.06, **D))) > 0 > float(hard_prior.entropy(torch.tensor(0.05, **D)))
+
+
+@pytest.mark.parametrize("curvature", [0.0, 1e-6, 1e-2, 1.0, 1e2, 1e6, 1e12])
+def test_large_gamma_survives_whatever_its_curvature(curvature):
+    """A group with large switches and large prior variance is kept for any curvature: large
+    curvature shrinks C, not gamma (gamma >= ||s|| sqrt(gamma_old / n))."""
+    n = 4
+    upd = hard_update(
+        switch_parent=torch.ones(n, 1, **D), switch_child=torch.ones(n, 1, 1, **D),
+        curvature_parent=torch.full((n, 1), curvature, **D), curvature_child=torch.full((n, 1, 1), curvature, **D),
+        gamma_parent=torch.tensor([2.0], **D), gamma_child=torch.tensor([[2.0]], **D),
+        lambda_origin=0.01, lambda_child=0.01, edges=[(0, 1)], inputs=[0], outputs=[1],
+    )
+    assert bool(upd.keep_parent.all()) and bool(upd.keep_child.all())
+    assert float(upd.gamma_parent) >= math.sqrt(2.0) - 1e-9
+    if curvature > 0:
+        assert float(upd.C_parent.max()) < 2.0  # the posterior variance did shrink
+
+
+def test_small_switches_are_pruned_and_coupling_prunes_children():
+    """A parent group driven to ~0 is pruned and takes its (large) children with it."""
+    upd = hard_update(
+        switch_parent=torch.full((3, 2), 1.0, **D).index_fill_(1, torch.tensor([1]), 1e-3),
+        switch_child=torch.ones(3, 2, 2, **D),
+        curvature_parent=torch.ones(3, 2, **D), curvature_child=torch.ones(3, 2, 2, **D),
+        gamma_parent=torch.ones(2, **D), gamma_child=torch.ones(2, 2, **D),
+        lambda_origin=0.01, lambda_child=0.01, edges=[(0, 1), (0, 1)], inputs=[0], outputs=[1],
+    )
+    assert upd.keep_parent.tolist() == [True, False]
+    assert upd.keep_child.tolist() == [[True, True], [False, False]]
+    assert float(upd.gamma_child_uncoupled[1].min()) > ENTROPY_THRESHOLD  # pruned only by the coupling
+
+
+def test_node_dependencies_zero_dead_edges():
+    """NB201-like DAG: node 2 unreachable (edges 0->2, 1->2 pruned) kills edge 2->3."""
+    edges = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    assert hard_prior.live_edge_mask(edges, [True, False, False, True, True, True], [0], [3]) == \
+        [True, False, False, True, True, False]
+    # node 1 does not reach the output: the edge into it is dead
+    assert hard_prior.live_edge_mask(edges, [True, True, False, False, False, True], [0], [3]) == \
+        [False, True, False, False, False, True]
+    n = 2
+    s = torch.ones(n, 6, **D)
+    s[:, 1] = 1e-4
+    s[:, 2] = 1e-4
+    upd = hard_update(s, torch.ones(n, 6, 1, **D), torch.ones(n, 6, **D), torch.ones(n, 6, 1, **D),
+                      torch.ones(6, **D), torch.ones(6, 1, **D), 0.01, 0.01, edges, [0], [3])
+    assert upd.live == [True, False, False, True, True, False]
+    assert float(upd.gamma_parent[5]) == 0.0 and float(upd.gamma_child[5, 0]) == 0.0
+
+
+def test_switch_bank_update_penalty_and_prune():
+    topo = CellTopology("normal", 3, ((0, 1), (0, 2), (1, 2)), ("a", "b"), (0,), (2,))
+    bank = SwitchBank([topo])
+    # omega = 1 before the first update: penalty = lambda * sum_g ||s_g|| = 3 groups * sqrt(3) (+ 6 children)
+    pen = bank.penalty(0.1, 0.2)
+    assert math.isclose(float(pen.detach()), 0.1 * 3 * math.sqrt(3) + 0.2 * 6 * math.sqrt(3), rel_tol=1e-6)
+    with torch.no_grad():
+        bank.child["normal"][:, 0, 1] = 1e-3
+    hp = torch.ones(3, 3, **D)
+    hc = torch.ones(3, 3, 2, **D)
+    upd = bank.update({"normal": (hp, hc)}, 0.01, 0.01)["normal"]
+    assert bool((bank.gamma_child_normal[0, 1] <= ENTROPY_THRESHOLD))
+    bank.prune("normal", upd.keep_parent, upd.keep_child)
+    assert bank.active_ops("normal", 0) == [0]
+    assert float(bank.child["normal"][:, 0, 1].abs().sum()) == 0.0
+    # the pruned group leaves the penalty; the others now use their omega
+    pen = bank.penalty(0.1, 0.2)
+    assert torch.isfinite(pen)
+    pen.backward()
+    assert torch.isfinite(bank.child["normal"].grad).all()

@@ -1,0 +1,133 @@
+"""Derivation of discrete cells from switch gammas: exhaustive and randomised checks."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import torch
+
+from naslib_bayes.optimizers.bayesnas import derive
+from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+HIGH, LOW = 0.5, 0.01  # above / below the entropy threshold
+CHILD_OPS = (nb201.SKIP, nb201.CONV1X1, nb201.CONV3X3, nb201.AVG_POOL)
+
+
+def check_cell(cell, gp, gc, decisions):
+    """Invariants every derived NB201 cell must satisfy."""
+    gc = torch.as_tensor(gc, dtype=torch.float64).tolist()
+    assert nb201.is_connected(cell)
+    # no dangling edge: every non-none edge lies on an input-to-output path
+    assert nb201.live_edges(cell) == tuple(op != nb201.NONE for op in cell)
+    assert len(decisions) == 6 * 5
+    keep_c, live = derive.entropy_stage(gp, gc, nb201.EDGES, (0,), (3,))
+    for e, op in enumerate(cell):
+        if op == nb201.NONE:
+            continue
+        k = CHILD_OPS.index(op)
+        survivors = [j for j in range(4) if keep_c[e][j]]
+        if survivors:  # an edge with entropy survivors keeps the largest-gamma survivor
+            assert k in survivors
+            assert gc[e][k] == max(gc[e][j] for j in survivors)
+    # a decision is "repair" exactly when the final state differs from the entropy verdict
+    by_key = {(d.edge, d.op): d for d in decisions}
+    for e in range(6):
+        parent = by_key[(e, None)]
+        assert parent.kept == (cell[e] != nb201.NONE)
+        assert (parent.decision == "entropy") == (parent.kept == live[e])
+        for j, op in enumerate(CHILD_OPS):
+            d = by_key[(e, nb201.OPS[op])]
+            assert d.kept == (cell[e] == op)
+            assert (d.decision == "entropy") == (d.kept == keep_c[e][j])
+
+
+def test_all_edge_survival_patterns():
+    rng = random.Random(0)
+    seen_repairs = 0
+    for pattern in itertools.product([False, True], repeat=6):
+        gp = torch.tensor([HIGH if alive else LOW for alive in pattern], dtype=torch.float64)
+        gc = torch.tensor([[rng.uniform(0.1, 1.0) for _ in range(4)] for _ in range(6)], dtype=torch.float64)
+        cell, decisions = derive.derive_nb201(gp, gc)
+        check_cell(cell, gp, gc, decisions)
+        live = nb201.live_edge_mask(pattern)
+        if any(live):
+            # survivors already connect the output: exactly the live edges remain
+            assert tuple(op != nb201.NONE for op in cell) == live
+        else:
+            seen_repairs += 1
+            assert any(d.decision == "repair" and d.op is None for d in decisions)
+    assert seen_repairs > 0
+
+
+def test_random_op_survival_patterns():
+    rng = random.Random(12345)
+    for _ in range(10_000):
+        gp = [rng.choice([LOW, HIGH, rng.uniform(0.0, 1.0)]) for _ in range(6)]
+        gc = [[rng.choice([LOW, rng.uniform(0.0, 0.3), rng.uniform(0.0, 2.0)]) for _ in range(4)] for _ in range(6)]
+        cell, decisions = derive.derive_nb201(gp, gc)
+        check_cell(cell, gp, gc, decisions)
+
+
+def test_edge_into_dead_node_is_pruned():
+    # node 2 has no surviving input (edges 0->2, 1->2 pruned) while 2->3 has the largest gamma
+    gp = torch.tensor([HIGH, LOW, LOW, HIGH, HIGH, 10.0], dtype=torch.float64)
+    gc = torch.full((6, 4), 0.3, dtype=torch.float64)
+    gc[:, 2] = 0.4  # conv3x3 strongest everywhere
+    cell, decisions = derive.derive_nb201(gp, gc)
+    assert cell == (nb201.CONV3X3, nb201.NONE, nb201.NONE, nb201.CONV3X3, nb201.CONV3X3, nb201.NONE)
+    dead = next(d for d in decisions if d.edge == 5 and d.op is None)
+    assert not dead.kept and dead.decision == "entropy" and "dead node" in dead.reason
+    # node 1 does not reach the output (edges 1->2, 1->3 pruned): the edge 0->1 into it is pruned
+    gp = torch.tensor([HIGH, HIGH, LOW, HIGH, LOW, HIGH], dtype=torch.float64)
+    cell, _ = derive.derive_nb201(gp, gc)
+    assert cell[0] == nb201.NONE and cell[1] != nb201.NONE
+
+
+def test_disconnected_survivors_restore_the_path_of_largest_total_gamma():
+    gp = torch.full((6,), LOW, dtype=torch.float64)
+    gc = torch.full((6, 4), 0.02, dtype=torch.float64)
+    # path 0->1->3 (edges 0, 4) has the largest total: 0.05 + 0.05 > 0.045 (edge 3) etc.
+    gc[0, 1] = 0.05
+    gc[4, 3] = 0.05
+    gc[3, 2] = 0.045
+    cell, decisions = derive.derive_nb201(gp, gc)
+    assert cell == (nb201.CONV1X1, nb201.NONE, nb201.NONE, nb201.NONE, nb201.AVG_POOL, nb201.NONE)
+    assert derive.repair_fraction(decisions) > 0
+    assert all(d.decision == "repair" for d in decisions if d.kept)
+
+
+def test_several_survivors_keep_largest_gamma():
+    gp = torch.full((6,), HIGH, dtype=torch.float64)
+    gc = torch.tensor([[0.1, 0.2, 0.3, 0.05]] * 6, dtype=torch.float64)
+    cell, decisions = derive.derive_nb201(gp, gc)
+    assert cell == (nb201.CONV3X3,) * 6
+    repaired = [d for d in decisions if d.decision == "repair"]
+    assert len(repaired) == 6 * 2  # skip and conv1x1 survived the entropy test but were dropped
+    assert all(d.op in ("skip_connect", "nor_conv_1x1") for d in repaired)
+
+
+def test_darts_genotype_two_distinct_inputs_no_none():
+    ops = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+           "dil_conv_5x5")
+    rng = random.Random(7)
+    for trial in range(2000):
+        gp = [rng.choice([LOW, HIGH, rng.uniform(0, 1)]) for _ in range(14)]
+        gc = [[rng.choice([LOW, rng.uniform(0, 1)]) for _ in ops] for _ in range(14)]
+        genotype, concat, decisions = derive.derive_darts_cell(gp, gc, ops)
+        assert concat == [2, 3, 4, 5]
+        assert len(genotype) == 8
+        for node in range(4):
+            (op_a, src_a), (op_b, src_b) = genotype[2 * node: 2 * node + 2]
+            assert src_a != src_b and 0 <= src_a < node + 2 and 0 <= src_b < node + 2
+            assert op_a in ops and op_b in ops
+        kept_edges = [d.edge for d in decisions if d.op is None and d.kept]
+        assert len(kept_edges) == 8
+    # all survive: the two largest-gamma inputs per node, with their largest-gamma op
+    gp = torch.full((14,), HIGH, dtype=torch.float64)
+    gc = torch.full((14, 7), 0.2, dtype=torch.float64)
+    gc[0, 3] = gc[1, 4] = 0.9  # node 2: inputs 0 and 1
+    gc[4, 0] = gc[2, 1] = 0.9  # node 3: inputs 2 (edge 4) and 0 (edge 2)
+    genotype, _, _ = derive.derive_darts_cell(gp, gc, ops)
+    assert genotype[:4] == [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("avg_pool_3x3", 0), ("max_pool_3x3", 2)]
