@@ -554,9 +554,12 @@ class _Tape(TorchFunctionMode):
 
     # ---- module hooks ----
     def pre_hook(self, module, args):
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in self.bn_saved:
-            self.bn_saved[id(module)] = (module, {k: b.clone() for k, b in module.named_buffers(recurse=False)
-                                                  if b is not None})
+        if (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats
+                and id(module) not in self.bn_saved):
+            # momentum 0 leaves the running statistics as they are; the counter is put back later
+            tracked = module.num_batches_tracked
+            self.bn_saved[id(module)] = (module, module.momentum, None if tracked is None else int(tracked))
+            module.momentum = 0.0
         if self.suppress:
             self.stack.append(("inner", None, None))
             return
@@ -587,9 +590,21 @@ class _Tape(TorchFunctionMode):
         return None
 
     # ---- tensor functions ----
+    def _any_tracked(self, args, kwargs) -> bool:
+        """Cheap shallow scan (arguments and lists in them) before the full pytree flatten."""
+        for group in (args, kwargs.values()):
+            for a in group:
+                if isinstance(a, torch.Tensor):
+                    if self.value_of(a) is not None:
+                        return True
+                elif isinstance(a, (list, tuple)):
+                    if any(isinstance(t, torch.Tensor) and self.value_of(t) is not None for t in a):
+                        return True
+        return False
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.suppress:
+        if self.suppress or not self._any_tracked(args, kwargs):
             return func(*args, **kwargs)
         leaves, spec = tree_flatten((args, kwargs))
         tracked = [self.value_of(leaf) for leaf in leaves]
@@ -794,9 +809,10 @@ def _apply_rule(tape: _Tape, rec: _Record, g: torch.Tensor, result: CurvatureRes
 
 def _restore_bn_buffers(saved) -> None:
     with torch.no_grad():
-        for m, buffers in saved:
-            for k, b in buffers.items():
-                getattr(m, k).copy_(b)
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.fill_(tracked)
 
 
 # --------------------------------------------------------------------------------------

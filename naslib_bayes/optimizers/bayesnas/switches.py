@@ -92,6 +92,7 @@ class SwitchBank(nn.Module):
             self.register_buffer(f"mask_parent_{t.name}", torch.ones(e, dtype=torch.bool))
             self.register_buffer(f"mask_child_{t.name}", torch.ones(e, k, dtype=torch.bool))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._active_cache: dict[str, list[list[int]]] = {}
 
     # ---- state access ---------------------------------------------------------------------
     def state(self, kind: str, cell_type: str) -> torch.Tensor:
@@ -100,17 +101,23 @@ class SwitchBank(nn.Module):
 
     def active(self, cell_type: str, edge: int, op: int | None = None) -> bool:
         """Is the parent switch of ``edge`` (or the child switch ``op`` on it) unpruned?"""
+        ops = self.active_ops(cell_type, edge)
         parent = bool(self.state("mask_parent", cell_type)[edge])
-        if op is None:
-            return parent
-        return parent and bool(self.state("mask_child", cell_type)[edge, op])
+        return parent if op is None else op in ops
 
     def active_ops(self, cell_type: str, edge: int) -> list[int]:
         """Indices of the unpruned child ops on an edge ([] when the edge is pruned)."""
-        if not self.active(cell_type, edge):
-            return []
-        mask = self.state("mask_child", cell_type)[edge]
-        return [k for k in range(mask.numel()) if bool(mask[k])]
+        cache = self._active_cache.get(cell_type)
+        if cache is None:  # masks change rarely: read them once, not at every forward call
+            mp = self.state("mask_parent", cell_type).tolist()
+            mc = self.state("mask_child", cell_type).tolist()
+            cache = [[k for k, on in enumerate(row) if on] if p else [] for p, row in zip(mp, mc)]
+            self._active_cache[cell_type] = cache
+        return cache[edge]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._active_cache = {}
+        super()._load_from_state_dict(*args, **kwargs)
 
     # ---- forward helpers (used by supernets) -------------------------------------------------
     def scale_child(self, x: torch.Tensor, cell_type: str, cell: int, edge: int, op: int) -> torch.Tensor:
@@ -196,6 +203,7 @@ class SwitchBank(nn.Module):
     @torch.no_grad()
     def prune(self, cell_type: str, keep_parent: torch.Tensor, keep_child: torch.Tensor) -> None:
         """Mask switches out for good: pruned switches are set to 0 and no longer computed."""
+        self._active_cache = {}
         mp = self.state("mask_parent", cell_type)
         mc = self.state("mask_child", cell_type)
         mp &= keep_parent.to(mp.device)

@@ -1,0 +1,1 @@
+"""The DARTS search space: ops, genotypes, the one-shot search network and the evaluation network."""

@@ -1,0 +1,98 @@
+"""DARTS genotypes: the discrete description of a normal and a reduction cell.
+
+A genotype lists, for each of the 4 intermediate nodes of a cell, two ``(op, input)`` pairs;
+inputs 0 and 1 are the outputs of the two previous cells, input ``i >= 2`` the intermediate
+node ``i``. The cell's output concatenates the nodes in ``*_concat``. JSON form::
+
+    {"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5],
+     "reduce": [...], "reduce_concat": [2, 3, 4, 5]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.search_spaces.darts.ops import NONZERO_PRIMITIVES, PARAMETER_FREE
+
+
+@dataclass(frozen=True)
+class Genotype:
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.normal) // 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "normal": [[op, int(i)] for op, i in self.normal],
+            "normal_concat": [int(i) for i in self.normal_concat],
+            "reduce": [[op, int(i)] for op, i in self.reduce],
+            "reduce_concat": [int(i) for i in self.reduce_concat],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "genotype") -> "Genotype":
+        """Parse and validate a genotype object; :class:`UserError` names what is wrong."""
+        if not isinstance(data, dict) or not {"normal", "reduce"} <= set(data):
+            raise UserError(f"{source}: a DARTS genotype needs 'normal' and 'reduce' lists")
+        try:
+            normal = tuple((str(op), int(i)) for op, i in data["normal"])
+            reduce = tuple((str(op), int(i)) for op, i in data["reduce"])
+            steps = len(normal) // 2
+            default_concat = list(range(2, steps + 2))
+            genotype = cls(normal, tuple(int(i) for i in data.get("normal_concat", default_concat)),
+                           reduce, tuple(int(i) for i in data.get("reduce_concat", default_concat)))
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: genotype edges must be [op, input] pairs") from None
+        genotype.validate(source)
+        return genotype
+
+    def validate(self, source: str = "genotype") -> None:
+        for name, edges, concat in (("normal", self.normal, self.normal_concat), ("reduce", self.reduce, self.reduce_concat)):
+            if not edges or len(edges) % 2:
+                raise UserError(f"{source}: {name} needs two (op, input) pairs per node")
+            for position, (op, src) in enumerate(edges):
+                node = position // 2 + 2
+                if op not in NONZERO_PRIMITIVES:
+                    raise UserError(f"{source}: {name} uses unknown or 'none' op {op!r}")
+                if not 0 <= src < node:
+                    raise UserError(f"{source}: {name} node {node} takes input {src}, not an earlier node")
+            if not concat or any(not 2 <= i < len(edges) // 2 + 2 for i in concat):
+                raise UserError(f"{source}: {name}_concat lists a node that does not exist")
+
+    def parameter_free(self) -> bool:
+        """True when no cell contains a convolution."""
+        return all(op in PARAMETER_FREE for op, _ in (*self.normal, *self.reduce))
+
+    def op_counts(self) -> dict[str, int]:
+        counts = {op: 0 for op in NONZERO_PRIMITIVES}
+        for op, _ in (*self.normal, *self.reduce):
+            counts[op] += 1
+        return counts
+
+
+def from_cells(normal: Sequence[tuple[str, int]], normal_concat: Sequence[int],
+               reduce: Sequence[tuple[str, int]], reduce_concat: Sequence[int]) -> Genotype:
+    genotype = Genotype(tuple(map(tuple, normal)), tuple(normal_concat), tuple(map(tuple, reduce)), tuple(reduce_concat))
+    genotype.validate()
+    return genotype
+
+
+def load(path: str | Path) -> Genotype:
+    """A genotype from a JSON file (a bare genotype or a result.json holding one)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read a genotype ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("final_architecture"), dict):
+        data = data["final_architecture"]
+    return Genotype.from_json(data, source=str(path))

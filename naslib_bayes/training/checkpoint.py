@@ -1,0 +1,44 @@
+"""Atomic checkpoint files: a reader sees the previous checkpoint or the new one, never a torn one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from naslib_bayes.errors import UserError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save` (our own files: full unpickling is allowed)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise UserError(f"{path}: cannot read the checkpoint ({exc})") from None
+
+
+def rng_state(generator: torch.Generator | None) -> torch.Tensor | None:
+    return None if generator is None else generator.get_state()
