@@ -7,7 +7,8 @@
    ``warmup_epochs`` on the cross-entropy alone, then with the re-weighted group-lasso term
    ``lambda * sum omega |s|``; switches get no weight decay);
 3. every ``update_every`` epochs after the warm-up, and after the last sparse epoch, computes
-   the diagonal Gauss-Newton curvature of the switches on the last ``curvature_batches``
+   (after moving each unit's scale into its switches, see ``rebalance``) the diagonal
+   Gauss-Newton curvature of the switches on the last ``curvature_batches``
    training batches, applies the HARD update and the entropy criterion, and physically removes
    the pruned units (dependencies and bias folding of :mod:`.prune`; training goes on with the
    smaller network and a fresh optimizer);
@@ -213,6 +214,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         final = epoch == cfg.sparse_epochs - 1
         if sparse and (final or (epoch + 1 - cfg.warmup_epochs) % cfg.update_every == 0):
             t0 = time.perf_counter()
+            if cfg.rebalance:
+                net.rebalance()
             hp, hc = _curvature(net, last, cfg.curvature_reduction)
             updates = net.hard_update(hp, hc, cfg.lam, cfg.min_units)
             keep_units = [u.keep_units for u in updates]

@@ -33,6 +33,10 @@ class CompressionConfig:
         proximal: optimise the non-smooth sparsity term by a proximal step (soft-thresholding
             every switch by ``lr * lambda * omega`` after each optimizer step, which gives exact
             zeros) instead of adding its subgradient to the loss.
+        rebalance: before every HARD update, move each unit's scale into its switches and bring
+            every layer's switches to a root mean square of 1
+            (:meth:`~naslib_bayes.compression.switched.SwitchedNetwork.rebalance`), so that the
+            entropy criterion sees the units' relative scales rather than parametrization drift.
     """
 
     lam: float = 1e-3
@@ -51,6 +55,7 @@ class CompressionConfig:
     gamma_init: float = 1.0
     augment: bool = True
     proximal: bool = True
+    rebalance: bool = True
 
     def __post_init__(self) -> None:
         if not self.lam > 0:

@@ -198,6 +198,51 @@ class SwitchedNetwork(nn.Module):
                 threshold = step * self.state("omega", role, l).to(s.dtype)
                 s.copy_(s.sign() * (s.abs() - threshold).clamp_min(0))
 
+    @torch.no_grad()
+    def rebalance(self) -> None:
+        """Put every layer's switches on a common scale, without changing the network's function.
+
+        A switch and the weights around it can trade scale freely (ReLU and max-pooling are
+        positively homogeneous): training with the sparsity term shrinks the switches while the
+        weights grow, and the prior variances ``gamma``, which the entropy criterion compares
+        with a fixed threshold, would then follow that drift instead of the units' relevance.
+        So before every HARD update the scale of each unit is moved into its switch and every
+        layer's switches are brought back to a root mean square of 1 (their initial value):
+
+        * child switches: the *gain* of input group ``j`` is ``|t_j|`` times the norm of the
+          layer's weight columns reading it;
+        * parent switches: the gain of unit ``j`` is ``|s_j|`` times ``|weight_j|`` of its
+          BatchNorm or, without BatchNorm, the norm of the layer's row ``j`` (weights and bias);
+
+        each switch becomes ``sign * gain / rms(gains of its layer)`` and the weights are divided
+        by the same factor. Exact up to rounding (the factors are positive); a unit with a zero
+        norm is left alone. Within a layer only the units' shares of its scale matter then.
+        """
+        for l, info in enumerate(self.info.layers):
+            layer = self.layer(l)
+            w = layer.weight
+            cols = w.reshape(info.units, info.in_groups, -1)  # views: scaling them scales the weights
+            factor = _balance(self.child[l], cols.norm(dim=(0, 2)))
+            cols.div_(factor.view(1, -1, 1).to(w.dtype))
+            if l == self.num_layers - 1:
+                continue
+            bn = self.bn(l)
+            if bn is not None:
+                if not bn.affine:
+                    continue
+                factor = _balance(self.parent[l], bn.weight.abs())
+                bn.weight.div_(factor)
+                bn.bias.div_(factor)
+            else:
+                rows = w.reshape(info.units, -1)
+                sq = rows.square().sum(dim=1)
+                if layer.bias is not None:
+                    sq = sq + layer.bias.square()
+                factor = _balance(self.parent[l], sq.sqrt())
+                rows.div_(factor.view(-1, 1))
+                if layer.bias is not None:
+                    layer.bias.div_(factor)
+
     # ---- the HARD update ----------------------------------------------------------------------
     def curvature(self, result: CurvatureResult, reduction: str = "mean") -> tuple[list, list]:
         """Per-switch curvature from a :func:`gauss_newton_diagonal` result: (parents, children)."""
@@ -318,6 +363,19 @@ def _scaled_bn(bn: nn.modules.batchnorm._BatchNorm, s: torch.Tensor) -> nn.Modul
     bn.weight.mul_(s)
     bn.bias.mul_(s)
     return bn
+
+
+def _balance(switch: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Scale ``switch`` in place to ``sign * |switch| * norm / rms(|switch| * norm)``; returns the
+    factor applied (1 where the norm is 0), by which the weights must be divided."""
+    gain = switch.detach().abs() * norm
+    live = (norm > 0) & (gain > 0)
+    if not bool(live.any()):
+        return torch.ones_like(norm)
+    rms = gain[live].square().mean().sqrt()
+    factor = torch.where(live, norm / rms, torch.ones_like(norm))
+    switch.mul_(factor.to(switch.dtype))
+    return factor
 
 
 def _repair(keep: torch.Tensor, score: torch.Tensor, min_units: int) -> tuple[torch.Tensor, int]:
