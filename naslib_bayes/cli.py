@@ -15,7 +15,7 @@ import sys
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
-COMMAND_MODULES = ("list_optimizers", "search", "compress")
+COMMAND_MODULES = ("list_optimizers", "search", "train", "compress", "naslib_run")
 
 
 class _OneLineParser(argparse.ArgumentParser):

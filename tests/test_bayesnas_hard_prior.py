@@ -128,9 +128,23 @@ def test_switch_bank_update_penalty_and_prune():
     assert bool((bank.gamma_child_normal[0, 1] <= ENTROPY_THRESHOLD))
     bank.prune("normal", upd.keep_parent, upd.keep_child)
     assert bank.active_ops("normal", 0) == [0]
-    assert float(bank.child["normal"][:, 0, 1].abs().sum()) == 0.0
+    assert float(bank.child["normal"].detach()[:, 0, 1].abs().sum()) == 0.0
     # the pruned group leaves the penalty; the others now use their omega
     pen = bank.penalty(0.1, 0.2)
     assert torch.isfinite(pen)
     pen.backward()
     assert torch.isfinite(bank.child["normal"].grad).all()
+
+
+def test_ard_update_on_channel_switches_without_a_dag():
+    """The core step works per channel (no group dimension beyond the switch itself), as network
+    compression uses it: C, omega and gamma by the closed forms."""
+    s = torch.tensor([0.9, 0.05, 0.5], **D)
+    h = torch.tensor([2.0, 2.0, 0.0], **D)
+    g = torch.ones(3, **D)
+    h_l, c, omega, gamma = hard_prior.ard_update(s.unsqueeze(0), h.unsqueeze(0), g, lam=0.5)
+    assert torch.allclose(c.flatten(), 1 / (1 + h / 0.5))
+    assert torch.allclose(omega[:2], torch.sqrt((h / 0.5) / (1 + h / 0.5))[:2])
+    assert torch.allclose(gamma[:2], s[:2] / omega[:2])
+    assert float(gamma[2]) > 1e9  # no curvature: omega floored, gamma huge (kept)
+    assert hard_prior.entropy_keep(gamma).tolist() == [True, False, True]

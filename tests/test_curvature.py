@@ -16,7 +16,7 @@ from naslib_bayes.optimizers.bayesnas.curvature import (
 
 def exact_gauss_newton_diagonal(logits_of_switches, switches: torch.Tensor) -> torch.Tensor:
     """sum_n diag(J_n^T (diag p_n - p_n p_n^T) J_n) with J_n = d logits_n / d switches by autograd."""
-    jac = torch.autograd.functional.jacobian(logits_of_switches, switches)  # (N, K, *switch shape)
+    jac = torch.autograd.functional.jacobian(logits_of_switches, switches, vectorize=True)  # (N, K, *switch shape)
     n, k = jac.shape[:2]
     jac = jac.reshape(n, k, -1)
     with torch.no_grad():

@@ -2,26 +2,54 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tqdm import tqdm
 
 from naslib_bayes import results
 from naslib_bayes.commands import common
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="run one architecture search")
     parser.add_argument("--optimizer", required=True, help="optimizer name (see 'naslib-bayes list')")
-    parser.add_argument("--dataset", required=True, help="data the search sees (benchmark dataset for black-box search)")
-    parser.add_argument("--benchmark", type=Path, help="NAS-Bench-201 benchmark file or folder")
+    parser.add_argument("--dataset", required=True,
+                        help="data the search sees: benchmark dataset (black-box) or image dataset (one-shot)")
+    parser.add_argument("--benchmark", type=Path,
+                        help="NAS-Bench-201 benchmark file or folder (one-shot: scores the derived cell)")
     bb = parser.add_argument_group("black-box search")
     bb.add_argument("--budget", type=common.positive_int, help="number of benchmark queries (initial design included)")
     bb.add_argument("--search-metric", help="metric the search maximises (default: validation accuracy if present)")
     bb.add_argument("--report-metric", help="metric reported for the final cell (default: test accuracy)")
     bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="KEY=VALUE",
-                    help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20)")
+                    help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20; one-shot: "
+                         "--opt curvature_batches=4)")
+    os_ = parser.add_argument_group("one-shot search (bayesnas, darts, random-cell)")
+    os_.add_argument("--search-space", default="nb201", help="nb201 (default) or darts")
+    os_.add_argument("--data-root", type=Path, help="folder of the dataset's files (digits needs none)")
+    os_.add_argument("--lambda", dest="lambda_", type=common.positive_float, metavar="L",
+                     help="BayesNAS sparsity weight lambda_origin, also lambda_child unless --lambda-child (default 0.01)")
+    os_.add_argument("--lambda-child", type=common.positive_float, metavar="L", help="BayesNAS lambda_child")
+    os_.add_argument("--warmup-epochs", type=common.non_negative_int, help="weight-only epochs first (default 1)")
+    os_.add_argument("--epochs", type=common.positive_int, help="joint epochs per round (default 1)")
+    os_.add_argument("--rounds", type=common.positive_int, help="rounds, each ending in an architecture update (default 1)")
+    os_.add_argument("--channels", type=common.positive_int, help="supernet channels C (default nb201: 8, darts: 16)")
+    os_.add_argument("--cells", type=common.positive_int,
+                     help="nb201: cells per stage N (default 1); darts: cells in all (default 8)")
+    os_.add_argument("--batch-size", type=common.positive_int, default=64, help="images per step (default 64)")
+    os_.add_argument("--lr", type=common.positive_float, help="SGD learning rate of weights and switches (default 0.05)")
+    os_.add_argument("--search-images", type=common.positive_int, help="search on a seeded subset of this many images")
+    os_.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation of search batches")
+    os_.add_argument("--checkpoint-every", type=common.non_negative_int, default=50, metavar="K",
+                     help="checkpoint every K steps besides every epoch (default 50; 0: epochs only)")
+    os_.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    os_.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    os_.add_argument("--threads", type=common.positive_int, default=1,
+                    help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
+                         "thread avoids OpenMP spin-waiting on a shared machine)")
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
@@ -31,7 +59,64 @@ def run(args) -> int:
     spec = registry.get_spec(args.optimizer)
     if spec.kind == registry.BLACK_BOX:
         return run_black_box(args)
+    if spec.kind == registry.ONE_SHOT:
+        return run_one_shot(args)
     raise AssertionError(f"no search runner for kind {spec.kind}")
+
+
+def run_one_shot(args) -> int:
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
+    from naslib_bayes.training.search import SearchConfig, canonical_space, run_oneshot_search
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    space = canonical_space(args.search_space)
+    hyper = {"lambda_origin": args.lambda_, "lambda_child": args.lambda_child, "warmup_epochs": args.warmup_epochs,
+             "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
+    if args.optimizer != "bayesnas":
+        given = [f"--{k.replace('_origin', '').replace('_', '-')}" for k in ("lambda_origin", "lambda_child")
+                 if hyper[k] is not None]
+        if given:
+            raise UserError(f"{given[0]} only applies to --optimizer bayesnas")
+        hyper.pop("lambda_origin")
+        hyper.pop("lambda_child")
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
+    benchmark = None
+    if args.benchmark is not None:
+        if space != "nasbench201":
+            raise UserError("--benchmark scores NAS-Bench-201 cells; it needs --search-space nb201")
+        benchmark = load_benchmark(args.benchmark)
+    cfg = SearchConfig(
+        optimizer=args.optimizer, search_space=args.search_space, dataset=args.dataset,
+        data_root=None if args.data_root is None else str(args.data_root), seed=args.seed,
+        channels=args.channels, cells=args.cells, batch_size=args.batch_size, search_images=args.search_images,
+        augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
+    )
+    if args.resume:
+        if not (args.out / CHECKPOINT_FILE).exists():
+            raise UserError(f"--resume: no {CHECKPOINT_FILE} in {args.out}")
+        out = common.prepare_out(args.out, overwrite=True)
+    else:
+        out = common.prepare_out(args.out, args.overwrite)
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    bar = tqdm(desc=f"{args.optimizer} {args.dataset}", unit="step", disable=None)
+
+    def progress(epoch, step, steps):
+        bar.total = steps
+        bar.set_postfix_str(f"epoch {epoch}")
+        bar.n = step
+        bar.refresh()
+
+    with bar:
+        result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress)
+    path = results.write_result(out, result)
+    accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
+    shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
+    print(f"{shown}" + (f"  cifar10 test accuracy={accuracy}" if accuracy is not None else "") + f"  -> {path}")
+    return 0
 
 
 def run_black_box(args) -> int:

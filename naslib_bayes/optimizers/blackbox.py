@@ -67,11 +67,15 @@ class Objective:
             raise DuplicateQuery(f"cell {nb201.to_string(cell)} was already queried")
         if self.remaining <= 0:
             raise BudgetExhausted(f"budget of {self.budget} queries exhausted")
-        value = float(self._values[self._index_of(cell)])
+        value = self._lookup(cell)
         self._seen.add(cell)
         self.queried.append(cell)
         self.values.append(value)
         return value
+
+    def _lookup(self, cell: nb201.Cell) -> float:
+        """The search-metric value of ``cell``; subclasses may read it elsewhere (NASLib's query)."""
+        return float(self._values[self._index_of(cell)])
 
     def is_queried(self, cell: Sequence[int]) -> bool:
         return tuple(cell) in self._seen

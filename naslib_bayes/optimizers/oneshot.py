@@ -215,10 +215,14 @@ class OneShotOptimizer(abc.ABC):
         if clip > 0:
             nn.utils.clip_grad_norm_(self.model.net.parameters(), clip)
         self.op_optimizer.step()
+        self.after_weight_update()
         return logits.detach(), loss.detach()
 
     def before_weight_update(self) -> None:
         """Hook between backward and the SGD step (BayesNAS drops switch gradients in warm-up)."""
+
+    def after_weight_update(self) -> None:
+        """Hook after the SGD step (BayesNAS keeps pruned switches at zero)."""
 
     def random(self) -> random.Random:
         """A ``random.Random`` seeded from the optimizer's seed (architecture sampling)."""

@@ -34,6 +34,12 @@ def _specs(*specs: OptimizerSpec) -> MappingProxyType:
 
 OPTIMIZERS = _specs(
     OptimizerSpec("rs", BLACK_BOX, "naslib_bayes.optimizers.random_search:RandomSearch", "random search"),
+    OptimizerSpec("bayesnas", ONE_SHOT, "naslib_bayes.optimizers.bayesnas.optimizer:BayesNAS",
+                  "BayesNAS: HARD priors on switches, Laplace updates, entropy pruning"),
+    OptimizerSpec("darts", ONE_SHOT, "naslib_bayes.optimizers.darts:DARTS",
+                  "first-order DARTS: softmax relaxation, argmax derivation"),
+    OptimizerSpec("random-cell", ONE_SHOT, "naslib_bayes.optimizers.random_cell:RandomCell",
+                  "same supernet training, then a uniformly random cell"),
 )
 
 

@@ -11,6 +11,9 @@ permutation, weights on one half and architecture on the other; the others get e
 image as training data and ``data_val=None``. Batch order and augmentation are pure
 functions of ``(seed, epoch, step)``, so an epoch can be resumed at any step.
 
+Each epoch's wall time and CPU time of this process (``time.process_time``: less sensitive to
+other processes on a shared machine) are recorded.
+
 Checkpoints (atomic, ``DIR/checkpoint.pt``) are written at the end of every epoch and every
 ``checkpoint_every`` steps; they hold the model, the optimizers, the scheduler, the
 optimizer's own state and the loop position, so ``search(resume=True)`` continues a killed run
@@ -61,8 +64,10 @@ class SearchState:
     epoch: int = 0
     step: int = 0
     epoch_times: list[float] = field(default_factory=list)
+    epoch_cpu_times: list[float] = field(default_factory=list)
     stats: list[dict] = field(default_factory=list)
     elapsed_in_epoch: float = 0.0
+    cpu_in_epoch: float = 0.0
     sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # loss, correct, n, vloss, vcorrect, vn
 
 
@@ -158,6 +163,7 @@ class OneShotTrainer:
         while st.epoch < opt.total_epochs:
             epoch = st.epoch
             started = time.perf_counter() - st.elapsed_in_epoch
+            cpu_started = time.process_time() - st.cpu_in_epoch
             if st.step == 0:
                 opt.new_epoch(epoch)
                 st.sums = [0.0] * 6
@@ -177,6 +183,7 @@ class OneShotTrainer:
                     self.progress(epoch, st.step, self.steps_per_epoch)
                 if self.checkpoint_every and st.step % self.checkpoint_every == 0 and st.step < self.steps_per_epoch:
                     st.elapsed_in_epoch = time.perf_counter() - started
+                    st.cpu_in_epoch = time.process_time() - cpu_started
                     self.save_checkpoint()
                 if self.stop_after_steps is not None and steps_this_call >= self.stop_after_steps:
                     raise Interrupted(f"stopped after {steps_this_call} steps")
@@ -184,14 +191,17 @@ class OneShotTrainer:
             lr = opt.op_optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             s = st.sums
             st.stats.append(EpochStats(
                 epoch, s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1),
                 s[3] / s[5] if s[5] else None, 100.0 * s[4] / s[5] if s[5] else None, lr, elapsed).as_dict())
             st.epoch_times.append(elapsed)
+            st.epoch_cpu_times.append(cpu)
             st.epoch += 1
             st.step = 0
             st.elapsed_in_epoch = 0.0
+            st.cpu_in_epoch = 0.0
             self.save_checkpoint()
         opt.after_training()
         return st

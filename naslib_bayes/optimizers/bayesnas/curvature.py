@@ -157,10 +157,12 @@ def _linear_input(x, weight, g):
 
 
 def _conv_input(x, weight, g, stride, padding, dilation, groups, conv_fn=None):
+    """``(J o J)^T g`` of a convolution: the transposed convolution with squared weights."""
     w2 = weight * weight
-    if isinstance(padding, str) or conv_fn is not None:
-        forward = conv_fn or (lambda t: F.conv2d(t, w2, None, stride, padding, dilation, groups))
-        return _vjp(lambda t: forward(t) if conv_fn is None else conv_fn(t, w2), x, g)
+    if conv_fn is not None:  # non-zero padding modes: differentiate the module's own forward
+        return _vjp(lambda t: conv_fn(t, w2), x, g)
+    if isinstance(padding, str):
+        return _vjp(lambda t: F.conv2d(t, w2, None, stride, padding, dilation, groups), x, g)
     return torch.nn.grad.conv2d_input(x.shape, w2, g, stride, padding, dilation, groups)
 
 
@@ -329,8 +331,12 @@ def _expand_rule(ctx, args, kwargs, out, g):
 
 
 def _permute_rule(ctx, args, kwargs, out, g):
-    dims = args[1:] if len(args) > 2 or not isinstance(args[1] if len(args) > 1 else None, (list, tuple)) else args[1]
-    dims = kwargs.get("dims", dims)
+    if "dims" in kwargs:
+        dims = kwargs["dims"]
+    elif len(args) == 2 and isinstance(args[1], (list, tuple)):
+        dims = args[1]
+    else:
+        dims = args[1:]
     inverse = [0] * len(dims)
     for i, d in enumerate(dims):
         inverse[d % len(dims)] = i
@@ -512,7 +518,7 @@ class _Tape(TorchFunctionMode):
         self.suppress = 0
         self.stack: list[tuple[str, nn.Module, int | None]] = []
         self.module_names = module_names
-        self.bn_saved: dict[int, tuple] = {}  # BatchNorm buffers to restore after the pass
+        self.bn_saved: dict[int, tuple] = {}  # BatchNorm momentum and counter to restore after the pass
 
     # ---- values ----
     def track(self, t: torch.Tensor) -> int:

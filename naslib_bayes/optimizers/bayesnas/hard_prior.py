@@ -22,7 +22,10 @@ variance gamma* of a switch (after the HARD coupling for child switches): a swit
 when the differential entropy of its prior ``N(0, gamma)``,
 ``0.5 * log(2 pi e gamma)``, is non-positive, i.e. ``gamma <= 1 / (2 pi e) ~ 0.0585``.
 (The posterior variance ``C`` is *not* thresholded: ``C`` is small exactly for switches
-with large curvature, the ones the loss depends on most.)
+with large curvature, the ones the loss depends on most.) The paper states the criterion as
+pruning when the entropy is non-positive; its exact formula could not be checked against the
+paper's text here, so this follows the reviews' description of "an entropy-based criterion on
+gamma" and the Gaussian prior's entropy.
 
 Node dependencies: an edge only counts as alive when its source node is reachable from a
 cell input through live edges and its target node reaches a cell output; dead edges are
@@ -150,6 +153,37 @@ def live_edge_mask(
     return [present[e] and edges[e][0] in reach_in and edges[e][1] in reach_out for e in range(len(edges))]
 
 
+def ard_update(
+    switches: torch.Tensor,
+    curvature: torch.Tensor,
+    gamma: torch.Tensor,
+    lam: float,
+    group_dims: int | Sequence[int] = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The re-weighted group-lasso step for one set of groups, without coupling or DAG.
+
+    Args:
+        switches: switch values; ``group_dims`` index the members of a group (e.g. the cells
+            of one type, or nothing extra for one switch per channel).
+        curvature: diagonal Gauss-Newton ``H`` per switch, same shape, not divided by lambda.
+        gamma: current prior variance per group (``switches``'s shape without ``group_dims``).
+        lam: the sparsity weight lambda of these groups.
+
+    Returns ``(H / lambda, C, omega, new gamma)``. Network compression uses this directly on
+    channel switches; :func:`hard_update` adds the parent/child coupling and node dependencies.
+    """
+    if lam <= 0:
+        raise ValueError("lambda must be positive")
+    h = curvature / lam
+    dims = (group_dims,) if isinstance(group_dims, int) else tuple(group_dims)
+    g = gamma
+    for d in sorted(d % h.dim() for d in dims):
+        g = g.unsqueeze(d)
+    c = posterior_variance(g, h)
+    omega = reweight(gamma, c, dims)
+    return h, c, omega, update_gamma(group_norm(switches, dims), omega)
+
+
 @dataclass
 class HardUpdate:
     """Result of one architecture update of one cell type (see :func:`hard_update`).
@@ -215,14 +249,8 @@ def hard_update(
     """
     if lambda_origin <= 0 or lambda_child <= 0:
         raise ValueError("lambda_origin and lambda_child must be positive")
-    hp = curvature_parent / lambda_origin
-    hc = curvature_child / lambda_child
-    cp = posterior_variance(gamma_parent, hp)
-    cc = posterior_variance(gamma_child, hc)
-    omega_p = reweight(gamma_parent, cp, 0)
-    omega_c = reweight(gamma_child, cc, 0)
-    new_gp = update_gamma(group_norm(switch_parent, 0), omega_p)
-    new_gc = update_gamma(group_norm(switch_child, 0), omega_c)
+    hp, cp, omega_p, new_gp = ard_update(switch_parent, curvature_parent, gamma_parent, lambda_origin, 0)
+    hc, cc, omega_c, new_gc = ard_update(switch_child, curvature_child, gamma_child, lambda_child, 0)
     coupled = hard_coupling(new_gc, new_gp.unsqueeze(-1))
     present = (entropy_keep(new_gp) & entropy_keep(coupled).any(dim=-1)).tolist()
     live = live_edge_mask(edges, present, inputs, outputs)

@@ -8,11 +8,20 @@ training, then per round ``epochs`` of joint weight-and-switch training with the
 
 (switches are in the SGD optimizer without weight decay) followed by one architecture update:
 the diagonal Gauss-Newton curvature of the switches on the last ``curvature_batches``
-training batches of the round (the mean per sample, matching the mean cross-entropy of the
-loss; ``curvature_reduction="sum"`` uses the sum instead), the HARD update of every cell type,
+training batches of the round, the HARD update of every cell type,
 and — between rounds — pruning of the switches the entropy criterion removes (never those
 of the architecture derived at that point, so the supernet stays connected). The final
 architecture is derived from the last update's gammas (:mod:`.derive`).
+
+Curvature scale (``curvature_reduction``): the training loss is the *mean* cross-entropy of
+a batch plus the lambda-weighted penalty, so the Laplace approximation of that objective
+uses the Hessian of the mean loss, i.e. the per-sample mean of the Gauss-Newton diagonal
+(``"mean"``, the default: ``H / lambda`` is then the curvature of ``loss / lambda``). A
+Bayesian reading of the whole search set as the likelihood instead multiplies it by the number
+of search images (``"dataset"``: the mean times the images seen in the round's last epoch);
+``"sum"`` is the plain sum over the curvature samples. The scale decides the regime of the
+update: with ``H/lambda << 1/gamma``, ``gamma ~ ||s|| sqrt(lambda / sum H)``; with
+``H/lambda >> 1/gamma``, ``gamma ~ ||s|| sqrt(gamma_old / n)`` (switch magnitude).
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ class BayesNAS(OneShotOptimizer):
         lambda_origin: sparsity weight of the parent (edge) groups (paper: 0.005/0.007/0.01).
         lambda_child: sparsity weight of the op groups (default: ``lambda_origin``).
         curvature_batches: training batches (the round's last) the curvature is computed on.
-        curvature_reduction: ``mean`` (per sample, default) or ``sum`` over those samples.
+        curvature_reduction: ``mean`` (per sample, default), ``sum`` over those samples or
+            ``dataset`` (the mean times the images of an epoch); see the module docstring.
         gamma_init: prior variance of every group before the first update.
     """
 
@@ -60,12 +70,13 @@ class BayesNAS(OneShotOptimizer):
             c["lambda_child"] = c["lambda_origin"]
         if float(c["lambda_origin"]) <= 0 or float(c["lambda_child"]) <= 0:
             raise UserError("lambda must be positive")
-        if c["curvature_reduction"] not in ("mean", "sum"):
-            raise UserError(f"curvature_reduction must be 'mean' or 'sum', not {c['curvature_reduction']!r}")
+        if c["curvature_reduction"] not in ("mean", "sum", "dataset"):
+            raise UserError(f"curvature_reduction must be 'mean', 'sum' or 'dataset', not {c['curvature_reduction']!r}")
         if int(c["curvature_batches"]) < 1:
             raise UserError("curvature_batches must be >= 1")
         self.bank: SwitchBank | None = None
         self._curvature_inputs: list[torch.Tensor] = []
+        self._epoch_images = 0
         self.rounds_done = 0
         self.updates: list[dict[str, Any]] = []
         self.last_derivation: dict[str, Any] | None = None
@@ -87,6 +98,7 @@ class BayesNAS(OneShotOptimizer):
     def new_epoch(self, epoch: int) -> None:
         self._pending_update()
         super().new_epoch(epoch)
+        self._epoch_images = 0
 
     def step(self, data_train, data_val=None):
         x, y = data_train
@@ -96,6 +108,7 @@ class BayesNAS(OneShotOptimizer):
             c = self.config
             penalty = lambda: self.bank.penalty(float(c["lambda_origin"]), float(c["lambda_child"]))
         logits, loss = self.weight_step(x, y, extra_loss=penalty)
+        self._epoch_images += int(x.shape[0])
         if joint and self.ends_round(self.epoch):
             self._curvature_inputs.append(x.detach())
             del self._curvature_inputs[: -int(self.config["curvature_batches"])]
@@ -110,6 +123,10 @@ class BayesNAS(OneShotOptimizer):
         if self.is_warmup(self.epoch):
             for p in self.bank.switch_parameters():
                 p.grad = None  # weight-only training: SGD skips parameters without gradient
+
+    def after_weight_update(self) -> None:
+        if self.rounds_done:  # masks only change at architecture updates
+            self.bank.enforce_masks(self.op_optimizer.state)
 
     def end_epoch(self, epoch: int) -> None:
         if self.ends_round(epoch) and self.rounds_done <= self._round_of(epoch):
@@ -132,7 +149,12 @@ class BayesNAS(OneShotOptimizer):
         total = CurvatureResult()
         for x in inputs:
             total.add(gauss_newton_diagonal(self.model, x))
-        return curvature_by_type(self.bank, total.sums, self.config["curvature_reduction"], total.num_samples)
+        reduction = self.config["curvature_reduction"]
+        by_type = curvature_by_type(self.bank, total.sums, "sum" if reduction == "sum" else "mean", total.num_samples)
+        if reduction == "dataset":
+            n = max(self._epoch_images, total.num_samples)
+            by_type = {name: (hp * n, hc * n) for name, (hp, hc) in by_type.items()}
+        return by_type
 
     def architecture_update(self) -> dict[str, Any]:
         """Curvature, HARD update, derivation and (between rounds) pruning."""
@@ -155,6 +177,7 @@ class BayesNAS(OneShotOptimizer):
                                            for e in range(len(live))])
                 self.bank.prune(name, keep_parent, keep_child)
                 pruned[name] = int((~keep_child).sum())
+            self.bank.enforce_masks(self.op_optimizer.state)
         self._curvature_inputs = []
         self.rounds_done += 1
         self.last_derivation = derivation
@@ -260,12 +283,14 @@ class BayesNAS(OneShotOptimizer):
     # ---- resume -------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         return {
+            "epoch_images": self._epoch_images,
             "curvature_inputs": list(self._curvature_inputs),
             "rounds_done": self.rounds_done,
             "updates": list(self.updates),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._epoch_images = int(state.get("epoch_images", 0))
         self._curvature_inputs = list(state.get("curvature_inputs", []))
         self.rounds_done = int(state.get("rounds_done", 0))
         self.updates = list(state.get("updates", []))

@@ -211,6 +211,25 @@ class SwitchBank(nn.Module):
         self.parent[cell_type].mul_(mp.to(self.parent[cell_type].dtype))
         self.child[cell_type].mul_(mc.to(self.child[cell_type].dtype))
 
+    @torch.no_grad()
+    def enforce_masks(self, momentum_state: dict | None = None) -> None:
+        """Keep pruned switches at exactly zero (SGD momentum would otherwise move them).
+
+        Args:
+            momentum_state: an optimizer's ``state`` mapping; their momentum buffers are masked too.
+        """
+        for name in self.topologies:
+            mp = self.state("mask_parent", name)
+            mc = self.state("mask_child", name) & mp.unsqueeze(-1)
+            if bool(mp.all()) and bool(mc.all()):
+                continue
+            for param, mask in ((self.parent[name], mp), (self.child[name], mc)):
+                m = mask.to(param.dtype)
+                param.mul_(m)
+                buf = (momentum_state or {}).get(param, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.mul_(m)
+
     def gammas(self, cell_type: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Current (gamma_parent (E,), gamma_child (E, K)), zero where pruned."""
         mp = self.state("mask_parent", cell_type)

@@ -5,7 +5,7 @@ As in DARTS's CIFAR network: a 3x3 stem to ``3C`` channels, ``layers`` cells (re
 output other than an identity is dropped per sample with probability ``drop_path_prob``
 (rescaled by ``1/(1-p)``), and an auxiliary classifier reads the features after the second
 reduction cell. The auxiliary head pools adaptively to 2x2, so any input resolution works
-(digits' 8x8 included).
+(digits' 8x8 included), and its widths (DARTS: 128 and 768 at C=36) scale with C.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ class DartsEvalNetwork(nn.Module):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if i == self.aux_position:
                 c_aux = c_p
-        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if self.aux_position is not None else None
+        # DARTS's head (128 then 768 channels) belongs to C=36; scale it with C for small networks
+        hidden = (max(16, round(128 * C / 36)), max(32, round(768 * C / 36)))
+        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes, hidden) if self.aux_position is not None else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 

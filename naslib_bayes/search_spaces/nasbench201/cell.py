@@ -177,12 +177,14 @@ def is_parameter_free(cell: Sequence[int]) -> bool:
 # --------------------------------------------------------------------------------------
 # The value of a node is a sum of terms; a term is the cell input "x" or ``op(term-sum)``.
 # Canonicalisation applies three identities of the cell's computation:
-#   * ``none`` contributes nothing, and a parametric op or pooling applied to a node whose
-#     value is identically zero is zero (pooling and convolution of nothing);
+#   * ``none`` contributes nothing, and any op applied to a node whose value is identically
+#     zero contributes nothing that depends on the input. (Pooling of zero is exactly zero;
+#     ReLU-conv-BN of zero is BN's learned shift, a per-channel constant. The key treats cells
+#     as equal up to such learned constant offsets.)
 #   * ``skip_connect`` passes its input's terms through unchanged (so sums flatten);
 #   * addition is commutative: a node's terms form a sorted multiset.
 # The key is the canonical string of the output node's sum; cells with equal keys compute the
-# same function family (equal up to relabelling of weights).
+# same function of the input, up to relabelling of weights and learned constant offsets.
 
 
 def canonical_key(cell: Sequence[int]) -> str:

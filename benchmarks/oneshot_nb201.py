@@ -1,0 +1,178 @@
+"""BayesNAS vs DARTS vs random-cell on the NAS-Bench-201 space: a proxy search on MNIST scored by CIFAR truth.
+
+Every method runs the same one-shot search (same supernet, trainer, search images, epochs,
+batch size and SGD weight optimiser) on the MNIST images of the seeded 8,000/2,000 split of
+the MNIST test file (the 8,000; the 2,000 are not used), for each seed. Each derived cell is
+then looked up in a NAS-Bench-201 table (e.g. the NATS-Bench CSV export) for its CIFAR-10,
+CIFAR-100 and ImageNet16-120 test accuracy. No CIFAR image is seen: this measures how well a
+cheap MNIST search transfers, not the methods' CIFAR-search results (the published 54.30 for
+DARTS comes from a CIFAR-10 search and is not comparable).
+
+Printed: the shared training configuration; per run the method, seed, derived cell, op counts,
+benchmark accuracies, search time and mean epoch time, wall clock and CPU time of the process
+(BayesNAS: architecture update included); per method the means with 95% t-intervals; BayesNAS's repair fraction; the ratio
+of BayesNAS's mean epoch time to DARTS's, paired per seed (same process, interleaved runs);
+and the targets.
+
+    python benchmarks/oneshot_nb201.py --data-root MNIST_DIR --benchmark nats_bench.csv [--seeds 5] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from scipy import stats
+
+from naslib_bayes import results
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+from naslib_bayes.training.search import SearchConfig, run_oneshot_search
+
+METHODS = ("bayesnas", "darts", "random-cell")
+DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+SHORT = {"skip_connect": "skip", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3", "avg_pool_3x3": "pool", "none": "none"}
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (nan for fewer than 2 values)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, half
+
+
+def fmt(mean: float, half: float, digits: int = 2) -> str:
+    return f"{mean:.{digits}f} +- {half:.{digits}f}" if math.isfinite(half) else f"{mean:.{digits}f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", required=True, help="folder with the MNIST IDX files")
+    p.add_argument("--benchmark", required=True, help="NAS-Bench-201 table (file or folder) to score cells")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--channels", type=int, default=8, help="supernet C (default 8)")
+    p.add_argument("--cells", type=int, default=1, help="supernet cells per stage N (default 1)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--lambda", dest="lambda_", type=float, help="BayesNAS lambda (default: the optimizer's, 0.01)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra hyper-parameter for every method (e.g. lr=0.1), repeatable")
+    p.add_argument("--out", type=Path, help="also write each run's result.json under DIR/<method>-<seed>/")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bench = load_benchmark(args.benchmark)
+    shared = {}
+    for item in args.opt:
+        key, _, value = item.partition("=")
+        shared[key.replace("-", "_")] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+
+    runs: list[dict] = []
+    print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "
+          f"cells scored by {bench.source}", flush=True)
+    started = time.perf_counter()
+    for seed in range(args.seeds):
+        for method in methods:
+            hyper = dict(shared)
+            if method == "bayesnas" and args.lambda_ is not None:
+                hyper["lambda_origin"] = args.lambda_
+            cfg = SearchConfig(optimizer=method, search_space="nb201", dataset="mnist", data_root=args.data_root,
+                               seed=seed, channels=args.channels, cells=args.cells, batch_size=args.batch_size,
+                               hyperparameters=hyper)
+            t0 = time.perf_counter()
+            result = run_oneshot_search(cfg, benchmark=bench)
+            result["search_time_s"] = time.perf_counter() - t0
+            if args.out is not None:
+                results.write_result(args.out / f"{method}-{seed}", result)
+            if not runs:
+                c = result["config"]
+                oc = c["optimizer_config"]
+                print(f"# shared training: {c['lr_schedule']}, weight decay {oc['weight_decay']}, grad clip "
+                      f"{oc['grad_clip']}, batch {c['batch_size']}, {c['total_epochs']} epochs "
+                      f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {c['steps_per_epoch']} "
+                      f"steps/epoch, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
+                      f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
+                      flush=True)
+                print(f"# DARTS: same weight optimiser on half the images, Adam(lr 3e-4, betas (0.5, 0.999), wd 1e-3) "
+                      f"on alpha with the other half; BayesNAS: lambda {hyper.get('lambda_origin', 0.01)}, switches in "
+                      f"the SGD optimiser without weight decay", flush=True)
+                print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "
+                      f"{'search_s':>8} {'epoch_s':>7} {'cpu_s':>6}", flush=True)
+            runs.append(result)
+            cell = result["final_architecture"]
+            counts = " ".join(f"{SHORT[k]}:{v}" for k, v in result["op_counts"].items() if v)
+            acc = result["benchmark_accuracy"]
+            mean_epoch = statistics.fmean(result["epoch_times_s"])
+            mean_cpu = statistics.fmean(result["epoch_cpu_times_s"])
+            print(f"{method:<12} {seed:>4}  {cell:<88} {counts:<28} {acc['cifar10']:6.2f} {acc['cifar100']:6.2f} "
+                  f"{acc['ImageNet16-120']:6.2f} {result['search_time_s']:8.1f} {mean_epoch:7.1f} {mean_cpu:6.1f}", flush=True)
+
+    print()
+    print(f"{'method':<12} {'CIFAR-10':>16} {'CIFAR-100':>16} {'ImageNet16-120':>16} {'search_s':>14} "
+          f"{'param-free':>10}")
+    by_method = {m: [r for r in runs if r["optimizer"] == m] for m in methods}
+    means = {}
+    for method, rs in by_method.items():
+        cols = [interval([r["benchmark_accuracy"][d] for r in rs]) for d in DATASETS]
+        means[method] = cols[0][0]
+        search = interval([r["search_time_s"] for r in rs])
+        free = sum(r["parameter_free"] for r in rs)
+        print(f"{method:<12} {fmt(*cols[0]):>16} {fmt(*cols[1]):>16} {fmt(*cols[2]):>16} {fmt(*search, 1):>14} "
+              f"{free:>4}/{len(rs)}")
+    print("(means over seeds +- half-width of the 95% t-interval)")
+    bayes, darts = by_method.get("bayesnas", []), by_method.get("darts", [])
+    if bayes:
+        repair = interval([r["repair_fraction"] for r in bayes])
+        print(f"BayesNAS repair fraction (switch decisions changed by the derivation): {fmt(*repair, 3)}")
+        upd = interval([statistics.fmean(r["architecture_update_times_s"]) for r in bayes])
+        print(f"BayesNAS architecture update time: {fmt(*upd, 1)} s")
+        pruned = [sum(e["gamma"] is not None and e["entropy"] is not None and e["entropy"] <= 0 or e["gamma"] == 0
+                      for e in r["relevance"] if e["op"] is not None) for r in bayes]
+        gammas = [e["gamma"] for r in bayes for e in r["relevance"] if e["op"] is not None and e["gamma"] is not None]
+        lam = bayes[0]["config"]["optimizer_config"]["lambda_child"]
+        curv = statistics.fmean(r["architecture_updates"][-1]["mean_curvature"]["normal"][1] for r in bayes)
+        print(f"BayesNAS entropy criterion: {statistics.fmean(pruned):.1f} of 24 op switches pruned per run on "
+              f"average; op gammas {min(gammas):.3g} .. {max(gammas):.3g} (median {statistics.median(gammas):.3g}, "
+              f"threshold 1/(2 pi e) = 0.0585); mean op-switch curvature H = {curv:.3g}, H/lambda = {curv / lam:.3g}")
+    ratio = None
+    if bayes and darts:
+        paired = [statistics.fmean(b["epoch_times_s"]) / statistics.fmean(d["epoch_times_s"])
+                  for b, d in zip(sorted(bayes, key=lambda r: r["seed"]), sorted(darts, key=lambda r: r["seed"]))]
+        ratio = interval(paired)
+        pooled = (statistics.fmean(t for r in bayes for t in r["epoch_times_s"])
+                  / statistics.fmean(t for r in darts for t in r["epoch_times_s"]))
+        print(f"epoch time BayesNAS / DARTS (update included), wall clock: {fmt(*ratio, 3)} paired per seed, "
+              f"{pooled:.3f} pooled")
+        cpu = interval([statistics.fmean(b["epoch_cpu_times_s"]) / statistics.fmean(d["epoch_cpu_times_s"])
+                        for b, d in zip(sorted(bayes, key=lambda r: r["seed"]), sorted(darts, key=lambda r: r["seed"]))])
+        print(f"epoch time BayesNAS / DARTS (update included), CPU time of the process: {fmt(*cpu, 3)} paired per seed")
+    print()
+    print("targets:")
+    if ratio is not None:
+        print(f"  BayesNAS epoch time <= 1.3 x DARTS's: {'met' if ratio[0] <= 1.3 else 'MISSED'} "
+              f"(wall {ratio[0]:.3f}, CPU {cpu[0]:.3f})")
+    if bayes:
+        free = [nb201.to_string(nb201.from_string(r["final_architecture"])) for r in bayes if r["parameter_free"]]
+        print(f"  no parameter-free BayesNAS cell: {'met' if not free else 'MISSED'} ({len(free)} of {len(bayes)})")
+        for other in ("darts", "random-cell"):
+            if other in means:
+                ok = means["bayesnas"] > means[other]
+                print(f"  BayesNAS mean CIFAR-10 above {other}'s: {'met' if ok else 'MISSED'} "
+                      f"({means['bayesnas']:.2f} vs {means[other]:.2f})")
+        print(f"  aspiration: BayesNAS mean CIFAR-10 >= 93.0: {'met' if means['bayesnas'] >= 93.0 else 'missed'} "
+              f"({means['bayesnas']:.2f})")
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

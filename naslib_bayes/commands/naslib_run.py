@@ -1,0 +1,60 @@
+"""``naslib-bayes naslib-run``: one NASLib experiment (search, then evaluate) from a NASLib config file.
+
+Runs NASLib's own optimizers (rs, re, ls, bananas, npenas; darts, gdas, drnas) and
+naslib-bayes's with NASLib's Trainer, search spaces and benchmark queries. NASLib must be
+importable (see the README, "Using NASLib"); the compatibility fixes of
+:mod:`naslib_bayes.integration.compat` are applied here, and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from naslib_bayes import results
+from naslib_bayes.commands import common
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "naslib-run", help="run a NASLib experiment (NASLib's or naslib-bayes's optimizer) from a NASLib config file"
+    )
+    parser.add_argument("--config", type=Path, required=True, metavar="FILE.yaml",
+                        help="NASLib config (keys missing from it take NASLib's defaults)")
+    parser.add_argument("--optimizer", help="overrides the config's 'optimizer'")
+    parser.add_argument("--seed", type=common.non_negative_int, help="overrides the config's 'seed'")
+    parser.add_argument("--benchmark", type=Path,
+                        help="NAS-Bench-201 benchmark file or folder served to NASLib as its dataset_api "
+                             "(default: NASLib's own nb201 pickles)")
+    parser.add_argument("--search-data", metavar="DATASET",
+                        help="images a one-shot optimizer trains its supernet on and retraining uses: "
+                             "digits (bundled with scikit-learn), mnist, cifar10, cifar100, ImageNet16-120")
+    parser.add_argument("--data-root", type=Path, help="folder holding the --search-data files (not needed for digits)")
+    parser.add_argument("--set", dest="overrides", type=common.key_value, action="append", default=[],
+                        metavar="KEY=VALUE", help="config override, repeatable (e.g. --set search.epochs=20)")
+    common.add_out(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from naslib_bayes.integration import load_naslib
+
+    compat_logger = logging.getLogger("naslib_bayes.integration.compat")
+    compat_logger.setLevel(logging.INFO)  # each applied fix is shown, even without --verbose
+    load_naslib()  # NaslibUnavailable (a UserError) names what to install
+
+    from naslib_bayes.integration.data import load_image_data
+    from naslib_bayes.integration.run import build_config, run_experiment
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    benchmark = load_benchmark(args.benchmark) if args.benchmark is not None else None
+    out = common.prepare_out(args.out, args.overwrite)
+    config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=args.overrides)
+    image_data = None
+    if args.search_data is not None:
+        image_data = load_image_data(args.search_data, args.data_root, seed=int(config.seed))
+    result = run_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn)
+    path = results.write_result(out, result)
+    evaluation = result["naslib"]["evaluation"]
+    print(f"{result['final_architecture']}  evaluation={evaluation}  -> {path}")
+    return 0

@@ -1,0 +1,65 @@
+"""``naslib-bayes train``: train a derived architecture from scratch and test it (NAS's evaluation phase)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from naslib_bayes import results
+from naslib_bayes.commands import common
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train an architecture from scratch and report its test accuracy")
+    parser.add_argument("--arch", required=True,
+                        help="NB201 cell string, DARTS genotype (JSON text or file) or a search's result.json")
+    parser.add_argument("--dataset", required=True, help="digits, mnist, cifar10, cifar100 or ImageNet16-120")
+    parser.add_argument("--data-root", type=Path, help="folder of the dataset's files (digits needs none)")
+    parser.add_argument("--epochs", type=common.positive_int, required=True, help="training epochs")
+    parser.add_argument("--channels", type=common.positive_int, help="initial channels (NB201: 16, DARTS: 36)")
+    parser.add_argument("--cells", type=common.positive_int, help="NB201: cells per stage (5); DARTS: cells (20)")
+    parser.add_argument("--batch-size", type=common.positive_int, help="batch size (NB201: 256, DARTS: 96)")
+    parser.add_argument("--lr", type=common.positive_float, help="initial learning rate (NB201: 0.1, DARTS: 0.025)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay (NB201: 5e-4, DARTS: 3e-4)")
+    parser.add_argument("--cutout", type=common.non_negative_int,
+                        help="cutout side (default: 16 CIFAR, 8 ImageNet16, 7 MNIST, 2 digits; 0: off)")
+    parser.add_argument("--auxiliary-weight", type=float, help="DARTS auxiliary head loss weight (0.4; 0: no head)")
+    parser.add_argument("--drop-path", type=float, help="DARTS final drop-path probability (0.2)")
+    parser.add_argument("--resume", action="store_true", help="continue the training checkpointed in --out")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=common.positive_int, default=1,
+                    help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
+                         "thread avoids OpenMP spin-waiting on a shared machine)")
+    common.add_seed(parser)
+    common.add_out(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from naslib_bayes.training.evaluate import TrainConfig, parse_arch, run_training
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    parse_arch(args.arch)  # a bad architecture is an error before anything is written
+    out = common.prepare_out(args.out, args.overwrite or args.resume)
+    cfg = TrainConfig(
+        arch=args.arch, dataset=args.dataset, epochs=args.epochs,
+        data_root=None if args.data_root is None else str(args.data_root), seed=args.seed, channels=args.channels,
+        cells=args.cells, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, cutout=args.cutout,
+        auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path, device=args.device,
+    )
+    bar = tqdm(desc=f"train {args.dataset}", unit="step", disable=None)
+
+    def progress(epoch, step, steps):
+        bar.total = steps
+        bar.set_postfix_str(f"epoch {epoch}")
+        bar.n = step
+        bar.refresh()
+
+    with bar:
+        result = run_training(cfg, out, resume=args.resume, progress=progress)
+    path = results.write_result(out, result)
+    print(f"test accuracy {result['test_accuracy']:.2f}%  -> {path}")
+    return 0

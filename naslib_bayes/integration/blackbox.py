@@ -1,0 +1,157 @@
+"""naslib-bayes's black-box optimizers as NASLib ``MetaOptimizer`` s, driven by NASLib's Trainer.
+
+:class:`NaslibBlackBox` wraps any black-box optimizer of naslib-bayes's registry (the same
+class ``naslib-bayes search`` runs, never a second implementation) so that NASLib's Trainer
+drives it like its own RS/RE/BANANAS: ``using_step_function = False``, one ``new_epoch`` per
+evaluated architecture, ``train_statistics`` returning ``(train_acc, val_acc, test_acc,
+train_time)``, a ``history`` of evaluated models (``torch.nn.Module`` with ``.arch`` and
+``.accuracy``) as the checkpointable ``"model"``.
+
+The wrapped optimizer proposes and scores cells as op-index tuples; every value it sees is
+read through NASLib's ``search_space.query(Metric.VAL_ACCURACY, dataset, dataset_api=...)``
+(:class:`NaslibObjective`, on one probe graph that is never instantiated), and only the
+architecture chosen in an epoch is cloned into a NASLib graph for the history.
+
+Importing this module imports NASLib.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.integration import load_naslib
+from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+_naslib = load_naslib()
+Metric = _naslib.query_metrics.Metric
+
+
+class NaslibObjective(Objective):
+    """The counted search metric, read through NASLib's benchmark query.
+
+    Same accounting as :class:`~naslib_bayes.optimizers.blackbox.Objective` (a cell costs one
+    query, twice or past the budget raises); the value of a cell is
+    ``graph.query(metric, dataset, dataset_api=dataset_api)`` on a probe copy of
+    ``search_space`` whose op indices are set without instantiating a network.
+    """
+
+    def __init__(self, search_space, dataset: str, dataset_api, budget: int, metric=None):
+        if budget < 1:
+            raise UserError(f"budget must be at least 1, got {budget}")
+        self.naslib_metric = metric if metric is not None else Metric.VAL_ACCURACY
+        self.dataset = dataset
+        self.metric = self.naslib_metric.name.lower()
+        self.budget = int(budget)
+        self.dataset_api = dataset_api
+        self.queried: list[nb201.Cell] = []
+        self.values: list[float] = []
+        self._seen: set[nb201.Cell] = set()
+        self._probe = search_space.clone()
+        self._probe.instantiate_model = False  # set_op_indices only records the indices
+
+    def _lookup(self, cell: nb201.Cell) -> float:
+        self._probe.set_op_indices(list(nb201.to_naslib(cell)))
+        return float(self._probe.query(self.naslib_metric, self.dataset, dataset_api=self.dataset_api))
+
+
+class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
+    """A naslib-bayes black-box optimizer behind NASLib's ``MetaOptimizer`` interface.
+
+    Args:
+        config: NASLib config; reads ``dataset``, ``seed`` and ``search.epochs`` (the query
+            budget) and, as the wrapped optimizer's hyper-parameters, the mapping
+            ``search.<optimizer>`` when present (e.g. ``search: {tnas: {num_init: 5}}``).
+        optimizer: name in naslib-bayes's registry (``naslib-bayes list``), black-box kind.
+        source: evaluations on other datasets for transfer methods (a naslib-bayes
+            ``Benchmark`` without the target dataset), or None.
+        **hyperparameters: override those from the config.
+    """
+
+    using_step_function = False
+
+    def __init__(self, config, optimizer: str = "rs", source=None, **hyperparameters: Any):
+        super().__init__()
+        self.config = config
+        self.dataset = config.dataset
+        self.budget = int(config.search.epochs)
+        self.optimizer_name = optimizer
+        spec = registry.get_spec(optimizer, kind=registry.BLACK_BOX)
+        from_config = config.search.get(optimizer) if hasattr(config.search, "get") else None
+        params = {**dict(from_config or {}), **hyperparameters}
+        self.core = spec.load()(seed=int(config.seed), **params)
+        self.source = source
+        self.performance_metric = Metric.VAL_ACCURACY
+        self.history = torch.nn.ModuleList()
+        self.search_space = None
+        self.dataset_api = None
+
+    # ---- NASLib's MetaOptimizer -----------------------------------------------------------
+    def adapt_search_space(self, search_space, dataset=None, scope=None, dataset_api=None, **kwargs):
+        """Both NASLib call forms: ``(ss, dataset_api=api)`` (runners) and ``(ss, dataset, scope)``."""
+        if not getattr(search_space, "QUERYABLE", False) or search_space.get_type() != "nasbench201":
+            raise UserError(f"{self.optimizer_name} runs in NASLib on NAS-Bench-201 (a queryable benchmark), "
+                            f"not on {search_space.get_type()}")
+        if dataset is not None:
+            self.dataset = dataset
+        self.search_space = search_space.clone()  # the template graphs are cloned from
+        self.scope = scope if scope else search_space.OPTIMIZER_SCOPE
+        self.dataset_api = dataset_api
+        objective = NaslibObjective(self.search_space, self.dataset, dataset_api, self.budget)
+        problem = BlackBoxProblem(objective, source=kwargs.get("source", self.source))
+        self.core.adapt_search_space(problem.space, dataset_api=problem)
+        self.problem = problem
+
+    def new_epoch(self, epoch: int) -> None:
+        self.core.new_epoch(epoch)
+        cell, value = self.core.history[-1]
+        model = torch.nn.Module()
+        model.arch = self._graph(cell)  # only the chosen architecture becomes a graph
+        model.arch_hash = nb201.to_naslib(cell)
+        model.accuracy = value
+        self.history.append(model)
+
+    def _graph(self, cell: nb201.Cell):
+        graph = self.search_space.clone()
+        graph.set_spec(list(nb201.to_naslib(cell)), dataset_api=self.dataset_api)
+        return graph
+
+    def _best(self):
+        values = np.asarray([m.accuracy for m in self.history], dtype=float)
+        return self.history[int(np.nanargmax(values))]
+
+    def train_statistics(self, report_incumbent: bool = True):
+        arch = self._best().arch if report_incumbent else self.history[-1].arch
+
+        def query(metric):
+            return arch.query(metric, self.dataset, dataset_api=self.dataset_api)
+
+        return (query(Metric.TRAIN_ACCURACY), query(Metric.VAL_ACCURACY), query(Metric.TEST_ACCURACY),
+                query(Metric.TRAIN_TIME))
+
+    def test_statistics(self):
+        return self._best().arch.query(Metric.RAW, self.dataset, dataset_api=self.dataset_api)
+
+    def get_final_architecture(self):
+        return self._best().arch
+
+    def get_op_optimizer(self):
+        return None
+
+    def get_model_size(self) -> float:
+        return 0.0
+
+    def get_checkpointables(self):
+        return {"model": self.history}
+
+    # ---- for naslib-run's result.json --------------------------------------------------------
+    def trajectory(self) -> list[dict[str, Any]]:
+        return self.problem.objective.trajectory()
+
+    def result_extras(self) -> dict[str, Any]:
+        return self.core.result_extras()

@@ -1,0 +1,335 @@
+"""One NASLib experiment from a NASLib config file: search, then evaluate, with NASLib's Trainer.
+
+This is what ``naslib-bayes naslib-run`` does, as a library:
+
+1. :func:`build_config` reads a NASLib yaml (its ``search``/``evaluation`` keys) on top of
+   NASLib's own defaults for the optimizer's kind (``defaults/darts_defaults.yaml`` for one-shot
+   optimizers, ``runners/bbo/discrete_config.yaml`` for black-box ones) and sets the keys NASLib's
+   Trainer reads but those defaults omit (``save_arch_weights``, ``search.seed``, ``save``...).
+2. :func:`run_experiment` builds the search space and the optimizer (NASLib's own or
+   naslib-bayes's), adapts it, runs ``Trainer.search`` and ``Trainer.evaluate``, and returns a
+   result dict (schema ``result.json``).
+
+Data never comes from downloads: a benchmark file loaded by naslib-bayes is served to NASLib
+as its NB201 ``dataset_api`` (:mod:`naslib_bayes.integration.dataset_api`), and one-shot
+searches train on images read by :mod:`naslib_bayes.integration.data`. Without
+``benchmark``, NASLib's own ``get_dataset_api`` (its pickles in its ``data`` folder) is used.
+
+Importing this module imports NASLib.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from naslib_bayes import results
+from naslib_bayes.errors import UserError
+from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
+from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api
+from naslib_bayes.optimizers import registry
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+logger = logging.getLogger(__name__)
+_naslib = load_naslib()
+CfgNode = importlib.import_module("fvcore.common.config").CfgNode
+
+ONE_SHOT = "one-shot"
+BLACK_BOX = "black-box"
+
+
+@dataclass(frozen=True)
+class NaslibOptimizer:
+    """How ``naslib-run`` builds one optimizer."""
+
+    name: str
+    kind: str
+    target: str  # "module:Class"
+    summary: str
+    origin: str  # "naslib" or "naslib-bayes"
+    core: str | None = None  # naslib-bayes registry name a wrapper runs
+
+    def load(self) -> type:
+        module, _, cls = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def create(self, config, source=None):
+        cls = self.load()
+        if self.origin == "naslib" and self.kind == ONE_SHOT:
+            return cls(**config.search)  # as NASLib's examples/run_darts.py does
+        if self.origin == "naslib":
+            return cls(config)  # as NASLib's runners/bbo/runner.py does
+        return cls(config, optimizer=self.core, source=source)
+
+
+def _specs(*specs: NaslibOptimizer) -> dict[str, NaslibOptimizer]:
+    return {s.name: s for s in specs}
+
+
+OPTIMIZERS = _specs(
+    NaslibOptimizer("darts", ONE_SHOT, "naslib.optimizers:DARTSOptimizer", "NASLib's DARTS (first order)", "naslib"),
+    NaslibOptimizer("gdas", ONE_SHOT, "naslib.optimizers:GDASOptimizer", "NASLib's GDAS", "naslib"),
+    NaslibOptimizer("drnas", ONE_SHOT, "naslib.optimizers:DrNASOptimizer", "NASLib's DrNAS", "naslib"),
+    NaslibOptimizer("rs", BLACK_BOX, "naslib.optimizers:RandomSearch", "NASLib's random search", "naslib"),
+    NaslibOptimizer("re", BLACK_BOX, "naslib.optimizers:RegularizedEvolution", "NASLib's regularized evolution", "naslib"),
+    NaslibOptimizer("ls", BLACK_BOX, "naslib.optimizers:LocalSearch", "NASLib's local search", "naslib"),
+    NaslibOptimizer("bananas", BLACK_BOX, "naslib.optimizers:Bananas", "NASLib's BANANAS", "naslib"),
+    NaslibOptimizer("npenas", BLACK_BOX, "naslib.optimizers:Npenas", "NASLib's NPENAS", "naslib"),
+)
+# naslib-bayes's black-box optimizers, wrapped as NASLib MetaOptimizers; a name NASLib already
+# uses (rs) is offered as "naslib-bayes:<name>".
+for _name in registry.names(registry.BLACK_BOX):
+    _key = f"naslib-bayes:{_name}" if _name in OPTIMIZERS else _name
+    OPTIMIZERS[_key] = NaslibOptimizer(_key, BLACK_BOX, "naslib_bayes.integration.blackbox:NaslibBlackBox",
+                                       f"naslib-bayes's {registry.get_spec(_name).summary}", "naslib-bayes", _name)
+
+_DEFAULT_CONFIGS = {ONE_SHOT: "nas", BLACK_BOX: "bbo-bs"}
+SEARCH_SPACES = {"nasbench201": "NasBench201SearchSpace", "darts": "NasBench301SearchSpace",
+                 "nasbench301": "NasBench301SearchSpace"}
+
+
+def get_optimizer(name: str) -> NaslibOptimizer:
+    spec = OPTIMIZERS.get(name)
+    if spec is None:
+        raise UserError(f"unknown optimizer {name!r} for naslib-run; valid: {', '.join(OPTIMIZERS)}")
+    return spec
+
+
+# ---- configuration --------------------------------------------------------------------
+def _read_yaml(path: Path):
+    try:
+        with open(path) as handle:
+            config = CfgNode.load_cfg(handle)
+    except OSError as exc:
+        raise UserError(f"cannot read NASLib config {path}: {exc.strerror}") from None
+    except Exception as exc:  # yaml or CfgNode errors
+        raise UserError(f"{path}: not a NASLib config file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, CfgNode):
+        raise UserError(f"{path}: a NASLib config is a YAML mapping")
+    return config
+
+
+def _set_dotted(config, key: str, value) -> None:
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if part not in node:
+            node[part] = CfgNode(new_allowed=True)
+        node = node[part]
+        if not isinstance(node, CfgNode):
+            raise UserError(f"--set {key}: {part} is not a section")
+    node[leaf] = value
+
+
+def build_config(config_file: str | Path, out: str | Path, optimizer: str | None = None, seed: int | None = None,
+                 overrides: Iterable[tuple[str, Any]] = ()):
+    """A NASLib ``CfgNode`` ready for NASLib's Trainer.
+
+    ``config_file`` is merged onto NASLib's defaults for the optimizer's kind; ``optimizer`` and
+    ``seed`` override its keys, then ``overrides`` (``("search.epochs", 20)`` pairs). ``save``
+    (NASLib's output folder) is ``out``.
+    """
+    user = _read_yaml(Path(config_file))
+    name = optimizer or user.get("optimizer")
+    if not name:
+        raise UserError(f"{config_file}: no 'optimizer' key; pass --optimizer")
+    spec = get_optimizer(name)
+    config = _naslib.utils.load_default_config(config_type=_DEFAULT_CONFIGS[spec.kind])
+    config.set_new_allowed(True)
+    for section in ("search", "evaluation"):
+        if section not in config:
+            config[section] = CfgNode(new_allowed=True)
+        config[section].set_new_allowed(True)
+    try:
+        config.merge_from_other_cfg(user)
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise UserError(f"{config_file}: does not fit NASLib's defaults ({exc})") from None
+    config.optimizer = name
+    if seed is not None:
+        config.seed = int(seed)
+    for key, value in overrides:
+        _set_dotted(config, key, value)
+    # Keys NASLib's Trainer reads that its default files omit (get_config_from_args sets some).
+    config.search.seed = config.seed
+    config.setdefault("save_arch_weights", False)
+    config.setdefault("plot_arch_weights", False)
+    config.setdefault("config_id", 0)
+    config.setdefault("eval_only", False)
+    config.setdefault("resume", False)
+    config.setdefault("model_path", None)
+    config.setdefault("gpu", None)
+    config.search.setdefault("checkpoint_freq", 1000)
+    config.search.setdefault("learning_rate_min", 0.0)
+    config.search.setdefault("fidelity", -1)
+    config.out_dir = str(out)
+    config.save = str(out)
+    config.setdefault("data", str(Path(_naslib.utils.get_project_root()) / "data"))
+    for sub in ("search", "eval"):
+        (Path(config.save) / sub).mkdir(parents=True, exist_ok=True)
+    return config
+
+
+# ---- the experiment ---------------------------------------------------------------------
+def _search_space(config, num_classes: int | None, in_channels: int | None):
+    cls_name = SEARCH_SPACES.get(config.search_space)
+    if cls_name is None:
+        raise UserError(f"search_space {config.search_space!r} is not supported by naslib-run; "
+                        f"supported: {', '.join(SEARCH_SPACES)}")
+    kwargs = {}
+    if num_classes is not None:
+        kwargs.update(n_classes=num_classes, in_channels=in_channels)
+    if cls_name == "NasBench301SearchSpace" and "auxiliary" in config.search:
+        # NASLib's retraining head assumes 32x32 inputs; small images need it off
+        kwargs["auxiliary"] = bool(config.search.auxiliary)
+    return getattr(_naslib.search_spaces, cls_name)(**kwargs)
+
+
+def _dataset_api(config, benchmark, warn):
+    if config.search_space != "nasbench201":
+        return None
+    if benchmark is not None:
+        if config.dataset not in ("cifar10", "cifar100", "ImageNet16-120"):
+            raise UserError(f"dataset {config.dataset!r} is not a NAS-Bench-201 dataset (cifar10, cifar100, ImageNet16-120)")
+        benchmark.metrics(config.dataset)  # UserError when the file lacks the dataset
+        return naslib_dataset_api(benchmark, warn=warn)
+    try:
+        return _naslib.utils.get_dataset_api(config.search_space, config.dataset)
+    except (AssertionError, FileNotFoundError) as exc:
+        raise UserError(f"no NAS-Bench-201 data for NASLib ({exc or 'its nb201 pickles are missing'}); "
+                        "pass --benchmark PATH with a benchmark file naslib-bayes reads") from None
+
+
+def _clamp_fidelity(config, dataset_api, warn) -> None:
+    length = curve_length(dataset_api) if dataset_api is not None else None
+    fidelity = int(config.search.get("fidelity", -1))
+    if length is not None and not -length <= fidelity < length:
+        warn(f"search.fidelity {fidelity} is beyond the benchmark's {length}-entry learning curves: using -1 (final)")
+        config.search.fidelity = -1
+
+
+def _final_architecture(graph) -> tuple[str | None, list[int] | None]:
+    if graph is None:
+        return None, None
+    if getattr(graph, "space_name", None) == "nasbench201" or graph.get_type() == "nasbench201":
+        cell = nb201.from_naslib(graph.get_hash())
+        return nb201.to_string(cell), list(cell)
+    return str(graph.get_hash()), None
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning) -> dict:
+    """Search and evaluate one NASLib experiment; returns a ``result.json`` dict.
+
+    Args:
+        config: from :func:`build_config`.
+        benchmark: a naslib-bayes NB201 :class:`Benchmark` served as NASLib's ``dataset_api``
+            (None: NASLib's own ``get_dataset_api``).
+        image_data: :class:`naslib_bayes.integration.data.ImageData` for one-shot search and for
+            retraining non-queryable architectures.
+    """
+    from naslib_bayes.integration import data as image_loaders
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    start = time.perf_counter()
+    spec = get_optimizer(config.optimizer)
+    dataset_api = _dataset_api(config, benchmark, warn)
+    if spec.kind == BLACK_BOX:
+        if config.search_space != "nasbench201":
+            raise UserError(f"black-box optimizer {spec.name} runs on nasbench201 (a queryable benchmark) in naslib-run")
+        _clamp_fidelity(config, dataset_api, warn)
+    if spec.kind == ONE_SHOT and image_data is None:
+        raise UserError(f"one-shot optimizer {spec.name} trains a supernet: pass --search-data (digits or mnist)")
+
+    _naslib.utils.set_seed(config.seed)
+    shape = (image_data.num_classes, image_data.in_channels) if image_data is not None else (None, None)
+    search_space = _search_space(config, *shape)
+    source = None
+    if benchmark is not None and spec.origin == "naslib-bayes" and spec.kind == BLACK_BOX:
+        source = benchmark.without(config.dataset)  # other datasets, for transfer methods
+        source = source if source.datasets else None
+    optimizer = spec.create(config, source=source)
+    if spec.kind == BLACK_BOX:
+        optimizer.adapt_search_space(search_space, dataset_api=dataset_api)  # as runners/bbo/runner.py
+    elif spec.origin == "naslib":
+        optimizer.adapt_search_space(search_space, config.dataset)  # as examples/run_darts.py
+    else:
+        optimizer.adapt_search_space(search_space, config.dataset, dataset_api=dataset_api)
+
+    loaders = eval_loaders = None
+    if image_data is not None:
+        batch_size = int(config.search.batch_size)
+        loaders = image_loaders.search_loaders(image_data, batch_size, float(config.search.train_portion),
+                                               int(config.seed), config.search.get("data_size"))
+        eval_loaders = image_loaders.eval_loaders(image_data, int(config.evaluation.get("batch_size", batch_size)),
+                                                  int(config.seed), config.evaluation.get("data_size"))
+    trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
+    trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
+    final_graph = optimizer.get_final_architecture()
+    if final_graph.QUERYABLE and dataset_api is None:
+        # The DARTS space is "queryable" only through NASLib's NB301 surrogate; without it the
+        # final architecture is retrained from scratch with config.evaluation on the given images.
+        final_graph.QUERYABLE = False
+        evaluation = trainer.evaluate(best_arch=final_graph, dataset_api=None, metric=None)
+    else:
+        evaluation = trainer.evaluate(resume_from="", dataset_api=dataset_api, metric=None)
+    arch, op_indices = _final_architecture(final_graph)
+
+    trajectory = trainer.search_trajectory
+    benchmark_accuracy = None
+    if benchmark is not None and op_indices is not None:
+        benchmark_accuracy = {d: _finite(benchmark.query(op_indices, d, "test_accuracy"))
+                              for d in benchmark.datasets if benchmark.has_metric(d, "test_accuracy")}
+    return results.new_result(
+        "naslib-run",
+        optimizer=spec.name,
+        search_space=config.search_space,
+        dataset=config.dataset,
+        seed=int(config.seed),
+        budget=int(config.search.epochs) if spec.kind == BLACK_BOX else None,
+        search_metric="val_accuracy" if spec.kind == BLACK_BOX else None,
+        report_metric="test_accuracy",
+        final_architecture=arch,
+        final_architecture_op_indices=op_indices,
+        benchmark_accuracy=benchmark_accuracy,
+        trajectory=optimizer.trajectory() if hasattr(optimizer, "trajectory") else None,
+        wall_time_s=time.perf_counter() - start,
+        config=_plain(config),
+        notes=list(benchmark.notes) if benchmark is not None else [],
+        **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
+        naslib={
+            "kind": spec.kind,
+            "origin": spec.origin,
+            "evaluation": _finite(evaluation),
+            "search_data": image_data.name if image_data is not None else None,
+            "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if spec.kind == BLACK_BOX else None,
+            "incumbent_test_acc": [_finite(v) for v in trajectory.test_acc] if spec.kind == BLACK_BOX else None,
+            "train_acc": [_finite(v) for v in trajectory.train_acc],
+            "valid_acc": [_finite(v) for v in trajectory.valid_acc],
+            "verified_naslib_commit": VERIFIED_NASLIB_COMMIT,
+        },
+    )
+
+
+def _plain(node):
+    """A CfgNode as plain JSON-able dicts and lists."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    return str(node)

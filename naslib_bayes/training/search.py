@@ -1,0 +1,183 @@
+"""One one-shot search, from a configuration to a result dict (``naslib-bayes search`` and benchmarks).
+
+The search images are the training split of the dataset (for MNIST without its training
+files: the seeded 8,000-image part of the 8,000/2,000 split of the test file); the held-out
+split is never seen by the search. The split is drawn with ``data_seed`` (default 0, the same
+for every search seed), the supernet's initialisation, batch order and augmentation with
+``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from naslib_bayes import results
+from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers import registry
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, finite_or_none
+
+SEARCH_SPACES = {"nb201": "nasbench201", "nasbench201": "nasbench201", "nas-bench-201": "nasbench201", "darts": "darts"}
+#: CPU-sized supernet defaults per space: (channels, cells). NB201: cells per stage; DARTS: cells in all.
+DEFAULT_SIZES = {"nasbench201": (8, 1), "darts": (16, 8)}
+TIMING_KEYS = ("wall_time_s", "epoch_times_s", "epoch_cpu_times_s", "architecture_update_times_s")
+
+
+def canonical_space(name: str) -> str:
+    space = SEARCH_SPACES.get(str(name).strip().lower())
+    if space is None:
+        raise UserError(f"unknown search space {name!r}; known: nb201, darts")
+    return space
+
+
+@dataclass
+class SearchConfig:
+    """Everything a one-shot search depends on (recorded in result.json's ``config``).
+
+    Attributes:
+        optimizer: registry name (``bayesnas``, ``darts``, ``random-cell``).
+        search_space: ``nb201`` or ``darts``.
+        dataset: ``digits``, ``mnist``, ``cifar10``, ``cifar100``, ``ImageNet16-120``.
+        data_root: folder of the dataset's files (digits needs none).
+        seed: search seed. data_seed: seed of the dataset split.
+        channels, cells: supernet size (None: :data:`DEFAULT_SIZES`).
+        batch_size: images per step (DARTS: per half).
+        search_images: use only this many search images (a seeded subset; None: all).
+        augment: apply the dataset's usual training augmentation (crop/flip) to search batches.
+        checkpoint_every: also checkpoint every K steps (0: at epoch ends only).
+        device: torch device.
+        hyperparameters: the optimizer's hyper-parameters (lambda_origin, warmup_epochs, ...).
+    """
+
+    optimizer: str
+    search_space: str = "nb201"
+    dataset: str = "digits"
+    data_root: str | None = None
+    seed: int = 0
+    data_seed: int = 0
+    channels: int | None = None
+    cells: int | None = None
+    batch_size: int = 64
+    search_images: int | None = None
+    augment: bool = True
+    checkpoint_every: int = 0
+    device: str = "cpu"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+def load_search_data(cfg: SearchConfig):
+    """(images, labels, dataset description) of the search images."""
+    from naslib_bayes.data import load_dataset
+
+    splits = load_dataset(cfg.dataset, cfg.data_root, seed=cfg.data_seed)
+    train = splits.train
+    images, labels = train.images, train.labels
+    if cfg.search_images is not None:
+        if cfg.search_images < 2:
+            raise UserError("--search-images must be at least 2")
+        keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.data_seed))[: cfg.search_images]
+        images, labels = images[keep], labels[keep]
+    return images, labels, splits.describe(), train
+
+
+def build_supernet(space: str, channels: int, cells: int, num_classes: int, in_channels: int, seed: int):
+    """The supernet, initialised from ``seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if space == "nasbench201":
+            from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
+
+            return NB201SuperNet(channels, cells, num_classes, in_channels)
+        from naslib_bayes.search_spaces.darts.search_network import DartsSearchNetwork
+
+        return DartsSearchNetwork(channels, num_classes, layers=cells, in_channels=in_channels)
+
+
+def run_oneshot_search(
+    cfg: SearchConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    benchmark: Benchmark | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Run one search and return its result (schema ``result.json``)."""
+    from naslib_bayes.data import default_augment
+    from naslib_bayes.training.oneshot import OneShotTrainer
+
+    start = time.perf_counter()
+    space = canonical_space(cfg.search_space)
+    spec = registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT)
+    channels, cells = (cfg.channels or DEFAULT_SIZES[space][0]), (cfg.cells or DEFAULT_SIZES[space][1])
+    images, labels, description, train = load_search_data(cfg)
+    device = torch.device(cfg.device)
+    images, labels = images.to(device), labels.to(device)
+    net = build_supernet(space, channels, cells, train.num_classes, images.shape[1], cfg.seed).to(device)
+    opt = spec.load()(seed=cfg.seed, **cfg.hyperparameters)
+    opt.adapt_search_space(net, dataset=description["dataset"])
+    opt.model.to(device)
+    augment = default_augment(description["dataset"]) if cfg.augment else None
+    if augment is not None and augment.is_identity:
+        augment = None
+    trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
+                             checkpoint_every=cfg.checkpoint_every, augment=augment, progress=progress,
+                             stop_after_steps=stop_after_steps)
+    state = trainer.search(resume=resume)
+    arch = opt.get_final_architecture()
+    extras = opt.result_extras()
+    update_times = [u.pop("time_s") for u in extras.get("architecture_updates", [])]
+    config = {
+        **{k: v for k, v in asdict(cfg).items() if k != "hyperparameters"},
+        "search_space": space, "channels": channels, "cells": cells, "optimizer_config": dict(opt.config),
+        "lr_schedule": f"SGD momentum {opt.config['momentum']}, lr {opt.config['lr']} cosine-annealed per epoch "
+                       f"to {opt.config['lr_min']} over {opt.total_epochs} epochs",
+        "augmentation": None if augment is None else asdict(augment),
+        "total_epochs": opt.total_epochs,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "search_split": "50/50 weights/architecture" if opt.uses_validation_split else "all images train weights and switches",
+    }
+    result = results.new_result(
+        "search",
+        optimizer=cfg.optimizer,
+        search_space=space,
+        dataset=description["dataset"],
+        seed=cfg.seed,
+        wall_time_s=time.perf_counter() - start,
+        config=config,
+        notes=[],
+        epoch_times_s=list(state.epoch_times),
+        epoch_cpu_times_s=list(state.epoch_cpu_times),
+        epoch_stats=[{k: v for k, v in s.items() if k != "time_s"} for s in state.stats],
+        search_data={**description, "search_images": int(labels.shape[0])},
+        model_size_mb=opt.get_model_size(),
+        **extras,
+    )
+    if update_times:
+        result["architecture_update_times_s"] = update_times
+    if space == "nasbench201":
+        result["final_architecture"] = nb201.to_string(arch)
+        result["final_architecture_op_indices"] = list(arch)
+        result["parameter_free"] = nb201.is_parameter_free(arch)
+        result["op_counts"] = nb201.op_counts(arch)
+        if benchmark is not None:
+            result["report_metric"] = "test_accuracy"
+            result["benchmark_accuracy"] = {
+                d: finite_or_none(benchmark.query(arch, d, "test_accuracy"))
+                for d in benchmark.datasets if benchmark.has_metric(d, "test_accuracy")}
+            result["config"]["benchmark"] = benchmark.source
+            result["notes"] += [f"derived cell scored by {benchmark.source}; the search never saw that data"]
+    else:
+        result["final_architecture"] = arch.to_json()
+        result["parameter_free"] = arch.parameter_free()
+        result["op_counts"] = arch.op_counts()
+    return result
+
+
+def strip_timings(result: dict[str, Any]) -> dict[str, Any]:
+    """A copy without the timing fields (what a resumed run must reproduce exactly)."""
+    return {k: v for k, v in result.items() if k not in TIMING_KEYS}

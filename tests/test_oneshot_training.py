@@ -1,0 +1,195 @@
+"""The one-shot search loop: fair data split, checkpoints, resume, and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from naslib_bayes import results
+from naslib_bayes.cli import main
+from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
+from naslib_bayes.optimizers.darts import DARTS
+from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
+from naslib_bayes.training import checkpoint as ckpt
+from naslib_bayes.training.evaluate import parse_arch
+from naslib_bayes.training.oneshot import Interrupted, OneShotTrainer
+from naslib_bayes.training.search import SearchConfig, run_oneshot_search, strip_timings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Recorder:
+    """Wraps an optimizer's step to record which images it was given."""
+
+    def __init__(self, opt):
+        self.train, self.val = [], []
+        step = opt.step
+
+        def wrapped(data_train, data_val=None):
+            self.train.append(data_train[0][:, 0, 0, 0].clone())
+            if data_val is not None:
+                self.val.append(data_val[0][:, 0, 0, 0].clone())
+            return step(data_train, data_val)
+
+        opt.step = wrapped
+
+
+@pytest.mark.parametrize("cls", [BayesNAS, DARTS])
+def test_both_methods_see_the_same_images_per_epoch(cls):
+    n = 64
+    images = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 8, 8).contiguous()
+    labels = torch.arange(n) % 10
+    torch.manual_seed(0)
+    opt = cls(seed=0, warmup_epochs=0, **({"curvature_batches": 1} if cls is BayesNAS else {}))
+    opt.adapt_search_space(NB201SuperNet(4, 1, 10, 1))
+    rec = Recorder(opt)
+    trainer = OneShotTrainer(opt, images, labels, batch_size=16, seed=0)
+    trainer.search()
+    seen_train = torch.cat(rec.train).long()
+    per_epoch = len(seen_train) // opt.total_epochs
+    first_epoch = set(seen_train[:per_epoch].tolist())
+    if cls is DARTS:  # weights on one half, architecture on the other: every image once per epoch
+        seen_val = set(torch.cat(rec.val).long()[:per_epoch].tolist())
+        assert len(first_epoch) == len(seen_val) == n // 2 and not first_epoch & seen_val
+        assert first_epoch | seen_val == set(range(n))
+    else:
+        assert first_epoch == set(range(n)) and not rec.val
+
+
+def run_search(out, stop=None, resume=False, optimizer="bayesnas"):
+    cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=3, channels=4, cells=1,
+                       batch_size=32, search_images=256, checkpoint_every=2,
+                       hyperparameters={"curvature_batches": 2} if optimizer == "bayesnas" else {})
+    return run_oneshot_search(cfg, out_dir=out, resume=resume, stop_after_steps=stop)
+
+
+@pytest.mark.parametrize("optimizer", ["bayesnas", "darts"])
+def test_resume_after_a_kill_gives_the_same_result(tmp_path, optimizer):
+    """A 2-epoch run stopped mid-way (in the joint epoch, after a step checkpoint) and resumed
+    ends with the same result.json as an uninterrupted run, timings aside."""
+    full = run_search(tmp_path / "full", optimizer=optimizer)
+    steps = full["config"]["steps_per_epoch"]
+    with pytest.raises(Interrupted):
+        run_search(tmp_path / "killed", stop=steps + 3, optimizer=optimizer)  # 3 steps into epoch 1
+    state = ckpt.load(tmp_path / "killed" / ckpt.CHECKPOINT_FILE)
+    assert (state["loop"]["epoch"], state["loop"]["step"]) == (1, 2)  # the last step checkpoint
+    resumed = run_search(tmp_path / "killed", resume=True, optimizer=optimizer)
+    assert json.dumps(strip_timings(resumed), sort_keys=True) == json.dumps(strip_timings(full), sort_keys=True)
+    assert len(resumed["epoch_times_s"]) == 2
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save(path, {"value": 1})
+
+    def broken(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        ckpt.save(path, {"value": 2})
+    monkeypatch.undo()
+    assert ckpt.load(path) == {"value": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+
+
+def test_cli_search_killed_by_sigkill_resumes_to_the_same_result(tmp_path):
+    """The real thing: SIGKILL the CLI after its first step checkpoint, resume it, and compare with
+    the same search run without interruption."""
+    args = ["search", "--optimizer", "bayesnas", "--dataset", "digits", "--channels", "4", "--search-images", "96",
+            "--batch-size", "32", "--checkpoint-every", "1", "--seed", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "naslib_bayes", *args, "--out", str(tmp_path / "killed")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / ckpt.CHECKPOINT_FILE).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "result.json").exists(), "the run finished before it could be killed"
+    subprocess.run([*cmd, "--resume"], env=env, check=True, capture_output=True)
+    resumed = json.loads((tmp_path / "killed" / "result.json").read_text())
+    code = main([*args, "--out", str(tmp_path / "full")])  # uninterrupted, in this process (also one thread)
+    assert code == 0
+    full = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert strip_timings(resumed) == strip_timings(full)
+    jsonschema.validate(resumed, results.load_schema())
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_the_one_shot_optimizers(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    rows = {line.split()[0]: line.split()[1] for line in out.strip().splitlines()}
+    assert code == 0 and rows["bayesnas"] == rows["darts"] == rows["random-cell"] == "one-shot"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizer", "darts", "--lambda", "0.01"], "--lambda only applies to --optimizer bayesnas"),
+    (["--optimizer", "bayesnas", "--search-space", "darts", "--benchmark", "x.csv"], "needs --search-space nb201"),
+    (["--optimizer", "bayesnas", "--search-space", "nb301"], "unknown search space 'nb301'"),
+    (["--optimizer", "bayesnas", "--resume"], "--resume: no checkpoint.pt"),
+    (["--optimizer", "bayesnas", "--lambda", "-1"], "--lambda"),
+    (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs root"),
+])
+def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
+    argv = list(argv)
+    if "--dataset" not in argv:
+        argv += ["--dataset", "digits"]
+    code, _, err = run_cli(capsys, "search", *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_parses_every_arch_form(tmp_path):
+    s = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    assert parse_arch(s)[0] == "nasbench201"
+    genotype = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4, "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]] * 4}
+    assert parse_arch(json.dumps(genotype))[0] == "darts"
+    (tmp_path / "g.json").write_text(json.dumps(genotype))
+    assert parse_arch(str(tmp_path / "g.json"))[1].normal[0] == ("sep_conv_3x3", 0)
+    (tmp_path / "result.json").write_text(json.dumps({"final_architecture": s}))
+    assert parse_arch(str(tmp_path / "result.json")) == parse_arch(s)
+    (tmp_path / "r2.json").write_text(json.dumps({"final_architecture": genotype}))
+    assert parse_arch(str(tmp_path / "r2.json"))[0] == "darts"
+
+
+def test_cli_train_nb201_cell_and_bad_arch(capsys, tmp_path):
+    s = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    code, out, err = run_cli(capsys, "train", "--arch", s, "--dataset", "digits", "--epochs", "2", "--channels", "4",
+                             "--cells", "1", "--batch-size", "128", "--out", str(tmp_path / "t"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "t" / "result.json").read_text())
+    jsonschema.validate(result, results.load_schema())
+    assert result["final_architecture"] == s and 0 <= result["test_accuracy"] <= 100
+    assert (tmp_path / "t" / result["checkpoint"]).exists() and len(result["epoch_times_s"]) == 2
+    code, _, err = run_cli(capsys, "train", "--arch", "|bogus~0|", "--dataset", "digits", "--epochs", "1",
+                           "--out", str(tmp_path / "u"))
+    assert code == 2 and "malformed" in err
+    code, _, err = run_cli(capsys, "train", "--arch", s, "--dataset", "digits", "--epochs", "1", "--drop-path", "0.2",
+                           "--out", str(tmp_path / "v"))
+    assert code == 2 and "DARTS networks only" in err
