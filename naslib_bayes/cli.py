@@ -15,7 +15,7 @@ import sys
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
-COMMAND_MODULES = ("list_optimizers", "search", "train", "compress", "naslib_run")
+COMMAND_MODULES = ("list_optimizers", "search", "train", "meta_train", "compress", "compare", "naslib_run")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -63,6 +63,7 @@ def _command_logging(verbose: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
     with _command_logging(args.verbose):
         try:
             return int(args.run(args) or 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from naslib_bayes import results
-from naslib_bayes.commands import common
+from naslib_bayes.commands import common, meta_train
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 
@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="KEY=VALUE",
                     help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20; one-shot: "
                          "--opt curvature_batches=4)")
+    bb.add_argument("--surrogate", type=Path,
+                    help="tnas: a meta-trained surrogate.pt or its folder (default: meta-train on the benchmark's other datasets)")
+    meta_train.add_surrogate_options(parser)
     os_ = parser.add_argument_group("one-shot search (bayesnas, darts, random-cell)")
     os_.add_argument("--search-space", default="nb201", help="nb201 (default) or darts")
     os_.add_argument("--data-root", type=Path, help="folder of the dataset's files (digits needs none)")
@@ -131,12 +134,33 @@ def run_black_box(args) -> int:
         result = run_blackbox_search(
             benchmark, args.optimizer, args.dataset, args.budget, args.seed,
             search_metric=args.search_metric, report_metric=args.report_metric,
-            hyperparameters=dict(args.opt), progress=lambda n: bar.update(n - bar.n), warn=common.warn,
+            hyperparameters={**_surrogate_hyperparameters(args), **dict(args.opt)}, progress=lambda n: bar.update(n - bar.n), warn=common.warn,
         )
     path = results.write_result(out, result)
     accuracy = result["benchmark_accuracy"].get(result["dataset"])
     print(f"{result['final_architecture']}  {result['report_metric']}={accuracy}  -> {path}")
     return 0
+
+
+# --flag -> optimizer hyper-parameter, for optimizers that declare it (tnas)
+_SURROGATE_FLAGS = {"surrogate": "surrogate", "dataset_encoder": "dataset_encoder", "image_root": "image_root",
+                    "feature_extractor": "feature_extractor", "encoder_hidden": "encoder_hidden"}
+
+
+def _surrogate_hyperparameters(args) -> dict:
+    """Route the TNAS surrogate flags to the optimizer's hyper-parameters (refusing them elsewhere)."""
+    from naslib_bayes.errors import UserError
+
+    given = {key: getattr(args, flag) for flag, key in _SURROGATE_FLAGS.items() if getattr(args, flag) is not None}
+    accepted = registry.get_spec(args.optimizer).load().defaults
+    for key in given:
+        if key not in accepted:
+            raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
+    if given.get("dataset_encoder") == "images" and "image_root" not in given:
+        raise UserError("--dataset-encoder images needs --image-root")
+    if given.get("surrogate") is not None and given.get("dataset_encoder") is not None:
+        raise UserError("--dataset-encoder applies when meta-training here; a --surrogate file already has one")
+    return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 
 def _require(args, *names: str) -> None:

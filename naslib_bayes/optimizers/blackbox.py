@@ -16,6 +16,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -118,11 +119,15 @@ class BlackBoxProblem:
         source: evaluations on *other* datasets, for transfer methods (the target dataset is
             removed from it); ``None`` when the benchmark has no other dataset.
         dataset: the target dataset's canonical name.
+        prepared: folder holding what the optimizer's :meth:`BlackBoxOptimizer.prepare` made for
+            this target dataset (a meta-trained surrogate, say), shared by every seed; ``None``
+            when nothing was prepared ahead, in which case the optimizer prepares in ``setup()``.
     """
 
     objective: Objective
     space: NasBench201Space = field(default_factory=NasBench201Space)
     source: Benchmark | None = None
+    prepared: Path | None = None
 
     @property
     def dataset(self) -> str:
@@ -216,6 +221,24 @@ class BlackBoxOptimizer(abc.ABC):
         pass
 
     # ---- what subclasses write ------------------------------------------------------------
+    @classmethod
+    def prepare(cls, source: Benchmark, dataset: str, directory: Path, metric: str, seed: int = 0,
+                **hyperparameters: Any) -> dict[str, Any]:
+        """Work done once per target dataset and shared by all seeds (meta-training).
+
+        Transfer methods override this: learn ``metric`` from ``source`` (the benchmark
+        *without* the target dataset, so the target's accuracies are never seen) and write the
+        artefact into ``directory``; a search then finds it as ``self.problem.prepared``.
+        ``hyperparameters`` are the ones the searches will get. Returns facts to record beside
+        the artefact. The base class prepares nothing.
+        """
+        return {}
+
+    @classmethod
+    def has_preparation(cls) -> bool:
+        """True when the class overrides :meth:`prepare` (a comparison then caches its output)."""
+        return cls.prepare.__func__ is not BlackBoxOptimizer.prepare.__func__
+
     def setup(self) -> None:
         """Called once the problem is bound (meta-train, precompute encodings, ...)."""
 

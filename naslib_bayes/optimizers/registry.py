@@ -40,6 +40,18 @@ OPTIMIZERS = _specs(
                   "first-order DARTS: softmax relaxation, argmax derivation"),
     OptimizerSpec("random-cell", ONE_SHOT, "naslib_bayes.optimizers.random_cell:RandomCell",
                   "same supernet training, then a uniformly random cell"),
+    OptimizerSpec("tnas", BLACK_BOX, "naslib_bayes.optimizers.tnas:TNAS",
+                  "TNAS: BO with a meta-learned deep-kernel GP surrogate (transfer from other datasets)"),
+    OptimizerSpec("gp-bo", BLACK_BOX, "naslib_bayes.optimizers.gp_bo:GPBO",
+                  "deep-kernel GP BO trained on the target only (TNAS without transfer)"),
+    OptimizerSpec("transfer-topk", BLACK_BOX, "naslib_bayes.optimizers.transfer_topk:TransferTopK",
+                  "cells by mean standardised accuracy on the other datasets (transfer baseline)"),
+    OptimizerSpec("re", BLACK_BOX, "naslib_bayes.optimizers.regularized_evolution:RegularizedEvolution",
+                  "regularized (aging) evolution, Real et al. 2019"),
+    OptimizerSpec("ls", BLACK_BOX, "naslib_bayes.optimizers.local_search:LocalSearch",
+                  "local search with random restarts"),
+    OptimizerSpec("bananas", BLACK_BOX, "naslib_bayes.optimizers.bananas:Bananas",
+                  "BANANAS: path encoding + MLP ensemble BO, White et al. 2021"),
 )
 
 

@@ -1,0 +1,249 @@
+"""One-shot comparisons: every (optimizer, seed) trains on the same data for the same epochs.
+
+Each run is one ``naslib-bayes search`` of a one-shot optimizer on ``--dataset`` (its own
+folder ``DIR/work/<run>/`` holds checkpoints), after which the derived NAS-Bench-201 cell is
+looked up in the benchmark on every benchmark dataset and the result is written atomically to
+``DIR/runs/<optimizer>-<dataset>-<seed>.json``, as black-box comparisons do. The summary
+gives, per optimizer, the mean benchmark accuracy of the derived cells on each benchmark
+dataset with a seeded bootstrap 95% interval, the number of distinct cells, and the search
+time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from naslib_bayes import results
+from naslib_bayes.comparison import summary as bb_summary
+from naslib_bayes.comparison.runner import RUNS_DIR, RunSpec, _worker_context, load_run, run_path
+from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers import registry
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+
+WORK_DIR = "work"
+REPORT_METRIC = "test_accuracy"
+#: ``search_fn(settings, spec, work_dir) -> result dict`` runs one one-shot search.
+SearchFn = Callable[["OneShotSettings", RunSpec, Path], dict]
+
+
+@dataclass
+class OneShotSettings:
+    """What a one-shot comparison runs (see ``naslib-bayes compare --oneshot``)."""
+
+    benchmark: Path
+    out: Path
+    optimizers: list[str]
+    dataset: str
+    data_root: Path | None
+    seeds: list[int]
+    epochs: int | None = None
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        for name in self.optimizers:
+            registry.get_spec(name, registry.ONE_SHOT)  # the registry's one-line error
+
+    def runs(self) -> list[RunSpec]:
+        return [RunSpec(o, self.dataset, s) for s in self.seeds for o in self.optimizers]
+
+
+# ---- one run ---------------------------------------------------------------------------------
+def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict:
+    """One ``naslib-bayes search`` in this process; its ``result.json`` is the run's result."""
+    from naslib_bayes.cli import main
+
+    done = work / results.RESULT_FILE
+    if not done.exists():
+        argv = ["search", "--optimizer", spec.optimizer, "--dataset", spec.dataset, "--seed", str(spec.seed),
+                "--benchmark", str(settings.benchmark), "--out", str(work)]
+        if settings.data_root is not None:
+            argv += ["--data-root", str(settings.data_root)]
+        if settings.epochs is not None:
+            argv += ["--epochs", str(settings.epochs)]
+        code = main(argv)
+        if code != 0 or not done.exists():
+            raise UserError(f"one-shot search {spec.name} failed (exit code {code}); see the error above")
+    return json.loads(done.read_text())
+
+
+def derived_cell(result: dict) -> nb201.Cell:
+    """The NAS-Bench-201 cell a one-shot search derived (op indices or benchmark string)."""
+    ops = result.get("final_architecture_op_indices")
+    arch = result.get("final_architecture")
+    if ops is not None:
+        return nb201.validate(ops)
+    if isinstance(arch, str):
+        return nb201.from_string(arch)
+    raise UserError(f"{result.get('optimizer')} seed {result.get('seed')} derived no NAS-Bench-201 cell "
+                    "(a DARTS genotype cannot be looked up in the benchmark)")
+
+
+def with_benchmark_accuracy(result: dict, benchmark: Benchmark) -> dict:
+    """The result with its derived cell's benchmark accuracy on every benchmark dataset."""
+    cell = derived_cell(result)
+    return {**result, "command": "compare", "report_metric": REPORT_METRIC,
+            "final_architecture": nb201.to_string(cell), "final_architecture_op_indices": list(cell),
+            "benchmark_accuracy": {d: _finite(benchmark.query(cell, d, REPORT_METRIC))
+                                   for d in benchmark.datasets if benchmark.has_metric(d, REPORT_METRIC)}}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+_WORKER_BENCHMARK: Benchmark | None = None
+
+
+def _init_worker(benchmark_path: str) -> None:
+    global _WORKER_BENCHMARK
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    torch.set_num_threads(1)
+    _WORKER_BENCHMARK = load_benchmark(benchmark_path)
+
+
+def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, benchmark: Benchmark | None = None) -> RunSpec:
+    work = Path(settings.out) / WORK_DIR / spec.name
+    result = with_benchmark_accuracy(search_fn(settings, spec, work), benchmark or _WORKER_BENCHMARK)
+    results.atomic_write_json(run_path(settings.out, spec), result)
+    return spec
+
+
+# ---- the grid --------------------------------------------------------------------------------
+def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | None = None,
+                           search_fn: SearchFn = search_via_cli,
+                           on_run_done: Callable[[RunSpec], None] | None = None) -> tuple[list[RunSpec], list[RunSpec], float]:
+    """Run the missing runs; returns (runs done now, runs reused, elapsed seconds)."""
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    start = time.perf_counter()
+    Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    todo = [s for s in settings.runs() if load_run(settings.out, s) is None]
+    done = [s for s in settings.runs() if s not in todo]
+    ran: list[RunSpec] = []
+    if settings.jobs == 1:
+        benchmark = benchmark or load_benchmark(settings.benchmark)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for spec in todo:
+                ran.append(_execute(settings, spec, search_fn, benchmark))
+                if on_run_done:
+                    on_run_done(spec)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        with ProcessPoolExecutor(settings.jobs, mp_context=_worker_context(), initializer=_init_worker,
+                                 initargs=(str(settings.benchmark),)) as pool:
+            pending = {pool.submit(_execute, settings, spec, search_fn) for spec in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    ran.append(future.result())
+                    if on_run_done:
+                        on_run_done(ran[-1])
+    return ran, done, time.perf_counter() - start
+
+
+# ---- summary ---------------------------------------------------------------------------------
+@dataclass
+class OneShotRow:
+    optimizer: str
+    runs: int
+    accuracy: dict[str, tuple[float, float, float]]  # dataset -> (mean, low, high)
+    distinct_cells: int
+    search_time_mean_s: float
+    search_time_total_s: float
+    cells: list[str] = field(default_factory=list)
+
+
+def summarize_oneshot(out: Path, optimizers: Sequence[str], dataset: str, seeds: Sequence[int]) -> list[OneShotRow]:
+    """Per optimizer: benchmark accuracy of the derived cells (mean [95% CI]) and search time."""
+    rows = []
+    for optimizer in optimizers:
+        runs = []
+        for seed in seeds:
+            result = load_run(out, RunSpec(optimizer, dataset, seed))
+            if result is None:
+                raise UserError(f"{run_path(out, RunSpec(optimizer, dataset, seed))} is missing: run the comparison to finish it")
+            runs.append(result)
+        accuracy = {}
+        for bench_dataset in runs[0]["benchmark_accuracy"]:
+            values = np.array([[r["benchmark_accuracy"].get(bench_dataset, math.nan)] for r in runs], dtype=float)
+            mean, low, high = bb_summary.bootstrap_mean(values, bb_summary.bootstrap_seed("oneshot", bench_dataset))
+            accuracy[bench_dataset] = (float(mean[0]), float(low[0]), float(high[0]))
+        times = [float(r["wall_time_s"]) for r in runs]
+        cells = [r["final_architecture"] for r in runs]
+        rows.append(OneShotRow(optimizer, len(runs), accuracy, len(set(cells)), sum(times) / len(times), sum(times), cells))
+    return rows
+
+
+def write_oneshot_summary(rows: list[OneShotRow], dataset: str, out: Path, epochs: int | None) -> None:
+    """``summary.csv`` (one row per optimizer) and ``summary.md``."""
+    import csv
+
+    datasets = list(rows[0].accuracy) if rows else []
+    records = []
+    for r in rows:
+        record: dict[str, Any] = {"optimizer": r.optimizer, "search_dataset": dataset, "runs": r.runs}
+        for d, (mean, low, high) in r.accuracy.items():
+            record.update({f"{d}_accuracy": round(mean, 6), f"{d}_ci_low": round(low, 6), f"{d}_ci_high": round(high, 6)})
+        record.update(distinct_cells=r.distinct_cells, wall_time_s_mean=round(r.search_time_mean_s, 6),
+                      wall_time_s_total=round(r.search_time_total_s, 6))
+        records.append(record)
+    tmp = out / "summary.csv.tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["optimizer"])
+        writer.writeheader()
+        writer.writerows(records)
+    tmp.replace(out / "summary.csv")
+    (out / "summary.md.tmp").write_text(oneshot_markdown(rows, dataset, datasets, epochs))
+    (out / "summary.md.tmp").replace(out / "summary.md")
+
+
+def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
+    seeds = rows[0].runs if rows else 0
+    lines = ["# One-shot comparison", "",
+             f"Each optimizer searched on `{dataset}`{f' for {epochs} epochs' if epochs else ''} with {seeds} seeds; "
+             f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
+             "Cells: mean over seeds [95% bootstrap interval].", "",
+             "| optimizer | " + " | ".join(f"{d} accuracy" for d in datasets) + " | distinct cells |",
+             "|---|" + "---:|" * (len(datasets) + 1)]
+    for r in rows:
+        lines.append(f"| {r.optimizer} | " + " | ".join(bb_summary.fmt_regret(*r.accuracy[d]) for d in datasets)
+                     + f" | {r.distinct_cells}/{r.runs} |")
+    lines += ["", "## Wall time", "", "| optimizer | runs | total search time (s) | mean per run (s) |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.optimizer} | {r.runs} | {r.search_time_total_s:.1f} | {r.search_time_mean_s:.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_command(args) -> int:
+    """``naslib-bayes compare --oneshot ...`` (arguments already checked by the command)."""
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
+                               dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
+                               epochs=args.epochs, jobs=args.jobs)
+    benchmark = load_benchmark(args.benchmark)
+    ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark if args.jobs == 1 else None)
+    rows = summarize_oneshot(args.out, settings.optimizers, settings.dataset, settings.seeds)
+    write_oneshot_summary(rows, settings.dataset, Path(args.out), settings.epochs)
+    print(f"{len(ran)} runs done, {len(done)} reused, {elapsed:.0f} s -> {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def _required(args, name: str):
+    value = getattr(args, name)
+    if value is None:
+        raise UserError(f"--{name.replace('_', '-')} is required with --oneshot")
+    return value

@@ -1,0 +1,338 @@
+"""Summaries of a comparison, recomputed from its run files alone.
+
+Regret after t queries = the dataset's best report-metric value minus the report-metric value
+of the incumbent after t queries, where the incumbent is the best cell so far *by the search
+metric*. Both numbers are in each run file (``report_optimum``, ``incumbent_report_accuracy``),
+so a summary never needs the benchmark, and anyone can recompute it from ``DIR/runs``.
+
+Intervals are percentile bootstrap 95% intervals of the mean over seeds, from a numpy Generator
+seeded by the dataset's name: the same runs always give the same interval, whatever else is in
+the table, and all optimizers on a dataset are resampled with the same seed draws (paired, as
+their runs share seeds). "Queries to the optimum" is the first t at which regret is zero; a run
+that never gets there counts as budget + 1, and the median is the lower median (the
+ceil(n/2)-th smallest), so a median over censored runs prints as ">budget" instead of averaging
+a censored value into a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from naslib_bayes.comparison.runner import PREPARED_FILE, RunSpec, load_run, prepared_dir, run_path
+from naslib_bayes.errors import UserError
+
+CHECKPOINTS = (10, 20, 50, 100)
+BOOTSTRAP_SAMPLES = 5000
+BOOTSTRAP_SEED = 20240607
+CONFIDENCE = 0.95
+#: Regret at or below this counts as having found the optimum (values come from one table).
+OPTIMUM_TOLERANCE = 1e-9
+
+
+# ---- statistics ------------------------------------------------------------------------------
+def regret_curve(result: Mapping[str, Any]) -> np.ndarray:
+    """Regret after each query of one run, shape (budget,); NaN where the value is unknown."""
+    optimum = result.get("report_optimum")
+    values = result.get("incumbent_report_accuracy")
+    if optimum is None or values is None:
+        raise UserError(f"run {result.get('optimizer')}-{result.get('dataset')}-{result.get('seed')} "
+                        "has no report_optimum/incumbent_report_accuracy; re-run it")
+    return optimum - np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def checkpoints(budget: int) -> list[int]:
+    """Query counts the table reports: 10, 20, 50, 100 up to the budget, and the budget itself."""
+    points = [t for t in CHECKPOINTS if t <= budget]
+    return points if budget in points else points + [budget]
+
+
+def bootstrap_seed(*names: str) -> np.random.Generator:
+    """A Generator seeded by names, so an interval depends only on the runs it summarises."""
+    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32("/".join(names).encode())])
+
+
+def bootstrap_mean(values: np.ndarray, rng: np.random.Generator,
+                   samples: int = BOOTSTRAP_SAMPLES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over rows of ``values`` (seeds, T) with percentile bootstrap intervals per column.
+
+    Resampling seeds with replacement is done as multinomial counts times the data, which
+    keeps (samples, T) in memory instead of (samples, seeds, T).
+    """
+    n = values.shape[0]
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=samples)  # (samples, n)
+    means = counts @ values / n  # (samples, T)
+    tail = (1.0 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return values.mean(axis=0), low, high
+
+
+def queries_to_optimum(curve: np.ndarray) -> int:
+    """First query count with zero regret; ``len(curve) + 1`` when the run never reached it."""
+    hits = np.flatnonzero(curve <= OPTIMUM_TOLERANCE)
+    return int(hits[0]) + 1 if hits.size else len(curve) + 1
+
+
+def censored_median(values: Sequence[int], budget: int) -> tuple[int, bool]:
+    """Lower median of ``values`` and whether it is censored (above the budget)."""
+    ordered = sorted(values)
+    median = ordered[math.ceil(len(ordered) / 2) - 1]
+    return median, median > budget
+
+
+# ---- rows ------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """Summary of one optimizer on one dataset."""
+
+    optimizer: str
+    dataset: str
+    runs: int
+    budget: int
+    optimum: float
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    median_queries: int
+    censored: bool
+    reached: int
+    wall_total_s: float
+
+    def at(self, t: int) -> tuple[float, float, float]:
+        return float(self.mean[t - 1]), float(self.low[t - 1]), float(self.high[t - 1])
+
+    @property
+    def wall_mean_s(self) -> float:
+        return self.wall_total_s / self.runs
+
+
+@dataclass
+class PrepRow:
+    """Per-dataset preparation (meta-training) of one transfer optimizer."""
+
+    optimizer: str
+    dataset: str
+    wall_time_s: float
+
+
+@dataclass
+class Summary:
+    optimizers: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    budget: int
+    search_metric: str
+    report_metric: str
+    benchmark: str
+    rows: list[Row]
+    prep_rows: list[PrepRow]
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, optimizer: str, dataset: str) -> Row:
+        return next(r for r in self.rows if (r.optimizer, r.dataset) == (optimizer, dataset))
+
+
+def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> Summary:
+    """Summary of the comparison in ``out`` over the given grid (every run must be finished)."""
+    runs = {}
+    for dataset in datasets:
+        for optimizer in optimizers:
+            runs[optimizer, dataset] = [_require_run(out, RunSpec(optimizer, dataset, s)) for s in seeds]
+    every = [r for rs in runs.values() for r in rs]
+    budget = _single(every, "budget")
+    rows = [_row(o, d, rs, budget) for (o, d), rs in runs.items()]
+    return Summary(
+        optimizers=list(optimizers), datasets=list(datasets), seeds=list(seeds), budget=budget,
+        search_metric=_single(every, "search_metric"), report_metric=_single(every, "report_metric"),
+        benchmark=Path(str(every[0]["config"].get("benchmark", "?"))).name,
+        rows=rows, prep_rows=_prep_rows(out, optimizers, datasets), notes=_notes(every),
+    )
+
+
+def _require_run(out: Path, spec: RunSpec) -> dict[str, Any]:
+    result = load_run(out, spec)
+    if result is None:
+        raise UserError(f"{run_path(out, spec)} is missing: run the comparison to finish it")
+    return result
+
+
+def _single(results: Iterable[Mapping[str, Any]], key: str):
+    values = {r.get(key) for r in results}
+    if len(values) != 1:
+        raise UserError(f"the runs disagree on {key}: {sorted(map(str, values))}; they cannot be compared")
+    return values.pop()
+
+
+def _row(optimizer: str, dataset: str, results: list[dict[str, Any]], budget: int) -> Row:
+    curves = np.stack([regret_curve(r) for r in results])  # (seeds, budget)
+    mean, low, high = bootstrap_mean(curves, bootstrap_seed(dataset))
+    hits = [queries_to_optimum(c) for c in curves]
+    median, censored = censored_median(hits, budget)
+    return Row(optimizer=optimizer, dataset=dataset, runs=len(results), budget=budget,
+               optimum=float(results[0]["report_optimum"]), mean=mean, low=low, high=high,
+               median_queries=median, censored=censored, reached=sum(h <= budget for h in hits),
+               wall_total_s=float(sum(r["wall_time_s"] for r in results)))
+
+
+def _prep_rows(out: Path, optimizers: Sequence[str], datasets: Sequence[str]) -> list[PrepRow]:
+    rows = []
+    for optimizer in optimizers:
+        for dataset in datasets:
+            path = prepared_dir(out, optimizer, dataset) / PREPARED_FILE
+            if path.exists():
+                rows.append(PrepRow(optimizer, dataset, float(json.loads(path.read_text())["wall_time_s"])))
+    return rows
+
+
+def _notes(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Distinct notes of the runs, with the benchmark's path shortened to its file name."""
+    notes: dict[str, None] = {}
+    for result in results:
+        source = str(result.get("config", {}).get("benchmark", ""))
+        for note in result.get("notes") or []:
+            notes.setdefault(note.replace(source, Path(source).name) if source else note)
+    return list(notes)
+
+
+def _split_notes(summary: "Summary") -> tuple[list[str], dict[str, list[str]]]:
+    """Notes naming no dataset (said once), and notes naming one dataset (said under it)."""
+    general, by_dataset = [], {d: [] for d in summary.datasets}
+    for note in summary.notes:
+        named = [d for d in summary.datasets if f" {d}:" in note or note.endswith(f" {d}")]
+        (by_dataset[named[0]] if len(named) == 1 else general).append(note)
+    return general, by_dataset
+
+
+# ---- writers -----------------------------------------------------------------------------------
+WALL_TIME_COLUMNS = ("wall_time_s_total", "wall_time_s_mean")
+
+
+def csv_rows(summary: Summary) -> list[dict[str, Any]]:
+    """One dict per CSV row: a row per (optimizer, dataset), then one per preparation."""
+    points = checkpoints(summary.budget)
+    rows = []
+    for r in summary.rows:
+        row: dict[str, Any] = {"optimizer": r.optimizer, "dataset": r.dataset, "row": "search", "runs": r.runs,
+                               "budget": r.budget, "optimum": _num(r.optimum)}
+        for t in points:
+            mean, low, high = r.at(t)
+            row.update({f"regret_{t}": _num(mean), f"regret_{t}_ci_low": _num(low), f"regret_{t}_ci_high": _num(high)})
+        row.update(median_queries_to_optimum=r.median_queries, median_censored=r.censored,
+                   runs_reaching_optimum=r.reached, wall_time_s_total=_num(r.wall_total_s),
+                   wall_time_s_mean=_num(r.wall_mean_s))
+        rows.append(row)
+    for p in summary.prep_rows:
+        rows.append({"optimizer": p.optimizer, "dataset": p.dataset, "row": "meta-training",
+                     "wall_time_s_total": _num(p.wall_time_s), "wall_time_s_mean": _num(p.wall_time_s)})
+    return rows
+
+
+def write_csv(summary: Summary, path: Path) -> Path:
+    rows = csv_rows(summary)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _num(value: float) -> float | str:
+    return "" if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def fmt_regret(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def fmt_median(row: Row) -> str:
+    return f">{row.budget}" if row.censored else str(row.median_queries)
+
+
+def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##") -> str:
+    """The summary as Markdown: method, one table and plot per dataset, then wall time.
+
+    ``plot_dir`` is the path prefix of the ``regret_<dataset>.png`` links (None: no images).
+    Wall time is confined to the last section, the only part that differs between two runs of
+    the same comparison.
+    """
+    general, by_dataset = _split_notes(summary)
+    lines = [*_method_lines(summary, general), ""]
+    points = checkpoints(summary.budget)
+    for dataset in summary.datasets:
+        rows = sorted((r for r in summary.rows if r.dataset == dataset), key=lambda r: (r.mean[-1], r.optimizer))
+        optimum = rows[0].optimum if rows else float("nan")
+        lines += [f"{heading} {dataset} (optimum {summary.report_metric} {optimum:.2f})", ""]
+        lines.append("| optimizer | " + " | ".join(f"regret @{t}" for t in points) + " | median queries to optimum |")
+        lines.append("|---|" + "---:|" * (len(points) + 1))
+        notes = [f"_{note}_" for note in by_dataset[dataset]]
+        for r in rows:
+            cells = [fmt_regret(*r.at(t)) for t in points]
+            lines.append(f"| {r.optimizer} | " + " | ".join(cells) + f" | {fmt_median(r)} ({r.reached}/{r.runs} reach it) |")
+        if notes:
+            lines += ["", "Note: " + "; ".join(notes)]
+        if plot_dir is not None:
+            lines += ["", f"![regret on {dataset}]({plot_dir.rstrip('/') + '/' if plot_dir else ''}regret_{dataset}.png)"]
+        lines.append("")
+    lines += wall_time_lines(summary, heading)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
+    seeds = summary.seeds
+    seed_text = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    lines = [
+        f"Benchmark `{summary.benchmark}`; budget {summary.budget} queries per run (initial designs included); "
+        f"{len(seeds)} seeds ({seed_text}), the same for every optimizer; search metric `{summary.search_metric}`, "
+        f"report metric `{summary.report_metric}`.",
+        "",
+        f"Regret after t queries = best `{summary.report_metric}` on the dataset − `{summary.report_metric}` of the "
+        f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: mean over "
+        f"seeds [{CONFIDENCE:.0%} bootstrap interval]. Queries to optimum: median over seeds of the first query "
+        f"with zero regret; runs that never reach it count as {summary.budget + 1}, so a censored median prints as "
+        f">{summary.budget}.",
+    ]
+    if summary.search_metric == summary.report_metric:
+        lines += ["", f"**The search maximises `{summary.search_metric}`, the metric it is scored on**: "
+                      "the benchmark file has no validation accuracy (the NATS-Bench CSV holds test accuracy only), "
+                      "so every method searches on test accuracy and absolute regrets are optimistic, "
+                      "for all methods alike."]
+    if notes:
+        lines += ["", "Notes from the runs: " + "; ".join(notes) + "."]
+    return lines
+
+
+def wall_time_lines(summary: Summary, heading: str = "##") -> list[str]:
+    lines = [f"{heading} Wall time", "", "| optimizer | runs | total (s) | mean per run (s) |", "|---|---:|---:|---:|"]
+    for optimizer in summary.optimizers:
+        rows = [r for r in summary.rows if r.optimizer == optimizer]
+        runs, total = sum(r.runs for r in rows), sum(r.wall_total_s for r in rows)
+        lines.append(f"| {optimizer} | {runs} | {total:.1f} | {total / runs:.2f} |")
+    for optimizer in dict.fromkeys(p.optimizer for p in summary.prep_rows):
+        preps = [p for p in summary.prep_rows if p.optimizer == optimizer]
+        total = sum(p.wall_time_s for p in preps)
+        lines.append(f"| {optimizer} meta-training | {len(preps)} datasets | {total:.1f} | {total / len(preps):.2f} per dataset |")
+    return lines
+
+
+def write_markdown(summary: Summary, path: Path, invocation: tuple[int, int, float] | None = None) -> Path:
+    """Write ``summary.md``; ``invocation`` = (runs done now, runs reused, elapsed seconds)."""
+    text = "# Black-box comparison\n\n" + markdown(summary, plot_dir="")
+    if invocation is not None:
+        ran, reused, elapsed = invocation
+        text += f"\nThe invocation that wrote this summary ran {ran} runs in {elapsed:.0f} s ({reused} reused from earlier ones).\n"
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,225 @@
+"""The BO loop shared by ``tnas`` and ``gp-bo``: a deep-kernel GP over cached cell encodings.
+
+Each iteration after the initial design:
+
+1. standardise the target's observations with their own mean and standard deviation (the
+   statistics of what has been seen so far, never the benchmark column);
+2. reset the trainable part of the surrogate (xi, the GP hyper-parameters and, when the
+   surrogate has one, the target's dataset context) to its starting state and fine-tune it on
+   those observations for ``finetune_steps`` Adam steps of the negative log marginal
+   likelihood -- restarting from the same state keeps a few noisy observations from dragging
+   the surrogate away step after step;
+3. score every not-yet-queried cell by the acquisition function, from psi encodings computed
+   once in :meth:`DeepKernelBO.setup` (psi is frozen during BO), and propose the best one.
+
+Subclasses say where the surrogate comes from (:meth:`build_surrogate`) and what the initial
+design is (:meth:`initial_design`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers import acquisition
+from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch intra-op threads, restoring the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class DeepKernelBO(BlackBoxOptimizer):
+    """Bayesian optimisation with a deep-kernel GP over all NB201 cells (abstract).
+
+    Hyper-parameters:
+        initial_design: cells queried before the first GP fit.
+        finetune_steps: Adam steps fitting the GP to the target's observations each iteration.
+        finetune_lr: their learning rate.
+        acquisition: ``ei`` (expected improvement) or ``ucb``.
+        ei_xi: EI's improvement margin, in standardised units.
+        ucb_beta: UCB's ``beta`` in ``mean + sqrt(beta) * std``.
+        threads: torch intra-op threads (1 keeps runs steady on a busy machine).
+    """
+
+    defaults: dict[str, Any] = {
+        "initial_design": 5,
+        "finetune_steps": 50,
+        "finetune_lr": 0.01,
+        "acquisition": "ei",
+        "ei_xi": 0.0,
+        "ucb_beta": 2.0,
+        "threads": 1,
+    }
+
+    # ---- what subclasses provide ---------------------------------------------------------
+    def build_surrogate(self):
+        """The :class:`~naslib_bayes.predictors.surrogate.TNASSurrogate` to fine-tune."""
+        raise NotImplementedError
+
+    def initial_design(self) -> list[int]:
+        """Indices (into ``self.cells``) of the initial design, in query order."""
+        raise NotImplementedError
+
+    def prepare_encodings(self, encodings: torch.Tensor) -> torch.Tensor:
+        """Hook to transform the cached encodings (identity by default)."""
+        return encodings
+
+    # ---- setup -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        if self.config["acquisition"] not in acquisition.ACQUISITIONS:
+            raise UserError(f"acquisition {self.config['acquisition']!r}: expected one of {', '.join(acquisition.ACQUISITIONS)}")
+        if int(self.config["initial_design"]) < 1:
+            raise UserError("initial_design must be at least 1")
+        with torch_threads(self.config["threads"]):
+            self.cells: list[nb201.Cell] = list(nb201.all_cells())
+            self._index = {c: i for i, c in enumerate(self.cells)}
+            self.surrogate = self.build_surrogate()
+            start, cpu = time.perf_counter(), time.process_time()
+            self.encodings = self.prepare_encodings(self.surrogate.encode_all(self.cells))
+            self.encoding_time_s = time.perf_counter() - start
+            self.encoding_cpu_s = time.process_time() - cpu
+            self.target_context = self._initial_target_context()
+            self._start_state = self._trainable_state()
+            self.priority = acquisition.tie_priority(len(self.cells), self.torch_gen)
+            self.queue = list(self.initial_design())
+        self.iteration_times: list[float] = []
+        self.iteration_cpu_times: list[float] = []  # CPU seconds: wall time on a busy machine overstates
+        self.fit_log: list[dict[str, float]] = []
+
+    def _initial_target_context(self) -> torch.nn.Parameter | None:
+        context = self.surrogate.initial_context()
+        return None if context is None else torch.nn.Parameter(context.to(torch.float64))
+
+    # ---- proposing -------------------------------------------------------------------------
+    def propose(self) -> nb201.Cell:
+        while self.queue:
+            index = self.queue.pop(0)
+            if not self.is_queried(self.cells[index]):
+                return self.cells[index]
+        start, cpu = time.perf_counter(), time.process_time()
+        with torch_threads(self.config["threads"]):
+            index = self.bo_step()
+        self.iteration_times.append(time.perf_counter() - start)
+        self.iteration_cpu_times.append(time.process_time() - cpu)
+        return self.cells[index]
+
+    def observed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices (n,) of the queried cells with a value and those values (n,), in query order.
+
+        A cell a partial benchmark lacks (NaN) was spent but tells the GP nothing.
+        """
+        pairs = [(self._index[c], v) for c, v in self.history if np.isfinite(v)]
+        index = torch.as_tensor([i for i, _ in pairs], dtype=torch.long)
+        return index, torch.as_tensor([v for _, v in pairs], dtype=torch.float64)
+
+    def bo_step(self) -> int:
+        """Fine-tune on the observations so far, then return the acquisition's best unqueried cell."""
+        index, values = self.observed()
+        if index.numel() == 0:  # nothing measured yet: fall back to the next cell by tie priority
+            allowed = torch.ones(len(self.cells), dtype=torch.bool)
+            allowed[[self._index[c] for c, _ in self.history]] = False
+            return acquisition.select_best(torch.zeros(len(self.cells)), allowed, self.priority)
+        y = transform_observations(values, self.surrogate.config.output_transform)
+        self._load_trainable_state(self._start_state)
+        self.fit_log.append(self.finetune(index, y))
+        mean, std = self.posterior(index, y)
+        scores = self.acquisition_scores(mean, std, float(y.max()))
+        allowed = torch.ones(len(self.cells), dtype=torch.bool)
+        allowed[[self._index[c] for c, _ in self.history]] = False
+        return acquisition.select_best(scores, allowed, self.priority)
+
+    def acquisition_scores(self, mean: torch.Tensor, std: torch.Tensor, best: float) -> torch.Tensor:
+        """Acquisition value of every cell (n,), from the posterior (n,), (n,) and the best y."""
+        return acquisition.score(self.config["acquisition"], mean, std, best,
+                                 xi=float(self.config["ei_xi"]), beta=float(self.config["ucb_beta"]))
+
+    def finetune(self, index: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on (index, y)."""
+        gp = self.surrogate.gp
+        params = list(gp.parameters()) + ([self.target_context] if self.target_context is not None else [])
+        optimizer = torch.optim.Adam(params, lr=float(self.config["finetune_lr"]))
+        loss = torch.zeros(())
+        for _ in range(int(self.config["finetune_steps"])):
+            optimizer.zero_grad()
+            x = self.surrogate.kernel_inputs(self.encodings[index], self.target_context)
+            loss = gp.neg_mll(x, y)
+            loss.backward()
+            optimizer.step()
+        return {"n": int(index.numel()), "loss": float(loss.detach()), **gp.hyperparameters()}
+
+    def posterior(self, index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GP posterior over all cells given the observations, each (15625,)."""
+        with torch.no_grad():
+            context = None if self.target_context is None else self.target_context.detach()
+            self.surrogate.gp.condition_on(self.surrogate.kernel_inputs(self.encodings[index], context), y)
+            return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context))
+
+    # ---- state -----------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"gp.{k}": v.detach().clone() for k, v in self.surrogate.gp.state_dict().items()}
+        if self.target_context is not None:
+            state["target_context"] = self.target_context.detach().clone()
+        return state
+
+    def _load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        gp_state = {k[3:]: v for k, v in state.items() if k.startswith("gp.")}
+        self.surrogate.gp.load_state_dict(gp_state, strict=False)
+        if self.target_context is not None:
+            with torch.no_grad():
+                self.target_context.copy_(state["target_context"])
+
+    def result_extras(self) -> dict[str, Any]:
+        times, cpu = self.iteration_times, self.iteration_cpu_times
+        return {
+            "timing": {
+                "encode_all_cells_s": self.encoding_time_s,
+                "encode_all_cells_cpu_s": self.encoding_cpu_s,
+                "bo_iterations": len(times),
+                "bo_iteration_mean_s": float(np.mean(times)) if times else None,
+                "bo_iteration_max_s": float(np.max(times)) if times else None,
+                "bo_iteration_mean_cpu_s": float(np.mean(cpu)) if cpu else None,
+            },
+        }
+
+    def get_checkpointables(self) -> dict[str, Any]:
+        return {**super().get_checkpointables(), "surrogate": self.surrogate.state_dict()}
+
+
+def transform_observations(values: torch.Tensor, kind: str = "standardise") -> torch.Tensor:
+    """The target's observations in GP units, from the observations alone (never the column).
+
+    ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
+    observation's mid-rank among the observations (the meta-training transform, applied to
+    what has been seen).
+    """
+    if kind == "copula":
+        from naslib_bayes.predictors.meta_train import copula
+
+        array = values.numpy()
+        return torch.as_tensor(copula(array, array), dtype=values.dtype)
+    return standardise(values)
+
+
+def standardise(values: torch.Tensor) -> torch.Tensor:
+    """(v - mean) / std of the given values; std taken as 1 when fewer than two distinct values."""
+    std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros(())
+    std = std if float(std) > 1e-12 else torch.ones((), dtype=values.dtype)
+    return (values - values.mean()) / std

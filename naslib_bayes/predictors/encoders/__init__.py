@@ -1,0 +1,1 @@
+"""Encoders feeding the deep kernel: architectures (DAG GRU) and datasets (Set Transformer)."""

@@ -1,0 +1,396 @@
+"""Meta-training of the TNAS surrogate on evaluations from other datasets.
+
+A *task* is a random subset of 20 to 100 cells of one meta-training dataset with their
+accuracies in GP units computed from that dataset's own statistics over its training cells:
+``copula`` (default) maps an accuracy to the normal quantile of its rank, ``standardise``
+subtracts the mean and divides by the standard deviation. The rank-based form keeps the few
+degenerate cells (1-10% accuracy, 4-5 standard deviations below the rest) from dominating the
+marginal likelihood; with plain standardisation the validation NLL of meta-training stalls near
+the level of predicting the mean. The loss of a task is the GP's negative log marginal likelihood, which trains psi, xi,
+the GP hyper-parameters and (``learned`` mode) the dataset contexts together.
+
+Outer updates:
+
+* ``reptile`` (the paper): from the current weights theta, ``inner_steps`` Adam steps on one
+  task give theta'; then ``theta <- theta + outer_step * (theta' - theta)``.
+* ``joint`` (the public code, default): one Adam step per batch of ``tasks_per_step`` tasks
+  on the shared weights.
+
+Each meta-training dataset keeps ``holdout_fraction`` of its cells out of training; fixed
+validation tasks condition the GP on training cells and score the held-out ones (predictive
+negative log likelihood, GP units). Training stops when that loss has not improved
+for ``patience`` evaluations, and the best weights are kept. ReduceLROnPlateau lowers the inner
+learning rate on the same signal. The target dataset is never seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.predictors.deep_kernel_gp import exact_gp_settings
+from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MetaDataset:
+    """Evaluations of one meta-training dataset.
+
+    Attributes:
+        name: dataset name.
+        cells: (n, 6) op-index tuples.
+        values: (n,) accuracies (percent), finite.
+        images: ``images`` mode only: a callable ``generator -> (n_classes, per_class, ...)``
+            images sampled per class (a fresh sample for each task).
+    """
+
+    name: str
+    cells: np.ndarray
+    values: np.ndarray
+    images: Callable[[torch.Generator], torch.Tensor] | None = None
+
+
+@dataclass
+class MetaTrainConfig:
+    """Hyper-parameters of meta-training (plain values: they are stored with the surrogate).
+
+    Attributes:
+        outer: ``joint`` or ``reptile``.
+        iterations: maximum number of outer iterations.
+        lr: Adam learning rate of the inner optimiser (halved on plateaus). The paper's 0.1
+            leaves psi and xi at the no-information solution here (validation NLL flat at the
+            level of predicting the mean); 0.01 learns.
+        inner_steps: ``reptile``: Adam steps per task.
+        outer_step: ``reptile``: the fraction of the way theta moves towards theta'.
+        task_size: inclusive range of cells per task.
+        holdout_fraction: share of each dataset's cells held out for early stopping.
+        eval_every: outer iterations between validations.
+        patience: validations without improvement before stopping.
+        lr_patience: validations without improvement before the learning rate is halved.
+        val_tasks: validation tasks per dataset.
+        val_support: training cells each validation task conditions on.
+        val_query: held-out cells each validation task scores.
+        threads: torch intra-op threads while training.
+        tasks_per_step: ``joint``: tasks whose mean loss makes one Adam step (one encoder call
+            for all their cells, which is where the time goes).
+        clip_norm: gradient-norm clipping of each Adam step.
+        output_transform: ``standardise`` (mean and standard deviation of the dataset's
+            training cells) or ``copula`` (normal quantile of the cell's rank among them).
+        evidence_top: best training cells of each dataset kept as evidence (see below).
+        evidence_random: further random training cells of each dataset kept as evidence.
+
+    The evidence is what the surrogate conditions on to predict a new dataset before any of its
+    cells is evaluated (the initial design): the best cells pin down the region that matters,
+    the random ones the rest of the space.
+    """
+
+    outer: str = "joint"
+    iterations: int = 800
+    lr: float = 0.01
+    inner_steps: int = 5
+    outer_step: float = 0.1
+    task_size: tuple[int, int] = (20, 100)
+    holdout_fraction: float = 0.1
+    eval_every: int = 50
+    patience: int = 6
+    lr_patience: int = 2
+    val_tasks: int = 4
+    val_support: int = 50
+    val_query: int = 100
+    threads: int = 1
+    evidence_top: int = 200
+    tasks_per_step: int = 2
+    clip_norm: float = 1.0
+    output_transform: str = "copula"
+    evidence_random: int = 500
+
+    def __post_init__(self):
+        if self.output_transform not in ("standardise", "copula"):
+            raise UserError(f"output transform {self.output_transform!r}: expected 'standardise' or 'copula'")
+        if self.outer not in ("reptile", "joint"):
+            raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
+        self.task_size = tuple(int(s) for s in self.task_size)
+        if not 2 <= self.task_size[0] <= self.task_size[1]:
+            raise UserError(f"task size range {self.task_size} must satisfy 2 <= low <= high")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["task_size"] = list(self.task_size)
+        return out
+
+
+@dataclass
+class _Split:
+    """One dataset's training and held-out cells, with standardised values."""
+
+    index: int
+    data: MetaDataset
+    train: np.ndarray  # positions into data.cells
+    held_out: np.ndarray
+    mean: float
+    std: float
+    transform: str = "standardise"
+
+    def standardised(self, positions: np.ndarray) -> torch.Tensor:
+        """Task values in the units the GP sees (see ``MetaTrainConfig.output_transform``)."""
+        values = self.data.values[positions]
+        if self.transform == "copula":
+            return torch.as_tensor(copula(values, self.data.values[self.train]), dtype=torch.float64)
+        return torch.as_tensor((values - self.mean) / self.std, dtype=torch.float64)
+
+    def cells(self, positions: np.ndarray) -> list[tuple[int, ...]]:
+        return [tuple(int(op) for op in c) for c in self.data.cells[positions]]
+
+
+@dataclass
+class MetaTrainLog:
+    """What meta-training did, for result.json."""
+
+    iterations: int = 0
+    stopped_early: bool = False
+    best_iteration: int = 0
+    best_val_loss: float = math.inf
+    wall_time_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    datasets: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfig, config: MetaTrainConfig,
+               seed: int, progress: Callable[[int, float], None] | None = None) -> tuple[TNASSurrogate, MetaTrainLog]:
+    """Meta-train a fresh surrogate on ``datasets``; returns it (best validation weights) and a log.
+
+    ``seed`` drives the initial weights, the train/held-out split, task sampling and image
+    sampling, through local generators only.
+    """
+    if not datasets:
+        raise UserError("meta-training needs at least one dataset")
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, config.threads))
+    try:
+        np_rng = np.random.default_rng(seed)
+        torch_gen = torch.Generator().manual_seed(seed)
+        surrogate_config = dataclasses.replace(surrogate_config, meta_datasets=tuple(d.name for d in datasets),
+                                               output_transform=config.output_transform)
+        surrogate = TNASSurrogate(surrogate_config, generator=torch_gen)
+        splits = [_split(i, d, config.holdout_fraction, config.output_transform, np_rng) for i, d in enumerate(datasets)]
+        validation = _validation_tasks(splits, config, np_rng)
+        log = MetaTrainLog(datasets={s.data.name: {"mean": s.mean, "std": s.std, "train_cells": len(s.train),
+                                                   "held_out_cells": len(s.held_out)} for s in splits})
+        _train_loop(surrogate, splits, validation, config, np_rng, torch_gen, log, progress)
+        surrogate.set_evidence(_select_evidence(splits, config, np_rng), _meta_phi(surrogate, splits, torch_gen))
+    finally:
+        torch.set_num_threads(threads)
+    log.wall_time_s = time.perf_counter() - start
+    return surrogate, log
+
+
+def _split(index: int, data: MetaDataset, holdout_fraction: float, transform: str,
+           rng: np.random.Generator) -> _Split:
+    finite = np.flatnonzero(np.isfinite(data.values))
+    if finite.size < 10:
+        raise UserError(f"meta-training dataset {data.name!r} has only {finite.size} evaluated cells")
+    order = rng.permutation(finite)
+    n_out = max(1, int(round(holdout_fraction * finite.size)))
+    train, held_out = np.sort(order[n_out:]), np.sort(order[:n_out])
+    values = data.values[train]
+    return _Split(index, data, train, held_out, float(values.mean()), float(values.std()) or 1.0, transform)
+
+
+def _select_evidence(splits: Sequence[_Split], config: MetaTrainConfig, rng) -> Evidence:
+    cells, values, owner = [], [], []
+    for split in splits:
+        ranked = split.train[np.argsort(-split.data.values[split.train], kind="stable")]
+        top = ranked[: config.evidence_top]
+        rest = ranked[config.evidence_top :]
+        extra = rng.choice(rest, size=min(config.evidence_random, len(rest)), replace=False)
+        chosen = np.concatenate([top, np.sort(extra)])
+        cells.append(torch.as_tensor(split.data.cells[chosen], dtype=torch.long))
+        values.append(split.standardised(chosen))
+        owner.append(torch.full((len(chosen),), split.index, dtype=torch.long))
+    return Evidence(torch.cat(cells), torch.cat(values), torch.cat(owner))
+
+
+@torch.no_grad()
+def _meta_phi(surrogate: TNASSurrogate, splits, torch_gen, samples: int = 4) -> torch.Tensor | None:
+    """``images`` mode: each meta dataset's phi, averaged over a few image samples."""
+    if surrogate.config.dataset_encoder != "images":
+        return None
+    return torch.stack([torch.stack([_context(surrogate, split, torch_gen) for _ in range(samples)]).mean(0)
+                        for split in splits])
+
+
+def _sample_task(split: _Split, config: MetaTrainConfig, rng: np.random.Generator) -> np.ndarray:
+    low, high = config.task_size
+    size = int(rng.integers(low, high + 1))
+    return rng.choice(split.train, size=min(size, len(split.train)), replace=False)
+
+
+def _validation_tasks(splits, config: MetaTrainConfig, rng) -> list[tuple[_Split, np.ndarray, np.ndarray]]:
+    tasks = []
+    for split in splits:
+        for _ in range(config.val_tasks):
+            support = rng.choice(split.train, size=min(config.val_support, len(split.train)), replace=False)
+            query = rng.choice(split.held_out, size=min(config.val_query, len(split.held_out)), replace=False)
+            tasks.append((split, support, query))
+    return tasks
+
+
+def _context(surrogate: TNASSurrogate, split: _Split, torch_gen: torch.Generator) -> torch.Tensor | None:
+    """The dataset context of a task: learned row, freshly sampled images, or none."""
+    mode = surrogate.config.dataset_encoder
+    if mode == "learned":
+        return surrogate.meta_context(split.index)
+    if mode == "images":
+        from naslib_bayes.predictors.dataset_context import image_context
+
+        return image_context(surrogate, split.data.images(torch_gen))
+    return None
+
+
+def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
+    """Mean over tasks of the negative log marginal likelihood per cell.
+
+    The cells of all tasks go through psi in one batch: the encoder's cost is mostly per call,
+    not per cell, at task sizes.
+    """
+    cells = [c for split, positions in tasks for c in split.cells(positions)]
+    encodings = surrogate.encode(cells)
+    losses, start = [], 0
+    for split, positions in tasks:
+        block = encodings[start : start + len(positions)]
+        start += len(positions)
+        x = surrogate.kernel_inputs(block, _context(surrogate, split, torch_gen))
+        losses.append(surrogate.gp.neg_mll(x, split.standardised(positions)))
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def validation_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> float:
+    """Mean predictive negative log likelihood of held-out cells given training cells."""
+    losses = []
+    for split, support, query in tasks:
+        context = _context(surrogate, split, torch_gen)
+        xs = surrogate.kernel_inputs(surrogate.encode(split.cells(support)), context)
+        xq = surrogate.kernel_inputs(surrogate.encode(split.cells(query)), context)
+        surrogate.gp.condition_on(xs, split.standardised(support))
+        mean, std = surrogate.gp.posterior(xq)
+        var = std**2 + surrogate.gp.likelihood.noise.detach()
+        y = split.standardised(query)
+        losses.append(float((0.5 * torch.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var).mean()))
+    return float(np.mean(losses))
+
+
+def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, torch_gen, log: MetaTrainLog, progress):
+    params = [p for p in surrogate.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
+    best_state = copy.deepcopy(surrogate.state_dict())
+    log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
+    stale = 0
+    for iteration in range(1, config.iterations + 1):
+        if config.outer == "joint":
+            batch = [_random_task(splits, config, rng) for _ in range(config.tasks_per_step)]
+            train_loss = _adam_steps(surrogate, optimizer, batch, 1, torch_gen, config.clip_norm)
+        else:
+            train_loss = _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
+        log.iterations = iteration
+        if iteration % config.eval_every:
+            continue
+        val = validation_loss(surrogate, validation, torch_gen)
+        scheduler.step(val)
+        log.history.append({"iteration": iteration, "train_loss": train_loss, "val_loss": val,
+                            "lr": optimizer.param_groups[0]["lr"]})
+        if progress is not None:
+            progress(iteration, val)
+        if val < log.best_val_loss - 1e-4:
+            log.best_val_loss, log.best_iteration, stale = val, iteration, 0
+            best_state = copy.deepcopy(surrogate.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.stopped_early = True
+                break
+    surrogate.load_state_dict(best_state)
+
+
+def _random_task(splits, config: MetaTrainConfig, rng) -> tuple[_Split, np.ndarray]:
+    split = splits[int(rng.integers(len(splits)))]
+    return split, _sample_task(split, config, rng)
+
+
+def _adam_steps(surrogate, optimizer, tasks, steps: int, torch_gen, clip_norm: float) -> float:
+    """``steps`` Adam steps on the mean loss of ``tasks`` ([(split, positions)])."""
+    loss = torch.zeros(())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = batch_loss(surrogate, tasks, torch_gen)
+        if not torch.isfinite(loss):  # a task whose kernel matrix broke down: skip it
+            continue
+        loss.backward()
+        # Clipping keeps one badly conditioned task from throwing the encoder off for good
+        # (without it, runs at this learning rate occasionally collapse to a flat kernel).
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optimizer.step()
+    return float(loss.detach())
+
+
+def _reptile_step(surrogate, optimizer, tasks, config: MetaTrainConfig, torch_gen) -> float:
+    """theta <- theta + outer_step * (theta' - theta), theta' after ``inner_steps`` Adam steps.
+
+    The Adam moments persist across tasks (as in REPTILE's reference implementation), which
+    keeps the inner steps' scale stable from one task to the next.
+    """
+    before = [p.detach().clone() for p in surrogate.parameters()]
+    loss = _adam_steps(surrogate, optimizer, tasks, config.inner_steps, torch_gen, config.clip_norm)
+    with torch.no_grad():
+        for p, p0 in zip(surrogate.parameters(), before):
+            p.copy_(p0 + config.outer_step * (p - p0))
+    return loss
+
+
+def copula(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Normal quantile of each value's mid-rank among ``reference`` (ties share a rank)."""
+    from scipy.stats import norm
+
+    reference = np.sort(reference)
+    below = np.searchsorted(reference, values, side="left")
+    not_above = np.searchsorted(reference, values, side="right")
+    return norm.ppf((0.5 * (below + not_above) + 0.5) / (len(reference) + 1))
+
+
+def meta_datasets_from_benchmark(benchmark, datasets: Sequence[str], metric: str = "test_accuracy",
+                                 dataset_encoder: str = "off", image_root=None) -> list[MetaDataset]:
+    """:class:`MetaDataset` s for ``datasets`` of a benchmark (``images`` mode: with image samplers)."""
+    from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
+
+    out = []
+    for name in datasets:
+        name = canonical_dataset(name)
+        if not benchmark.has_metric(name, metric):
+            metric_used = "test_accuracy"
+            logger.warning("%s has no %s for %s: meta-training on %s", benchmark.source, metric, name, metric_used)
+        else:
+            metric_used = metric
+        images = None
+        if dataset_encoder == "images":
+            from naslib_bayes.predictors.dataset_context import image_sampler
+
+            images = image_sampler(name, image_root)
+        out.append(MetaDataset(name, np.asarray(benchmark.cells), np.asarray(benchmark.query_all(name, metric_used)), images))
+    return out

@@ -1,0 +1,140 @@
+"""Baseline black-box optimizers: budget accounting, no repeated queries, seeded behaviour, and
+the algorithmic signature each one is named for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from naslib_bayes.experiment import run_blackbox_search
+from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.blackbox import BlackBoxProblem, run_black_box
+from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.encodings import PATH_ENCODING_DIM, path_encoding, path_feature_index
+
+#: Small BANANAS settings so that tests stay fast; the algorithm is unchanged.
+FAST_BANANAS = {"epochs": 30, "k": 4, "num_candidates": 40}
+SETTINGS = {"rs": {}, "re": {}, "ls": {}, "bananas": FAST_BANANAS}
+
+
+def run(benchmark, name, budget, seed, dataset="cifar10", **overrides):
+    problem = BlackBoxProblem.from_benchmark(benchmark, dataset, "test_accuracy", budget)
+    optimizer = registry.create(name, kind=registry.BLACK_BOX, seed=seed, **{**SETTINGS[name], **overrides})
+    run_black_box(optimizer, problem)
+    return problem.objective
+
+
+def hamming(a, b) -> int:
+    return sum(x != y for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_budget_is_spent_exactly_on_distinct_cells(nats_benchmark, name):
+    budget = 37  # not a multiple of any batch size or population
+    objective = run(nats_benchmark, name, budget, seed=4)
+    assert objective.num_queries == budget and objective.remaining == 0
+    assert len(set(objective.queried)) == budget
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_same_seed_same_trajectory_other_seed_other_trajectory(nats_benchmark, name):
+    first = run(nats_benchmark, name, 25, seed=1).queried
+    assert run(nats_benchmark, name, 25, seed=1).queried == first
+    assert run(nats_benchmark, name, 25, seed=2).queried != first
+
+
+@pytest.mark.parametrize("name, overrides", [("re", {"population_size": 5, "sample_size": 2}),
+                                             ("ls", {"num_init": 2}), ("ls", {"improvement": "first"})])
+def test_long_searches_never_repeat_a_cell(nats_benchmark, name, overrides):
+    # Small populations and many restarts exhaust neighbourhoods: the optimizers must walk on.
+    objective = run(nats_benchmark, name, 400, seed=0, dataset="cifar100", **overrides)
+    assert len(set(objective.queried)) == 400
+
+
+def test_regularized_evolution_mutates_a_living_member(nats_benchmark):
+    population = 8
+    objective = run(nats_benchmark, "re", 60, seed=3, population_size=population, sample_size=3)
+    queried = objective.queried
+    for t in range(population, len(queried)):
+        alive = queried[t - population : t]  # aging: the population is the last P queried
+        assert any(hamming(queried[t], parent) == 1 for parent in alive), t
+
+
+def test_local_search_climbs_from_the_best_initial_cell(nats_benchmark):
+    objective = run(nats_benchmark, "ls", 60, seed=5, num_init=10)
+    initial = objective.queried[:10]
+    centre = max(initial, key=lambda c: nats_benchmark.query(c, "cifar10"))
+    fresh = [n for n in nb201.neighbours(centre) if n not in initial]
+    # Best improvement: the whole unqueried neighbourhood is evaluated before any move.
+    assert set(objective.queried[10 : 10 + len(fresh)]) == set(fresh)
+    best_nbr = max(nb201.neighbours(centre), key=lambda c: nats_benchmark.query(c, "cifar10"))
+    next_query = objective.queried[10 + len(fresh)]
+    if nats_benchmark.query(best_nbr, "cifar10") > nats_benchmark.query(centre, "cifar10"):
+        assert hamming(next_query, best_nbr) == 1  # moved to the best neighbour
+    else:
+        assert hamming(next_query, centre) > 0  # restarted
+
+
+def test_bananas_queries_mutants_of_good_cells(nats_benchmark):
+    objective = run(nats_benchmark, "bananas", 30, seed=0, num_init=10, max_mutations=2)
+    queried = objective.queried
+    for t in range(10, len(queried)):
+        assert min(hamming(queried[t], earlier) for earlier in queried[:t]) <= 2, t
+
+
+def test_bananas_rejects_an_unknown_acquisition(nats_benchmark):
+    with pytest.raises(ValueError, match="acq_fn_type"):
+        run(nats_benchmark, "bananas", 12, seed=0, acq_fn_type="pi")
+
+
+@pytest.mark.parametrize("acq", ["its", "ei"])
+def test_bananas_beats_random_search_on_average(nats_benchmark, acq):
+    def mean_regret(name, **overrides):
+        best = nats_benchmark.best("cifar10")
+        return np.mean([best - max(run(nats_benchmark, name, 40, seed=s, **overrides).values) for s in range(4)])
+
+    assert mean_regret("bananas", acq_fn_type=acq) < mean_regret("rs")
+
+
+def test_path_encoding_counts_live_paths():
+    conv = nb201.OPS.index("nor_conv_3x3")
+    all_conv = path_encoding((conv,) * 6)
+    assert all_conv.shape == (PATH_ENCODING_DIM,) == (84,)
+    expected = {path_feature_index([conv] * n) for n in (1, 2, 3)}
+    assert set(np.flatnonzero(all_conv)) == expected
+    assert not path_encoding((nb201.NONE,) * 6).any()
+    # 'none' on edge 0->3 removes exactly the length-1 path.
+    cell = (conv, conv, conv, nb201.NONE, conv, conv)
+    assert set(np.flatnonzero(path_encoding(cell))) == expected - {path_feature_index([conv])}
+
+
+def test_path_feature_indices_are_a_bijection():
+    ops = [op for op in range(nb201.NUM_OPS) if op != nb201.NONE]
+    indices = [path_feature_index([ops[i] for i in positions])
+               for n in (1, 2, 3) for positions in np.ndindex(*(len(ops),) * n)]
+    assert sorted(indices) == list(range(PATH_ENCODING_DIM))
+
+
+def test_mlp_ensemble_learns_and_disagrees_off_data():
+    rng = np.random.default_rng(0)
+    x = rng.random((80, 6)).astype(np.float32)
+    y = x @ np.arange(1, 7) + 3.0
+    config = MLPEnsembleConfig(num_layers=3, width=16, epochs=150)
+    import torch
+
+    model = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, y)
+    test = rng.random((50, 6)).astype(np.float32)
+    pred = model.predict(test)
+    assert pred.shape == (config.num_members, 50)
+    assert np.corrcoef(pred.mean(0), test @ np.arange(1, 7))[0, 1] > 0.9
+    assert pred.std(0).mean() > 0  # members differ: the ensemble has an uncertainty
+    again = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, y).predict(test)
+    np.testing.assert_array_equal(pred, again)
+
+
+def test_results_record_report_regret_inputs(nats_benchmark):
+    result = run_blackbox_search(nats_benchmark, "re", "cifar100", budget=30, seed=0)
+    assert result["report_optimum"] == nats_benchmark.best("cifar100")
+    running = np.maximum.accumulate([q["accuracy"] for q in result["trajectory"]])
+    np.testing.assert_allclose(result["incumbent_report_accuracy"], running)  # search = report metric here

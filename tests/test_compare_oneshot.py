@@ -1,0 +1,78 @@
+"""``naslib-bayes compare --oneshot``: job grid, benchmark look-up of derived cells, resume and
+summary, with a stand-in for the one-shot search itself (the search has its own tests)."""
+
+from __future__ import annotations
+
+import json
+import random
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from naslib_bayes.comparison import oneshot
+from naslib_bayes.comparison.runner import RunSpec, run_path
+from naslib_bayes.optimizers import registry
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+NAMES = ["fake-a", "fake-b"]
+
+
+@pytest.fixture
+def fake_oneshot(monkeypatch):
+    specs = {n: registry.OptimizerSpec(n, registry.ONE_SHOT, "naslib_bayes.optimizers.random_search:RandomSearch", "stand-in")
+             for n in NAMES}
+    monkeypatch.setattr(registry, "OPTIMIZERS", MappingProxyType({**registry.OPTIMIZERS, **specs}))
+
+
+def fake_search(calls):
+    """A one-shot search stand-in: a seeded random cell, written like ``search`` writes it."""
+    def search(settings, spec, work):
+        calls.append(spec)
+        cell = nb201.random_cell(random.Random(f"{spec.optimizer}-{spec.seed}"))
+        form = {"final_architecture": nb201.to_string(cell)} if spec.optimizer == "fake-a" else \
+               {"final_architecture_op_indices": list(cell), "final_architecture": None}
+        return {"schema_version": "1.0", "command": "search", "optimizer": spec.optimizer, "search_space": "nasbench201",
+                "dataset": spec.dataset, "seed": spec.seed, "wall_time_s": 1.5 + spec.seed, "config": {}, "versions": {},
+                **form}
+    return search
+
+
+def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES, dataset="mnist",
+                                       data_root=tmp_path, seeds=[0, 1, 2, 3], epochs=2)
+    calls = []
+    stop = iter(range(100))
+
+    def interrupt(spec):
+        if next(stop) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls), on_run_done=interrupt)
+    ran, done, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    assert len(done) == 3 and len(ran) == 5 and len(calls) == 8  # nothing searched twice
+    for spec in settings.runs():
+        result = json.loads(run_path(tmp_path, spec).read_text())
+        cell = tuple(result["final_architecture_op_indices"])
+        assert result["final_architecture"] == nb201.to_string(cell)
+        assert result["benchmark_accuracy"] == {d: nats_benchmark.query(cell, d) for d in nats_benchmark.datasets}
+    rows = oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", settings.seeds)
+    oneshot.write_oneshot_summary(rows, "mnist", tmp_path, 2)
+    for row in rows:
+        accs = [json.loads(run_path(tmp_path, RunSpec(row.optimizer, "mnist", s)).read_text())["benchmark_accuracy"]
+                for s in settings.seeds]
+        for d, (mean, low, high) in row.accuracy.items():
+            assert mean == pytest.approx(np.mean([a[d] for a in accs])) and low <= mean <= high
+        assert row.search_time_total_s == pytest.approx(sum(1.5 + s for s in settings.seeds))
+    text = (tmp_path / "summary.md").read_text()
+    assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 epochs" in text
+
+
+def test_unknown_oneshot_optimizer_is_the_registry_error(nats_csv, tmp_path, capsys):
+    from naslib_bayes.cli import main
+
+    code = main(["compare", "--oneshot", "nope", "--dataset", "mnist", "--benchmark", str(nats_csv), "--seeds", "1",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown one-shot optimizer 'nope'; valid:" in err and err.count("\n") == 1

@@ -1,0 +1,156 @@
+"""The encoders feeding the TNAS kernel: psi over cell DAGs, phi over class-grouped images."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from naslib_bayes.predictors.encoders import dag_gru
+from naslib_bayes.predictors.encoders.dag_gru import DagGRUEncoder, cells_to_batch
+from naslib_bayes.predictors.encoders.set_transformer import (
+    DatasetEncoder, PixelFeatures, RandomConvFeatures, class_sets, encode_dataset)
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201 import dag
+
+ALL_CELLS = list(nb201.all_cells())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two intra-op threads on a busy 2-core machine are many times slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return DagGRUEncoder(generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def all_encodings(encoder):
+    return encoder.encode_cells(ALL_CELLS)
+
+
+def test_fast_batch_is_the_torch_geometric_batch():
+    cells = ALL_CELLS[::997]
+    fast, reference = cells_to_batch(cells), dag.batch_dags(cells)
+    for key in ("x", "edge_index", "batch", "ptr"):
+        assert torch.equal(getattr(fast, key), getattr(reference, key)), key
+
+
+@pytest.mark.parametrize("index", [0, 123, 7812, 15624])
+def test_a_cell_alone_encodes_as_inside_the_full_batch(encoder, all_encodings, index):
+    alone = encoder(dag.batch_dags([ALL_CELLS[index]]))[0].detach()
+    assert torch.allclose(alone, all_encodings[index], atol=1e-6, rtol=0)
+
+
+def _min_pairwise_distance(x: torch.Tensor, chunk: int = 2048) -> float:
+    smallest = float("inf")
+    for start in range(0, x.size(0), chunk):
+        d = torch.cdist(x[start : start + chunk], x)
+        rows = torch.arange(d.size(0))
+        d[rows, start + rows] = float("inf")  # a cell's distance to itself
+        smallest = min(smallest, float(d.min()))
+    return smallest
+
+
+def test_untrained_encodings_of_all_cells_are_pairwise_distinct(all_encodings):
+    assert all_encodings.shape == (15625, 16)
+    assert _min_pairwise_distance(all_encodings.double()) > 1e-7
+
+
+def test_merging_equal_subgraphs_changes_no_encoding(encoder, monkeypatch):
+    cells = ALL_CELLS[::7]  # 2,233 cells: large enough for the merge path
+    merged = encoder.encode_cells(cells)
+    monkeypatch.setattr(dag_gru, "MERGE_MIN_NODES", 10**9)  # visit every node separately
+    separate = encoder.encode_cells(cells)
+    assert torch.allclose(merged, separate, atol=1e-6, rtol=0)
+
+
+def test_gradients_reach_every_encoder_weight(encoder):
+    out = encoder(cells_to_batch(ALL_CELLS[:40]))
+    out.pow(2).sum().backward()
+    missing = [name for name, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    encoder.zero_grad()
+    assert not missing
+
+
+def test_construction_depends_on_the_generator_only():
+    torch.manual_seed(1)
+    a = DagGRUEncoder(generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    b = DagGRUEncoder(generator=torch.Generator().manual_seed(5))
+    c = DagGRUEncoder(generator=torch.Generator().manual_seed(6))
+    cells = ALL_CELLS[:50]
+    assert torch.equal(a.encode_cells(cells), b.encode_cells(cells))
+    assert not torch.allclose(a.encode_cells(cells), c.encode_cells(cells))
+
+
+# ---- phi ------------------------------------------------------------------------------------
+def _read_idx(path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    images = torch.from_numpy(_read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz").copy())
+    labels = torch.from_numpy(_read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return torch.tensor(data.images / 16.0, dtype=torch.float32), torch.tensor(data.target)
+
+
+def _phi(extractor, images, seed=1):
+    encoder = DatasetEncoder(extractor.out_dim, generator=torch.Generator().manual_seed(seed)).double()
+    return encoder, lambda sets: encode_dataset(encoder, extractor, sets).detach()
+
+
+@pytest.mark.parametrize("extractor", [PixelFeatures(8), RandomConvFeatures(seed=0)], ids=lambda e: e.name)
+@pytest.mark.parametrize("data", ["mnist", "digits"])
+def test_phi_ignores_the_order_of_samples_and_classes(request, extractor, data):
+    images, labels = request.getfixturevalue(data)
+    assert torch.unique(labels).numel() == 10
+    sets = class_sets(images, labels, per_class=20, generator=torch.Generator().manual_seed(0))
+    assert sets.shape[:2] == (10, 20)
+    assert all(torch.all(labels[torch.isin(labels, c)] == c) for c in torch.unique(labels))
+    _, phi = _phi(extractor, images)
+    reference = phi(sets)
+    g = torch.Generator().manual_seed(3)
+    within = torch.stack([s[torch.randperm(20, generator=g)] for s in sets])
+    assert not torch.equal(within, sets)
+    assert torch.allclose(phi(within), reference, atol=1e-6, rtol=0)
+    across = within[torch.randperm(10, generator=g)]
+    assert torch.allclose(phi(across), reference, atol=1e-6, rtol=0)
+
+
+def test_phi_tells_mnist_from_digits(mnist, digits):
+    extractor = RandomConvFeatures(seed=0)
+    _, phi = _phi(extractor, None)
+    g = torch.Generator().manual_seed(0)
+    a1 = phi(class_sets(*mnist, per_class=20, generator=g))
+    a2 = phi(class_sets(*mnist, per_class=20, generator=g))
+    b = phi(class_sets(*digits, per_class=20, generator=g))
+    # Two samples of MNIST are closer to each other than to digits.
+    assert torch.dist(a1, a2) < torch.dist(a1, b)
+
+
+def test_random_conv_features_are_fixed_by_their_seed(digits):
+    images = digits[0][:16]
+    assert torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=4)(images))
+    assert not torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=5)(images))

@@ -1,0 +1,103 @@
+"""The deep-kernel GP against a closed-form exact GP, and its marginal likelihood against gpytorch's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP, FeatureMLP
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _matern52(a: np.ndarray, b: np.ndarray, lengthscale: float, outputscale: float) -> np.ndarray:
+    r = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)) / lengthscale
+    return outputscale * (1 + math.sqrt(5) * r + 5.0 / 3.0 * r**2) * np.exp(-math.sqrt(5) * r)
+
+
+@pytest.fixture
+def toy():
+    g = torch.Generator().manual_seed(0)
+    mlp = FeatureMLP(3, (8,), 4, generator=g).double()
+    gp = DeepKernelGP(mlp).double()
+    gp.covar_module.outputscale = 1.7
+    gp.covar_module.base_kernel.lengthscale = 0.8
+    gp.likelihood.noise = 0.05
+    gp.mean_module.constant.data.fill_(0.3)
+    x = torch.rand(25, 3, generator=g, dtype=torch.float64) * 4 - 2
+    y = torch.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2]
+    x_test = torch.rand(40, 3, generator=g, dtype=torch.float64) * 4 - 2
+    return gp, x, y, x_test
+
+
+def _closed_form(gp, x, y, x_test):
+    with torch.no_grad():
+        z, z_test = gp.mlp(x).numpy(), gp.mlp(x_test).numpy()
+    ell, s = float(gp.covar_module.base_kernel.lengthscale), float(gp.covar_module.outputscale)
+    noise, m = float(gp.likelihood.noise), float(gp.mean_module.constant)
+    k = _matern52(z, z, ell, s) + noise * np.eye(len(z))
+    k_star = _matern52(z_test, z, ell, s)
+    mean = m + k_star @ np.linalg.solve(k, y.numpy() - m)
+    var = s - np.einsum("ij,ji->i", k_star, np.linalg.solve(k, k_star.T))
+    residual = y.numpy() - m
+    log_ml = -0.5 * residual @ np.linalg.solve(k, residual) - 0.5 * np.linalg.slogdet(k)[1] - 0.5 * len(z) * math.log(2 * math.pi)
+    return mean, np.sqrt(var), log_ml / len(z)
+
+
+def test_posterior_equals_the_closed_form_exact_gp(toy):
+    gp, x, y, x_test = toy
+    gp.condition_on(x, y)
+    mean, std = gp.posterior(x_test, batch_size=7)  # several batches
+    ref_mean, ref_std, _ = _closed_form(gp, x, y, x_test)
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(std.numpy(), ref_std, rtol=0, atol=1e-9)
+
+
+def test_posterior_equals_gpytorch_prediction(toy):
+    import gpytorch
+
+    from naslib_bayes.predictors.deep_kernel_gp import exact_gp_settings
+
+    gp, x, y, x_test = toy
+    gp.condition_on(x, y)
+    mean, std = gp.posterior(x_test)
+    gp.eval()
+    with torch.no_grad(), exact_gp_settings():
+        reference = gp(x_test)
+    gp.train()
+    assert torch.allclose(mean, reference.mean, atol=1e-9)
+    assert torch.allclose(std, reference.variance.sqrt(), atol=1e-9)
+    assert isinstance(reference, gpytorch.distributions.MultivariateNormal)
+
+
+def test_marginal_likelihood_equals_closed_form_and_gpytorch(toy):
+    gp, x, y, x_test = toy
+    *_, log_ml = _closed_form(gp, x, y, x_test)
+    assert float(gp.neg_mll(x, y)) == pytest.approx(-log_ml, abs=1e-9)
+    assert float(gp.neg_mll_gpytorch(x, y)) == pytest.approx(-log_ml, abs=1e-9)
+
+
+def test_fitting_raises_the_marginal_likelihood_and_interpolates(toy):
+    gp, x, y, x_test = toy
+    before = float(gp.neg_mll(x, y))
+    optimizer = torch.optim.Adam(gp.parameters(), lr=0.05)
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss = gp.neg_mll(x, y)
+        loss.backward()
+        optimizer.step()
+    assert float(gp.neg_mll(x, y)) < before - 0.2
+    gp.condition_on(x, y)
+    mean, std = gp.posterior(x)
+    # At training inputs the posterior sits close to the data, with std below the prior's.
+    assert float((mean - y).abs().mean()) < 0.3 * float(y.std())
+    assert bool((std < gp.covar_module.outputscale.sqrt()).all())

@@ -1,0 +1,324 @@
+"""TNAS, gp-bo and transfer-topk as black-box optimizers, and the meta-train / search CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from naslib_bayes.cli import main
+from naslib_bayes.experiment import run_blackbox_search
+from naslib_bayes.optimizers import acquisition
+from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective, run_black_box
+from naslib_bayes.optimizers.tnas import TNAS
+from naslib_bayes.optimizers.transfer_topk import TransferTopK, transfer_scores
+from naslib_bayes.predictors import surrogate_io
+from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+from naslib_bayes.predictors.surrogate import SurrogateConfig
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+
+TINY_META = {"meta_iterations": 12}
+TINY = MetaTrainConfig(iterations=12, eval_every=6, val_tasks=1, val_support=20, val_query=30, tasks_per_step=1,
+                       task_size=(20, 40), evidence_top=150, evidence_random=50, output_transform="copula")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def surrogate_file(nats_benchmark, tmp_path_factory):
+    """A tiny surrogate meta-trained on cifar100 and ImageNet16-120 (cifar10 never seen)."""
+    datasets = meta_datasets_from_benchmark(nats_benchmark.without("cifar10"), ["cifar100", "ImageNet16-120"])
+    surrogate, log = meta_train(datasets, SurrogateConfig(), TINY, seed=0)
+    path = tmp_path_factory.mktemp("surrogate") / "surrogate.pt"
+    surrogate_io.save(surrogate, path, {"meta_datasets": ["cifar100", "ImageNet16-120"], "meta_train": log.to_dict()})
+    return path
+
+
+# ---- the strict objective -------------------------------------------------------------------
+class _GuardedColumn:
+    """The target's accuracy column, readable one authorised entry at a time, nothing else."""
+
+    def __init__(self, column: np.ndarray):
+        self._column = np.asarray(column)
+        self.allowed: int | None = None
+        self.reads: list[int] = []
+
+    def __getitem__(self, index):
+        if not isinstance(index, (int, np.integer)) or int(index) != self.allowed:
+            raise AssertionError(f"read of target entry {index!r} other than the queried cell")
+        self.reads.append(int(index))
+        return self._column[index]
+
+    def __getattr__(self, name):
+        raise AssertionError(f"access to the target column's {name!r}")
+
+    def __len__(self):
+        raise AssertionError("access to the target column's length")
+
+    def __iter__(self):
+        raise AssertionError("iteration over the target column")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("conversion of the target column to an array")
+
+
+class StrictObjective(Objective):
+    """An objective whose only readable target value is the one of the cell being queried."""
+
+    def __init__(self, benchmark, dataset, metric, budget):
+        super().__init__(benchmark, dataset, metric, budget)
+        self._values = _GuardedColumn(self._values)
+
+    def __call__(self, cell):
+        self._values.allowed = self._index_of(cell)
+        try:
+            return super().__call__(cell)
+        finally:
+            self._values.allowed = None
+
+
+def strict_problem(benchmark, dataset, budget):
+    source = benchmark.without(dataset)
+    return BlackBoxProblem(StrictObjective(benchmark, dataset, "test_accuracy", budget), source=source)
+
+
+def test_the_guard_catches_a_column_read(nats_benchmark):
+    problem = strict_problem(nats_benchmark, "cifar10", 3)
+    with pytest.raises(AssertionError):
+        problem.objective._values.mean()
+    with pytest.raises(AssertionError):
+        problem.objective._values[0]
+    assert problem.objective((3,) * 6) == nats_benchmark.query((3,) * 6, "cifar10")
+
+
+def test_tnas_reads_only_the_cells_it_queries(nats_benchmark):
+    """Meta-training at setup, initial design and BO, all through the guarded target column."""
+    problem = strict_problem(nats_benchmark, "cifar100", budget=9)
+    opt = TNAS(seed=0, initial_design=3, finetune_steps=5, **TINY_META)
+    run_black_box(opt, problem)
+    assert len(problem.objective._values.reads) == 9 == len(set(problem.objective.queried))
+    assert opt.surrogate_info["meta_trained_here"]
+    assert set(opt.surrogate.config.meta_datasets) == {"cifar10", "ImageNet16-120"}
+    assert len(opt.iteration_times) == 6  # 9 queries - 3 initial
+
+
+# ---- TNAS behaviour ----------------------------------------------------------------------------
+def _run(benchmark, dataset, budget, seed, **hp):
+    problem = BlackBoxProblem.from_benchmark(benchmark, dataset, "test_accuracy", budget)
+    return run_black_box(TNAS(seed=seed, **hp), problem), problem
+
+
+def test_initial_design_is_the_top_of_the_surrogate_ranking(nats_benchmark, surrogate_file):
+    opt, problem = _run(nats_benchmark, "cifar10", 7, 0, surrogate=str(surrogate_file), finetune_steps=3)
+    prior = opt.prior  # computed at setup from the meta-learned state
+    first = [opt.cells.index(c) for c in problem.objective.queried[:5]]
+    assert [float(prior[i]) for i in first] == sorted((float(prior[i]) for i in first), reverse=True)
+    assert float(prior[first[-1]]) >= float(torch.sort(prior, descending=True).values[4]) - 1e-12
+    # ... and not the meta-training table's top cells: the surrogate ranks, the table does not.
+    table = np.argsort(-transfer_scores(nats_benchmark.without("cifar10")), kind="stable")[:5]
+    assert opt.surrogate_info["path"] == str(surrogate_file)
+    assert len(first) == 5 and not np.array_equal(np.asarray(first), table)
+
+
+def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):
+    results = [_run(nats_benchmark, "ImageNet16-120", 9, seed, surrogate=str(surrogate_file), initial_design=2,
+                    finetune_steps=5) for seed in (3, 3)]
+    runs = [problem.objective.queried for _, problem in results]
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 9
+    # NASLib's reporting methods: the incumbent, with the search metric as validation accuracy.
+    opt, problem = results[0]
+    best = int(np.argmax(problem.objective.values))  # first of tied values, as the incumbent
+    assert opt.get_final_architecture() == problem.objective.queried[best]
+    assert opt.train_statistics()[1] == problem.objective.values[best]
+
+
+def test_ucb_and_initial_design_only(nats_benchmark, surrogate_file):
+    opt, problem = _run(nats_benchmark, "cifar10", 8, 1, surrogate=str(surrogate_file), initial_design_only=True)
+    ranked = acquisition.ranking(opt.prior, opt.priority)[:8].tolist()
+    assert [opt.cells.index(c) for c in problem.objective.queried] == ranked
+    assert opt.iteration_times == []
+    _, ucb = _run(nats_benchmark, "cifar10", 7, 1, surrogate=str(surrogate_file), acquisition="ucb",
+                  initial_design=3, finetune_steps=3)
+    assert len(set(ucb.objective.queried)) == 7
+
+
+def test_select_best_skips_queried_cells_and_breaks_ties_by_priority():
+    scores = torch.tensor([0.5, 2.0, 2.0, 1.0, 2.0])
+    allowed = torch.tensor([True, False, True, True, True])
+    assert acquisition.select_best(scores, allowed, torch.tensor([0, 9, 1, 5, 3])) == 4
+    assert acquisition.select_best(scores, allowed, torch.tensor([0, 9, 7, 5, 3])) == 2
+    allowed[[2, 4]] = False
+    assert acquisition.select_best(scores, allowed, torch.arange(5)) == 3
+
+
+def test_expected_improvement_matches_its_integral():
+    mean, std = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.7, 0.2, 1e-15], dtype=torch.float64)
+    ei = acquisition.expected_improvement(mean, std, best=0.5)
+    z = torch.linspace(-12, 12, 200001, dtype=torch.float64)
+    for m, s, value in zip(mean[:2], std[:2], ei[:2]):
+        f = m + s * z
+        density = torch.exp(-0.5 * z**2) / (2 * torch.pi) ** 0.5
+        assert float(torch.trapezoid((f - 0.5).clamp_min(0) * density, z)) == pytest.approx(float(value), abs=1e-8)
+    assert float(ei[2]) == pytest.approx(1.5)
+
+
+# ---- checkpoint ---------------------------------------------------------------------------------
+def test_checkpoint_round_trip_gives_identical_predictions(surrogate_file, tmp_path):
+    payload = torch.load(surrogate_file, weights_only=True)  # no pickled objects
+    assert payload["format"] == surrogate_io.FORMAT and payload["version"] == surrogate_io.FORMAT_VERSION
+    first, _ = surrogate_io.load(surrogate_file)
+    surrogate_io.save(first, tmp_path / "again.pt", {"note": "copy"})
+    second, info = surrogate_io.load(tmp_path / "again.pt")
+    assert info == {"note": "copy"}
+    cells = list(nb201.all_cells())[::50]
+    enc1, enc2 = first.encode_all(cells), second.encode_all(cells)
+    assert torch.equal(enc1, enc2)
+    x, y = enc1[:30], torch.linspace(-1, 1, 30, dtype=torch.float64)
+    means = []
+    for s, enc in ((first, enc1), (second, enc2)):
+        s.gp.condition_on(enc[:30], y)
+        means.append(s.gp.posterior(enc))
+    assert torch.equal(means[0][0], means[1][0]) and torch.equal(means[0][1], means[1][1])
+
+
+def test_loading_rejects_other_files(tmp_path):
+    from naslib_bayes.errors import UserError
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a naslib-bayes TNAS surrogate"):
+        surrogate_io.load(tmp_path / "other.pt")
+    with pytest.raises(UserError, match="does not exist"):
+        surrogate_io.load(tmp_path / "missing.pt")
+
+
+# ---- transfer-topk and gp-bo ------------------------------------------------------------------
+def _toy_benchmark():
+    cells = [(0, 0, 0, 0, 0, k) for k in range(5)] + [(1, 1, 1, 1, 1, k) for k in range(5)]
+    # Source scores tie in pairs; the target is irrelevant to the order.
+    source = [1.0, 1.0, 3.0, 3.0, 2.0, 0.0, 0.0, 5.0, 4.0, 4.0]
+    return Benchmark(cells, {"cifar100": {"test_accuracy": source}, "cifar10": {"test_accuracy": list(range(10))}})
+
+
+def test_transfer_topk_follows_source_scores_with_seeded_ties():
+    bench = _toy_benchmark()
+    orders = {}
+    for seed in range(8):
+        problem = BlackBoxProblem.from_benchmark(bench, "cifar10", "test_accuracy", 10)
+        run_black_box(TransferTopK(seed=seed), problem)
+        orders[seed] = [bench.index_of(c) for c in problem.objective.queried]
+        again = BlackBoxProblem.from_benchmark(bench, "cifar10", "test_accuracy", 10)
+        run_black_box(TransferTopK(seed=seed), again)
+        assert [bench.index_of(c) for c in again.objective.queried] == orders[seed]
+        source = np.asarray([1.0, 1.0, 3.0, 3.0, 2.0, 0.0, 0.0, 5.0, 4.0, 4.0])
+        assert list(source[orders[seed]]) == sorted(source, reverse=True)
+    assert len({tuple(o) for o in orders.values()}) > 1  # ties go different ways for different seeds
+
+
+def test_transfer_topk_on_the_real_benchmark(nats_benchmark):
+    result = run_blackbox_search(nats_benchmark, "transfer-topk", "cifar10", budget=5, seed=0)
+    scores = transfer_scores(nats_benchmark.without("cifar10"))
+    expected = [nb201.to_string(nats_benchmark.cell(i)) for i in np.argsort(-scores, kind="stable")[:5]]
+    assert [t["architecture"] for t in result["trajectory"]] == expected
+    assert result["transfer_source"]["datasets"] == ["cifar100", "ImageNet16-120"]
+
+
+def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
+    trajectories = []
+    for seed in (0, 0, 1):
+        objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 8)
+        opt = registry_create("gp-bo", seed, initial_design=4, finetune_steps=10)
+        run_black_box(opt, BlackBoxProblem(objective, source=None))
+        trajectories.append(objective.queried)
+    assert trajectories[0] == trajectories[1] != trajectories[2]
+    assert len(set(trajectories[0])) == 8
+
+
+def registry_create(name, seed, **hp):
+    from naslib_bayes.optimizers import registry
+
+    return registry.create(name, kind=registry.BLACK_BOX, seed=seed, **hp)
+
+
+# ---- CLI -------------------------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
+    import jsonschema
+
+    from naslib_bayes import results
+
+    code, out, err = _cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,ImageNet16-120",
+                          "--seed", "1", "--iterations", "6", "--out", str(tmp_path / "mt"))
+    assert code == 0, err
+    meta = json.loads((tmp_path / "mt" / "result.json").read_text())
+    jsonschema.validate(meta, results.load_schema())
+    assert meta["meta_datasets"] == ["cifar100", "ImageNet16-120"] and (tmp_path / "mt" / "surrogate.pt").exists()
+    code, out, err = _cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar10",
+                          "--surrogate", str(tmp_path / "mt"), "--budget", "7", "--seed", "0",
+                          "--opt", "finetune_steps=3", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    jsonschema.validate(result, results.load_schema())
+    assert result["surrogate"]["path"].endswith("surrogate.pt") and not result["surrogate"]["meta_trained_here"]
+    assert result["dataset_encoder"]["mode"] == "off" and result["initial_design"]["k"] == 5
+    assert result["initial_design"]["architectures"] == [t["architecture"] for t in result["trajectory"][:5]]
+    assert len(result["trajectory"]) == 7
+
+
+def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv):
+    code, _, err = _cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar100",
+                        "--budget", "6", "--opt", "meta_iterations=4", "--opt", "finetune_steps=2",
+                        "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    assert "meta-training leave-one-dataset-out on cifar10, ImageNet16-120" in err
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert result["surrogate"]["meta_trained_here"] and result["surrogate"]["meta_datasets"] == ["cifar10", "ImageNet16-120"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizer", "rs", "--surrogate", "x"], "--surrogate does not apply to --optimizer rs"),
+    (["--optimizer", "tnas", "--dataset-encoder", "images"], "--dataset-encoder images needs --image-root"),
+    (["--optimizer", "tnas", "--surrogate", "{tmp}/none.pt"], "does not exist"),
+])
+def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = _cli(capsys, "search", *argv, "--benchmark", str(nats_csv), "--dataset", "cifar10",
+                        "--budget", "3", "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err, err
+
+
+def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
+    from types import SimpleNamespace
+
+    opt = TNAS(seed=0)
+    opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
+    opt.prior = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    mean = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    std = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    ei = acquisition.expected_improvement(mean, std, best=1.0)
+    gaps = []
+    for n in (5, 50):
+        opt.history = [((0,) * 6, 1.0)] * n
+        scores = opt.acquisition_scores(mean, std, best=1.0)
+        assert torch.allclose(scores - torch.log(ei), (5.0 / n) * opt.prior)  # beta = budget / 10
+        gaps.append(float(scores[2] - scores[0]))
+    assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
+    opt.config["prior_beta"] = 0
+    assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)
