@@ -248,6 +248,58 @@ def test_proximal_step_soft_thresholds_by_omega():
     assert torch.allclose(net.child[0].detach(), torch.full((4,), 0.95))  # omega 1 before any update
 
 
+def test_unit_costs_count_the_parameters_a_switch_keeps_alive():
+    net = SwitchedNetwork(trace_chain(build_model("lenet5", (1, 28, 28), 10)), (1, 28, 28))
+    parent, child = net.unit_costs()
+    # conv1 channel: 25 weights + bias, and 50 x 25 weights of conv2; conv2 channel: 20 x 25 + bias and
+    # 500 x 16 weights of fc1; fc1 neuron: 800 + bias and 10 weights of fc2; the one input channel: conv1's 20 x 25
+    assert parent == [26 + 1250, 501 + 8000, 801 + 10]
+    assert child == [500, 26 + 1250, 501 + 8000, 801 + 10]
+    mean = net.mean_unit_cost()
+    total = sum(c * n for c, n in zip(parent + child, [20, 50, 500, 1, 20, 50, 500]))
+    assert mean == pytest.approx(total / (20 + 50 + 500 + 1 + 20 + 50 + 500))
+    lam_p, lam_c = net.layer_lambdas(0.01, mean)
+    assert lam_p[1] / lam_p[2] == pytest.approx(8501 / 811) and lam_c[1:] == lam_p
+    sqrt_p, _ = net.layer_lambdas(0.01, mean, power=0.5)
+    assert sqrt_p[1] == pytest.approx(0.01 * (8501 / mean) ** 0.5)
+    assert net.layer_lambdas(0.01) == ([0.01] * 3, [0.01] * 4)
+
+
+def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
+    torch.manual_seed(0)
+    chain = trace_chain(build_model("lenet300", (1, 4, 4), 3))
+    nets = [SwitchedNetwork(chain, (1, 4, 4)) for _ in range(2)]
+    g = torch.Generator().manual_seed(1)
+    for net in nets:
+        with torch.no_grad():
+            for p in net.switch_parameters():
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(p.numel())) + 0.05)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    hp, hc = [h(300), h(100)], [h(16), h(300), h(100)]
+    lam_p, lam_c = [0.5, 2.0], [0.25, 0.5, 2.0]
+    a = nets[0].hard_update(hp, hc, (lam_p, lam_c))
+    # lambda divides the curvature: per-layer lambdas equal lambda 1 with the curvature divided by them
+    b = nets[1].hard_update([x / v for x, v in zip(hp, lam_p)], [x / v for x, v in zip(hc, lam_c)], 1.0)
+    for role, n in (("parent", 2), ("child", 3)):
+        for l in range(n):
+            for kind in ("gamma", "omega", "C"):
+                assert torch.allclose(nets[0].state(kind, role, l), nets[1].state(kind, role, l))
+    assert all(torch.equal(x.keep_inputs, y.keep_inputs) for x, y in zip(a, b))
+    expected = sum(v * (nets[0].state("omega", "parent", l) * nets[0].parent[l].detach().double().abs()).sum()
+                   for l, v in enumerate(lam_p))
+    expected += sum(v * (nets[0].state("omega", "child", l) * nets[0].child[l].detach().double().abs()).sum()
+                    for l, v in enumerate(lam_c))
+    assert float(nets[0].penalty((lam_p, lam_c))) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_lambda_scale_must_be_known():
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match="lam_scale"):
+        CompressionConfig(lam_scale="size")
+
+
 # ------------------------------------------------------------------------------ saving
 def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     torch.manual_seed(2)

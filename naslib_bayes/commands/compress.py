@@ -34,7 +34,7 @@ def _positive_float(text: str) -> float:
 
 
 def register(subparsers) -> None:
-    from naslib_bayes.compression.config import MODEL_NAMES, CompressionConfig
+    from naslib_bayes.compression.config import LAM_SCALES, MODEL_NAMES, CompressionConfig
 
     d = CompressionConfig()
     parser = subparsers.add_parser("compress", help="compress a CNN with BayesNAS structured sparsity")
@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root", type=Path, help="folder with the dataset's files (not needed for digits)")
     parser.add_argument("--lambda", dest="lam", type=_positive_float, default=d.lam,
                         help=f"sparsity weight lambda (default {d.lam})")
+    parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
+                        help="lambda per switch: the same for all (none), scaled by the parameters the "
+                             f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
     parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                         help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
     parser.add_argument("--finetune-epochs", type=common.non_negative_int,
@@ -82,7 +85,7 @@ def run(args) -> int:
     start = time.perf_counter()
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
-                            lr=args.lr)
+                            lr=args.lr, lam_scale=args.lam_scale)
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
     out = common.prepare_out(args.out, args.overwrite)
     shape, classes = splits.train.image_shape, splits.train.num_classes

@@ -185,6 +185,10 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     def new_optimizer(epoch: int):
         return _optimizer(net.weight_parameters(), net.switch_parameters(), cfg, cfg.lr_at(epoch))
 
+    # cost-scaled lambdas keep the reference of the uncompressed network: as layers shrink, the
+    # units left in them get cheaper and the pressure on them eases.
+    reference_cost = None if cfg.lam_scale == "none" else net.mean_unit_cost()
+    power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
     opt = new_optimizer(0)
     plan: PrunePlan | None = None
     for epoch in range(cfg.sparse_epochs):
@@ -197,10 +201,11 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             for p in net.switch_parameters():
                 p.requires_grad_(True)
         penalty = prox = None
+        lams = net.layer_lambdas(cfg.lam, reference_cost, power)
         if sparse and cfg.proximal:
-            prox = lambda lr: net.proximal_step(lr * cfg.lam)  # noqa: E731
+            prox = lambda lr: net.proximal_step(([lr * v for v in lams[0]], [lr * v for v in lams[1]]))  # noqa: E731
         elif sparse:
-            penalty = lambda: net.penalty(cfg.lam)  # noqa: E731
+            penalty = lambda: net.penalty(lams)  # noqa: E731
         loss, last = _train_epoch(net, train, opt, cfg, generator, augment, penalty, keep_last=cfg.curvature_batches,
                                   after_step=prox)
         record = {"epoch": epoch + 1, "phase": "sparse" if sparse else "warmup", "loss": loss,
@@ -217,7 +222,7 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             if cfg.rebalance:
                 net.rebalance()
             hp, hc = _curvature(net, last, cfg.curvature_reduction)
-            updates = net.hard_update(hp, hc, cfg.lam, cfg.min_units)
+            updates = net.hard_update(hp, hc, net.layer_lambdas(cfg.lam, reference_cost, power), cfg.min_units)
             keep_units = [u.keep_units for u in updates]
             keep_inputs = [u.keep_inputs for u in updates]
             plan = plan_pruning(net, keep_units, keep_inputs)

@@ -10,6 +10,8 @@ from naslib_bayes.errors import UserError
 
 #: Names of the shipped models (:data:`naslib_bayes.compression.models.MODELS`).
 MODEL_NAMES: tuple[str, ...] = ("lenet5", "lenet300", "vgg")
+#: How lambda is scaled per switch group (see :class:`CompressionConfig`).
+LAM_SCALES: tuple[str, ...] = ("none", "cost", "sqrt_cost")
 
 
 @dataclass
@@ -37,6 +39,12 @@ class CompressionConfig:
             every layer's switches to a root mean square of 1
             (:meth:`~naslib_bayes.compression.switched.SwitchedNetwork.rebalance`), so that the
             entropy criterion sees the units' relative scales rather than parametrization drift.
+        lam_scale: ``none`` (every switch group gets ``lam``) or ``cost`` (a group gets ``lam``
+            times the parameters its unit keeps alive, divided by the mean over all groups of
+            the uncompressed network). The plain group lasso charges a LeNet-5 conv channel,
+            which feeds 800 weights of every fc1 unit, as much as one fc1 neuron; when the aim is
+            fewer parameters, the price of a switch should be what it keeps. ``sqrt_cost``: the
+            square root of that ratio, the group lasso's usual weighting by group size.
     """
 
     lam: float = 1e-3
@@ -56,6 +64,7 @@ class CompressionConfig:
     augment: bool = True
     proximal: bool = True
     rebalance: bool = True
+    lam_scale: str = "none"
 
     def __post_init__(self) -> None:
         if not self.lam > 0:
@@ -69,6 +78,8 @@ class CompressionConfig:
             raise UserError("update_every, curvature_batches, batch_size and min_units must be >= 1")
         if self.curvature_reduction not in ("mean", "sum"):
             raise UserError(f"curvature_reduction must be 'mean' or 'sum', not {self.curvature_reduction!r}")
+        if self.lam_scale not in LAM_SCALES:
+            raise UserError(f"lam_scale must be one of {', '.join(LAM_SCALES)}, not {self.lam_scale!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise UserError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
         if not self.lr > 0:

@@ -180,22 +180,79 @@ class SwitchedNetwork(nn.Module):
         return x
 
     # ---- loss ---------------------------------------------------------------------------------
-    def penalty(self, lam: float) -> torch.Tensor:
-        """``lam * sum over groups of omega * |switch|`` (every group is one switch)."""
+    def unit_costs(self) -> tuple[list[float], list[float]]:
+        """Parameters one switch group controls, per layer: (parents, children).
+
+        A unit of layer ``l`` owns its row of the layer (weights, bias, BatchNorm affine) and its
+        columns in layer ``l+1``; its parent and its child switch both get that total. An input
+        group of the first layer owns its columns there. Units of one layer all cost the same.
+        """
+        layers = self.info.layers
+        cols, rows = [], []
+        for l, info in enumerate(layers):
+            layer = self.layer(l)
+            cols.append(layer.weight.numel() / info.in_groups)
+            row = layer.weight.numel() / info.units + (1 if layer.bias is not None else 0)
+            bn = self.bn(l)
+            if bn is not None and bn.affine:
+                row += 2
+            rows.append(row)
+        unit = [rows[l] + cols[l + 1] for l in range(len(layers) - 1)]
+        return unit, [cols[0]] + unit
+
+    def layer_lambdas(self, lam: float, reference_cost: float | None = None,
+                      power: float = 1.0) -> tuple[list[float], list[float]]:
+        """lambda per layer for (parents, children).
+
+        With ``reference_cost`` None every group gets ``lam``. Otherwise a group gets
+        ``lam * (cost / reference_cost) ** power`` (cost from :meth:`unit_costs`): with power 1
+        the group lasso charges each switch for the parameters it keeps alive, so that a
+        convolution channel feeding an 800-wide linear layer is pushed harder than a single
+        neuron; power 0.5 is the usual group-lasso weight, the square root of the group's size.
+        """
+        parent_cost, child_cost = self.unit_costs()
+        if reference_cost is None:
+            return [lam] * len(parent_cost), [lam] * len(child_cost)
+        scale = lambda c: lam * (c / reference_cost) ** power  # noqa: E731
+        return [scale(c) for c in parent_cost], [scale(c) for c in child_cost]
+
+    def mean_unit_cost(self) -> float:
+        """Mean of :meth:`unit_costs` over all switches (the reference of cost-scaled lambdas)."""
+        parent_cost, child_cost = self.unit_costs()
+        total = sum(c * p.numel() for c, p in zip(parent_cost, self.parent))
+        total += sum(c * p.numel() for c, p in zip(child_cost, self.child))
+        return total / sum(p.numel() for p in self.switch_parameters())
+
+    @staticmethod
+    def _per_layer(lam, n: int) -> list[float]:
+        return list(lam) if isinstance(lam, (list, tuple)) else [float(lam)] * n
+
+    def penalty(self, lam) -> torch.Tensor:
+        """``lam * sum over groups of omega * |switch|`` (every group is one switch).
+
+        ``lam`` is a float or the pair of per-layer lists from :meth:`layer_lambdas`.
+        """
+        lam_p, lam_c = lam if isinstance(lam, tuple) else (lam, lam)
         total = self.child[0].new_zeros(())
-        for role, params in (("parent", self.parent), ("child", self.child)):
+        for role, params, lams in (("parent", self.parent, self._per_layer(lam_p, len(self.parent))),
+                                   ("child", self.child, self._per_layer(lam_c, len(self.child)))):
             for l, s in enumerate(params):
                 omega = self.state("omega", role, l).to(s.dtype)
-                total = total + (omega * s.abs()).sum()
-        return lam * total
+                total = total + lams[l] * (omega * s.abs()).sum()
+        return total
 
     @torch.no_grad()
-    def proximal_step(self, step: float) -> None:
+    def proximal_step(self, step) -> None:
         """Soft-threshold every switch by ``step * omega``: the proximal map of
-        ``step * sum omega |s|`` (switches that cross zero become exactly zero)."""
-        for role, params in (("parent", self.parent), ("child", self.child)):
+        ``step * sum omega |s|`` (switches that cross zero become exactly zero).
+
+        ``step`` is a float or a pair of per-layer lists (learning rate times lambdas).
+        """
+        step_p, step_c = step if isinstance(step, tuple) else (step, step)
+        for role, params, steps in (("parent", self.parent, self._per_layer(step_p, len(self.parent))),
+                                    ("child", self.child, self._per_layer(step_c, len(self.child)))):
             for l, s in enumerate(params):
-                threshold = step * self.state("omega", role, l).to(s.dtype)
+                threshold = steps[l] * self.state("omega", role, l).to(s.dtype)
                 s.copy_(s.sign() * (s.abs() - threshold).clamp_min(0))
 
     @torch.no_grad()
@@ -243,6 +300,7 @@ class SwitchedNetwork(nn.Module):
                 if layer.bias is not None:
                     layer.bias.div_(factor)
 
+
     # ---- the HARD update ----------------------------------------------------------------------
     def curvature(self, result: CurvatureResult, reduction: str = "mean") -> tuple[list, list]:
         """Per-switch curvature from a :func:`gauss_newton_diagonal` result: (parents, children)."""
@@ -250,22 +308,25 @@ class SwitchedNetwork(nn.Module):
 
     @torch.no_grad()
     def hard_update(self, curvature_parent: Sequence[torch.Tensor], curvature_child: Sequence[torch.Tensor],
-                    lam: float, min_units: int = 1) -> list[LayerUpdate]:
+                    lam, min_units: int = 1) -> list[LayerUpdate]:
         """One BayesNAS update of every group; stores gamma, omega and C; returns the survivors.
 
         Args:
             curvature_parent, curvature_child: diagonal Gauss-Newton ``H`` per switch (not yet
                 divided by ``lam``), as from :meth:`curvature`.
-            lam: the sparsity weight (lambda of the parent and of the child groups).
+            lam: the sparsity weight (lambda of the parent and of the child groups), a float or
+                the pair of per-layer lists from :meth:`layer_lambdas`.
             min_units: each layer keeps at least this many units (and the first layer as many
                 inputs); extra survivors are taken by largest coupled gamma and counted as
                 repairs.
         """
         layers = self.info.layers
+        lam_p, lam_c = lam if isinstance(lam, tuple) else (lam, lam)
+        lam_p, lam_c = self._per_layer(lam_p, len(self.parent)), self._per_layer(lam_c, len(self.child))
         updates: list[LayerUpdate] = []
         # First layer's inputs: children without a parent (no coupling).
         t0 = self.child[0].detach().double().abs()
-        h0 = curvature_child[0].double() / lam
+        h0 = curvature_child[0].double() / lam_c[0]
         g0 = self.state("gamma", "child", 0)
         c0 = hard_prior.posterior_variance(g0, h0)
         omega0 = hard_prior.reweight(g0, c0.unsqueeze(0), 0)
@@ -281,7 +342,7 @@ class SwitchedNetwork(nn.Module):
                 s.unsqueeze(0), t.view(1, e, 1),
                 curvature_parent[l].double().unsqueeze(0), curvature_child[l + 1].double().view(1, e, 1),
                 self.state("gamma", "parent", l), self.state("gamma", "child", l + 1).view(e, 1),
-                lam, lam, [(0, 1)] * e, [0], [1],
+                lam_p[l], lam_c[l + 1], [(0, 1)] * e, [0], [1],
             )
             keep = torch.tensor(upd.live, dtype=torch.bool, device=s.device)
             # score of every unit had it stayed alive: its coupled gamma before dead units were zeroed
