@@ -14,8 +14,11 @@ from naslib_bayes.compression import MODEL_NAMES, MODELS, CompressionConfig, bui
 from naslib_bayes.compression.io import load_compressed
 from naslib_bayes.data import load_dataset
 
-# Strong sparsity so that a few epochs on the 1,078 training digits already prune units.
-FAST = dict(lam=0.3, epochs=6, finetune_epochs=2, batch_size=32, lr=0.05)
+# Strong sparsity so that a few epochs on the 1,078 training digits already prune units. With
+# ``rebalance`` (the default) a unit is pruned only when its share of its layer's scale is small,
+# no longer because every switch drifts towards zero; at lambda 0.3 three updates leave the first
+# layer's 300 units all in place, at 0.5 they prune it.
+FAST = dict(lam=0.5, epochs=6, finetune_epochs=2, batch_size=32, lr=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +36,14 @@ def test_compress_prunes_units_and_keeps_a_working_network(digits):
     assert outcome.widths_before == [300, 100, 10]
     assert outcome.widths_after[0] < 300 and outcome.widths_after[1] < 100 and outcome.widths_after[2] == 10
     assert outcome.params_after < outcome.params_before and outcome.flops_after < outcome.flops_before
-    assert outcome.masked_max_abs_diff < 1e-5
+    # exact up to float32 rounding, which grows with the logits: a tolerance relative to their size
+    with torch.no_grad():
+        scale = max(1.0, float(outcome.model(digits.train.images[:256]).abs().max()))
+    assert outcome.masked_max_abs_diff < 1e-5 * scale
     assert evaluate(outcome.model, digits.test) > 80.0
     updates = [h for h in outcome.history if h["phase"] == "update"]
     assert len(updates) == FAST["epochs"] - FAST["finetune_epochs"] - 1  # after every sparse epoch past warm-up
-    assert all(h["masked_max_abs_diff"] < 1e-5 for h in updates)
+    assert all(h["masked_max_abs_diff"] < 1e-5 * scale for h in updates)
     assert [h["widths"][0] for h in updates] == sorted((h["widths"][0] for h in updates), reverse=True)
 
 
