@@ -15,7 +15,7 @@ import sys
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
-COMMAND_MODULES = ("list_optimizers", "search", "train", "meta_train", "compare", "naslib_run")
+COMMAND_MODULES = ("list_optimizers", "search", "train", "meta_train", "compress", "compare", "naslib_run")
 
 
 class _OneLineParser(argparse.ArgumentParser):

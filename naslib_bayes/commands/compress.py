@@ -1,0 +1,142 @@
+"""``naslib-bayes compress``: BayesNAS structured compression of a shipped CNN.
+
+Trains the model with BayesNAS switches on its units, prunes them with the HARD prior and the
+entropy criterion, slims the network and fine-tunes it; by default also trains the dense
+baseline (same optimizer, schedule and number of epochs) for ``accuracy_dense``. Writes
+``DIR/result.json``, ``DIR/model.pt`` (state dict) and ``DIR/widths.json`` (architecture; load
+both with :func:`naslib_bayes.compression.io.load_compressed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from naslib_bayes import results
+from naslib_bayes.commands import common
+
+logger = logging.getLogger("naslib_bayes")
+
+DATASETS = ("mnist", "digits", "cifar10")
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    from naslib_bayes.compression.config import LAM_SCALES, MODEL_NAMES, CompressionConfig
+
+    d = CompressionConfig()
+    parser = subparsers.add_parser("compress", help="compress a CNN with BayesNAS structured sparsity")
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="network to compress")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="training data")
+    parser.add_argument("--data-root", type=Path, help="folder with the dataset's files (not needed for digits)")
+    parser.add_argument("--lambda", dest="lam", type=_positive_float, default=d.lam,
+                        help=f"sparsity weight lambda (default {d.lam})")
+    parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
+                        help="lambda per switch: the same for all (none), scaled by the parameters the "
+                             f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
+    parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
+                        help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
+    parser.add_argument("--finetune-epochs", type=common.non_negative_int,
+                        help="epochs of fine-tuning after pruning, part of --epochs (default: a third of them)")
+    parser.add_argument("--val-size", type=common.non_negative_int, default=1000,
+                        help="training images held out for validation (mnist, cifar10; default 1000)")
+    parser.add_argument("--batch-size", type=common.positive_int, default=d.batch_size)
+    parser.add_argument("--lr", type=_positive_float, default=d.lr, help=f"learning rate (default {d.lr})")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip training the dense baseline (accuracy_dense is then null)")
+    common.add_seed(parser)
+    common.add_out(parser)
+    parser.set_defaults(run=run)
+
+
+def load_splits(dataset: str, root, seed: int, val_size: int):
+    """Seeded train/val/test splits; MNIST from its test files alone is split 8,000 / 2,000."""
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    if dataset == "digits":
+        return load_dataset("digits", seed=seed)
+    if root is None:
+        raise UserError(f"--data-root is required with --dataset {dataset}")
+    return load_dataset(dataset, root, seed=seed, val_size=val_size)
+
+
+def run(args) -> int:
+    import torch
+
+    from naslib_bayes.compression.compressor import compress, evaluate, train_dense
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.compression.io import save_compressed
+    from naslib_bayes.compression.models import build_model
+    from naslib_bayes.data import default_augment
+
+    start = time.perf_counter()
+    finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
+    cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
+                            lr=args.lr, lam_scale=args.lam_scale)
+    splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
+    out = common.prepare_out(args.out, args.overwrite)
+    shape, classes = splits.train.image_shape, splits.train.num_classes
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, shape, classes)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    augment = default_augment(args.dataset) if cfg.augment else None
+    log = logger.info
+    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log)
+    accuracy_dense = val_dense = None
+    if not args.no_baseline:
+        dense = build_model(args.model, shape, classes)
+        dense.load_state_dict(initial)  # the same initial weights as the compressed run
+        train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=log)
+        accuracy_dense = evaluate(dense, splits.test)
+        val_dense = evaluate(dense, splits.val) if splits.val is not None else None
+    accuracy_compressed = evaluate(outcome.model, splits.test)
+    kept = dict(zip(outcome.layer_names, outcome.widths_after))
+    save_compressed(outcome.model, out, shape, model=args.model, dataset=args.dataset, kept_channels=kept,
+                    inputs=outcome.inputs_after)
+    result = results.new_result(
+        "compress",
+        optimizer="bayesnas",
+        dataset=args.dataset,
+        seed=args.seed,
+        report_metric="test_accuracy",
+        final_architecture="-".join(str(w) for w in [outcome.inputs_after, *outcome.widths_after]),
+        model=args.model,
+        params_before=outcome.params_before,
+        params_after=outcome.params_after,
+        flops_before=outcome.flops_before,
+        flops_after=outcome.flops_after,
+        params_removed=1.0 - outcome.params_after / outcome.params_before,
+        flops_removed=1.0 - outcome.flops_after / outcome.flops_before,
+        kept_channels=kept,
+        channels_before=dict(zip(outcome.layer_names, outcome.widths_before)),
+        inputs_before=outcome.inputs_before,
+        inputs_after=outcome.inputs_after,
+        accuracy_dense=accuracy_dense,
+        accuracy_compressed=accuracy_compressed,
+        val_accuracy_dense=val_dense,
+        val_accuracy_compressed=evaluate(outcome.model, splits.val) if splits.val is not None else None,
+        masked_max_abs_diff=outcome.masked_max_abs_diff,
+        compression_history=outcome.history,
+        config={**cfg.as_dict(), "model": args.model, "val_size": args.val_size,
+                "train_images": len(splits.train), "test_images": len(splits.test)},
+        wall_time_s=time.perf_counter() - start,
+    )
+    path = results.write_result(out, result)
+    dense_text = "n/a" if accuracy_dense is None else f"{accuracy_dense:.2f}"
+    print(f"{args.model} {result['final_architecture']}: params {outcome.params_before} -> {outcome.params_after} "
+          f"({100 * result['params_removed']:.1f}% removed), accuracy dense {dense_text} / compressed "
+          f"{accuracy_compressed:.2f}  -> {path}")
+    return 0

@@ -1,0 +1,276 @@
+"""The compression schedule: sparse training with HARD updates, pruning, slimming, fine-tuning.
+
+:func:`compress` takes an ordinary CNN (a chain, see :mod:`.trace`) and
+
+1. puts BayesNAS switches on its units (:class:`~.switched.SwitchedNetwork`);
+2. trains weights and switches for ``epochs - finetune_epochs`` epochs (the first
+   ``warmup_epochs`` on the cross-entropy alone, then with the re-weighted group-lasso term
+   ``lambda * sum omega |s|``; switches get no weight decay);
+3. every ``update_every`` epochs after the warm-up, and after the last sparse epoch, computes
+   (after moving each unit's scale into its switches, see ``rebalance``) the diagonal
+   Gauss-Newton curvature of the switches on the last ``curvature_batches``
+   training batches, applies the HARD update and the entropy criterion, and physically removes
+   the pruned units (dependencies and bias folding of :mod:`.prune`; training goes on with the
+   smaller network and a fresh optimizer);
+4. fine-tunes the pruned network for ``finetune_epochs`` epochs on the cross-entropy alone
+   (switches stay trainable, without the sparsity term) and folds the switches into the
+   weights: the result is a plain dense network.
+
+:func:`train_dense` trains the uncompressed network with the same optimizer, batch size,
+augmentation and learning-rate schedule for the same total number of epochs: the fair baseline.
+The learning rate is constant and follows a cosine decay to zero over the last
+``finetune_epochs`` epochs (for both). No step looks at the test split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from naslib_bayes.compression.config import CompressionConfig
+from naslib_bayes.compression.prune import PrunePlan, plan_pruning, slim
+from naslib_bayes.compression.switched import SwitchedNetwork
+from naslib_bayes.compression.trace import analyse_chain, trace_chain
+from naslib_bayes.data import ImageDataset, batches
+from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
+from naslib_bayes.search_spaces.counting import count_flops, count_parameters
+
+
+@dataclass
+class CompressionOutcome:
+    """What :func:`compress` returns.
+
+    Attributes:
+        model: the compressed dense network (``nn.Sequential``, switches folded in), in eval mode.
+        switched: the final switched network (before folding), for inspection.
+        layer_names: names of the conv/linear layers in the original model.
+        widths_before, widths_after: units per layer.
+        inputs_before, inputs_after: input features (or channels) of the first layer.
+        params_before/after, flops_before/after: counts per sample (FLOPs: multiply-accumulates
+            of the conv and linear layers).
+        history: one entry per HARD update and one per epoch.
+        masked_max_abs_diff: largest |output difference| (eval mode) between the slimmed network
+            of the last pruning and the masked network it was derived from, or between the final
+            switched network and its switch-free dense version, whichever is larger.
+    """
+
+    model: nn.Sequential
+    switched: SwitchedNetwork
+    layer_names: list[str]
+    widths_before: list[int]
+    widths_after: list[int]
+    inputs_before: int
+    inputs_after: int
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    masked_max_abs_diff: float | None = None
+    wall_time_s: float = 0.0
+
+
+def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent (eval mode; the model's mode is restored)."""
+    training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in batches(dataset, batch_size, None, shuffle=False):
+            correct += int((model(x).argmax(dim=1) == y).sum())
+    model.train(training)
+    return 100.0 * correct / max(len(dataset), 1)
+
+
+def _optimizer(weights: Sequence[nn.Parameter], switches: Sequence[nn.Parameter], cfg: CompressionConfig,
+               lr: float) -> torch.optim.Optimizer:
+    groups = [{"params": list(weights), "weight_decay": cfg.weight_decay}]
+    if switches:
+        groups.append({"params": list(switches), "weight_decay": 0.0})
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimizer, cfg: CompressionConfig,
+                 generator: torch.Generator, augment, extra_loss: Callable[[], torch.Tensor] | None = None,
+                 keep_last: int = 0, after_step: Callable[[float], None] | None = None) -> tuple[float, list[torch.Tensor]]:
+    model.train()
+    total, count, kept = 0.0, 0, []
+    lr = opt.param_groups[0]["lr"]
+    for x, y in batches(data, cfg.batch_size, generator, shuffle=True, augment=augment):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        total += float(loss.detach()) * len(y)
+        count += len(y)
+        if extra_loss is not None:
+            loss = loss + extra_loss()
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(lr)
+        if keep_last:
+            kept.append(x.detach())
+            del kept[:-keep_last]
+    return total / max(count, 1), kept
+
+
+def model_costs(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(parameters, FLOPs per sample) with the project's counter (FLOPs = conv + linear MACs)."""
+    return count_parameters(model), count_flops(model, input_shape)
+
+
+def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment=None,
+                val: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` in place as the dense baseline; returns per-epoch records."""
+    generator = torch.Generator().manual_seed(int(seed) + 1)
+    opt = _optimizer(model.parameters(), [], cfg, cfg.lr_at(0))
+    history = []
+    for epoch in range(cfg.epochs):
+        _set_lr(opt, cfg.lr_at(epoch))
+        loss, _ = _train_epoch(model, train, opt, cfg, generator, augment)
+        record = {"epoch": epoch + 1, "phase": "dense", "loss": loss, "lr": cfg.lr_at(epoch)}
+        if val is not None:
+            record["val_accuracy"] = evaluate(model, val)
+        history.append(record)
+        if log:
+            log(f"dense epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}"
+                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+    model.eval()
+    return history
+
+
+def _curvature(net: SwitchedNetwork, inputs: Sequence[torch.Tensor], reduction: str):
+    net.train()
+    total = CurvatureResult()
+    for x in inputs:
+        total.add(gauss_newton_diagonal(net, x))
+    return net.curvature(total, reduction)
+
+
+def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment=None,
+             val: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> CompressionOutcome:
+    """Compress ``model`` (left unchanged) on ``train``; see the module docstring for the schedule.
+
+    Args:
+        model: a chain of supported modules (see :mod:`.trace`), already initialised.
+        train: training images (never the test split).
+        cfg: the schedule.
+        seed: seeds the batch order and augmentation.
+        augment: a batch augmentation (e.g. :func:`naslib_bayes.data.default_augment`) or None.
+        val: optional validation images, only for the history (no decision depends on them).
+        log: receives one progress line per epoch and per update.
+    """
+    start = time.perf_counter()
+    input_shape = tuple(train.image_shape)
+    chain = trace_chain(model)
+    info = analyse_chain(chain, input_shape)
+    layer_names = [chain[l.step][0] for l in info.layers]
+    params_before, flops_before = model_costs(model, input_shape)
+    net = SwitchedNetwork(chain, input_shape, gamma_init=cfg.gamma_init)
+    widths_before, inputs_before = net.widths(), net.info.layers[0].in_groups
+    generator = torch.Generator().manual_seed(int(seed) + 1)
+    history: list[dict[str, Any]] = []
+
+    def new_optimizer(epoch: int):
+        return _optimizer(net.weight_parameters(), net.switch_parameters(), cfg, cfg.lr_at(epoch))
+
+    # cost-scaled lambdas keep the reference of the uncompressed network: as layers shrink, the
+    # units left in them get cheaper and the pressure on them eases.
+    reference_cost = None if cfg.lam_scale == "none" else net.mean_unit_cost()
+    power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
+    opt = new_optimizer(0)
+    plan: PrunePlan | None = None
+    for epoch in range(cfg.sparse_epochs):
+        _set_lr(opt, cfg.lr_at(epoch))
+        sparse = epoch >= cfg.warmup_epochs
+        if not sparse:
+            for p in net.switch_parameters():
+                p.requires_grad_(False)
+        else:
+            for p in net.switch_parameters():
+                p.requires_grad_(True)
+        penalty = prox = None
+        lams = net.layer_lambdas(cfg.lam, reference_cost, power)
+        if sparse and cfg.proximal:
+            prox = lambda lr: net.proximal_step(([lr * v for v in lams[0]], [lr * v for v in lams[1]]))  # noqa: E731
+        elif sparse:
+            penalty = lambda: net.penalty(lams)  # noqa: E731
+        loss, last = _train_epoch(net, train, opt, cfg, generator, augment, penalty, keep_last=cfg.curvature_batches,
+                                  after_step=prox)
+        record = {"epoch": epoch + 1, "phase": "sparse" if sparse else "warmup", "loss": loss,
+                  "lr": cfg.lr_at(epoch), "widths": net.widths()}
+        if val is not None:
+            record["val_accuracy"] = evaluate(net, val)
+        history.append(record)
+        if log:
+            log(f"{record['phase']} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} widths {net.widths()}"
+                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+        final = epoch == cfg.sparse_epochs - 1
+        if sparse and (final or (epoch + 1 - cfg.warmup_epochs) % cfg.update_every == 0):
+            t0 = time.perf_counter()
+            if cfg.rebalance:
+                net.rebalance()
+            hp, hc = _curvature(net, last, cfg.curvature_reduction)
+            updates = net.hard_update(hp, hc, net.layer_lambdas(cfg.lam, reference_cost, power), cfg.min_units)
+            keep_units = [u.keep_units for u in updates]
+            keep_inputs = [u.keep_inputs for u in updates]
+            plan = plan_pruning(net, keep_units, keep_inputs)
+            slimmed = slim(net, plan)
+            with torch.no_grad():  # the slimmed network computes what the masked one does
+                probe = last[-1][:128]
+                diff = float((slimmed.eval()(probe) - net.masked(keep_units, keep_inputs).eval()(probe)).abs().max())
+            net = slimmed
+            opt = new_optimizer(epoch + 1)
+            entry = {
+                "epoch": epoch + 1, "phase": "update", "update": int(net.num_updates),
+                "widths": net.widths(), "inputs": net.info.layers[0].in_groups,
+                "removed": plan.removed,
+                "repaired": [u.repaired_units for u in updates[:-1]],
+                "repaired_inputs": updates[0].repaired_inputs,
+                "params": count_parameters(net.to_dense()), "masked_max_abs_diff": diff,
+                "time_s": time.perf_counter() - t0,
+            }
+            history.append(entry)
+            if log:
+                log(f"update {entry['update']} after epoch {epoch + 1}: widths {entry['widths']} "
+                    f"inputs {entry['inputs']} params {entry['params']}")
+    # Fine-tuning keeps the switches (trainable, no sparsity term): folding them first would
+    # rescale the weights and with them the effective learning rate of every unit.
+    for p in net.switch_parameters():
+        p.requires_grad_(True)
+    ft_opt = new_optimizer(cfg.sparse_epochs)
+    for epoch in range(cfg.sparse_epochs, cfg.epochs):
+        _set_lr(ft_opt, cfg.lr_at(epoch))
+        loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment)
+        record = {"epoch": epoch + 1, "phase": "finetune", "loss": loss, "lr": cfg.lr_at(epoch)}
+        if val is not None:
+            record["val_accuracy"] = evaluate(net, val)
+        history.append(record)
+        if log:
+            log(f"finetune epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}"
+                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+    dense = net.to_dense()
+    with torch.no_grad():  # folding the switches into the weights changes nothing
+        probe = train.images[:256]
+        fold_diff = float((dense.eval()(probe) - net.eval()(probe)).abs().max())
+    diffs = [h["masked_max_abs_diff"] for h in history if h["phase"] == "update"]
+    masked_diff = max([fold_diff] + diffs[-1:])
+    dense.eval()
+    params_after, flops_after = model_costs(dense, input_shape)
+    return CompressionOutcome(
+        model=dense, switched=net, layer_names=layer_names, widths_before=widths_before, widths_after=net.widths(),
+        inputs_before=inputs_before, inputs_after=net.info.layers[0].in_groups,
+        params_before=params_before, params_after=params_after, flops_before=flops_before, flops_after=flops_after,
+        history=history, masked_max_abs_diff=masked_diff, wall_time_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,100 @@
+"""Hyper-parameters of compression (no torch import, so the command line stays light)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from naslib_bayes.errors import UserError
+
+#: Names of the shipped models (:data:`naslib_bayes.compression.models.MODELS`).
+MODEL_NAMES: tuple[str, ...] = ("lenet5", "lenet300", "vgg")
+#: How lambda is scaled per switch group (see :class:`CompressionConfig`).
+LAM_SCALES: tuple[str, ...] = ("none", "cost", "sqrt_cost")
+
+
+@dataclass
+class CompressionConfig:
+    """Hyper-parameters of :func:`compress` and :func:`train_dense`.
+
+    Attributes:
+        lam: sparsity weight lambda of every switch group (curvature is divided by it).
+        epochs: total training epochs (sparse phase + fine-tuning); the dense baseline gets the same.
+        finetune_epochs: epochs of plain fine-tuning of the compressed network.
+        warmup_epochs: epochs at the start without the sparsity term and without updates.
+        update_every: epochs between HARD updates (with pruning) in the sparse phase.
+        curvature_batches: training batches (the last of the epoch) the curvature is computed on.
+        curvature_reduction: ``sum`` (the curvature of the summed loss over those batches'
+            samples) or ``mean`` (per sample), as the search's option of the same name.
+        batch_size, optimizer (``sgd`` or ``adam``), lr, momentum, weight_decay: training of the
+            weights (switches: same optimizer, no weight decay).
+        min_units: every layer keeps at least this many units (and inputs).
+        gamma_init: prior variance of every group before the first update.
+        augment: use the dataset's default training augmentation.
+        proximal: optimise the non-smooth sparsity term by a proximal step (soft-thresholding
+            every switch by ``lr * lambda * omega`` after each optimizer step, which gives exact
+            zeros) instead of adding its subgradient to the loss.
+        rebalance: before every HARD update, move each unit's scale into its switches and bring
+            every layer's switches to a root mean square of 1
+            (:meth:`~naslib_bayes.compression.switched.SwitchedNetwork.rebalance`), so that the
+            entropy criterion sees the units' relative scales rather than parametrization drift.
+        lam_scale: ``none`` (every switch group gets ``lam``) or ``cost`` (a group gets ``lam``
+            times the parameters its unit keeps alive, divided by the mean over all groups of
+            the uncompressed network). The plain group lasso charges a LeNet-5 conv channel,
+            which feeds 800 weights of every fc1 unit, as much as one fc1 neuron; when the aim is
+            fewer parameters, the price of a switch should be what it keeps. ``sqrt_cost``: the
+            square root of that ratio, the group lasso's usual weighting by group size.
+    """
+
+    lam: float = 1e-3
+    epochs: int = 30
+    finetune_epochs: int = 10
+    warmup_epochs: int = 1
+    update_every: int = 1
+    curvature_batches: int = 8
+    curvature_reduction: str = "sum"
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    min_units: int = 1
+    gamma_init: float = 1.0
+    augment: bool = True
+    proximal: bool = True
+    rebalance: bool = True
+    lam_scale: str = "none"
+
+    def __post_init__(self) -> None:
+        if not self.lam > 0:
+            raise UserError(f"lambda must be positive, got {self.lam}")
+        if self.epochs < 1 or not 0 <= self.finetune_epochs < self.epochs:
+            raise UserError(f"need epochs >= 1 and 0 <= finetune_epochs < epochs, got epochs={self.epochs}, "
+                            f"finetune_epochs={self.finetune_epochs}")
+        if not 0 <= self.warmup_epochs < self.sparse_epochs:
+            raise UserError(f"warmup_epochs={self.warmup_epochs} must be below the {self.sparse_epochs} sparse epochs")
+        if self.update_every < 1 or self.curvature_batches < 1 or self.batch_size < 1 or self.min_units < 1:
+            raise UserError("update_every, curvature_batches, batch_size and min_units must be >= 1")
+        if self.curvature_reduction not in ("mean", "sum"):
+            raise UserError(f"curvature_reduction must be 'mean' or 'sum', not {self.curvature_reduction!r}")
+        if self.lam_scale not in LAM_SCALES:
+            raise UserError(f"lam_scale must be one of {', '.join(LAM_SCALES)}, not {self.lam_scale!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UserError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
+        if not self.lr > 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def sparse_epochs(self) -> int:
+        return self.epochs - self.finetune_epochs
+
+    def lr_at(self, epoch: int) -> float:
+        """Constant, then a cosine decay over the last ``finetune_epochs`` epochs."""
+        start = self.epochs - self.finetune_epochs
+        if self.finetune_epochs == 0 or epoch < start:
+            return self.lr
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - start) / self.finetune_epochs))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

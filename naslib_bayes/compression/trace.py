@@ -1,0 +1,298 @@
+"""Reading a CNN as a sequential chain of supported layers (via ``torch.fx``).
+
+Network compression works on *chains*: the network is one path of modules, each taking the
+previous one's output. The supported modules are
+
+* ``nn.Conv2d`` (``groups == 1``) and ``nn.Linear`` — the *layers*, whose output channels or
+  neurons are the *units* that compression can remove;
+* ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (at most one per layer, after it), ``nn.ReLU``,
+  ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
+  ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
+* the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` and the tensor methods
+  ``x.flatten(1)``/``x.relu()``, which are read as the equivalent modules.
+
+:func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
+through) and returns the chain as a list of modules; anything else — an unsupported module,
+function or method, a branch, a second input — is an :class:`UnsupportedModelError` that names
+the module it occurs in. :func:`analyse_chain` derives the layer structure that switches,
+pruning and slimming need (where each layer's units are, how a linear layer's inputs group
+into the producing convolution's channels after a ``Flatten``) by running the chain once on a
+zero input of the given shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from naslib_bayes.errors import UserError
+
+
+class UnsupportedModelError(UserError):
+    """The model is not a chain of supported modules; the message names the offending part."""
+
+
+class InputSelect(nn.Module):
+    """Keeps the input features (or channels) listed in ``index`` along dimension 1.
+
+    Compressed networks that lost some of their inputs start with it; ``index`` is a buffer,
+    so it travels with the state dict.
+    """
+
+    def __init__(self, num_inputs: int, index: torch.Tensor | Sequence[int] | None = None):
+        super().__init__()
+        self.num_inputs = int(num_inputs)
+        index = torch.arange(num_inputs) if index is None else torch.as_tensor(index, dtype=torch.long)
+        if index.dim() != 1 or index.numel() < 1:
+            raise ValueError("InputSelect needs a non-empty 1-d index")
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(1, self.index)
+
+    def extra_repr(self) -> str:
+        return f"{self.index.numel()} of {self.num_inputs}"
+
+
+LAYER_TYPES = (nn.Conv2d, nn.Linear)
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+#: Per-channel operations allowed between layers (they map zero to zero, channel by channel).
+BETWEEN_TYPES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity,
+                 InputSelect)
+SUPPORTED_TYPES = LAYER_TYPES + BN_TYPES + BETWEEN_TYPES
+
+
+def _supported_names() -> str:
+    return ", ".join(t.__name__ for t in SUPPORTED_TYPES if t is not InputSelect)
+
+
+# ------------------------------------------------------------------------------- tracing
+def _where(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "the model's forward"
+    path, cls = list(stack.values())[-1]
+    return f"module '{path}' ({getattr(cls, '__name__', cls)})"
+
+
+def _module_from_function(node: fx.Node) -> nn.Module | None:
+    """The module equivalent of a supported function/method call on the activation."""
+    if node.op == "call_function":
+        target = node.target
+        args, kwargs = node.args[1:], dict(node.kwargs)
+        if target is torch.flatten:
+            start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
+            end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
+            return nn.Flatten(int(start), int(end)) if not kwargs else None
+        if target in (torch.relu, F.relu) and not args and not kwargs.get("inplace", False):
+            return nn.ReLU()
+        return None
+    if node.op == "call_method":
+        args, kwargs = node.args[1:], dict(node.kwargs)
+        if node.target == "flatten":
+            start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
+            end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
+            return nn.Flatten(int(start), int(end)) if not kwargs else None
+        if node.target == "relu" and not args and not kwargs:
+            return nn.ReLU()
+    return None
+
+
+def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model as a list of ``(name, module)`` in execution order (modules are the model's own).
+
+    Raises :class:`UnsupportedModelError` naming the module (or function) that is not part of
+    a supported chain.
+    """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"expected an nn.Module, got {type(model).__name__}")
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # fx raises many kinds of errors on untraceable code
+        raise UnsupportedModelError(
+            f"{type(model).__name__} cannot be traced with torch.fx as a chain of layers: {exc}") from None
+    modules = dict(model.named_modules())
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedModelError(f"{type(model).__name__}.forward must take exactly one input, "
+                                    f"it takes {len(placeholders)}")
+    chain: list[tuple[str, nn.Module]] = []
+    current = placeholders[0]
+    for node in nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            if node.args[0] is not current:
+                raise UnsupportedModelError(f"{type(model).__name__} does not return the output of its last layer")
+            break
+        if node.op == "get_attr":
+            raise UnsupportedModelError(f"{_where(node)} reads the tensor attribute '{node.target}' inside "
+                                        "forward; only chains of modules are supported")
+        if not node.args or node.args[0] is not current or any(
+                isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+            raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
+                                        "(branches, skip connections and several inputs are not supported)")
+        if len(current.users) != 1:
+            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(current.users)} times; "
+                                        "only sequential chains are supported")
+        if node.op == "call_module":
+            module = modules[node.target]
+            if type(module) not in SUPPORTED_TYPES or (node.args[1:] or node.kwargs):
+                raise UnsupportedModelError(
+                    f"unsupported module '{node.target}' ({type(module).__name__}); compression supports "
+                    f"chains of {_supported_names()}")
+            chain.append((str(node.target), module))
+        else:
+            module = _module_from_function(node)
+            if module is None:
+                what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+                raise UnsupportedModelError(
+                    f"unsupported operation '{what}' in {_where(node)}; compression supports chains of "
+                    f"{_supported_names()} (and torch.flatten / relu functions)")
+            chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
+        current = node
+    return chain
+
+
+# ------------------------------------------------------------------------------- analysis
+@dataclass(frozen=True)
+class LayerInfo:
+    """One conv/linear layer of a chain and what surrounds it.
+
+    Attributes:
+        step: index of the layer in the chain.
+        bn: index of its BatchNorm, or None.
+        end: index of the next layer (or the chain's length): ``step+1 .. end-1`` are its
+            per-channel operations.
+        switch_after: chain index after which the layer's unit (parent) switch acts: its
+            BatchNorm if any, else the layer itself.
+        units: output channels / neurons.
+        in_groups: input groups of the layer: input channels of a conv; for a linear layer fed
+            (through Flatten) by a conv, the conv's channels; else the input features.
+        group_size: input features per group (H*W of the producing feature map, else 1).
+        out_shape: shape of the layer's output for one sample.
+    """
+
+    step: int
+    bn: int | None
+    end: int
+    switch_after: int
+    units: int
+    in_groups: int
+    group_size: int
+    out_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    """The layer structure of a chain (see :func:`analyse_chain`)."""
+
+    layers: tuple[LayerInfo, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    step_inputs: tuple[tuple[int, ...], ...]  # input shape of every step (one sample)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            raise UnsupportedModelError(f"module '{name}' (Conv2d) has groups={module.groups}; only groups=1 "
+                                        "convolutions are supported")
+        if x.dim() != 4:
+            raise UnsupportedModelError(f"module '{name}' (Conv2d) gets a {x.dim()}-d input; a convolution "
+                                        "cannot follow a flattened layer")
+    elif isinstance(module, nn.Linear):
+        if x.dim() != 2:
+            raise UnsupportedModelError(f"module '{name}' (Linear) gets a {x.dim()}-d input; flatten the "
+                                        "feature map first")
+    elif isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim not in (-1, x.dim() - 1):
+            raise UnsupportedModelError(f"module '{name}' (Flatten) must flatten dims 1..-1, "
+                                        f"not {module.start_dim}..{module.end_dim}")
+
+
+def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
+                  input_shape: Sequence[int]) -> ChainInfo:
+    """Layer structure of a chain for inputs of ``input_shape`` (one sample, e.g. (1, 28, 28)).
+
+    Raises :class:`UnsupportedModelError` for chains that compression cannot handle: no layer,
+    a BatchNorm not directly serving one layer (before the first layer, or two in one layer),
+    a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map.
+    """
+    named = [(item if isinstance(item, tuple) else (f"[{i}]", item)) for i, item in enumerate(chain)]
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise UserError(f"input_shape must be positive sizes without the batch dimension, got {tuple(input_shape)}")
+    x = torch.zeros((1,) + shape, dtype=_dtype_of(named))
+    step_inputs, outputs = [], []
+    modes = [m.training for _, m in named]
+    try:
+        for _, m in named:
+            m.eval()
+        with torch.no_grad():
+            for name, module in named:
+                _check_module(name, module, x)
+                step_inputs.append(tuple(x.shape[1:]))
+                try:
+                    x = module(x)
+                except RuntimeError as exc:
+                    raise UnsupportedModelError(f"module '{name}' ({type(module).__name__}) fails on the input "
+                                                f"shape {step_inputs[-1]}: {exc}") from None
+                outputs.append(tuple(x.shape[1:]))
+    finally:
+        for (_, m), mode in zip(named, modes):
+            m.train(mode)
+    layer_steps = [i for i, (_, m) in enumerate(named) if isinstance(m, LAYER_TYPES)]
+    if not layer_steps:
+        raise UnsupportedModelError("the model has no Conv2d or Linear layer to compress")
+    first = layer_steps[0]
+    for i, (name, m) in enumerate(named[:first]):
+        if isinstance(m, BN_TYPES):
+            raise UnsupportedModelError(f"module '{name}' ({type(m).__name__}) comes before the first layer; "
+                                        "a BatchNorm must follow the conv/linear layer it normalises")
+    layers = []
+    for n, step in enumerate(layer_steps):
+        end = layer_steps[n + 1] if n + 1 < len(layer_steps) else len(named)
+        bns = [i for i in range(step + 1, end) if isinstance(named[i][1], BN_TYPES)]
+        if len(bns) > 1:
+            raise UnsupportedModelError(f"modules {', '.join(repr(named[i][0]) for i in bns)} are two BatchNorms "
+                                        f"after layer '{named[step][0]}'; at most one is supported")
+        bn = bns[0] if bns else None
+        module = named[step][1]
+        units = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        if bn is not None and named[bn][1].num_features != units:
+            raise UnsupportedModelError(f"module '{named[bn][0]}' normalises {named[bn][1].num_features} features "
+                                        f"but layer '{named[step][0]}' has {units}")
+        if isinstance(module, nn.Conv2d):
+            in_groups, group_size = module.in_channels, 1
+        elif n == 0:
+            in_groups, group_size = module.in_features, 1
+        else:
+            producer = layers[-1]
+            in_groups = producer.units
+            if module.in_features % in_groups:
+                raise UnsupportedModelError(f"layer '{named[step][0]}' has {module.in_features} inputs, not a "
+                                            f"multiple of the {in_groups} units of the layer before it")
+            group_size = module.in_features // in_groups
+        layers.append(LayerInfo(step=step, bn=bn, end=end, switch_after=bn if bn is not None else step,
+                                units=units, in_groups=in_groups, group_size=group_size,
+                                out_shape=outputs[step]))
+    return ChainInfo(layers=tuple(layers), input_shape=shape, output_shape=outputs[-1],
+                     step_inputs=tuple(step_inputs))
+
+
+def _dtype_of(named) -> torch.dtype:
+    for _, m in named:
+        for p in m.parameters():
+            return p.dtype
+    return torch.float32

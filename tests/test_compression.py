@@ -1,0 +1,326 @@
+"""Network compression: tracing, switches, dependencies, bias folding, slimming, saving."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from naslib_bayes.compression.io import load_compressed, read_description, save_compressed
+from naslib_bayes.compression.models import build_model, vgg
+from naslib_bayes.compression.prune import plan_pruning, slim
+from naslib_bayes.compression.switched import SwitchedNetwork
+from naslib_bayes.compression.trace import InputSelect, UnsupportedModelError, trace_chain
+from naslib_bayes.optimizers.bayesnas import hard_prior
+from naslib_bayes.search_spaces.counting import count_flops, count_parameters
+
+
+def _randomise(net: SwitchedNetwork, seed: int) -> None:
+    """Switches away from 1 and BatchNorm statistics away from (0, 1), so that folding matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.switch_parameters():
+            p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+
+
+def _random_decisions(net: SwitchedNetwork, seed: int, p_unit=0.5, p_input=0.7):
+    g = torch.Generator().manual_seed(seed)
+    keep_units = [torch.rand(info.units, generator=g) < p_unit for info in net.info.layers]
+    keep_inputs = [torch.rand(info.in_groups, generator=g) < p_input for info in net.info.layers]
+    for keep in keep_units + keep_inputs:  # never empty a layer
+        keep[0] = True
+    return keep_units, keep_inputs
+
+
+SMALL_VGG = dict(config=(8, "M", 12, 12, "M", 16), hidden=24)
+
+
+@pytest.mark.parametrize("name, shape", [("lenet5", (1, 28, 28)), ("lenet5", (1, 8, 8)), ("lenet300", (1, 8, 8)),
+                                         ("vgg", (3, 16, 16))])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_removal_gives_the_masked_networks_outputs(name, shape, seed):
+    torch.manual_seed(seed)
+    model = vgg(shape, 10, **SMALL_VGG) if name == "vgg" else build_model(name, shape, 10)
+    net = SwitchedNetwork(trace_chain(model), shape)
+    _randomise(net, seed)
+    keep_units, keep_inputs = _random_decisions(net, seed)
+    plan = plan_pruning(net, keep_units, keep_inputs)
+    small = slim(net, plan)
+    dense = small.to_dense().eval()
+    masked = net.masked(keep_units, keep_inputs).eval()
+    x = torch.randn(16, *shape)
+    with torch.no_grad():
+        want = masked(x)
+        assert torch.allclose(small.eval()(x), want, atol=1e-5, rtol=0)
+        assert torch.allclose(dense(x), want, atol=1e-5, rtol=0)
+    # physically smaller: real parameter and FLOP counts shrink with the widths
+    assert small.widths() == plan.kept_widths()
+    assert small.widths()[:-1] != net.widths()[:-1]
+    assert count_parameters(dense) < count_parameters(model)
+    assert count_flops(dense, shape) < count_flops(model, shape)
+    assert not any(isinstance(m, SwitchedNetwork) for m in dense.modules())
+
+
+def _hand_built():
+    """conv(2->3) BN ReLU pool conv(3->4) ReLU flatten linear(64->5) ReLU linear(5->3), on 2x14x14."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 5), nn.ReLU(),
+                          nn.Linear(5, 3))
+    with torch.no_grad():
+        model[4].weight[1].zero_()  # conv2 unit 1 reads nothing: constant relu(0.7 * s)
+        model[4].bias[1] = 0.7
+        model[7].weight[:, 2 * 16:3 * 16].zero_()  # nothing reads conv2 unit 2
+    return model
+
+
+def test_dependency_propagation_and_bias_folding_on_a_hand_built_net():
+    model = _hand_built()
+    shape = (2, 14, 14)
+    net = SwitchedNetwork(trace_chain(model), shape)
+    _randomise(net, 3)
+    keep_units = [torch.tensor([True, True, False]), torch.ones(4, dtype=torch.bool),
+                  torch.tensor([True, True, True, True, False]), None]
+    keep_inputs = [torch.ones(2, dtype=torch.bool), torch.ones(3, dtype=torch.bool),
+                   torch.tensor([True, True, True, False]),  # conv2 unit 3: its consumer input is pruned
+                   torch.ones(5, dtype=torch.bool)]
+    plan = plan_pruning(net, keep_units, keep_inputs)
+    # conv1 unit 2 pruned -> conv2 loses that input; conv2: unit 1 constant (folded), unit 2 has no
+    # consumer, unit 3's only consumer input is pruned; fc1 unit 4 pruned -> fc2 loses that input
+    assert plan.kept_widths() == [2, 1, 4, 3]
+    assert plan.keep_inputs[1].tolist() == [True, True, False]
+    assert plan.keep_inputs[3].tolist() == [True, True, True, True, False]
+    assert plan.removed[0] == {"pruned": 1, "no_consumer": 0, "constant": 0, "constant_kept": 0}
+    assert plan.removed[1] == {"pruned": 0, "no_consumer": 2, "constant": 1, "constant_kept": 0}
+    # the fold: fc1 bias += sum over conv2 unit 1's 16 positions of W * t * relu(0.7 * s)
+    s, t = float(net.parent[1][1]), float(net.child[2][1])
+    const = t * F.relu(torch.tensor(0.7 * s)).item()
+    expected = (net.layer(2).weight[:, 16:32].sum(dim=1) * const).double()
+    assert torch.allclose(plan.bias_shift[2], expected.detach(), atol=1e-6)
+    assert torch.count_nonzero(plan.bias_shift[1]) == 0 and torch.count_nonzero(plan.bias_shift[3]) == 0
+    small = slim(net, plan)
+    masked = net.masked(keep_units, keep_inputs).eval()
+    x = torch.randn(8, *shape)
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(x), masked(x), atol=1e-5, rtol=0)
+        assert torch.allclose(small.to_dense().eval()(x), masked(x), atol=1e-5, rtol=0)
+    # and without the fold the outputs would differ: the constant matters
+    with torch.no_grad():
+        no_fold = slim(net, type(plan)(plan.keep_units, plan.keep_inputs,
+                                       [torch.zeros_like(b) for b in plan.bias_shift], plan.removed))
+        assert (no_fold.eval()(x) - masked(x)).abs().max() > 1e-3
+
+
+def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    with torch.no_grad():
+        model[2].weight[1].zero_()
+        model[2].bias[1] = 0.5
+    net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
+    plan = plan_pruning(net, [None] * 4, [None] * 4)
+    assert plan.removed[1]["constant_kept"] == 1 and plan.kept_widths() == [3, 4, 2, 3]
+    x = torch.randn(4, 2, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(slim(net, plan).to_dense().eval()(x), net.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_pruned_first_layer_inputs_become_an_input_selection():
+    model = build_model("lenet300", (1, 8, 8), 10)
+    net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
+    keep_inputs = [torch.arange(64) % 3 != 0, None, None]
+    plan = plan_pruning(net, [None, None, None], keep_inputs)
+    dense = slim(net, plan).to_dense().eval()
+    selects = [m for m in dense if isinstance(m, InputSelect)]
+    assert len(selects) == 1 and selects[0].index.tolist() == [i for i in range(64) if i % 3]
+    assert dense[2].in_features == 42
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(dense(x), net.masked([None] * 3, keep_inputs).eval()(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ unsupported models
+class _Sigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid())
+        self.head = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x + self.conv(x), 1))
+
+
+class _Scale(nn.Module):
+    def forward(self, x):
+        return x * 2.0
+
+
+@pytest.mark.parametrize("model, words", [
+    (_Sigmoid(), ["'features.1'", "Sigmoid"]),
+    (_Residual(), ["sequential chains"]),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), _Scale(), nn.Flatten(), nn.Linear(72, 3)), ["mul", "module '1'", "_Scale"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(144, 3)), ["'0'", "groups=2"]),
+    (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.Unflatten(1, (2, 2, 2)), nn.Conv2d(2, 2, 1)),
+     ["'2'", "Unflatten"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 3)),
+     ["two BatchNorms"]),
+])
+def test_unsupported_models_give_an_error_naming_the_module(model, words):
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(model), (2, 8, 8) if not isinstance(model, _Sigmoid | _Residual) else (1, 8, 8))
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_functional_flatten_and_relu_are_read_as_modules():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.fc = nn.Linear(3 * 36, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.relu(self.conv(x)), 1))
+
+    chain = trace_chain(Net())
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+
+
+# ------------------------------------------------------------------------------ HARD update
+def test_hard_update_prunes_units_with_small_switches_and_couples_children():
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    with torch.no_grad():
+        net.parent[0][:5] = 0.01  # parent nearly off: unit pruned, its child coupled to nothing
+        net.child[1][5:10] = 0.0  # consumers' inputs off: units pruned although their parents are 1
+    curvature_parent = [torch.full((300,), 50.0, dtype=torch.float64), torch.full((100,), 50.0, dtype=torch.float64)]
+    curvature_child = [torch.full((16,), 50.0, dtype=torch.float64), torch.full((300,), 50.0, dtype=torch.float64),
+                       torch.full((100,), 50.0, dtype=torch.float64)]
+    updates = net.hard_update(curvature_parent, curvature_child, lam=1.0)
+    keep = updates[0].keep_units
+    assert not keep[:10].any() and keep[10:].all()
+    assert torch.equal(updates[1].keep_inputs, keep)
+    # the stored state is the search's HARD update (one-switch groups)
+    gamma_parent = hard_prior.update_gamma(net.parent[0].detach().double().abs(), net.state("omega", "parent", 0))
+    assert torch.allclose(net.state("gamma", "parent", 0)[10:], gamma_parent[10:])
+    assert (net.state("gamma", "parent", 0)[:10] == 0).all() and (net.state("gamma", "child", 1)[:10] == 0).all()
+    assert (net.state("gamma", "child", 1)[10:] < net.state("gamma", "parent", 0)[10:]).all()  # coupling
+
+
+def test_min_units_repairs_an_emptied_layer():
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    with torch.no_grad():
+        net.parent[1].zero_()
+        net.parent[1][7] = 1e-4
+    h = lambda n: torch.full((n,), 50.0, dtype=torch.float64)  # noqa: E731
+    updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
+    assert int(updates[1].keep_units.sum()) == 2 and bool(updates[1].keep_units[7])
+    assert updates[1].repaired_units == 2
+
+
+def test_proximal_step_soft_thresholds_by_omega():
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 2, 2), 3)), (1, 2, 2))
+    with torch.no_grad():
+        net.parent[1].copy_(torch.linspace(-0.2, 0.2, 100))
+        net.state("omega", "parent", 1).fill_(2.0)
+    net.proximal_step(0.05)  # threshold 0.1
+    s = net.parent[1].detach()
+    assert (s[torch.linspace(-0.2, 0.2, 100).abs() <= 0.1] == 0).all()
+    assert torch.allclose(s[-1], torch.tensor(0.1))
+    assert torch.allclose(net.child[0].detach(), torch.full((4,), 0.95))  # omega 1 before any update
+
+
+def test_unit_costs_count_the_parameters_a_switch_keeps_alive():
+    net = SwitchedNetwork(trace_chain(build_model("lenet5", (1, 28, 28), 10)), (1, 28, 28))
+    parent, child = net.unit_costs()
+    # conv1 channel: 25 weights + bias, and 50 x 25 weights of conv2; conv2 channel: 20 x 25 + bias and
+    # 500 x 16 weights of fc1; fc1 neuron: 800 + bias and 10 weights of fc2; the one input channel: conv1's 20 x 25
+    assert parent == [26 + 1250, 501 + 8000, 801 + 10]
+    assert child == [500, 26 + 1250, 501 + 8000, 801 + 10]
+    mean = net.mean_unit_cost()
+    total = sum(c * n for c, n in zip(parent + child, [20, 50, 500, 1, 20, 50, 500]))
+    assert mean == pytest.approx(total / (20 + 50 + 500 + 1 + 20 + 50 + 500))
+    lam_p, lam_c = net.layer_lambdas(0.01, mean)
+    assert lam_p[1] / lam_p[2] == pytest.approx(8501 / 811) and lam_c[1:] == lam_p
+    sqrt_p, _ = net.layer_lambdas(0.01, mean, power=0.5)
+    assert sqrt_p[1] == pytest.approx(0.01 * (8501 / mean) ** 0.5)
+    assert net.layer_lambdas(0.01) == ([0.01] * 3, [0.01] * 4)
+
+
+def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
+    torch.manual_seed(0)
+    chain = trace_chain(build_model("lenet300", (1, 4, 4), 3))
+    nets = [SwitchedNetwork(chain, (1, 4, 4)) for _ in range(2)]
+    g = torch.Generator().manual_seed(1)
+    for net in nets:
+        with torch.no_grad():
+            for p in net.switch_parameters():
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(p.numel())) + 0.05)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    hp, hc = [h(300), h(100)], [h(16), h(300), h(100)]
+    lam_p, lam_c = [0.5, 2.0], [0.25, 0.5, 2.0]
+    a = nets[0].hard_update(hp, hc, (lam_p, lam_c))
+    # lambda divides the curvature: per-layer lambdas equal lambda 1 with the curvature divided by them
+    b = nets[1].hard_update([x / v for x, v in zip(hp, lam_p)], [x / v for x, v in zip(hc, lam_c)], 1.0)
+    for role, n in (("parent", 2), ("child", 3)):
+        for l in range(n):
+            for kind in ("gamma", "omega", "C"):
+                assert torch.allclose(nets[0].state(kind, role, l), nets[1].state(kind, role, l))
+    assert all(torch.equal(x.keep_inputs, y.keep_inputs) for x, y in zip(a, b))
+    expected = sum(v * (nets[0].state("omega", "parent", l) * nets[0].parent[l].detach().double().abs()).sum()
+                   for l, v in enumerate(lam_p))
+    expected += sum(v * (nets[0].state("omega", "child", l) * nets[0].child[l].detach().double().abs()).sum()
+                    for l, v in enumerate(lam_c))
+    assert float(nets[0].penalty((lam_p, lam_c))) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_lambda_scale_must_be_known():
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match="lam_scale"):
+        CompressionConfig(lam_scale="size")
+
+
+# ------------------------------------------------------------------------------ saving
+def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
+    torch.manual_seed(2)
+    shape = (3, 16, 16)
+    net = SwitchedNetwork(trace_chain(vgg(shape, 10, **SMALL_VGG)), shape)
+    _randomise(net, 2)
+    keep_units, keep_inputs = _random_decisions(net, 2)
+    dense = slim(net, plan_pruning(net, keep_units, keep_inputs)).to_dense().eval()
+    save_compressed(dense, tmp_path, shape, kept_channels={"a": 1})
+    loaded = load_compressed(tmp_path)
+    x = torch.randn(6, *shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), dense(x))
+    assert read_description(tmp_path)["kept_channels"] == {"a": 1}
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == set(dense.state_dict())
+
+
+def test_loading_rejects_a_foreign_widths_file(tmp_path):
+    from naslib_bayes.errors import UserError
+
+    (tmp_path / "widths.json").write_text('{"modules": []}')
+    with pytest.raises(UserError, match="not a compressed-network description"):
+        load_compressed(tmp_path)
