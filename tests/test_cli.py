@@ -8,17 +8,8 @@ import sys
 
 import pytest
 
-from naslib_bayes.cli import main
 from naslib_bayes.commands.common import parse_seeds
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse errors exit directly
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_runner import run_cli
 
 
 def test_list_prints_names_with_kinds(capsys):

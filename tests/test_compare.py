@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from naslib_bayes.cli import main
 from naslib_bayes.comparison import runner, summary
 from naslib_bayes.comparison.plots import plot_regret
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.random_search import RandomSearch
+from cli_runner import run_cli
 
 FAST_BANANAS = {"epochs": 20, "k": 3, "num_candidates": 30}
 OPTIMIZERS = ["rs", "re", "ls", "bananas"]
@@ -227,15 +227,6 @@ def test_regret_plot_is_written(serial, tmp_path):
 
 
 # ---- command line -----------------------------------------------------------------------------
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [

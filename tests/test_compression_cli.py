@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from naslib_bayes import results
-from naslib_bayes.cli import main
 from naslib_bayes.compression import MODEL_NAMES, MODELS, CompressionConfig, build_model, compress, evaluate
 from naslib_bayes.compression.io import load_compressed
 from naslib_bayes.data import load_dataset
+from cli_runner import run_cli
 
 # Strong sparsity so that a few epochs on the 1,078 training digits already prune units. With
 # ``rebalance`` (the default) a unit is pruned only when its share of its layer's scale is small,
@@ -49,15 +49,6 @@ def test_compress_prunes_units_and_keeps_a_working_network(digits):
 
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, digits):

@@ -23,6 +23,7 @@ from naslib_bayes.training import checkpoint as ckpt
 from naslib_bayes.training.evaluate import parse_arch
 from naslib_bayes.training.oneshot import Interrupted, OneShotTrainer
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search, strip_timings
+from cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,15 +126,6 @@ def test_cli_search_killed_by_sigkill_resumes_to_the_same_result(tmp_path):
     full = json.loads((tmp_path / "full" / "result.json").read_text())
     assert strip_timings(resumed) == strip_timings(full)
     jsonschema.validate(resumed, results.load_schema())
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_list_shows_the_one_shot_optimizers(capsys):

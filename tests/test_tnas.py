@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from naslib_bayes.cli import main
 from naslib_bayes.experiment import run_blackbox_search
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective, run_black_box
@@ -19,6 +18,7 @@ from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_fr
 from naslib_bayes.predictors.surrogate import SurrogateConfig
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+from cli_runner import run_cli
 
 TINY_META = {"meta_iterations": 12}
 TINY = MetaTrainConfig(iterations=12, eval_every=6, val_tasks=1, val_support=20, val_query=30, tasks_per_step=1,
@@ -258,27 +258,18 @@ def registry_create(name, seed, **hp):
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
-def _cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     import jsonschema
 
     from naslib_bayes import results
 
-    code, out, err = _cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,ImageNet16-120",
+    code, out, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,ImageNet16-120",
                           "--seed", "1", "--iterations", "6", "--out", str(tmp_path / "mt"))
     assert code == 0, err
     meta = json.loads((tmp_path / "mt" / "result.json").read_text())
     jsonschema.validate(meta, results.load_schema())
     assert meta["meta_datasets"] == ["cifar100", "ImageNet16-120"] and (tmp_path / "mt" / "surrogate.pt").exists()
-    code, out, err = _cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar10",
+    code, out, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar10",
                           "--surrogate", str(tmp_path / "mt"), "--budget", "7", "--seed", "0",
                           "--opt", "finetune_steps=3", "--out", str(tmp_path / "s"))
     assert code == 0, err
@@ -291,7 +282,7 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
 
 
 def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv):
-    code, _, err = _cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar100",
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar100",
                         "--budget", "6", "--opt", "meta_iterations=4", "--opt", "finetune_steps=2",
                         "--out", str(tmp_path / "s"))
     assert code == 0, err
@@ -307,7 +298,7 @@ def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv
 ])
 def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
-    code, _, err = _cli(capsys, "search", *argv, "--benchmark", str(nats_csv), "--dataset", "cifar10",
+    code, _, err = run_cli(capsys, "search", *argv, "--benchmark", str(nats_csv), "--dataset", "cifar10",
                         "--budget", "3", "--out", str(tmp_path / "o"))
     assert code == 2 and message in err, err
 
