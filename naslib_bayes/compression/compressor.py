@@ -139,13 +139,7 @@ def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, s
     for epoch in range(cfg.epochs):
         _set_lr(opt, cfg.lr_at(epoch))
         loss, _ = _train_epoch(model, train, opt, cfg, generator, augment)
-        record = {"epoch": epoch + 1, "phase": "dense", "loss": loss, "lr": cfg.lr_at(epoch)}
-        if val is not None:
-            record["val_accuracy"] = evaluate(model, val)
-        history.append(record)
-        if log:
-            log(f"dense epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}"
-                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+        history.append(_epoch_record(model, "dense", epoch, loss, cfg, val, log))
     model.eval()
     return history
 
@@ -208,14 +202,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             penalty = lambda: net.penalty(lams)  # noqa: E731
         loss, last = _train_epoch(net, train, opt, cfg, generator, augment, penalty, keep_last=cfg.curvature_batches,
                                   after_step=prox)
-        record = {"epoch": epoch + 1, "phase": "sparse" if sparse else "warmup", "loss": loss,
-                  "lr": cfg.lr_at(epoch), "widths": net.widths()}
-        if val is not None:
-            record["val_accuracy"] = evaluate(net, val)
-        history.append(record)
-        if log:
-            log(f"{record['phase']} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} widths {net.widths()}"
-                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+        history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, val, log,
+                                     widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
         if sparse and (final or (epoch + 1 - cfg.warmup_epochs) % cfg.update_every == 0):
             t0 = time.perf_counter()
@@ -253,13 +241,7 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     for epoch in range(cfg.sparse_epochs, cfg.epochs):
         _set_lr(ft_opt, cfg.lr_at(epoch))
         loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment)
-        record = {"epoch": epoch + 1, "phase": "finetune", "loss": loss, "lr": cfg.lr_at(epoch)}
-        if val is not None:
-            record["val_accuracy"] = evaluate(net, val)
-        history.append(record)
-        if log:
-            log(f"finetune epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}"
-                + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+        history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log))
     dense = net.to_dense()
     with torch.no_grad():  # folding the switches into the weights changes nothing
         probe = train.images[:256]
@@ -274,3 +256,18 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         params_before=params_before, params_after=params_after, flops_before=flops_before, flops_after=flops_after,
         history=history, masked_max_abs_diff=masked_diff, wall_time_s=time.perf_counter() - start,
     )
+
+
+def _epoch_record(net: nn.Module, phase: str, epoch: int, loss: float, cfg: CompressionConfig, val, log,
+                  widths: list[int] | None = None) -> dict[str, Any]:
+    """The history entry of one training epoch (validation accuracy when ``val`` is given), logged."""
+    record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "loss": loss, "lr": cfg.lr_at(epoch)}
+    if widths is not None:
+        record["widths"] = widths
+    if val is not None:
+        record["val_accuracy"] = evaluate(net, val)
+    if log:
+        log(f"{phase} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}"
+            + (f" widths {widths}" if widths is not None else "")
+            + (f" val {record['val_accuracy']:.2f}" if val is not None else ""))
+    return record
