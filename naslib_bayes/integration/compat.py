@@ -237,22 +237,13 @@ def fix_graph_clone() -> bool:
     GDAS and DrNAS fails there. The fix detaches those stored outputs before cloning (their
     values are unchanged; nothing backpropagates through them after the training step).
     """
-    graph_module = sys.modules.get("naslib.search_spaces.core.graph")
-    if graph_module is None:
-        raise RuntimeError("fix_graph_clone runs after NASLib is imported (import naslib.search_spaces first)")
-    graph_cls = graph_module.Graph
-    original = graph_cls.clone
-    if getattr(original, "__naslib_bayes_fix__", False):
-        return False
 
-    def clone(self):
+    def clone(original, self):
         _detach_stored_outputs(self)
         return original(self)
 
-    clone.__naslib_bayes_fix__ = True
-    clone.__wrapped__ = original
-    clone.__doc__ = original.__doc__
-    graph_cls.clone = clone
+    if not _wrap_graph_method("clone", clone, "fix_graph_clone"):
+        return False
     return _record("graph_clone", "Graph.clone detaches stored auxiliary-head outputs before deep-copying")
 
 
@@ -269,26 +260,41 @@ def fix_unparse_settings() -> bool:
     ``get_final_architecture()`` with an auxiliary head and a 10-class classifier again
     (``prepare_evaluation`` reads those attributes). The fix copies them onto the new graph.
     """
-    graph_module = sys.modules.get("naslib.search_spaces.core.graph")
-    if graph_module is None:
-        raise RuntimeError("fix_unparse_settings runs after NASLib is imported (import naslib.search_spaces first)")
-    graph_cls = graph_module.Graph
-    original = graph_cls.unparse
-    if getattr(original, "__naslib_bayes_fix__", False):
-        return False
 
-    def unparse(self):
+    def unparse(original, self):
         new = original(self)
         for name in _CONSTRUCTOR_SETTINGS:
             if name in vars(self):
                 setattr(new, name, vars(self)[name])
         return new
 
-    unparse.__naslib_bayes_fix__ = True
-    unparse.__wrapped__ = original
-    unparse.__doc__ = original.__doc__
-    graph_cls.unparse = unparse
+    if not _wrap_graph_method("unparse", unparse, "fix_unparse_settings"):
+        return False
     return _record("unparse_settings", f"Graph.unparse keeps {', '.join(_CONSTRUCTOR_SETTINGS)}")
+
+
+def _wrap_graph_method(name: str, wrapper, fix: str) -> bool:
+    """Replace NASLib's ``Graph.<name>`` by ``wrapper(original, self)``; False when already done.
+
+    The replacement is marked, so that applying a fix twice wraps the method once, and keeps
+    the original as ``__wrapped__`` and its docstring.
+    """
+    graph_module = sys.modules.get("naslib.search_spaces.core.graph")
+    if graph_module is None:
+        raise RuntimeError(f"{fix} runs after NASLib is imported (import naslib.search_spaces first)")
+    graph_cls = graph_module.Graph
+    original = getattr(graph_cls, name)
+    if getattr(original, "__naslib_bayes_fix__", False):
+        return False
+
+    def method(self):
+        return wrapper(original, self)
+
+    method.__naslib_bayes_fix__ = True
+    method.__wrapped__ = original
+    method.__doc__ = original.__doc__
+    setattr(graph_cls, name, method)
+    return True
 
 
 def _sklearn_has_squared() -> bool:
