@@ -39,24 +39,16 @@ logger = logging.getLogger(__name__)
 _naslib = load_naslib()
 CfgNode = importlib.import_module("fvcore.common.config").CfgNode
 
-ONE_SHOT = "one-shot"
-BLACK_BOX = "black-box"
+ONE_SHOT = registry.ONE_SHOT
+BLACK_BOX = registry.BLACK_BOX
 
 
 @dataclass(frozen=True)
-class NaslibOptimizer:
-    """How ``naslib-run`` builds one optimizer."""
+class NaslibOptimizer(registry.OptimizerSpec):
+    """How ``naslib-run`` builds one optimizer: a registry entry plus where its class comes from."""
 
-    name: str
-    kind: str
-    target: str  # "module:Class"
-    summary: str
     origin: str  # "naslib" or "naslib-bayes"
     core: str | None = None  # naslib-bayes registry name a wrapper runs
-
-    def load(self) -> type:
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
 
     def create(self, config, source=None):
         cls = self.load()
