@@ -70,23 +70,23 @@ def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str) -> di
         return json.loads(done.read_text())
     import torch
 
+    from naslib_bayes.optimizers.tnas import TNAS, meta_train_surrogate
     from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
-    from naslib_bayes.predictors.surrogate import SurrogateConfig
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     torch.set_num_threads(1)
     benchmark = load_benchmark(benchmark_path)
     source = benchmark.without(target)
     start, cpu = time.perf_counter(), time.process_time()
-    surrogate, log = meta_train(meta_datasets_from_benchmark(source, source.datasets), SurrogateConfig(),
-                                MetaTrainConfig(), seed=seed)
+    # exactly what tnas meta-trains with its default hyper-parameters
+    surrogate, info = meta_train_surrogate(source, "test_accuracy", TNAS.defaults, seed)
+    log = info["meta_train"]
     record = {"target": target, "seed": seed, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
-              "iterations": log.iterations, "best_iteration": log.best_iteration, "best_val_loss": log.best_val_loss}
+              "iterations": log["iterations"], "best_iteration": log["best_iteration"],
+              "best_val_loss": log["best_val_loss"]}
     out_dir.mkdir(parents=True, exist_ok=True)
-    surrogate_io.save(surrogate, out_dir / "surrogate.pt", {"meta_datasets": list(source.datasets), "seed": seed,
-                                                            "meta_train": log.to_dict()})
+    surrogate_io.save(surrogate, out_dir / "surrogate.pt", {**info, "seed": seed})
     done.write_text(json.dumps(record))
     return record
 

@@ -84,7 +84,7 @@ class TNAS(DeepKernelBO):
             raise UserError("tnas needs --surrogate or a benchmark with datasets other than the target to meta-train on")
         logger.warning("no --surrogate given: meta-training leave-one-dataset-out on %s (target %s left out)",
                        ", ".join(source.datasets), self.problem.dataset)
-        return _meta_train(source, self.problem.objective.metric, self.config, self.seed)
+        return meta_train_surrogate(source, self.problem.objective.metric, self.config, self.seed)
 
     @classmethod
     def prepare(cls, source, dataset: str, directory: Path, metric: str, seed: int = 0,
@@ -99,7 +99,7 @@ class TNAS(DeepKernelBO):
         if not source.datasets:
             raise UserError(f"tnas: the benchmark has no dataset besides {dataset} to meta-train on")
         config = {**cls.defaults, **hyperparameters}
-        surrogate, info = _meta_train(source, metric, config, seed)
+        surrogate, info = meta_train_surrogate(source, metric, config, seed)
         surrogate_io.save(surrogate, Path(directory), info)
         return {"meta_datasets": info["meta_datasets"], "meta_train_seconds": info["meta_train"].get("wall_time_s")}
 
@@ -184,8 +184,11 @@ class TNAS(DeepKernelBO):
         return info
 
 
-def _meta_train(source, metric: str, config: dict[str, Any], seed: int):
-    """Meta-train a surrogate on every dataset of ``source`` with TNAS's ``config``; (surrogate, info)."""
+def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int):
+    """Meta-train a surrogate on every dataset of ``source`` with TNAS's ``config``; (surrogate, info).
+
+    ``info`` holds the meta-training datasets, log (``meta_train``) and configuration.
+    """
     from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
     from naslib_bayes.predictors.surrogate import SurrogateConfig
 
