@@ -13,7 +13,10 @@ Each iteration after the initial design:
    once in :meth:`DeepKernelBO.setup` (psi is frozen during BO), and propose the best one.
 
 Subclasses say where the surrogate comes from (:meth:`build_surrogate`) and what the initial
-design is (:meth:`initial_design`).
+design is (:meth:`initial_design`); they may put the observations in other units
+(:meth:`DeepKernelBO.gp_targets`), have the GP model their residual from a fixed mean function
+(:meth:`DeepKernelBO.mean_offset`) and keep GP parameters out of the fine-tuning
+(:meth:`DeepKernelBO.frozen`).
 """
 
 from __future__ import annotations
@@ -137,14 +140,30 @@ class DeepKernelBO(BlackBoxOptimizer):
             allowed = torch.ones(len(self.cells), dtype=torch.bool)
             allowed[[self._index[c] for c, _ in self.history]] = False
             return acquisition.select_best(torch.zeros(len(self.cells)), allowed, self.priority)
-        y = transform_observations(values, self.surrogate.config.output_transform)
+        y = self.gp_targets(index, values)
+        offset = self.mean_offset()
+        fitted = y if offset is None else y - offset[index]
         self._load_trainable_state(self._start_state)
-        self.fit_log.append(self.finetune(index, y))
-        mean, std = self.posterior(index, y)
+        self.fit_log.append(self.finetune(index, fitted))
+        mean, std = self.posterior(index, fitted)
+        if offset is not None:
+            mean = mean + offset
         scores = self.acquisition_scores(mean, std, float(y.max()))
         allowed = torch.ones(len(self.cells), dtype=torch.bool)
         allowed[[self._index[c] for c, _ in self.history]] = False
         return acquisition.select_best(scores, allowed, self.priority)
+
+    def gp_targets(self, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The observations (n,) of cells ``index`` (n,) in GP units (by default their own transform)."""
+        return transform_observations(values, self.surrogate.config.output_transform)
+
+    def mean_offset(self) -> torch.Tensor | None:
+        """A fixed mean function over all cells (15625,) that the GP models the residual of, or None."""
+        return None
+
+    def frozen(self, name: str) -> bool:
+        """Whether the GP parameter ``name`` stays at its starting value during fine-tuning (none by default)."""
+        return False
 
     def acquisition_scores(self, mean: torch.Tensor, std: torch.Tensor, best: float) -> torch.Tensor:
         """Acquisition value of every cell (n,), from the posterior (n,), (n,) and the best y."""
@@ -154,7 +173,8 @@ class DeepKernelBO(BlackBoxOptimizer):
     def finetune(self, index: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on (index, y)."""
         gp = self.surrogate.gp
-        params = list(gp.parameters()) + ([self.target_context] if self.target_context is not None else [])
+        params = [p for name, p in gp.named_parameters() if not self.frozen(name)]
+        params += [self.target_context] if self.target_context is not None else []
         optimizer = torch.optim.Adam(params, lr=float(self.config["finetune_lr"]))
         loss = torch.zeros(())
         for _ in range(int(self.config["finetune_steps"])):
