@@ -321,3 +321,64 @@ def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
     assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
     opt.config["prior_beta"] = 0
     assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)
+
+
+# ---- target_units=prior --------------------------------------------------------------------
+def test_prior_quantiles_follow_the_ranking_as_meta_training_copula():
+    from naslib_bayes.optimizers.tnas import prior_quantiles
+
+    order = torch.tensor([2, 0, 3, 1])  # cell 2 best, cell 1 worst
+    q = prior_quantiles(order)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    expected = normal.icdf(1.0 - (torch.arange(4, dtype=torch.float64) + 0.5) / 4).double()
+    assert torch.allclose(q[order], expected)
+    assert torch.allclose(q[2], -q[1]) and float(q[2]) > float(q[0]) > float(q[3]) > float(q[1])
+
+
+def test_reorder_to_keeps_the_reference_values_in_the_observed_order_and_averages_ties():
+    from naslib_bayes.optimizers.tnas import reorder_to
+
+    reference = torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64)  # the prior's order of the cells
+    values = torch.tensor([40.0, 45.0, 41.0, 39.0], dtype=torch.float64)  # the target disagrees
+    assert reorder_to(values, reference).tolist() == [1.0, 3.0, 2.0, 0.0]
+    tied = reorder_to(torch.tensor([5.0, 5.0, 4.0, 6.0], dtype=torch.float64), reference)
+    assert tied.tolist() == [1.5, 1.5, 0.0, 3.0]
+    assert float(tied.sum()) == float(reference.sum())
+
+
+def test_prior_units_fit_residuals_from_the_prior_with_the_constant_mean_frozen(nats_benchmark, surrogate_file):
+    from naslib_bayes.optimizers.tnas import reorder_to
+
+    class Recording(TNAS):
+        def finetune(self, index, y):
+            self.fitted.append((index.clone(), y.clone()))
+            return super().finetune(index, y)
+
+    Recording.fitted = []
+    rec = Recording(seed=0, surrogate=str(surrogate_file), target_units="prior", initial_design=3, finetune_steps=5)
+    problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar10", "test_accuracy", 6)
+    run_black_box(rec, problem)
+    start = float(rec._start_state["gp.mean_module.raw_constant"])
+    assert float(rec.surrogate.gp.mean_module.constant.detach()) == start  # frozen while fine-tuning
+    raw_scale = rec.surrogate.gp.covar_module.raw_outputscale.detach()
+    assert not torch.equal(raw_scale, rec._start_state["gp.covar_module.raw_outputscale"])  # the rest is tuned
+    index, fitted = rec.fitted[-1]
+    values = torch.as_tensor(problem.objective.values[: index.numel()], dtype=torch.float64)
+    targets = reorder_to(values, rec.prior_quantile[index])
+    assert torch.allclose(fitted, targets - rec.prior_quantile[index])
+    # the level comes from the prior: the initial design's targets sit at its top quantiles, far above 0
+    assert float(targets.min()) > 2.0
+    assert len(set(problem.objective.queried)) == 6
+
+
+def test_own_units_are_the_default_and_unknown_units_are_refused(nats_benchmark, surrogate_file):
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+
+    opt = TNAS(seed=0)
+    values = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    opt.surrogate = type("S", (), {"config": SurrogateConfig(output_transform="copula")})()
+    assert opt.config["target_units"] == "own" and opt.mean_offset() is None and not opt.frozen("mean_module.raw_constant")
+    assert torch.equal(opt.gp_targets(torch.arange(3), values), transform_observations(values, "copula"))
+    with pytest.raises(UserError, match="target_units"):
+        _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), target_units="other")

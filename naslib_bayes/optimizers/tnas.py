@@ -44,6 +44,9 @@ class TNAS(DeepKernelBO):
             ranking, never fitting the target's observations.
         prior_beta: pi-BO's beta (see :meth:`acquisition_scores`); None means budget / 10
             (pi-BO's own default), 0 gives the paper's plain EI.
+        target_units: ``own`` (default): the target's observations in GP units from their own
+            statistics, as meta-training treats a dataset; ``prior``: in the meta-learned units
+            with the prior in the GP's mean (see :meth:`gp_targets`).
     """
 
     defaults: dict[str, Any] = {
@@ -59,7 +62,10 @@ class TNAS(DeepKernelBO):
         "meta_outer_step": 0.1,
         "initial_design_only": False,
         "prior_beta": None,
+        "target_units": "own",
     }
+
+    TARGET_UNITS = ("own", "prior")
 
     def build_surrogate(self):
         from naslib_bayes.predictors import surrogate_io
@@ -130,8 +136,40 @@ class TNAS(DeepKernelBO):
         allowed = torch.ones(len(self.cells), dtype=torch.bool)
         k = self.problem.objective.budget if self.config["initial_design_only"] else int(self.config["initial_design"])
         order = acquisition.ranking(self.prior, self.priority)
+        self.prior_quantile = prior_quantiles(order)
         self.initial = order[:k].tolist()
         return list(self.initial)
+
+    def setup(self) -> None:
+        if self.config["target_units"] not in self.TARGET_UNITS:
+            raise UserError(f"target_units {self.config['target_units']!r}: expected one of {', '.join(self.TARGET_UNITS)}")
+        super().setup()
+
+    # ---- target_units=prior ------------------------------------------------------------------
+    def gp_targets(self, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The target's observations in GP units.
+
+        ``own``: their own transform (the copula among the observations), which puts the
+        observations' median at the meta-learned GP's mean level, that of an average cell,
+        although an initial design from the prior holds top cells only.
+
+        ``prior``: the meta-learned units, where each dataset's cells are the normal quantiles of
+        their ranks in that dataset. The target's ranks among all cells are unknown; the prior
+        ranks every cell, so the queried cells take the quantiles the prior gives them
+        (:func:`prior_quantiles`), reassigned in the order the target's observations put those
+        cells in. The level and spread come from the prior, the order from the target.
+        """
+        if self.config["target_units"] != "prior":
+            return super().gp_targets(index, values)
+        return reorder_to(values, self.prior_quantile[index])
+
+    def mean_offset(self) -> torch.Tensor | None:
+        """``prior`` units: the GP models the target's residual from the prior's quantile of each cell."""
+        return self.prior_quantile if self.config["target_units"] == "prior" else None
+
+    def frozen(self, name: str) -> bool:
+        """``prior`` units: the residual GP's constant mean stays at its meta-learned value."""
+        return self.config["target_units"] == "prior" and name.startswith("mean_module.")
 
     def prior_beta(self) -> float:
         """pi-BO's beta: the ``prior_beta`` hyper-parameter, or a tenth of the budget."""
@@ -164,7 +202,7 @@ class TNAS(DeepKernelBO):
         extras = super().result_extras()
         k = int(self.config["initial_design"])
         extras["surrogate"] = {**self.surrogate_info, "output_transform": self.surrogate.config.output_transform,
-                               "prior_beta": self.prior_beta()}
+                               "prior_beta": self.prior_beta(), "target_units": self.config["target_units"]}
         extras["dataset_encoder"] = self._dataset_encoder_info()
         extras["initial_design"] = {
             "k": k,
@@ -182,6 +220,36 @@ class TNAS(DeepKernelBO):
         if config.dataset_encoder == "learned":
             info["target_context"] = "mean of the meta-training contexts, fine-tuned on the target's observations"
         return info
+
+
+def prior_quantiles(order: torch.Tensor) -> torch.Tensor:
+    """Normal quantile of each cell's rank in ``order`` (best first), the copula of meta-training, (n,).
+
+    The cell ranked r of n gets ``Phi^-1(1 - (r + 0.5) / n)``.
+    """
+    n = order.numel()
+    rank = torch.empty(n, dtype=torch.float64)
+    rank[order] = torch.arange(n, dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64))
+    return normal.icdf(1.0 - (rank + 0.5) / n)
+
+
+def reorder_to(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``reference`` (n,) values reassigned so that their order follows ``values`` (n,).
+
+    The largest value gets the largest reference value, and so on; tied values share the mean
+    of the reference values they span.
+    """
+    ranked = torch.sort(reference, descending=True).values
+    order = torch.argsort(values, descending=True, stable=True)
+    out = torch.empty_like(reference)
+    out[order] = ranked
+    unique, inverse = torch.unique(values, return_inverse=True)
+    if unique.numel() < values.numel():
+        sums = torch.zeros(unique.numel(), dtype=out.dtype).index_add_(0, inverse, out)
+        counts = torch.zeros(unique.numel(), dtype=out.dtype).index_add_(0, inverse, torch.ones_like(out))
+        out = (sums / counts)[inverse]
+    return out
 
 
 def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int):
