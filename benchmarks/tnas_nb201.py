@@ -7,6 +7,8 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
 * ``tnas k=1``             the same with an initial design of one cell;
 * ``tnas init-only``       the surrogate's ranking alone (no fitting to the target);
 * ``tnas no-prior``        plain EI after the initial design (the paper's loop, no pi-BO weight);
+* ``tnas prior-units``     the target's observations in the meta-learned units with the prior in
+                           the GP's mean (``target_units=prior``), plain EI (no pi-BO weight);
 * ``transfer-topk``        cells by mean standardised accuracy on the other datasets;
 * ``gp-bo``                the deep-kernel GP BO from scratch on the target (no transfer);
 
@@ -38,6 +40,7 @@ METHODS = {
     "tnas k=1": ("tnas", {"initial_design": 1}),
     "tnas init-only": ("tnas", {"initial_design_only": True}),
     "tnas no-prior": ("tnas", {"prior_beta": 0}),
+    "tnas prior-units": ("tnas", {"target_units": "prior", "prior_beta": 0}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
@@ -228,7 +231,7 @@ def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
         per_target = {t: len({k[1] for k in meta if k[0] == t}) for t in targets}
         print(f"surrogates: {', '.join(f'{t}: {n}' for t, n in per_target.items())} meta-trained "
               f"(seed s uses surrogate s mod {args.surrogate_seeds or args.seeds})")
-    header = (f"{'target':<15} {'method':<15} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7} "
+    header = (f"{'target':<15} {'method':<16} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7} "
               f"{'@' + str(args.budget):>7} {'distinct':>8} {'run wall s':>10} {'run CPU s':>9}")
     print(header)
     print("-" * len(header))
@@ -237,14 +240,14 @@ def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
         for m in methods:
             records = [runs[(t, m, s)] for s in seeds if (t, m, s) in runs]
             if not records:
-                print(f"{t:<15} {m:<15} {'(no runs yet)':>9}")
+                print(f"{t:<15} {m:<16} {'(no runs yet)':>9}")
                 continue
             summary = summarise(records, best, args.budget)
             r = summary["regret"]
             wall = np.mean([x.get("run_wall_s", x["wall_s"]) for x in records])
             cpu = [x["run_cpu_s"] for x in records if "run_cpu_s" in x]
             cpu_text = f"{np.mean(cpu):>9.1f}" if cpu else f"{'-':>9}"
-            print(f"{t:<15} {m:<15} {summary['median_queries']:>9.1f} {r[5]:>9.3f} {r[10]:>7.3f} {r[20]:>7.3f} "
+            print(f"{t:<15} {m:<16} {summary['median_queries']:>9.1f} {r[5]:>9.3f} {r[10]:>7.3f} {r[20]:>7.3f} "
                   f"{summary['final_regret']:>7.3f} {summary['distinct']:>5}/{len(records)} {wall:>10.1f} {cpu_text}")
         if "tnas" in methods:
             records = [runs[(t, "tnas", s)] for s in seeds if (t, "tnas", s) in runs]

@@ -1,0 +1,114 @@
+"""Choose TNAS's BO settings without the test targets: meta-train on ONE dataset, search another.
+
+The leave-one-dataset-out benchmark (``tnas_nb201.py``) meta-trains on two of cifar10, cifar100
+and ImageNet16-120 and searches the third. A setting chosen by its results there has seen the
+targets. This script measures settings on the meta-training side instead: a surrogate
+meta-trained on one dataset A searches another dataset B, for every ordered pair. For the test
+target T, only the two pairs with neither A nor B equal to T may inform a choice, e.g. for
+ImageNet16-120: cifar10->cifar100 and cifar100->cifar10.
+
+It prints, per pair and method, the median number of queries to B's best test accuracy and the
+mean regret after 5, 10 and 20 queries; then, per test target, the sums over its two pairs of
+the mean regret@10 and of the median queries (the selection criterion documented in
+docs/tnas.md). Seed s searches with the surrogate of seed s; everything is cached in --cache.
+
+Usage:
+    python benchmarks/tnas_nb201_validate.py --benchmark PATH/nats_bench.csv --seeds 5 \\
+        --methods "tnas,tnas prior-units"
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tnas_nb201  # noqa: E402  (the benchmark's methods, search unit and metrics)
+
+DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", type=Path, required=True, help="NAS-Bench-201 benchmark file (e.g. nats_bench.csv)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, one surrogate each (default 5)")
+    parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50; pi-BO's beta depends on it)")
+    parser.add_argument("--methods", default="tnas", help="comma-separated methods of tnas_nb201.py (tnas variants)")
+    parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201_validate"), help="folder for surrogates and runs")
+    return parser.parse_args(argv)
+
+
+def meta_train_single(benchmark_path: str, dataset: str, seed: int, out: Path) -> dict:
+    """Meta-train on ``dataset`` alone with TNAS's defaults (cached in ``out``)."""
+    done = out / "meta.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    import torch
+
+    from naslib_bayes.optimizers.tnas import TNAS, meta_train_surrogate
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    torch.set_num_threads(1)
+    source = load_benchmark(benchmark_path).without(*[d for d in DATASETS if d != dataset])
+    start, cpu = time.perf_counter(), time.process_time()
+    surrogate, info = meta_train_surrogate(source, "test_accuracy", TNAS.defaults, seed)
+    record = {"dataset": dataset, "seed": seed, "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+    out.mkdir(parents=True, exist_ok=True)
+    surrogate_io.save(surrogate, out / "surrogate.pt", {**info, "seed": seed})
+    done.write_text(json.dumps(record))
+    return record
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    benchmark = load_benchmark(args.benchmark)
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in tnas_nb201.METHODS or tnas_nb201.METHODS[m][0] != "tnas"]
+    if unknown:
+        sys.exit(f"not a tnas method of tnas_nb201.py: {unknown}")
+    seeds = range(args.seeds)
+    path = str(args.benchmark)
+    for d in DATASETS:
+        for s in seeds:
+            meta_train_single(path, d, s, args.cache / "surrogates" / d / f"seed{s}")
+    pairs = list(itertools.permutations(DATASETS, 2))
+    table: dict[tuple[str, str, str], dict] = {}
+    print(f"meta-train on A, search B: {args.seeds} seeds (one surrogate each), budget {args.budget}")
+    print(f"{'A -> B':<28} {'method':<16} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7}  q* per seed")
+    for a, b in pairs:
+        for m in methods:
+            records = []
+            for s in seeds:
+                surrogate = args.cache / "surrogates" / a / f"seed{s}" / "surrogate.pt"
+                out = args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}" / m.replace(" ", "_").replace("=", "") / f"seed{s}.json"
+                records.append(tnas_nb201.search_unit(path, b, m, s, args.budget, str(surrogate), str(out)))
+            summary = tnas_nb201.summarise(records, benchmark.best(b), args.budget)
+            table[(a, b, m)] = summary
+            r = summary["regret"]
+            print(f"{a + ' -> ' + b:<28} {m:<16} {summary['median_queries']:>9.1f} {r[5]:>9.3f} {r[10]:>7.3f} {r[20]:>7.3f}  "
+                  f"{summary['queries']}", flush=True)
+    print("\nper test target, over the two pairs without it: sum of regret@10, sum of median q*")
+    for t in DATASETS:
+        allowed = [(a, b) for a, b in pairs if t not in (a, b)]
+        cells = []
+        for m in methods:
+            regret = sum(table[(a, b, m)]["regret"][10] for a, b in allowed)
+            queries = sum(table[(a, b, m)]["median_queries"] for a, b in allowed)
+            cells.append(f"{m}: {regret:.3f}, {queries:.1f}")
+        print(f"{t:<15} ({', '.join(f'{a}->{b}' for a, b in allowed)})  " + "; ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
