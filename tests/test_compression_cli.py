@@ -47,6 +47,65 @@ def test_compress_prunes_units_and_keeps_a_working_network(digits):
     assert [h["widths"][0] for h in updates] == sorted((h["widths"][0] for h in updates), reverse=True)
 
 
+def test_parameter_budget_ends_pruning_at_the_first_update_within_it(digits):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, 10)
+    budget = 0.7
+    cfg = CompressionConfig(**{**FAST, "epochs": 8, "finetune_epochs": 1}, max_params=budget)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    updates = [h for h in outcome.history if h["phase"] == "update"]
+    limit = budget * outcome.params_before
+    # pruning went on while over the budget and stopped at the first update within it; that
+    # update's pruning is cut back to just meet the budget (uncut it leaves 17,567 parameters:
+    # 35% of the network)
+    assert all(h["params"] > limit for h in updates[:-1])
+    assert limit - 0.01 * outcome.params_before < updates[-1]["params"] <= limit
+    assert outcome.params_after == updates[-1]["params"]
+    last_sparse = updates[-1]["epoch"]
+    assert last_sparse < cfg.sparse_epochs  # the budget was met early ...
+    finetune = [h for h in outcome.history if h["phase"] == "finetune"]
+    # ... and fine-tuning took every epoch left, its cosine decay stretched over them
+    assert [h["epoch"] for h in finetune] == list(range(last_sparse + 1, cfg.epochs + 1))
+    assert finetune[0]["lr"] == cfg.lr and finetune[-1]["lr"] < cfg.lr
+    assert [h["lr"] for h in finetune] == sorted((h["lr"] for h in finetune), reverse=True)
+
+
+def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digits):
+    torch.set_num_threads(1)
+    outcomes = {}
+    for mode in ("finetune", "scratch"):
+        torch.manual_seed(0)
+        model = build_model("lenet300", digits.train.image_shape, 10)
+        cfg = CompressionConfig(**{**FAST, "epochs": 8, "finetune_epochs": 3}, retrain=mode)
+        outcomes[mode] = compress(model, digits.train, cfg, seed=0)
+    finetuned, scratch = outcomes["finetune"], outcomes["scratch"]
+    # the sparse phase is the same, so is the architecture it finds
+    assert scratch.widths_after == finetuned.widths_after and scratch.inputs_after == finetuned.inputs_after
+    assert scratch.widths_after[0] < 300
+    pruned_weights = finetuned.switched.layer(0).weight
+    assert not torch.allclose(scratch.switched.layer(0).weight, pruned_weights)
+    assert evaluate(scratch.model, digits.test) > 80.0
+
+
+def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
+    from naslib_bayes.compression.switched import SwitchedNetwork
+
+    def fresh(seed):
+        net = SwitchedNetwork(list(build_model("lenet300", (1, 8, 8), 10)), (1, 8, 8))
+        with torch.no_grad():
+            net.parent[0].mul_(0.3)
+        state = torch.get_rng_state()
+        net.reinitialise(seed)
+        assert torch.equal(torch.get_rng_state(), state)
+        return net
+
+    a, b, c = fresh(0), fresh(0), fresh(1)
+    assert torch.equal(a.layer(0).weight, b.layer(0).weight)
+    assert not torch.equal(a.layer(0).weight, c.layer(0).weight)
+    assert all(bool((s == 1).all()) for s in a.switch_parameters())
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 
@@ -78,6 +137,8 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "resnet", "--dataset", "digits"], "invalid choice"),
     (["--model", "lenet5", "--dataset", "digits", "--lambda", "0"], "positive"),
     (["--model", "lenet5", "--dataset", "digits", "--epochs", "3", "--finetune-epochs", "3"], "finetune_epochs"),
+    (["--model", "lenet5", "--dataset", "digits", "--max-params", "1.5"], "--max-params"),
+    (["--model", "lenet5", "--dataset", "digits", "--retrain", "rewind"], "--retrain"),
 ])
 def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "compress", *argv, "--out", str(tmp_path / "out"))

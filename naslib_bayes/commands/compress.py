@@ -33,8 +33,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def register(subparsers) -> None:
-    from naslib_bayes.compression.config import LAM_SCALES, MODEL_NAMES, CompressionConfig
+    from naslib_bayes.compression.config import LAM_SCALES, MODEL_NAMES, RETRAIN_MODES, CompressionConfig
 
     d = CompressionConfig()
     parser = subparsers.add_parser("compress", help="compress a CNN with BayesNAS structured sparsity")
@@ -46,6 +58,12 @@ def register(subparsers) -> None:
     parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
                         help="lambda per switch: the same for all (none), scaled by the parameters the "
                              f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
+    parser.add_argument("--max-params", type=_fraction, default=d.max_params, metavar="FRACTION",
+                        help="parameter budget as a fraction of the model's (e.g. 0.1): pruning stops at the first "
+                             "update within it and fine-tuning takes the remaining epochs (default: no budget)")
+    parser.add_argument("--retrain", choices=RETRAIN_MODES, default=d.retrain,
+                        help="after pruning, fine-tune the pruned weights (finetune) or train the found "
+                             f"architecture from fresh initial weights (scratch) (default {d.retrain})")
     parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                         help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
     parser.add_argument("--finetune-epochs", type=common.non_negative_int,
@@ -85,7 +103,8 @@ def run(args) -> int:
     start = time.perf_counter()
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
-                            lr=args.lr, lam_scale=args.lam_scale)
+                            lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
+                            retrain=args.retrain)
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
     out = common.prepare_out(args.out, args.overwrite)
     shape, classes = splits.train.image_shape, splits.train.num_classes

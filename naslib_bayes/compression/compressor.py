@@ -14,7 +14,8 @@
    smaller network and a fresh optimizer);
 4. fine-tunes the pruned network for ``finetune_epochs`` epochs on the cross-entropy alone
    (switches stay trainable, without the sparsity term) and folds the switches into the
-   weights: the result is a plain dense network.
+   weights: the result is a plain dense network. With a parameter budget (``max_params``) the
+   sparse phase ends at the first update that meets it and fine-tuning takes every epoch left.
 
 :func:`train_dense` trains the uncompressed network with the same optimizer, batch size,
 augmentation and learning-rate schedule for the same total number of epochs: the fair baseline.
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from naslib_bayes.compression.config import CompressionConfig
 from naslib_bayes.compression.prune import PrunePlan, plan_pruning, slim
-from naslib_bayes.compression.switched import SwitchedNetwork
+from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
 from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
@@ -185,6 +186,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
     opt = new_optimizer(0)
     plan: PrunePlan | None = None
+    finetune_start = cfg.sparse_epochs  # earlier when the parameter budget is met sooner
+    params_limit = None if cfg.max_params is None else cfg.max_params * params_before
     for epoch in range(cfg.sparse_epochs):
         _set_lr(opt, cfg.lr_at(epoch))
         sparse = epoch >= cfg.warmup_epochs
@@ -215,6 +218,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             keep_inputs = [u.keep_inputs for u in updates]
             plan = plan_pruning(net, keep_units, keep_inputs)
             slimmed = slim(net, plan)
+            if params_limit is not None and count_parameters(slimmed.to_dense()) <= params_limit:
+                keep_units, keep_inputs, plan, slimmed = prune_to_budget(net, updates, params_limit)
             with torch.no_grad():  # the slimmed network computes what the masked one does
                 probe = last[-1][:128]
                 diff = float((slimmed.eval()(probe) - net.masked(keep_units, keep_inputs).eval()(probe)).abs().max())
@@ -233,15 +238,22 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             if log:
                 log(f"update {entry['update']} after epoch {epoch + 1}: widths {entry['widths']} "
                     f"inputs {entry['inputs']} params {entry['params']}")
+            if params_limit is not None and entry["params"] <= params_limit:
+                finetune_start = epoch + 1
+                if log:
+                    log(f"within the parameter budget ({cfg.max_params:g}): fine-tuning from epoch {epoch + 2}")
+                break
     # Fine-tuning keeps the switches (trainable, no sparsity term): folding them first would
     # rescale the weights and with them the effective learning rate of every unit.
+    if cfg.retrain == "scratch":
+        net.reinitialise(seed)
     for p in net.switch_parameters():
         p.requires_grad_(True)
-    ft_opt = new_optimizer(cfg.sparse_epochs)
-    for epoch in range(cfg.sparse_epochs, cfg.epochs):
-        _set_lr(ft_opt, cfg.lr_at(epoch))
+    ft_opt = new_optimizer(finetune_start)
+    for epoch in range(finetune_start, cfg.epochs):
+        _set_lr(ft_opt, cfg.lr_at(epoch, finetune_start))
         loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment)
-        history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log))
+        history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log, finetune_start=finetune_start))
     dense = net.to_dense()
     with torch.no_grad():  # folding the switches into the weights changes nothing
         probe = train.images[:256]
@@ -258,10 +270,50 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     )
 
 
+def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float):
+    """The update's pruning, cut back to the least relevant units that bring the network within budget.
+
+    One update can remove many units at once and overshoot a parameter budget by far. Of the
+    units and inputs it removes, only the ``k`` with the smallest gamma (the least relevant by
+    the entropy criterion's own measure) are removed, with the smallest ``k`` that meets the
+    budget (bisection: removing more never adds parameters). Returns ``(keep_units,
+    keep_inputs, plan, slimmed)``.
+    """
+    candidates = []  # (gamma, kind, layer, index) of every unit and input the update removes
+    for l, update in enumerate(updates):
+        if update.keep_units is not None:
+            candidates += [(float(update.unit_scores[j]), "unit", l, j)
+                           for j in torch.nonzero(~update.keep_units).flatten().tolist()]
+    if updates[0].input_scores is not None:
+        candidates += [(float(updates[0].input_scores[j]), "input", 0, j)
+                       for j in torch.nonzero(~updates[0].keep_inputs).flatten().tolist()]
+    candidates.sort(key=lambda c: c[0])
+
+    def attempt(k: int):
+        keep_units = [None if u.keep_units is None else torch.ones_like(u.keep_units) for u in updates]
+        keep_inputs = [torch.ones_like(updates[0].keep_inputs)] + [None] * (len(updates) - 1)
+        for _, kind, l, j in candidates[:k]:
+            (keep_units if kind == "unit" else keep_inputs)[l][j] = False
+        plan = plan_pruning(net, keep_units, keep_inputs)
+        slimmed = slim(net, plan)
+        return keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense())
+
+    low, high = 0, len(candidates)  # removing all of them meets the budget
+    best = attempt(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        trial = attempt(mid)
+        if trial[-1] <= params_limit:
+            high, best = mid, trial
+        else:
+            low = mid
+    return best[:4]
+
+
 def _epoch_record(net: nn.Module, phase: str, epoch: int, loss: float, cfg: CompressionConfig, val, log,
-                  widths: list[int] | None = None) -> dict[str, Any]:
+                  widths: list[int] | None = None, finetune_start: int | None = None) -> dict[str, Any]:
     """The history entry of one training epoch (validation accuracy when ``val`` is given), logged."""
-    record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "loss": loss, "lr": cfg.lr_at(epoch)}
+    record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "loss": loss, "lr": cfg.lr_at(epoch, finetune_start)}
     if widths is not None:
         record["widths"] = widths
     if val is not None:

@@ -12,6 +12,8 @@ from naslib_bayes.errors import UserError
 MODEL_NAMES: tuple[str, ...] = ("lenet5", "lenet300", "vgg")
 #: How lambda is scaled per switch group (see :class:`CompressionConfig`).
 LAM_SCALES: tuple[str, ...] = ("none", "cost", "sqrt_cost")
+#: How the pruned network is trained after the sparse phase (see :class:`CompressionConfig`).
+RETRAIN_MODES: tuple[str, ...] = ("finetune", "scratch")
 
 
 @dataclass
@@ -45,6 +47,19 @@ class CompressionConfig:
             which feeds 800 weights of every fc1 unit, as much as one fc1 neuron; when the aim is
             fewer parameters, the price of a switch should be what it keeps. ``sqrt_cost``: the
             square root of that ratio, the group lasso's usual weighting by group size.
+        max_params: a parameter budget, as a fraction of the uncompressed network's parameters
+            (e.g. 0.1). The sparse phase ends at the first HARD update that brings the network
+            within it, and fine-tuning gets every remaining epoch (its cosine decay stretched over
+            them): pruning past the budget costs accuracy, and sparse epochs spent after it
+            only train under the lasso's shrinkage. ``None`` (default): the sparse phase always
+            lasts ``epochs - finetune_epochs`` epochs.
+        retrain: what trains the pruned network in the epochs after the sparse phase:
+            ``finetune`` (its weights as pruning left them) or ``scratch`` (the same
+            architecture -- widths and kept inputs -- with fresh, seeded initial weights).
+            Weights that went through the lasso's shrinkage and many prunings can sit in a
+            worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
+            "Rethinking the value of network pruning"); ``scratch`` uses the search only for
+            the architecture.
     """
 
     lam: float = 1e-3
@@ -65,6 +80,8 @@ class CompressionConfig:
     proximal: bool = True
     rebalance: bool = True
     lam_scale: str = "none"
+    max_params: float | None = None
+    retrain: str = "finetune"
 
     def __post_init__(self) -> None:
         if not self.lam > 0:
@@ -84,17 +101,23 @@ class CompressionConfig:
             raise UserError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
+        if self.retrain not in RETRAIN_MODES:
+            raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
+        if self.max_params is not None and not 0 < self.max_params < 1:
+            raise UserError(f"max_params must be a fraction in (0, 1), got {self.max_params}")
 
     @property
     def sparse_epochs(self) -> int:
         return self.epochs - self.finetune_epochs
 
-    def lr_at(self, epoch: int) -> float:
-        """Constant, then a cosine decay over the last ``finetune_epochs`` epochs."""
-        start = self.epochs - self.finetune_epochs
-        if self.finetune_epochs == 0 or epoch < start:
+    def lr_at(self, epoch: int, finetune_start: int | None = None) -> float:
+        """Constant, then a cosine decay from ``finetune_start`` (default: the last
+        ``finetune_epochs`` epochs) to the end."""
+        start = self.sparse_epochs if finetune_start is None else finetune_start
+        length = self.epochs - start
+        if length <= 0 or epoch < start:
             return self.lr
-        return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - start) / self.finetune_epochs))
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * (epoch - start) / length))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

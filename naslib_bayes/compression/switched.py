@@ -70,12 +70,17 @@ class LayerUpdate:
     ``keep_units`` (units,) is None for the last layer; ``keep_inputs`` (in_groups,) says which
     input groups keep their child switch (for layers after the first it equals the previous
     layer's ``keep_units``). ``repaired_*`` count units (inputs) kept only to meet ``min_units``.
+    ``unit_scores`` (units,) and ``input_scores`` (in_groups,) are the gammas the entropy
+    criterion compared with its threshold (a unit's coupled child gamma; the first layer's
+    input gammas, None for later layers): the relevance by which pruned units are ranked.
     """
 
     keep_units: torch.Tensor | None
     keep_inputs: torch.Tensor
     repaired_units: int = 0
     repaired_inputs: int = 0
+    unit_scores: torch.Tensor | None = None
+    input_scores: torch.Tensor | None = None
 
 
 class SwitchedNetwork(nn.Module):
@@ -301,6 +306,20 @@ class SwitchedNetwork(nn.Module):
                     layer.bias.div_(factor)
 
 
+    @torch.no_grad()
+    def reinitialise(self, seed: int) -> None:
+        """Fresh weights for the same architecture: every module's own initialisation (seeded,
+        without touching the global random state), switches back to 1, HARD state to its start."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) + 7919)
+            for module in self.steps.modules():
+                if hasattr(module, "reset_parameters") and module is not self.steps:
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
+        for switch in self.switch_parameters():
+            switch.fill_(1.0)
+
     # ---- the HARD update ----------------------------------------------------------------------
     def curvature(self, result: CurvatureResult, reduction: str = "mean") -> tuple[list, list]:
         """Per-switch curvature from a :func:`gauss_newton_diagonal` result: (parents, children)."""
@@ -333,7 +352,7 @@ class SwitchedNetwork(nn.Module):
         new_g0 = hard_prior.update_gamma(t0, omega0)
         keep0, rep0 = _repair(hard_prior.entropy_keep(new_g0), new_g0, min_units)
         self._store("child", 0, new_g0, omega0, c0)
-        updates.append(LayerUpdate(None, keep0, repaired_inputs=rep0))
+        updates.append(LayerUpdate(None, keep0, repaired_inputs=rep0, input_scores=new_g0.clone()))
         for l in range(len(layers) - 1):
             s = self.parent[l].detach().double().abs()
             t = self.child[l + 1].detach().double().abs()
@@ -355,6 +374,7 @@ class SwitchedNetwork(nn.Module):
             self._store("child", l + 1, gamma_child, upd.omega_child.view(-1), upd.C_child.view(-1))
             updates[l].keep_units = keep
             updates[l].repaired_units = repaired
+            updates[l].unit_scores = score  # coupled: never above the parent's gamma
             updates.append(LayerUpdate(None, keep.clone()))
         self.num_updates += 1
         return updates
