@@ -12,6 +12,7 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
 * ``tnas robust``          the default loop on surrogates meta-trained with the ``robust`` output
                            transform (median/IQR standardisation, low tail clipped) instead of
                            the copula; these surrogates are cached apart (``surrogates_robust``);
+                           run only when named in ``--methods``;
 * ``transfer-topk``        cells by mean standardised accuracy on the other datasets;
 * ``gp-bo``                the deep-kernel GP BO from scratch on the target (no transfer);
 
@@ -56,7 +57,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50)")
     parser.add_argument("--datasets", default="cifar10,cifar100,ImageNet16-120", help="target datasets")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    # Methods needing surrogates of their own (tnas robust) run only when named: they meta-train anew.
+    default = ",".join(m for m in METHODS if surrogate_folder(m) == "surrogates")
+    parser.add_argument("--methods", default=default,
+                        help="comma-separated subset of: " + ", ".join(METHODS) + f" (default: {default})")
     parser.add_argument("--surrogate-seeds", type=int, default=None,
                         help="meta-train this many surrogates per target and give seed s the one of seed s mod N "
                              "(default: one per seed)")
