@@ -9,6 +9,10 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
 * ``tnas no-prior``        plain EI after the initial design (the paper's loop, no pi-BO weight);
 * ``tnas prior-units``     the target's observations in the meta-learned units with the prior in
                            the GP's mean (``target_units=prior``), plain EI (no pi-BO weight);
+* ``tnas robust``          the default loop on surrogates meta-trained with the ``robust`` output
+                           transform (median/IQR standardisation, low tail clipped) instead of
+                           the copula; these surrogates are cached apart (``surrogates_robust``);
+                           run only when named in ``--methods``;
 * ``transfer-topk``        cells by mean standardised accuracy on the other datasets;
 * ``gp-bo``                the deep-kernel GP BO from scratch on the target (no transfer);
 
@@ -41,6 +45,7 @@ METHODS = {
     "tnas init-only": ("tnas", {"initial_design_only": True}),
     "tnas no-prior": ("tnas", {"prior_beta": 0}),
     "tnas prior-units": ("tnas", {"target_units": "prior", "prior_beta": 0}),
+    "tnas robust": ("tnas", {"meta_output_transform": "robust"}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
@@ -52,7 +57,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50)")
     parser.add_argument("--datasets", default="cifar10,cifar100,ImageNet16-120", help="target datasets")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    # Methods needing surrogates of their own (tnas robust) run only when named: they meta-train anew.
+    default = ",".join(m for m in METHODS if surrogate_folder(m) == "surrogates")
+    parser.add_argument("--methods", default=default,
+                        help="comma-separated subset of: " + ", ".join(METHODS) + f" (default: {default})")
     parser.add_argument("--surrogate-seeds", type=int, default=None,
                         help="meta-train this many surrogates per target and give seed s the one of seed s mod N "
                              "(default: one per seed)")
@@ -64,9 +72,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# Hyper-parameters that change meta-training: methods setting them need surrogates of their own.
+META_KEYS = ("meta_output_transform",)
+
+
+def meta_settings(method: str) -> dict:
+    """The meta-training hyper-parameters ``method`` sets away from TNAS's defaults."""
+    from naslib_bayes.optimizers.tnas import TNAS
+
+    optimizer, hyperparameters = METHODS[method]
+    if optimizer != "tnas":
+        return {}
+    return {k: v for k, v in hyperparameters.items() if k in META_KEYS and v != TNAS.defaults[k]}
+
+
+def surrogate_folder(method: str) -> str:
+    """Cache folder name of ``method``'s surrogates: ``surrogates`` for default meta-training."""
+    settings = meta_settings(method)
+    return "surrogates" + "".join(f"_{v}" for _, v in sorted(settings.items()))
+
+
 # ---- work units (run in worker processes) ------------------------------------------------------
-def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str) -> dict:
-    """Meta-train on every dataset but ``target``; returns timing (cached in ``out``)."""
+def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str, settings: dict | None = None) -> dict:
+    """Meta-train on every dataset but ``target``; returns timing (cached in ``out``).
+
+    ``settings``: meta-training hyper-parameters over TNAS's defaults (see ``meta_settings``).
+    """
     out_dir = Path(out)
     done = out_dir / "meta.json"
     if done.exists():
@@ -81,8 +112,8 @@ def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str) -> di
     benchmark = load_benchmark(benchmark_path)
     source = benchmark.without(target)
     start, cpu = time.perf_counter(), time.process_time()
-    # exactly what tnas meta-trains with its default hyper-parameters
-    surrogate, info = meta_train_surrogate(source, "test_accuracy", TNAS.defaults, seed)
+    # exactly what tnas meta-trains with its default hyper-parameters (and the method's settings)
+    surrogate, info = meta_train_surrogate(source, "test_accuracy", {**TNAS.defaults, **(settings or {})}, seed)
     log = info["meta_train"]
     record = {"target": target, "seed": seed, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
@@ -163,7 +194,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.seeds))
     n_surrogates = args.surrogate_seeds or args.seeds
     path = str(args.benchmark)
-    needs_surrogate = any(METHODS[m][0] == "tnas" for m in methods)
+    folders = {surrogate_folder(m): meta_settings(m) for m in methods if METHODS[m][0] == "tnas"}
     started = time.perf_counter()
     if args.report_only:
         meta, runs = load_cache(args, targets, methods, seeds, n_surrogates)
@@ -172,8 +203,10 @@ def main(argv=None) -> int:
 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         meta = {}
-        if needs_surrogate:
-            futures = {(t, s): pool.submit(meta_train_unit, path, t, s, str(args.cache / "surrogates" / t / f"seed{s}"))
+        if folders:
+            futures = {(t, s, folder): pool.submit(meta_train_unit, path, t, s, str(args.cache / folder / t / f"seed{s}"),
+                                                   settings)
+                       for folder, settings in folders.items()
                        for t in targets for s in range(min(n_surrogates, args.seeds))}
             meta = {key: f.result() for key, f in futures.items()}
             _progress(f"meta-training done ({len(meta)} surrogates)", started)
@@ -184,7 +217,7 @@ def main(argv=None) -> int:
             for t in targets:
                 for s in seeds:
                     futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget,
-                                                     str(surrogate_path(args, t, s, n_surrogates)),
+                                                     str(surrogate_path(args, t, s, n_surrogates, m)),
                                                      str(run_path(args, t, m, s)))
         runs = {}
         for key, f in futures.items():
@@ -195,8 +228,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def surrogate_path(args, target: str, seed: int, n_surrogates: int) -> Path:
-    return args.cache / "surrogates" / target / f"seed{seed % n_surrogates}" / "surrogate.pt"
+def surrogate_path(args, target: str, seed: int, n_surrogates: int, method: str = "tnas") -> Path:
+    return args.cache / surrogate_folder(method) / target / f"seed{seed % n_surrogates}" / "surrogate.pt"
 
 
 def run_path(args, target: str, method: str, seed: int) -> Path:
@@ -206,12 +239,12 @@ def run_path(args, target: str, method: str, seed: int) -> Path:
 def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]:
     """The meta-training records and runs already in the cache (missing ones are left out)."""
     meta, runs = {}, {}
-    if any(METHODS[m][0] == "tnas" for m in methods):
+    for folder in sorted({surrogate_folder(m) for m in methods if METHODS[m][0] == "tnas"}):
         for t in targets:
             for s in range(min(n_surrogates, args.seeds)):
-                done = args.cache / "surrogates" / t / f"seed{s}" / "meta.json"
+                done = args.cache / folder / t / f"seed{s}" / "meta.json"
                 if done.exists():
-                    meta[(t, s)] = json.loads(done.read_text())
+                    meta[(t, s, folder)] = json.loads(done.read_text())
     for t in targets:
         for m in methods:
             for s in seeds:
@@ -228,7 +261,7 @@ def _progress(message: str, started: float) -> None:
 def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
     print(f"TNAS on NAS-Bench-201 ({args.benchmark.name}), leave one dataset out: {len(seeds)} seeds, budget {args.budget}")
     if meta:
-        per_target = {t: len({k[1] for k in meta if k[0] == t}) for t in targets}
+        per_target = {t: len({k[1:] for k in meta if k[0] == t}) for t in targets}
         print(f"surrogates: {', '.join(f'{t}: {n}' for t, n in per_target.items())} meta-trained "
               f"(seed s uses surrogate s mod {args.surrogate_seeds or args.seeds})")
     header = (f"{'target':<15} {'method':<16} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7} "

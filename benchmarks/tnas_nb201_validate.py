@@ -15,6 +15,9 @@ docs/tnas.md). Seed s searches with the surrogate of seed s; everything is cache
 Usage:
     python benchmarks/tnas_nb201_validate.py --benchmark PATH/nats_bench.csv --seeds 5 \\
         --methods "tnas,tnas prior-units"
+
+Methods that change meta-training (``tnas robust``) use surrogates of their own, cached in
+``surrogates_<setting>`` beside ``surrogates``.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def meta_train_single(benchmark_path: str, dataset: str, seed: int, out: Path) -> dict:
-    """Meta-train on ``dataset`` alone with TNAS's defaults (cached in ``out``)."""
+def meta_train_single(benchmark_path: str, dataset: str, seed: int, out: Path, settings: dict | None = None) -> dict:
+    """Meta-train on ``dataset`` alone with TNAS's defaults and ``settings`` over them (cached in ``out``)."""
     done = out / "meta.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -60,8 +63,8 @@ def meta_train_single(benchmark_path: str, dataset: str, seed: int, out: Path) -
     torch.set_num_threads(1)
     source = load_benchmark(benchmark_path).without(*[d for d in DATASETS if d != dataset])
     start, cpu = time.perf_counter(), time.process_time()
-    surrogate, info = meta_train_surrogate(source, "test_accuracy", TNAS.defaults, seed)
-    record = {"dataset": dataset, "seed": seed, "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+    surrogate, info = meta_train_surrogate(source, "test_accuracy", {**TNAS.defaults, **(settings or {})}, seed)
+    record = {"dataset": dataset, "seed": seed, "settings": settings or {}, "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
     out.mkdir(parents=True, exist_ok=True)
     surrogate_io.save(surrogate, out / "surrogate.pt", {**info, "seed": seed})
     done.write_text(json.dumps(record))
@@ -79,9 +82,12 @@ def main(argv=None) -> int:
         sys.exit(f"not a tnas method of tnas_nb201.py: {unknown}")
     seeds = range(args.seeds)
     path = str(args.benchmark)
-    for d in DATASETS:
-        for s in seeds:
-            meta_train_single(path, d, s, args.cache / "surrogates" / d / f"seed{s}")
+    # Methods that change meta-training (e.g. its output transform) get surrogates of their own.
+    folders = {tnas_nb201.surrogate_folder(m): tnas_nb201.meta_settings(m) for m in methods}
+    for folder, settings in folders.items():
+        for d in DATASETS:
+            for s in seeds:
+                meta_train_single(path, d, s, args.cache / folder / d / f"seed{s}", settings)
     pairs = list(itertools.permutations(DATASETS, 2))
     table: dict[tuple[str, str, str], dict] = {}
     print(f"meta-train on A, search B: {args.seeds} seeds (one surrogate each), budget {args.budget}")
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
         for m in methods:
             records = []
             for s in seeds:
-                surrogate = args.cache / "surrogates" / a / f"seed{s}" / "surrogate.pt"
+                surrogate = args.cache / tnas_nb201.surrogate_folder(m) / a / f"seed{s}" / "surrogate.pt"
                 out = args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}" / m.replace(" ", "_").replace("=", "") / f"seed{s}.json"
                 records.append(tnas_nb201.search_unit(path, b, m, s, args.budget, str(surrogate), str(out)))
             summary = tnas_nb201.summarise(records, benchmark.best(b), args.budget)

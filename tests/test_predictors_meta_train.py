@@ -51,6 +51,63 @@ def test_copula_is_monotone_symmetric_and_ties_share_a_value():
     assert np.isfinite([low, high]).all() and low < z[0] and high > z[-1]
 
 
+def test_robust_clips_degenerate_cells_and_keeps_the_top_spaced_by_accuracy():
+    # 100 ordinary cells around 90 (IQR 2.0 -> scale 2.0 / 1.349) and three degenerate ones.
+    rng = np.random.default_rng(0)
+    ordinary = np.sort(90.0 + rng.uniform(-2.0, 2.0, size=100))
+    reference = np.concatenate([[1.0, 5.0, 10.0], ordinary])
+    z = mt.robust_standardise(reference, reference)
+    q1, median, q3 = np.percentile(reference, [25, 50, 75])
+    scale = (q3 - q1) / 1.349
+    # the degenerate cells all sit at the clip, not tens of scales below
+    assert np.all(z[:3] == mt.ROBUST_CLIP) and mt.ROBUST_CLIP == -3.0
+    # above the clip: affine in accuracy, so order kept and gaps proportional to accuracy gaps
+    assert np.allclose(z[3:], (ordinary - median) / scale)
+    assert np.all(np.diff(z[3:]) >= 0)
+    top = ordinary[-3:]
+    gaps_z, gaps_acc = np.diff(mt.robust_standardise(top, reference)), np.diff(top)
+    assert np.allclose(gaps_z / gaps_acc, 1.0 / scale)
+    # unlike the copula, one far-away best cell stays far: 0.5 pp more is 0.5 / scale more
+    best = mt.robust_standardise(np.array([ordinary[-1] + 0.5]), reference)[0]
+    assert best - z[-1] == pytest.approx(0.5 / scale)
+    # a custom clip, and a constant reference (IQR and std zero) falls back to scale 1
+    assert mt.robust_standardise(np.array([0.0]), reference, clip=-10.0)[0] == -10.0
+    assert np.allclose(mt.robust_standardise(np.array([3.0, 4.0]), np.array([3.0, 3.0, 3.0])), [0.0, 1.0])
+
+
+def test_robust_split_uses_training_cells_only(nats_benchmark):
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10"])[0]
+    split = mt._split(0, data, 0.1, "robust", np.random.default_rng(0))
+    values = split.standardised(split.held_out).numpy()
+    expected = mt.robust_standardise(data.values[split.held_out], data.values[split.train])
+    assert np.allclose(values, expected) and values.min() == mt.ROBUST_CLIP
+    # cifar10 has degenerate cells (10% accuracy): unclipped they would sit ~20 scales below the median
+    assert mt.robust_standardise(data.values[split.train], data.values[split.train], clip=-np.inf).min() < -20
+
+
+@pytest.mark.parametrize("name", ["robustt", "rank", ""])
+def test_unknown_output_transform_is_a_user_error_naming_it(name):
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+
+    with pytest.raises(UserError, match=repr(name)):
+        mt.MetaTrainConfig(output_transform=name)
+    with pytest.raises(UserError, match=repr(name)):
+        transform_observations(torch.tensor([1.0, 2.0]), name)
+    mt.MetaTrainConfig(output_transform="robust")  # accepted
+
+
+def test_robust_observations_use_their_own_statistics():
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+
+    values = torch.tensor([70.0, 71.0, 72.0, 73.0, 74.0, 5.0], dtype=torch.float64)
+    y = transform_observations(values, "robust")
+    expected = mt.robust_standardise(values.numpy(), values.numpy())
+    assert torch.allclose(y, torch.as_tensor(expected)) and float(y[-1]) == mt.ROBUST_CLIP
+    assert torch.all(torch.diff(y[:5]) > 0)
+    assert float(transform_observations(torch.tensor([71.0], dtype=torch.float64), "robust")[0]) == 0.0
+
+
 def test_held_out_cells_never_reach_tasks_or_evidence(split):
     assert len(np.intersect1d(split.train, split.held_out)) == 0
     assert len(split.held_out) == pytest.approx(0.1 * 15625, abs=1)

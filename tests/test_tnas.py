@@ -382,3 +382,22 @@ def test_own_units_are_the_default_and_unknown_units_are_refused(nats_benchmark,
     assert torch.equal(opt.gp_targets(torch.arange(3), values), transform_observations(values, "copula"))
     with pytest.raises(UserError, match="target_units"):
         _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), target_units="other")
+
+
+def test_meta_output_transform_reaches_meta_training_and_bo(nats_benchmark, tmp_path):
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.optimizers.tnas import meta_train_surrogate
+
+    assert TNAS.defaults["meta_output_transform"] == "copula"
+    source = nats_benchmark.without("cifar10", "ImageNet16-120")
+    config = {**TNAS.defaults, "meta_iterations": 2, "meta_output_transform": "robust"}
+    surrogate, info = meta_train_surrogate(source, "test_accuracy", config, seed=0)
+    assert surrogate.config.output_transform == "robust" and info["meta_train_config"]["output_transform"] == "robust"
+    # the evidence is in robust units of cifar100: its degenerate cells at the clip, its best near +1.3
+    assert float(surrogate.evidence.values.min()) == -3.0 and 1.0 < float(surrogate.evidence.values.max()) < 1.6
+    path = tmp_path / "surrogate.pt"
+    surrogate_io.save(surrogate, path, info)
+    opt = TNAS(seed=0)
+    opt.surrogate = surrogate_io.load(path)[0]
+    values = torch.tensor([70.0, 72.0, 71.0, 10.0], dtype=torch.float64)
+    assert torch.equal(opt.gp_targets(torch.arange(4), values), transform_observations(values, "robust"))

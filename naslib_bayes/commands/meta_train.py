@@ -31,8 +31,9 @@ def register(subparsers) -> None:
     mt.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     mt.add_argument("--outer-step", type=float, default=0.1, help="REPTILE outer step size (default 0.1)")
     mt.add_argument("--inner-steps", type=common.positive_int, default=5, help="REPTILE inner Adam steps per task (default 5)")
-    mt.add_argument("--output-transform", choices=("standardise", "copula"), default="copula",
-                    help="accuracies to GP units: per-dataset standardisation or normal quantiles of ranks (default)")
+    mt.add_argument("--output-transform", choices=("standardise", "copula", "robust"), default="copula",
+                    help="accuracies to GP units: per-dataset standardisation, normal quantiles of ranks (default), "
+                         "or median/IQR standardisation with the low tail clipped")
     mt.add_argument("--threads", type=common.positive_int, default=1, help="torch threads (default 1)")
     common.add_seed(parser)
     common.add_out(parser)

@@ -227,14 +227,22 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     """The target's observations in GP units, from the observations alone (never the column).
 
     ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
-    observation's mid-rank among the observations (the meta-training transform, applied to
+    observation's mid-rank among the observations; ``robust``: (v - median) / scaled IQR of the
+    observations, clipped below (each the meta-training transform of that name, applied to
     what has been seen).
     """
+    if kind not in ("standardise", "copula", "robust"):
+        raise UserError(f"output transform {kind!r}: expected standardise, copula or robust")
     if kind == "copula":
         from naslib_bayes.predictors.meta_train import copula
 
-        array = values.numpy()
+        array = values.detach().numpy()
         return torch.as_tensor(copula(array, array), dtype=values.dtype)
+    if kind == "robust":
+        from naslib_bayes.predictors.meta_train import robust_standardise
+
+        array = values.detach().numpy()
+        return torch.as_tensor(robust_standardise(array, array), dtype=values.dtype)
     return standardise(values)
 
 

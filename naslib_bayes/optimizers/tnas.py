@@ -40,6 +40,9 @@ class TNAS(DeepKernelBO):
         encoder_hidden: psi's GRU size when meta-training here (64; the paper's is 512).
         meta_outer: ``reptile`` or ``joint``; meta_iterations, meta_lr: meta-training budget
             and inner learning rate; meta_outer_step: REPTILE's outer step size.
+        meta_output_transform: how meta-training maps each dataset's accuracies to GP units,
+            ``copula`` (default), ``robust`` or ``standardise`` (see ``MetaTrainConfig``); BO
+            applies the transform the loaded surrogate was meta-trained with.
         initial_design_only: ablation: spend the whole budget down the surrogate's initial
             ranking, never fitting the target's observations.
         prior_beta: pi-BO's beta (see :meth:`acquisition_scores`); None means budget / 10
@@ -60,6 +63,7 @@ class TNAS(DeepKernelBO):
         "meta_iterations": 800,
         "meta_lr": 0.01,
         "meta_outer_step": 0.1,
+        "meta_output_transform": "copula",
         "initial_design_only": False,
         "prior_beta": None,
         "target_units": "own",
@@ -267,7 +271,8 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
                                        feature_extractor=config["feature_extractor"])
     meta_config = MetaTrainConfig(outer=config["meta_outer"], iterations=int(config["meta_iterations"]),
                                   lr=float(config["meta_lr"]), outer_step=float(config["meta_outer_step"]),
-                                  threads=int(config["threads"]))
+                                  threads=int(config["threads"]),
+                                  output_transform=str(config.get("meta_output_transform", "copula")))
     surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
     return surrogate, {"meta_datasets": list(source.datasets), "meta_train": log.to_dict(),
                        "meta_train_config": meta_config.to_dict()}

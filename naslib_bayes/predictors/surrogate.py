@@ -46,7 +46,7 @@ class SurrogateConfig:
         set_dim: width of the Set Transformer blocks.
         images_per_class: images sampled per class for phi.
         max_classes: classes sampled for phi (all when None).
-        output_transform: how accuracies become GP targets, ``standardise`` or ``copula``
+        output_transform: how accuracies become GP targets, ``standardise``, ``copula`` or ``robust``
             (set by meta-training; BO applies the same to the target's observations).
     """
 
