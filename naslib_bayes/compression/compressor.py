@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from naslib_bayes.compression.config import CompressionConfig
-from naslib_bayes.compression.prune import PrunePlan, plan_pruning, slim
+from naslib_bayes.compression.prune import plan_pruning, slim
 from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
@@ -185,18 +185,13 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     reference_cost = None if cfg.lam_scale == "none" else net.mean_unit_cost()
     power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
     opt = new_optimizer(0)
-    plan: PrunePlan | None = None
     finetune_start = cfg.sparse_epochs  # earlier when the parameter budget is met sooner
     params_limit = None if cfg.max_params is None else cfg.max_params * params_before
     for epoch in range(cfg.sparse_epochs):
         _set_lr(opt, cfg.lr_at(epoch))
         sparse = epoch >= cfg.warmup_epochs
-        if not sparse:
-            for p in net.switch_parameters():
-                p.requires_grad_(False)
-        else:
-            for p in net.switch_parameters():
-                p.requires_grad_(True)
+        for p in net.switch_parameters():
+            p.requires_grad_(sparse)
         penalty = prox = None
         lams = net.layer_lambdas(cfg.lam, reference_cost, power)
         if sparse and cfg.proximal:
@@ -213,13 +208,15 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             if cfg.rebalance:
                 net.rebalance()
             hp, hc = _curvature(net, last, cfg.curvature_reduction)
-            updates = net.hard_update(hp, hc, net.layer_lambdas(cfg.lam, reference_cost, power), cfg.min_units)
+            updates = net.hard_update(hp, hc, lams, cfg.min_units)  # the network is still the one lams were for
             keep_units = [u.keep_units for u in updates]
             keep_inputs = [u.keep_inputs for u in updates]
             plan = plan_pruning(net, keep_units, keep_inputs)
             slimmed = slim(net, plan)
-            if params_limit is not None and count_parameters(slimmed.to_dense()) <= params_limit:
-                keep_units, keep_inputs, plan, slimmed = prune_to_budget(net, updates, params_limit)
+            pruning = (keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense()))
+            if params_limit is not None and pruning[-1] <= params_limit:
+                pruning = prune_to_budget(net, updates, params_limit, pruning)
+            keep_units, keep_inputs, plan, slimmed, params = pruning
             with torch.no_grad():  # the slimmed network computes what the masked one does
                 probe = last[-1][:128]
                 diff = float((slimmed.eval()(probe) - net.masked(keep_units, keep_inputs).eval()(probe)).abs().max())
@@ -231,7 +228,7 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
                 "removed": plan.removed,
                 "repaired": [u.repaired_units for u in updates[:-1]],
                 "repaired_inputs": updates[0].repaired_inputs,
-                "params": count_parameters(net.to_dense()), "masked_max_abs_diff": diff,
+                "params": params, "masked_max_abs_diff": diff,
                 "time_s": time.perf_counter() - t0,
             }
             history.append(entry)
@@ -270,14 +267,15 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     )
 
 
-def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float):
+def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float, full: tuple):
     """The update's pruning, cut back to the least relevant units that bring the network within budget.
 
     One update can remove many units at once and overshoot a parameter budget by far. Of the
     units and inputs it removes, only the ``k`` with the smallest gamma (the least relevant by
     the entropy criterion's own measure) are removed, with the smallest ``k`` that meets the
-    budget (bisection: removing more never adds parameters). Returns ``(keep_units,
-    keep_inputs, plan, slimmed)``.
+    budget (bisection: removing more never adds parameters). ``full`` is the update's whole
+    pruning, which meets the budget, as ``(keep_units, keep_inputs, plan, slimmed, params)``;
+    the result has the same form.
     """
     candidates = []  # (gamma, kind, layer, index) of every unit and input the update removes
     for l, update in enumerate(updates):
@@ -298,8 +296,7 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
         slimmed = slim(net, plan)
         return keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense())
 
-    low, high = 0, len(candidates)  # removing all of them meets the budget
-    best = attempt(high)
+    low, high, best = 0, len(candidates), full  # removing all of them (the full pruning) meets the budget
     while high - low > 1:
         mid = (low + high) // 2
         trial = attempt(mid)
@@ -307,7 +304,7 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
             high, best = mid, trial
         else:
             low = mid
-    return best[:4]
+    return best
 
 
 def _epoch_record(net: nn.Module, phase: str, epoch: int, loss: float, cfg: CompressionConfig, val, log,
