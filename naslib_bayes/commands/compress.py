@@ -21,18 +21,6 @@ logger = logging.getLogger("naslib_bayes")
 DATASETS = ("mnist", "digits", "cifar10")
 
 
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _fraction(text: str) -> float:
     import argparse
 
@@ -53,7 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="network to compress")
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="training data")
     parser.add_argument("--data-root", type=Path, help="folder with the dataset's files (not needed for digits)")
-    parser.add_argument("--lambda", dest="lam", type=_positive_float, default=d.lam,
+    parser.add_argument("--lambda", dest="lam", type=common.positive_float, default=d.lam,
                         help=f"sparsity weight lambda (default {d.lam})")
     parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
                         help="lambda per switch: the same for all (none), scaled by the parameters the "
@@ -71,7 +59,7 @@ def register(subparsers) -> None:
     parser.add_argument("--val-size", type=common.non_negative_int, default=1000,
                         help="training images held out for validation (mnist, cifar10; default 1000)")
     parser.add_argument("--batch-size", type=common.positive_int, default=d.batch_size)
-    parser.add_argument("--lr", type=_positive_float, default=d.lr, help=f"learning rate (default {d.lr})")
+    parser.add_argument("--lr", type=common.positive_float, default=d.lr, help=f"learning rate (default {d.lr})")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip training the dense baseline (accuracy_dense is then null)")
     common.add_seed(parser)
