@@ -231,19 +231,14 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     observations, clipped below (each the meta-training transform of that name, applied to
     what has been seen).
     """
-    if kind not in ("standardise", "copula", "robust"):
-        raise UserError(f"output transform {kind!r}: expected standardise, copula or robust")
-    if kind == "copula":
-        from naslib_bayes.predictors.meta_train import copula
+    from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS, REFERENCE_TRANSFORMS
 
-        array = values.detach().numpy()
-        return torch.as_tensor(copula(array, array), dtype=values.dtype)
-    if kind == "robust":
-        from naslib_bayes.predictors.meta_train import robust_standardise
-
-        array = values.detach().numpy()
-        return torch.as_tensor(robust_standardise(array, array), dtype=values.dtype)
-    return standardise(values)
+    if kind not in OUTPUT_TRANSFORMS:
+        raise UserError(f"output transform {kind!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
+    if kind == "standardise":
+        return standardise(values)
+    array = values.detach().numpy()
+    return torch.as_tensor(REFERENCE_TRANSFORMS[kind](array, array), dtype=values.dtype)
 
 
 def standardise(values: torch.Tensor) -> torch.Tensor:

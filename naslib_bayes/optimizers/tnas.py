@@ -272,7 +272,7 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
     meta_config = MetaTrainConfig(outer=config["meta_outer"], iterations=int(config["meta_iterations"]),
                                   lr=float(config["meta_lr"]), outer_step=float(config["meta_outer_step"]),
                                   threads=int(config["threads"]),
-                                  output_transform=str(config.get("meta_output_transform", "copula")))
+                                  output_transform=str(config["meta_output_transform"]))
     surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
     return surrogate, {"meta_datasets": list(source.datasets), "meta_train": log.to_dict(),
                        "meta_train_config": meta_config.to_dict()}

@@ -155,10 +155,9 @@ class _Split:
     def standardised(self, positions: np.ndarray) -> torch.Tensor:
         """Task values in the units the GP sees (see ``MetaTrainConfig.output_transform``)."""
         values = self.data.values[positions]
-        if self.transform == "copula":
-            return torch.as_tensor(copula(values, self.data.values[self.train]), dtype=torch.float64)
-        if self.transform == "robust":
-            return torch.as_tensor(robust_standardise(values, self.data.values[self.train]), dtype=torch.float64)
+        if self.transform in REFERENCE_TRANSFORMS:
+            transform = REFERENCE_TRANSFORMS[self.transform]
+            return torch.as_tensor(transform(values, self.data.values[self.train]), dtype=torch.float64)
         return torch.as_tensor((values - self.mean) / self.std, dtype=torch.float64)
 
     def cells(self, positions: np.ndarray) -> list[tuple[int, ...]]:
@@ -405,6 +404,12 @@ def copula(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     below = np.searchsorted(reference, values, side="left")
     not_above = np.searchsorted(reference, values, side="right")
     return norm.ppf((0.5 * (below + not_above) + 0.5) / (len(reference) + 1))
+
+
+#: The output transforms that map ``(values, reference)`` to GP units with the statistics of
+#: ``reference`` (meta-training: a dataset's training cells; BO: the target's observations);
+#: ``standardise`` is the third, done from a stored or observed mean and standard deviation.
+REFERENCE_TRANSFORMS = {"copula": copula, "robust": robust_standardise}
 
 
 def meta_datasets_from_benchmark(benchmark, datasets: Sequence[str], metric: str = "test_accuracy",
