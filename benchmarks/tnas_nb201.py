@@ -93,8 +93,9 @@ def surrogate_folder(method: str) -> str:
 
 
 # ---- work units (run in worker processes) ------------------------------------------------------
-def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str, settings: dict | None = None) -> dict:
-    """Meta-train on every dataset but ``target``; returns timing (cached in ``out``).
+def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: int, out: str,
+                    settings: dict | None = None) -> dict:
+    """Meta-train on every dataset but ``target`` (one dataset or several); returns timing (cached in ``out``).
 
     ``settings``: meta-training hyper-parameters over TNAS's defaults (see ``meta_settings``).
     """
@@ -110,12 +111,12 @@ def meta_train_unit(benchmark_path: str, target: str, seed: int, out: str, setti
 
     torch.set_num_threads(1)
     benchmark = load_benchmark(benchmark_path)
-    source = benchmark.without(target)
+    source = benchmark.without(*((target,) if isinstance(target, str) else target))
     start, cpu = time.perf_counter(), time.process_time()
     # exactly what tnas meta-trains with its default hyper-parameters (and the method's settings)
     surrogate, info = meta_train_surrogate(source, "test_accuracy", {**TNAS.defaults, **(settings or {})}, seed)
     log = info["meta_train"]
-    record = {"target": target, "seed": seed, "meta_datasets": list(source.datasets),
+    record = {"target": target, "seed": seed, "settings": settings or {}, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
               "iterations": log["iterations"], "best_iteration": log["best_iteration"],
               "best_val_loss": log["best_val_loss"]}
@@ -233,7 +234,12 @@ def surrogate_path(args, target: str, seed: int, n_surrogates: int, method: str 
 
 
 def run_path(args, target: str, method: str, seed: int) -> Path:
-    return args.cache / "runs" / f"budget{args.budget}" / target / method.replace(" ", "_").replace("=", "") / f"seed{seed}.json"
+    return args.cache / "runs" / f"budget{args.budget}" / target / method_folder(method) / f"seed{seed}.json"
+
+
+def method_folder(method: str) -> str:
+    """A method's name as a folder name (``tnas k=1`` -> ``tnas_k1``)."""
+    return method.replace(" ", "_").replace("=", "")
 
 
 def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]:

@@ -24,12 +24,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,28 +45,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def meta_train_single(benchmark_path: str, dataset: str, seed: int, out: Path, settings: dict | None = None) -> dict:
-    """Meta-train on ``dataset`` alone with TNAS's defaults and ``settings`` over them (cached in ``out``)."""
-    done = out / "meta.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    import torch
-
-    from naslib_bayes.optimizers.tnas import TNAS, meta_train_surrogate
-    from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-
-    torch.set_num_threads(1)
-    source = load_benchmark(benchmark_path).without(*[d for d in DATASETS if d != dataset])
-    start, cpu = time.perf_counter(), time.process_time()
-    surrogate, info = meta_train_surrogate(source, "test_accuracy", {**TNAS.defaults, **(settings or {})}, seed)
-    record = {"dataset": dataset, "seed": seed, "settings": settings or {}, "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
-    out.mkdir(parents=True, exist_ok=True)
-    surrogate_io.save(surrogate, out / "surrogate.pt", {**info, "seed": seed})
-    done.write_text(json.dumps(record))
-    return record
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
@@ -87,7 +61,8 @@ def main(argv=None) -> int:
     for folder, settings in folders.items():
         for d in DATASETS:
             for s in seeds:
-                meta_train_single(path, d, s, args.cache / folder / d / f"seed{s}", settings)
+                others = tuple(o for o in DATASETS if o != d)  # meta-train on d alone
+                tnas_nb201.meta_train_unit(path, others, s, str(args.cache / folder / d / f"seed{s}"), settings)
     pairs = list(itertools.permutations(DATASETS, 2))
     table: dict[tuple[str, str, str], dict] = {}
     print(f"meta-train on A, search B: {args.seeds} seeds (one surrogate each), budget {args.budget}")
@@ -97,7 +72,7 @@ def main(argv=None) -> int:
             records = []
             for s in seeds:
                 surrogate = args.cache / tnas_nb201.surrogate_folder(m) / a / f"seed{s}" / "surrogate.pt"
-                out = args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}" / m.replace(" ", "_").replace("=", "") / f"seed{s}.json"
+                out = args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}" / tnas_nb201.method_folder(m) / f"seed{s}.json"
                 records.append(tnas_nb201.search_unit(path, b, m, s, args.budget, str(surrogate), str(out)))
             summary = tnas_nb201.summarise(records, benchmark.best(b), args.budget)
             table[(a, b, m)] = summary
