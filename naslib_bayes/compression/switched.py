@@ -313,10 +313,8 @@ class SwitchedNetwork(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed) + 7919)
             for module in self.steps.modules():
-                if hasattr(module, "reset_parameters") and module is not self.steps:
+                if hasattr(module, "reset_parameters"):  # BatchNorm's resets its running statistics too
                     module.reset_parameters()
-                if hasattr(module, "reset_running_stats"):
-                    module.reset_running_stats()
         for switch in self.switch_parameters():
             switch.fill_(1.0)
 
