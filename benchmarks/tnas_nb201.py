@@ -13,6 +13,9 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
                            transform (median/IQR standardisation, low tail clipped) instead of
                            the copula; these surrogates are cached apart (``surrogates_robust``);
                            run only when named in ``--methods``;
+* ``tnas beta=2.5``, ``tnas beta=10``  the pi-BO weight at half and twice its default
+                           (budget / 10 = 5 at budget 50), for the validation of
+                           ``tnas_nb201_validate.py``; run only when named in ``--methods``;
 * ``transfer-topk``        cells by mean standardised accuracy on the other datasets;
 * ``gp-bo``                the deep-kernel GP BO from scratch on the target (no transfer);
 
@@ -44,11 +47,15 @@ METHODS = {
     "tnas k=1": ("tnas", {"initial_design": 1}),
     "tnas init-only": ("tnas", {"initial_design_only": True}),
     "tnas no-prior": ("tnas", {"prior_beta": 0}),
+    "tnas beta=2.5": ("tnas", {"prior_beta": 2.5}),
+    "tnas beta=10": ("tnas", {"prior_beta": 10}),
     "tnas prior-units": ("tnas", {"target_units": "prior", "prior_beta": 0}),
     "tnas robust": ("tnas", {"meta_output_transform": "robust"}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
+#: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
+ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust")
 
 
 def parse_args(argv=None):
@@ -57,8 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50)")
     parser.add_argument("--datasets", default="cifar10,cifar100,ImageNet16-120", help="target datasets")
-    # Methods needing surrogates of their own (tnas robust) run only when named: they meta-train anew.
-    default = ",".join(m for m in METHODS if surrogate_folder(m) == "surrogates")
+    default = ",".join(m for m in METHODS if m not in ON_REQUEST)
     parser.add_argument("--methods", default=default,
                         help="comma-separated subset of: " + ", ".join(METHODS) + f" (default: {default})")
     parser.add_argument("--surrogate-seeds", type=int, default=None,
