@@ -76,10 +76,10 @@ def run_one(job: dict) -> dict:
     model = build_model(job["model"], shape, classes)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     augment = default_augment("mnist")
-    outcome = compress(model, splits.train, cfg, job["seed"], augment=augment, log=progress)
     dense = build_model(job["model"], shape, classes)
     dense.load_state_dict(initial)
-    train_dense(dense, splits.train, cfg, job["seed"], augment=augment, log=progress)
+    train_dense(dense, splits.train, cfg, job["seed"], augment=augment, log=progress)  # first: the teacher
+    outcome = compress(model, splits.train, cfg, job["seed"], augment=augment, log=progress, teacher=dense)
     report = splits.val if job["split"] == "val" else splits.test
     record = {
         **{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs", "split")},
