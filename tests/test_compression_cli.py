@@ -12,6 +12,7 @@ from naslib_bayes import results
 from naslib_bayes.compression import MODEL_NAMES, MODELS, CompressionConfig, build_model, compress, evaluate
 from naslib_bayes.compression.io import load_compressed
 from naslib_bayes.data import load_dataset
+from naslib_bayes.errors import UserError
 from cli_runner import run_cli
 
 # Strong sparsity so that a few epochs on the 1,078 training digits already prune units. With
@@ -106,6 +107,53 @@ def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
     assert all(bool((s == 1).all()) for s in a.switch_parameters())
 
 
+def test_distillation_loss_mixes_cross_entropy_and_the_tempered_kl():
+    from naslib_bayes.compression.compressor import distillation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(16, 10, generator=gen), 3 * torch.randn(16, 10, generator=gen)
+    labels = torch.randint(10, (16,), generator=gen)
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    assert torch.allclose(distillation_loss(student, teacher, labels, 0.0, 4.0), ce)
+    assert float(distillation_loss(teacher, teacher, labels, 1.0, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    t = 2.0
+    p_teacher, p_student = torch.softmax(teacher / t, 1), torch.softmax(student / t, 1)
+    kl = (p_teacher * (p_teacher.log() - p_student.log())).sum(1).mean()
+    expected = 0.7 * ce + 0.3 * t * t * kl
+    assert torch.allclose(distillation_loss(student, teacher, labels, 0.3, t), expected, atol=1e-6)
+
+
+def test_distillation_retrains_on_the_teachers_outputs(digits):
+    torch.set_num_threads(1)
+    # A teacher that ignores its input and says "3" with probability 0.9: a network distilled
+    # from it alone (alpha 1) must learn that, one trained on the labels must not.
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        teacher[1].weight.zero_()
+        teacher[1].bias.copy_(torch.full((10,), 0.1 / 9).log())
+        teacher[1].bias[3] = torch.tensor(0.9).log()
+    teacher.train()  # compress must use it in eval mode and leave its mode and weights alone
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    outcomes = {}
+    for alpha in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_model("lenet300", digits.train.image_shape, 10)
+        cfg = CompressionConfig(**{**FAST, "epochs": 8, "finetune_epochs": 3, "lr": 0.02}, distill=alpha,
+                                distill_temperature=2.0)
+        outcomes[alpha] = compress(model, digits.train, cfg, seed=0, teacher=teacher)
+        assert teacher.training and all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
+    plain, distilled = outcomes[0.0], outcomes[1.0]
+    # distillation acts on the retraining only: the sparse phase, and the architecture, are the same
+    assert distilled.widths_after == plain.widths_after and distilled.inputs_after == plain.inputs_after
+    with torch.no_grad():
+        p_three = {a: float(torch.softmax(o.model(digits.val.images), 1)[:, 3].mean()) for a, o in outcomes.items()}
+    assert p_three[1.0] > 0.8 and p_three[0.0] < 0.2
+    assert evaluate(plain.model, digits.val) > 50 > evaluate(distilled.model, digits.val)
+    with pytest.raises(UserError, match="teacher"):
+        compress(build_model("lenet300", digits.train.image_shape, 10), digits.train,
+                 CompressionConfig(**FAST, distill=0.5), seed=0)
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 
@@ -113,13 +161,14 @@ def test_shipped_model_names_match_the_factories():
 def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, digits):
     torch.set_num_threads(1)
     out_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.3",
-                             "--epochs", "6", "--finetune-epochs", "2", "--batch-size", "32", "--lr", "0.05",
-                             "--seed", "0", "--out", str(out_dir))
+    code, out, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "1.5",
+                             "--epochs", "6", "--finetune-epochs", "2", "--batch-size", "32", "--lr", "0.02",
+                             "--distill", "0.5", "--seed", "0", "--out", str(out_dir))
     assert code == 0, err
     result = json.loads((out_dir / "result.json").read_text())
     jsonschema.validate(result, results.load_schema())
     assert result["command"] == "compress" and result["model"] == "lenet300" and result["seed"] == 0
+    assert result["config"]["distill"] == 0.5 and result["config"]["distill_temperature"] == 4.0
     assert result["params_after"] < result["params_before"] == 50610
     assert result["flops_after"] < result["flops_before"]
     assert list(result["kept_channels"]) == ["1", "3", "5"] and result["kept_channels"]["5"] == 10
@@ -139,6 +188,10 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "lenet5", "--dataset", "digits", "--epochs", "3", "--finetune-epochs", "3"], "finetune_epochs"),
     (["--model", "lenet5", "--dataset", "digits", "--max-params", "1.5"], "--max-params"),
     (["--model", "lenet5", "--dataset", "digits", "--retrain", "rewind"], "--retrain"),
+    (["--model", "lenet5", "--dataset", "digits", "--distill", "1.5"], "--distill"),
+    (["--model", "lenet5", "--dataset", "digits", "--distill", "0.5", "--no-baseline"], "--no-baseline"),
+    (["--model", "lenet300", "--dataset", "digits", "--lr", "1e6", "--epochs", "3", "--finetune-epochs", "1",
+      "--no-baseline"], "diverged"),
 ])
 def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "compress", *argv, "--out", str(tmp_path / "out"))

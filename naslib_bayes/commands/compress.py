@@ -21,16 +21,20 @@ logger = logging.getLogger("naslib_bayes")
 DATASETS = ("mnist", "digits", "cifar10")
 
 
-def _fraction(text: str) -> float:
+def _unit_interval(closed: bool):
+    """An argparse type: a number in [0, 1] (``closed``) or in (0, 1)."""
     import argparse
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (0 <= value <= 1 if closed else 0 < value < 1):
+            raise argparse.ArgumentTypeError(f"expected a number in {'[0, 1]' if closed else '(0, 1)'}, got {text!r}")
+        return value
+
+    return parse
 
 
 def register(subparsers) -> None:
@@ -46,12 +50,17 @@ def register(subparsers) -> None:
     parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
                         help="lambda per switch: the same for all (none), scaled by the parameters the "
                              f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
-    parser.add_argument("--max-params", type=_fraction, default=d.max_params, metavar="FRACTION",
+    parser.add_argument("--max-params", type=_unit_interval(closed=False), default=d.max_params, metavar="FRACTION",
                         help="parameter budget as a fraction of the model's (e.g. 0.1): pruning stops at the first "
                              "update within it and fine-tuning takes the remaining epochs (default: no budget)")
     parser.add_argument("--retrain", choices=RETRAIN_MODES, default=d.retrain,
                         help="after pruning, fine-tune the pruned weights (finetune) or train the found "
                              f"architecture from fresh initial weights (scratch) (default {d.retrain})")
+    parser.add_argument("--distill", type=_unit_interval(closed=True), default=d.distill, metavar="ALPHA",
+                        help="weight of distilling the dense baseline into the pruned network while it is retrained: "
+                             "(1 - ALPHA) cross-entropy + ALPHA soft-target loss (default 0: off; needs the baseline)")
+    parser.add_argument("--distill-temperature", type=common.positive_float, default=d.distill_temperature,
+                        metavar="T", help=f"softmax temperature of distillation (default {d.distill_temperature:g})")
     parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                         help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
     parser.add_argument("--finetune-epochs", type=common.non_negative_int,
@@ -87,12 +96,16 @@ def run(args) -> int:
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.compression.models import build_model
     from naslib_bayes.data import default_augment
+    from naslib_bayes.errors import UserError
 
     start = time.perf_counter()
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
-                            retrain=args.retrain)
+                            retrain=args.retrain, distill=args.distill,
+                            distill_temperature=args.distill_temperature)
+    if cfg.distill > 0 and args.no_baseline:
+        raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
     out = common.prepare_out(args.out, args.overwrite)
     shape, classes = splits.train.image_shape, splits.train.num_classes
@@ -101,14 +114,14 @@ def run(args) -> int:
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     augment = default_augment(args.dataset) if cfg.augment else None
     log = logger.info
-    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log)
-    accuracy_dense = val_dense = None
-    if not args.no_baseline:
+    dense = accuracy_dense = val_dense = None
+    if not args.no_baseline:  # trained first: it is the teacher when distilling
         dense = build_model(args.model, shape, classes)
         dense.load_state_dict(initial)  # the same initial weights as the compressed run
         train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=log)
         accuracy_dense = evaluate(dense, splits.test)
         val_dense = evaluate(dense, splits.val) if splits.val is not None else None
+    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log, teacher=dense)
     accuracy_compressed = evaluate(outcome.model, splits.test)
     kept = dict(zip(outcome.layer_names, outcome.widths_after))
     save_compressed(outcome.model, out, shape, model=args.model, dataset=args.dataset, kept_channels=kept,

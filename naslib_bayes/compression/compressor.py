@@ -12,8 +12,9 @@
    training batches, applies the HARD update and the entropy criterion, and physically removes
    the pruned units (dependencies and bias folding of :mod:`.prune`; training goes on with the
    smaller network and a fresh optimizer);
-4. fine-tunes the pruned network for ``finetune_epochs`` epochs on the cross-entropy alone
-   (switches stay trainable, without the sparsity term) and folds the switches into the
+4. fine-tunes the pruned network for ``finetune_epochs`` epochs on the cross-entropy alone,
+   or with ``distill`` > 0 on a mix of it and the soft targets of a teacher (the trained dense
+   network), (switches stay trainable, without the sparsity term) and folds the switches into the
    weights: the result is a plain dense network. With a parameter budget (``max_params``) the
    sparse phase ends at the first update that meets it and fine-tuning takes every epoch left.
 
@@ -25,6 +26,7 @@ The learning rate is constant and follows a cosine decay to zero over the last
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -38,6 +40,7 @@ from naslib_bayes.compression.prune import plan_pruning, slim
 from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
 from naslib_bayes.search_spaces.counting import count_flops, count_parameters
 
@@ -103,19 +106,45 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
+                      temperature: float) -> torch.Tensor:
+    """``(1 - alpha) * CE(logits, labels) + alpha * T^2 * KL(softmax(teacher/T) || softmax(logits/T))``.
+
+    The ``T^2`` keeps the soft term's gradients on the scale of the cross-entropy's as ``T``
+    changes (Hinton et al., 2015). Args: logits, teacher_logits (B, K); labels (B,). Returns a scalar.
+    """
+    hard = F.cross_entropy(logits, labels)
+    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True)
+    return (1.0 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
 def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimizer, cfg: CompressionConfig,
                  generator: torch.Generator, augment, extra_loss: Callable[[], torch.Tensor] | None = None,
-                 keep_last: int = 0, after_step: Callable[[float], None] | None = None) -> tuple[float, list[torch.Tensor]]:
+                 keep_last: int = 0, after_step: Callable[[float], None] | None = None,
+                 teacher: nn.Module | None = None) -> tuple[float, list[torch.Tensor]]:
+    """One epoch; returns the mean cross-entropy and the last ``keep_last`` input batches.
+
+    With a ``teacher`` (in eval mode) the loss is :func:`distillation_loss` with the config's
+    ``distill`` weight and temperature, on the same augmented batch.
+    """
     model.train()
     total, count, kept = 0.0, 0, []
     lr = opt.param_groups[0]["lr"]
     for x, y in batches(data, cfg.batch_size, generator, shuffle=True, augment=augment):
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
         total += float(loss.detach()) * len(y)
         count += len(y)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = distillation_loss(logits, teacher_logits, y, cfg.distill, cfg.distill_temperature)
         if extra_loss is not None:
             loss = loss + extra_loss()
+        if not torch.isfinite(loss):  # say so instead of writing NaN accuracies and weights
+            raise UserError(f"training diverged (loss {float(loss)}) at learning rate {lr:g}: use a lower lr")
         loss.backward()
         opt.step()
         if after_step is not None:
@@ -154,7 +183,8 @@ def _curvature(net: SwitchedNetwork, inputs: Sequence[torch.Tensor], reduction: 
 
 
 def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment=None,
-             val: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> CompressionOutcome:
+             val: ImageDataset | None = None, log: Callable[[str], None] | None = None,
+             teacher: nn.Module | None = None) -> CompressionOutcome:
     """Compress ``model`` (left unchanged) on ``train``; see the module docstring for the schedule.
 
     Args:
@@ -165,7 +195,15 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         augment: a batch augmentation (e.g. :func:`naslib_bayes.data.default_augment`) or None.
         val: optional validation images, only for the history (no decision depends on them).
         log: receives one progress line per epoch and per update.
+        teacher: the network whose outputs the retraining distils (``cfg.distill`` > 0), e.g.
+            the dense baseline trained by :func:`train_dense`; left unchanged.
     """
+    if cfg.distill > 0 and teacher is None:
+        raise UserError(f"distill={cfg.distill:g} needs a teacher network (e.g. the trained dense baseline)")
+    if cfg.distill == 0:
+        teacher = None
+    elif teacher.training:
+        teacher = copy.deepcopy(teacher).eval()  # BatchNorm and dropout as at inference, caller's mode kept
     start = time.perf_counter()
     input_shape = tuple(train.image_shape)
     chain = trace_chain(model)
@@ -249,7 +287,7 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     ft_opt = new_optimizer(finetune_start)
     for epoch in range(finetune_start, cfg.epochs):
         _set_lr(ft_opt, cfg.lr_at(epoch, finetune_start))
-        loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment)
+        loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment, teacher=teacher)
         history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log, finetune_start=finetune_start))
     dense = net.to_dense()
     with torch.no_grad():  # folding the switches into the weights changes nothing

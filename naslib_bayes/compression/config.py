@@ -60,6 +60,14 @@ class CompressionConfig:
             worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
             "Rethinking the value of network pruning"); ``scratch`` uses the search only for
             the architecture.
+        distill: weight ``alpha`` of knowledge distillation (Hinton et al., 2015) during the
+            retraining: the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
+            with both networks' softmax at temperature ``T`` on the same (augmented) batch. Needs
+            a teacher (the trained dense network) passed to :func:`compress`; 0 (default): the
+            cross-entropy alone. A network cut to a tenth of its parameters learns from the
+            dense network's full output distribution what it cannot from the labels of a small
+            training set.
+        distill_temperature: the temperature ``T``.
     """
 
     lam: float = 1e-3
@@ -82,6 +90,8 @@ class CompressionConfig:
     lam_scale: str = "none"
     max_params: float | None = None
     retrain: str = "finetune"
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if not self.lam > 0:
@@ -103,6 +113,10 @@ class CompressionConfig:
             raise UserError(f"lr must be positive, got {self.lr}")
         if self.retrain not in RETRAIN_MODES:
             raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
+        if not 0 <= self.distill <= 1:
+            raise UserError(f"distill must be a weight in [0, 1], got {self.distill}")
+        if not self.distill_temperature > 0:
+            raise UserError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if self.max_params is not None and not 0 < self.max_params < 1:
             raise UserError(f"max_params must be a fraction in (0, 1), got {self.max_params}")
 
