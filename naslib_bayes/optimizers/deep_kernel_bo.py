@@ -231,10 +231,9 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     observations, clipped below (each the meta-training transform of that name, applied to
     what has been seen).
     """
-    from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS, REFERENCE_TRANSFORMS
+    from naslib_bayes.predictors.meta_train import REFERENCE_TRANSFORMS, check_output_transform
 
-    if kind not in OUTPUT_TRANSFORMS:
-        raise UserError(f"output transform {kind!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
+    check_output_transform(kind)
     if kind == "standardise":
         return standardise(values)
     array = values.detach().numpy()

@@ -121,8 +121,7 @@ class MetaTrainConfig:
     evidence_random: int = 500
 
     def __post_init__(self):
-        if self.output_transform not in OUTPUT_TRANSFORMS:
-            raise UserError(f"output transform {self.output_transform!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
+        check_output_transform(self.output_transform)
         if self.outer not in ("reptile", "joint"):
             raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
         self.task_size = tuple(int(s) for s in self.task_size)
@@ -138,6 +137,12 @@ class MetaTrainConfig:
 OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
 IQR_TO_STD = 1.349  # interquartile range of a standard normal
+
+
+def check_output_transform(kind: str) -> None:
+    """Raise a :class:`UserError` naming ``kind`` unless it is one of ``OUTPUT_TRANSFORMS``."""
+    if kind not in OUTPUT_TRANSFORMS:
+        raise UserError(f"output transform {kind!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
 
 
 @dataclass
