@@ -154,6 +154,49 @@ def test_distillation_retrains_on_the_teachers_outputs(digits):
                  CompressionConfig(**FAST, distill=0.5), seed=0)
 
 
+def test_mixup_blends_each_image_with_one_other_image_of_the_batch():
+    from naslib_bayes.compression.compressor import mixup
+
+    x = torch.eye(6).reshape(6, 1, 2, 3)  # image i is the indicator of pixel i
+    mixed = mixup(x, torch.Generator().manual_seed(0)).reshape(6, 6)
+    assert torch.allclose(mixed.sum(1), torch.ones(6))  # convex weights, summing to one
+    assert ((mixed > 0).sum(1) <= 2).all()  # at most two source images each
+    assert (mixed.max(1).values >= 0.5).all()  # the larger weight is on one of them
+    partners = [set(row.nonzero().flatten().tolist()) for row in mixed]
+    assert any(len(p) == 2 for p in partners) and all(i in p for i, p in enumerate(partners))
+    assert torch.equal(mixup(x, torch.Generator().manual_seed(0)), mixed.reshape(6, 1, 2, 3))
+    assert not torch.equal(mixup(x, torch.Generator().manual_seed(1)), mixed.reshape(6, 1, 2, 3))
+
+
+def test_mixup_distillation_shows_the_teacher_blended_images_only(digits):
+    from naslib_bayes.compression.compressor import _mixup_distillation_step, mixup
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), 10)
+
+    torch.manual_seed(0)
+    student = build_model("lenet300", digits.train.image_shape, 10)
+    x, y = digits.train.images[:16], digits.train.labels[:16]
+    cfg = CompressionConfig(**FAST, distill=0.25, distill_temperature=2.0, distill_mixup=True)
+    loss, hard = _mixup_distillation_step(student, Recorder(), x, y, cfg, torch.Generator().manual_seed(0))
+    expected_mix = mixup(x, torch.Generator().manual_seed(0))
+    assert len(seen) == 1 and torch.equal(seen[0], expected_mix)
+    with torch.no_grad():
+        logits, mixed_logits = student(x), student(expected_mix)
+    t = 2.0
+    uniform = torch.full((16, 10), 0.1)
+    kl = (uniform * (uniform.log() - torch.log_softmax(mixed_logits / t, 1))).sum(1).mean()
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.allclose(hard, ce, atol=1e-6)
+    assert torch.allclose(loss, 0.75 * ce + 0.25 * t * t * kl, atol=1e-5)
+    with pytest.raises(UserError, match="distill_mixup"):
+        CompressionConfig(**FAST, distill_mixup=True)
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 
@@ -163,12 +206,13 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     out_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "1.5",
                              "--epochs", "6", "--finetune-epochs", "2", "--batch-size", "32", "--lr", "0.02",
-                             "--distill", "0.5", "--seed", "0", "--out", str(out_dir))
+                             "--distill", "0.5", "--distill-mixup", "--seed", "0", "--out", str(out_dir))
     assert code == 0, err
     result = json.loads((out_dir / "result.json").read_text())
     jsonschema.validate(result, results.load_schema())
     assert result["command"] == "compress" and result["model"] == "lenet300" and result["seed"] == 0
     assert result["config"]["distill"] == 0.5 and result["config"]["distill_temperature"] == 4.0
+    assert result["config"]["distill_mixup"] is True
     assert result["params_after"] < result["params_before"] == 50610
     assert result["flops_after"] < result["flops_before"]
     assert list(result["kept_channels"]) == ["1", "3", "5"] and result["kept_channels"]["5"] == 10
@@ -190,6 +234,7 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "lenet5", "--dataset", "digits", "--retrain", "rewind"], "--retrain"),
     (["--model", "lenet5", "--dataset", "digits", "--distill", "1.5"], "--distill"),
     (["--model", "lenet5", "--dataset", "digits", "--distill", "0.5", "--no-baseline"], "--no-baseline"),
+    (["--model", "lenet5", "--dataset", "digits", "--distill-mixup"], "distill_mixup needs distill"),
     (["--model", "lenet300", "--dataset", "digits", "--lr", "1e6", "--epochs", "3", "--finetune-epochs", "1",
       "--no-baseline"], "diverged"),
 ])

@@ -61,6 +61,9 @@ def register(subparsers) -> None:
                              "(1 - ALPHA) cross-entropy + ALPHA soft-target loss (default 0: off; needs the baseline)")
     parser.add_argument("--distill-temperature", type=common.positive_float, default=d.distill_temperature,
                         metavar="T", help=f"softmax temperature of distillation (default {d.distill_temperature:g})")
+    parser.add_argument("--distill-mixup", action="store_true",
+                        help="match the teacher on mixup images of each batch (the cross-entropy stays on the batch); "
+                             "needs --distill and works best with long retraining")
     parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                         help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
     parser.add_argument("--finetune-epochs", type=common.non_negative_int,
@@ -103,7 +106,7 @@ def run(args) -> int:
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
                             retrain=args.retrain, distill=args.distill,
-                            distill_temperature=args.distill_temperature)
+                            distill_temperature=args.distill_temperature, distill_mixup=args.distill_mixup)
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)

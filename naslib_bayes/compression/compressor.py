@@ -106,17 +106,52 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def soft_target_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, alpha: float,
+                     temperature: float) -> torch.Tensor:
+    """``alpha * T^2 * KL(softmax(teacher/T) || softmax(logits/T))``, averaged over the batch.
+
+    The ``T^2`` keeps the soft term's gradients on the scale of the cross-entropy's as ``T``
+    changes (Hinton et al., 2015). Args: logits, teacher_logits (B, K). Returns a scalar.
+    """
+    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                  reduction="batchmean", log_target=True)
+    return alpha * temperature ** 2 * kl
+
+
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
                       temperature: float) -> torch.Tensor:
     """``(1 - alpha) * CE(logits, labels) + alpha * T^2 * KL(softmax(teacher/T) || softmax(logits/T))``.
 
-    The ``T^2`` keeps the soft term's gradients on the scale of the cross-entropy's as ``T``
-    changes (Hinton et al., 2015). Args: logits, teacher_logits (B, K); labels (B,). Returns a scalar.
+    Args: logits, teacher_logits (B, K); labels (B,). Returns a scalar.
     """
     hard = F.cross_entropy(logits, labels)
-    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-                    reduction="batchmean", log_target=True)
-    return (1.0 - alpha) * hard + alpha * temperature ** 2 * soft
+    return (1.0 - alpha) * hard + soft_target_loss(logits, teacher_logits, alpha, temperature)
+
+
+def mixup(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image blended with a random other image of the batch, weight uniform in [0, 1].
+
+    Args: x (B, ...). Returns (B, ...): ``w_i * x_i + (1 - w_i) * x_perm(i)``.
+    """
+    partner = torch.randperm(len(x), generator=generator)
+    weight = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=generator)
+    return weight * x + (1.0 - weight) * x[partner]
+
+
+def _mixup_distillation_step(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                             cfg: CompressionConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, cross-entropy): the cross-entropy on the batch, the tempered KL on its mixup images.
+
+    One forward pass over the batch and its mixup images together (2B images; a BatchNorm layer
+    normalises them as one batch). Args: x (B, ...), y (B,).
+    """
+    mixed = mixup(x, generator)
+    logits, mixed_logits = model(torch.cat([x, mixed])).split(len(x))
+    with torch.no_grad():
+        teacher_logits = teacher(mixed)
+    hard = F.cross_entropy(logits, y)
+    return (1.0 - cfg.distill) * hard + soft_target_loss(mixed_logits, teacher_logits, cfg.distill,
+                                                         cfg.distill_temperature), hard
 
 
 def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimizer, cfg: CompressionConfig,
@@ -133,18 +168,21 @@ def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimize
     lr = opt.param_groups[0]["lr"]
     for x, y in batches(data, cfg.batch_size, generator, shuffle=True, augment=augment):
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        total += float(loss.detach()) * len(y)
+        if teacher is not None and cfg.distill_mixup:
+            loss, hard = _mixup_distillation_step(model, teacher, x, y, cfg, generator)
+        else:
+            logits = model(x)
+            loss = hard = F.cross_entropy(logits, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = distillation_loss(logits, teacher_logits, y, cfg.distill, cfg.distill_temperature)
+        total += float(hard.detach()) * len(y)
         count += len(y)
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(x)
-            loss = distillation_loss(logits, teacher_logits, y, cfg.distill, cfg.distill_temperature)
         if extra_loss is not None:
             loss = loss + extra_loss()
         if not torch.isfinite(loss):  # say so instead of writing NaN accuracies and weights
-            raise UserError(f"training diverged (loss {float(loss)}) at learning rate {lr:g}: use a lower lr")
+            raise UserError(f"training diverged (loss {float(loss.detach())}) at learning rate {lr:g}: use a lower lr")
         loss.backward()
         opt.step()
         if after_step is not None:

@@ -68,6 +68,12 @@ class CompressionConfig:
             dense network's full output distribution what it cannot from the labels of a small
             training set.
         distill_temperature: the temperature ``T``.
+        distill_mixup: if true, the distillation term is evaluated on mixup images (each
+            image of the batch blended with another one of the batch, weight uniform in [0, 1])
+            instead of the batch itself; the cross-entropy stays on the batch. The teacher
+            defines outputs for images between the training images, which the labels do not
+            (function matching, Beyer et al., CVPR 2022), so a small training set gives the
+            student more to match.
     """
 
     lam: float = 1e-3
@@ -92,6 +98,7 @@ class CompressionConfig:
     retrain: str = "finetune"
     distill: float = 0.0
     distill_temperature: float = 4.0
+    distill_mixup: bool = False
 
     def __post_init__(self) -> None:
         if not self.lam > 0:
@@ -117,6 +124,8 @@ class CompressionConfig:
             raise UserError(f"distill must be a weight in [0, 1], got {self.distill}")
         if not self.distill_temperature > 0:
             raise UserError(f"distill_temperature must be positive, got {self.distill_temperature}")
+        if self.distill_mixup and self.distill == 0:
+            raise UserError("distill_mixup needs distill > 0: it changes the images the teacher is matched on")
         if self.max_params is not None and not 0 < self.max_params < 1:
             raise UserError(f"max_params must be a fraction in (0, 1), got {self.max_params}")
 
