@@ -13,6 +13,10 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
                            transform (median/IQR standardisation, low tail clipped) instead of
                            the copula; these surrogates are cached apart (``surrogates_robust``);
                            run only when named in ``--methods``;
+* ``tnas learned``         the default loop on surrogates meta-trained with a learned context
+                           vector per meta-training dataset (``dataset_encoder=learned``; the
+                           target's starts at their mean and is fine-tuned on its observations),
+                           cached in ``surrogates_learned``; run only when named in ``--methods``;
 * ``tnas beta=2.5``, ``tnas beta=10``  the pi-BO weight at half and twice its default
                            (budget / 10 = 5 at budget 50), for the validation of
                            ``tnas_nb201_validate.py``; run only when named in ``--methods``;
@@ -51,11 +55,12 @@ METHODS = {
     "tnas beta=10": ("tnas", {"prior_beta": 10}),
     "tnas prior-units": ("tnas", {"target_units": "prior", "prior_beta": 0}),
     "tnas robust": ("tnas", {"meta_output_transform": "robust"}),
+    "tnas learned": ("tnas", {"dataset_encoder": "learned"}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
 #: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
-ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust")
+ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned")
 
 
 def parse_args(argv=None):
@@ -79,7 +84,7 @@ def parse_args(argv=None):
 
 
 # Hyper-parameters that change meta-training: methods setting them need surrogates of their own.
-META_KEYS = ("meta_output_transform",)
+META_KEYS = ("meta_output_transform", "dataset_encoder")
 
 
 def meta_settings(method: str) -> dict:

@@ -14,7 +14,7 @@ docs/tnas.md). Seed s searches with the surrogate of seed s; everything is cache
 
 Usage:
     python benchmarks/tnas_nb201_validate.py --benchmark PATH/nats_bench.csv --seeds 5 \\
-        --methods "tnas,tnas prior-units"
+        --methods "tnas,tnas prior-units" --jobs 2
 
 Methods that change meta-training (``tnas robust``) use surrogates of their own, cached in
 ``surrogates_<setting>`` beside ``surrogates``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50; pi-BO's beta depends on it)")
     parser.add_argument("--methods", default="tnas", help="comma-separated methods of tnas_nb201.py (tnas variants)")
     parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201_validate"), help="folder for surrogates and runs")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (each single-threaded)")
     return parser.parse_args(argv)
 
 
@@ -56,25 +58,27 @@ def main(argv=None) -> int:
         sys.exit(f"not a tnas method of tnas_nb201.py: {unknown}")
     seeds = range(args.seeds)
     path = str(args.benchmark)
+    pairs = list(itertools.permutations(DATASETS, 2))
     # Methods that change meta-training (e.g. its output transform) get surrogates of their own.
     folders = {tnas_nb201.surrogate_folder(m): tnas_nb201.meta_settings(m) for m in methods}
-    for folder, settings in folders.items():
-        for d in DATASETS:
-            for s in seeds:
-                others = tuple(o for o in DATASETS if o != d)  # meta-train on d alone
-                tnas_nb201.meta_train_unit(path, others, s, str(args.cache / folder / d / f"seed{s}"), settings)
-    pairs = list(itertools.permutations(DATASETS, 2))
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        meta = [pool.submit(tnas_nb201.meta_train_unit, path, tuple(o for o in DATASETS if o != d), s,  # d alone
+                            str(args.cache / folder / d / f"seed{s}"), settings)
+                for folder, settings in folders.items() for d in DATASETS for s in seeds]
+        for future in meta:
+            future.result()
+        runs = {(a, b, m, s): pool.submit(tnas_nb201.search_unit, path, b, m, s, args.budget,
+                                          str(args.cache / tnas_nb201.surrogate_folder(m) / a / f"seed{s}" / "surrogate.pt"),
+                                          str(args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}"
+                                              / tnas_nb201.method_folder(m) / f"seed{s}.json"))
+                for a, b in pairs for m in methods for s in seeds}
+        records = {key: future.result() for key, future in runs.items()}
     table: dict[tuple[str, str, str], dict] = {}
     print(f"meta-train on A, search B: {args.seeds} seeds (one surrogate each), budget {args.budget}")
     print(f"{'A -> B':<28} {'method':<16} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7}  q* per seed")
     for a, b in pairs:
         for m in methods:
-            records = []
-            for s in seeds:
-                surrogate = args.cache / tnas_nb201.surrogate_folder(m) / a / f"seed{s}" / "surrogate.pt"
-                out = args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}" / tnas_nb201.method_folder(m) / f"seed{s}.json"
-                records.append(tnas_nb201.search_unit(path, b, m, s, args.budget, str(surrogate), str(out)))
-            summary = tnas_nb201.summarise(records, benchmark.best(b), args.budget)
+            summary = tnas_nb201.summarise([records[(a, b, m, s)] for s in seeds], benchmark.best(b), args.budget)
             table[(a, b, m)] = summary
             r = summary["regret"]
             print(f"{a + ' -> ' + b:<28} {m:<16} {summary['median_queries']:>9.1f} {r[5]:>9.3f} {r[10]:>7.3f} {r[20]:>7.3f}  "
