@@ -76,6 +76,9 @@ def register(subparsers) -> None:
                         help="skip training the dense baseline (accuracy_dense is then null)")
     common.add_seed(parser)
     common.add_out(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run checkpointed in --out (the same options; a checkpoint is written "
+                             "after every epoch)")
     parser.set_defaults(run=run)
 
 
@@ -97,6 +100,8 @@ def run(args) -> int:
     from naslib_bayes.compression.compressor import compress, evaluate, train_dense
     from naslib_bayes.compression.config import CompressionConfig
     from naslib_bayes.compression.io import save_compressed
+    from naslib_bayes.compression.resume import StageCheckpoint
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
     from naslib_bayes.compression.models import build_model
     from naslib_bayes.data import default_augment
     from naslib_bayes.errors import UserError
@@ -110,7 +115,12 @@ def run(args) -> int:
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
-    out = common.prepare_out(args.out, args.overwrite)
+    out = common.prepare_out(args.out, args.overwrite or args.resume)
+    run_settings = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "val_size": args.val_size,
+                    "baseline": not args.no_baseline, **cfg.as_dict()}
+    if not args.resume:
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    checkpoint = StageCheckpoint(out / CHECKPOINT_FILE, run_settings, resume=args.resume)
     shape, classes = splits.train.image_shape, splits.train.num_classes
     torch.manual_seed(args.seed)
     model = build_model(args.model, shape, classes)
@@ -121,10 +131,11 @@ def run(args) -> int:
     if not args.no_baseline:  # trained first: it is the teacher when distilling
         dense = build_model(args.model, shape, classes)
         dense.load_state_dict(initial)  # the same initial weights as the compressed run
-        train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=log)
+        train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=log, checkpoint=checkpoint)
         accuracy_dense = evaluate(dense, splits.test)
         val_dense = evaluate(dense, splits.val) if splits.val is not None else None
-    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log, teacher=dense)
+    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log, teacher=dense,
+                       checkpoint=checkpoint)
     accuracy_compressed = evaluate(outcome.model, splits.test)
     kept = dict(zip(outcome.layer_names, outcome.widths_after))
     save_compressed(outcome.model, out, shape, model=args.model, dataset=args.dataset, kept_channels=kept,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from naslib_bayes.compression.config import CompressionConfig
 from naslib_bayes.compression.prune import plan_pruning, slim
+from naslib_bayes.compression.resume import StageCheckpoint, random_state, restore_random_state
 from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
@@ -199,15 +200,29 @@ def model_costs(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]
 
 
 def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment=None,
-                val: ImageDataset | None = None, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` in place as the dense baseline; returns per-epoch records."""
+                val: ImageDataset | None = None, log: Callable[[str], None] | None = None,
+                checkpoint: StageCheckpoint | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` in place as the dense baseline; returns per-epoch records.
+
+    With a ``checkpoint`` the state is saved (stage ``dense``) after every epoch, and a saved
+    state is continued: a resumed run trains exactly as an uninterrupted one.
+    """
     generator = torch.Generator().manual_seed(int(seed) + 1)
     opt = _optimizer(model.parameters(), [], cfg, cfg.lr_at(0))
-    history = []
-    for epoch in range(cfg.epochs):
+    history: list[dict[str, Any]] = []
+    saved = checkpoint.get("dense") if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        restore_random_state(generator, saved["random"])
+        history = saved["history"]
+    for epoch in range(len(history), cfg.epochs):
         _set_lr(opt, cfg.lr_at(epoch))
         loss, _ = _train_epoch(model, train, opt, cfg, generator, augment)
         history.append(_epoch_record(model, "dense", epoch, loss, cfg, val, log))
+        if checkpoint is not None:
+            checkpoint.put("dense", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "random": random_state(generator), "history": history})
     model.eval()
     return history
 
@@ -222,7 +237,7 @@ def _curvature(net: SwitchedNetwork, inputs: Sequence[torch.Tensor], reduction: 
 
 def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment=None,
              val: ImageDataset | None = None, log: Callable[[str], None] | None = None,
-             teacher: nn.Module | None = None) -> CompressionOutcome:
+             teacher: nn.Module | None = None, checkpoint: StageCheckpoint | None = None) -> CompressionOutcome:
     """Compress ``model`` (left unchanged) on ``train``; see the module docstring for the schedule.
 
     Args:
@@ -235,6 +250,9 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         log: receives one progress line per epoch and per update.
         teacher: the network whose outputs the retraining distils (``cfg.distill`` > 0), e.g.
             the dense baseline trained by :func:`train_dense`; left unchanged.
+        checkpoint: saves the run's state (stage ``compress``: the switched network, optimizer,
+            random state, history) after every epoch and continues from a saved state; a resumed
+            run gives the same network as an uninterrupted one.
     """
     if cfg.distill > 0 and teacher is None:
         raise UserError(f"distill={cfg.distill:g} needs a teacher network (e.g. the trained dense baseline)")
@@ -260,10 +278,27 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     # units left in them get cheaper and the pressure on them eases.
     reference_cost = None if cfg.lam_scale == "none" else net.mean_unit_cost()
     power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
-    opt = new_optimizer(0)
     finetune_start = cfg.sparse_epochs  # earlier when the parameter budget is met sooner
     params_limit = None if cfg.max_params is None else cfg.max_params * params_before
-    for epoch in range(cfg.sparse_epochs):
+    phase, first_epoch = "sparse", 0
+    opt = new_optimizer(0)
+    saved = checkpoint.get("compress") if checkpoint is not None else None
+    if saved is not None:
+        net, history, finetune_start = saved["net"], saved["history"], saved["finetune_start"]
+        phase, first_epoch = saved["phase"], saved["epoch"]
+        restore_random_state(generator, saved["random"])
+        start -= saved["elapsed_s"]
+        opt = new_optimizer(first_epoch)
+        opt.load_state_dict(saved["optimizer"])
+
+    def save(at_phase: str, next_epoch: int) -> None:
+        if checkpoint is not None:
+            checkpoint.put("compress", {"phase": at_phase, "epoch": next_epoch, "net": net, "optimizer": opt.state_dict(),
+                                        "random": random_state(generator), "history": history,
+                                        "finetune_start": finetune_start, "elapsed_s": time.perf_counter() - start})
+
+    sparse_epochs_left = range(first_epoch, cfg.sparse_epochs) if phase == "sparse" else range(0)
+    for epoch in sparse_epochs_left:
         _set_lr(opt, cfg.lr_at(epoch))
         sparse = epoch >= cfg.warmup_epochs
         for p in net.switch_parameters():
@@ -280,33 +315,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
                                      widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
         if sparse and (final or (epoch + 1 - cfg.warmup_epochs) % cfg.update_every == 0):
-            t0 = time.perf_counter()
-            if cfg.rebalance:
-                net.rebalance()
-            hp, hc = _curvature(net, last, cfg.curvature_reduction)
-            updates = net.hard_update(hp, hc, lams, cfg.min_units)  # the network is still the one lams were for
-            keep_units = [u.keep_units for u in updates]
-            keep_inputs = [u.keep_inputs for u in updates]
-            plan = plan_pruning(net, keep_units, keep_inputs)
-            slimmed = slim(net, plan)
-            pruning = (keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense()))
-            if params_limit is not None and pruning[-1] <= params_limit:
-                pruning = prune_to_budget(net, updates, params_limit, pruning)
-            keep_units, keep_inputs, plan, slimmed, params = pruning
-            with torch.no_grad():  # the slimmed network computes what the masked one does
-                probe = last[-1][:128]
-                diff = float((slimmed.eval()(probe) - net.masked(keep_units, keep_inputs).eval()(probe)).abs().max())
-            net = slimmed
+            net, entry = _update_and_prune(net, last, lams, cfg, params_limit, epoch)
             opt = new_optimizer(epoch + 1)
-            entry = {
-                "epoch": epoch + 1, "phase": "update", "update": int(net.num_updates),
-                "widths": net.widths(), "inputs": net.info.layers[0].in_groups,
-                "removed": plan.removed,
-                "repaired": [u.repaired_units for u in updates[:-1]],
-                "repaired_inputs": updates[0].repaired_inputs,
-                "params": params, "masked_max_abs_diff": diff,
-                "time_s": time.perf_counter() - t0,
-            }
             history.append(entry)
             if log:
                 log(f"update {entry['update']} after epoch {epoch + 1}: widths {entry['widths']} "
@@ -315,18 +325,23 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
                 finetune_start = epoch + 1
                 if log:
                     log(f"within the parameter budget ({cfg.max_params:g}): fine-tuning from epoch {epoch + 2}")
-                break
+                break  # unsaved: the switch to fine-tuning below saves the state that follows
+        save("sparse", epoch + 1)
     # Fine-tuning keeps the switches (trainable, no sparsity term): folding them first would
     # rescale the weights and with them the effective learning rate of every unit.
-    if cfg.retrain == "scratch":
-        net.reinitialise(seed)
-    for p in net.switch_parameters():
-        p.requires_grad_(True)
-    ft_opt = new_optimizer(finetune_start)
-    for epoch in range(finetune_start, cfg.epochs):
-        _set_lr(ft_opt, cfg.lr_at(epoch, finetune_start))
-        loss, _ = _train_epoch(net, train, ft_opt, cfg, generator, augment, teacher=teacher)
+    if phase == "sparse":
+        if cfg.retrain == "scratch":
+            net.reinitialise(seed)
+        for p in net.switch_parameters():
+            p.requires_grad_(True)
+        opt = new_optimizer(finetune_start)
+        first_epoch = finetune_start
+        save("finetune", first_epoch)
+    for epoch in range(first_epoch, cfg.epochs):
+        _set_lr(opt, cfg.lr_at(epoch, finetune_start))
+        loss, _ = _train_epoch(net, train, opt, cfg, generator, augment, teacher=teacher)
         history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log, finetune_start=finetune_start))
+        save("finetune", epoch + 1)
     dense = net.to_dense()
     with torch.no_grad():  # folding the switches into the weights changes nothing
         probe = train.images[:256]
@@ -341,6 +356,41 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         params_before=params_before, params_after=params_after, flops_before=flops_before, flops_after=flops_after,
         history=history, masked_max_abs_diff=masked_diff, wall_time_s=time.perf_counter() - start,
     )
+
+
+def _update_and_prune(net: SwitchedNetwork, last: Sequence[torch.Tensor], lams, cfg: CompressionConfig,
+                      params_limit: float | None, epoch: int) -> tuple[SwitchedNetwork, dict[str, Any]]:
+    """One HARD update after ``epoch``: curvature on the ``last`` batches, entropy criterion,
+    pruning (cut back to the budget when it meets it) and slimming.
+
+    Returns the slimmed network and the history entry of the update.
+    """
+    t0 = time.perf_counter()
+    if cfg.rebalance:
+        net.rebalance()
+    hp, hc = _curvature(net, last, cfg.curvature_reduction)
+    updates = net.hard_update(hp, hc, lams, cfg.min_units)  # the network is still the one lams were for
+    keep_units = [u.keep_units for u in updates]
+    keep_inputs = [u.keep_inputs for u in updates]
+    plan = plan_pruning(net, keep_units, keep_inputs)
+    slimmed = slim(net, plan)
+    pruning = (keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense()))
+    if params_limit is not None and pruning[-1] <= params_limit:
+        pruning = prune_to_budget(net, updates, params_limit, pruning)
+    keep_units, keep_inputs, plan, slimmed, params = pruning
+    with torch.no_grad():  # the slimmed network computes what the masked one does
+        probe = last[-1][:128]
+        diff = float((slimmed.eval()(probe) - net.masked(keep_units, keep_inputs).eval()(probe)).abs().max())
+    entry = {
+        "epoch": epoch + 1, "phase": "update", "update": int(slimmed.num_updates),
+        "widths": slimmed.widths(), "inputs": slimmed.info.layers[0].in_groups,
+        "removed": plan.removed,
+        "repaired": [u.repaired_units for u in updates[:-1]],
+        "repaired_inputs": updates[0].repaired_inputs,
+        "params": params, "masked_max_abs_diff": diff,
+        "time_s": time.perf_counter() - t0,
+    }
+    return slimmed, entry
 
 
 def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float, full: tuple):

@@ -1,0 +1,65 @@
+"""Checkpoints of a compression run, so that a killed run continues where it stopped.
+
+A run has stages (the dense baseline, then the compression); each saves what its loop needs to
+continue after every epoch. All stages live in one file, written atomically, together with the
+settings of the run: a checkpoint continues only the run it was written by.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from naslib_bayes.errors import UserError
+from naslib_bayes.training import checkpoint as ckpt
+
+FORMAT = "naslib-bayes compression"
+
+
+class StageCheckpoint:
+    """The checkpoint file of one run: ``get(stage)`` the saved state, ``put(stage, state)`` saves.
+
+    Args:
+        path: the checkpoint file.
+        run: the settings that define the run (JSON-like); a resumed checkpoint must match them.
+        resume: load ``path`` (it must exist and be of this run); otherwise start empty.
+    """
+
+    def __init__(self, path: str | Path, run: dict[str, Any], resume: bool = False):
+        self.path = Path(path)
+        self.run = run
+        self.stages: dict[str, dict[str, Any]] = {}
+        if resume:
+            self.stages = self._load()
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            raise UserError(f"--resume: no checkpoint {self.path}")
+        state = ckpt.load(self.path)
+        if state.get("format") != FORMAT:
+            raise UserError(f"{self.path}: not a compression checkpoint")
+        saved = state["run"]
+        for key in sorted(set(saved) | set(self.run)):
+            if saved.get(key) != self.run.get(key):
+                raise UserError(f"{self.path}: the checkpoint is of a run with {key}={saved.get(key)!r}, "
+                                f"not {self.run.get(key)!r}; resume with the same settings or start anew")
+        return state["stages"]
+
+    def get(self, stage: str) -> dict[str, Any] | None:
+        return self.stages.get(stage)
+
+    def put(self, stage: str, state: dict[str, Any]) -> None:
+        self.stages[stage] = state
+        ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages})
+
+
+def random_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The run's generator and torch's global generator (dropout draws from it)."""
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_random_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,167 @@
+"""Compression runs checkpoint after every epoch and a killed run resumes to the same result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from naslib_bayes.compression import CompressionConfig, compress, train_dense
+from naslib_bayes.compression.resume import StageCheckpoint
+from naslib_bayes.data import default_augment, load_dataset
+from naslib_bayes.errors import UserError
+from cli_runner import run_cli
+
+# Sparse enough that the budget is met after a few updates, so a run passes through warm-up,
+# sparse epochs with updates, the cut-back to the budget and fine-tuning.
+CFG = dict(lam=0.5, epochs=9, finetune_epochs=3, batch_size=32, lr=0.05, max_params=0.5)
+RUN = {"test": "resume"}
+
+
+class Killed(Exception):
+    """Stands for the process being killed right after a checkpoint was written."""
+
+
+class KilledAfter(StageCheckpoint):
+    """A checkpoint whose run dies after its ``saves``-th save."""
+
+    def __init__(self, path, saves: int):
+        super().__init__(path, RUN)
+        self.left = saves
+
+    def put(self, stage, state):
+        super().put(stage, state)
+        self.left -= 1
+        if self.left == 0:
+            raise Killed
+
+
+class CountingCheckpoint(StageCheckpoint):
+    def __init__(self, path):
+        super().__init__(path, RUN)
+        self.saves = []
+
+    def put(self, stage, state):
+        super().put(stage, state)
+        self.saves.append((stage, state.get("phase")))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+def _model(seed: int = 0) -> nn.Sequential:
+    # dropout draws from torch's global generator: a resumed run must restore it too
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Dropout(0.2), nn.Linear(48, 32), nn.ReLU(),
+                         nn.Linear(32, 10))
+
+
+def _run(digits, checkpoint, teacher=None, **overrides):
+    torch.manual_seed(123)
+    cfg = CompressionConfig(**{**CFG, **overrides})
+    return compress(_model(), digits.train, cfg, seed=0, augment=default_augment("digits"), teacher=teacher,
+                    checkpoint=checkpoint)
+
+
+def _history(outcome):
+    return [{k: v for k, v in h.items() if k != "time_s"} for h in outcome.history]
+
+
+def _same_networks(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_path):
+    torch.set_num_threads(1)
+    counting = CountingCheckpoint(tmp_path / "full.pt")
+    full = _run(digits, counting)
+    phases = [phase for _, phase in counting.saves]
+    assert "sparse" in phases and "finetune" in phases
+    assert any(h["phase"] == "update" for h in full.history) and full.params_after <= 0.5 * full.params_before
+    # killed in the sparse phase, just before and right after the switch to fine-tuning, and in it
+    kill_points = [phases.index("sparse") + 1, phases.index("finetune"), phases.index("finetune") + 1, len(phases) - 1]
+    for saves in kill_points:
+        path = tmp_path / f"killed{saves}.pt"
+        with pytest.raises(Killed):
+            _run(digits, KilledAfter(path, saves))
+        torch.manual_seed(999)  # whatever the global generator holds when the run restarts
+        resumed = _run(digits, StageCheckpoint(path, RUN, resume=True))
+        assert _same_networks(resumed.model, full.model), saves
+        assert _history(resumed) == _history(full) and resumed.widths_after == full.widths_after
+
+
+def test_a_killed_dense_baseline_resumes_to_the_uninterrupted_weights(digits, tmp_path):
+    torch.set_num_threads(1)
+    cfg = CompressionConfig(**{**CFG, "epochs": 4, "finetune_epochs": 1})
+    full = _model()
+    full_history = train_dense(full, digits.train, cfg, seed=0, checkpoint=StageCheckpoint(tmp_path / "a.pt", RUN))
+    killed = _model()
+    with pytest.raises(Killed):
+        train_dense(killed, digits.train, cfg, seed=0, checkpoint=KilledAfter(tmp_path / "b.pt", 2))
+    torch.manual_seed(999)
+    resumed = _model()
+    history = train_dense(resumed, digits.train, cfg, seed=0, checkpoint=StageCheckpoint(tmp_path / "b.pt", RUN,
+                                                                                          resume=True))
+    assert history == full_history and _same_networks(resumed, full)
+    assert not _same_networks(resumed, _model())  # it did train
+
+
+def test_a_checkpoint_resumes_only_its_own_run(tmp_path):
+    StageCheckpoint(tmp_path / "c.pt", {"lam": 0.5, "seed": 0}).put("dense", {"x": 1})
+    assert StageCheckpoint(tmp_path / "c.pt", {"lam": 0.5, "seed": 0}, resume=True).get("dense") == {"x": 1}
+    with pytest.raises(UserError, match="lam=0.5, not 0.2"):
+        StageCheckpoint(tmp_path / "c.pt", {"lam": 0.2, "seed": 0}, resume=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        StageCheckpoint(tmp_path / "missing.pt", {}, resume=True)
+    torch.save({"something": "else"}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a compression checkpoint"):
+        StageCheckpoint(tmp_path / "other.pt", {}, resume=True)
+
+
+ARGS = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "1.5", "--epochs", "6",
+        "--finetune-epochs", "2", "--batch-size", "32", "--lr", "0.02", "--distill", "0.5", "--seed", "0"]
+
+
+def _result(out_dir):
+    result = json.loads((out_dir / "result.json").read_text())
+    return {k: v for k, v in result.items() if k not in ("wall_time_s", "timestamp", "compression_history")}
+
+
+def test_compress_command_resumes_a_killed_run(capsys, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "full")
+    assert code == 0, err
+    saves = {"left": 9}  # 6 dense epochs, then 3 saves into the compression
+    original_put = StageCheckpoint.put
+
+    def put_then_die(self, stage, state):
+        original_put(self, stage, state)
+        saves["left"] -= 1
+        if saves["left"] == 0:
+            raise Killed
+
+    monkeypatch.setattr(StageCheckpoint, "put", put_then_die)
+    with pytest.raises(Killed):
+        run_cli(capsys, *ARGS, "--out", tmp_path / "killed")
+    monkeypatch.setattr(StageCheckpoint, "put", original_put)
+    assert not (tmp_path / "killed" / "result.json").exists()
+    code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed", "--resume")
+    assert code == 0, err
+    assert _result(tmp_path / "killed") == _result(tmp_path / "full")
+    weights = [torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("killed", "full")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_compress_resume_errors_are_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "none", "--resume")
+    assert code == 2 and "no checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(capsys, *ARGS, "--epochs", "3", "--finetune-epochs", "1", "--out", tmp_path / "run")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *ARGS, "--epochs", "3", "--finetune-epochs", "1", "--lambda", "2",
+                           "--out", tmp_path / "run", "--resume")
+    assert code == 2 and "lam=1.5, not 2.0" in err, err
