@@ -139,10 +139,16 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
 
 def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget: int, surrogate: str | None,
                 out: str) -> dict:
-    """One search; returns the accuracies queried and the timings (cached in ``out``)."""
+    """One search; returns the accuracies queried and the timings (cached in ``out``).
+
+    A cached run is reused only if it searched with the same surrogate: runs are cached per
+    seed, and the surrogate of a seed changes with ``--surrogate-seeds``.
+    """
     path = Path(out)
     if path.exists():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached.get("surrogate") == surrogate_id(surrogate):
+            return cached
     import torch
 
     from naslib_bayes.experiment import run_blackbox_search
@@ -157,7 +163,7 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     start, cpu = time.perf_counter(), time.process_time()
     result = run_blackbox_search(benchmark, optimizer, target, budget, seed, hyperparameters=hyperparameters)
     run_wall, run_cpu = time.perf_counter() - start, time.process_time() - cpu
-    record = {"target": target, "method": method, "seed": seed,
+    record = {"target": target, "method": method, "seed": seed, "surrogate": surrogate_id(surrogate),
               "accuracies": [t["accuracy"] for t in result["trajectory"]],
               "architectures": [t["architecture"] for t in result["trajectory"]],
               "timing": result.get("timing"), "wall_s": result["wall_time_s"],
@@ -165,6 +171,11 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
+
+
+def surrogate_id(surrogate: str | None) -> str | None:
+    """``surrogates/<target>/seed<k>`` of a cached surrogate's path (None for methods without one)."""
+    return None if surrogate is None else "/".join(Path(surrogate).parts[-4:-1])
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -229,7 +240,7 @@ def main(argv=None) -> int:
             for t in targets:
                 for s in seeds:
                     futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget,
-                                                     str(surrogate_path(args, t, s, n_surrogates, m)),
+                                                     method_surrogate(args, t, s, n_surrogates, m),
                                                      str(run_path(args, t, m, s)))
         runs = {}
         for key, f in futures.items():
@@ -242,6 +253,11 @@ def main(argv=None) -> int:
 
 def surrogate_path(args, target: str, seed: int, n_surrogates: int, method: str = "tnas") -> Path:
     return args.cache / surrogate_folder(method) / target / f"seed{seed % n_surrogates}" / "surrogate.pt"
+
+
+def method_surrogate(args, target: str, seed: int, n_surrogates: int, method: str) -> str | None:
+    """The surrogate file a run of ``method`` searches with (None: the method meta-trains nothing)."""
+    return str(surrogate_path(args, target, seed, n_surrogates, method)) if METHODS[method][0] == "tnas" else None
 
 
 def run_path(args, target: str, method: str, seed: int) -> Path:
@@ -266,8 +282,11 @@ def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]
         for m in methods:
             for s in seeds:
                 path = run_path(args, t, m, s)
+                surrogate = method_surrogate(args, t, s, n_surrogates, m)
                 if path.exists():
-                    runs[(t, m, s)] = json.loads(path.read_text())
+                    record = json.loads(path.read_text())
+                    if record.get("surrogate") == surrogate_id(surrogate):  # else run with another surrogate
+                        runs[(t, m, s)] = record
     return meta, runs
 
 

@@ -100,11 +100,11 @@ def run(args) -> int:
     from naslib_bayes.compression.compressor import compress, evaluate, train_dense
     from naslib_bayes.compression.config import CompressionConfig
     from naslib_bayes.compression.io import save_compressed
-    from naslib_bayes.compression.resume import StageCheckpoint
-    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
     from naslib_bayes.compression.models import build_model
+    from naslib_bayes.compression.resume import StageCheckpoint
     from naslib_bayes.data import default_augment
     from naslib_bayes.errors import UserError
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     start = time.perf_counter()
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
