@@ -53,7 +53,11 @@ COMMON = dict(batch_size=64, optimizer="sgd", lr=0.02, momentum=0.9, weight_deca
 
 
 def run_one(job: dict) -> dict:
-    """One (model, seed, lambda): compression and dense baseline; returns a JSON-able record."""
+    """One (model, seed, lambda): compression and dense baseline; returns a JSON-able record.
+
+    With ``job["out"]`` the run's folder keeps its record and a checkpoint: a finished run with
+    the same settings is not run again, and a killed one continues where it stopped.
+    """
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -62,27 +66,35 @@ def run_one(job: dict) -> dict:
     from naslib_bayes.data import default_augment, load_dataset
 
     start = time.perf_counter()
+    cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
+                            **{**COMMON, **job["options"]})
+    settings = json.loads(json.dumps({**{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs",
+                                                            "split", "val_size")}, "config": cfg.as_dict()}))
     run_dir = Path(job["out"]) / f"{job['model']}-lam{job['lam']:g}-seed{job['seed']}" if job.get("out") else None
-    progress = None
+    progress = checkpoint = None
     if run_dir is not None:
+        record_file = run_dir / f"record-{job['split']}.json"
+        if record_file.exists() and json.loads(record_file.read_text()).get("settings") == settings:
+            return json.loads(record_file.read_text())
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(run_dir / f"progress-{job['split']}.log", "w")
+        checkpoint = _checkpoint(run_dir / f"checkpoint-{job['split']}.pt", settings)
+        log_file = open(run_dir / f"progress-{job['split']}.log", "a")
 
         def progress(line: str) -> None:
             log_file.write(f"{time.perf_counter() - start:7.0f}s {line}\n")
             log_file.flush()
     splits = load_dataset("mnist", job["data_root"], seed=job["seed"], val_size=job["val_size"])
     shape, classes = splits.train.image_shape, splits.train.num_classes
-    cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
-                            **{**COMMON, **job["options"]})
     torch.manual_seed(job["seed"])
     model = build_model(job["model"], shape, classes)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     augment = default_augment("mnist")
     dense = build_model(job["model"], shape, classes)
     dense.load_state_dict(initial)
-    train_dense(dense, splits.train, cfg, job["seed"], augment=augment, log=progress)  # first: the teacher
-    outcome = compress(model, splits.train, cfg, job["seed"], augment=augment, log=progress, teacher=dense)
+    train_dense(dense, splits.train, cfg, job["seed"], augment=augment, log=progress,  # first: the teacher
+                checkpoint=checkpoint)
+    outcome = compress(model, splits.train, cfg, job["seed"], augment=augment, log=progress, teacher=dense,
+                       checkpoint=checkpoint)
     report = splits.val if job["split"] == "val" else splits.test
     record = {
         **{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs", "split")},
@@ -93,14 +105,28 @@ def run_one(job: dict) -> dict:
         "flops_before": outcome.flops_before, "flops_after": outcome.flops_after,
         "widths": outcome.widths_after, "inputs": outcome.inputs_after,
         "masked_max_abs_diff": outcome.masked_max_abs_diff,
-        "history": outcome.history, "config": cfg.as_dict(), "wall_time_s": time.perf_counter() - start,
+        "history": outcome.history, "config": cfg.as_dict(), "settings": settings,
+        "wall_time_s": time.perf_counter() - start,
     }
     if run_dir is not None:
-        (run_dir / f"record-{job['split']}.json").write_text(json.dumps(record, indent=1))
         save_compressed(outcome.model, run_dir, shape, network=job["model"], inputs=outcome.inputs_after,
                         widths=outcome.widths_after)
+        record_file.write_text(json.dumps(record, indent=1))  # last: a record means a finished run
         log_file.close()
     return record
+
+
+def _checkpoint(path: Path, settings: dict):
+    """The run's checkpoint, continued if ``path`` holds one of the same settings, else new."""
+    from naslib_bayes.compression.resume import StageCheckpoint
+    from naslib_bayes.errors import UserError
+
+    if path.exists():
+        try:
+            return StageCheckpoint(path, settings, resume=True)
+        except UserError:  # written with other settings: start over
+            path.unlink()
+    return StageCheckpoint(path, settings)
 
 
 def _fmt_widths(record: dict) -> str:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import tnas_nb201  # noqa: E402
@@ -38,3 +40,69 @@ def test_the_report_leaves_out_runs_of_other_surrogates(tmp_path):
     assert set(runs) == {("cifar10", "tnas", 7), ("cifar10", "gp-bo", 7)}
     _, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas", "gp-bo"], [7], n_surrogates=20)
     assert set(runs) == {("cifar10", "gp-bo", 7)}  # with one surrogate per seed, seed 7 has its own
+
+
+# ---- benchmarks/compress_mnist.py: finished runs are kept, killed runs continue -------------------
+import compress_mnist  # noqa: E402
+
+
+def _job(mnist_dir, out, **options) -> dict:
+    return dict(model="lenet300", seed=0, lam=1.0, epochs=4, finetune_epochs=1, val_size=1000, split="val",
+                options={k: v for k, v in {**compress_mnist.DEFAULTS["lenet300"], **options}.items()
+                         if k not in ("lam", "epochs", "finetune_epochs")},
+                data_root=str(mnist_dir), threads=1, out=str(out))
+
+
+def _comparable(record: dict) -> dict:
+    history = [{k: v for k, v in h.items() if k != "time_s"} for h in record["history"]]
+    return {**{k: v for k, v in record.items() if k != "wall_time_s"}, "history": history}
+
+
+class Killed(Exception):
+    pass
+
+
+def _count_epochs(monkeypatch) -> dict:
+    """Counts the training epochs run from now on (dense baseline and compression)."""
+    from naslib_bayes.compression import compressor
+
+    count, train_epoch = {"trained": 0}, compressor._train_epoch
+
+    def counted(*args, **kwargs):
+        count["trained"] += 1
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(compressor, "_train_epoch", counted)
+    return count
+
+
+def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_dir, tmp_path, monkeypatch):
+    import naslib_bayes.compression as compression
+    from naslib_bayes.compression.resume import StageCheckpoint
+
+    full = compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
+    assert full["epochs"] == 4 and full["params_after"] < full["params_before"]
+    # killed after six saves (four dense epochs, two compression epochs), then run again
+    original_put, saves = StageCheckpoint.put, {"left": 6}
+
+    def put_then_die(self, stage, state):
+        original_put(self, stage, state)
+        saves["left"] -= 1
+        if saves["left"] == 0:
+            raise Killed
+
+    monkeypatch.setattr(StageCheckpoint, "put", put_then_die)
+    with pytest.raises(Killed):
+        compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))
+    monkeypatch.setattr(StageCheckpoint, "put", original_put)
+    epochs = _count_epochs(monkeypatch)
+    assert _comparable(compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))) == _comparable(full)
+    assert epochs["trained"] == full["epochs"] + full["epochs"] - 6  # only what the killed run had not done
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(compression, "compress", must_not_run)
+    assert compress_mnist.run_one(_job(mnist_dir, tmp_path / "a")) == full  # finished: read back
+    with pytest.raises(AssertionError, match="run again"):  # other settings: run anew
+        compress_mnist.run_one(_job(mnist_dir, tmp_path / "a", lr=0.01))

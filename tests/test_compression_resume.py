@@ -76,7 +76,21 @@ def _same_networks(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_path):
+def _count_epochs(monkeypatch) -> dict:
+    """Counts the training epochs run from now on."""
+    from naslib_bayes.compression import compressor
+
+    count, train_epoch = {"trained": 0}, compressor._train_epoch
+
+    def counted(*args, **kwargs):
+        count["trained"] += 1
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(compressor, "_train_epoch", counted)
+    return count
+
+
+def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     counting = CountingCheckpoint(tmp_path / "full.pt")
     full = _run(digits, counting)
@@ -90,7 +104,11 @@ def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_pa
         with pytest.raises(Killed):
             _run(digits, KilledAfter(path, saves))
         torch.manual_seed(999)  # whatever the global generator holds when the run restarts
+        epochs = _count_epochs(monkeypatch)
         resumed = _run(digits, StageCheckpoint(path, RUN, resume=True))
+        # the epochs saved are not trained again (one save per epoch: the epoch that meets the
+        # budget is saved by the switch to fine-tuning)
+        assert epochs["trained"] == CFG["epochs"] - saves, saves
         assert _same_networks(resumed.model, full.model), saves
         assert _history(resumed) == _history(full) and resumed.widths_after == full.widths_after
 
@@ -150,8 +168,10 @@ def test_compress_command_resumes_a_killed_run(capsys, tmp_path, monkeypatch):
         run_cli(capsys, *ARGS, "--out", tmp_path / "killed")
     monkeypatch.setattr(StageCheckpoint, "put", original_put)
     assert not (tmp_path / "killed" / "result.json").exists()
+    epochs = _count_epochs(monkeypatch)
     code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed", "--resume")
     assert code == 0, err
+    assert epochs["trained"] == 3  # of 6 + 6: the dense baseline and 3 compression epochs were saved
     assert _result(tmp_path / "killed") == _result(tmp_path / "full")
     weights = [torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("killed", "full")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
