@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -69,13 +70,16 @@ def run_one(job: dict) -> dict:
     cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
                             **{**COMMON, **job["options"]})
     settings = json.loads(json.dumps({**{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs",
-                                                            "split", "val_size")}, "config": cfg.as_dict()}))
-    run_dir = Path(job["out"]) / f"{job['model']}-lam{job['lam']:g}-seed{job['seed']}" if job.get("out") else None
+                                                            "split", "val_size", "threads")}, "config": cfg.as_dict()}))
+    # one folder per setting: runs of a sweep (epochs, --opt ...) keep their records side by side
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    run_dir = Path(job["out"]) / f"{job['model']}-lam{job['lam']:g}-seed{job['seed']}-{key}" if job.get("out") else None
     progress = checkpoint = None
     if run_dir is not None:
         record_file = run_dir / f"record-{job['split']}.json"
-        if record_file.exists() and json.loads(record_file.read_text()).get("settings") == settings:
-            return json.loads(record_file.read_text())
+        finished = _read_record(record_file)
+        if finished is not None and finished.get("settings") == settings:
+            return finished
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = _checkpoint(run_dir / f"checkpoint-{job['split']}.pt", settings)
         log_file = open(run_dir / f"progress-{job['split']}.log", "a")
@@ -111,9 +115,23 @@ def run_one(job: dict) -> dict:
     if run_dir is not None:
         save_compressed(outcome.model, run_dir, shape, network=job["model"], inputs=outcome.inputs_after,
                         widths=outcome.widths_after)
-        record_file.write_text(json.dumps(record, indent=1))  # last: a record means a finished run
+        _write_atomically(record_file, json.dumps(record, indent=1))  # last: a record means a finished run
         log_file.close()
     return record
+
+
+def _read_record(path: Path) -> dict | None:
+    """A finished run's record, or None (absent or unreadable: the run is done again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _checkpoint(path: Path, settings: dict):

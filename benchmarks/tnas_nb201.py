@@ -35,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -174,8 +175,17 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
 
 
 def surrogate_id(surrogate: str | None) -> str | None:
-    """``surrogates/<target>/seed<k>`` of a cached surrogate's path (None for methods without one)."""
-    return None if surrogate is None else "/".join(Path(surrogate).parts[-4:-1])
+    """``surrogates/<target>/seed<k>@<hash of its meta.json>`` (None for methods without a surrogate).
+
+    The hash tells a surrogate meta-trained again in the same folder (its record differs, if
+    only in the wall time) from the one a cached run searched with.
+    """
+    if surrogate is None:
+        return None
+    folder = Path(surrogate).parent
+    record = folder / "meta.json"
+    digest = hashlib.sha256(record.read_bytes()).hexdigest()[:12] if record.exists() else "no-record"
+    return "/".join(folder.parts[-3:]) + "@" + digest
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -241,7 +251,7 @@ def main(argv=None) -> int:
                 for s in seeds:
                     futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget,
                                                      method_surrogate(args, t, s, n_surrogates, m),
-                                                     str(run_path(args, t, m, s)))
+                                                     str(run_path(args, t, m, s, n_surrogates)))
         runs = {}
         for key, f in futures.items():
             runs[key] = f.result()
@@ -260,8 +270,12 @@ def method_surrogate(args, target: str, seed: int, n_surrogates: int, method: st
     return str(surrogate_path(args, target, seed, n_surrogates, method)) if METHODS[method][0] == "tnas" else None
 
 
-def run_path(args, target: str, method: str, seed: int) -> Path:
-    return args.cache / "runs" / f"budget{args.budget}" / target / method_folder(method) / f"seed{seed}.json"
+def run_path(args, target: str, method: str, seed: int, n_surrogates: int) -> Path:
+    """A run's cache file; a seed searching with another seed's surrogate says which, so that
+    benchmarks with different ``--surrogate-seeds`` keep their runs apart."""
+    shared = METHODS[method][0] == "tnas" and seed % n_surrogates != seed
+    name = f"seed{seed}-surrogate{seed % n_surrogates}.json" if shared else f"seed{seed}.json"
+    return args.cache / "runs" / f"budget{args.budget}" / target / method_folder(method) / name
 
 
 def method_folder(method: str) -> str:
@@ -281,7 +295,7 @@ def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]
     for t in targets:
         for m in methods:
             for s in seeds:
-                path = run_path(args, t, m, s)
+                path = run_path(args, t, m, s, n_surrogates)
                 surrogate = method_surrogate(args, t, s, n_surrogates, m)
                 if path.exists():
                     record = json.loads(path.read_text())

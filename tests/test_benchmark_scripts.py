@@ -20,26 +20,36 @@ def _write(path: Path, record: dict) -> None:
 
 
 def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, tmp_path):
+    folder = tmp_path / "cache" / "surrogates" / "cifar10" / "seed0"
+    _write(folder / "meta.json", {"seed": 0, "wall_s": 30.0})
+    surrogate = str(folder / "surrogate.pt")
     out = tmp_path / "seed0.json"
-    cached = {"surrogate": "surrogates/cifar10/seed0", "accuracies": [1.0, 2.0], "architectures": []}
+    cached = {"surrogate": tnas_nb201.surrogate_id(surrogate), "accuracies": [1.0, 2.0], "architectures": []}
+    assert cached["surrogate"].startswith("surrogates/cifar10/seed0@")
     _write(out, cached)
-    surrogate = str(tmp_path / "cache" / "surrogates" / "cifar10" / "seed0" / "surrogate.pt")
     assert tnas_nb201.search_unit(str(nats_csv), "cifar10", "tnas", 0, 3, surrogate, str(out)) == cached
+    # meta-trained again in the same folder: another surrogate (no run here, the file does not exist)
+    _write(folder / "meta.json", {"seed": 0, "wall_s": 31.0})
+    assert tnas_nb201.surrogate_id(surrogate) != cached["surrogate"]
     # the same file asked for by a method without a surrogate is another run: it is searched anew
     fresh = tnas_nb201.search_unit(str(nats_csv), "cifar10", "transfer-topk", 0, 3, None, str(out))
     assert fresh["surrogate"] is None and len(fresh["accuracies"]) == 3 and fresh["accuracies"] != cached["accuracies"]
     assert json.loads(out.read_text()) == fresh
 
 
-def test_the_report_leaves_out_runs_of_other_surrogates(tmp_path):
+def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):
     args = argparse.Namespace(cache=tmp_path, budget=50, seeds=20, surrogate_seeds=5)
-    # seed 7 searched with surrogate 7 mod 5 = 2 in a five-surrogate benchmark
-    _write(tnas_nb201.run_path(args, "cifar10", "tnas", 7), {"surrogate": "surrogates/cifar10/seed2"})
-    _write(tnas_nb201.run_path(args, "cifar10", "gp-bo", 7), {"surrogate": None})
+    shared, own = tnas_nb201.run_path(args, "cifar10", "tnas", 7, 5), tnas_nb201.run_path(args, "cifar10", "tnas", 7, 20)
+    assert shared != own and shared.name == "seed7-surrogate2.json" and own.name == "seed7.json"
+    assert tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5).name == "seed7.json"  # no surrogate to tell apart
+    surrogate = tnas_nb201.method_surrogate(args, "cifar10", 7, 5, "tnas")
+    _write(shared, {"surrogate": tnas_nb201.surrogate_id(surrogate)})
+    _write(tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5), {"surrogate": None})
+    _write(own, {"surrogate": "surrogates/cifar10/seed2@stale"})  # not what seed 7 searches with now
     _, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas", "gp-bo"], [7], n_surrogates=5)
     assert set(runs) == {("cifar10", "tnas", 7), ("cifar10", "gp-bo", 7)}
     _, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas", "gp-bo"], [7], n_surrogates=20)
-    assert set(runs) == {("cifar10", "gp-bo", 7)}  # with one surrogate per seed, seed 7 has its own
+    assert set(runs) == {("cifar10", "gp-bo", 7)}
 
 
 # ---- benchmarks/compress_mnist.py: finished runs are kept, killed runs continue -------------------
@@ -104,5 +114,11 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
 
     monkeypatch.setattr(compression, "compress", must_not_run)
     assert compress_mnist.run_one(_job(mnist_dir, tmp_path / "a")) == full  # finished: read back
-    with pytest.raises(AssertionError, match="run again"):  # other settings: run anew
+    with pytest.raises(AssertionError, match="run again"):  # other settings: run anew, in a folder of their own
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "a", lr=0.01))
+    assert compress_mnist.run_one(_job(mnist_dir, tmp_path / "a")) == full  # the first setting's run is kept
+    assert len(list((tmp_path / "a").iterdir())) == 2
+    record = next((tmp_path / "a").glob("*/record-val.json"))
+    record.write_text(record.read_text()[:50])  # a torn record is a run to do again, not an error
+    with pytest.raises(AssertionError, match="run again"):
+        compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))

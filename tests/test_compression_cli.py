@@ -234,7 +234,7 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "lenet5", "--dataset", "digits", "--retrain", "rewind"], "--retrain"),
     (["--model", "lenet5", "--dataset", "digits", "--distill", "1.5"], "--distill"),
     (["--model", "lenet5", "--dataset", "digits", "--distill", "0.5", "--no-baseline"], "--no-baseline"),
-    (["--model", "lenet5", "--dataset", "digits", "--distill-mixup"], "distill_mixup needs distill"),
+    (["--model", "lenet5", "--dataset", "digits", "--distill-mixup"], "--distill-mixup needs --distill"),
     (["--model", "lenet300", "--dataset", "digits", "--lr", "1e6", "--epochs", "3", "--finetune-epochs", "1",
       "--no-baseline"], "diverged"),
 ])

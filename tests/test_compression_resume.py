@@ -103,7 +103,6 @@ def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_pa
         path = tmp_path / f"killed{saves}.pt"
         with pytest.raises(Killed):
             _run(digits, KilledAfter(path, saves))
-        torch.manual_seed(999)  # whatever the global generator holds when the run restarts
         epochs = _count_epochs(monkeypatch)
         resumed = _run(digits, StageCheckpoint(path, RUN, resume=True))
         # the epochs saved are not trained again (one save per epoch: the epoch that meets the
@@ -121,7 +120,6 @@ def test_a_killed_dense_baseline_resumes_to_the_uninterrupted_weights(digits, tm
     killed = _model()
     with pytest.raises(Killed):
         train_dense(killed, digits.train, cfg, seed=0, checkpoint=KilledAfter(tmp_path / "b.pt", 2))
-    torch.manual_seed(999)
     resumed = _model()
     history = train_dense(resumed, digits.train, cfg, seed=0, checkpoint=StageCheckpoint(tmp_path / "b.pt", RUN,
                                                                                           resume=True))
@@ -132,13 +130,19 @@ def test_a_killed_dense_baseline_resumes_to_the_uninterrupted_weights(digits, tm
 def test_a_checkpoint_resumes_only_its_own_run(tmp_path):
     StageCheckpoint(tmp_path / "c.pt", {"lam": 0.5, "seed": 0}).put("dense", {"x": 1})
     assert StageCheckpoint(tmp_path / "c.pt", {"lam": 0.5, "seed": 0}, resume=True).get("dense") == {"x": 1}
-    with pytest.raises(UserError, match="lam=0.5, not 0.2"):
+    with pytest.raises(UserError, match="lam 0.5, not 0.2"):
         StageCheckpoint(tmp_path / "c.pt", {"lam": 0.2, "seed": 0}, resume=True)
     with pytest.raises(UserError, match="no checkpoint"):
         StageCheckpoint(tmp_path / "missing.pt", {}, resume=True)
     torch.save({"something": "else"}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a compression checkpoint"):
         StageCheckpoint(tmp_path / "other.pt", {}, resume=True)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(UserError, match="not a checkpoint"):
+        StageCheckpoint(tmp_path / "tensor.pt", {}, resume=True)
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:100])
+    with pytest.raises(UserError, match="cannot read the checkpoint"):
+        StageCheckpoint(tmp_path / "truncated.pt", {}, resume=True)
 
 
 ARGS = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "1.5", "--epochs", "6",
@@ -168,6 +172,8 @@ def test_compress_command_resumes_a_killed_run(capsys, tmp_path, monkeypatch):
         run_cli(capsys, *ARGS, "--out", tmp_path / "killed")
     monkeypatch.setattr(StageCheckpoint, "put", original_put)
     assert not (tmp_path / "killed" / "result.json").exists()
+    code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed")  # forgot --resume: keep the work
+    assert code == 2 and "unfinished run" in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
     epochs = _count_epochs(monkeypatch)
     code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed", "--resume")
     assert code == 0, err
@@ -184,4 +190,8 @@ def test_compress_resume_errors_are_one_line(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run_cli(capsys, *ARGS, "--epochs", "3", "--finetune-epochs", "1", "--lambda", "2",
                            "--out", tmp_path / "run", "--resume")
-    assert code == 2 and "lam=1.5, not 2.0" in err, err
+    assert code == 2 and "--lambda 1.5, not 2.0" in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(capsys, *ARGS, "--epochs", "3", "--finetune-epochs", "1", "--out", tmp_path / "run",
+                           "--resume")
+    assert code == 2 and "cannot read the checkpoint" in err and len(err.strip().splitlines()) == 1, err

@@ -37,6 +37,21 @@ def _unit_interval(closed: bool):
     return parse
 
 
+#: CompressionConfig fields set by an option of this command (the others keep their names in messages)
+OPTION_OF_FIELD = {"lam": "--lambda", "epochs": "--epochs", "finetune_epochs": "--finetune-epochs",
+                   "batch_size": "--batch-size", "lr": "--lr", "lam_scale": "--lam-scale", "max_params": "--max-params",
+                   "retrain": "--retrain", "distill": "--distill", "distill_temperature": "--distill-temperature",
+                   "distill_mixup": "--distill-mixup"}
+
+
+def _run_settings(args, cfg) -> dict:
+    """What defines a run, keyed by the option that sets it: a checkpoint resumes only the same."""
+    settings = {"--model": args.model, "--dataset": args.dataset, "--seed": args.seed, "--val-size": args.val_size,
+                "--no-baseline": args.no_baseline}
+    settings.update({OPTION_OF_FIELD.get(field, field): value for field, value in cfg.as_dict().items()})
+    return settings
+
+
 def register(subparsers) -> None:
     from naslib_bayes.compression.config import LAM_SCALES, MODEL_NAMES, RETRAIN_MODES, CompressionConfig
 
@@ -107,6 +122,8 @@ def run(args) -> int:
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     start = time.perf_counter()
+    if args.distill_mixup and args.distill == 0:
+        raise UserError("--distill-mixup needs --distill ALPHA > 0 (it changes the images the teacher is matched on)")
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
@@ -116,11 +133,12 @@ def run(args) -> int:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
     out = common.prepare_out(args.out, args.overwrite or args.resume)
-    run_settings = {"model": args.model, "dataset": args.dataset, "seed": args.seed, "val_size": args.val_size,
-                    "baseline": not args.no_baseline, **cfg.as_dict()}
     if not args.resume:
+        if (out / CHECKPOINT_FILE).exists() and not args.overwrite:
+            raise UserError(f"{out / CHECKPOINT_FILE} holds an unfinished run: continue it with --resume "
+                            "or start over with --overwrite")
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)
-    checkpoint = StageCheckpoint(out / CHECKPOINT_FILE, run_settings, resume=args.resume)
+    checkpoint = StageCheckpoint(out / CHECKPOINT_FILE, _run_settings(args, cfg), resume=args.resume)
     shape, classes = splits.train.image_shape, splits.train.num_classes
     torch.manual_seed(args.seed)
     model = build_model(args.model, shape, classes)

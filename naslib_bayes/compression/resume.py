@@ -23,7 +23,8 @@ class StageCheckpoint:
 
     Args:
         path: the checkpoint file.
-        run: the settings that define the run (JSON-like); a resumed checkpoint must match them.
+        run: the settings that define the run (JSON-like), keyed by the names a user set them
+            with (e.g. command-line options); a resumed checkpoint must match them.
         resume: load ``path`` (it must exist and be of this run); otherwise start empty.
     """
 
@@ -43,7 +44,7 @@ class StageCheckpoint:
         saved = state["run"]
         for key in sorted(set(saved) | set(self.run)):
             if saved.get(key) != self.run.get(key):
-                raise UserError(f"{self.path}: the checkpoint is of a run with {key}={saved.get(key)!r}, "
+                raise UserError(f"{self.path}: the checkpoint is of a run with {key} {saved.get(key)!r}, "
                                 f"not {self.run.get(key)!r}; resume with the same settings or start anew")
         return state["stages"]
 

@@ -35,9 +35,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save` (our own files: full unpickling is allowed)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise UserError(f"{path}: cannot read the checkpoint ({exc})") from None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign files fail in many ways (pickle, zip, EOF, ...)
+        raise UserError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
+    return state
 
 
 def rng_state(generator: torch.Generator | None) -> torch.Tensor | None:
