@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import tnas_nb201  # noqa: E402
+from resume_helpers import Killed, count_epochs, killed_after_saves  # noqa: E402
 
 
 def _write(path: Path, record: dict) -> None:
@@ -68,44 +69,15 @@ def _comparable(record: dict) -> dict:
     return {**{k: v for k, v in record.items() if k != "wall_time_s"}, "history": history}
 
 
-class Killed(Exception):
-    pass
-
-
-def _count_epochs(monkeypatch) -> dict:
-    """Counts the training epochs run from now on (dense baseline and compression)."""
-    from naslib_bayes.compression import compressor
-
-    count, train_epoch = {"trained": 0}, compressor._train_epoch
-
-    def counted(*args, **kwargs):
-        count["trained"] += 1
-        return train_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(compressor, "_train_epoch", counted)
-    return count
-
-
 def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_dir, tmp_path, monkeypatch):
     import naslib_bayes.compression as compression
-    from naslib_bayes.compression.resume import StageCheckpoint
 
     full = compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
     assert full["epochs"] == 4 and full["params_after"] < full["params_before"]
     # killed after six saves (four dense epochs, two compression epochs), then run again
-    original_put, saves = StageCheckpoint.put, {"left": 6}
-
-    def put_then_die(self, stage, state):
-        original_put(self, stage, state)
-        saves["left"] -= 1
-        if saves["left"] == 0:
-            raise Killed
-
-    monkeypatch.setattr(StageCheckpoint, "put", put_then_die)
-    with pytest.raises(Killed):
+    with killed_after_saves(monkeypatch, 6), pytest.raises(Killed):
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))
-    monkeypatch.setattr(StageCheckpoint, "put", original_put)
-    epochs = _count_epochs(monkeypatch)
+    epochs = count_epochs(monkeypatch)
     assert _comparable(compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))) == _comparable(full)
     assert epochs["trained"] == full["epochs"] + full["epochs"] - 6  # only what the killed run had not done
 

@@ -13,15 +13,12 @@ from naslib_bayes.compression.resume import StageCheckpoint
 from naslib_bayes.data import default_augment, load_dataset
 from naslib_bayes.errors import UserError
 from cli_runner import run_cli
+from resume_helpers import Killed, count_epochs, killed_after_saves
 
 # Sparse enough that the budget is met after a few updates, so a run passes through warm-up,
 # sparse epochs with updates, the cut-back to the budget and fine-tuning.
 CFG = dict(lam=0.5, epochs=9, finetune_epochs=3, batch_size=32, lr=0.05, max_params=0.5)
 RUN = {"test": "resume"}
-
-
-class Killed(Exception):
-    """Stands for the process being killed right after a checkpoint was written."""
 
 
 class KilledAfter(StageCheckpoint):
@@ -76,20 +73,6 @@ def _same_networks(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _count_epochs(monkeypatch) -> dict:
-    """Counts the training epochs run from now on."""
-    from naslib_bayes.compression import compressor
-
-    count, train_epoch = {"trained": 0}, compressor._train_epoch
-
-    def counted(*args, **kwargs):
-        count["trained"] += 1
-        return train_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(compressor, "_train_epoch", counted)
-    return count
-
-
 def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     counting = CountingCheckpoint(tmp_path / "full.pt")
@@ -103,7 +86,7 @@ def test_a_killed_compression_resumes_to_the_uninterrupted_result(digits, tmp_pa
         path = tmp_path / f"killed{saves}.pt"
         with pytest.raises(Killed):
             _run(digits, KilledAfter(path, saves))
-        epochs = _count_epochs(monkeypatch)
+        epochs = count_epochs(monkeypatch)
         resumed = _run(digits, StageCheckpoint(path, RUN, resume=True))
         # the epochs saved are not trained again (one save per epoch: the epoch that meets the
         # budget is saved by the switch to fine-tuning)
@@ -158,23 +141,13 @@ def test_compress_command_resumes_a_killed_run(capsys, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "full")
     assert code == 0, err
-    saves = {"left": 9}  # 6 dense epochs, then 3 saves into the compression
-    original_put = StageCheckpoint.put
-
-    def put_then_die(self, stage, state):
-        original_put(self, stage, state)
-        saves["left"] -= 1
-        if saves["left"] == 0:
-            raise Killed
-
-    monkeypatch.setattr(StageCheckpoint, "put", put_then_die)
-    with pytest.raises(Killed):
+    # killed after 9 saves: the 6 dense epochs, then 3 into the compression
+    with killed_after_saves(monkeypatch, 9), pytest.raises(Killed):
         run_cli(capsys, *ARGS, "--out", tmp_path / "killed")
-    monkeypatch.setattr(StageCheckpoint, "put", original_put)
     assert not (tmp_path / "killed" / "result.json").exists()
     code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed")  # forgot --resume: keep the work
     assert code == 2 and "unfinished run" in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
-    epochs = _count_epochs(monkeypatch)
+    epochs = count_epochs(monkeypatch)
     code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed", "--resume")
     assert code == 0, err
     assert epochs["trained"] == 3  # of 6 + 6: the dense baseline and 3 compression epochs were saved
