@@ -65,6 +65,7 @@ def run_one(job: dict) -> dict:
     from naslib_bayes.compression import CompressionConfig, build_model, compress, evaluate, train_dense
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment, load_dataset
+    from naslib_bayes.results import atomic_write_json
 
     start = time.perf_counter()
     cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
@@ -115,7 +116,7 @@ def run_one(job: dict) -> dict:
     if run_dir is not None:
         save_compressed(outcome.model, run_dir, shape, network=job["model"], inputs=outcome.inputs_after,
                         widths=outcome.widths_after)
-        _write_atomically(record_file, json.dumps(record, indent=1))  # last: a record means a finished run
+        atomic_write_json(record_file, record)  # last: a record means a finished run
         log_file.close()
     return record
 
@@ -126,12 +127,6 @@ def _read_record(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _checkpoint(path: Path, settings: dict):

@@ -146,10 +146,9 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     seed, and the surrogate of a seed changes with ``--surrogate-seeds``.
     """
     path = Path(out)
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("surrogate") == surrogate_id(surrogate):
-            return cached
+    cached = cached_run(path, surrogate)
+    if cached is not None:
+        return cached
     import torch
 
     from naslib_bayes.experiment import run_blackbox_search
@@ -172,6 +171,14 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
+
+
+def cached_run(path: Path, surrogate: str | None) -> dict | None:
+    """The run cached in ``path`` if it searched with ``surrogate`` (None: absent, or another surrogate's)."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("surrogate") == surrogate_id(surrogate) else None
 
 
 def surrogate_id(surrogate: str | None) -> str | None:
@@ -295,12 +302,10 @@ def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]
     for t in targets:
         for m in methods:
             for s in seeds:
-                path = run_path(args, t, m, s, n_surrogates)
                 surrogate = method_surrogate(args, t, s, n_surrogates, m)
-                if path.exists():
-                    record = json.loads(path.read_text())
-                    if record.get("surrogate") == surrogate_id(surrogate):  # else run with another surrogate
-                        runs[(t, m, s)] = record
+                record = cached_run(run_path(args, t, m, s, n_surrogates), surrogate)
+                if record is not None:
+                    runs[(t, m, s)] = record
     return meta, runs
 
 

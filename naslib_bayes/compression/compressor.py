@@ -370,11 +370,7 @@ def _update_and_prune(net: SwitchedNetwork, last: Sequence[torch.Tensor], lams, 
         net.rebalance()
     hp, hc = _curvature(net, last, cfg.curvature_reduction)
     updates = net.hard_update(hp, hc, lams, cfg.min_units)  # the network is still the one lams were for
-    keep_units = [u.keep_units for u in updates]
-    keep_inputs = [u.keep_inputs for u in updates]
-    plan = plan_pruning(net, keep_units, keep_inputs)
-    slimmed = slim(net, plan)
-    pruning = (keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense()))
+    pruning = _pruning(net, [u.keep_units for u in updates], [u.keep_inputs for u in updates])
     if params_limit is not None and pruning[-1] <= params_limit:
         pruning = prune_to_budget(net, updates, params_limit, pruning)
     keep_units, keep_inputs, plan, slimmed, params = pruning
@@ -393,6 +389,14 @@ def _update_and_prune(net: SwitchedNetwork, last: Sequence[torch.Tensor], lams, 
     return slimmed, entry
 
 
+def _pruning(net: SwitchedNetwork, keep_units: list, keep_inputs: list) -> tuple:
+    """``(keep_units, keep_inputs, plan, slimmed, params)``: the plan for the kept units and
+    inputs, the network it slims ``net`` to, and that network's parameter count."""
+    plan = plan_pruning(net, keep_units, keep_inputs)
+    slimmed = slim(net, plan)
+    return keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense())
+
+
 def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float, full: tuple):
     """The update's pruning, cut back to the least relevant units that bring the network within budget.
 
@@ -400,8 +404,7 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
     units and inputs it removes, only the ``k`` with the smallest gamma (the least relevant by
     the entropy criterion's own measure) are removed, with the smallest ``k`` that meets the
     budget (bisection: removing more never adds parameters). ``full`` is the update's whole
-    pruning, which meets the budget, as ``(keep_units, keep_inputs, plan, slimmed, params)``;
-    the result has the same form.
+    pruning, which meets the budget, as :func:`_pruning` gives it; the result has the same form.
     """
     candidates = []  # (gamma, kind, layer, index) of every unit and input the update removes
     for l, update in enumerate(updates):
@@ -418,9 +421,7 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
         keep_inputs = [torch.ones_like(updates[0].keep_inputs)] + [None] * (len(updates) - 1)
         for _, kind, l, j in candidates[:k]:
             (keep_units if kind == "unit" else keep_inputs)[l][j] = False
-        plan = plan_pruning(net, keep_units, keep_inputs)
-        slimmed = slim(net, plan)
-        return keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense())
+        return _pruning(net, keep_units, keep_inputs)
 
     low, high, best = 0, len(candidates), full  # removing all of them (the full pruning) meets the budget
     while high - low > 1:
