@@ -17,6 +17,9 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
                            vector per meta-training dataset (``dataset_encoder=learned``; the
                            target's starts at their mean and is fine-tuned on its observations),
                            cached in ``surrogates_learned``; run only when named in ``--methods``;
+* ``tnas meta=3000``       the default loop on surrogates meta-trained until early stopping ends it
+                           (cap 3000 iterations instead of 800), cached in ``surrogates_3000``;
+                           run only when named in ``--methods``;
 * ``tnas beta=2.5``, ``tnas beta=10``  the pi-BO weight at half and twice its default
                            (budget / 10 = 5 at budget 50), for the validation of
                            ``tnas_nb201_validate.py``; run only when named in ``--methods``;
@@ -57,11 +60,12 @@ METHODS = {
     "tnas prior-units": ("tnas", {"target_units": "prior", "prior_beta": 0}),
     "tnas robust": ("tnas", {"meta_output_transform": "robust"}),
     "tnas learned": ("tnas", {"dataset_encoder": "learned"}),
+    "tnas meta=3000": ("tnas", {"meta_iterations": 3000}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
 #: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
-ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned")
+ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned", "tnas meta=3000")
 
 
 def parse_args(argv=None):
@@ -85,7 +89,7 @@ def parse_args(argv=None):
 
 
 # Hyper-parameters that change meta-training: methods setting them need surrogates of their own.
-META_KEYS = ("meta_output_transform", "dataset_encoder")
+META_KEYS = ("meta_output_transform", "dataset_encoder", "meta_iterations")
 
 
 def meta_settings(method: str) -> dict:

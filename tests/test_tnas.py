@@ -281,6 +281,22 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     assert len(result["trajectory"]) == 7
 
 
+def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
+    """`meta-train` with no options gives the surrogate `search --optimizer tnas` would meta-train."""
+    from naslib_bayes.cli import build_parser
+
+    args = build_parser().parse_args(["meta-train", "--benchmark", "b.csv", "--datasets", "cifar10", "--out", "o"])
+    config = MetaTrainConfig()
+    assert (args.outer, args.iterations, args.lr, args.outer_step, args.inner_steps, args.output_transform) == (
+        config.outer, config.iterations, config.lr, config.outer_step, config.inner_steps, config.output_transform)
+    assert (TNAS.defaults["meta_outer"], TNAS.defaults["meta_iterations"], TNAS.defaults["meta_lr"],
+            TNAS.defaults["meta_outer_step"], TNAS.defaults["meta_output_transform"]) == (
+        config.outer, config.iterations, config.lr, config.outer_step, config.output_transform)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["meta-train", "--help"])
+    assert f"(default {config.iterations})" in capsys.readouterr().out
+
+
 def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv):
     code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar100",
                         "--budget", "6", "--opt", "meta_iterations=4", "--opt", "finetune_steps=2",

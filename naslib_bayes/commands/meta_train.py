@@ -25,9 +25,12 @@ def register(subparsers) -> None:
     parser.add_argument("--metric", default="test_accuracy", help="benchmark metric to learn from (default: test_accuracy)")
     add_surrogate_options(parser)
     mt = parser.add_argument_group("meta-training")
+    # The defaults are MetaTrainConfig's (a test keeps them equal; importing it here would load
+    # torch for every command): a surrogate from `meta-train` is the one `search` would meta-train.
     mt.add_argument("--outer", choices=("reptile", "joint"), default="joint",
                     help="outer update: REPTILE (the paper) or joint training over tasks (the public code; default)")
-    mt.add_argument("--iterations", type=common.positive_int, default=1500, help="maximum outer iterations (default 1500)")
+    mt.add_argument("--iterations", type=common.positive_int, default=800,
+                    help="maximum outer iterations; early stopping may end it sooner (default 800)")
     mt.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     mt.add_argument("--outer-step", type=float, default=0.1, help="REPTILE outer step size (default 0.1)")
     mt.add_argument("--inner-steps", type=common.positive_int, default=5, help="REPTILE inner Adam steps per task (default 5)")

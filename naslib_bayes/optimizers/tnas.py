@@ -25,6 +25,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
+from naslib_bayes.predictors.meta_train import MetaTrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,12 @@ class TNAS(DeepKernelBO):
         "image_root": None,
         "feature_extractor": "random-conv",
         "encoder_hidden": 64,
-        "meta_outer": "joint",
-        "meta_iterations": 800,
-        "meta_lr": 0.01,
-        "meta_outer_step": 0.1,
-        "meta_output_transform": "copula",
+        # meta-training's own defaults, so that `meta-train` and meta-training at setup agree
+        "meta_outer": MetaTrainConfig.outer,
+        "meta_iterations": MetaTrainConfig.iterations,
+        "meta_lr": MetaTrainConfig.lr,
+        "meta_outer_step": MetaTrainConfig.outer_step,
+        "meta_output_transform": MetaTrainConfig.output_transform,
         "initial_design_only": False,
         "prior_beta": None,
         "target_units": "own",
