@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import jsonschema
 import pytest
@@ -195,6 +196,36 @@ def test_mixup_distillation_shows_the_teacher_blended_images_only(digits):
     assert torch.allclose(loss, 0.75 * ce + 0.25 * t * t * kl, atol=1e-5)
     with pytest.raises(UserError, match="distill_mixup"):
         CompressionConfig(**FAST, distill_mixup=True)
+
+
+def test_distill_sparse_consults_the_teacher_in_every_epoch_not_only_the_retraining(digits):
+    torch.set_num_threads(1)
+
+    class Counting(torch.nn.Module):
+        """A teacher (uniform outputs) that counts the batches it is shown."""
+
+        def __init__(self):
+            super().__init__()
+            self.batches = 0
+
+        def forward(self, x):
+            self.batches += 1
+            return torch.zeros(len(x), 10)
+
+    per_epoch = math.ceil(len(digits.train.labels) / FAST["batch_size"])
+    calls = {}
+    for sparse in (False, True):
+        teacher = Counting().eval()
+        torch.manual_seed(0)
+        model = build_model("lenet300", digits.train.image_shape, 10)
+        outcome = compress(model, digits.train, CompressionConfig(**FAST, distill=0.5, distill_sparse=sparse),
+                           seed=0, teacher=teacher)
+        retraining = sum(1 for h in outcome.history if h["phase"] == "finetune")
+        calls[sparse] = teacher.batches
+        assert teacher.batches == per_epoch * (FAST["epochs"] if sparse else retraining)
+    assert calls[True] > calls[False]
+    with pytest.raises(UserError, match="distill_sparse needs distill"):
+        CompressionConfig(**FAST, distill_sparse=True)
 
 
 def test_shipped_model_names_match_the_factories():

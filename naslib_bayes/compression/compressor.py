@@ -310,7 +310,7 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         elif sparse:
             penalty = lambda: net.penalty(lams)  # noqa: E731
         loss, last = _train_epoch(net, train, opt, cfg, generator, augment, penalty, keep_last=cfg.curvature_batches,
-                                  after_step=prox)
+                                  after_step=prox, teacher=teacher if cfg.distill_sparse else None)
         history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, val, log,
                                      widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
