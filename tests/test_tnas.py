@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.experiment import run_blackbox_search
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective, run_black_box
@@ -135,6 +136,27 @@ def test_initial_design_is_the_top_of_the_surrogate_ranking(nats_benchmark, surr
     table = np.argsort(-transfer_scores(nats_benchmark.without("cifar10")), kind="stable")[:5]
     assert opt.surrogate_info["path"] == str(surrogate_file)
     assert len(first) == 5 and not np.array_equal(np.asarray(first), table)
+
+
+def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_benchmark, surrogate_file):
+    opt, problem = _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), initial_design=8)
+    design = opt.result_extras()["initial_design"]
+    assert design["k"] == 3 and design["architectures"] == [nb201.to_string(c) for c in problem.objective.queried]
+
+
+@pytest.mark.parametrize("beta", [-1, "high", True])
+def test_prior_beta_must_be_a_non_negative_number(nats_benchmark, surrogate_file, beta):
+    with pytest.raises(UserError, match="prior_beta"):
+        _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), prior_beta=beta)
+
+
+def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
+    bad = tmp_path / "surrogate.pt"
+    bad.write_bytes(b"\x80\x04garbage" * 50)
+    with pytest.raises(UserError) as info:
+        surrogate_io.load(bad)
+    message = str(info.value)
+    assert message.startswith(str(bad)) and "\n" not in message and len(message) < 300
 
 
 def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 
 # IDX type codes (third byte of the magic number) and the big-endian dtypes they stand for.
 _IDX_DTYPES = {
@@ -47,7 +47,7 @@ def read_bytes(path: Path) -> bytes:
         # Decide by content, not by suffix: some mirrors ship gunzipped files named *.gz.
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, zlib.error) as exc:
-        raise UserError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read it ({cause(exc)})") from None
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def read_pickle_dict(path: Path) -> dict[str, object]:
             content = _ArrayUnpickler(handle, encoding="latin1").load()
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
             ImportError, pickle.UnpicklingError) as exc:
-        raise UserError(f"{path}: cannot read it as a dataset pickle ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read it as a dataset pickle ({cause(exc)})") from None
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a pickled dict, found {type(content).__name__}")
     return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}

@@ -58,6 +58,8 @@ import logging
 import sys
 import types
 
+from naslib_bayes.errors import cause
+
 logger = logging.getLogger(__name__)
 
 #: name of each fix applied in this process -> what it did
@@ -157,7 +159,7 @@ def fix_torchvision() -> bool:
             importlib.import_module(f"torchvision.{sub}")
         return False
     except Exception as exc:  # ImportError when absent, RuntimeError for a CUDA-only build
-        reason = f"import torchvision failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        reason = f"import torchvision failed: {cause(exc)}"
     _install_placeholder_package("torchvision", _TORCHVISION_SUBMODULES, reason)
     return _record("torchvision", f"placeholder torchvision installed ({reason}); NASLib's own data loaders are unusable")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from naslib_bayes import results
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api
 from naslib_bayes.optimizers import registry
@@ -109,7 +109,7 @@ def _read_yaml(path: Path):
     except OSError as exc:
         raise UserError(f"cannot read NASLib config {path}: {exc.strerror}") from None
     except Exception as exc:  # yaml or CfgNode errors
-        raise UserError(f"{path}: not a NASLib config file ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: not a NASLib config file ({cause(exc)})") from None
     if not isinstance(config, CfgNode):
         raise UserError(f"{path}: a NASLib config is a YAML mapping")
     return config

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
@@ -52,7 +53,7 @@ class Bananas(BlackBoxOptimizer):
 
     def setup(self) -> None:
         if self.config["acq_fn_type"] not in ACQUISITIONS:
-            raise ValueError(f"acq_fn_type must be one of {', '.join(ACQUISITIONS)}, got {self.config['acq_fn_type']!r}")
+            raise UserError(f"acq_fn_type must be one of {', '.join(ACQUISITIONS)}, got {self.config['acq_fn_type']!r}")
         self.next_batch: list[Cell] = []
         self.num_fits = 0
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import merge_hyperparameters
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
 from naslib_bayes.search_spaces.nasbench201.space import NasBench201Space
@@ -153,11 +154,7 @@ class BlackBoxOptimizer(abc.ABC):
     defaults: dict[str, Any] = {}
 
     def __init__(self, seed: int = 0, **hyperparameters: Any):
-        unknown = sorted(set(hyperparameters) - set(self.defaults))
-        if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
-            raise UserError(f"{type(self).__name__}: unknown hyper-parameter {unknown[0]!r} (known: {known})")
-        self.config = {**self.defaults, **hyperparameters}
+        self.config = merge_hyperparameters(type(self).__name__, self.defaults, hyperparameters)
         self.seed = int(seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)

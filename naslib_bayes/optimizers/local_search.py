@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
@@ -31,7 +32,7 @@ class LocalSearch(BlackBoxOptimizer):
 
     def setup(self) -> None:
         if self.config["improvement"] not in ("best", "first"):
-            raise ValueError(f"improvement must be 'best' or 'first', got {self.config['improvement']!r}")
+            raise UserError(f"improvement must be 'best' or 'first', got {self.config['improvement']!r}")
         self.known: dict[Cell, float] = {}
         self.centre: Cell | None = None
         self.queue: deque[Cell] = deque()

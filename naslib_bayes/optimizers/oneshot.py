@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import merge_hyperparameters
 
 
 class OneShotModel(nn.Module):
@@ -74,11 +75,8 @@ class OneShotOptimizer(abc.ABC):
     defaults: dict[str, Any] = {}
 
     def __init__(self, seed: int = 0, **hyperparameters: Any):
-        known = {**self.common_defaults, **self.defaults}
-        unknown = sorted(set(hyperparameters) - set(known))
-        if unknown:
-            raise UserError(f"{type(self).__name__}: unknown hyper-parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        self.config = {**known, **{k: v for k, v in hyperparameters.items() if v is not None}}
+        given = {k: v for k, v in hyperparameters.items() if v is not None}  # None: keep the default
+        self.config = merge_hyperparameters(type(self).__name__, {**self.common_defaults, **self.defaults}, given)
         for key in ("warmup_epochs",):
             if int(self.config[key]) < 0:
                 raise UserError(f"{key} must be >= 0")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
@@ -36,7 +37,7 @@ class RegularizedEvolution(BlackBoxOptimizer):
     def setup(self) -> None:
         population, sample = self.config["population_size"], self.config["sample_size"]
         if not 1 <= sample <= population:
-            raise ValueError(f"sample_size must be in 1..population_size, got {sample} and {population}")
+            raise UserError(f"sample_size must be in 1..population_size, got {sample} and {population}")
         self.population: deque[tuple[Cell, float]] = deque()
 
     def propose(self) -> Cell:

@@ -149,6 +149,9 @@ class TNAS(DeepKernelBO):
     def setup(self) -> None:
         if self.config["target_units"] not in self.TARGET_UNITS:
             raise UserError(f"target_units {self.config['target_units']!r}: expected one of {', '.join(self.TARGET_UNITS)}")
+        beta = self.config["prior_beta"]
+        if beta is not None and not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta >= 0):
+            raise UserError(f"prior_beta={beta!r}: expected a number >= 0 (0: plain EI), or None for budget / 10")
         super().setup()
 
     # ---- target_units=prior ------------------------------------------------------------------
@@ -206,7 +209,7 @@ class TNAS(DeepKernelBO):
         from naslib_bayes.search_spaces.nasbench201.cell import to_string
 
         extras = super().result_extras()
-        k = int(self.config["initial_design"])
+        k = min(int(self.config["initial_design"]), self.problem.objective.budget)  # what was queried
         extras["surrogate"] = {**self.surrogate_info, "output_transform": self.surrogate.config.output_transform,
                                "prior_beta": self.prior_beta(), "target_units": self.config["target_units"]}
         extras["dataset_encoder"] = self._dataset_encoder_info()

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
 
 FORMAT = "naslib-bayes/tnas-surrogate"
@@ -64,7 +64,7 @@ def load(path: str | os.PathLike) -> tuple[TNASSurrogate, dict[str, Any]]:
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"{file}: not a readable surrogate file ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{file}: not a readable surrogate file ({cause(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{file}: not a naslib-bayes TNAS surrogate (no format {FORMAT!r})")
     if payload.get("version") != FORMAT_VERSION:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -37,7 +37,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or foreign files fail in many ways (pickle, zip, EOF, ...)
-        raise UserError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read the checkpoint ({cause(exc)})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state

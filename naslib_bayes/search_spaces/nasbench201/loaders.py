@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
 
@@ -77,7 +77,7 @@ def _guarded(path: Path, load) -> Benchmark:
     except UserError:
         raise
     except _READ_ERRORS as exc:
-        raise UserError(f"{path}: cannot read it as a NAS-Bench-201 benchmark ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read it as a NAS-Bench-201 benchmark ({cause(exc)})") from None
 
 
 def _loader_for(path: Path):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201 import loaders
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
@@ -165,7 +165,7 @@ def _unpickle(path: Path) -> dict:
         # Executes code stored in the file: only ever called on the file the user named.
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling arbitrary bytes can raise almost any exception
-        raise UserError(f"{path}: cannot unpickle it as a NAS-Bench-201 .pth file ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot unpickle it as a NAS-Bench-201 .pth file ({cause(exc)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected the NAS-Bench-201 dict, found a {type(data).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in data]
@@ -182,7 +182,7 @@ def _open_api(path: Path, data: dict):
         with contextlib.redirect_stdout(io.StringIO()):
             return NASBench201API(data, verbose=False)
     except _MISSING as exc:
-        raise UserError(f"{path}: malformed NAS-Bench-201 file ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: malformed NAS-Bench-201 file ({cause(exc)})") from None
 
 
 def _parse_arch(path: Path, arch) -> nb201.Cell:
