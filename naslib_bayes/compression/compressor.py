@@ -37,13 +37,14 @@ import torch.nn.functional as F
 
 from naslib_bayes.compression.config import CompressionConfig
 from naslib_bayes.compression.prune import plan_pruning, slim
-from naslib_bayes.compression.resume import StageCheckpoint, random_state, restore_random_state
+from naslib_bayes.compression.resume import StageCheckpoint
 from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
 from naslib_bayes.search_spaces.counting import count_flops, count_parameters
+from naslib_bayes.training.checkpoint import random_state, restore_random_state
 
 
 @dataclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from naslib_bayes.errors import UserError
 from naslib_bayes.training import checkpoint as ckpt
 
@@ -55,12 +53,3 @@ class StageCheckpoint:
         self.stages[stage] = state
         ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages})
 
-
-def random_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The run's generator and torch's global generator (dropout draws from it)."""
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-
-
-def restore_random_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])

@@ -43,5 +43,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def rng_state(generator: torch.Generator | None) -> torch.Tensor | None:
-    return None if generator is None else generator.get_state()
+def random_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A loop's generator and torch's global generator (dropout draws from it), for a checkpoint."""
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_random_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    """Put back what :func:`random_state` saved."""
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
