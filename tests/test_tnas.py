@@ -108,15 +108,17 @@ def test_tnas_reads_only_the_cells_it_queries(nats_benchmark):
 def test_prepare_meta_trains_once_from_the_other_datasets_and_searches_reuse_it(nats_benchmark, tmp_path):
     """What a comparison does: one surrogate per target, built without the target, shared by seeds."""
     source = nats_benchmark.without("cifar10")
-    facts = TNAS.prepare(source, "cifar10", tmp_path, "test_accuracy", seed=0, **TINY_META)
+    folder = tmp_path / "not-yet-made"  # prepare() writes into a folder it creates
+    facts = TNAS.prepare(source, "cifar10", folder, "test_accuracy", seed=0, **TINY_META)
     assert facts["meta_datasets"] == ["cifar100", "ImageNet16-120"]
-    surrogate, _ = surrogate_io.load(tmp_path)
+    assert (folder / "surrogate.pt").is_file()
+    surrogate, _ = surrogate_io.load(folder)
     assert set(surrogate.config.meta_datasets) == {"cifar100", "ImageNet16-120"}
     problem = strict_problem(nats_benchmark, "cifar10", budget=6)
-    problem.prepared = tmp_path
+    problem.prepared = folder
     opt = run_black_box(TNAS(seed=1, initial_design=3, finetune_steps=3), problem)
     assert not opt.surrogate_info["meta_trained_here"]
-    assert opt.surrogate_info["path"] == str(tmp_path / "surrogate.pt")
+    assert opt.surrogate_info["path"] == str(folder / "surrogate.pt")
     assert len(problem.objective._values.reads) == 6 == len(set(problem.objective.queried))
 
 

@@ -112,7 +112,8 @@ class TNAS(DeepKernelBO):
             raise UserError(f"tnas: the benchmark has no dataset besides {dataset} to meta-train on")
         config = {**cls.defaults, **hyperparameters}
         surrogate, info = meta_train_surrogate(source, metric, config, seed)
-        surrogate_io.save(surrogate, Path(directory), info)
+        # a folder path names the file inside it even before the folder exists
+        surrogate_io.save(surrogate, Path(directory) / surrogate_io.FILE_NAME, info)
         return {"meta_datasets": info["meta_datasets"]}  # the comparison records the wall time itself
 
     def _initial_target_context(self):
