@@ -122,3 +122,16 @@ def test_held_out_cells_never_reach_tasks_or_evidence(split):
     assert len(rows) == 80 and np.isin(rows, split.train).all()
     best_train = split.train[np.argsort(-split.data.values[split.train])[:50]]
     assert set(best_train) <= set(rows)
+
+
+
+@pytest.mark.parametrize("iterations", [30, 70])
+def test_the_last_iteration_is_validated_even_off_the_validation_grid(nats_benchmark, iterations):
+    """Validation runs every ``eval_every`` iterations; the final weights must still be able to win."""
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=iterations, eval_every=50)
+    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
+    assert [h["iteration"] for h in log.history] == sorted({*range(50, iterations + 1, 50), iterations})
+    # from random weights, validation improves over these few steps: the last weights are kept
+    assert log.best_iteration == iterations
+    assert log.best_val_loss == log.history[-1]["val_loss"]

@@ -325,7 +325,8 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
         else:
             train_loss = _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
         log.iterations = iteration
-        if iteration % config.eval_every:
+        # the last iteration is always validated: its weights must be able to win
+        if iteration % config.eval_every and iteration != config.iterations:
             continue
         val = validation_loss(surrogate, validation, torch_gen)
         scheduler.step(val)
