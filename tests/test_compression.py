@@ -173,9 +173,22 @@ class _Scale(nn.Module):
         return x * 2.0
 
 
+class _Block(nn.Module):
+    """A residual block inside an otherwise sequential network."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
 @pytest.mark.parametrize("model, words", [
     (_Sigmoid(), ["'features.1'", "Sigmoid"]),
     (_Residual(), ["sequential chains"]),
+    (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), _Block(), nn.Flatten(), nn.Linear(72, 3)),
+     ["used 2 times", "module '2' (_Block)", "sequential chains"]),
     (nn.Sequential(nn.Conv2d(1, 2, 3), _Scale(), nn.Flatten(), nn.Linear(72, 3)), ["mul", "module '1'", "_Scale"]),
     (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(144, 3)), ["'0'", "groups=2"]),
     (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.Unflatten(1, (2, 2, 2)), nn.Conv2d(2, 2, 1)),

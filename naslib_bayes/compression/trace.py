@@ -139,8 +139,9 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
                                         "(branches, skip connections and several inputs are not supported)")
         if len(current.users) != 1:
-            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(current.users)} times; "
-                                        "only sequential chains are supported")
+            users = ", ".join(sorted({_where(user) for user in current.users}))
+            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(current.users)} times "
+                                        f"(in {users}); only sequential chains are supported")
         if node.op == "call_module":
             module = modules[node.target]
             if type(module) not in SUPPORTED_TYPES or (node.args[1:] or node.kwargs):
