@@ -71,6 +71,18 @@ def test_parameter_budget_ends_pruning_at_the_first_update_within_it(digits):
     assert [h["epoch"] for h in finetune] == list(range(last_sparse + 1, cfg.epochs + 1))
     assert finetune[0]["lr"] == cfg.lr and finetune[-1]["lr"] < cfg.lr
     assert [h["lr"] for h in finetune] == sorted((h["lr"] for h in finetune), reverse=True)
+    assert outcome.budget_met is True
+
+
+def test_a_budget_pruning_never_reaches_is_reported_not_silent(digits, caplog):
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, 10)
+    cfg = CompressionConfig(**{**FAST, "lam": 0.01, "epochs": 4, "finetune_epochs": 1}, max_params=0.05)
+    with caplog.at_level("WARNING", logger="naslib_bayes.compression.compressor"):
+        outcome = compress(model, digits.train, cfg, seed=0)
+    assert outcome.params_after > 0.05 * outcome.params_before and outcome.budget_met is False
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "budget was not reached" in warning and f"{outcome.params_after} of {outcome.params_before}" in warning
 
 
 def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digits):
@@ -245,6 +257,7 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     assert result["config"]["distill"] == 0.5 and result["config"]["distill_temperature"] == 4.0
     assert result["config"]["distill_mixup"] is True
     assert result["params_after"] < result["params_before"] == 50610
+    assert result["budget_met"] is None  # no --max-params
     assert result["flops_after"] < result["flops_before"]
     assert list(result["kept_channels"]) == ["1", "3", "5"] and result["kept_channels"]["5"] == 10
     assert 0 <= result["accuracy_compressed"] <= 100 and result["accuracy_dense"] > 80

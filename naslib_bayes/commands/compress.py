@@ -181,6 +181,7 @@ def run(args) -> int:
         val_accuracy_dense=val_dense,
         val_accuracy_compressed=evaluate(outcome.model, splits.val) if splits.val is not None else None,
         masked_max_abs_diff=outcome.masked_max_abs_diff,
+        budget_met=outcome.budget_met,
         compression_history=outcome.history,
         config={**cfg.as_dict(), "model": args.model, "val_size": args.val_size,
                 "train_images": len(splits.train), "test_images": len(splits.test)},

@@ -27,6 +27,7 @@ The learning rate is constant and follows a cosine decay to zero over the last
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -46,6 +47,8 @@ from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_ne
 from naslib_bayes.search_spaces.counting import count_flops, count_parameters
 from naslib_bayes.training.checkpoint import random_state, restore_random_state
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class CompressionOutcome:
@@ -63,6 +66,8 @@ class CompressionOutcome:
         masked_max_abs_diff: largest |output difference| (eval mode) between the slimmed network
             of the last pruning and the masked network it was derived from, or between the final
             switched network and its switch-free dense version, whichever is larger.
+        budget_met: with ``max_params``, whether the compressed network is within it (pruning
+            can end first: a lambda too small for the sparse epochs given); None without.
     """
 
     model: nn.Sequential
@@ -79,6 +84,7 @@ class CompressionOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     masked_max_abs_diff: float | None = None
     wall_time_s: float = 0.0
+    budget_met: bool | None = None
 
 
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000) -> float:
@@ -351,11 +357,17 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     masked_diff = max([fold_diff] + diffs[-1:])
     dense.eval()
     params_after, flops_after = model_costs(dense, input_shape)
+    budget_met = None if params_limit is None else params_after <= params_limit
+    if budget_met is False:
+        logger.warning("the parameter budget was not reached: %d of %d parameters kept (%.1f%%, --max-params %g); "
+                       "a larger lambda or more epochs prune further", params_after, params_before,
+                       100.0 * params_after / params_before, cfg.max_params)
     return CompressionOutcome(
         model=dense, switched=net, layer_names=layer_names, widths_before=widths_before, widths_after=net.widths(),
         inputs_before=inputs_before, inputs_after=net.info.layers[0].in_groups,
         params_before=params_before, params_after=params_after, flops_before=flops_before, flops_after=flops_after,
         history=history, masked_max_abs_diff=masked_diff, wall_time_s=time.perf_counter() - start,
+        budget_met=budget_met,
     )
 
 
