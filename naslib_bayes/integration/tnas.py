@@ -123,5 +123,5 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
     def query(self, xtest, info=None, **kwargs) -> np.ndarray:
         return TNASPredictor.predict_dist(self, self.to_cells(xtest))[0]
 
-    def predict_dist(self, xtest) -> tuple[np.ndarray, np.ndarray]:
-        return TNASPredictor.predict_dist(self, self.to_cells(xtest))
+    def predict_dist(self, xtest, observation_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        return TNASPredictor.predict_dist(self, self.to_cells(xtest), observation_noise)

@@ -121,11 +121,20 @@ class TNASPredictor:
         """Predicted accuracy (posterior mean) of each architecture, shape (len(xtest),)."""
         return self.predict_dist(xtest)[0]
 
-    def predict_dist(self, xtest: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation of each architecture's accuracy, in its units."""
+    def predict_dist(self, xtest: Sequence[Any], observation_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and standard deviation of each architecture's accuracy, in its units, (n,) each.
+
+        The standard deviation is that of a measured accuracy: the GP's latent uncertainty plus
+        its fitted observation noise (a training run's noise is part of what a benchmark entry
+        holds). ``observation_noise=False`` gives the latent function's alone, the one expected
+        improvement uses.
+        """
         if not self._fitted:
             raise UserError("call fit(xtrain, ytrain) before query")
-        mean, std = self.surrogate.gp.posterior(self._inputs([to_cell(a) for a in xtest]))
+        gp = self.surrogate.gp
+        mean, std = gp.posterior(self._inputs([to_cell(a) for a in xtest]))
+        if observation_noise:
+            std = (std**2 + gp.likelihood.noise.detach().squeeze()).sqrt()
         return mean.numpy() * self._std + self._mean, std.numpy() * self._std
 
     # ---- internals ------------------------------------------------------------------------------
