@@ -53,6 +53,22 @@ def nats_benchmark(nats_csv):
     return load_benchmark(nats_csv)
 
 
+@pytest.fixture(scope="session")
+def naslib():
+    """NASLib's namespace (with naslib-bayes's runtime fixes), or skip when it is not importable.
+
+    ``NASLIB_BAYES_REQUIRE_NASLIB=1`` turns the skip into a failure.
+    """
+    from naslib_bayes.integration import load_naslib, naslib_available
+
+    ok, reason = naslib_available()
+    if not ok:
+        if os.environ.get("NASLIB_BAYES_REQUIRE_NASLIB") == "1":
+            pytest.fail(f"NASLIB_BAYES_REQUIRE_NASLIB=1 but NASLib is not usable: {reason}")
+        pytest.skip(f"NASLib is not importable: {reason}")
+    return load_naslib()
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test runs with one torch thread: the networks here are small, and several threads

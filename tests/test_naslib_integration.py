@@ -9,7 +9,6 @@ compatibility fixes are applied in this process (by ``load_naslib``), as ``nasli
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -18,18 +17,6 @@ from naslib_interfaces import META_OPTIMIZER, NB201_QUERY, PREDICTOR, PREDICTOR_
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 pytestmark = pytest.mark.naslib
-
-
-@pytest.fixture(scope="module")
-def naslib():
-    from naslib_bayes.integration import load_naslib, naslib_available
-
-    ok, reason = naslib_available()
-    if not ok:
-        if os.environ.get("NASLIB_BAYES_REQUIRE_NASLIB") == "1":
-            pytest.fail(f"NASLIB_BAYES_REQUIRE_NASLIB=1 but NASLib is not usable: {reason}")
-        pytest.skip(f"NASLib is not importable: {reason}")
-    return load_naslib()
 
 
 @pytest.fixture(scope="module")
