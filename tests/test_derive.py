@@ -8,7 +8,6 @@ import random
 import torch
 
 from naslib_bayes.optimizers.bayesnas import derive
-from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 HIGH, LOW = 0.5, 0.01  # above / below the entropy threshold

@@ -6,8 +6,6 @@ against NASLib itself when it is importable.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 import subprocess
@@ -20,7 +18,6 @@ import pytest
 from naslib_interfaces import META_OPTIMIZER, META_OPTIMIZER_ATTRIBUTES, Call, Row, check_rows
 from naslib_bayes.integration.dataset_api import NASLIB_DATASET_KEYS, NB201Data, curve_length, naslib_dataset_api
 from naslib_bayes.optimizers import registry
-from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 

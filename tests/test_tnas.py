@@ -215,7 +215,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(surrogate_file, tmp_p
     cells = list(nb201.all_cells())[::50]
     enc1, enc2 = first.encode_all(cells), second.encode_all(cells)
     assert torch.equal(enc1, enc2)
-    x, y = enc1[:30], torch.linspace(-1, 1, 30, dtype=torch.float64)
+    y = torch.linspace(-1, 1, 30, dtype=torch.float64)
     means = []
     for s, enc in ((first, enc1), (second, enc2)):
         s.gp.condition_on(enc[:30], y)

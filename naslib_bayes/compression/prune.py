@@ -36,7 +36,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from naslib_bayes.compression.switched import SwitchedNetwork
 from naslib_bayes.compression.trace import InputSelect

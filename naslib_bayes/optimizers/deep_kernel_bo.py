@@ -22,7 +22,6 @@ design is (:meth:`initial_design`); they may put the observations in other units
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import time
 from typing import Any

@@ -140,7 +140,6 @@ class TNAS(DeepKernelBO):
         if self.surrogate.evidence is None:
             raise UserError("the surrogate holds no meta-training evidence to rank cells with")
         self.prior = self.prior_mean()
-        allowed = torch.ones(len(self.cells), dtype=torch.bool)
         k = self.problem.objective.budget if self.config["initial_design_only"] else int(self.config["initial_design"])
         order = acquisition.ranking(self.prior, self.priority)
         self.prior_quantile = prior_quantiles(order)

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.predictors.deep_kernel_gp import exact_gp_settings
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
 
 logger = logging.getLogger(__name__)
