@@ -161,6 +161,23 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
     assert message.startswith(str(bad)) and "\n" not in message and len(message) < 300
 
 
+@pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence"])
+def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
+    payload = torch.load(surrogate_file, weights_only=True)
+    if damage == "encoder_size":
+        payload["surrogate_config"]["encoder_hidden"] += 1
+    elif damage == "no_state_dict":
+        del payload["state_dict"]
+    else:
+        payload["evidence"]["cells"] = payload["evidence"]["cells"][:-3]
+    bad = tmp_path / "surrogate.pt"
+    torch.save(payload, bad)
+    with pytest.raises(UserError) as info:
+        surrogate_io.load(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: a damaged surrogate file") and "\n" not in message
+
+
 def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):
     results = [_run(nats_benchmark, "ImageNet16-120", 9, seed, surrogate=str(surrogate_file), initial_design=2,
                     finetune_steps=5) for seed in (3, 3)]
@@ -303,6 +320,19 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     assert result["dataset_encoder"]["mode"] == "off" and result["initial_design"]["k"] == 5
     assert result["initial_design"]["architectures"] == [t["architecture"] for t in result["trajectory"][:5]]
     assert len(result["trajectory"]) == 7
+    assert result["surrogate"]["target_in_meta_training"] is False
+    # the same surrogate searching a dataset it was meta-trained on: allowed, but recorded
+    code, out, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset",
+                             "cifar100", "--surrogate", str(tmp_path / "mt"), "--budget", "6", "--seed", "0",
+                             "--opt", "finetune_steps=3", "--out", str(tmp_path / "seen"))
+    assert code == 0, err
+    seen = json.loads((tmp_path / "seen" / "result.json").read_text())
+    jsonschema.validate(seen, results.load_schema())
+    assert seen["surrogate"]["target_in_meta_training"] is True and "not transfer" in err
+    # a dataset named twice (an alias) would weigh its evaluations double
+    code, out, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,CIFAR-100",
+                             "--iterations", "6", "--out", str(tmp_path / "twice"))
+    assert code == 2 and "cifar100 more than once" in err and not (tmp_path / "twice" / "surrogate.pt").exists()
 
 
 def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):

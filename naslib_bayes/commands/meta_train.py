@@ -65,6 +65,9 @@ def run(args) -> int:
     names = [canonical_dataset(n) for n in args.datasets.split(",") if n.strip()]
     if not names:
         raise UserError("--datasets names no dataset")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # aliases too (cifar100, CIFAR-100): the same evaluations twice would weigh that dataset double
+        raise UserError(f"--datasets {args.datasets}: names {', '.join(repeated)} more than once")
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
     if (args.dataset_encoder or "off") == "images" and args.image_root is None:

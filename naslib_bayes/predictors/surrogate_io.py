@@ -69,9 +69,21 @@ def load(path: str | os.PathLike) -> tuple[TNASSurrogate, dict[str, Any]]:
         raise UserError(f"{file}: not a naslib-bayes TNAS surrogate (no format {FORMAT!r})")
     if payload.get("version") != FORMAT_VERSION:
         raise UserError(f"{file}: surrogate format version {payload.get('version')!r}; this naslib-bayes reads {FORMAT_VERSION}")
-    surrogate = TNASSurrogate(SurrogateConfig.from_dict(payload["surrogate_config"]))
-    surrogate.load_state_dict(payload["state_dict"])
-    if "evidence" in payload:
-        ev = payload["evidence"]
-        surrogate.set_evidence(Evidence(ev["cells"], ev["values"], ev["dataset"]), payload.get("meta_phi"))
+    try:  # a file of the right format whose contents were edited or damaged
+        surrogate = TNASSurrogate(SurrogateConfig.from_dict(payload["surrogate_config"]))
+        surrogate.load_state_dict(payload["state_dict"])
+        if "evidence" in payload:
+            surrogate.set_evidence(_evidence(payload["evidence"]), payload.get("meta_phi"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
     return surrogate, dict(payload.get("info", {}))
+
+
+def _evidence(stored: dict[str, Any]) -> Evidence:
+    """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must agree."""
+    cells, values, dataset = stored["cells"], stored["values"], stored["dataset"]
+    m = cells.shape[0]
+    if cells.dim() != 2 or cells.shape[1] != 6 or values.shape != (m,) or dataset.shape != (m,):
+        raise ValueError(f"evidence shapes cells {tuple(cells.shape)}, values {tuple(values.shape)}, "
+                         f"dataset {tuple(dataset.shape)} do not agree")
+    return Evidence(cells, values, dataset)
