@@ -8,7 +8,7 @@ import pytest
 
 from naslib_bayes.experiment import run_blackbox_search
 from naslib_bayes.optimizers import registry
-from naslib_bayes.optimizers.blackbox import BlackBoxProblem, run_black_box
+from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective, run_black_box
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.encodings import PATH_ENCODING_DIM, path_encoding, path_feature_index
@@ -145,3 +145,24 @@ def test_results_record_report_regret_inputs(nats_benchmark):
     assert result["report_optimum"] == nats_benchmark.best("cifar100")
     running = np.maximum.accumulate([q["accuracy"] for q in result["trajectory"]])
     np.testing.assert_allclose(result["incumbent_report_accuracy"], running)  # search = report metric here
+
+
+class FirstQueriesWithoutValue(Objective):
+    """The first ``missing`` queries return no value, as cells a partial file lacks do."""
+
+    def __init__(self, *args, missing: int):
+        super().__init__(*args)
+        self.missing = missing
+
+    def _lookup(self, cell):
+        return float("nan") if self.num_queries < self.missing else super()._lookup(cell)
+
+
+def test_bananas_draws_at_random_until_it_has_a_value_to_fit(nats_benchmark):
+    objective = FirstQueriesWithoutValue(nats_benchmark, "cifar10", "test_accuracy", 12, missing=6)
+    optimizer = registry.create("bananas", kind=registry.BLACK_BOX, seed=0,
+                                **{**FAST_BANANAS, "epochs": 5, "num_init": 3, "k": 2, "num_candidates": 10})
+    run_black_box(optimizer, BlackBoxProblem(objective))
+    assert objective.num_queries == 12
+    assert optimizer.num_fits == 3  # after query 7, the first with a value: batches of 2 for queries 8-12
+    assert optimizer.get_final_architecture() in objective.queried[6:]

@@ -111,3 +111,69 @@ def test_zero_cost_json_maps_491_cells_to_the_right_strings(zc_json, nats_benchm
 def test_folder_prefers_the_complete_csv(zc_json):
     bench = load_benchmark(zc_json.parent)
     assert bench.source.endswith(".csv")
+
+
+# ---- what a benchmark and its metrics may hold -----------------------------------------------
+CELLS = list(nb201.all_cells())
+
+
+def costs_benchmark(val_cells: int = 15625) -> Benchmark:
+    """All cells with test accuracy, params and flops on cifar100; validation accuracy for the first ``val_cells``."""
+    val = np.where(np.arange(15625) < val_cells, np.linspace(10, 90, 15625), np.nan)
+    tables = {"cifar100": {"test_accuracy": np.linspace(20, 70, 15625), "val_accuracy": val,
+                           "params": np.linspace(0.1, 1.5, 15625), "flops": np.linspace(10, 200, 15625)}}
+    return Benchmark(CELLS, tables, source="costs.npz")
+
+
+@pytest.mark.parametrize("search, report, role", [
+    ("params", None, "search"), ("flops", None, "search"), (None, "params", "report"), ("val_accuracy", "flops", "report"),
+])
+def test_cost_metrics_are_refused_as_search_or_report_metric(search, report, role):
+    with pytest.raises(UserError) as info:
+        resolve_metrics(costs_benchmark(), "cifar100", search, report)
+    metric = search if role == "search" else report
+    assert str(info.value).startswith(f"{role} metric {metric!r} is a cost (smaller is better), but searches maximise "
+                                      "accuracy-like metrics")
+
+
+def test_fallback_warning_says_how_many_cells_have_validation_accuracy():
+    search, _, warnings = resolve_metrics(costs_benchmark(val_cells=491), "cifar100", None, None)
+    assert search == "test_accuracy"
+    assert warnings == ["costs.npz has cifar100 val_accuracy for 491 of 15,625 cells only: searching on test accuracy"]
+
+
+def test_partial_search_metric_is_warned_about():
+    _, _, warnings = resolve_metrics(costs_benchmark(val_cells=491), "cifar100", "val_accuracy", None)
+    expected = ("costs.npz has cifar100 val_accuracy for 491 of 15,625 cells: queries of the others count "
+                "against the budget and return no value")
+    assert warnings == [expected]
+
+
+def test_a_metric_without_any_value_is_refused_naming_file_dataset_and_metric():
+    with pytest.raises(UserError, match=r"^costs.npz has no cifar100 val_accuracy value for any cell$"):
+        resolve_metrics(costs_benchmark(val_cells=0), "cifar100", "val_accuracy", None)
+
+
+def test_zero_cost_json_defaults_say_there_is_no_test_accuracy(zc_json):
+    with pytest.raises(UserError, match=r"has cifar10 val_accuracy for 491 of 15,625 cells only and no test_accuracy"):
+        resolve_metrics(load_benchmark(zc_json), "cifar10", None, None)
+
+
+def test_a_benchmark_without_cells_is_refused():
+    with pytest.raises(UserError, match=r"^empty.csv: the benchmark holds no cells$"):
+        Benchmark([], {"cifar10": {"test_accuracy": []}}, source="empty.csv")
+
+
+def test_a_cell_listed_twice_is_named():
+    twice = [CELLS[0], CELLS[1], CELLS[0]]
+    with pytest.raises(UserError) as info:
+        Benchmark(twice, {"cifar10": {"test_accuracy": [1.0, 2.0, 3.0]}}, source="twice.npz")
+    assert str(info.value) == f"twice.npz: the benchmark lists cell {nb201.to_string(CELLS[0])} twice (entries 1 and 3)"
+
+
+def test_an_infinite_value_is_refused_and_never_reaches_json():
+    from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
+
+    with pytest.raises(UserError, match=r"^inf.npz: cifar10 test_accuracy of cell .* is inf, not a finite number$"):
+        Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [1.0, np.inf]}}, source="inf.npz")
+    assert finite_or_none(float("inf")) is None and finite_or_none(float("nan")) is None and finite_or_none(2) == 2.0

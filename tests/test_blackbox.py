@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import jsonschema
 import pytest
 
 from naslib_bayes import results
+from naslib_bayes.errors import UserError
 from naslib_bayes.experiment import run_blackbox_search
-from naslib_bayes.optimizers.blackbox import BlackBoxProblem, BudgetExhausted, DuplicateQuery, Objective
+from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.blackbox import (BlackBoxOptimizer, BlackBoxProblem, BudgetExhausted, DuplicateQuery,
+                                              NoValueQueried, Objective, run_black_box)
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
 
 def test_objective_counts_and_forbids_duplicates(nats_benchmark):
@@ -82,3 +87,164 @@ def test_unknown_hyperparameter_is_named(nats_benchmark):
 
     with pytest.raises(UserError, match="'population'"):
         run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=3, seed=0, hyperparameters={"population": 3})
+
+
+# ---- partial benchmarks: files with values for some cells only ---------------------------------
+def write_partial_csv(path, n: int, every: int = 97, cifar100_everywhere: bool = False):
+    """A NATS-Bench-style CSV of ``n`` cells spread over the space, with a cifar10 value for each.
+
+    ``cifar100_everywhere``: also list the other cells, with cifar100 values only, so that cifar10
+    has a value for ``n`` cells of a file that lists them all.
+    """
+    cells = list(nb201.all_cells())
+    chosen = set(range(0, every * n, every))
+    rows = []
+    for i, cell in enumerate(cells):
+        if i in chosen or cifar100_everywhere:
+            cifar10 = f"{50 + (i * 7919 % 4000) / 100:.2f}" if i in chosen else ""
+            rows.append(f"{nb201.to_string(cell)},{cifar10},{40 + (i * 104729 % 3000) / 100:.2f}")
+    path.write_text("\n".join(["ArchitectureString,CIFAR10TestAccuracy200Epochs,CIFAR100TestAccuracy200Epochs", *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def partial(tmp_path):
+    """A benchmark with values for 40 of the 15,625 cells."""
+    return load_benchmark(write_partial_csv(tmp_path / "partial.csv", 40))
+
+
+def test_a_partial_benchmark_is_warned_about_and_noted(partial):
+    warnings = []
+    result = run_blackbox_search(partial, "rs", "cifar10", budget=10, seed=0, warn=warnings.append)
+    expected = "partial.csv has cifar10 test_accuracy for 40 of 15,625 cells: queries of the others count against the budget"
+    assert sum(expected in w for w in warnings) == 1
+    assert any(expected in note for note in result["notes"])
+
+
+@pytest.mark.parametrize("name", ["rs", "re", "ls", "bananas"])
+def test_random_draws_pick_cells_with_a_value(partial, name):
+    hp = {"bananas": {"epochs": 5, "k": 2, "num_candidates": 10, "num_init": 5}}.get(name, {})
+    problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 12)
+    opt = run_black_box(registry.create(name, kind=registry.BLACK_BOX, seed=3, **hp), problem)
+    domain = set(problem.objective.domain)
+    assert len(domain) == 40
+    initial = {"rs": 12, "re": 12, "ls": 10, "bananas": 5}[name]  # queries drawn at random
+    assert all(cell in domain for cell in problem.objective.queried[:initial])
+    assert opt.get_final_architecture() in domain
+
+
+def test_gp_bo_initial_design_and_steps_pick_cells_with_a_value(partial):
+    problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 7)
+    run_black_box(registry.create("gp-bo", kind=registry.BLACK_BOX, seed=0, initial_design=4, finetune_steps=2), problem)
+    assert all(math.isfinite(v) for v in problem.objective.values)
+
+
+def test_transfer_topk_queries_cells_with_a_target_value_first(tmp_path):
+    bench = load_benchmark(write_partial_csv(tmp_path / "c10-sample.csv", 30, every=7, cifar100_everywhere=True))
+    assert bench.count_values("cifar10", "test_accuracy") == 30 and bench.is_complete("cifar100", "test_accuracy")
+    result = run_blackbox_search(bench, "transfer-topk", "cifar10", budget=30, seed=0)
+    assert all(step["accuracy"] is not None for step in result["trajectory"])
+
+
+@pytest.mark.parametrize("name", ["rs", "transfer-topk", "gp-bo"])
+def test_a_budget_beyond_the_cells_with_a_value_is_refused_where_only_they_are_picked(partial, name):
+    with pytest.raises(UserError) as info:
+        run_blackbox_search(partial, name, "cifar10", budget=41, seed=0)
+    message = str(info.value)
+    assert "partial.csv has cifar10 test_accuracy for 40 of 15,625 cells" in message
+    assert "a budget of 41 queries exceeds them" in message
+
+
+def test_mutation_based_searches_go_on_past_the_cells_with_a_value(partial):
+    result = run_blackbox_search(partial, "re", "cifar10", budget=60, seed=0, hyperparameters={"population_size": 5})
+    archs = [step["architecture"] for step in result["trajectory"]]
+    assert len(set(archs)) == 60
+    assert sum(step["accuracy"] is not None for step in result["trajectory"]) <= 40
+
+
+class _OneEntryColumn:
+    """A target column whose only readable entry is the one being queried."""
+
+    def __init__(self, column):
+        self.column, self.allowed = column, None
+
+    def __getitem__(self, index):
+        if index != self.allowed:
+            raise AssertionError(f"read of entry {index!r} other than the queried cell's")
+        return self.column[index]
+
+    def __getattr__(self, name):
+        raise AssertionError(f"access to the target column's {name!r}")
+
+    def __len__(self):
+        raise AssertionError("access to the target column's length")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("conversion of the target column to an array")
+
+
+class GuardedObjective(Objective):
+    """The domain (which cells have a value) is computed before the guard; values are then read
+    one query at a time."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._values = _OneEntryColumn(self._values)
+
+    def __call__(self, cell):
+        self._values.allowed = self._index_of(cell)
+        try:
+            return super().__call__(cell)
+        finally:
+            self._values.allowed = None
+
+
+@pytest.mark.parametrize("name", ["rs", "re", "ls", "bananas", "transfer-topk", "gp-bo"])
+def test_drawing_from_the_domain_reads_no_unqueried_value(partial, name):
+    hp = {"bananas": {"epochs": 5, "k": 2, "num_candidates": 10, "num_init": 4},
+          "gp-bo": {"initial_design": 4, "finetune_steps": 2}}.get(name, {})
+    problem = BlackBoxProblem(GuardedObjective(partial, "cifar10", "test_accuracy", 8), source=partial.without("cifar10"))
+    run_black_box(registry.create(name, kind=registry.BLACK_BOX, seed=1, **hp), problem)
+    assert problem.objective.num_queries == 8
+
+
+class OutsideTheDomain(BlackBoxOptimizer):
+    """Queries only cells the benchmark has no value for."""
+
+    def propose(self):
+        domain = set(self.problem.objective.domain)
+        return next(c for c in nb201.all_cells() if c not in domain and not self.is_queried(c))
+
+
+def test_a_search_that_found_no_value_ends_with_one_line(partial, monkeypatch):
+    monkeypatch.setattr(registry, "create", lambda *args, **kwargs: OutsideTheDomain(seed=0))
+    with pytest.raises(NoValueQueried) as info:
+        run_blackbox_search(partial, "rs", "cifar10", budget=5, seed=0)
+    assert isinstance(info.value, UserError)
+    assert str(info.value) == (f"none of the 5 cells queried has a cifar10 test_accuracy value in {partial.source}: "
+                               "the search found no incumbent")
+
+
+def test_a_budget_beyond_the_search_space_is_refused(nats_benchmark):
+    with pytest.raises(UserError, match="a budget of 15626 queries exceeds the 15,625 cells of the search space"):
+        Objective(nats_benchmark, "cifar10", "test_accuracy", budget=15626)
+
+
+def test_random_draws_run_out_with_an_error_not_a_hang(partial):
+    problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 3)
+    opt = registry.create("rs", kind=registry.BLACK_BOX, seed=0)
+    opt.adapt_search_space(problem.space, dataset_api=problem)
+    with pytest.raises(RuntimeError, match="every cell of the search space is queried or excluded"):
+        opt.random_unqueried(exclude=set(nb201.all_cells()))
+    outside = opt.random_unqueried(exclude=set(problem.objective.domain))  # the domain spent: any other cell
+    assert outside not in set(problem.objective.domain)
+
+
+def test_random_search_on_a_complete_benchmark_draws_as_before(nats_benchmark):
+    # Recorded before partial benchmarks were handled: complete ones must keep their trajectories.
+    result = run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=3, seed=0)
+    assert [step["architecture"] for step in result["trajectory"]] == [
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|",
+        "|avg_pool_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|",
+    ]

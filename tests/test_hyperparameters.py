@@ -46,3 +46,47 @@ def test_cause_is_the_first_line_shortened():
     assert cause(KeyError()) == "KeyError"
     long = cause(RuntimeError("x" * 500))
     assert len(long) == 160 and long.endswith("...")
+
+
+def test_lower_bounds_refuse_values_below_them_and_nan():
+    from naslib_bayes.optimizers.hyperparameters import above, at_least
+
+    bounds = {"steps": at_least(1), "lr": above(0), "unused": at_least(3)}
+    assert merge_hyperparameters("Opt", DEFAULTS, {"steps": 1, "lr": 1e-9}, bounds)["steps"] == 1
+    for given, message in [({"steps": 0}, "Opt: hyper-parameter steps=0: expected a number >= 1 (default 5)"),
+                           ({"lr": 0}, "Opt: hyper-parameter lr=0.0: expected a number > 0 (default 0.01)"),
+                           ({"lr": float("nan")}, "Opt: hyper-parameter lr=nan: expected a number > 0")]:
+        with pytest.raises(UserError) as info:
+            merge_hyperparameters("Opt", DEFAULTS, given, bounds)
+        assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("optimizer, name, value, message", [
+    ("ls", "num_init", 0, "LocalSearch: hyper-parameter num_init=0: expected a number >= 1"),
+    ("re", "population_size", 0, "RegularizedEvolution: hyper-parameter population_size=0: expected a number >= 1"),
+    ("bananas", "num_init", 0, "Bananas: hyper-parameter num_init=0: expected a number >= 1"),
+    ("bananas", "k", 0, "Bananas: hyper-parameter k=0: expected a number >= 1"),
+    ("bananas", "num_arches_to_mutate", 0, "Bananas: hyper-parameter num_arches_to_mutate=0: expected a number >= 1"),
+    ("bananas", "max_mutations", 0, "Bananas: hyper-parameter max_mutations=0: expected a number >= 1"),
+    ("bananas", "num_ensemble", 0, "Bananas: hyper-parameter num_ensemble=0: expected a number >= 1"),
+    ("bananas", "lr", 0.0, "Bananas: hyper-parameter lr=0.0: expected a number > 0"),
+    ("gp-bo", "ucb_beta", -1, "GPBO: hyper-parameter ucb_beta=-1.0: expected a number >= 0"),
+    ("gp-bo", "finetune_steps", -1, "GPBO: hyper-parameter finetune_steps=-1: expected a number >= 0"),
+    ("gp-bo", "encoder_hidden", 0, "GPBO: hyper-parameter encoder_hidden=0: expected a number >= 1"),
+    ("tnas", "finetune_lr", 0, "TNAS: hyper-parameter finetune_lr=0.0: expected a number > 0"),  # DeepKernelBO's bounds
+    ("tnas", "initial_design", 0, "TNAS: hyper-parameter initial_design=0: expected a number >= 1"),
+])
+def test_values_below_an_optimizers_bounds_are_named(optimizer, name, value, message):
+    from naslib_bayes.optimizers import registry
+
+    with pytest.raises(UserError) as info:
+        registry.create(optimizer, kind=registry.BLACK_BOX, seed=0, **{name: value})
+    assert str(info.value).startswith(message)
+
+
+def test_a_negative_ucb_beta_on_the_command_line_is_one_line(capsys, tmp_path, nats_csv):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "gp-bo", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "25", "--opt", "acquisition=ucb", "--opt", "ucb_beta=-1", "--out", tmp_path / "gp")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("naslib-bayes: error: GPBO: hyper-parameter ucb_beta=-1.0: "
+                                            "expected a number >= 0 (default 2.0)")

@@ -450,3 +450,124 @@ def test_query_malformed_arch_string(small_csv):
     bench = loaders.load_benchmark(small_csv)
     with pytest.raises(UserError, match="malformed NAS-Bench-201 architecture string"):
         bench.query("|nor_conv_3x3~0|+|none~0|", "cifar10")
+
+
+# ---- what a text file may hold -----------------------------------------------------------------
+HEADER = "ArchitectureString,CIFAR10TestAccuracy200Epochs,CIFAR100TestAccuracy200Epochs"
+
+
+def load_error(path) -> str:
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "Infinity"])
+def test_csv_non_finite_number_names_line_column_and_value(tmp_path, text):
+    path = tmp_path / "bench.csv"
+    write_csv(path, HEADER, [f"{ARCH_A},93.5,70.0", f"{ARCH_B},88.25,{text}"])
+    assert load_error(path) == (f"{path}, line 3, column CIFAR100TestAccuracy200Epochs: {text!r} is not a finite "
+                                "number (leave the field empty for no value)")
+
+
+def test_csv_empty_field_is_a_missing_value(tmp_path):
+    path = tmp_path / "bench.csv"
+    write_csv(path, HEADER, [f"{ARCH_A},93.5,", f"{ARCH_B},,61.0"])
+    bench = loaders.load_benchmark(path)
+    assert math.isnan(bench.query(ARCH_A, "cifar100")) and math.isnan(bench.query(ARCH_B, "cifar10"))
+    assert bench.query(ARCH_B, "cifar100") == 61.0
+
+
+def test_csv_non_numeric_value_names_the_column_and_the_value(tmp_path):
+    path = tmp_path / "bench.csv"
+    write_csv(path, HEADER, [f"{ARCH_A},93.5,70.0", f"{ARCH_B},88.25,seventy"])
+    assert load_error(path) == f"{path}, line 3, column CIFAR100TestAccuracy200Epochs: 'seventy' is not a number"
+
+
+@pytest.mark.parametrize("row, fields", [("93.5,70.0", 2), ("{arch},93.5,70.0,extra", 4)])
+def test_csv_row_of_the_wrong_width_names_its_line(tmp_path, row, fields):
+    path = tmp_path / "bench.csv"
+    write_csv(path, HEADER, [f"{ARCH_A},93.5,70.0", row.format(arch=ARCH_B)])
+    assert load_error(path) == f"{path}, line 3: {fields} fields where the header has 3"
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("CIFAR10TestAccuracy200Epochs,ArchitectureString\n93.5," + ARCH_A + "\n", encoding="utf-8-sig")
+    bench = loaders.load_benchmark(path)
+    assert bench.query(ARCH_A, "cifar10") == 93.5
+
+
+def test_csv_cell_listed_twice_is_named_with_both_lines(tmp_path):
+    path = tmp_path / "dup.csv"
+    write_csv(path, HEADER, [f"{ARCH_A},93.5,70.0", f"{ARCH_B},88.25,61.0", f"{ARCH_A},99.9,70.0"])
+    assert load_error(path) == f"{path}, line 4: cell {ARCH_A} is listed twice (first on line 2)"
+
+
+def test_csv_with_a_header_only_is_refused(tmp_path):
+    path = tmp_path / "header.csv"
+    write_csv(path, HEADER, [])
+    assert load_error(path) == f"{path}: the CSV has a header but no rows: no cell to search"
+
+
+def write_zc(path, per_dataset) -> None:
+    import json
+
+    path.write_text(json.dumps({"nasbench201": per_dataset}))
+
+
+KEY_A = str(nb201.to_naslib(nb201.from_string(ARCH_A)))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"val_accuracy": "abc"}, "val_accuracy: 'abc' is not a number"),
+    ({"val_accuracy": True}, "val_accuracy: True is not a number"),
+    ({"params": [1, 2]}, "params: [1, 2] is not a number"),
+    ({"val_accuracy": float("inf")}, "val_accuracy: inf is not a finite number (use null for no value)"),
+    ({"synflow": float("nan")}, "synflow: nan is not a finite number (use null for no value)"),
+])
+def test_zero_cost_json_bad_values_name_the_file_cell_and_metric(tmp_path, entry, message):
+    path = tmp_path / "zc.json"
+    write_zc(path, {"cifar10": {KEY_A: entry}})
+    assert load_error(path) == f"{path}: cifar10 {KEY_A}, {message}"
+
+
+def test_zero_cost_json_null_is_missing_and_nested_proxies_are_skipped(tmp_path):
+    path = tmp_path / "zc.json"
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0, "params": None, "synflow": {"score": 3.0, "time": 0.1}}}})
+    bench = loaders.load_benchmark(path)
+    assert bench.query(ARCH_A, "cifar10", "val_accuracy") == 91.0
+    assert bench.metrics("cifar10") == ("val_accuracy",)
+
+
+@pytest.mark.parametrize("per_dataset, message", [
+    ({"svhn": {KEY_A: {"val_accuracy": 91.0}}}, "unknown NAS-Bench-201 dataset 'svhn'"),
+    ({"cifar10": {"(1, 2, 3)": {"val_accuracy": 91.0}}}, "cifar10 (1, 2, 3): invalid NAS-Bench-201 cell"),
+    ({"cifar10": {"(a, b)": {"val_accuracy": 91.0}}}, "cifar10 (a, b): not an op-index tuple"),
+    ({"cifar10": {KEY_A: [1, 2]}}, f"cifar10 {KEY_A}: list, not an object of metrics"),
+    ({"cifar10": [1, 2]}, "'cifar10' holds list, not an object mapping cells to metrics"),
+])
+def test_zero_cost_json_bad_keys_and_shapes_name_the_file(tmp_path, per_dataset, message):
+    path = tmp_path / "zc.json"
+    write_zc(path, per_dataset)
+    assert load_error(path).startswith(f"{path}: {message}")
+
+
+def test_folder_with_several_benchmark_files_names_the_one_loaded_and_the_ones_ignored(tmp_path, caplog):
+    write_csv(tmp_path / "nats.csv", HEADER, [f"{ARCH_A},93.5,70.0"])
+    write_csv(tmp_path / "other.csv", HEADER, [f"{ARCH_B},88.0,60.0"])
+    write_zc(tmp_path / "zc.json", {"cifar10": {KEY_A: {"val_accuracy": 91.0}}})
+    with caplog.at_level(logging.WARNING, logger="naslib_bayes"):
+        bench = loaders.load_benchmark(tmp_path)
+    assert bench.source == str(tmp_path / "nats.csv")
+    expected = (f"{tmp_path} holds several benchmark files: loading nats.csv, ignoring other.csv, zc.json "
+                "(preference: .npz > .pth > NASLib pickles > .csv > .json)")
+    assert [r.getMessage() for r in caplog.records] == [expected]
+
+
+def test_folder_with_one_benchmark_file_loads_it_silently(tmp_path, caplog):
+    write_csv(tmp_path / "nats.csv", HEADER, [f"{ARCH_A},93.5,70.0"])
+    (tmp_path / "notes.txt").write_text("not a benchmark")
+    with caplog.at_level(logging.INFO, logger="naslib_bayes"):
+        loaders.load_benchmark(tmp_path)
+    assert not caplog.records

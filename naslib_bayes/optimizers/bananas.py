@@ -2,7 +2,8 @@
 
 Following the paper and NASLib's ``Bananas``:
 
-1. query ``num_init`` random cells (they count toward the budget);
+1. query ``num_init`` random cells (they count toward the budget), and more until one of them
+   has a value (on a partial benchmark a cell may have none, and the ensemble needs data);
 2. fit an ensemble of MLPs (:class:`~naslib_bayes.predictors.mlp_ensemble.MLPEnsemble`) on the
    path encodings (:mod:`~naslib_bayes.search_spaces.nasbench201.encodings`) of every cell
    queried so far;
@@ -26,6 +27,7 @@ from scipy.stats import norm
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 from naslib_bayes.search_spaces.nasbench201.encodings import path_encodings
@@ -50,6 +52,11 @@ class Bananas(BlackBoxOptimizer):
         "batch_size": 32,
         "lr": 0.01,
     }
+    lower_bounds = {
+        **{name: at_least(1) for name in ("num_init", "k", "num_ensemble", "num_candidates", "num_arches_to_mutate",
+                                          "max_mutations", "num_layers", "layer_width", "epochs", "batch_size")},
+        "lr": above(0),
+    }
 
     def setup(self) -> None:
         if self.config["acq_fn_type"] not in ACQUISITIONS:
@@ -58,7 +65,7 @@ class Bananas(BlackBoxOptimizer):
         self.num_fits = 0
 
     def propose(self) -> Cell:
-        if len(self.history) < self.config["num_init"]:
+        if len(self.history) < self.config["num_init"] or not self.problem.objective.has_value():
             return self.random_unqueried()
         if not self.next_batch:
             self.next_batch = self._select_batch()
@@ -100,7 +107,7 @@ class Bananas(BlackBoxOptimizer):
             if not self.is_queried(child):
                 found.setdefault(child)
         while len(found) < min(cfg["k"], self.problem.objective.remaining):
-            found.setdefault(self.random_unqueried())
+            found.setdefault(self.random_unqueried(exclude=found))
         return list(found)
 
     def _acquisition(self, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:

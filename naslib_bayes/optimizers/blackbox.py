@@ -17,13 +17,13 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import merge_hyperparameters
+from naslib_bayes.optimizers.hyperparameters import LowerBound, merge_hyperparameters
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
 from naslib_bayes.search_spaces.nasbench201.space import NasBench201Space
@@ -37,6 +37,15 @@ class DuplicateQuery(RuntimeError):
     """An optimizer queried a cell twice (a bug in the optimizer: every query costs budget)."""
 
 
+class NoValueQueried(UserError):
+    """No cell queried so far has a value (a partial benchmark), so there is no incumbent."""
+
+
+#: Draws of rejection sampling before the cells left are listed instead; reached only when
+#: nearly every cell is taken, so it bounds the loop without changing any ordinary draw.
+_REJECTION_TRIES = 1000
+
+
 class Objective:
     """The target dataset's search metric behind a query counter.
 
@@ -48,16 +57,30 @@ class Objective:
         dataset: target dataset (canonical name or alias).
         metric: the search metric, e.g. ``val_accuracy``.
         budget: number of queries allowed.
+
+    Attributes:
+        domain: the cells the benchmark has a value of the search metric for (sorted), which
+            optimizers may draw from; ``None`` when every cell has one. Where a file has values
+            is public, like the space itself; the values are read one query at a time.
     """
+
+    source = "the benchmark"
+    domain: tuple[nb201.Cell, ...] | None = None
 
     def __init__(self, benchmark: Benchmark, dataset: str, metric: str, budget: int):
         if budget < 1:
             raise UserError(f"budget must be at least 1, got {budget}")
+        if budget > nb201.NUM_CELLS:
+            raise UserError(f"a budget of {budget} queries exceeds the {nb201.NUM_CELLS:,} cells of the search "
+                            "space (no cell is queried twice)")
         self.dataset = canonical_dataset(dataset)
         self.metric = metric
         self.budget = int(budget)
+        self.source = benchmark.source
         self._values = benchmark.query_all(self.dataset, metric)  # private: never handed out
         self._index_of = benchmark.index_of
+        if benchmark.count_values(self.dataset, metric) < nb201.NUM_CELLS:
+            self.domain = tuple(sorted(benchmark.cells_with_value(self.dataset, metric)))
         self.queried: list[nb201.Cell] = []
         self.values: list[float] = []
         self._seen: set[nb201.Cell] = set()
@@ -90,8 +113,19 @@ class Objective:
     def remaining(self) -> int:
         return self.budget - len(self.queried)
 
+    def has_value(self) -> bool:
+        """True once some queried cell had a value (a partial benchmark lacks the others)."""
+        return bool(np.isfinite(np.asarray(self.values, dtype=float)).any())
+
     def incumbent(self) -> tuple[nb201.Cell, float]:
-        """Best cell so far and its value (the first one queried among ties)."""
+        """Best cell so far and its value (the first one queried among ties).
+
+        Raises:
+            NoValueQueried: when no queried cell had a value.
+        """
+        if not self.has_value():
+            raise NoValueQueried(f"none of the {self.num_queries} cells queried has a {self.dataset} {self.metric} "
+                                 f"value in {self.source}: the search found no incumbent")
         best = int(np.nanargmax(np.asarray(self.values, dtype=float)))
         return self.queried[best], self.values[best]
 
@@ -152,9 +186,14 @@ class BlackBoxOptimizer(abc.ABC):
     kind = "black-box"
     #: hyper-parameters a subclass accepts, with defaults (validated in __init__).
     defaults: dict[str, Any] = {}
+    #: lower bounds of numeric hyper-parameters (``at_least(1)``, ``above(0)``), checked in __init__.
+    lower_bounds: dict[str, LowerBound] = {}
+    #: True when every cell the optimizer proposes comes from ``objective.domain`` while any of
+    #: it is left: a budget larger than the domain would then be spent on cells without a value.
+    picks_only_from_domain = False
 
     def __init__(self, seed: int = 0, **hyperparameters: Any):
-        self.config = merge_hyperparameters(type(self).__name__, self.defaults, hyperparameters)
+        self.config = merge_hyperparameters(type(self).__name__, self.defaults, hyperparameters, self.lower_bounds)
         self.seed = int(seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
@@ -176,7 +215,17 @@ class BlackBoxOptimizer(abc.ABC):
         if search_space is not None:
             problem.space = search_space
         self.problem = problem
+        self._check_budget_fits_domain()
         self.setup()
+
+    def _check_budget_fits_domain(self) -> None:
+        objective = self.problem.objective
+        if self.picks_only_from_domain and objective.domain is not None and objective.budget > len(objective.domain):
+            raise UserError(
+                f"{objective.source} has {objective.dataset} {objective.metric} for {len(objective.domain):,} of "
+                f"{nb201.NUM_CELLS:,} cells and {type(self).__name__} picks only among them: a budget of "
+                f"{objective.budget} queries exceeds them"
+            )
 
     def new_epoch(self, epoch: int) -> None:
         """Propose one cell and evaluate it (one epoch = one query, as in NASLib)."""
@@ -193,7 +242,8 @@ class BlackBoxOptimizer(abc.ABC):
         Only the search metric is known to a black-box optimizer; the other entries are -1, as
         NASLib logs unknown values.
         """
-        cell, value = self.incumbent() if report_incumbent else self.history[-1]
+        incumbent_known = report_incumbent and self.problem.objective.has_value()
+        cell, value = self.incumbent() if incumbent_known else self.history[-1]
         return -1.0, value, -1.0, self.epoch_times[-1] if self.epoch_times else 0.0
 
     def test_statistics(self):
@@ -257,12 +307,34 @@ class BlackBoxOptimizer(abc.ABC):
     def is_queried(self, cell: Sequence[int]) -> bool:
         return self.problem.objective.is_queried(cell)
 
-    def random_unqueried(self) -> nb201.Cell:
-        """A uniformly random cell not queried yet (rejection sampling; the space is large)."""
-        while True:
-            cell = self.problem.space.sample(self.rng)
-            if not self.is_queried(cell):
+    def random_unqueried(self, exclude: Collection[nb201.Cell] = ()) -> nb201.Cell:
+        """A uniformly random cell neither queried yet nor in ``exclude``.
+
+        Drawn among the cells the benchmark has a value for while any is left (a query of
+        another cell costs budget and returns nothing), else among all cells of the space.
+        """
+        domain = self.problem.objective.domain
+        if domain is not None:
+            cell = self._draw(lambda: domain[self.rng.randrange(len(domain))], domain, exclude)
+            if cell is not None:
                 return cell
+        cell = self._draw(lambda: self.problem.space.sample(self.rng), nb201.all_cells(), exclude)
+        if cell is None:
+            raise RuntimeError("every cell of the search space is queried or excluded")
+        return cell
+
+    def _draw(self, sample, population: Iterable[nb201.Cell], exclude: Collection[nb201.Cell]) -> nb201.Cell | None:
+        """Rejection sampling from ``sample()`` (the space is large), then a uniform choice among
+        the cells of ``population`` still free once rejections run long; None when none is."""
+        def free(cell) -> bool:
+            return not self.is_queried(cell) and cell not in exclude
+
+        for _ in range(_REJECTION_TRIES):
+            cell = sample()
+            if free(cell):
+                return cell
+        left = [cell for cell in population if free(cell)]
+        return self.rng.choice(left) if left else None
 
 
 def run_black_box(optimizer: BlackBoxOptimizer, problem: BlackBoxProblem, progress=None) -> BlackBoxOptimizer:

@@ -10,7 +10,8 @@ Each iteration after the initial design:
    likelihood -- restarting from the same state keeps a few noisy observations from dragging
    the surrogate away step after step;
 3. score every not-yet-queried cell by the acquisition function, from psi encodings computed
-   once in :meth:`DeepKernelBO.setup` (psi is frozen during BO), and propose the best one.
+   once in :meth:`DeepKernelBO.setup` (psi is frozen during BO), and propose the best one (on a
+   partial benchmark, the best one with a value while any is left).
 
 Subclasses say where the surrogate comes from (:meth:`build_surrogate`) and what the initial
 design is (:meth:`initial_design`); they may put the observations in other units
@@ -32,6 +33,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,14 @@ class DeepKernelBO(BlackBoxOptimizer):
         "ucb_beta": 2.0,
         "threads": 1,
     }
+    # Declared here, they bound every subclass (TNAS and gp-bo) alike.
+    lower_bounds = {
+        "initial_design": at_least(1),
+        "finetune_steps": at_least(0),
+        "finetune_lr": above(0),
+        "ucb_beta": at_least(0),  # UCB takes its square root
+        "threads": at_least(1),
+    }
 
     # ---- what subclasses provide ---------------------------------------------------------
     def build_surrogate(self):
@@ -88,11 +98,10 @@ class DeepKernelBO(BlackBoxOptimizer):
     def setup(self) -> None:
         if self.config["acquisition"] not in acquisition.ACQUISITIONS:
             raise UserError(f"acquisition {self.config['acquisition']!r}: expected one of {', '.join(acquisition.ACQUISITIONS)}")
-        if int(self.config["initial_design"]) < 1:
-            raise UserError("initial_design must be at least 1")
         with torch_threads(self.config["threads"]):
             self.cells: list[nb201.Cell] = list(nb201.all_cells())
             self._index = {c: i for i, c in enumerate(self.cells)}
+            self.in_domain = self._domain_mask()
             self.surrogate = self.build_surrogate()
             start, cpu = time.perf_counter(), time.process_time()
             self.encodings = self.prepare_encodings(self.surrogate.encode_all(self.cells))
@@ -105,6 +114,23 @@ class DeepKernelBO(BlackBoxOptimizer):
         self.iteration_times: list[float] = []
         self.iteration_cpu_times: list[float] = []  # CPU seconds: wall time on a busy machine overstates
         self.fit_log: list[dict[str, float]] = []
+
+    def _domain_mask(self) -> torch.Tensor:
+        """(15625,) bool over ``self.cells``: the cells the benchmark has a value for (all on a complete one)."""
+        domain = self.problem.objective.domain
+        if domain is None:
+            return torch.ones(len(self.cells), dtype=torch.bool)
+        mask = torch.zeros(len(self.cells), dtype=torch.bool)
+        mask[[self._index[c] for c in domain]] = True
+        return mask
+
+    def selectable(self) -> torch.Tensor:
+        """(15625,) bool: the cells a BO step may pick, the unqueried ones with a value while any is
+        left (any other query costs budget and tells the GP nothing), else every unqueried one."""
+        unqueried = torch.ones(len(self.cells), dtype=torch.bool)
+        unqueried[[self._index[c] for c, _ in self.history]] = False
+        preferred = unqueried & self.in_domain
+        return preferred if bool(preferred.any()) else unqueried
 
     def _initial_target_context(self) -> torch.nn.Parameter | None:
         context = self.surrogate.initial_context()
@@ -136,9 +162,7 @@ class DeepKernelBO(BlackBoxOptimizer):
         """Fine-tune on the observations so far, then return the acquisition's best unqueried cell."""
         index, values = self.observed()
         if index.numel() == 0:  # nothing measured yet: fall back to the next cell by tie priority
-            allowed = torch.ones(len(self.cells), dtype=torch.bool)
-            allowed[[self._index[c] for c, _ in self.history]] = False
-            return acquisition.select_best(torch.zeros(len(self.cells)), allowed, self.priority)
+            return acquisition.select_best(torch.zeros(len(self.cells)), self.selectable(), self.priority)
         y = self.gp_targets(index, values)
         offset = self.mean_offset()
         fitted = y if offset is None else y - offset[index]
@@ -148,9 +172,7 @@ class DeepKernelBO(BlackBoxOptimizer):
         if offset is not None:
             mean = mean + offset
         scores = self.acquisition_scores(mean, std, float(y.max()))
-        allowed = torch.ones(len(self.cells), dtype=torch.bool)
-        allowed[[self._index[c] for c, _ in self.history]] = False
-        return acquisition.select_best(scores, allowed, self.priority)
+        return acquisition.select_best(scores, self.selectable(), self.priority)
 
     def gp_targets(self, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """The observations (n,) of cells ``index`` (n,) in GP units (by default their own transform)."""

@@ -3,8 +3,9 @@
 The surrogate is built fresh from the seed: psi is a seeded, untrained DAG-GRU encoder whose
 encodings of all cells (pairwise distinct) are standardised per dimension and frozen, and the
 MLP xi and the GP hyper-parameters are fitted from their seeded initial values on the target's
-observations alone at every iteration. The initial design is uniformly random. Nothing from
-other datasets is used, so it measures what the meta-learning in ``tnas`` adds.
+observations alone at every iteration. The initial design is uniformly random (among the cells
+with a value, on a partial benchmark). Nothing from other datasets is used, so it measures what
+the meta-learning in ``tnas`` adds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
+from naslib_bayes.optimizers.hyperparameters import at_least
 
 
 class GPBO(DeepKernelBO):
@@ -30,6 +32,9 @@ class GPBO(DeepKernelBO):
         "finetune_lr": 0.01,
         "encoder_hidden": 64,
     }
+    lower_bounds = {**DeepKernelBO.lower_bounds, "encoder_hidden": at_least(1)}
+    # Random initial design and BO steps both pick among the cells with a value while any is left.
+    picks_only_from_domain = True
 
     def build_surrogate(self):
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
@@ -42,9 +47,10 @@ class GPBO(DeepKernelBO):
         return (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
 
     def initial_design(self) -> list[int]:
+        pool = torch.nonzero(self.in_domain).flatten().tolist()  # every cell on a complete benchmark
         chosen: list[int] = []
-        while len(chosen) < int(self.config["initial_design"]):
-            index = self.rng.randrange(len(self.cells))
+        while len(chosen) < min(int(self.config["initial_design"]), len(pool)):
+            index = pool[self.rng.randrange(len(pool))]
             if index not in chosen:
                 chosen.append(index)
         self.initial = chosen

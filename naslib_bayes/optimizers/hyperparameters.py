@@ -1,28 +1,68 @@
-"""Optimizers' hyper-parameters: names checked against the defaults, values against their types.
+"""Optimizers' hyper-parameters: names checked against the defaults, values against their types
+and lower bounds.
 
-Values arrive from ``--opt KEY=VALUE``, NASLib YAML files and Python calls, so a typo or a
-string where a number belongs must be reported by name before a run starts, not surface as a
-``ValueError`` deep inside it.
+Values arrive from ``--opt KEY=VALUE``, NASLib YAML files and Python calls, so a typo, a
+string where a number belongs or a count of zero must be reported by name before a run starts,
+not surface as a ``ValueError`` (or a silently meaningless run) deep inside it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from naslib_bayes.errors import UserError
 
 
-def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``given``; an unknown name or a value of the wrong type is a UserError.
+@dataclass(frozen=True)
+class LowerBound:
+    """The smallest value a numeric hyper-parameter may take (``strict``: the bound itself excluded)."""
+
+    value: float
+    strict: bool = False
+
+    def admits(self, number: float) -> bool:
+        # comparisons with NaN are False, so NaN is refused too
+        return number > self.value if self.strict else number >= self.value
+
+    def __str__(self) -> str:
+        return f"{'>' if self.strict else '>='} {self.value:g}"
+
+
+def at_least(value: float) -> LowerBound:
+    return LowerBound(value)
+
+
+def above(value: float) -> LowerBound:
+    return LowerBound(value, strict=True)
+
+
+def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
+                          lower_bounds: Mapping[str, LowerBound] | None = None) -> dict[str, Any]:
+    """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
+    its lower bound is a UserError naming ``owner``, the hyper-parameter and the value.
 
     A value is checked against the type of its default (bool, int, float, str); a default of
     None accepts anything. An int default accepts an integral float, a float default any number.
+    ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
+    ignored, so a base class may bound what only some subclasses accept).
     """
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         known = ", ".join(sorted(defaults)) or "none"
         raise UserError(f"{owner}: unknown hyper-parameter {unknown[0]!r} (known: {known})")
-    return {**defaults, **{name: _typed(owner, name, value, defaults[name]) for name, value in given.items()}}
+    typed = {name: _typed(owner, name, value, defaults[name]) for name, value in given.items()}
+    for name, value in typed.items():
+        _check_bound(owner, name, value, defaults[name], (lower_bounds or {}).get(name))
+    return {**defaults, **typed}
+
+
+def _check_bound(owner: str, name: str, value: Any, default: Any, bound: LowerBound | None) -> None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if bound is None or not is_number:
+        return
+    if not bound.admits(value):
+        raise UserError(f"{owner}: hyper-parameter {name}={value!r}: expected a number {bound} (default {default!r})")
 
 
 def _typed(owner: str, name: str, value: Any, default: Any) -> Any:

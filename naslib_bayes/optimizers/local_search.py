@@ -18,6 +18,7 @@ from collections import deque
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
 
@@ -29,6 +30,7 @@ class LocalSearch(BlackBoxOptimizer):
     """Hill climbing over one-edge neighbourhoods with random restarts."""
 
     defaults = {"num_init": 10, "improvement": "best"}
+    lower_bounds = {"num_init": at_least(1)}  # the first centre is the best initial cell
 
     def setup(self) -> None:
         if self.config["improvement"] not in ("best", "first"):

@@ -18,6 +18,7 @@ from collections import deque
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
 #: Mutations tried from one parent before walking further away from it.
@@ -33,6 +34,7 @@ class RegularizedEvolution(BlackBoxOptimizer):
     """Aging evolution with tournament selection and one-edge mutation."""
 
     defaults = {"population_size": 20, "sample_size": 5}
+    lower_bounds = {"population_size": at_least(1), "sample_size": at_least(1)}
 
     def setup(self) -> None:
         population, sample = self.config["population_size"], self.config["sample_size"]

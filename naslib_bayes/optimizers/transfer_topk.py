@@ -5,6 +5,8 @@ without the target) is standardised with its own mean and standard deviation ove
 has, the scores are averaged over the datasets that evaluated a cell, and cells are queried from
 the best score down. Exact ties are broken by a permutation drawn from the seed, so the order is
 deterministic for a seed. Cells no source dataset evaluated come last, in seeded random order.
+On a partial benchmark the cells with a value of the target's search metric come before all
+others (a query of any other cell costs budget and returns nothing).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def transfer_scores(source, metric: str = "test_accuracy") -> np.ndarray:
 class TransferTopK(BlackBoxOptimizer):
     """Queries cells by decreasing mean standardised accuracy over the source datasets."""
 
+    picks_only_from_domain = True
+
     def setup(self) -> None:
         source = self.problem.source
         if source is None or not source.datasets:
@@ -48,10 +52,19 @@ class TransferTopK(BlackBoxOptimizer):
         # Seeded tie-breaking: order by score, then by a random priority.
         priority = self.np_rng.permutation(len(scores))
         filled = np.where(np.isfinite(scores), scores, -np.inf)
-        self.order = np.lexsort((-priority, -filled))
+        outside = ~self._in_domain(source.cells)
+        self.order = np.lexsort((-priority, -filled, outside))  # the last key sorts first
         self.cells_in_order = source.cells
         self.source_datasets = list(source.datasets)
         self._position = 0
+
+    def _in_domain(self, cells: np.ndarray) -> np.ndarray:
+        """(n,) bool: which of ``cells`` (n, 6) the target's benchmark has a value for."""
+        domain = self.problem.objective.domain
+        if domain is None:
+            return np.ones(len(cells), dtype=bool)
+        members = set(domain)
+        return np.fromiter((tuple(int(op) for op in cell) in members for cell in cells), dtype=bool, count=len(cells))
 
     def propose(self) -> Cell:
         while self._position < len(self.order):

@@ -37,6 +37,8 @@ _DATASET_ALIASES = {
     "imagenet": "ImageNet16-120",
 }
 ACCURACY_METRICS = ("test_accuracy", "val_accuracy", "train_accuracy")
+#: Metrics where smaller is better: a search, which maximises, must not be pointed at them.
+COST_METRICS = ("params", "flops", "latency", "train_time")
 
 
 def canonical_dataset(name: str) -> str:
@@ -68,9 +70,9 @@ class Benchmark:
         self.source = str(source)
         self.notes = tuple(notes)
         ordered = [nb201.validate(c) for c in cells]
-        seen = set(ordered)
-        if len(seen) != len(ordered):
-            raise UserError(f"{self.source}: the benchmark lists a cell twice")
+        if not ordered:
+            raise UserError(f"{self.source}: the benchmark holds no cells")
+        seen = _refuse_duplicates(self.source, ordered)
         self.num_in_file = len(ordered)
         ordered += [c for c in nb201.all_cells() if c not in seen]
         self._cells = np.asarray(ordered, dtype=np.int64)  # (15625, 6)
@@ -83,6 +85,7 @@ class Benchmark:
                 values = np.asarray(values, dtype=np.float64)
                 if values.shape != (self.num_in_file,):
                     raise UserError(f"{self.source}: {dataset}/{metric} has {values.size} values for {self.num_in_file} cells")
+                _refuse_infinities(self.source, dataset, metric, values, ordered)
                 column[: self.num_in_file] = values
                 self._tables.setdefault(dataset, {})[metric] = column
 
@@ -102,6 +105,17 @@ class Benchmark:
     def is_complete(self, dataset: str, metric: str) -> bool:
         """True when every cell has a value for (dataset, metric)."""
         return bool(np.isfinite(self.query_all(dataset, metric)).all())
+
+    def count_values(self, dataset: str, metric: str) -> int:
+        """Number of cells with a value for (dataset, metric)."""
+        return int(np.isfinite(self.query_all(dataset, metric)).sum())
+
+    def cells_with_value(self, dataset: str, metric: str) -> list[nb201.Cell]:
+        """The cells with a value for (dataset, metric), in index order: the benchmark's domain.
+
+        Which cells a file covers is no secret of the target; their values are.
+        """
+        return [tuple(row) for row in self._cells[np.isfinite(self.query_all(dataset, metric))].tolist()]
 
     def __len__(self) -> int:
         return nb201.NUM_CELLS
@@ -162,6 +176,25 @@ class Benchmark:
         return columns[metric]
 
 
+def _refuse_duplicates(source: str, cells: list[nb201.Cell]) -> set[nb201.Cell]:
+    """The set of ``cells``; a cell listed twice is a :class:`UserError` naming it and both entries."""
+    first: dict[nb201.Cell, int] = {}
+    for position, cell in enumerate(cells):
+        if cell in first:
+            raise UserError(f"{source}: the benchmark lists cell {nb201.to_string(cell)} twice "
+                            f"(entries {first[cell] + 1} and {position + 1})")
+        first[cell] = position
+    return set(first)
+
+
+def _refuse_infinities(source: str, dataset: str, metric: str, values: np.ndarray, cells: list[nb201.Cell]) -> None:
+    """NaN means "no value"; an infinite one is a broken file (and cannot be written to JSON)."""
+    infinite = np.flatnonzero(np.isinf(values))
+    if infinite.size:
+        i = int(infinite[0])
+        raise UserError(f"{source}: {dataset} {metric} of cell {nb201.to_string(cells[i])} is {values[i]}, not a finite number")
+
+
 def resolve_metrics(
     benchmark: Benchmark, dataset: str, search_metric: str | None, report_metric: str | None
 ) -> tuple[str, str, list[str]]:
@@ -169,24 +202,58 @@ def resolve_metrics(
 
     The search metric defaults to validation accuracy when every cell has it, else to test
     accuracy (with a warning: searching on the metric that is reported is optimistic). The
-    report metric defaults to test accuracy.
+    report metric defaults to test accuracy. A cost metric (smaller is better), or a metric
+    with no value on ``dataset``, is a :class:`UserError`; a search metric that only some cells
+    have gives a warning, since queries of the other cells are spent for nothing.
     """
+    dataset = canonical_dataset(dataset)
     warnings = []
     if search_metric is None:
-        if benchmark.has_metric(dataset, "val_accuracy") and benchmark.is_complete(dataset, "val_accuracy"):
-            search_metric = "val_accuracy"
-        else:
-            search_metric = "test_accuracy"
-            warnings.append(
-                f"{benchmark.source} has no validation accuracy for {canonical_dataset(dataset)}: "
-                "searching on test accuracy"
-            )
+        search_metric = _default_search_metric(benchmark, dataset, warnings)
     report_metric = report_metric or "test_accuracy"
-    for metric in (search_metric, report_metric):
-        benchmark.query_all(dataset, metric)  # raises a UserError naming a missing metric
+    for role, metric in (("search", search_metric), ("report", report_metric)):
+        _require_accuracy_like(role, metric)
+        _require_values(benchmark, dataset, metric)
+    warnings += _coverage_warnings(benchmark, dataset, search_metric)
     return search_metric, report_metric, warnings
 
 
+def _default_search_metric(benchmark: Benchmark, dataset: str, warnings: list[str]) -> str:
+    """Validation accuracy when every cell has it, else test accuracy with a warning saying why."""
+    have = benchmark.count_values(dataset, "val_accuracy") if benchmark.has_metric(dataset, "val_accuracy") else 0
+    if have == nb201.NUM_CELLS:
+        return "val_accuracy"
+    if have == 0:
+        why = f"{benchmark.source} has no validation accuracy for {dataset}"
+    else:
+        why = f"{benchmark.source} has {dataset} val_accuracy for {have:,} of {nb201.NUM_CELLS:,} cells only"
+    if not benchmark.has_metric(dataset, "test_accuracy"):
+        raise UserError(f"{why} and no test_accuracy to fall back on: choose the search and report metrics "
+                        f"among {', '.join(benchmark.metrics(dataset))}")
+    warnings.append(f"{why}: searching on test accuracy")
+    return "test_accuracy"
+
+
+def _require_accuracy_like(role: str, metric: str) -> None:
+    if metric in COST_METRICS:
+        raise UserError(f"{role} metric {metric!r} is a cost (smaller is better), but searches maximise "
+                        f"accuracy-like metrics such as {', '.join(ACCURACY_METRICS)}")
+
+
+def _require_values(benchmark: Benchmark, dataset: str, metric: str) -> None:
+    """A metric the benchmark lacks, or has no value of on ``dataset``, is a UserError naming both."""
+    if benchmark.count_values(dataset, metric) == 0:  # count_values raises a UserError naming a missing metric
+        raise UserError(f"{benchmark.source} has no {dataset} {metric} value for any cell")
+
+
+def _coverage_warnings(benchmark: Benchmark, dataset: str, metric: str) -> list[str]:
+    have = benchmark.count_values(dataset, metric)
+    if have == nb201.NUM_CELLS:
+        return []
+    return [f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} cells: "
+            "queries of the others count against the budget and return no value"]
+
+
 def finite_or_none(value: float) -> float | None:
-    """JSON-friendly float: NaN becomes None."""
-    return None if value is None or math.isnan(value) else float(value)
+    """JSON-friendly float: NaN (and any non-finite value) becomes None."""
+    return None if value is None or not math.isfinite(value) else float(value)

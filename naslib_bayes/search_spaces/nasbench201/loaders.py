@@ -14,7 +14,11 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
 * a ``.npz`` file written by :func:`save_npz` (the cache format).
 
 A folder is searched in that order of preference: ``.npz`` cache, ``.pth``, NASLib pickles,
-CSV, zero-cost JSON; the first kind present is loaded and the others are ignored.
+CSV, zero-cost JSON; the first kind present is loaded (all NASLib pickles, else the first file of
+that kind by name) and the others are ignored, with a warning naming both.
+
+In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
+or a non-finite number where a number belongs is an error naming the file and the place.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import pickle
 import zipfile
@@ -32,7 +37,7 @@ import numpy as np
 
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
+from naslib_bayes.search_spaces.nasbench201.benchmark import ACCURACY_METRICS, COST_METRICS, Benchmark, canonical_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +68,10 @@ def load_benchmark(path: str | os.PathLike) -> Benchmark:
 
 
 # What reading a file of the wrong shape raises (AttributeError: a value of the wrong type;
-# BadZipFile: a damaged .npz).
+# BadZipFile: a damaged .npz; csv.Error: a NUL byte or an overlong field).
 _READ_ERRORS = (
     OSError, ValueError, KeyError, TypeError, IndexError, AttributeError,
-    pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+    pickle.UnpicklingError, EOFError, zipfile.BadZipFile, csv.Error,
 )
 
 
@@ -99,18 +104,25 @@ def _loader_for(path: Path):
 
 def _load_folder(folder: Path) -> Benchmark:
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    by_kind = {suffix: [p for p in files if p.suffix.lower() in suffixes] for suffix, suffixes in _FOLDER_ORDER}
-    for kind, found in by_kind.items():
-        if not found:
-            continue
-        if kind == "pickle":
-            logger.info("loading NASLib pickles %s", ", ".join(p.name for p in found))
-            # Guarded like a single file, so a damaged pickle is a UserError, not a traceback.
-            return _guarded(folder, lambda: load_naslib_pickles(found))
-        if len(found) > 1:
-            logger.warning("%s holds several %s files; loading %s", folder, kind, found[0].name)
-        return load_benchmark(found[0])
-    raise UserError(f"{folder}: no NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz) in this folder")
+    present = [(kind, found) for kind, suffixes in _FOLDER_ORDER
+               if (found := [p for p in files if p.suffix.lower() in suffixes])]
+    if not present:
+        raise UserError(f"{folder}: no NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz) in this folder")
+    kind, found = present[0]
+    chosen = found if kind == "pickle" else found[:1]  # NASLib's pickles hold one dataset each: all are merged
+    ignored = [p for _, files_of_kind in present for p in files_of_kind if p not in chosen]
+    if ignored:
+        logger.warning("%s holds several benchmark files: loading %s, ignoring %s (preference: %s)", folder,
+                       _names(chosen), _names(ignored), FOLDER_PREFERENCE)
+    if kind == "pickle":
+        logger.info("loading NASLib pickles %s", _names(chosen))
+        # Guarded like a single file, so a damaged pickle is a UserError, not a traceback.
+        return _guarded(folder, lambda: load_naslib_pickles(chosen))
+    return load_benchmark(chosen[0])
+
+
+def _names(paths) -> str:
+    return ", ".join(p.name for p in paths)
 
 
 _FOLDER_ORDER = (
@@ -120,35 +132,63 @@ _FOLDER_ORDER = (
     ("csv", (".csv",)),
     ("json", (".json",)),
 )
+FOLDER_PREFERENCE = ".npz > .pth > NASLib pickles > .csv > .json"
 
 
 # ---- NATS-Bench CSV -------------------------------------------------------------------
 def load_csv(path: Path) -> Benchmark:
     """The NATS-Bench CSV export: one row per cell in the API's index order."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+    # utf-8-sig: a byte-order mark (spreadsheets write one) would otherwise join the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
         if "ArchitectureString" not in header:
             raise UserError(f"{path}: CSV has no 'ArchitectureString' column")
-        columns = {col: ds for col, ds in CSV_COLUMNS.items() if col in header}
+        arch_column = header.index("ArchitectureString")
+        columns = {header.index(col): ds for col, ds in CSV_COLUMNS.items() if col in header}
         if not columns:
             raise UserError(f"{path}: CSV has none of the accuracy columns {', '.join(CSV_COLUMNS)}")
-        cells, values = [], {ds: [] for ds in columns.values()}
-        for line, row in enumerate(reader, start=2):
-            try:
-                cells.append(nb201.from_string(row["ArchitectureString"]))
-                for col, ds in columns.items():
-                    values[ds].append(_float(row[col]))
-            except UserError as exc:
-                raise UserError(f"{path}, line {line}: {exc}") from None
-            except ValueError:
-                raise UserError(f"{path}, line {line}: a non-numeric accuracy") from None
+        cells, values, first_line = [], {ds: [] for ds in columns.values()}, {}
+        for row in reader:
+            if not row:  # a blank line
+                continue
+            where = f"{path}, line {reader.line_num}"
+            if len(row) != len(header):
+                raise UserError(f"{where}: {len(row)} fields where the header has {len(header)}")
+            cell = _csv_cell(where, row[arch_column], first_line)
+            first_line[cell] = reader.line_num
+            cells.append(cell)
+            for index, ds in columns.items():
+                values[ds].append(_csv_number(where, header[index], row[index]))
+    if not cells:
+        raise UserError(f"{path}: the CSV has a header but no rows: no cell to search")
     tables = {ds: {"test_accuracy": vals} for ds, vals in values.items()}
     return Benchmark(cells, tables, source=str(path), notes=[CSV_NOTE])
 
 
-def _float(text: str) -> float:
-    return float("nan") if text in ("", None) else float(text)
+def _csv_cell(where: str, text: str, first_line: dict[nb201.Cell, int]) -> nb201.Cell:
+    """The cell of an architecture string; malformed or listed before is a UserError at ``where``."""
+    try:
+        cell = nb201.from_string(text)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if cell in first_line:
+        raise UserError(f"{where}: cell {text} is listed twice (first on line {first_line[cell]})")
+    return cell
+
+
+def _csv_number(where: str, column: str, text: str) -> float:
+    """A CSV field as a float: empty is a missing value (NaN); anything but a finite number is an error."""
+    text = text.strip()
+    if not text:
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{where}, column {column}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UserError(f"{where}, column {column}: {text!r} is not a finite number (leave the field empty for no value)")
+    return value
 
 
 # ---- NASLib pickles -------------------------------------------------------------------
@@ -173,7 +213,7 @@ def load_naslib_pickles(paths) -> Benchmark:
                 index[cell] = len(cells)
                 cells.append(cell)
             for ds_key, entry in per_dataset.items():
-                metrics = records.setdefault(canonical_dataset(ds_key), {})
+                metrics = records.setdefault(_dataset_of(path, ds_key), {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
     tables = {
@@ -208,23 +248,29 @@ def _pickle_metrics(path, arch: str, ds_key: str, entry: dict) -> dict[str, floa
 # ---- NASLib zero-cost JSON ------------------------------------------------------------
 def load_zero_cost_json(path: Path) -> Benchmark:
     """NASLib's ``zc_nasbench201.json``: keys are NASLib op-index tuples as strings."""
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    if not isinstance(data, dict) or "nasbench201" not in data:
-        raise UserError(f"{path}: expected NASLib's zero-cost JSON with a top-level 'nasbench201' key")
+    if not isinstance(data, dict) or not isinstance(data.get("nasbench201"), dict):
+        raise UserError(f"{path}: expected NASLib's zero-cost JSON with a top-level 'nasbench201' object")
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
     for ds_key, per_cell in data["nasbench201"].items():
-        metrics = records.setdefault(canonical_dataset(ds_key), {})
+        metrics = records.setdefault(_dataset_of(path, ds_key), {})
+        if not isinstance(per_cell, dict):
+            raise UserError(f"{path}: {ds_key!r} holds {type(per_cell).__name__}, not an object mapping cells to metrics")
         for key, entry in per_cell.items():
-            cell = nb201.from_naslib(_parse_tuple_key(path, key))
+            where = f"{path}: {ds_key} {key}"
+            cell = _json_cell(where, key)
+            if not isinstance(entry, dict):
+                raise UserError(f"{where}: {type(entry).__name__}, not an object of metrics")
             if cell not in index:
                 index[cell] = len(cells)
                 cells.append(cell)
             for metric, value in entry.items():
-                if isinstance(value, (int, float)):
-                    metrics.setdefault(metric, {})[index[cell]] = float(value)
+                number = _json_number(where, metric, value)
+                if number is not None:
+                    metrics.setdefault(metric, {})[index[cell]] = number
     tables = {
         ds: {m: [vals.get(i, np.nan) for i in range(len(cells))] for m, vals in metrics.items()}
         for ds, metrics in records.items()
@@ -232,11 +278,39 @@ def load_zero_cost_json(path: Path) -> Benchmark:
     return Benchmark(cells, tables, source=str(path), notes=[ZC_NOTE])
 
 
-def _parse_tuple_key(path, key: str) -> tuple[int, ...]:
+def _dataset_of(path, key: str) -> str:
     try:
-        return tuple(int(tok) for tok in key.strip("()[] ").split(","))
-    except ValueError:
-        raise UserError(f"{path}: key {key!r} is not an op-index tuple") from None
+        return canonical_dataset(key)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _json_cell(where: str, key: str) -> nb201.Cell:
+    try:
+        return nb201.from_naslib(tuple(int(tok) for tok in key.strip("()[] ").split(",")))
+    except ValueError as exc:  # UserError is a ValueError too
+        detail = exc if isinstance(exc, UserError) else "not an op-index tuple"
+        raise UserError(f"{where}: {detail}") from None
+
+
+#: Metrics the loaders define: their values must be numbers (or null, missing).
+_KNOWN_METRICS = ACCURACY_METRICS + COST_METRICS
+
+
+def _json_number(where: str, metric: str, value) -> float | None:
+    """The value of one metric of one cell, or None when there is none to record.
+
+    A known metric must be a finite number or null. Other keys (zero-cost proxies) are kept
+    when they are numbers and skipped otherwise (NASLib's newer files nest them as objects).
+    """
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is no 1.0
+    if not is_number:
+        if metric in _KNOWN_METRICS and value is not None:
+            raise UserError(f"{where}, {metric}: {value!r} is not a number")
+        return None
+    if not math.isfinite(value):
+        raise UserError(f"{where}, {metric}: {value!r} is not a finite number (use null for no value)")
+    return float(value)
 
 
 # ---- compact cache --------------------------------------------------------------------
