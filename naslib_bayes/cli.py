@@ -2,6 +2,7 @@
 
 Each subcommand lives in ``naslib_bayes/commands/<name>.py`` with ``register(subparsers)``;
 this module only assembles them and turns bad input into one line on stderr with exit code 2.
+Ctrl-C and SIGTERM stop a command the same way (one line, exit code 130 or 143).
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ import argparse
 import contextlib
 import importlib
 import logging
+import multiprocessing
+import signal
 import sys
+import threading
 
 from naslib_bayes.errors import UserError
 
 PROG = "naslib-bayes"
+#: Exit codes of a command stopped by Ctrl-C and by SIGTERM (128 + the signal's number).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 COMMAND_MODULES = ("list_optimizers", "search", "train", "meta_train", "compress", "compare", "naslib_run")
 
 
@@ -61,18 +68,50 @@ def _command_logging(verbose: bool):
         logger.handlers[:], logger.level, logger.propagate = saved
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds exactly as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame):
+    # A second SIGTERM during the clean-up ends the process at once, as the user asked twice.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` for one command.
+
+    Without this, SIGTERM ends the process where it stands: worker processes it started keep
+    running and writing after it is gone. Only the main thread of the main process may set
+    the handler; a worker (a one-shot comparison runs commands in its workers) keeps the
+    default, so that its pool can end it with SIGTERM.
+    """
+    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is not None:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
-    with _command_logging(args.verbose):
+    with _command_logging(args.verbose), _sigterm_as_interrupt():
         try:
             return int(args.run(args) or 0)
         except UserError as exc:
             sys.stderr.write(f"{PROG}: error: {exc}\n")
             return 2
+        except Terminated:
+            sys.stderr.write(f"{PROG}: terminated\n")
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             sys.stderr.write(f"{PROG}: interrupted\n")
-            return 130
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

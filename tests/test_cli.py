@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from naslib_bayes.commands.common import parse_seeds
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from cli_runner import run_cli
 
 
@@ -82,3 +83,104 @@ def test_bad_seeds_are_rejected(text):
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_seeds(text)
+
+
+def test_sigterm_unwinds_a_command_like_ctrl_c(capsys, monkeypatch, nats_csv, tmp_path):
+    """SIGTERM raises where the command is, so its clean-up runs; the exit code is 143 (128 + 15)."""
+    import os
+    import signal
+    import time
+
+    from naslib_bayes.comparison import runner
+
+    def terminated_mid_run(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    def outside_the_command(signum, frame):  # stands in for the default, which would end pytest
+        raise AssertionError("SIGTERM reached the handler of the caller, not the command's")
+
+    monkeypatch.setattr(runner, "run_comparison", terminated_mid_run)
+    previous = signal.signal(signal.SIGTERM, outside_the_command)
+    try:
+        code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
+                               "--seeds", "1", "--budget", "3", "--out", tmp_path)
+        assert code == 143 and err == "naslib-bayes: terminated\n"
+        assert signal.getsignal(signal.SIGTERM) is outside_the_command  # the command's handler is gone again
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---- benchmarks with values for some cells only, and metrics a search must not maximise ---------
+CSV_HEADER = "ArchitectureString,CIFAR10TestAccuracy200Epochs,CIFAR100TestAccuracy200Epochs"
+
+
+def write_sample_csv(path, n: int, cifar10: bool = True):
+    """``n`` cells with cifar100 values, and cifar10 values unless ``cifar10`` is False."""
+    rows = [f"{nb201.to_string(c)},{50 + i % 40 if cifar10 else ''},{30 + i % 35}"
+            for i, c in zip(range(n), nb201.all_cells())]
+    path.write_text("\n".join([CSV_HEADER, *rows]) + "\n")
+    return path
+
+
+def write_sample_json(path):
+    cells = [str(nb201.to_naslib(c)) for _, c in zip(range(5), nb201.all_cells())]
+    per_cell = {key: {"val_accuracy": 80.0 + i, "params": 0.1 * (i + 1), "flops": 10.0 * (i + 1)} for i, key in enumerate(cells)}
+    path.write_text(json.dumps({"nasbench201": {"cifar100": per_cell}}))
+    return path
+
+
+@pytest.mark.parametrize("make, argv, message", [
+    (lambda d: write_sample_csv(d / "s.csv", 20), ["--dataset", "cifar10", "--budget", "21"],
+     "s.csv has cifar10 test_accuracy for 20 of 15,625 cells and RandomSearch picks only among them: a budget of 21"),
+    (lambda d: write_sample_csv(d / "s.csv", 0), ["--dataset", "cifar10", "--budget", "3"],
+     "s.csv: the CSV has a header but no rows"),
+    (lambda d: write_sample_csv(d / "s.csv", 20, cifar10=False), ["--dataset", "cifar10", "--budget", "3"],
+     "s.csv has no cifar10 test_accuracy value for any cell"),
+    (lambda d: write_sample_csv(d / "s.csv", 20), ["--dataset", "cifar10", "--budget", "15626"],
+     "a budget of 15626 queries exceeds the 15,625 cells of the search space"),
+    (lambda d: write_sample_json(d / "zc.json"),
+     ["--dataset", "cifar100", "--budget", "3", "--search-metric", "params", "--report-metric", "val_accuracy"],
+     "search metric 'params' is a cost"),
+    (lambda d: write_sample_json(d / "zc.json"),
+     ["--dataset", "cifar100", "--budget", "3", "--search-metric", "val_accuracy", "--report-metric", "flops"],
+     "report metric 'flops' is a cost"),
+])
+def test_benchmarks_that_cannot_serve_the_search_are_one_line_errors(capsys, tmp_path, make, argv, message):
+    path = make(tmp_path)
+    code, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", path, *argv, "--out", tmp_path / "out")
+    assert code == 2, err
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err and not (tmp_path / "out" / "result.json").exists()
+
+
+def test_a_partial_benchmark_is_warned_about_and_the_search_stays_within_it(capsys, tmp_path):
+    path = write_sample_csv(tmp_path / "s.csv", 20)
+    code, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", path, "--dataset", "cifar10",
+                           "--budget", "20", "--out", tmp_path / "out")
+    assert code == 0, err
+    warning = f"{path} has cifar10 test_accuracy for 20 of 15,625 cells: queries of the others count against the budget"
+    assert warning in err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert any(warning in note for note in result["notes"])
+    assert all(step["accuracy"] is not None for step in result["trajectory"])
+
+
+def test_a_search_that_found_no_value_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    from naslib_bayes.optimizers import registry
+    from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+
+    class OutsideTheDomain(BlackBoxOptimizer):
+        def propose(self):
+            domain = set(self.problem.objective.domain)
+            return next(c for c in nb201.all_cells() if c not in domain and not self.is_queried(c))
+
+    monkeypatch.setattr(registry, "create", lambda *args, **kwargs: OutsideTheDomain(seed=0))
+    path = write_sample_csv(tmp_path / "s.csv", 20)
+    code, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", path, "--dataset", "cifar10",
+                           "--budget", "4", "--out", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: none of the 4 cells queried has a cifar10 "
+                                            f"test_accuracy value in {path}: the search found no incumbent")

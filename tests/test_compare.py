@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -14,6 +19,7 @@ from scipy.special import gammaln
 
 from naslib_bayes.comparison import runner, summary
 from naslib_bayes.comparison.plots import plot_regret
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.random_search import RandomSearch
@@ -164,6 +170,7 @@ class FakeTransfer(RandomSearch):
     """Random search that records what its per-dataset preparation saw."""
 
     calls: list = []
+    defaults = {"meta_iterations": 10}  # stands for the settings of a meta-training
 
     @classmethod
     def prepare(cls, source, dataset, directory, metric, seed=0, **hyperparameters):
@@ -237,6 +244,7 @@ def test_regret_plot_is_written(serial, tmp_path):
         (["--optimizers", "rs", "--epochs", "3"], "--epochs belongs to --oneshot"),
         (["--optimizers", "rs", "--datasets", "svhn"], "'svhn'"),
         (["--optimizers", "rs,rs"], "distinct"),
+        (["--optimizers", "rs", "--datasets", "cifar10,CIFAR10,cifar-10"], "cifar10, CIFAR10, cifar-10 all name cifar10"),
         (["--optimizers", "rs", "--opt", "re.population_size=5"], "OPTIMIZER one of rs"),
     ],
 )
@@ -274,3 +282,200 @@ def test_readme_without_markers_is_an_error(capsys, nats_csv, tmp_path):
     code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
                            "--seeds", "1", "--budget", "3", "--out", tmp_path / "o", "--readme", readme)
     assert code == 2 and "results:start" in err
+
+
+# ---- what a reused run must share with the current settings -------------------------------------
+def run_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / runner.RUNS_DIR).glob("*.json"))}
+
+
+def compare_re(capsys, benchmark, out, *extra):
+    return run_cli(capsys, "compare", "--benchmark", benchmark, "--datasets", "cifar10", "--optimizers", "re",
+                   "--seeds", "0,1", "--budget", "15", "--out", out, *extra)
+
+
+def one_error_line(err: str) -> str:
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_runs_made_with_other_hyperparameters_or_another_benchmark_are_refused(capsys, nats_csv, tmp_path):
+    out = tmp_path / "cmp"
+    code, _, err = compare_re(capsys, nats_csv, out)
+    assert code == 0, err
+    before = run_files(out)
+    assert all(json.loads(text)["config"][runner.FINGERPRINT_KEY] for text in before.values())
+
+    code, _, err = compare_re(capsys, nats_csv, out, "--opt", "re.population_size=5", "--opt", "re.sample_size=2")
+    assert code == 2 and "re-cifar10-0.json was run with re.population_size=20, not 5" in one_error_line(err)
+
+    edited = tmp_path / "edited.csv"  # the same file name and cells, one accuracy changed
+    text = nats_csv.read_text()
+    first_value = text.splitlines()[1].split(",")[0]
+    edited.write_text(text.replace(first_value, str(float(first_value) - 1.0), 1))
+    code, _, err = compare_re(capsys, edited, out)
+    assert code == 2 and "was run on another benchmark (nats_bench.csv, benchmark_sha256" in one_error_line(err)
+    assert run_files(out) == before  # refused, never overwritten
+
+    moved = tmp_path / "moved.csv"  # the same contents elsewhere: the same benchmark
+    moved.write_bytes(nats_csv.read_bytes())
+    code, stdout, err = compare_re(capsys, moved, out)
+    assert code == 0 and "0 runs done, 2 reused" in stdout, err
+
+
+def test_a_preparation_made_with_other_settings_is_refused(fake_transfer, nats_csv, nats_benchmark, tmp_path):
+    made = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0], datasets=["cifar10"])
+    runner._execute_preparation(made, fake_transfer, "cifar10", nats_benchmark)
+    finish(made, nats_benchmark)  # reused as it is
+    assert len(FakeTransfer.calls) == 1
+    other = runner.CompareSettings(**{**vars(made), "seeds": [0, 1], "hyperparameters": {fake_transfer: {"meta_iterations": 3}}})
+    (tmp_path / runner.RUNS_DIR / f"{fake_transfer}-cifar10-0.json").unlink()  # only the preparation is left to check
+    with pytest.raises(UserError, match=r"prepared\.json was prepared with fake-transfer\.meta_iterations=10, not 3"):
+        runner.run_comparison(other, benchmark=nats_benchmark)
+    assert len(FakeTransfer.calls) == 1
+
+
+def test_aliases_of_one_dataset_are_refused_before_any_run(nats_csv, tmp_path):
+    with pytest.raises(UserError, match="datasets: cifar10, CIFAR10, cifar-10 all name cifar10; give each once"):
+        settings_for(nats_csv, tmp_path, datasets=["cifar10", "CIFAR10", "cifar-10"])
+    with pytest.raises(UserError, match="seeds: 1 is given 2 times"):
+        settings_for(nats_csv, tmp_path, seeds=[1, 2, 1])
+    with pytest.raises(UserError, match="optimizers: rs is given 2 times"):
+        settings_for(nats_csv, tmp_path, optimizers=["rs", "re", "rs"])
+
+
+@pytest.fixture(scope="module")
+def val_on_cifar10_only(nats_benchmark, tmp_path_factory):
+    """A benchmark with validation accuracy for cifar10 and test accuracy only for cifar100."""
+    from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+    from naslib_bayes.search_spaces.nasbench201.loaders import save_npz
+
+    cells = [tuple(c) for c in nats_benchmark.cells]
+    test10, test100 = nats_benchmark.query_all("cifar10"), nats_benchmark.query_all("cifar100")
+    noise = np.random.default_rng(0).normal(scale=0.5, size=len(cells))
+    tables = {"cifar10": {"test_accuracy": test10, "val_accuracy": test10 + noise}, "cifar100": {"test_accuracy": test100}}
+    path = tmp_path_factory.mktemp("mixed") / "mixed.npz"
+    save_npz(Benchmark(cells, tables, source="mixed.npz"), path)
+    return path
+
+
+def test_a_default_search_metric_that_differs_between_datasets_is_refused_before_any_run(capsys, val_on_cifar10_only, tmp_path):
+    argv = ["compare", "--benchmark", val_on_cifar10_only, "--datasets", "cifar10,cifar100", "--optimizers", "rs",
+            "--seeds", "2", "--budget", "5", "--out", tmp_path / "o"]
+    code, _, err = run_cli(capsys, *argv)
+    line = one_error_line(err)
+    assert code == 2 and "cifar10: val_accuracy, cifar100: test_accuracy" in line and "--search-metric" in line
+    assert not (tmp_path / "o").exists()
+    code, _, err = run_cli(capsys, *argv, "--search-metric", "test_accuracy")
+    assert code == 0, err
+
+
+def test_the_summary_names_the_true_reason_for_searching_on_the_scored_metric(capsys, serial, val_on_cifar10_only, tmp_path):
+    settings, _, _ = serial  # the CSV: test accuracy only, so the search fell back to it
+    text = (settings.out / "summary.md").read_text()
+    assert "maximises `test_accuracy`, the metric it is scored on**: the benchmark file has no validation accuracy" in text
+    code, _, err = run_cli(capsys, "compare", "--benchmark", val_on_cifar10_only, "--datasets", "cifar10",
+                           "--optimizers", "rs", "--seeds", "2", "--budget", "5", "--out", tmp_path,
+                           "--search-metric", "val_accuracy", "--report-metric", "val_accuracy")
+    assert code == 0, err
+    text = (tmp_path / "summary.md").read_text()
+    assert "**The search maximises `val_accuracy`, the metric it is scored on**, so absolute regrets are optimistic" in text
+    assert "no validation accuracy" not in text and "test accuracy" not in text
+
+
+# ---- a surrogate the user gives ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cifar100_surrogate(nats_benchmark, tmp_path_factory):
+    """A TNAS surrogate meta-trained (briefly) on cifar100 only."""
+    from naslib_bayes.optimizers.tnas import TNAS
+
+    folder = tmp_path_factory.mktemp("surrogate")
+    TNAS.prepare(nats_benchmark.without("cifar10", "ImageNet16-120"), "cifar10", folder, "test_accuracy",
+                 meta_iterations=3)
+    return folder
+
+
+def test_a_given_surrogate_is_used_without_meta_training(capsys, nats_csv, cifar100_surrogate, tmp_path):
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
+                           "--opt", f"tnas.surrogate={cifar100_surrogate}", "--opt", "tnas.meta_iterations=100",
+                           "--seeds", "1", "--budget", "6", "--out", tmp_path)
+    assert code == 0, err
+    assert not (tmp_path / runner.SURROGATES_DIR).exists()  # nothing prepared
+    used = json.loads((tmp_path / runner.RUNS_DIR / "tnas-cifar10-0.json").read_text())["surrogate"]
+    assert used["path"] == str(cifar100_surrogate / "surrogate.pt") and not used["meta_trained_here"]
+    assert used["meta_datasets"] == ["cifar100"]
+
+
+def test_a_given_surrogate_that_saw_a_target_is_refused(capsys, nats_csv, cifar100_surrogate, tmp_path):
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10,cifar100",
+                           "--optimizers", "rs,tnas", "--opt", f"tnas.surrogate={cifar100_surrogate}",
+                           "--seeds", "1", "--budget", "6", "--out", tmp_path / "o")
+    line = one_error_line(err)
+    assert code == 2 and f"tnas.surrogate={cifar100_surrogate} was meta-trained on cifar100, a target" in line
+    assert not (tmp_path / "o").exists()
+
+
+# ---- SIGTERM -------------------------------------------------------------------------------------
+def process_table() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            table[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or one that just ended
+    return table
+
+
+def grandchildren(pid: int) -> list[int]:
+    """The pool's workers: children of the forkserver (or of spawn's helpers) that ``pid`` started."""
+    table = process_table()
+    children = {p for p, parent in table.items() if parent == pid}
+    return [p for p, parent in table.items() if parent in children]
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its exit status is left
+
+
+def wait_for(condition, timeout_s: float, step_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_path):
+    out = tmp_path / "cmp"
+    # BANANAS runs take seconds each, so runs are in flight when the signal comes.
+    command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
+               "--optimizers", "bananas", "--seeds", "12", "--budget", "30", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
+        time.sleep(1.0)  # they load the benchmark and start a run
+        workers = grandchildren(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and err.strip().splitlines()[-1] == "naslib-bayes: terminated", err
+        assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
+        written = run_files(out)
+        time.sleep(1.0)
+        assert run_files(out) == written  # nobody writes after the command has gone
+        assert not [p.name for p in (out / runner.RUNS_DIR).iterdir() if p.name.startswith(".")]  # no partial file
+        for text in written.values():
+            json.loads(text)  # every run file is whole
+    finally:  # a failed test leaves no process of its own behind
+        for pid in [proc.pid, *workers]:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -76,3 +76,28 @@ def test_unknown_oneshot_optimizer_is_the_registry_error(nats_csv, tmp_path, cap
                  "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "unknown one-shot optimizer 'nope'; valid:" in err and err.count("\n") == 1
+
+
+def test_a_seed_or_optimizer_given_twice_is_refused(fake_oneshot, nats_csv, tmp_path):
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match="seeds: 1 is given 2 times"):
+        oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES, dataset="mnist", data_root=None,
+                                seeds=[0, 1, 1])
+    with pytest.raises(UserError, match="optimizers: fake-a is given 2 times"):
+        oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=["fake-a", "fake-a"], dataset="mnist",
+                                data_root=None, seeds=[0])
+
+
+@pytest.mark.parametrize("code, stopped", [(130, "KeyboardInterrupt"), (143, "Terminated")])
+def test_a_search_stopped_by_a_signal_stops_the_comparison(monkeypatch, nats_csv, tmp_path, code, stopped):
+    """Not "search failed (exit code 143)": the comparison unwinds as its search did."""
+    from naslib_bayes import cli
+
+    expected = {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stopped]
+    monkeypatch.setattr(cli, "main", lambda argv: code)
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=["darts"], dataset="mnist",
+                                       data_root=None, seeds=[0])
+    with pytest.raises(KeyboardInterrupt) as raised:
+        oneshot.search_via_cli(settings, RunSpec("darts", "mnist", 0), tmp_path / "work")
+    assert type(raised.value) is expected

@@ -108,7 +108,6 @@ def _command_line(args) -> str:
 # ---- black-box ------------------------------------------------------------------------------
 def run_black_box(args) -> int:
     from naslib_bayes.comparison import plots, runner, summary
-    from naslib_bayes.search_spaces.nasbench201.benchmark import resolve_metrics
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     datasets = args.datasets or _names(DEFAULT_DATASETS)
@@ -118,8 +117,7 @@ def run_black_box(args) -> int:
         report_metric=args.report_metric, hyperparameters=_hyperparameters(args.opt, args.optimizers), jobs=args.jobs,
     )
     benchmark = load_benchmark(args.benchmark)
-    for dataset in settings.datasets:  # a missing dataset or metric is an error before any run
-        resolve_metrics(benchmark, dataset, settings.search_metric, settings.report_metric)
+    runner.grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file, not a directory")
     if args.readme is not None:
@@ -131,7 +129,7 @@ def run_black_box(args) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = runner.run_comparison(settings, benchmark=benchmark if args.jobs == 1 else None, on_progress=progress)
+        report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress)
     result = summary.summarize(args.out, settings.optimizers, settings.datasets, settings.seeds)
     summary.write_csv(result, args.out / "summary.csv")
     summary.write_markdown(result, args.out / "summary.md", (len(report.ran), len(report.skipped), report.elapsed_s))

@@ -24,7 +24,10 @@ import torch
 
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
-from naslib_bayes.comparison.runner import RUNS_DIR, RunSpec, _worker_context, load_run, run_path
+from naslib_bayes.comparison.runner import (
+    RUNS_DIR, RunSpec, _worker_context, load_run, remove_partial_files, require_distinct, run_path, signals_held,
+    stop_workers,
+)
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -50,6 +53,8 @@ class OneShotSettings:
     jobs: int = 1
 
     def __post_init__(self) -> None:
+        require_distinct("optimizers", self.optimizers)
+        require_distinct("seeds", self.seeds)
         for name in self.optimizers:
             registry.get_spec(name, registry.ONE_SHOT)  # the registry's one-line error
 
@@ -71,9 +76,20 @@ def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict
         if settings.epochs is not None:
             argv += ["--epochs", str(settings.epochs)]
         code = main(argv)
+        _pass_on_interruption(code)
         if code != 0 or not done.exists():
             raise UserError(f"one-shot search {spec.name} failed (exit code {code}); see the error above")
     return json.loads(done.read_text())
+
+
+def _pass_on_interruption(code: int) -> None:
+    """A search stopped by Ctrl-C or SIGTERM stops the comparison too, not only its own run."""
+    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+
+    if code == EXIT_TERMINATED:
+        raise Terminated()
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt()
 
 
 def derived_cell(result: dict) -> nb201.Cell:
@@ -145,13 +161,19 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
     else:
         with ProcessPoolExecutor(settings.jobs, mp_context=_worker_context(), initializer=_init_worker,
                                  initargs=(str(settings.benchmark),)) as pool:
-            pending = {pool.submit(_execute, settings, spec, search_fn) for spec in todo}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    ran.append(future.result())
-                    if on_run_done:
-                        on_run_done(ran[-1])
+            try:
+                with signals_held():  # a worker starting when Ctrl-C comes must be known to stop_workers
+                    pending = {pool.submit(_execute, settings, spec, search_fn) for spec in todo}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        ran.append(future.result())
+                        if on_run_done:
+                            on_run_done(ran[-1])
+            except BaseException:  # Ctrl-C, SIGTERM or a failed run: no search outlives the command
+                stop_workers(pool)
+                remove_partial_files(settings.out)
+                raise
     return ran, done, time.perf_counter() - start
 
 

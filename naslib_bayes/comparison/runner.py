@@ -13,21 +13,32 @@ Each file is written atomically by the process that finished the work, so killin
 loses only the work in flight; running it again skips every run whose file exists. A run does
 not depend on which process runs it or on ``jobs``: workers use one torch thread, and all of a
 run's randomness comes from its seed.
+
+A file is reused only when it was made with everything that decides a run: budget, metrics,
+seed, the optimizer's hyper-parameters as resolved (defaults included) and the benchmark's
+content (a SHA-256 of its cells and tables, ``config.benchmark_sha256``); a preparation
+likewise. A file made otherwise is refused with an error naming it and the first setting that
+differs: deleting it would lose a result, and keeping it would mix settings in one summary.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from naslib_bayes import results
@@ -40,8 +51,11 @@ SURROGATES_DIR = "surrogates"
 PREPARED_FILE = "prepared.json"
 #: Seed of the per-dataset preparation: one artefact serves every search seed.
 PREPARE_SEED = 0
-#: Result keys a finished run must agree on with the current settings to be reused.
-_SETTING_KEYS = ("budget", "search_metric", "report_metric")
+#: Key (in a run's ``config`` and in ``prepared.json``) of the benchmark's content hash.
+FINGERPRINT_KEY = "benchmark_sha256"
+#: Hyper-parameter naming an artefact the user made beforehand (a TNAS surrogate); an optimizer
+#: given one is not prepared by the comparison.
+USER_ARTEFACT_KEY = "surrogate"
 
 
 @dataclass(frozen=True)
@@ -83,16 +97,45 @@ class CompareSettings:
     jobs: int = 1
 
     def __post_init__(self) -> None:
-        self.datasets = [canonical_dataset(d) for d in self.datasets]
+        canonical = [canonical_dataset(d) for d in self.datasets]
+        require_distinct("datasets", self.datasets, canonical)
+        require_distinct("optimizers", self.optimizers)
+        require_distinct("seeds", self.seeds)
+        self.datasets = canonical
         for name in self.optimizers:
             registry.get_spec(name, registry.BLACK_BOX)  # the registry's one-line error
         unknown = sorted(set(self.hyperparameters) - set(self.optimizers))
         if unknown:
             raise UserError(f"hyper-parameters given for {unknown[0]!r}, which is not among the optimizers compared")
+        for name in self.optimizers:
+            self.resolved_hyperparameters(name)  # a misspelt or mistyped --opt fails before any run
+
+    def resolved_hyperparameters(self, optimizer: str) -> dict[str, Any]:
+        """Every hyper-parameter of ``optimizer`` (defaults and overrides), as its runs record them."""
+        created = registry.create(optimizer, kind=registry.BLACK_BOX, seed=0, **self.hyperparameters.get(optimizer, {}))
+        return _as_json(created.config)
+
+    def user_artefact(self, optimizer: str) -> str | None:
+        """The prepared artefact (a surrogate path) the user gave ``optimizer``, if any."""
+        value = self.hyperparameters.get(optimizer, {}).get(USER_ARTEFACT_KEY)
+        return None if value is None else str(value)
 
     def runs(self) -> list[RunSpec]:
         """Every run, dataset-major so that a partial comparison covers datasets evenly."""
         return [RunSpec(o, d, s) for d in self.datasets for s in self.seeds for o in self.optimizers]
+
+
+def require_distinct(what: str, given: Sequence[Any], canonical: Sequence[Any] | None = None) -> None:
+    """Refuse a name given twice (or two spellings of one dataset): the grid would hold the same
+    run twice, and concurrent workers would write its file twice."""
+    canonical = list(given) if canonical is None else list(canonical)
+    for value in dict.fromkeys(canonical):
+        spellings = [str(g) for g, c in zip(given, canonical) if c == value]
+        if len(spellings) == 1:
+            continue
+        if len(set(spellings)) == 1:
+            raise UserError(f"{what}: {value} is given {len(spellings)} times; give each once")
+        raise UserError(f"{what}: {', '.join(spellings)} all name {value}; give each once")
 
 
 @dataclass
@@ -124,15 +167,160 @@ def load_run(out: Path, spec: RunSpec) -> dict[str, Any] | None:
         raise UserError(f"{path}: unreadable run file ({exc}); delete it to run it again") from None
 
 
-def check_compatible(path: Path, result: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
-    """Refuse to mix runs made with other settings into one comparison."""
-    for key, value in expected.items():
-        if value is not None and result.get(key) != value:
-            raise UserError(f"{path} was run with {key}={result.get(key)!r}, not {value!r}; use another --out")
+def load_preparation(out: Path, optimizer: str, dataset: str) -> dict[str, Any] | None:
+    """The finished preparation's record, or None when it has not finished."""
+    path = prepared_dir(out, optimizer, dataset) / PREPARED_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable preparation record ({exc}); delete its folder to prepare it again") from None
 
 
-def needs_preparation(optimizer: str) -> bool:
-    return registry.get_spec(optimizer, registry.BLACK_BOX).load().has_preparation()
+def needs_preparation(settings: CompareSettings, optimizer: str) -> bool:
+    """True when the comparison must prepare ``optimizer`` itself (the user gave no artefact)."""
+    has_preparation = registry.get_spec(optimizer, registry.BLACK_BOX).load().has_preparation()
+    return has_preparation and settings.user_artefact(optimizer) is None
+
+
+# ---- what decides a run ----------------------------------------------------------------------
+def benchmark_fingerprint(benchmark: Benchmark) -> str:
+    """SHA-256 of the benchmark's cells and tables: its identity, wherever the file lies."""
+    digest = hashlib.sha256(np.ascontiguousarray(benchmark.cells, dtype=np.int64).tobytes())
+    for dataset in benchmark.datasets:
+        for metric in sorted(benchmark.metrics(dataset)):
+            digest.update(f"{dataset}/{metric}".encode())
+            digest.update(np.ascontiguousarray(benchmark.query_all(dataset, metric), dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def grid_metrics(benchmark: Benchmark, settings: CompareSettings) -> tuple[str, str]:
+    """The (search, report) metrics of every run; also raises for a missing dataset or metric.
+
+    A summary scores all datasets on one search metric, so a default that differs between
+    datasets (validation accuracy on one, test accuracy on another) is an error before any run.
+    """
+    chosen = {d: resolve_metrics(benchmark, d, settings.search_metric, settings.report_metric)[:2]
+              for d in settings.datasets}
+    if len(set(chosen.values())) > 1:
+        found = ", ".join(f"{d}: {search}" for d, (search, _) in chosen.items())
+        raise UserError(f"the default search metric differs between datasets ({found}); choose one with --search-metric")
+    return next(iter(chosen.values()))
+
+
+@dataclass(frozen=True)
+class Determinants:
+    """What decides a run's outcome besides its (optimizer, dataset, seed)."""
+
+    budget: int
+    search_metric: str
+    report_metric: str
+    benchmark_sha256: str
+    hyperparameters: Mapping[str, Mapping[str, Any]]  # optimizer -> resolved hyper-parameters
+
+    @classmethod
+    def of(cls, settings: CompareSettings, benchmark: Benchmark) -> "Determinants":
+        search, report = grid_metrics(benchmark, settings)
+        return cls(settings.budget, search, report, benchmark_fingerprint(benchmark),
+                   {o: settings.resolved_hyperparameters(o) for o in settings.optimizers})
+
+    def of_run(self, spec: RunSpec) -> dict[str, Any]:
+        return {"optimizer": spec.optimizer, "dataset": spec.dataset, "seed": spec.seed, "budget": self.budget,
+                "search_metric": self.search_metric, "report_metric": self.report_metric,
+                FINGERPRINT_KEY: self.benchmark_sha256, **_prefixed(spec.optimizer, self.hyperparameters[spec.optimizer])}
+
+    def of_preparation(self, optimizer: str, dataset: str) -> dict[str, Any]:
+        return {"optimizer": optimizer, "dataset": dataset, "metric": self.search_metric, "seed": PREPARE_SEED,
+                FINGERPRINT_KEY: self.benchmark_sha256, **_prefixed(optimizer, self.hyperparameters[optimizer])}
+
+
+def recorded_run(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A run file's determinants, keyed as :meth:`Determinants.of_run` keys them."""
+    config = dict(result.get("config") or {})
+    fingerprint = config.pop(FINGERPRINT_KEY, None)
+    config.pop("benchmark", None)  # the path may move; the content hash is the identity
+    return {**{key: result.get(key) for key in ("optimizer", "dataset", "seed", "budget", "search_metric", "report_metric")},
+            FINGERPRINT_KEY: fingerprint, **_prefixed(str(result.get("optimizer")), config)}
+
+
+def recorded_preparation(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``prepared.json``'s determinants, keyed as :meth:`Determinants.of_preparation` keys them."""
+    return {**{key: record.get(key) for key in ("optimizer", "dataset", "metric", "seed", FINGERPRINT_KEY)},
+            **_prefixed(str(record.get("optimizer")), record.get("hyperparameters") or {})}
+
+
+def refuse_other_settings(path: Path, recorded: Mapping[str, Any], expected: Mapping[str, Any], made: str = "run",
+                          recorded_benchmark: str | None = None) -> None:
+    """Refuse to reuse a file made with other settings: it would mix settings in one summary.
+
+    The file stays: it is a finished result, and the user decides where the new runs go.
+    ``recorded_benchmark`` is the benchmark path the file names, for the message.
+    """
+    for key in [*expected, *(k for k in recorded if k not in expected)]:
+        old, new = recorded.get(key, _UNSET), expected.get(key, _UNSET)
+        if old == new:
+            continue
+        if key == FINGERPRINT_KEY and old in (None, _UNSET):
+            raise UserError(f"{path} does not record its benchmark's contents ({key}), so it cannot be shown to "
+                            "match this benchmark; use another --out")
+        if key == FINGERPRINT_KEY:
+            name = f"{Path(recorded_benchmark).name}, " if recorded_benchmark else ""
+            raise UserError(f"{path} was {made} on another benchmark ({name}{key} {_short(old)}; this one has "
+                            f"{_short(new)}); use another --out")
+        raise UserError(f"{path} was {made} with {key}={_shown(old)}, not {_shown(new)}; use another --out")
+
+
+_UNSET = object()
+
+
+def _prefixed(optimizer: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"population_size": 20}`` -> ``{"re.population_size": 20}``, as ``--opt`` names them."""
+    return {f"{optimizer}.{key}": value for key, value in hyperparameters.items()}
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _short(fingerprint: Any) -> str:
+    return str(fingerprint)[:12]
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from a JSON file (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def refuse_targets_in_user_surrogates(settings: CompareSettings) -> None:
+    """A transfer method must never see its target: refuse a given surrogate meta-trained on one."""
+    for optimizer in settings.optimizers:
+        path = settings.user_artefact(optimizer)
+        if path is None:
+            continue
+        seen = surrogate_meta_datasets(path)
+        leaked = [d for d in settings.datasets if d in seen]
+        if leaked:
+            raise UserError(f"{optimizer}.{USER_ARTEFACT_KEY}={path} was meta-trained on {', '.join(leaked)}, a target "
+                            "of this comparison (transfer methods must never see it): meta-train it without "
+                            f"{', '.join(leaked)}, or leave {optimizer}.{USER_ARTEFACT_KEY} unset so that the comparison "
+                            "meta-trains one per dataset")
+
+
+def surrogate_meta_datasets(path: str) -> set[str]:
+    """Canonical names of the datasets a surrogate file was meta-trained on."""
+    from naslib_bayes.predictors import surrogate_io
+
+    surrogate, info = surrogate_io.load(path)
+    names = [*surrogate.config.meta_datasets, *(info.get("meta_datasets") or [])]
+    return {_canonical_or_same(name) for name in names}
+
+
+def _canonical_or_same(name: str) -> str:
+    try:
+        return canonical_dataset(name)
+    except UserError:  # a dataset outside NAS-Bench-201 (images mode) cannot be a target here
+        return str(name)
 
 
 # ---- the work each process does ------------------------------------------------------------
@@ -153,13 +341,17 @@ def _execute_run(settings: CompareSettings, spec: RunSpec, prepared: str | None,
     """Run one search and write its file atomically; returns its wall time."""
     from naslib_bayes.experiment import run_blackbox_search
 
+    benchmark = benchmark or _WORKER_BENCHMARK
     result = run_blackbox_search(
-        benchmark or _WORKER_BENCHMARK, spec.optimizer, spec.dataset, settings.budget, spec.seed,
+        benchmark, spec.optimizer, spec.dataset, settings.budget, spec.seed,
         search_metric=settings.search_metric, report_metric=settings.report_metric,
         hyperparameters=settings.hyperparameters.get(spec.optimizer, {}),
         prepared=Path(prepared) if prepared else None,
     )
     result["command"] = "compare"
+    # The hash of the tables this process searched, so a later invocation can tell whether it
+    # may reuse the run (see :func:`plan`).
+    result["config"][FINGERPRINT_KEY] = benchmark_fingerprint(benchmark)
     results.atomic_write_json(run_path(settings.out, spec), result)
     return spec, float(result["wall_time_s"])
 
@@ -182,7 +374,9 @@ def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str
         start = time.perf_counter()
         facts = cls.prepare(source, dataset, tmp, metric, seed=PREPARE_SEED, **settings.hyperparameters.get(optimizer, {}))
         record = {"optimizer": optimizer, "dataset": dataset, "source_datasets": list(source.datasets),
-                  "metric": metric, "seed": PREPARE_SEED, "wall_time_s": time.perf_counter() - start, **(facts or {})}
+                  "metric": metric, "seed": PREPARE_SEED, "wall_time_s": time.perf_counter() - start,
+                  FINGERPRINT_KEY: benchmark_fingerprint(benchmark),
+                  "hyperparameters": settings.resolved_hyperparameters(optimizer), **(facts or {})}
         results.atomic_write_json(tmp / PREPARED_FILE, record)
         if final.exists():
             shutil.rmtree(final)
@@ -194,22 +388,41 @@ def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str
 
 
 # ---- scheduling ------------------------------------------------------------------------------
-def plan(settings: CompareSettings) -> tuple[list[RunSpec], list[RunSpec], list[tuple[str, str]]]:
-    """Split the grid into runs to do, runs already done, and preparations still missing."""
-    expected = {"budget": settings.budget, "search_metric": settings.search_metric,
-                "report_metric": settings.report_metric}
+def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec], list[RunSpec], list[tuple[str, str]]]:
+    """Split the grid into runs to do, runs already done, and preparations still missing.
+
+    Every check happens here, before anything runs: a file made with other settings, a
+    default search metric that differs between datasets, a given surrogate that saw a target.
+    """
+    determinants = Determinants.of(settings, benchmark)
+    refuse_targets_in_user_surrogates(settings)
     todo, done = [], []
     for spec in settings.runs():
         result = load_run(settings.out, spec)
         if result is None:
             todo.append(spec)
-        else:
-            check_compatible(run_path(settings.out, spec), result, expected)
-            done.append(spec)
-    pending = {(s.optimizer, s.dataset) for s in todo if needs_preparation(s.optimizer)}
-    missing = [key for key in sorted(pending)
-               if not (prepared_dir(settings.out, *key) / PREPARED_FILE).exists()]
+            continue
+        refuse_other_settings(run_path(settings.out, spec), recorded_run(result), determinants.of_run(spec),
+                              recorded_benchmark=(result.get("config") or {}).get("benchmark"))
+        done.append(spec)
+    missing = []
+    for optimizer, dataset in sorted({(s.optimizer, s.dataset) for s in todo if needs_preparation(settings, s.optimizer)}):
+        record = load_preparation(settings.out, optimizer, dataset)
+        if record is None:
+            missing.append((optimizer, dataset))
+            continue
+        refuse_other_settings(prepared_dir(settings.out, optimizer, dataset) / PREPARED_FILE, recorded_preparation(record),
+                              determinants.of_preparation(optimizer, dataset), made="prepared")
     return todo, done, missing
+
+
+def remove_partial_files(out: Path) -> None:
+    """Delete what a writer killed mid-write left behind; no reader ever takes it for a result."""
+    for stale in Path(out, RUNS_DIR).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    for stale in Path(out, SURROGATES_DIR).glob("*/.*"):  # preparations build in ".<optimizer>.*" folders
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def run_comparison(
@@ -222,16 +435,18 @@ def run_comparison(
 
     Args:
         settings: the grid and folder.
-        benchmark: an already loaded benchmark for ``jobs == 1`` (loaded from the path if None).
+        benchmark: the loaded benchmark (loaded from the path if None); it decides which runs
+            may be reused, and ``jobs == 1`` runs on it (workers load their own).
         on_progress: called with (finished, total) runs after each run (a progress bar).
         on_run_done: called with each finished run's spec after its file is written.
     """
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
     start = time.perf_counter()
-    runs_dir = Path(settings.out, RUNS_DIR)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    for stale in runs_dir.glob(".*.tmp"):  # left by a writer killed mid-write; never read
-        stale.unlink(missing_ok=True)
-    todo, done, missing = plan(settings)
+    benchmark = benchmark or load_benchmark(settings.benchmark)
+    todo, done, missing = plan(settings, benchmark)
+    Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    remove_partial_files(settings.out)
     total = len(todo) + len(done)
     progress = _Progress(len(done), total, on_progress, on_run_done)
     if settings.jobs == 1:
@@ -263,16 +478,13 @@ class _Progress:
 
 
 def _prepared_arg(settings: CompareSettings, spec: RunSpec) -> str | None:
-    if not needs_preparation(spec.optimizer):
+    if not needs_preparation(settings, spec.optimizer):
         return None
     return str(prepared_dir(settings.out, spec.optimizer, spec.dataset))
 
 
 def _run_serially(settings, benchmark, todo, missing, progress) -> None:
     """``jobs == 1``: this process, one torch thread (as a worker would have)."""
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-
-    benchmark = benchmark or load_benchmark(settings.benchmark)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -294,8 +506,9 @@ def _run_in_pool(settings, todo, missing, progress) -> None:
                              initargs=(str(settings.benchmark),)) as pool:
         futures: dict[Future, Any] = {}
         try:
-            for key in missing:
-                futures[pool.submit(_execute_preparation, settings, *key)] = ("prepare", key)
+            with signals_held():
+                for key in missing:
+                    futures[pool.submit(_execute_preparation, settings, *key)] = ("prepare", key)
             _submit_runs(pool, futures, settings, ready)
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -307,25 +520,36 @@ def _run_in_pool(settings, todo, missing, progress) -> None:
                     else:
                         progress.done(payload)
         except BaseException:
-            _stop_workers(pool)
+            stop_workers(pool)
+            remove_partial_files(settings.out)
             raise
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Drop queued runs and end the running ones now (Ctrl-C should not wait for them).
+#: Seconds to wait for a terminated worker to exit before its leftovers are removed.
+WORKER_EXIT_TIMEOUT_S = 10.0
 
-    Finished runs are already on disk and a run in flight never leaves a partial file, so
-    nothing is lost but the work in flight. The executor has no public way to end running
-    workers before Python 3.14, hence its process table.
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Drop queued runs and end the running ones now (Ctrl-C or SIGTERM should not wait for them).
+
+    Finished runs are already on disk, so nothing is lost but the work in flight. Each worker
+    is waited for, so none outlives the command or writes after it; a worker killed mid-write
+    leaves only a temporary file, which the caller removes. The executor has no public way to
+    end running workers before Python 3.14, hence its process table.
     """
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
     terminate = getattr(pool, "terminate_workers", None)
     if terminate is not None:
         terminate()
-        return
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
-    pool.shutdown(wait=False, cancel_futures=True)
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
     for process in processes:
-        process.terminate()
+        process.join(WORKER_EXIT_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join(WORKER_EXIT_TIMEOUT_S)
 
 
 def _worker_context():
@@ -343,5 +567,36 @@ def _worker_context():
 
 
 def _submit_runs(pool, futures, settings, specs: Iterable[RunSpec]) -> None:
-    for spec in specs:
-        futures[pool.submit(_execute_run, settings, spec, _prepared_arg(settings, spec))] = ("run", spec)
+    with signals_held():
+        for spec in specs:
+            futures[pool.submit(_execute_run, settings, spec, _prepared_arg(settings, spec))] = ("run", spec)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while submitting, and deliver them afterwards.
+
+    A submission may start a worker process; interrupted between the worker's start and its
+    registration in the pool, the worker would be unknown to :func:`stop_workers` and outlive
+    the command. Outside the main thread (where handlers cannot be set) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            _deliver(held[0], previous[held[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """Act on a held signal as its own handler would have."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action: end the process
