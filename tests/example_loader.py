@@ -1,8 +1,10 @@
-"""Import a script of ``examples/`` as a module (the folder is not a package)."""
+"""Import a script of ``examples/`` as a module (the folder is not a package), and run it."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,3 +21,18 @@ def load_example(name: str) -> ModuleType:
         sys.modules[key] = module
         spec.loader.exec_module(module)
     return sys.modules[key]
+
+
+def run_example(module: ModuleType, argv: list[str]) -> tuple[dict, str]:
+    """The example's returned dict and what it printed (module-scoped fixtures cannot use capsys).
+
+    Also checks that ``main`` leaves the caller's torch thread setting as it found it.
+    """
+    import torch
+
+    stdout = io.StringIO()
+    before = torch.get_num_threads()
+    with contextlib.redirect_stdout(stdout):
+        result = module.main(argv)
+    assert torch.get_num_threads() == before
+    return result, stdout.getvalue()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 
 import numpy as np
 import pytest
 
-from example_loader import load_example
+from example_loader import load_example, run_example
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 # The smallest search that still runs every stage: one joint epoch of 2 steps, then the update.
@@ -20,26 +18,14 @@ def example():
     return load_example("bayesnas_search")
 
 
-def _main(example, argv) -> tuple[dict, str]:
-    """The example's returned dict and what it printed (module fixtures cannot use capsys)."""
-    import torch
-
-    stdout = io.StringIO()
-    before = torch.get_num_threads()
-    with contextlib.redirect_stdout(stdout):
-        result = example.main(argv)
-    assert torch.get_num_threads() == before  # main leaves the caller's thread setting alone
-    return result, stdout.getvalue()
-
-
 @pytest.fixture(scope="module")
 def plain_run(example):
-    return _main(example, FAST)
+    return run_example(example, FAST)
 
 
 @pytest.fixture(scope="module")
 def benchmark_run(example, nats_csv):
-    return _main(example, FAST + ["--benchmark", str(nats_csv), "--compare", "darts,random-cell"])
+    return run_example(example, FAST + ["--benchmark", str(nats_csv), "--compare", "darts,random-cell"])
 
 
 def test_derived_cell_is_a_connected_nb201_cell(plain_run):
@@ -85,7 +71,7 @@ def test_printed_table_marks_the_cells_ops(plain_run):
 
 
 def test_same_seed_gives_the_same_cell_and_switch_statistics(example, plain_run):
-    again, _ = _main(example, FAST)
+    again, _ = run_example(example, FAST)
     assert again["cell"] == plain_run[0]["cell"]
     assert again["edges"] == plain_run[0]["edges"]
 
@@ -125,7 +111,7 @@ def test_baselines_run_on_the_same_supernet_seed_and_data(benchmark_run, nats_be
 
 
 def test_mnist_from_data_root_is_the_default_dataset_there(example, mnist_dir):
-    result, _ = _main(example, FAST + ["--data-root", str(mnist_dir)])
+    result, _ = run_example(example, FAST + ["--data-root", str(mnist_dir)])
     data = result["results"]["bayesnas"]["search_data"]
     assert result["dataset"] == "mnist" and data["image_shape"] == [1, 28, 28] and data["search_images"] == 128
     nb201.from_string(result["cell"])

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import re
 
 import pytest
 
-from example_loader import load_example
+from example_loader import load_example, run_example
 from naslib_bayes.optimizers.bayesnas import derive
 from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD
 from naslib_bayes.search_spaces.darts.genotype import Genotype
@@ -31,26 +29,14 @@ def example():
     return load_example("bayesnas_darts")
 
 
-def _main(example, argv) -> tuple[dict, str]:
-    """The example's returned dict and what it printed (module fixtures cannot use capsys)."""
-    import torch
-
-    stdout = io.StringIO()
-    before = torch.get_num_threads()
-    with contextlib.redirect_stdout(stdout):
-        result = example.main(argv)
-    assert torch.get_num_threads() == before  # main leaves the caller's thread setting alone
-    return result, stdout.getvalue()
-
-
 @pytest.fixture(scope="module")
 def plain_run(example):
-    return _main(example, FAST)
+    return run_example(example, FAST)
 
 
 @pytest.fixture(scope="module")
 def compare_run(example):
-    return _main(example, FAST + ["--compare", "darts"])
+    return run_example(example, FAST + ["--compare", "darts"])
 
 
 def _check_darts_cell(edges, concat) -> None:
