@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -362,6 +363,42 @@ def test_wrongly_shaped_pickle_in_a_folder_is_a_user_error(tmp_path):
         loaders.load_benchmark(tmp_path)
 
 
+class _RunsCode:
+    """Unpickling this calls ``Path.touch``: what a malicious pickle would do, harmlessly."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_naslib_pickle_that_would_run_code_is_refused_before_running_it(tmp_path):
+    write_naslib_pickles(tmp_path)
+    marker = tmp_path / "ran"
+    with open(tmp_path / "nb201_cifar100_full_training.pickle", "wb") as handle:
+        pickle.dump({ARCH_A: {"cifar100": _RunsCode(marker)}}, handle)
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(tmp_path)
+    assert not marker.exists()
+    assert "nb201_cifar100_full_training.pickle" in str(err.value) and "refusing to load global" in str(err.value)
+
+
+def test_official_pth_in_a_folder_is_never_loaded(tmp_path, caplog):
+    marker = tmp_path / "ran"
+    with open(tmp_path / "NAS-Bench-201-v1_1-test.pth", "wb") as handle:
+        pickle.dump(_RunsCode(marker), handle)
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: NAS-Bench-201-v1_1-test.pth is the official benchmark, a pickle that runs "
+                              f"code when loaded, so it is read only when named: --benchmark {tmp_path / 'NAS-Bench-201-v1_1-test.pth'}")
+    write_csv(tmp_path / "nats.csv", HEADER, [f"{ARCH_A},93.5,70.0"])
+    with caplog.at_level(logging.WARNING, logger="naslib_bayes"):
+        bench = loaders.load_benchmark(tmp_path)
+    assert bench.source == str(tmp_path / "nats.csv") and not marker.exists()
+    assert "ignoring NAS-Bench-201-v1_1-test.pth" in caplog.records[0].getMessage()
+
+
 # ---- .npz round trip -------------------------------------------------------------------
 def test_npz_round_trip_keeps_order_tables_and_notes(tmp_path):
     cells = [nb201.from_string(a) for a in (ARCH_C, ARCH_A, ARCH_B)]
@@ -561,7 +598,7 @@ def test_folder_with_several_benchmark_files_names_the_one_loaded_and_the_ones_i
         bench = loaders.load_benchmark(tmp_path)
     assert bench.source == str(tmp_path / "nats.csv")
     expected = (f"{tmp_path} holds several benchmark files: loading nats.csv, ignoring other.csv, zc.json "
-                "(preference: .npz > .pth > NASLib pickles > .csv > .json)")
+                "(preference: .npz > NASLib pickles > .csv > .json; a .pth only when named)")
     assert [r.getMessage() for r in caplog.records] == [expected]
 
 

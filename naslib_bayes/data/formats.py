@@ -86,6 +86,12 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def load_data_pickle(handle, encoding: str = "ASCII") -> object:
+    """Unpickle data only (numpy arrays, dicts, lists, scalars): a pickle that would construct
+    anything else, i.e. run code, raises :class:`pickle.UnpicklingError` instead."""
+    return _ArrayUnpickler(handle, encoding=encoding).load()
+
+
 def read_pickle_dict(path: Path) -> dict[str, object]:
     """Load a dataset pickle (a dict of arrays/lists) with its keys as ``str``.
 
@@ -97,7 +103,7 @@ def read_pickle_dict(path: Path) -> dict[str, object]:
     # A damaged pickle can fail in many ways; each one means "not a readable file".
     try:
         with open(path, "rb") as handle:
-            content = _ArrayUnpickler(handle, encoding="latin1").load()
+            content = load_data_pickle(handle, encoding="latin1")
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
             ImportError, pickle.UnpicklingError) as exc:
         raise UserError(f"{path}: cannot read it as a dataset pickle ({cause(exc)})") from None

@@ -13,9 +13,11 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
   accuracy, params, FLOPs and zero-cost proxies for a sample of cells;
 * a ``.npz`` file written by :func:`save_npz` (the cache format).
 
-A folder is searched in that order of preference: ``.npz`` cache, ``.pth``, NASLib pickles,
-CSV, zero-cost JSON; the first kind present is loaded (all NASLib pickles, else the first file of
-that kind by name) and the others are ignored, with a warning naming both.
+A folder is searched in this order of preference: ``.npz`` cache, NASLib pickles, CSV,
+zero-cost JSON; the first kind present is loaded (all NASLib pickles, else the first file of
+that kind by name) and the others are ignored, with a warning naming both. A ``.pth`` in a
+folder is never loaded (it has to be named itself), and NASLib pickles are read by an
+unpickler that builds data only.
 
 In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
 or a non-finite number where a number belongs is an error naming the file and the place.
@@ -106,11 +108,16 @@ def _load_folder(folder: Path) -> Benchmark:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     present = [(kind, found) for kind, suffixes in _FOLDER_ORDER
                if (found := [p for p in files if p.suffix.lower() in suffixes])]
+    # The official .pth is a pickle that runs code when loaded: it is read only when named itself.
+    official = [p for p in files if p.suffix.lower() == ".pth"]
     if not present:
+        if official:
+            raise UserError(f"{folder}: {official[0].name} is the official benchmark, a pickle that runs code "
+                            f"when loaded, so it is read only when named: --benchmark {official[0]}")
         raise UserError(f"{folder}: no NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz) in this folder")
     kind, found = present[0]
     chosen = found if kind == "pickle" else found[:1]  # NASLib's pickles hold one dataset each: all are merged
-    ignored = [p for _, files_of_kind in present for p in files_of_kind if p not in chosen]
+    ignored = [p for _, files_of_kind in present for p in files_of_kind if p not in chosen] + official
     if ignored:
         logger.warning("%s holds several benchmark files: loading %s, ignoring %s (preference: %s)", folder,
                        _names(chosen), _names(ignored), FOLDER_PREFERENCE)
@@ -127,12 +134,11 @@ def _names(paths) -> str:
 
 _FOLDER_ORDER = (
     ("npz", (".npz",)),
-    ("pth", (".pth",)),
     ("pickle", (".pickle", ".pkl")),
     ("csv", (".csv",)),
     ("json", (".json",)),
 )
-FOLDER_PREFERENCE = ".npz > .pth > NASLib pickles > .csv > .json"
+FOLDER_PREFERENCE = ".npz > NASLib pickles > .csv > .json; a .pth only when named"
 
 
 # ---- NATS-Bench CSV -------------------------------------------------------------------
@@ -224,8 +230,10 @@ def load_naslib_pickles(paths) -> Benchmark:
 
 
 def _unpickle(path: Path) -> dict:
+    from naslib_bayes.data.formats import load_data_pickle
+
     with open(path, "rb") as handle:
-        data = pickle.load(handle)
+        data = load_data_pickle(handle)  # evaluation records only: a pickle that would run code is refused
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a dict of architecture strings")
     return data
