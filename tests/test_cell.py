@@ -54,6 +54,7 @@ def test_string_matches_every_row_of_the_csv(nats_csv):
         "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|",
         "|none~0|+|none~0|none~0|+|none~0|none~1|none~2|",
         "none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        "|none~\u00b2|+|none~0|none~1|+|none~0|none~1|none~2|",  # a superscript two: a digit, not an index
     ],
 )
 def test_malformed_strings_name_the_string(bad):
@@ -61,7 +62,7 @@ def test_malformed_strings_name_the_string(bad):
         nb201.from_string(bad)
 
 
-@pytest.mark.parametrize("bad", [(0, 1, 2), (0, 1, 2, 3, 4, 5), (0, 0, 0, 0, 0, -1)])
+@pytest.mark.parametrize("bad", [(0, 1, 2), (0, 1, 2, 3, 4, 5), (0, 0, 0, 0, 0, -1), None, (0, 0, 0, 0, 0, "x")])
 def test_invalid_tuples_are_rejected(bad):
     with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
         nb201.validate(bad)

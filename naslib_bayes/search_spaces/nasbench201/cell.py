@@ -49,7 +49,10 @@ PARAMETER_FREE_OPS = frozenset({NONE, SKIP, AVG_POOL})
 
 def validate(cell: Sequence[int]) -> Cell:
     """Return ``cell`` as a tuple after checking its length and op indices."""
-    cell = tuple(int(op) for op in cell)
+    try:
+        cell = tuple(int(op) for op in cell)
+    except (TypeError, ValueError):
+        raise UserError(f"invalid NAS-Bench-201 cell {cell!r}: expected {NUM_EDGES} op indices") from None
     if len(cell) != NUM_EDGES or any(not 0 <= op < NUM_OPS for op in cell):
         raise UserError(f"invalid NAS-Bench-201 cell {cell!r}: expected {NUM_EDGES} op indices in 0..{NUM_OPS - 1}")
     return cell
@@ -77,7 +80,7 @@ def from_string(arch: str) -> Cell:
             raise UserError(f"malformed NAS-Bench-201 architecture string {arch!r}: node {target} needs {target} inputs")
         for token in tokens:
             name, _, src = token.partition("~")
-            if name not in OPS or not src.isdigit() or int(src) >= target:
+            if name not in OPS or not (src.isascii() and src.isdigit()) or int(src) >= target:
                 raise UserError(f"malformed NAS-Bench-201 architecture string {arch!r}: bad edge {token!r}")
             cell[EDGES.index((int(src), target))] = OPS.index(name)
     if any(op is None for op in cell):
