@@ -68,6 +68,21 @@ def test_regularized_evolution_mutates_a_living_member(nats_benchmark):
         assert any(hamming(queried[t], parent) == 1 for parent in alive), t
 
 
+def test_regularized_evolution_tournament_draws_with_replacement(nats_benchmark):
+    # Population 2, tournament 2: without replacement the better member would always be the
+    # parent; drawn with replacement (Real et al., Algorithm 1) the worse one wins a quarter of them.
+    objective = run(nats_benchmark, "re", 200, seed=0, population_size=2, sample_size=2)
+    queried = objective.queried
+    worse_parent = better_parent = 0
+    for t in range(2, len(queried)):
+        alive = sorted(queried[t - 2 : t], key=lambda c: nats_benchmark.query(c, "cifar10"))
+        of_worse, of_better = (hamming(queried[t], member) == 1 for member in alive)
+        worse_parent += of_worse and not of_better
+        better_parent += of_better and not of_worse
+    assert worse_parent + better_parent > 150
+    assert 0.1 < worse_parent / (worse_parent + better_parent) < 0.4
+
+
 def test_local_search_climbs_from_the_best_initial_cell(nats_benchmark):
     objective = run(nats_benchmark, "ls", 60, seed=5, num_init=10)
     initial = objective.queried[:10]

@@ -1,7 +1,8 @@
 """Regularized (aging) evolution, Real et al. (AAAI 2019), as NASLib's ``RegularizedEvolution``.
 
 A population of ``population_size`` cells is first filled with random cells. Each later step
-draws ``sample_size`` members of the population uniformly without replacement (a tournament),
+draws ``sample_size`` members of the population uniformly *with* replacement (the tournament of
+Algorithm 1 of the paper and of NASLib: each draw is a random element of the whole population),
 mutates the best of them by changing the op on one random edge, queries the child, appends it
 and removes the *oldest* member (aging, not the worst: the regularisation of the paper).
 
@@ -45,7 +46,8 @@ class RegularizedEvolution(BlackBoxOptimizer):
     def propose(self) -> Cell:
         if len(self.history) < self.config["population_size"]:
             return self.random_unqueried()
-        tournament = self.rng.sample(list(self.population), self.config["sample_size"])
+        members = list(self.population)
+        tournament = [self.rng.choice(members) for _ in range(self.config["sample_size"])]
         parent = max(tournament, key=lambda member: _score(member[1]))[0]
         return self._unqueried_child(parent)
 
