@@ -137,8 +137,10 @@ def test_summary_numbers_follow_from_the_run_files(serial, nats_benchmark):
                 assert float(row[f"regret_{t}"]) == pytest.approx(regret[:, t - 1].mean(), abs=1e-6)
                 assert float(row[f"regret_{t}_ci_low"]) <= float(row[f"regret_{t}"]) <= float(row[f"regret_{t}_ci_high"])
             hits = sorted(int(np.argmax(r <= 1e-9)) + 1 if (r <= 1e-9).any() else BUDGET + 1 for r in regret)
-            assert int(row["median_queries_to_optimum"]) == hits[1]
+            assert float(row["median_queries_to_optimum"]) == hits[1]
             assert row["median_censored"] == str(hits[1] > BUDGET)
+            sequences = {tuple(q["architecture"] for q in r["trajectory"]) for r in runs}
+            assert int(row["distinct_trajectories"]) == len(sequences)
             assert float(row["wall_time_s_total"]) == pytest.approx(sum(r["wall_time_s"] for r in runs), abs=1e-5)
 
 
@@ -211,8 +213,18 @@ def test_transfer_methods_prepare_once_per_dataset_without_the_target(fake_trans
 def test_censored_median_and_queries_to_optimum():
     assert summary.queries_to_optimum(np.array([3.0, 1.0, 0.0, 0.0])) == 3
     assert summary.queries_to_optimum(np.array([3.0, 1.0])) == 3  # never: budget + 1
-    assert summary.censored_median([5, 101, 7, 101], 100) == (7, False)  # lower median
+    assert summary.censored_median([5, 9, 7, 101], 100) == (8.0, False)  # mean of the two middle values
+    assert summary.censored_median([5, 101, 7, 101], 100) == (101, True)  # the upper middle value is censored
     assert summary.censored_median([5, 101, 101, 7, 101], 100) == (101, True)
+    assert summary.censored_median([5, 101, 7], 100) == (7.0, False)
+
+
+def test_distinct_trajectories_counts_query_sequences():
+    def run(*archs):
+        return {"trajectory": [{"architecture": a} for a in archs]}
+
+    assert summary.distinct_trajectories([run("a", "b"), run("a", "b"), run("b", "a")]) == 2
+    assert summary.distinct_trajectories([run("a", "b")] * 20) == 1
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():

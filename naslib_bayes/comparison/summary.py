@@ -9,9 +9,12 @@ Intervals are percentile bootstrap 95% intervals of the mean over seeds, from a 
 seeded by the dataset's name: the same runs always give the same interval, whatever else is in
 the table, and all optimizers on a dataset are resampled with the same seed draws (paired, as
 their runs share seeds). "Queries to the optimum" is the first t at which regret is zero; a run
-that never gets there counts as budget + 1, and the median is the lower median (the
-ceil(n/2)-th smallest), so a median over censored runs prints as ">budget" instead of averaging
-a censored value into a number.
+that never gets there counts as budget + 1, and the median is the usual one (the mean of the
+two middle values for an even number of seeds) unless a middle value is censored: then the
+median is above the budget and prints as ">budget" instead of averaging a censored value into a
+number. "Distinct trajectories" counts the different query sequences among the seeds: a method
+whose seeds cannot change its queries (a deterministic ranking, one shared surrogate) has one,
+and then its interval says nothing about the variation between seeds.
 """
 
 from __future__ import annotations
@@ -81,11 +84,21 @@ def queries_to_optimum(curve: np.ndarray) -> int:
     return int(hits[0]) + 1 if hits.size else len(curve) + 1
 
 
-def censored_median(values: Sequence[int], budget: int) -> tuple[int, bool]:
-    """Lower median of ``values`` and whether it is censored (above the budget)."""
+def censored_median(values: Sequence[int], budget: int) -> tuple[float, bool]:
+    """Median of ``values`` and whether it is censored (a middle value is above the budget).
+
+    A censored median is returned as budget + 1: only "more than the budget" is known of it.
+    """
     ordered = sorted(values)
-    median = ordered[math.ceil(len(ordered) / 2) - 1]
-    return median, median > budget
+    middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
+    if middle[-1] > budget:
+        return budget + 1, True
+    return sum(middle) / len(middle), False
+
+
+def distinct_trajectories(results: Iterable[Mapping[str, Any]]) -> int:
+    """How many different query sequences the runs made."""
+    return len({tuple(step["architecture"] for step in r["trajectory"]) for r in results})
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -101,9 +114,10 @@ class Row:
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    median_queries: int
+    median_queries: float
     censored: bool
     reached: int
+    distinct: int
     wall_total_s: float
 
     def at(self, t: int) -> tuple[float, float, float]:
@@ -179,6 +193,7 @@ def _row(optimizer: str, dataset: str, results: list[dict[str, Any]], budget: in
     return Row(optimizer=optimizer, dataset=dataset, runs=len(results), budget=budget,
                optimum=float(results[0]["report_optimum"]), mean=mean, low=low, high=high,
                median_queries=median, censored=censored, reached=sum(h <= budget for h in hits),
+               distinct=distinct_trajectories(results),
                wall_total_s=float(sum(r["wall_time_s"] for r in results)))
 
 
@@ -225,8 +240,9 @@ def csv_rows(summary: Summary) -> list[dict[str, Any]]:
         for t in points:
             mean, low, high = r.at(t)
             row.update({f"regret_{t}": _num(mean), f"regret_{t}_ci_low": _num(low), f"regret_{t}_ci_high": _num(high)})
-        row.update(median_queries_to_optimum=r.median_queries, median_censored=r.censored,
-                   runs_reaching_optimum=r.reached, wall_time_s_total=_num(r.wall_total_s),
+        row.update(median_queries_to_optimum=_num(r.median_queries), median_censored=r.censored,
+                   runs_reaching_optimum=r.reached, distinct_trajectories=r.distinct,
+                   wall_time_s_total=_num(r.wall_total_s),
                    wall_time_s_mean=_num(r.wall_mean_s))
         rows.append(row)
     for p in summary.prep_rows:
@@ -258,7 +274,7 @@ def fmt_regret(mean: float, low: float, high: float) -> str:
 
 
 def fmt_median(row: Row) -> str:
-    return f">{row.budget}" if row.censored else str(row.median_queries)
+    return f">{row.budget}" if row.censored else f"{row.median_queries:g}"
 
 
 def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##") -> str:
@@ -275,12 +291,14 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
         rows = sorted((r for r in summary.rows if r.dataset == dataset), key=lambda r: (r.mean[-1], r.optimizer))
         optimum = rows[0].optimum if rows else float("nan")
         lines += [f"{heading} {dataset} (optimum {summary.report_metric} {optimum:.2f})", ""]
-        lines.append("| optimizer | " + " | ".join(f"regret @{t}" for t in points) + " | median queries to optimum |")
-        lines.append("|---|" + "---:|" * (len(points) + 1))
+        lines.append("| optimizer | " + " | ".join(f"regret @{t}" for t in points)
+                     + " | median queries to optimum | distinct trajectories |")
+        lines.append("|---|" + "---:|" * (len(points) + 2))
         notes = [f"_{note}_" for note in by_dataset[dataset]]
         for r in rows:
             cells = [fmt_regret(*r.at(t)) for t in points]
-            lines.append(f"| {r.optimizer} | " + " | ".join(cells) + f" | {fmt_median(r)} ({r.reached}/{r.runs} reach it) |")
+            lines.append(f"| {r.optimizer} | " + " | ".join(cells)
+                         + f" | {fmt_median(r)} ({r.reached}/{r.runs} reach it) | {r.distinct}/{r.runs} |")
         if notes:
             lines += ["", "Note: " + "; ".join(notes)]
         if plot_dir is not None:
@@ -302,7 +320,9 @@ def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
         f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: mean over "
         f"seeds [{CONFIDENCE:.0%} bootstrap interval]. Queries to optimum: median over seeds of the first query "
         f"with zero regret; runs that never reach it count as {summary.budget + 1}, so a censored median prints as "
-        f">{summary.budget}.",
+        f">{summary.budget}. Distinct trajectories: different query sequences among the seeds; where there are fewer "
+        f"than seeds (a deterministic ranking, or one meta-trained surrogate shared by all seeds), the interval does "
+        f"not measure the variation between seeds.",
     ]
     if summary.search_metric == summary.report_metric:
         lines += ["", same_metric_sentence(summary)]
