@@ -292,6 +292,31 @@ def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
     assert len(set(trajectories[0])) == 8
 
 
+@pytest.mark.parametrize("transform", ["copula", "standardise"])
+def test_gp_bo_fits_the_targets_in_the_units_tnas_uses(nats_benchmark, transform):
+    import torch
+
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 6)
+    overrides = {} if transform == "copula" else {"output_transform": transform}  # copula: the default
+    opt = registry_create("gp-bo", 0, initial_design=4, finetune_steps=2, **overrides)
+    run_black_box(opt, BlackBoxProblem(objective, source=None))
+    values = torch.tensor([93.0, 10.0, 91.0, 92.0], dtype=torch.float64)  # one degenerate cell
+    targets = opt.gp_targets(torch.arange(4), values)
+    torch.testing.assert_close(targets, transform_observations(values, transform))
+    spread_of_the_good_ones = float(targets[[0, 2, 3]].max() - targets[[0, 2, 3]].min())
+    assert spread_of_the_good_ones > 1.0 if transform == "copula" else spread_of_the_good_ones < 0.1
+
+
+def test_gp_bo_refuses_an_unknown_output_transform(nats_benchmark):
+    from naslib_bayes.errors import UserError
+
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 4)
+    with pytest.raises(UserError, match="output transform 'ranks': expected one of"):
+        run_black_box(registry_create("gp-bo", 0, output_transform="ranks"), BlackBoxProblem(objective, source=None))
+
+
 def registry_create(name, seed, **hp):
     from naslib_bayes.optimizers import registry
 
