@@ -8,7 +8,9 @@ import platform
 import tempfile
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Callable, Mapping
+
+from naslib_bayes.errors import UserError, cause
 
 SCHEMA_VERSION = "1.0"
 RESULT_FILE = "result.json"
@@ -39,20 +41,53 @@ def new_result(command: str, **fields: Any) -> dict[str, Any]:
     return result
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON so that readers see the old file or the whole new one, never a torn one."""
+def make_folder(folder: Path, what: str) -> None:
+    """``mkdir -p`` whose failure (a file in the way, no permission) is a one-line error naming the folder."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot create the folder ({cause(exc)})") from None
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place, so that
+    readers see the old file or the whole new one, never a torn one.
+
+    The file gets the permissions of one opened normally (``0o666`` less the umask), not the
+    owner-only mode of a temporary file, so results stay readable to a user's group.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, allow_nan=False)
-            handle.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (see :func:`atomic_write`)."""
+
+    def write(handle) -> None:
+        json.dump(obj, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+
+    return atomic_write(path, write)
 
 
 def write_result(out_dir: str | os.PathLike, result: Mapping[str, Any]) -> Path:

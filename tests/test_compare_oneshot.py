@@ -69,6 +69,31 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
     assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 epochs" in text
 
 
+def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    from naslib_bayes.errors import UserError
+
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset="mnist",
+                                       data_root=None, seeds=[0], epochs=2)
+    calls = []
+    oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    path = run_path(tmp_path, RunSpec(NAMES[0], "mnist", 0))
+    finished = path.read_text()
+    longer = oneshot.OneShotSettings(**{**vars(settings), "epochs": 3})
+    with pytest.raises(UserError, match=f"{path} was run with epochs=2, not 3; use another --out"):
+        oneshot.run_oneshot_comparison(longer, nats_benchmark, fake_search(calls))
+    elsewhere = oneshot.OneShotSettings(**{**vars(settings), "data_root": tmp_path / "other"})
+    with pytest.raises(UserError, match="was run with data_root=None"):
+        oneshot.run_oneshot_comparison(elsewhere, nats_benchmark, fake_search(calls))
+    assert path.read_text() == finished and len(calls) == 1
+    # A search stopped before its run file was written continues only under the same settings.
+    path.unlink()
+    with pytest.raises(UserError, match="comparison.json was run with epochs=2, not 3"):
+        oneshot.run_oneshot_comparison(longer, nats_benchmark, fake_search(calls))
+    assert len(calls) == 1
+    ran, _, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    assert len(ran) == 1 and json.loads(path.read_text())["comparison"]["epochs"] == 2
+
+
 def test_unknown_oneshot_optimizer_is_the_registry_error(nats_csv, tmp_path, capsys):
     from naslib_bayes.cli import main
 

@@ -63,12 +63,17 @@ def positive_float(text: str) -> float:
 
 
 def key_value(text: str) -> tuple[str, Any]:
-    """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, booleans, lists)."""
+    """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, booleans, lists).
+
+    Hyphens in the key's name become underscores (``initial-design`` = ``initial_design``), but not
+    in an ``OPTIMIZER.`` prefix: ``gp-bo.finetune-steps`` -> ``gp-bo.finetune_steps``.
+    """
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--opt takes KEY=VALUE, got {text!r}")
+    prefix, dot, name = key.rpartition(".")
     try:
-        return key.replace("-", "_"), yaml.safe_load(value)
+        return prefix + dot + name.replace("-", "_"), yaml.safe_load(value)
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"--opt {key}: cannot parse value {value!r}") from None
 
@@ -82,9 +87,28 @@ def add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
 
 
-def add_device(parser) -> None:
+def torch_device(text: str) -> str:
+    """An argparse type: a torch device this machine has (checked now, not after the output folder is made)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine's torch sees {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available to this machine's torch")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: naslib-bayes runs on cpu, cuda or mps")
+    return text
+
+
+def add_device(parser, default: str | None = "cpu") -> None:
     """``--device`` and ``--threads`` of the commands that train networks."""
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", type=torch_device, default=default, help="torch device (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
                              "thread avoids OpenMP spin-waiting on a shared machine)")
@@ -111,7 +135,24 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
         raise UserError(f"--out {out} is a file, not a directory")
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    results.make_folder(out, "--out")
+    return out
+
+
+def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
+    """``--out`` of a command that checkpoints: ``--resume`` needs the checkpoint there, and a fresh
+    start refuses to throw an unfinished run's checkpoint away unless ``--overwrite`` says so."""
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
+
+    checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.exists():
+        raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")
+    out = prepare_out(out, overwrite or resume)
+    if not resume:
+        if checkpoint.exists() and not overwrite:
+            raise UserError(f"{checkpoint} holds an unfinished run: continue it with --resume "
+                            "or start over with --overwrite")
+        checkpoint.unlink(missing_ok=True)
     return out
 
 

@@ -132,12 +132,7 @@ def run(args) -> int:
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
-    out = common.prepare_out(args.out, args.overwrite or args.resume)
-    if not args.resume:
-        if (out / CHECKPOINT_FILE).exists() and not args.overwrite:
-            raise UserError(f"{out / CHECKPOINT_FILE} holds an unfinished run: continue it with --resume "
-                            "or start over with --overwrite")
-        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
     checkpoint = StageCheckpoint(out / CHECKPOINT_FILE, _run_settings(args, cfg), resume=args.resume)
     shape, classes = splits.train.image_shape, splits.train.num_classes
     torch.manual_seed(args.seed)

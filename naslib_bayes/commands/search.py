@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                     help="tnas: a meta-trained surrogate.pt or its folder (default: meta-train on the benchmark's other datasets)")
     meta_train.add_surrogate_options(parser)
     os_ = parser.add_argument_group("one-shot search (bayesnas, darts, random-cell)")
-    os_.add_argument("--search-space", default="nb201", help="nb201 (default) or darts")
+    os_.add_argument("--search-space", help="nb201 (default) or darts")
     os_.add_argument("--data-root", type=Path, help="folder of the dataset's files (digits needs none)")
     os_.add_argument("--lambda", dest="lambda_", type=common.positive_float, metavar="L",
                      help="BayesNAS sparsity weight lambda_origin, also lambda_child unless --lambda-child (default 0.01)")
@@ -42,31 +42,56 @@ def register(subparsers) -> None:
     os_.add_argument("--channels", type=common.positive_int, help="supernet channels C (default nb201: 8, darts: 16)")
     os_.add_argument("--cells", type=common.positive_int,
                      help="nb201: cells per stage N (default 1); darts: cells in all (default 8)")
-    os_.add_argument("--batch-size", type=common.positive_int, default=64, help="images per step (default 64)")
+    os_.add_argument("--batch-size", type=common.positive_int, help="images per step (default 64)")
     os_.add_argument("--lr", type=common.positive_float, help="SGD learning rate of weights and switches (default 0.05)")
     os_.add_argument("--search-images", type=common.positive_int, help="search on a seeded subset of this many images")
     os_.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation of search batches")
-    os_.add_argument("--checkpoint-every", type=common.non_negative_int, default=50, metavar="K",
+    os_.add_argument("--checkpoint-every", type=common.non_negative_int, metavar="K",
                      help="checkpoint every K steps besides every epoch (default 50; 0: epochs only)")
     os_.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    common.add_device(os_)
+    common.add_device(os_, default=None)
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
 
 
+# Options that only one kind of search reads, as (dest, flag): given to the other kind they would be
+# silently ignored, so they are refused.
+_ONE_SHOT_ONLY = (("search_space", "--search-space"), ("data_root", "--data-root"), ("lambda_", "--lambda"),
+                  ("lambda_child", "--lambda-child"), ("warmup_epochs", "--warmup-epochs"), ("epochs", "--epochs"),
+                  ("rounds", "--rounds"), ("channels", "--channels"), ("cells", "--cells"),
+                  ("batch_size", "--batch-size"), ("lr", "--lr"), ("search_images", "--search-images"),
+                  ("no_augment", "--no-augment"), ("checkpoint_every", "--checkpoint-every"), ("resume", "--resume"),
+                  ("device", "--device"))
+_BLACK_BOX_ONLY = (("budget", "--budget"), ("search_metric", "--search-metric"), ("surrogate", "--surrogate"),
+                   ("dataset_encoder", "--dataset-encoder"), ("image_root", "--image-root"),
+                   ("feature_extractor", "--feature-extractor"), ("encoder_hidden", "--encoder-hidden"))
+ONE_SHOT_DEFAULTS = {"search_space": "nb201", "batch_size": 64, "checkpoint_every": 50, "device": "cpu"}
+
+
 def run(args) -> int:
     spec = registry.get_spec(args.optimizer)
+    if spec.kind not in (registry.BLACK_BOX, registry.ONE_SHOT):
+        raise AssertionError(f"no search runner for kind {spec.kind}")
+    _refuse_options_of_the_other_kind(args, spec.kind)
     if spec.kind == registry.BLACK_BOX:
         return run_black_box(args)
-    if spec.kind == registry.ONE_SHOT:
-        return run_one_shot(args)
-    raise AssertionError(f"no search runner for kind {spec.kind}")
+    for dest, default in ONE_SHOT_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    return run_one_shot(args)
+
+
+def _refuse_options_of_the_other_kind(args, kind: str) -> None:
+    foreign = _ONE_SHOT_ONLY if kind == registry.BLACK_BOX else _BLACK_BOX_ONLY
+    given = [flag for dest, flag in foreign if getattr(args, dest) not in (None, False)]
+    if given:
+        other = "one-shot" if kind == registry.BLACK_BOX else "black-box"
+        raise UserError(f"{given[0]} applies to {other} search, not to --optimizer {args.optimizer} ({kind})")
 
 
 def run_one_shot(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
     from naslib_bayes.training.search import SearchConfig, canonical_space, run_oneshot_search
 
     import torch
@@ -89,28 +114,43 @@ def run_one_shot(args) -> int:
         if space != "nasbench201":
             raise UserError("--benchmark scores NAS-Bench-201 cells; it needs --search-space nb201")
         benchmark = load_benchmark(args.benchmark)
+    report_metric = _one_shot_report_metric(benchmark, args.report_metric)
     cfg = SearchConfig(
         optimizer=args.optimizer, search_space=args.search_space, dataset=args.dataset,
         data_root=None if args.data_root is None else str(args.data_root), seed=args.seed,
         channels=args.channels, cells=args.cells, batch_size=args.batch_size, search_images=args.search_images,
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
-    if args.resume:
-        if not (args.out / CHECKPOINT_FILE).exists():
-            raise UserError(f"--resume: no {CHECKPOINT_FILE} in {args.out}")
-        out = common.prepare_out(args.out, overwrite=True)
-    else:
-        out = common.prepare_out(args.out, args.overwrite)
-        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
     bar, progress = common.step_bar(f"{args.optimizer} {args.dataset}")
 
     with bar:
-        result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress)
+        result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress,
+                                    report_metric=report_metric)
     path = results.write_result(out, result)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
-    print(f"{shown}" + (f"  cifar10 test accuracy={accuracy}" if accuracy is not None else "") + f"  -> {path}")
+    print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
+
+
+def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
+    """The metric that scores the derived cell: test accuracy unless named; checked before any training."""
+    from naslib_bayes.search_spaces.nasbench201.benchmark import ACCURACY_METRICS, COST_METRICS
+
+    if benchmark is None:
+        if report_metric is not None:
+            raise UserError("--report-metric scores the derived cell on --benchmark; give --benchmark too")
+        return "test_accuracy"
+    metric = report_metric or "test_accuracy"
+    if metric in COST_METRICS:
+        raise UserError(f"report metric {metric!r} is a cost, not an accuracy-like metric such as "
+                        f"{', '.join(ACCURACY_METRICS)}")
+    if not any(benchmark.has_metric(d, metric) for d in benchmark.datasets):
+        available = sorted({m for d in benchmark.datasets for m in benchmark.metrics(d)} - set(COST_METRICS))
+        raise UserError(f"{benchmark.source} has no {metric} for any dataset: choose --report-metric among "
+                        f"{', '.join(available)}")
+    return metric
 
 
 def run_black_box(args) -> int:
@@ -120,12 +160,13 @@ def run_black_box(args) -> int:
     _require(args, "benchmark", "budget")
     benchmark = load_benchmark(args.benchmark)
     benchmark.metrics(args.dataset)  # a missing dataset is an error before anything is written
+    hyperparameters = {**_surrogate_hyperparameters(args), **dict(args.opt)}
     out = common.prepare_out(args.out, args.overwrite)
     with tqdm(total=args.budget, desc=f"{args.optimizer} {args.dataset}", unit="query", disable=None) as bar:
         result = run_blackbox_search(
             benchmark, args.optimizer, args.dataset, args.budget, args.seed,
             search_metric=args.search_metric, report_metric=args.report_metric,
-            hyperparameters={**_surrogate_hyperparameters(args), **dict(args.opt)}, progress=lambda n: bar.update(n - bar.n), warn=common.warn,
+            hyperparameters=hyperparameters, progress=lambda n: bar.update(n - bar.n), warn=common.warn,
         )
     path = results.write_result(out, result)
     accuracy = result["benchmark_accuracy"].get(result["dataset"])
@@ -149,8 +190,12 @@ def _surrogate_hyperparameters(args) -> dict:
             raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
     if given.get("dataset_encoder") == "images" and "image_root" not in given:
         raise UserError("--dataset-encoder images needs --image-root")
-    if given.get("surrogate") is not None and given.get("dataset_encoder") is not None:
-        raise UserError("--dataset-encoder applies when meta-training here; a --surrogate file already has one")
+    if given.get("surrogate") is not None:
+        # What a meta-trained file already fixes would be ignored (and recorded as if used).
+        for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
+            if given.get(key) is not None:
+                raise UserError(f"--{key.replace('_', '-')} applies when meta-training here; "
+                                "a --surrogate file already has one")
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 

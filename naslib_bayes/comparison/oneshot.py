@@ -25,8 +25,8 @@ import torch
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
 from naslib_bayes.comparison.runner import (
-    RUNS_DIR, RunSpec, _worker_context, load_run, remove_partial_files, require_distinct, run_path, signals_held,
-    stop_workers,
+    FINGERPRINT_KEY, RUNS_DIR, RunSpec, _worker_context, benchmark_fingerprint, load_run, refuse_other_settings,
+    remove_partial_files, require_distinct, run_path, signals_held, stop_workers,
 )
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
@@ -35,6 +35,9 @@ from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 
 WORK_DIR = "work"
 REPORT_METRIC = "test_accuracy"
+#: Key of the determinants in a run file, and the file holding them in a run's work folder.
+DETERMINANTS_KEY = "comparison"
+DETERMINANTS_FILE = "comparison.json"
 #: ``search_fn(settings, spec, work_dir) -> result dict`` runs one one-shot search.
 SearchFn = Callable[["OneShotSettings", RunSpec, Path], dict]
 
@@ -61,6 +64,12 @@ class OneShotSettings:
     def runs(self) -> list[RunSpec]:
         return [RunSpec(o, self.dataset, s) for s in self.seeds for o in self.optimizers]
 
+    def determinants(self, spec: RunSpec, fingerprint: str) -> dict[str, Any]:
+        """What decides a run's outcome: a finished or half-done run is reused only if they match."""
+        return {"optimizer": spec.optimizer, "dataset": spec.dataset, "seed": spec.seed, "epochs": self.epochs,
+                "data_root": None if self.data_root is None else str(Path(self.data_root).resolve()),
+                FINGERPRINT_KEY: fingerprint}
+
 
 # ---- one run ---------------------------------------------------------------------------------
 def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict:
@@ -71,6 +80,8 @@ def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict
     if not done.exists():
         argv = ["search", "--optimizer", spec.optimizer, "--dataset", spec.dataset, "--seed", str(spec.seed),
                 "--benchmark", str(settings.benchmark), "--out", str(work)]
+        if (work / "checkpoint.pt").exists():  # a search the comparison was stopped in: continue it
+            argv.append("--resume")
         if settings.data_root is not None:
             argv += ["--data-root", str(settings.data_root)]
         if settings.epochs is not None:
@@ -128,11 +139,39 @@ def _init_worker(benchmark_path: str) -> None:
     _WORKER_BENCHMARK = load_benchmark(benchmark_path)
 
 
-def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, benchmark: Benchmark | None = None) -> RunSpec:
+def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, fingerprint: str,
+             benchmark: Benchmark | None = None) -> RunSpec:
     work = Path(settings.out) / WORK_DIR / spec.name
+    determinants = settings.determinants(spec, fingerprint)
+    _claim_work_folder(work, determinants)
     result = with_benchmark_accuracy(search_fn(settings, spec, work), benchmark or _WORKER_BENCHMARK)
-    results.atomic_write_json(run_path(settings.out, spec), result)
+    results.atomic_write_json(run_path(settings.out, spec), {**result, DETERMINANTS_KEY: determinants})
     return spec
+
+
+def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
+    """A run's work folder continues only a search made with the same settings."""
+    record = work / DETERMINANTS_FILE
+    if record.exists():
+        refuse_other_settings(record, json.loads(record.read_text()), determinants)
+    elif work.exists() and any(work.iterdir()):
+        raise UserError(f"{work} holds a search that does not record its settings ({DETERMINANTS_FILE}); "
+                        "use another --out")
+    results.atomic_write_json(record, determinants)
+
+
+def plan_oneshot(settings: OneShotSettings, fingerprint: str) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Runs to do and runs done; a run file made with other settings is refused before anything runs."""
+    todo, done = [], []
+    for spec in settings.runs():
+        result = load_run(settings.out, spec)
+        if result is None:
+            todo.append(spec)
+            continue
+        refuse_other_settings(run_path(settings.out, spec), result.get(DETERMINANTS_KEY) or {},
+                              settings.determinants(spec, fingerprint))
+        done.append(spec)
+    return todo, done
 
 
 # ---- the grid --------------------------------------------------------------------------------
@@ -143,17 +182,18 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     start = time.perf_counter()
+    benchmark = benchmark or load_benchmark(settings.benchmark)
+    fingerprint = benchmark_fingerprint(benchmark)
+    todo, done = plan_oneshot(settings, fingerprint)
+    results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
     Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [s for s in settings.runs() if load_run(settings.out, s) is None]
-    done = [s for s in settings.runs() if s not in todo]
     ran: list[RunSpec] = []
     if settings.jobs == 1:
-        benchmark = benchmark or load_benchmark(settings.benchmark)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             for spec in todo:
-                ran.append(_execute(settings, spec, search_fn, benchmark))
+                ran.append(_execute(settings, spec, search_fn, fingerprint, benchmark))
                 if on_run_done:
                     on_run_done(spec)
         finally:
@@ -163,7 +203,7 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
                                  initargs=(str(settings.benchmark),)) as pool:
             try:
                 with signals_held():  # a worker starting when Ctrl-C comes must be known to stop_workers
-                    pending = {pool.submit(_execute, settings, spec, search_fn) for spec in todo}
+                    pending = {pool.submit(_execute, settings, spec, search_fn, fingerprint) for spec in todo}
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
@@ -256,8 +296,11 @@ def run_command(args) -> int:
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
+    from tqdm import tqdm
+
     benchmark = load_benchmark(args.benchmark)
-    ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark if args.jobs == 1 else None)
+    with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
+        ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update())
     rows = summarize_oneshot(args.out, settings.optimizers, settings.dataset, settings.seeds)
     write_oneshot_summary(rows, settings.dataset, Path(args.out), settings.epochs)
     print(f"{len(ran)} runs done, {len(done)} reused, {elapsed:.0f} s -> {Path(args.out) / 'summary.md'}")

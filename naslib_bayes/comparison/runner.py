@@ -445,6 +445,7 @@ def run_comparison(
     start = time.perf_counter()
     benchmark = benchmark or load_benchmark(settings.benchmark)
     todo, done, missing = plan(settings, benchmark)
+    results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
     Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
     remove_partial_files(settings.out)
     total = len(todo) + len(done)

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from naslib_bayes.errors import UserError, cause
+from naslib_bayes.results import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

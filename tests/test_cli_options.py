@@ -1,0 +1,159 @@
+"""Options the command line must not ignore or choke on: the other kind of search's options,
+devices this machine lacks, output folders that cannot exist, unfinished runs, file modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from naslib_bayes import results
+from cli_runner import run_cli
+
+ONE_SHOT_FAST = ["--search-images", "128", "--batch-size", "64", "--warmup-epochs", "0", "--seed", "3"]
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("optimizer, extra, flag", [
+    ("rs", ["--epochs", "3"], "--epochs"),
+    ("re", ["--lambda", "0.1"], "--lambda"),
+    ("tnas", ["--data-root", "somewhere"], "--data-root"),
+    ("rs", ["--resume"], "--resume"),
+    ("rs", ["--search-space", "darts"], "--search-space"),
+    ("rs", ["--batch-size", "32"], "--batch-size"),
+    ("rs", ["--device", "cpu"], "--device"),
+])
+def test_black_box_search_refuses_one_shot_options(capsys, tmp_path, nats_csv, optimizer, extra, flag):
+    code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", *extra, "--out", tmp_path / "out")
+    assert code == 2
+    assert f"{flag} applies to one-shot search, not to --optimizer {optimizer}" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("optimizer, extra, flag", [
+    ("bayesnas", ["--budget", "5"], "--budget"),
+    ("darts", ["--search-metric", "val_accuracy"], "--search-metric"),
+    ("random-cell", ["--surrogate", "s.pt"], "--surrogate"),
+    ("bayesnas", ["--encoder-hidden", "512"], "--encoder-hidden"),
+])
+def test_one_shot_search_refuses_black_box_options(capsys, tmp_path, optimizer, extra, flag):
+    code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--dataset", "digits", *extra,
+                           "--out", tmp_path / "out")
+    assert code == 2
+    assert f"{flag} applies to black-box search, not to --optimizer {optimizer}" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_shot_report_metric_is_checked_before_training(capsys, tmp_path, zc_json):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
+                           "--report-metric", "val_accuracy", "--out", tmp_path / "a")
+    assert code == 2 and "--report-metric scores the derived cell on --benchmark" in one_error_line(err)
+    # The zero-cost file has no test accuracy: the default report metric cannot score the cell.
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
+                           "--benchmark", zc_json, "--out", tmp_path / "b")
+    line = one_error_line(err)
+    assert code == 2 and "has no test_accuracy for any dataset" in line and "val_accuracy" in line
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
+                           "--benchmark", zc_json, "--report-metric", "flops", "--out", tmp_path / "c")
+    assert code == 2 and "is a cost" in one_error_line(err)
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_one_shot_search_scores_the_cell_by_the_report_metric(capsys, tmp_path, nats_csv):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "search", "--optimizer", "random-cell", "--dataset", "digits",
+                                "--benchmark", nats_csv, "--report-metric", "test_accuracy", *ONE_SHOT_FAST,
+                                "--out", out)
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert result["report_metric"] == "test_accuracy"
+    assert set(result["benchmark_accuracy"]) == {"cifar10", "cifar100", "ImageNet16-120"}
+    assert f"cifar10 test_accuracy={result['benchmark_accuracy']['cifar10']}" in stdout
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "tpu", "not-a-device"])
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(capsys, tmp_path, device):
+    import torch
+
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has eight CUDA devices")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", "--device", device,
+                           "--out", tmp_path / "out")
+    assert code == 2 and f"argument --device: " in one_error_line(err) and device in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+     "--epochs", "1"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1",
+     "--budget", "2"],
+])
+def test_an_out_folder_that_cannot_be_made_is_a_one_line_error(capsys, tmp_path, nats_csv, argv):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    argv = [a.format(csv=nats_csv) for a in argv]
+    code, _, err = run_cli(capsys, *argv, "--out", blocker / "sub")
+    assert code == 2
+    assert f"--out {blocker / 'sub'}: cannot create the folder (NotADirectoryError" in one_error_line(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+     "--epochs", "1"],
+])
+def test_an_unfinished_run_is_not_thrown_away_without_overwrite(capsys, tmp_path, argv):
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    code, _, err = run_cli(capsys, *argv, "--out", out)
+    assert code == 2
+    assert f"{checkpoint} holds an unfinished run: continue it with --resume" in one_error_line(err)
+    assert checkpoint.read_bytes() == b"an unfinished run"
+    code, _, err = run_cli(capsys, *argv, "--resume", "--out", tmp_path / "empty")
+    assert code == 2 and "--resume: no checkpoint.pt in" in one_error_line(err)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_results_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = results.atomic_write_json(tmp_path / "result.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_opt_keeps_a_hyphenated_optimizer_prefix(capsys, tmp_path, nats_csv):
+    from naslib_bayes.commands.common import key_value
+
+    assert key_value("gp-bo.finetune-steps=5") == ("gp-bo.finetune_steps", 5)
+    assert key_value("initial-design=3") == ("initial_design", 3)
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--optimizers", "gp-bo,transfer-topk",
+                           "--datasets", "cifar10", "--seeds", "1", "--budget", "4",
+                           "--opt", "gp-bo.initial-design=3", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    run = json.loads((tmp_path / "cmp" / "runs" / "gp-bo-cifar10-0.json").read_text())
+    assert run["config"]["initial_design"] == 3
+
+
+@pytest.mark.parametrize("extra, flag", [(["--encoder-hidden", "512"], "--encoder-hidden"),
+                                         (["--feature-extractor", "pixels"], "--feature-extractor"),
+                                         (["--dataset-encoder", "learned"], "--dataset-encoder")])
+def test_surrogate_settings_are_refused_with_a_surrogate_file(capsys, tmp_path, nats_csv, extra, flag):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--surrogate", tmp_path / "surrogate.pt", *extra, "--out", tmp_path / "out")
+    assert code == 2
+    assert f"{flag} applies when meta-training here; a --surrogate file already has one" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
