@@ -96,8 +96,9 @@ def test_small_switches_are_pruned_and_coupling_prunes_children():
     assert float(upd.gamma_child_uncoupled[1].min()) > ENTROPY_THRESHOLD  # pruned only by the coupling
 
 
-def test_node_dependencies_zero_dead_edges():
-    """NB201-like DAG: node 2 unreachable (edges 0->2, 1->2 pruned) kills edge 2->3."""
+def test_node_dependencies_prune_dead_edges_but_keep_their_gammas():
+    """NB201-like DAG: node 2 unreachable (edges 0->2, 1->2 pruned) kills edge 2->3; the dead
+    edge is pruned through ``live`` while its gammas stay its own (not zeroed)."""
     edges = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
     assert hard_prior.live_edge_mask(edges, [True, False, False, True, True, True], [0], [3]) == \
         [True, False, False, True, True, False]
@@ -111,7 +112,13 @@ def test_node_dependencies_zero_dead_edges():
     upd = hard_update(s, torch.ones(n, 6, 1, **D), torch.ones(n, 6, **D), torch.ones(n, 6, 1, **D),
                       torch.ones(6, **D), torch.ones(6, 1, **D), 0.01, 0.01, edges, [0], [3])
     assert upd.live == [True, False, False, True, True, False]
-    assert float(upd.gamma_parent[5]) == 0.0 and float(upd.gamma_child[5, 0]) == 0.0
+    assert upd.present == [True, False, False, True, True, True]
+    assert upd.keep_parent.tolist() == upd.live
+    assert upd.keep_child[:, 0].tolist() == upd.live
+    # edge 2->3 is as strong as the live edges: same gammas, pruned only by the dependency
+    assert torch.equal(upd.gamma_parent[5], upd.gamma_parent[0]) and float(upd.gamma_parent[5]) > ENTROPY_THRESHOLD
+    assert torch.equal(upd.gamma_child[5], upd.gamma_child[0]) and float(upd.gamma_child[5, 0]) > ENTROPY_THRESHOLD
+    assert torch.allclose(upd.gamma_child, hard_prior.hard_coupling(upd.gamma_child_uncoupled, upd.gamma_parent.unsqueeze(-1)))
 
 
 def test_switch_bank_update_penalty_and_prune():
@@ -148,3 +155,42 @@ def test_ard_update_on_channel_switches_without_a_dag():
     assert torch.allclose(gamma[:2], s[:2] / omega[:2])
     assert float(gamma[2]) > 1e9  # no curvature: omega floored, gamma huge (kept)
     assert hard_prior.entropy_keep(gamma).tolist() == [True, False, True]
+
+
+def test_switch_bank_update_keeps_dead_edges_gammas_and_restarts_unmasked_zero_gammas():
+    """SwitchBank.update stores every unmasked group's own gamma, also on an edge dead by node
+    dependencies, and never lets an unmasked group sit at gamma 0 (omega = inf would freeze it
+    there and drop it from the penalty): a zero gamma (e.g. from a checkpoint that zeroed dead
+    edges) restarts from gamma_init. Masked groups stay at gamma 0 / omega 0."""
+    topo = CellTopology("normal", 3, ((0, 1), (0, 2), (1, 2)), ("a", "b"), (0,), (2,))
+    hp, hc = torch.ones(3, 3, **D), torch.ones(3, 3, 2, **D)
+
+    bank = SwitchBank([topo], gamma_init=0.5)
+    with torch.no_grad():
+        bank.parent["normal"][:, 1] = 1e-3  # 0->2 fails
+        bank.parent["normal"][:, 2] = 1e-3  # 1->2 fails too: node 1 reaches no output, 0->1 is dead
+    upd = bank.update({"normal": (hp, hc)}, 0.01, 0.01)["normal"]
+    assert upd.present == [True, False, False] and upd.live == [False, False, False]
+    assert float(bank.gamma_parent_normal[0]) > ENTROPY_THRESHOLD  # dead, not zeroed
+    assert bool((bank.gamma_child_normal[0] > ENTROPY_THRESHOLD).all())
+    assert torch.equal(bank.gammas("normal")[0], upd.gamma_parent)
+
+    fresh = SwitchBank([topo], gamma_init=0.5)
+    stale = SwitchBank([topo], gamma_init=0.5)
+    with torch.no_grad():
+        stale.gamma_parent_normal[0] = 0.0  # unmasked, but gamma 0
+        stale.gamma_child_normal[0] = 0.0
+        for b in (fresh, stale):
+            b.mask_parent_normal[2] = False  # masked: stays out
+            b.parent["normal"][:, 2] = 0.0
+            b.child["normal"][:, 2] = 0.0
+    a = fresh.update({"normal": (hp, hc)}, 0.01, 0.01)["normal"]
+    b = stale.update({"normal": (hp, hc)}, 0.01, 0.01)["normal"]
+    for kind in ("gamma_parent", "gamma_child", "omega_parent", "omega_child"):
+        assert torch.equal(stale.state(kind, "normal"), fresh.state(kind, "normal")), kind
+    assert float(stale.gamma_parent_normal[0]) > ENTROPY_THRESHOLD and 0 < float(stale.omega_parent_normal[0]) < math.inf
+    assert bool((stale.omega_child_normal[0] > 0).all())
+    assert float(stale.gamma_parent_normal[2]) == 0.0 and float(stale.omega_parent_normal[2]) == 0.0
+    assert a.live == b.live
+    with pytest.raises(ValueError, match="gamma_init"):
+        SwitchBank([topo], gamma_init=0.0)

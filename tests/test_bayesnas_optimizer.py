@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import jsonschema
 import pytest
@@ -147,6 +148,99 @@ def test_pruned_switches_are_masked_and_no_longer_computed(digits):
     assert float(opt.bank.child["normal"].detach()[:, ~mask].abs().sum()) == 0.0
     cell = opt.get_final_architecture()
     assert nb201.is_connected(cell) and cell[3] == nb201.NONE and cell[0] != nb201.CONV1X1
+
+
+def _fixed_curvature(opt, h=1.0):
+    """Make the next architecture update use H = h for every switch (its curvature batches are
+    otherwise the round's last training batches); the rest of the update runs as in a search."""
+    topo = opt.bank.topologies["normal"]
+    fixed = {"normal": (torch.full((topo.num_cells, topo.num_edges), h, dtype=torch.float64),
+                        torch.full((topo.num_cells, topo.num_edges, topo.num_ops), h, dtype=torch.float64))}
+    opt.compute_curvature = lambda inputs: fixed
+    opt._curvature_inputs = [torch.zeros(1, 1, 8, 8)]
+
+
+def test_relevance_reports_real_gamma_and_reason_of_dead_and_all_pruned_edges():
+    """Edges 0->2 and 1->2 fail the entropy test, so node 2 is unreachable and edge 2->3 (the
+    strongest of the cell) is dead by node dependencies alone; every op of 1->3 fails, so that
+    edge is out with "all ops pruned", and node 1 then reaches no output (0->1 dead too).
+    relevance must report every group's own gamma and entropy with the right reason."""
+    opt = make()
+    conv3 = opt.bank.topologies["normal"].ops.index("nor_conv_3x3")
+    with torch.no_grad():
+        opt.bank.parent["normal"][:, 1] = 1e-3  # 0->2
+        opt.bank.parent["normal"][:, 2] = 1e-3  # 1->2
+        opt.bank.child["normal"][:, 4, :] = 1e-3  # 1->3: every op
+        opt.bank.child["normal"][:, 5, conv3] = 3.0  # 2->3: conv3x3, the strongest switch
+    _fixed_curvature(opt)
+    opt.architecture_update()
+    assert opt.get_final_architecture() == (nb201.NONE,) * 3 + (nb201.SKIP, nb201.NONE, nb201.NONE)
+    rel = {(r["edge"], r["op"]): r for r in opt.result_extras()["relevance"]}
+    gp, gc = opt.bank.gammas("normal")
+    ops = opt.bank.topologies["normal"].ops
+    for (e, op), r in rel.items():
+        gamma = float(gp[e]) if op is None else float(gc[e, ops.index(op)])
+        assert gamma > 0 and r["gamma"] == pytest.approx(gamma, rel=1e-12)
+        assert r["entropy"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * gamma), rel=1e-12)
+        if e != 3:  # the survivors are connected: no repair except one op of many on 0->3
+            assert r["decision"] == "entropy"
+    for e in (0, 5):  # above the threshold, dead by node dependencies only
+        for op in (None, *ops):
+            assert rel[(e, op)]["gamma"] > ENTROPY_THRESHOLD and not rel[(e, op)]["kept"]
+            assert rel[(e, op)]["reason"] == "dead node (not on an input-to-output path)"
+    assert rel[(5, "nor_conv_3x3")]["gamma"] == max(r["gamma"] for r in rel.values() if r["op"] is not None)
+    assert rel[(4, None)]["gamma"] > ENTROPY_THRESHOLD and rel[(4, None)]["reason"] == "all ops pruned"
+    for key in [(4, op) for op in ops] + [(1, None), (2, None)]:
+        assert 0 < rel[key]["gamma"] <= ENTROPY_THRESHOLD and rel[key]["entropy"] <= 0
+        assert rel[key]["reason"] == "gamma at or below threshold"
+
+
+def test_a_group_kept_between_rounds_recovers_its_gamma_and_omega():
+    """Two rounds. Round 1: nothing survives, the derivation restores edge 0->3 (conv3x3, the
+    largest real gamma) and only that edge and op stay in the supernet. Round 2: its switches
+    have grown back to 1; the update must start from their round-1 gammas (not from 0, which
+    would give omega = inf and freeze gamma and the penalty at 0), so the edge now survives
+    the entropy test on its own."""
+    opt = make(rounds=2)
+    conv3 = opt.bank.topologies["normal"].ops.index("nor_conv_3x3")
+    with torch.no_grad():
+        opt.bank.parent["normal"].fill_(0.05)
+        opt.bank.child["normal"].fill_(0.005)
+        opt.bank.child["normal"][:, 3, conv3] = 0.05
+    _fixed_curvature(opt)
+    first = opt.architecture_update()
+    assert first["architecture"] == "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|"
+    assert opt.bank.mask_parent_normal.tolist() == [False, False, False, True, False, False]
+    assert opt.bank.mask_child_normal[3].tolist() == [k == conv3 for k in range(4)]
+    g1_parent = float(opt.bank.gamma_parent_normal[3])
+    g1_child = float(opt.bank.gamma_child_normal[3, conv3])
+    assert 0 < g1_child < g1_parent < ENTROPY_THRESHOLD  # below the threshold, kept by the repair
+
+    with torch.no_grad():  # round 2's training: the kept switches grow back
+        opt.bank.parent["normal"][:, 3] = 1.0
+        opt.bank.child["normal"][:, 3, conv3] = 1.0
+    _fixed_curvature(opt)
+    opt.architecture_update()
+    assert opt.rounds_done == 2
+    # the update from the round-1 gammas: omega = sqrt(n * (H/lam) / (1 + gamma H/lam)), gamma = ||s|| / omega
+    n, h = 3, 1.0 / 0.01
+    gp = math.sqrt(n) / math.sqrt(n * h / (1 + g1_parent * h))
+    gc_raw = math.sqrt(n) / math.sqrt(n * h / (1 + g1_child * h))
+    assert float(opt.bank.gamma_parent_normal[3]) == pytest.approx(gp, rel=1e-9)
+    assert float(opt.bank.gamma_child_normal[3, conv3]) == pytest.approx(1 / (1 / gc_raw + 1 / gp), rel=1e-9)
+    assert float(opt.bank.gamma_child_normal[3, conv3]) > ENTROPY_THRESHOLD
+    assert 0 < float(opt.bank.omega_parent_normal[3]) < math.inf
+    assert 0 < float(opt.bank.omega_child_normal[3, conv3]) < math.inf
+    cell = opt.get_final_architecture()
+    assert cell == (nb201.NONE, nb201.NONE, nb201.NONE, nb201.CONV3X3, nb201.NONE, nb201.NONE)
+    rel = {(r["edge"], r["op"]): r for r in opt.relevance()}
+    assert rel[(3, None)]["decision"] == rel[(3, "nor_conv_3x3")]["decision"] == "entropy"  # no repair now
+    assert rel[(3, "nor_conv_3x3")]["kept"]
+    assert rel[(0, None)]["reason"] == rel[(3, "skip_connect")]["reason"] == "pruned in an earlier round"
+    # the kept groups are back in the penalty with their finite omega
+    pen = opt.bank.penalty(0.01, 0.01)
+    expected = 0.01 * (float(opt.bank.omega_parent_normal[3]) + float(opt.bank.omega_child_normal[3, conv3])) * math.sqrt(3)
+    assert float(pen.detach()) == pytest.approx(expected, rel=1e-6)
 
 
 def test_nb201_digits_search_result_validates(nats_benchmark):

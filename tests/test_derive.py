@@ -8,7 +8,11 @@ import random
 import torch
 
 from naslib_bayes.optimizers.bayesnas import derive
+from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD
+from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
+from naslib_bayes.search_spaces.darts.search_network import DartsSearchNetwork
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
 
 HIGH, LOW = 0.5, 0.01  # above / below the entropy threshold
 CHILD_OPS = (nb201.SKIP, nb201.CONV1X1, nb201.CONV3X3, nb201.AVG_POOL)
@@ -130,3 +134,100 @@ def test_darts_genotype_two_distinct_inputs_no_none():
     gc[4, 0] = gc[2, 1] = 0.9  # node 3: inputs 2 (edge 4) and 0 (edge 2)
     genotype, _, _ = derive.derive_darts_cell(gp, gc, ops)
     assert genotype[:4] == [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("avg_pool_3x3", 0), ("max_pool_3x3", 2)]
+
+
+# --------------------------------------------------------------------------------------
+# The real update followed by the real derivation (BayesNAS.derive on the SwitchBank's gammas)
+# --------------------------------------------------------------------------------------
+def _optimizer(supernet, seed=0):
+    torch.manual_seed(seed)
+    opt = BayesNAS(seed=seed)
+    opt.adapt_search_space(supernet)
+    return opt
+
+
+def _unit_curvature(bank):
+    """H = 1 for every switch: with lambda = 0.01, H/lambda = 100 and gamma ~ the switch value."""
+    return {name: (torch.ones(t.num_cells, t.num_edges, dtype=torch.float64),
+                   torch.ones(t.num_cells, t.num_edges, t.num_ops, dtype=torch.float64))
+            for name, t in bank.topologies.items()}
+
+
+def test_update_then_derive_nb201_restores_the_path_of_largest_real_gamma():
+    """Nothing survives the entropy test, so the output is disconnected and every edge is dead;
+    the restored path must be the one of largest *real* gamma (conv3x3 on 0->3, 10x the
+    others), not the first path in index order with the first op (what zeroed gammas gave)."""
+    opt = _optimizer(NB201SuperNet(4, 1, 10, 1))
+    bank = opt.bank
+    conv3 = bank.topologies["normal"].ops.index("nor_conv_3x3")
+    with torch.no_grad():
+        bank.parent["normal"].fill_(0.05)
+        bank.child["normal"].fill_(0.005)
+        bank.child["normal"][:, 3, conv3] = 0.05
+    upd = bank.update(_unit_curvature(bank), 0.01, 0.01)["normal"]
+    assert upd.live == [False] * 6
+    gp, gc = bank.gammas("normal")
+    assert bool((gp > 0).all()) and bool((gc > 0).all())  # dead edges keep their own gammas
+    assert float(gc.max()) == float(gc[3, conv3]) < ENTROPY_THRESHOLD
+    derivation = opt.derive()
+    cell = derivation["architecture"]
+    assert cell == (nb201.NONE, nb201.NONE, nb201.NONE, nb201.CONV3X3, nb201.NONE, nb201.NONE)
+    kept = [d for d in derivation["per_type"]["normal"]["decisions"] if d.kept]
+    assert [(d.edge, d.op) for d in kept] == [(3, None), (3, "nor_conv_3x3")]
+    assert all(d.decision == "repair" and d.entropy is not None for d in kept)
+    assert kept[0].gamma == float(gp[3]) and kept[1].gamma == float(gc[3, conv3])
+
+
+def test_update_then_derive_darts_fills_a_node_by_its_real_gammas():
+    """All three inputs of node 3 fail the entropy test (node 3 has no survivor, its two
+    out-edges are dead by node dependencies); the fill-up must take the two inputs of largest
+    real gamma with their largest-gamma op: sep_conv_5x5 from node 2, dil_conv_3x3 from node 1
+    (zeroed gammas gave max_pool_3x3 from nodes 0 and 1)."""
+    opt = _optimizer(DartsSearchNetwork(4, 10, layers=5, in_channels=1))
+    bank = opt.bank
+    ops = bank.topologies["normal"].ops
+    edges = derive.darts_edges(4)
+    into3 = [e for e, (_, dst) in enumerate(edges) if dst == 3]
+    assert into3 == [2, 3, 4]  # from nodes 0, 1, 2
+    with torch.no_grad():
+        for name in bank.topologies:
+            bank.parent[name][:, into3] = 0.05
+            bank.child[name][:, into3, :] = 0.1
+            bank.child[name][:, 4, ops.index("sep_conv_5x5")] = 1.0
+            bank.child[name][:, 3, ops.index("dil_conv_3x3")] = 0.5
+    updates = bank.update(_unit_curvature(bank), 0.01, 0.01)
+    out3 = [e for e, (src, _) in enumerate(edges) if src == 3]
+    for name, upd in updates.items():
+        assert [e for e, alive in enumerate(upd.live) if not alive] == into3 + out3
+        gp, _ = bank.gammas(name)
+        assert bool((gp[into3 + out3] > 0).all())
+    genotype = opt.derive()["architecture"]
+    for cell in (genotype.normal, genotype.reduce):
+        assert cell[2:4] == (("dil_conv_3x3", 1), ("sep_conv_5x5", 2))
+        assert cell[:2] == (("max_pool_3x3", 0), ("max_pool_3x3", 1))  # node 2: all equal, index order
+    decisions = opt.derive()["per_type"]["normal"]["decisions"]
+    by_key = {(d.edge, d.op): d for d in decisions}
+    for e in out3:  # above the threshold, pruned only because node 3 has no surviving input
+        assert by_key[(e, None)].gamma > ENTROPY_THRESHOLD and "dead node" in by_key[(e, None)].reason
+
+
+def test_derivation_recomputes_the_updates_survivors_from_the_stored_gammas():
+    """The derivation's entropy stage on the stored (unzeroed) gammas reproduces exactly the
+    update's survivors and node dependencies, so pruning decisions are those of the update."""
+    opt = _optimizer(NB201SuperNet(4, 1, 10, 1))
+    bank = opt.bank
+    gen = torch.Generator().manual_seed(0)
+    dead_seen = 0
+    for _ in range(40):
+        with torch.no_grad():
+            bank.parent["normal"].copy_(torch.rand(3, 6, generator=gen) * 0.15)
+            bank.child["normal"].copy_(torch.rand(3, 6, 4, generator=gen) * 0.25)
+            bank.gamma_parent_normal.fill_(1.0)
+            bank.gamma_child_normal.fill_(1.0)
+        upd = bank.update(_unit_curvature(bank), 0.01, 0.01)["normal"]
+        keep_c, live = derive.entropy_stage(*bank.gammas("normal"), nb201.EDGES, (0,), (3,))
+        assert live == upd.live
+        assert keep_c == upd.keep_child.tolist()
+        assert [any(row) for row in keep_c] == upd.keep_parent.tolist()
+        dead_seen += sum(p and not alive for p, alive in zip(upd.present, upd.live))
+    assert dead_seen > 0  # some edges were dead by dependencies only

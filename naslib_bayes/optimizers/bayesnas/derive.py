@@ -17,9 +17,18 @@ inputs (strength = largest surviving op gamma; one edge per predecessor, so the 
 come from distinct predecessors) with their largest-gamma surviving op, never ``none``; a node
 with fewer than two survivors is filled up with its strongest remaining inputs.
 
+The gammas given to a derivation are every group's own, as the update computed them: an edge
+that node dependencies kill is *not* given gamma 0 (liveness is recomputed here from the
+gammas, exactly as :func:`~naslib_bayes.optimizers.bayesnas.hard_prior.hard_update` did), so
+the repairs rank dead and pruned edges by their real gammas and the decisions report them.
+Only switches masked in an earlier round have gamma 0.
+
 Every switch gets a :class:`SwitchDecision`: ``decision`` is ``"entropy"`` when its final
 state (kept or pruned) is what the entropy criterion with node dependencies decided, and
-``"repair"`` when the derivation changed it.
+``"repair"`` when the derivation changed it. The reason of an entropy decision to prune is
+``gamma at or below threshold`` (its own gamma), ``all ops pruned`` (a parent above the
+threshold whose children all are not) or ``dead node (not on an input-to-output path)`` (above
+the threshold, but its edge is dead by node dependencies).
 """
 
 from __future__ import annotations
@@ -44,8 +53,9 @@ class SwitchDecision:
     Attributes:
         edge: edge index in the cell.
         op: the op's name, or ``None`` for the parent switch (the edge itself).
-        gamma: prior variance (children: after the HARD coupling).
-        entropy: ``0.5 * log(2 pi e gamma)`` (None for gamma = 0).
+        gamma: the group's own prior variance (children: after the HARD coupling), also on a
+            dead edge.
+        entropy: ``0.5 * log(2 pi e gamma)`` (None for gamma = 0, e.g. a masked switch).
         kept: whether the derived architecture contains it.
         decision: ``"entropy"`` or ``"repair"`` (see the module docstring).
         reason: a short explanation (``gamma above threshold``, ``dead node``, ...).
@@ -119,7 +129,8 @@ def derive_nb201(
     """Derive an NB201 cell from the gammas of one cell type.
 
     Args:
-        gamma_parent: (6,) parent gammas, edges in benchmark-string order.
+        gamma_parent: (6,) parent gammas, edges in benchmark-string order (not zeroed on
+            dead edges: the path restore ranks by them).
         gamma_child: (6, K) coupled child gammas.
         threshold: the entropy threshold on gamma.
         child_ops: NB201 op index of each child switch.
@@ -219,7 +230,8 @@ def derive_darts_cell(
     """Derive one DARTS cell (normal or reduction) from the gammas of its cell type.
 
     Args:
-        gamma_parent: (E,) parent gammas, E = 14 for 4 steps, edges as :func:`darts_edges`.
+        gamma_parent: (E,) parent gammas, E = 14 for 4 steps, edges as :func:`darts_edges`
+            (not zeroed on dead edges: the fill-up ranks by them).
         gamma_child: (E, K) coupled child gammas of the non-zero ops ``op_names``.
 
     Returns ``(genotype edges [(op, input node)...], concat nodes, decisions)``; each

@@ -28,8 +28,12 @@ paper's text here, so this follows the reviews' description of "an entropy-based
 gamma" and the Gaussian prior's entropy.
 
 Node dependencies: an edge only counts as alive when its source node is reachable from a
-cell input through live edges and its target node reaches a cell output; dead edges are
-treated as zero (``gamma = 0``) in the coupling and in pruning.
+cell input through edges that survive the entropy test and its target node reaches a cell
+output through them. Liveness is a separate boolean mask (:attr:`HardUpdate.live`): a dead
+edge and its ops are pruned (:attr:`HardUpdate.keep_parent`, :attr:`HardUpdate.keep_child`),
+but its gammas are *not* overwritten with 0, so they keep ranking it (repair of a derived
+architecture, reported relevance) and, should the edge be kept in the supernet, the next
+update starts from them (a zero gamma would give ``omega = inf`` and freeze it at 0).
 
 Everything here is a pure function of tensors (float64 recommended), shared by the
 supernet optimizer, the NASLib wrapper and network compression.
@@ -195,10 +199,12 @@ class HardUpdate:
         C_parent, C_child: Laplace posterior variances per switch, same shapes.
         omega_parent, omega_child: new re-weighting per group, (E,) and (E, K).
         gamma_parent, gamma_child: new prior variances per group, (E,) and (E, K); children
-            after the HARD coupling, dead edges set to 0.
+            after the HARD coupling with their parent's new gamma. Every group keeps its own
+            gamma, dead edges included (they are *not* zeroed: see :attr:`live`).
         gamma_child_uncoupled: children before the coupling, (E, K).
         present: per edge, parent and at least one coupled child survive the entropy test.
-        live: ``present`` after node dependencies.
+        live: ``present`` after node dependencies (a present edge not on an input-to-output
+            path of present edges is dead).
     """
 
     curvature_parent: torch.Tensor
@@ -214,13 +220,19 @@ class HardUpdate:
     live: list[bool]
 
     @property
+    def live_mask(self) -> torch.Tensor:
+        """:attr:`live` as a boolean tensor (E,)."""
+        return torch.tensor(self.live, dtype=torch.bool, device=self.gamma_parent.device)
+
+    @property
     def keep_parent(self) -> torch.Tensor:
-        """Entropy survivors among parents (dead edges have gamma 0, so they are pruned)."""
-        return entropy_keep(self.gamma_parent)
+        """Parents that survive pruning: above the entropy threshold and on a live edge (E,)."""
+        return entropy_keep(self.gamma_parent) & self.live_mask
 
     @property
     def keep_child(self) -> torch.Tensor:
-        return entropy_keep(self.gamma_child)
+        """Children that survive pruning: coupled gamma above the threshold on a live edge (E, K)."""
+        return entropy_keep(self.gamma_child) & self.live_mask.unsqueeze(-1)
 
 
 def hard_update(
@@ -246,6 +258,10 @@ def hard_update(
         gamma_parent, gamma_child: current prior variances per group, (E,) and (E, K).
         lambda_origin, lambda_child: sparsity weights of the parent and child groups.
         edges, inputs, outputs: the cell DAG for node dependencies.
+
+    The returned gammas are every group's own (children coupled to their parent's new gamma);
+    which switches survive is :attr:`HardUpdate.keep_parent` / :attr:`HardUpdate.keep_child`
+    (entropy criterion and node dependencies).
     """
     if lambda_origin <= 0 or lambda_child <= 0:
         raise ValueError("lambda_origin and lambda_child must be positive")
@@ -254,9 +270,7 @@ def hard_update(
     coupled = hard_coupling(new_gc, new_gp.unsqueeze(-1))
     present = (entropy_keep(new_gp) & entropy_keep(coupled).any(dim=-1)).tolist()
     live = live_edge_mask(edges, present, inputs, outputs)
-    dead = torch.tensor([not alive for alive in live], dtype=torch.bool, device=new_gp.device)
-    new_gp = torch.where(dead, torch.zeros_like(new_gp), new_gp)
-    coupled = hard_coupling(new_gc, new_gp.unsqueeze(-1))
+    # Dead edges are pruned through ``live`` (keep_parent / keep_child), not by zeroing gamma.
     return HardUpdate(
         curvature_parent=hp, curvature_child=hc, C_parent=cp, C_child=cc,
         omega_parent=omega_p, omega_child=omega_c, gamma_parent=new_gp, gamma_child=coupled,

@@ -74,6 +74,8 @@ class BayesNAS(OneShotOptimizer):
             raise UserError(f"curvature_reduction must be 'mean', 'sum' or 'dataset', not {c['curvature_reduction']!r}")
         if int(c["curvature_batches"]) < 1:
             raise UserError("curvature_batches must be >= 1")
+        if not float(c["gamma_init"]) > 0:
+            raise UserError("gamma_init must be positive")
         self.bank: SwitchBank | None = None
         self._curvature_inputs: list[torch.Tensor] = []
         self._epoch_images = 0
@@ -197,7 +199,12 @@ class BayesNAS(OneShotOptimizer):
 
     # ---- derivation ---------------------------------------------------------------------------
     def derive(self) -> dict[str, Any]:
-        """Derive the architecture from the current gammas (see :mod:`.derive`)."""
+        """Derive the architecture from the current gammas (see :mod:`.derive`).
+
+        The gammas are every group's own (:meth:`SwitchBank.gammas`: zero only for switches
+        masked in an earlier round); the derivation recomputes the entropy survivors and the
+        node dependencies from them, exactly as the update did, and its repair ranks by them.
+        """
         per_type: dict[str, dict[str, Any]] = {}
         net = self.model.net
         for name, topo in self.bank.topologies.items():
@@ -224,6 +231,8 @@ class BayesNAS(OneShotOptimizer):
             architecture_json = architecture.to_json()
         else:
             raise UserError(f"BayesNAS cannot derive architectures of search space {self.space_name!r}")
+        for name, info in per_type.items():
+            self._mark_masked(name, info["decisions"])
         all_decisions = [d for info in per_type.values() for d in info["decisions"]]
         return {
             "architecture": architecture,
@@ -231,6 +240,16 @@ class BayesNAS(OneShotOptimizer):
             "per_type": per_type,
             "repair_fraction": derive.repair_fraction(all_decisions),
         }
+
+    def _mark_masked(self, cell_type: str, decisions) -> None:
+        """Switches masked in an earlier round have gamma 0 now: say why they are out."""
+        op_index = {op: k for k, op in enumerate(self.bank.topologies[cell_type].ops)}
+        mp = self.bank.state("mask_parent", cell_type).tolist()
+        mc = self.bank.state("mask_child", cell_type).tolist()
+        for d in decisions:
+            masked = not mp[d.edge] if d.op is None else not (mp[d.edge] and mc[d.edge][op_index[d.op]])
+            if masked and not d.kept and d.decision == derive.ENTROPY:
+                d.reason = "pruned in an earlier round"
 
     def get_final_architecture(self):
         self._pending_update()

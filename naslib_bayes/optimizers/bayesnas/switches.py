@@ -74,6 +74,9 @@ class SwitchBank(nn.Module):
     def __init__(self, topologies: Sequence[CellTopology], init: float = 1.0, gamma_init: float = 1.0):
         super().__init__()
         self.topologies = {t.name: t for t in topologies}
+        self.gamma_init = float(gamma_init)
+        if not self.gamma_init > 0:
+            raise ValueError("gamma_init must be positive")
         if len(self.topologies) != len(topologies):
             raise ValueError("cell type names must be distinct")
         self.parent = nn.ParameterDict()
@@ -172,8 +175,13 @@ class SwitchBank(nn.Module):
             curvature: ``{cell_type: (H_parent (n, E), H_child (n, E, K))}``, the diagonal
                 Gauss-Newton curvature of the loss (not yet divided by lambda).
 
-        Pruned switches enter as zeros (their groups keep gamma 0). The masks are not
-        changed here; see :meth:`prune`.
+        Masked (pruned) switches enter as zeros and their groups get gamma 0 and omega 0 (they
+        are out of the penalty). Every unmasked group stores its own new gamma, also on an
+        edge that node dependencies make dead (that is :attr:`HardUpdate.live`, not a zero
+        gamma), so a group kept in the supernet keeps a finite omega. An unmasked group whose
+        stored gamma is not positive (a switch group of norm exactly 0, or a checkpoint of an
+        older version that zeroed dead edges) restarts from ``gamma_init`` instead of being
+        frozen at 0 by ``omega = inf``. The masks are not changed here; see :meth:`prune`.
         """
         updates = {}
         for name, topo in self.topologies.items():
@@ -182,8 +190,8 @@ class SwitchBank(nn.Module):
             mc = self.state("mask_child", name) & mp.unsqueeze(-1)
             sp = self.parent[name].detach().double() * mp
             sc = self.child[name].detach().double() * mc
-            gp = self.state("gamma_parent", name) * mp
-            gc = self.state("gamma_child", name) * mc
+            gp = self._prior_gamma(self.state("gamma_parent", name), mp)
+            gc = self._prior_gamma(self.state("gamma_child", name), mc)
             upd = hard_prior.hard_update(
                 sp, sc, hp.double() * mp, hc.double() * mc, gp, gc, lambda_origin, lambda_child,
                 topo.edges, topo.inputs, topo.outputs,
@@ -199,6 +207,12 @@ class SwitchBank(nn.Module):
             updates[name] = upd
         self.num_updates += 1
         return updates
+
+    def _prior_gamma(self, gamma: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The gamma an update starts from: 0 where masked, ``gamma_init`` where unmasked but
+        not positive, the stored gamma otherwise."""
+        valid = torch.where(gamma > 0, gamma, torch.full_like(gamma, self.gamma_init))
+        return torch.where(mask, valid, torch.zeros_like(gamma))
 
     @torch.no_grad()
     def prune(self, cell_type: str, keep_parent: torch.Tensor, keep_child: torch.Tensor) -> None:
@@ -231,7 +245,8 @@ class SwitchBank(nn.Module):
                     buf.mul_(m)
 
     def gammas(self, cell_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current (gamma_parent (E,), gamma_child (E, K)), zero where pruned."""
+        """Current (gamma_parent (E,), gamma_child (E, K)), zero where masked (pruned in an
+        earlier round); edges dead by node dependencies keep their gammas."""
         mp = self.state("mask_parent", cell_type)
         mc = self.state("mask_child", cell_type) & mp.unsqueeze(-1)
         return self.state("gamma_parent", cell_type) * mp, self.state("gamma_child", cell_type) * mc
