@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import spearmanr
 
@@ -18,13 +19,19 @@ TINY = MetaTrainConfig(iterations=10, eval_every=5, val_tasks=1, val_support=20,
                        task_size=(20, 30), evidence_top=100, evidence_random=40)
 
 
-
-def test_learned_contexts_start_the_target_at_their_mean_and_adapt(nats_benchmark, tmp_path):
+@pytest.fixture(scope="module")
+def learned_surrogate(nats_benchmark, tmp_path_factory):
+    """A tiny ``learned``-mode surrogate (copula output transform, the default) meta-trained on
+    cifar100 and ImageNet16-120 (cifar10 never seen), and its file."""
     source = nats_benchmark.without("cifar10")
     surrogate, _ = meta_train(meta_datasets_from_benchmark(source, source.datasets),
                               SurrogateConfig(dataset_encoder="learned"), TINY, seed=0)
+    return surrogate, surrogate_io.save(surrogate, tmp_path_factory.mktemp("learned") / "s.pt")
+
+
+def test_learned_contexts_start_the_target_at_their_mean_and_adapt(nats_benchmark, learned_surrogate):
+    surrogate, path = learned_surrogate
     assert surrogate.contexts.shape == (2, 4)
-    path = surrogate_io.save(surrogate, tmp_path / "s.pt")
     problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar10", "test_accuracy", 6)
     opt = run_black_box(TNAS(seed=0, surrogate=str(path), initial_design=3, finetune_steps=10), problem)
     start = surrogate.contexts.detach().mean(0)
@@ -97,3 +104,126 @@ def test_naslib_predictor_fits_and_reads_every_architecture_form(nats_benchmark)
             return tuple(self.op_indices)
 
     np.testing.assert_allclose(predictor.query([FakeNaslibGraph(o) for o in naslib_order]), as_tuples)
+
+
+# ---- the predictor adapts to the target as a TNAS BO iteration does -----------------------------
+def test_naslib_predictor_fits_the_targets_a_bo_iteration_fits(nats_benchmark, learned_surrogate):
+    # A TNAS search's last BO iteration fine-tunes on its first five observations; the predictor
+    # fitted on the same observations must see the same GP targets (the surrogate's copula, not a
+    # standardisation) and end in the same fine-tuned kernel and context.
+    torch.manual_seed(0)
+    _, path = learned_surrogate
+    assert surrogate_io.load(path)[0].config.output_transform == "copula"
+    problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar10", "test_accuracy", 6)
+    opt = run_black_box(TNAS(seed=0, surrogate=str(path), initial_design=3, finetune_steps=10), problem)
+    assert opt.fit_log[-1]["n"] == 5
+    cells, values = [c for c, _ in opt.history[:5]], [v for _, v in opt.history[:5]]
+    predictor = TNASPredictor(surrogate=path, finetune_steps=10, lr=opt.config["finetune_lr"], seed=0,
+                              target_transform="surrogate")
+    predictor.fit(cells, values)
+    bo_targets = opt.gp_targets(torch.arange(5), torch.as_tensor(values, dtype=torch.float64))
+    torch.testing.assert_close(predictor.surrogate.gp.train_targets, bo_targets, rtol=0, atol=1e-12)
+    torch.testing.assert_close(predictor.surrogate.gp.train_targets, opt.surrogate.gp.train_targets, rtol=0, atol=1e-12)
+    # psi of 5 cells vs of all 15,625 differs in float rounding only
+    torch.testing.assert_close(predictor.context.detach(), opt.target_context.detach(), rtol=1e-5, atol=1e-7)
+    fitted, bo = predictor.surrogate.gp.hyperparameters(), opt.surrogate.gp.hyperparameters()
+    assert fitted == pytest.approx(bo, rel=1e-5)
+
+
+def test_naslib_predictor_fine_tunes_a_learned_context_from_the_meta_training_mean(nats_benchmark, learned_surrogate):
+    torch.manual_seed(0)
+    surrogate, path = learned_surrogate
+    start = surrogate.contexts.detach().mean(0)
+    rng = np.random.default_rng(0)
+    cells = [nats_benchmark.cell(int(i)) for i in rng.choice(15625, size=20, replace=False)]
+    accuracy = [nats_benchmark.query(c, "cifar10") for c in cells]
+    predictor = TNASPredictor(surrogate=path, finetune_steps=20, seed=0)
+    torch.testing.assert_close(predictor.context, start)
+    predictor.fit(cells, accuracy)
+    fitted = predictor.context.detach().clone()
+    assert not torch.allclose(fitted, start)  # fine-tuned with the kernel, as BO does
+    assert torch.equal(predictor.surrogate.contexts.detach(), surrogate.contexts.detach())  # meta contexts untouched
+    predictor.fit(cells, accuracy)  # a refit restarts from the meta-training mean, as each BO iteration does
+    torch.testing.assert_close(predictor.context.detach(), fitted)
+
+
+def test_naslib_predictor_fits_an_images_mode_surrogate_given_the_target_dataset(nats_benchmark):
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.predictors.dataset_context import image_sampler, target_image_context
+
+    torch.manual_seed(0)
+    datasets = [MetaDataset("digits", np.asarray(nats_benchmark.cells), np.asarray(nats_benchmark.query_all("cifar100")),
+                            image_sampler("digits", None, per_class=5, max_classes=10))]
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor="pixels", images_per_class=5, max_classes=10)
+    tiny = MetaTrainConfig(iterations=2, eval_every=1, val_tasks=1, val_support=20, val_query=30, tasks_per_step=1,
+                           task_size=(20, 30), evidence_top=50, evidence_random=20)
+    surrogate, _ = meta_train(datasets, config, tiny, seed=0)
+    with pytest.raises(UserError, match="dataset=") as error:
+        TNASPredictor(surrogate=surrogate)
+    assert "\n" not in str(error.value)
+    with pytest.raises(UserError, match="image_root="):
+        TNASPredictor(surrogate=surrogate, dataset="cifar10")
+    predictor = TNASPredictor(surrogate=surrogate, dataset="digits", finetune_steps=10, seed=0)
+    # the context a TNAS search with this seed starts from: phi of seeded samples of the target's images
+    start = target_image_context(surrogate, "digits", None, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(predictor.context, start)
+    rng = np.random.default_rng(0)
+    cells = [nats_benchmark.cell(int(i)) for i in rng.choice(15625, size=40, replace=False)]
+    accuracy = np.asarray([nats_benchmark.query(c, "cifar10") for c in cells])
+    predictor.fit(cells[:30], accuracy[:30])
+    assert not torch.allclose(predictor.context.detach(), start)  # fine-tuned with the kernel, as BO does
+    mean, std = predictor.predict_dist(cells[30:])
+    assert mean.shape == std.shape == (10,)
+    assert np.isfinite(mean).all() and (std > 0).all()
+    np.testing.assert_array_equal(predictor.query(cells[30:]), mean)
+
+
+def test_accuracy_map_inverts_the_bo_transform_and_keeps_rankings():
+    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.meta_train import ROBUST_CLIP
+    from naslib_bayes.predictors.naslib_predictor import AccuracyMap
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(70.0, 3.0, size=20), [40.0, 10.0, 65.0, 65.0]])  # a low tail, a tie
+    for kind in ("standardise", "copula", "robust"):
+        mapping = AccuracyMap(values, kind)
+        z = mapping.targets.numpy()
+        np.testing.assert_array_equal(z, transform_observations(torch.as_tensor(values), kind).numpy())  # BO's units
+        kept = z > ROBUST_CLIP if kind == "robust" else np.ones_like(z, dtype=bool)  # the clip has no inverse
+        np.testing.assert_allclose(mapping.to_accuracy(z[kept]), values[kept], rtol=0, atol=1e-9)
+        grid = np.linspace(z.min() - 2.0, z.max() + 2.0, 2001)
+        assert (np.diff(mapping.to_accuracy(grid)) > 0).all()  # strictly increasing: rankings are kept
+        # beyond the knots the map continues linearly
+        far = mapping.to_accuracy(z.max() + np.array([1.0, 2.0, 3.0]))
+        assert far[2] - far[1] == pytest.approx(far[1] - far[0])
+        mean, std = mapping.to_accuracy_dist(np.array([0.1, -0.3]), np.array([0.5, 0.2]))
+        assert (std > 0).all()
+        if kind == "standardise":  # affine: mean * sd + mean, std * sd
+            np.testing.assert_allclose(mean, values.mean() + np.array([0.1, -0.3]) * values.std())
+            np.testing.assert_allclose(std, np.array([0.5, 0.2]) * values.std())
+    constant = AccuracyMap(np.array([5.0, 5.0]), "copula")  # one distinct value: unit slope
+    np.testing.assert_allclose(constant.to_accuracy(np.array([-1.0, 0.0, 2.0])), [4.0, 5.0, 7.0])
+
+
+def test_naslib_predictor_refuses_an_unknown_target_transform():
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match="output transform 'ranks'"):
+        TNASPredictor(seed=0, target_transform="ranks")
+
+
+def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nats_benchmark, learned_surrogate):
+    # A toy case: the copula predictor queried on its own training cells. Its predictions are a
+    # strictly increasing map of the GP's posterior mean, and rank the cells as their accuracies do.
+    torch.manual_seed(0)
+    _, path = learned_surrogate
+    rng = np.random.default_rng(0)
+    cells = [nats_benchmark.cell(int(i)) for i in rng.choice(15625, size=12, replace=False)]
+    accuracy = np.asarray([nats_benchmark.query(c, "cifar10") for c in cells])
+    predictor = TNASPredictor(surrogate=path, finetune_steps=50, seed=0, target_transform="copula")
+    predictor.fit(cells, accuracy)
+    prediction = predictor.query(cells)
+    latent, _ = predictor.surrogate.gp.posterior(predictor._inputs(cells))
+    np.testing.assert_array_equal(np.argsort(prediction), np.argsort(latent.numpy()))
+    assert spearmanr(prediction, accuracy)[0] > 0.9
+    assert accuracy.min() <= prediction.min() and prediction.max() <= accuracy.max()  # shrunk toward the middle

@@ -87,7 +87,9 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
         ss_type: NASLib's search-space type; ``nasbench201``.
         encoding_type: accepted as NASLib's predictors take it; the GP encodes cells itself.
         finetune_steps, lr: Adam steps and learning rate of ``fit``.
-        seed: seeds an untrained surrogate.
+        seed: seeds an untrained surrogate (and an ``images`` surrogate's image samples).
+        dataset, image_root, target_transform: as :class:`TNASPredictor` takes them (the target
+            dataset and its images for an ``images`` surrogate; the GP units of ``fit``).
 
     ``xtrain``/``xtest`` hold NASLib ``NasBench201SearchSpace`` graphs (read through
     ``get_hash()``), NB201 strings (``|nor_conv_3x3~0|+|...``) or op-index tuples in NASLib's
@@ -96,9 +98,11 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
     """
 
     def __init__(self, surrogate=None, ss_type: str = "nasbench201", encoding_type=None,
-                 finetune_steps: int = 50, lr: float = 0.01, seed: int = 0):
+                 finetune_steps: int = 50, lr: float = 0.01, seed: int = 0, dataset: str | None = None,
+                 image_root=None, target_transform: str = "standardise"):
         TNASPredictor.__init__(self, surrogate=surrogate, ss_type=ss_type, encoding_type=encoding_type,
-                               finetune_steps=finetune_steps, lr=lr, seed=seed)
+                               finetune_steps=finetune_steps, lr=lr, seed=seed, dataset=dataset,
+                               image_root=image_root, target_transform=target_transform)
 
     @staticmethod
     def to_cells(archs: Sequence[Any]) -> list[nb201.Cell]:

@@ -193,18 +193,9 @@ class DeepKernelBO(BlackBoxOptimizer):
 
     def finetune(self, index: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on (index, y)."""
-        gp = self.surrogate.gp
-        params = [p for name, p in gp.named_parameters() if not self.frozen(name)]
-        params += [self.target_context] if self.target_context is not None else []
-        optimizer = torch.optim.Adam(params, lr=float(self.config["finetune_lr"]))
-        loss = torch.zeros(())
-        for _ in range(int(self.config["finetune_steps"])):
-            optimizer.zero_grad()
-            x = self.surrogate.kernel_inputs(self.encodings[index], self.target_context)
-            loss = gp.neg_mll(x, y)
-            loss.backward()
-            optimizer.step()
-        return {"n": int(index.numel()), "loss": float(loss.detach()), **gp.hyperparameters()}
+        loss = finetune_gp(self.surrogate, self.encodings[index], y, self.target_context,
+                           int(self.config["finetune_steps"]), float(self.config["finetune_lr"]), self.frozen)
+        return {"n": int(index.numel()), "loss": float(loss), **self.surrogate.gp.hyperparameters()}
 
     def posterior(self, index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GP posterior over all cells given the observations, each (15625,)."""
@@ -242,6 +233,29 @@ class DeepKernelBO(BlackBoxOptimizer):
 
     def get_checkpointables(self) -> dict[str, Any]:
         return {**super().get_checkpointables(), "surrogate": self.surrogate.state_dict()}
+
+
+def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None,
+                steps: int, lr: float, frozen=None) -> torch.Tensor:
+    """``steps`` Adam steps (learning rate ``lr``) of the GP's negative log marginal likelihood.
+
+    Fits ``surrogate.gp``'s parameters (except those ``frozen(name)`` names) and, when given, the
+    target's dataset ``context`` (c,) (a leaf tensor that requires grad) to psi ``encodings``
+    (n, L) and GP targets ``y`` (n,), in place; returns the last step's loss (a scalar, 0
+    without steps). One BO iteration's fine-tuning, shared with the NASLib-style predictor.
+    """
+    gp = surrogate.gp
+    params = [p for name, p in gp.named_parameters() if frozen is None or not frozen(name)]
+    params += [context] if context is not None else []
+    optimizer = torch.optim.Adam(params, lr=lr)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        optimizer.zero_grad()
+        x = surrogate.kernel_inputs(encodings, context)
+        loss = gp.neg_mll(x, y)
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
 
 def transform_observations(values: torch.Tensor, kind: str = "standardise") -> torch.Tensor:
