@@ -220,6 +220,31 @@ def test_naslib_run_without_benchmark_uses_naslibs_data_or_says_what_is_missing(
     assert code == 2 and "pass --benchmark PATH" in err and len(err.strip().splitlines()) == 1
 
 
+def test_importing_the_naslib_classes_says_that_naslib_was_patched(naslib):
+    import subprocess
+    import sys
+
+    script = ("import warnings; warnings.simplefilter('always')\n"
+              "from naslib_bayes.integration.tnas import DeepKernelGPPredictor\n"
+              "from naslib_bayes.integration.bayesnas import BayesNASOptimizer\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "NaslibPatchedWarning" in line]
+    assert len(lines) == 1 and "graph_clone" in lines[0] and "rmse_metric" in lines[0]  # once, naming the fixes
+
+
+@pytest.mark.parametrize("optimizer", ["rs", "naslib-bayes:rs"])
+def test_naslib_run_refuses_a_partial_benchmark_before_naslib_starts(naslib, tmp_path, capsys, zc_json, optimizer):
+    config = tmp_path / "rs.yaml"
+    config.write_text(f"optimizer: {optimizer}\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 10\n")
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(zc_json),
+                            "--out", str(tmp_path / "out"))
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert code == 2 and "Traceback" not in err
+    assert len(errors) == 1 and "has cifar10 val_accuracy for 491 of 15,625 cells only" in errors[0]
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
 # ---- naslib-bayes's black-box optimizers inside NASLib's Trainer -----------------------------
 def test_naslib_bayes_black_box_runs_in_naslibs_trainer_like_its_own_search(naslib, tmp_path, capsys, nats_csv,
                                                                             nats_benchmark):

@@ -46,7 +46,7 @@ def run(args) -> int:
 
     compat_logger = logging.getLogger("naslib_bayes.integration.compat")
     compat_logger.setLevel(logging.INFO)  # each applied fix is shown, even without --verbose
-    load_naslib()  # NaslibUnavailable (a UserError) names what to install
+    load_naslib(announce=False)  # NaslibUnavailable (a UserError) names what to install; fixes are logged
     if args.surrogate is not None and not args.surrogate.exists():
         raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
 

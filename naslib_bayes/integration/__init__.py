@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import warnings
 from types import SimpleNamespace
 
 from naslib_bayes.errors import UserError
@@ -70,12 +71,20 @@ def _too_old(missing: str) -> NaslibUnavailable:
 _LOADED: SimpleNamespace | None = None
 
 
-def load_naslib() -> SimpleNamespace:
+class NaslibPatchedWarning(UserWarning):
+    """NASLib was patched to run here (shown once per process outside ``naslib-run``)."""
+
+
+def load_naslib(announce: bool = True) -> SimpleNamespace:
     """Apply the compatibility fixes, import NASLib and return its modules by short name.
 
     Returns a namespace with ``search_spaces``, ``query_metrics``, ``graph``, ``primitives``,
     ``metaclasses``, ``optimizers``, ``predictor``, ``trainer``, ``utils``. Raises
     :class:`NaslibUnavailable` when NASLib is missing, too old, or a dependency of it fails.
+
+    The fixes also change what the user's own NASLib code does in this process (e.g. NASLib's
+    baselines run with the patched ``Graph``), so the first load says which were applied as a
+    :class:`NaslibPatchedWarning`, unless ``announce`` is False (``naslib-run`` logs each fix).
     """
     global _LOADED
     if _LOADED is not None:
@@ -108,13 +117,16 @@ def load_naslib() -> SimpleNamespace:
         raise _too_old("NasBench201SearchSpace.query has no dataset_api")
     compat.apply_post_import_fixes()
     _LOADED = SimpleNamespace(**modules)
+    if announce and compat.APPLIED:
+        warnings.warn(f"naslib-bayes patched NASLib in this process: {', '.join(compat.APPLIED)} "
+                      "(naslib_bayes.integration.compat.APPLIED says what each did)", NaslibPatchedWarning, stacklevel=2)
     return _LOADED
 
 
 def naslib_available() -> tuple[bool, str]:
     """(True, "") when :func:`load_naslib` succeeds, else (False, the reason)."""
     try:
-        load_naslib()
+        load_naslib(announce=False)
         return True, ""
     except NaslibUnavailable as exc:
         return False, str(exc)

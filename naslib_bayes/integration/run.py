@@ -197,12 +197,25 @@ def _dataset_api(config, benchmark, warn):
         if config.dataset not in ("cifar10", "cifar100", "ImageNet16-120"):
             raise UserError(f"dataset {config.dataset!r} is not a NAS-Bench-201 dataset (cifar10, cifar100, ImageNet16-120)")
         benchmark.metrics(config.dataset)  # UserError when the file lacks the dataset
+        _require_every_cell(benchmark, config.dataset)
         return naslib_dataset_api(benchmark, warn=warn)
     try:
         return _naslib.utils.get_dataset_api(config.search_space, config.dataset)
     except (AssertionError, FileNotFoundError) as exc:
         raise UserError(f"no NAS-Bench-201 data for NASLib ({exc or 'its nb201 pickles are missing'}); "
                         "pass --benchmark PATH with a benchmark file naslib-bayes reads") from None
+
+
+def _require_every_cell(benchmark, dataset: str) -> None:
+    """NASLib's optimizers query any cell they sample and fail on a cell the file lacks, so a
+    partial benchmark (e.g. NASLib's zero-cost sample) is refused before NASLib starts."""
+    for metric in ("val_accuracy", "test_accuracy"):
+        if benchmark.has_metric(dataset, metric):
+            have = benchmark.count_values(dataset, metric)
+            if have < nb201.NUM_CELLS:
+                raise UserError(f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} "
+                                "cells only; NASLib's optimizers need every cell: use a complete benchmark file")
+            return
 
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:
