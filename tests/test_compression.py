@@ -337,3 +337,19 @@ def test_loading_rejects_a_foreign_widths_file(tmp_path):
     (tmp_path / "widths.json").write_text('{"modules": []}')
     with pytest.raises(UserError, match="not a compressed-network description"):
         load_compressed(tmp_path)
+
+
+def test_pruning_that_leaves_the_output_constant_is_a_user_error():
+    from naslib_bayes.errors import UserError
+
+    torch.manual_seed(0)
+    model = build_model("lenet300", (1, 4, 4), 3)
+    with torch.no_grad():
+        model[1].weight[0].zero_()  # hidden unit 0 reads no pixel
+    net = SwitchedNetwork(trace_chain(model), (1, 4, 4))
+    keep = torch.zeros(300, dtype=torch.bool)
+    keep[0] = True  # only that unit survives: no input is read any more
+    plan = plan_pruning(net, [keep, None, None], [None, keep, None])
+    assert not plan.keep_inputs[0].any()
+    with pytest.raises(UserError, match="pruning left no unit that reads the input"):
+        slim(net, plan)

@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from naslib_bayes.compression.switched import SwitchedNetwork
 from naslib_bayes.compression.trace import InputSelect
+from naslib_bayes.errors import UserError
 
 #: Relative tolerance for "the same at every output position".
 UNIFORM_RTOL = 1e-9
@@ -218,6 +219,9 @@ def slim(net: SwitchedNetwork, plan: PrunePlan) -> SwitchedNetwork:
     on; :meth:`SwitchedNetwork.to_dense` folds them away at the end.
     """
     layers = net.info.layers
+    if not bool(plan.keep_inputs[0].any()):
+        raise UserError("pruning left no unit that reads the input: the network's output would be a constant; "
+                        "prune less (a smaller lambda, or a larger min_units)")
     modules = list(net.steps)
     new_modules: dict[int, nn.Module] = {}
     for l, info in enumerate(layers):
