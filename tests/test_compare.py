@@ -92,6 +92,20 @@ def test_jobs_do_not_change_trajectories(serial, nats_csv, tmp_path):
     assert read_csv(parallel.out / "summary.csv") == read_csv(settings.out / "summary.csv")
 
 
+def test_jobs_do_not_change_model_based_trajectories(nats_csv, tmp_path):
+    # tnas (meta-trained once per target, then shared), gp-bo and transfer-topk, briefly fitted.
+    model_based = ["tnas", "gp-bo", "transfer-topk"]
+    hyperparameters = {"tnas": {"meta_iterations": 3, "finetune_steps": 3}, "gp-bo": {"finetune_steps": 3}}
+    runs = {}
+    for jobs in (1, 2):
+        settings = runner.CompareSettings(benchmark=nats_csv, out=tmp_path / f"jobs{jobs}", optimizers=model_based,
+                                          datasets=["cifar100"], seeds=[0, 1], budget=8, jobs=jobs,
+                                          hyperparameters=hyperparameters)
+        finish(settings)
+        runs[jobs] = trajectories(settings.out)
+    assert runs[1] == runs[2] and len(runs[1]) == 6
+
+
 def test_an_interrupted_compare_resumes_to_the_same_summary(serial, nats_csv, nats_benchmark, tmp_path):
     reference, _, _ = serial
     settings = settings_for(nats_csv, tmp_path / "killed")
