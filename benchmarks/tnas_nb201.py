@@ -28,7 +28,7 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
 
 and prints, per target and method, the median number of queries to reach the dataset's best
 test accuracy (either of tied cells counts; a run that never reaches it counts as budget+1),
-the mean regret after 5, 10 and 20 queries, the number of distinct trajectories over the seeds,
+the mean regret after 5, 10, 20 queries and the whole budget, the number of distinct trajectories over the seeds,
 and the timings (encoding all cells, one BO iteration, meta-training).
 
 Usage:

@@ -248,8 +248,9 @@ def run(args) -> dict:
         print_standing(runs[BAYESNAS]["benchmark"], benchmark.source)
     if baselines:
         print_comparison(runs, [] if benchmark is None else list(runs[BAYESNAS]["benchmark"]))
+    data_root = "" if args.data_root is None else f" --data-root {args.data_root}"
     print(f"\ntrain it from scratch: naslib-bayes train --arch '{bayesnas['final_architecture']}' "
-          f"--dataset {bayesnas['dataset']} --epochs 30 --out runs/bayesnas-cell")
+          f"--dataset {bayesnas['dataset']}{data_root} --epochs 30 --out runs/bayesnas-cell")
     return {
         "dataset": bayesnas["dataset"],
         "seed": args.seed,

@@ -66,7 +66,7 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
             assert mean == pytest.approx(np.mean([a[d] for a in accs])) and low <= mean <= high
         assert row.search_time_total_s == pytest.approx(sum(1.5 + s for s in settings.seeds))
     text = (tmp_path / "summary.md").read_text()
-    assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 epochs" in text
+    assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 joint epochs after a warm-up epoch" in text
 
 
 def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):

@@ -140,7 +140,7 @@ def test_list_shows_the_one_shot_optimizers(capsys):
     (["--optimizer", "bayesnas", "--search-space", "nb301"], "unknown search space 'nb301'"),
     (["--optimizer", "bayesnas", "--resume"], "--resume: no checkpoint.pt"),
     (["--optimizer", "bayesnas", "--lambda", "-1"], "--lambda"),
-    (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs root"),
+    (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs the folder holding its files: --data-root DIR"),
 ])
 def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
     argv = list(argv)

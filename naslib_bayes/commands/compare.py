@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     one.add_argument("--oneshot", type=_names, help="comma-separated one-shot optimizers")
     one.add_argument("--dataset", help="training data of the one-shot searches (e.g. mnist)")
     one.add_argument("--data-root", type=Path, help="folder holding the training data")
-    one.add_argument("--epochs", type=common.positive_int, help="search epochs per one-shot run")
+    one.add_argument("--epochs", type=common.positive_int, help="joint epochs of each one-shot run, after its warm-up epoch (default 1)")
     parser.add_argument("--seeds", type=common.parse_seeds, default=common.parse_seeds("20"),
                         help="seed count N (0..N-1) or list, the same for every optimizer (default 20)")
     parser.add_argument("--jobs", type=common.positive_int, default=1, help="worker processes (default 1)")

@@ -276,7 +276,7 @@ def write_oneshot_summary(rows: list[OneShotRow], dataset: str, out: Path, epoch
 def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
     seeds = rows[0].runs if rows else 0
     lines = ["# One-shot comparison", "",
-             f"Each optimizer searched on `{dataset}`{f' for {epochs} epochs' if epochs else ''} with {seeds} seeds; "
+             f"Each optimizer searched on `{dataset}`{f' for {epochs} joint epochs after a warm-up epoch' if epochs else ''} with {seeds} seeds; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
              "Cells: mean over seeds [95% bootstrap interval].", "",
              "| optimizer | " + " | ".join(f"{d} accuracy" for d in datasets) + " | distinct cells |",

@@ -273,5 +273,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     if canonical == "digits":
         return loader(seed=seed, **options)
     if root is None:
-        raise UserError(f"dataset {canonical} needs root: the folder holding its files")
+        raise UserError(f"dataset {canonical} needs the folder holding its files: --data-root DIR "
+                        "(root= from Python)")
     return loader(root, seed=seed, **options)
