@@ -87,7 +87,7 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(capsy
         pytest.skip("this machine has eight CUDA devices")
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", "--device", device,
                            "--out", tmp_path / "out")
-    assert code == 2 and f"argument --device: " in one_error_line(err) and device in err
+    assert code == 2 and "argument --device: " in one_error_line(err) and device in err
     assert not (tmp_path / "out").exists()
 
 

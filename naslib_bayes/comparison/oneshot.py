@@ -26,7 +26,7 @@ from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
 from naslib_bayes.comparison.runner import (
     FINGERPRINT_KEY, RUNS_DIR, RunSpec, _worker_context, benchmark_fingerprint, load_run, refuse_other_settings,
-    remove_partial_files, require_distinct, run_path, signals_held, stop_workers,
+    remove_partial_files, require_distinct, run_path, signals_held, split_finished, stop_workers,
 )
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
@@ -162,16 +162,12 @@ def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
 
 def plan_oneshot(settings: OneShotSettings, fingerprint: str) -> tuple[list[RunSpec], list[RunSpec]]:
     """Runs to do and runs done; a run file made with other settings is refused before anything runs."""
-    todo, done = [], []
-    for spec in settings.runs():
-        result = load_run(settings.out, spec)
-        if result is None:
-            todo.append(spec)
-            continue
+
+    def check(spec: RunSpec, result: dict[str, Any]) -> None:
         refuse_other_settings(run_path(settings.out, spec), result.get(DETERMINANTS_KEY) or {},
                               settings.determinants(spec, fingerprint))
-        done.append(spec)
-    return todo, done
+
+    return split_finished(settings.out, settings.runs(), check)
 
 
 # ---- the grid --------------------------------------------------------------------------------

@@ -388,6 +388,21 @@ def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str
 
 
 # ---- scheduling ------------------------------------------------------------------------------
+def split_finished(out: Path, specs: Iterable[RunSpec],
+                   check: Callable[[RunSpec, dict[str, Any]], None]) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(runs with no file yet, runs finished); ``check(spec, result)`` raises for a file that was
+    made with other settings, before anything runs."""
+    todo, done = [], []
+    for spec in specs:
+        result = load_run(out, spec)
+        if result is None:
+            todo.append(spec)
+        else:
+            check(spec, result)
+            done.append(spec)
+    return todo, done
+
+
 def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec], list[RunSpec], list[tuple[str, str]]]:
     """Split the grid into runs to do, runs already done, and preparations still missing.
 
@@ -396,15 +411,12 @@ def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec]
     """
     determinants = Determinants.of(settings, benchmark)
     refuse_targets_in_user_surrogates(settings)
-    todo, done = [], []
-    for spec in settings.runs():
-        result = load_run(settings.out, spec)
-        if result is None:
-            todo.append(spec)
-            continue
+
+    def check(spec: RunSpec, result: dict[str, Any]) -> None:
         refuse_other_settings(run_path(settings.out, spec), recorded_run(result), determinants.of_run(spec),
                               recorded_benchmark=(result.get("config") or {}).get("benchmark"))
-        done.append(spec)
+
+    todo, done = split_finished(settings.out, settings.runs(), check)
     missing = []
     for optimizer, dataset in sorted({(s.optimizer, s.dataset) for s in todo if needs_preparation(settings, s.optimizer)}):
         record = load_preparation(settings.out, optimizer, dataset)
