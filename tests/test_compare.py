@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -505,3 +506,19 @@ def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_pat
         for pid in [proc.pid, *workers]:
             if is_running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benchmark):
+    # Where the README's run files are present (after its command ran), they must be what that
+    # command makes with this code: a default changed without regenerating them is caught here.
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    command = re.search(r"^naslib-bayes compare (.*--readme README.md)$", readme.read_text(), re.M).group(1).split()
+    options = dict(zip(command[::2], command[1::2]))
+    settings = runner.CompareSettings(
+        benchmark=nats_csv, out=readme.parent / options["--out"], optimizers=options["--optimizers"].split(","),
+        datasets=options["--datasets"].split(","), seeds=list(range(int(options["--seeds"]))),
+        budget=int(options["--budget"]), jobs=1)
+    if not (settings.out / runner.RUNS_DIR).is_dir():
+        pytest.skip("the README's run files are not in this checkout (they are regenerated, not committed)")
+    todo, done, missing = runner.plan(settings, nats_benchmark)
+    assert not todo and not missing and len(done) == len(settings.runs())
