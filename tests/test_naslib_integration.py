@@ -73,7 +73,25 @@ def test_naslib_queries_read_the_benchmark(naslib, api, nats_benchmark):
             assert graph.query(Metric.TRAIN_ACCURACY, dataset, dataset_api=api) == -1
             assert graph.query(Metric.TRAIN_TIME, dataset, dataset_api=api) == -1
             assert graph.query(Metric.VAL_ACCURACY, dataset, epoch=-1, full_lc=True, dataset_api=api) == [expected]
+            for metric in (Metric.PARAMETERS, Metric.FLOPS, Metric.LATENCY, Metric.VAL_TIME, Metric.EPOCH):
+                assert graph.query(metric, dataset, dataset_api=api) == -1  # the CSV has no costs
         assert set(graph.query(Metric.RAW, "cifar10", dataset_api=api)) == {"cifar10-valid", "cifar100", "ImageNet16-120"}
+
+
+def test_naslib_cost_queries_read_the_benchmarks_costs(naslib, zc_json):
+    from naslib_bayes.integration.dataset_api import naslib_dataset_api
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    Metric = naslib.query_metrics.Metric
+    benchmark = load_benchmark(zc_json)
+    api = naslib_dataset_api(benchmark, warn=lambda message: None)
+    cell = benchmark.cell(int(np.flatnonzero(np.isfinite(benchmark.query_all("cifar100", "params")))[0]))
+    graph = naslib.search_spaces.NasBench201SearchSpace()
+    graph.instantiate_model = False
+    graph.set_op_indices(list(nb201.to_naslib(cell)))
+    assert graph.query(Metric.PARAMETERS, "cifar100", dataset_api=api) == benchmark.query(cell, "cifar100", "params")
+    assert graph.query(Metric.FLOPS, "cifar100", dataset_api=api) == benchmark.query(cell, "cifar100", "flops")
+    assert graph.query(Metric.HP, "cifar100", dataset_api=api)["params"] == benchmark.query(cell, "cifar100", "params")
 
 
 def test_parameter_counter_fix_matches_naslib(naslib):

@@ -48,7 +48,8 @@ class NB201Data(Mapping):
     """Read-only ``{arch_str: {ds_key: record}}`` over a benchmark, built on access and cached.
 
     ``record`` is ``{"train_acc1es": [v], "eval_acc1es": [v], "train_losses": [v],
-    "eval_losses": [v], "cost_info": {"flops", "params", "latency", "train_time"}}``.
+    "eval_losses": [v], "cost_info": {"flops", "params", "latency", "train_time"}, "flop": [v],
+    "params": [v], "latency": [v], "train_times": [v], "eval_times": [v], "epochs": [v]}``.
     """
 
     def __init__(self, benchmark: Benchmark):
@@ -88,12 +89,16 @@ class NB201Data(Mapping):
             final_eval = _value(columns["eval"], index)
             if final_eval == UNKNOWN:
                 continue
+            cost = {field: _value(columns[field], index) for field in COST_FIELDS}
             entry[ds_key] = {
                 "train_acc1es": [_value(columns["train_acc"], index)],
                 "eval_acc1es": [final_eval],
                 "train_losses": [UNKNOWN],
                 "eval_losses": [UNKNOWN],
-                "cost_info": {field: _value(columns[field], index) for field in COST_FIELDS},
+                "cost_info": cost,
+                # what NASLib's query reads for FLOPS, PARAMETERS, LATENCY, *_TIME and EPOCH
+                "flop": [cost["flops"]], "params": [cost["params"]], "latency": [cost["latency"]],
+                "train_times": [UNKNOWN], "eval_times": [UNKNOWN], "epochs": [UNKNOWN],
             }
         return entry
 
