@@ -152,8 +152,16 @@ def test_opt_keeps_a_hyphenated_optimizer_prefix(capsys, tmp_path, nats_csv):
                                          (["--feature-extractor", "pixels"], "--feature-extractor"),
                                          (["--dataset-encoder", "learned"], "--dataset-encoder")])
 def test_surrogate_settings_are_refused_with_a_surrogate_file(capsys, tmp_path, nats_csv, extra, flag):
+    (tmp_path / "surrogate.pt").write_bytes(b"refused before it is read")
     code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
                            "--budget", "3", "--surrogate", tmp_path / "surrogate.pt", *extra, "--out", tmp_path / "out")
     assert code == 2
     assert f"{flag} applies when meta-training here; a --surrogate file already has one" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_surrogate_is_the_only_line_and_makes_no_folder(capsys, tmp_path, nats_csv):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--surrogate", tmp_path / "missing", "--out", tmp_path / "out")
+    assert code == 2 and err.strip() == f"naslib-bayes: error: surrogate file '{tmp_path / 'missing'}' does not exist"
     assert not (tmp_path / "out").exists()

@@ -191,6 +191,9 @@ def _surrogate_hyperparameters(args) -> dict:
     if given.get("dataset_encoder") == "images" and "image_root" not in given:
         raise UserError("--dataset-encoder images needs --image-root")
     if given.get("surrogate") is not None:
+        from naslib_bayes.predictors.surrogate_io import existing
+
+        existing(given["surrogate"])  # before any warning is printed or folder made
         # What a meta-trained file already fixes would be ignored (and recorded as if used).
         for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
             if given.get(key) is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from naslib_bayes.errors import UserError, cause
+from naslib_bayes.results import atomic_write
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
 
 FORMAT = "naslib-bayes/tnas-surrogate"
@@ -50,17 +51,20 @@ def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any]
         payload["evidence"] = {"cells": ev.cells.clone(), "values": ev.values.clone(), "dataset": ev.dataset.clone()}
     if surrogate.meta_phi is not None:
         payload["meta_phi"] = surrogate.meta_phi.clone()
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+
+
+def existing(path: str | os.PathLike) -> Path:
+    """The surrogate file of ``path`` (a file or its folder); a :class:`UserError` when there is none."""
+    file = resolve(path)
+    if not file.exists():
+        raise UserError(f"surrogate file {str(file)!r} does not exist")
+    return file
 
 
 def load(path: str | os.PathLike) -> tuple[TNASSurrogate, dict[str, Any]]:
     """Rebuild a surrogate from a file (or its folder); returns it and the stored ``info``."""
-    file = resolve(path)
-    if not file.exists():
-        raise UserError(f"surrogate file {str(file)!r} does not exist")
+    file = existing(path)
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
