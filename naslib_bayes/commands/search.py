@@ -136,16 +136,14 @@ def run_one_shot(args) -> int:
 
 def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
     """The metric that scores the derived cell: test accuracy unless named; checked before any training."""
-    from naslib_bayes.search_spaces.nasbench201.benchmark import ACCURACY_METRICS, COST_METRICS
+    from naslib_bayes.search_spaces.nasbench201.benchmark import COST_METRICS, require_accuracy_like
 
     if benchmark is None:
         if report_metric is not None:
             raise UserError("--report-metric scores the derived cell on --benchmark; give --benchmark too")
         return "test_accuracy"
     metric = report_metric or "test_accuracy"
-    if metric in COST_METRICS:
-        raise UserError(f"report metric {metric!r} is a cost, not an accuracy-like metric such as "
-                        f"{', '.join(ACCURACY_METRICS)}")
+    require_accuracy_like("report", metric)
     if not any(benchmark.has_metric(d, metric) for d in benchmark.datasets):
         available = sorted({m for d in benchmark.datasets for m in benchmark.metrics(d)} - set(COST_METRICS))
         raise UserError(f"{benchmark.source} has no {metric} for any dataset: choose --report-metric among "

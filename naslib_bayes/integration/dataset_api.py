@@ -37,6 +37,15 @@ CURVE_FIELDS = ("train_acc1es", "eval_acc1es", "train_losses", "eval_losses")
 COST_FIELDS = ("flops", "params", "latency", "train_time")
 
 
+def served_metric(benchmark: Benchmark, dataset: str) -> str | None:
+    """The metric NASLib gets as ``eval_acc1es`` of ``dataset``: validation accuracy where the
+    benchmark has it, else test accuracy (None: neither)."""
+    for metric in ("val_accuracy", "test_accuracy"):
+        if benchmark.has_metric(dataset, metric):
+            return metric
+    return None
+
+
 def _value(column: np.ndarray | None, index: int) -> float:
     if column is None:
         return UNKNOWN
@@ -74,10 +83,7 @@ class NB201Data(Mapping):
 
     def eval_metric(self, dataset: str) -> str | None:
         """The benchmark metric served as ``eval_acc1es`` for ``dataset`` (None: nothing to serve)."""
-        for metric in ("val_accuracy", "test_accuracy"):
-            if self.benchmark.has_metric(dataset, metric):
-                return metric
-        return None
+        return served_metric(self.benchmark, dataset)
 
     @property
     def dataset_keys(self) -> tuple[str, ...]:

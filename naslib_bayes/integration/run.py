@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 from naslib_bayes import results
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
-from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api
+from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
@@ -209,13 +209,11 @@ def _dataset_api(config, benchmark, warn):
 def _require_every_cell(benchmark, dataset: str) -> None:
     """NASLib's optimizers query any cell they sample and fail on a cell the file lacks, so a
     partial benchmark (e.g. NASLib's zero-cost sample) is refused before NASLib starts."""
-    for metric in ("val_accuracy", "test_accuracy"):
-        if benchmark.has_metric(dataset, metric):
-            have = benchmark.count_values(dataset, metric)
-            if have < nb201.NUM_CELLS:
-                raise UserError(f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} "
-                                "cells only; NASLib's optimizers need every cell: use a complete benchmark file")
-            return
+    metric = served_metric(benchmark, dataset)
+    have = 0 if metric is None else benchmark.count_values(dataset, metric)
+    if metric is not None and have < nb201.NUM_CELLS:
+        raise UserError(f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} "
+                        "cells only; NASLib's optimizers need every cell: use a complete benchmark file")
 
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:

@@ -73,7 +73,7 @@ class AccuracyMap:
 
     Args:
         values: (n,) accuracies, finite, n >= 1.
-        kind: the surrogate's ``output_transform``.
+        kind: the transform (the predictor's ``target_transform``, resolved).
     """
 
     def __init__(self, values: np.ndarray, kind: str):

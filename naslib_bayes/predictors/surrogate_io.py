@@ -37,8 +37,7 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written."""
-    path = resolve(path) if Path(path).is_dir() else Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = resolve(path)
     ev = surrogate.evidence
     payload: dict[str, Any] = {
         "format": FORMAT,

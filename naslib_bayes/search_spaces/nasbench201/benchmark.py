@@ -212,7 +212,7 @@ def resolve_metrics(
         search_metric = _default_search_metric(benchmark, dataset, warnings)
     report_metric = report_metric or "test_accuracy"
     for role, metric in (("search", search_metric), ("report", report_metric)):
-        _require_accuracy_like(role, metric)
+        require_accuracy_like(role, metric)
         _require_values(benchmark, dataset, metric)
     warnings += _coverage_warnings(benchmark, dataset, search_metric)
     return search_metric, report_metric, warnings
@@ -234,7 +234,8 @@ def _default_search_metric(benchmark: Benchmark, dataset: str, warnings: list[st
     return "test_accuracy"
 
 
-def _require_accuracy_like(role: str, metric: str) -> None:
+def require_accuracy_like(role: str, metric: str) -> None:
+    """A cost metric (smaller is better) as ``role`` (search / report) metric is a UserError."""
     if metric in COST_METRICS:
         raise UserError(f"{role} metric {metric!r} is a cost (smaller is better), but searches maximise "
                         f"accuracy-like metrics such as {', '.join(ACCURACY_METRICS)}")
