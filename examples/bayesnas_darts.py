@@ -312,16 +312,13 @@ def print_summary(runs: dict[str, dict[str, Any]], test_images: int) -> None:
 # ---- main -----------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import torch
     from naslib_bayes.errors import exit_on_user_error
+    from naslib_bayes.threads import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)  # small networks: one thread is fastest on a busy CPU
-    try:
-        with exit_on_user_error():  # bad input: one line on stderr and exit code 2, as the commands do
-            return run(args)
-    finally:
-        torch.set_num_threads(threads)
+    # small networks: one thread is fastest on a busy CPU; bad input: one line on stderr and
+    # exit code 2, as the commands do
+    with torch_threads(args.threads), exit_on_user_error():
+        return run(args)
 
 
 def run(args) -> dict:

@@ -32,6 +32,7 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+from naslib_bayes.threads import torch_threads
 
 WORK_DIR = "work"
 REPORT_METRIC = "test_accuracy"
@@ -75,12 +76,13 @@ class OneShotSettings:
 def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict:
     """One ``naslib-bayes search`` in this process; its ``result.json`` is the run's result."""
     from naslib_bayes.cli import main
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     done = work / results.RESULT_FILE
     if not done.exists():
         argv = ["search", "--optimizer", spec.optimizer, "--dataset", spec.dataset, "--seed", str(spec.seed),
                 "--benchmark", str(settings.benchmark), "--out", str(work)]
-        if (work / "checkpoint.pt").exists():  # a search the comparison was stopped in: continue it
+        if (work / CHECKPOINT_FILE).exists():  # a search the comparison was stopped in: continue it
             argv.append("--resume")
         if settings.data_root is not None:
             argv += ["--data-root", str(settings.data_root)]
@@ -185,15 +187,11 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
     Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
     ran: list[RunSpec] = []
     if settings.jobs == 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):  # as a worker would have
             for spec in todo:
                 ran.append(_execute(settings, spec, search_fn, fingerprint, benchmark))
                 if on_run_done:
                     on_run_done(spec)
-        finally:
-            torch.set_num_threads(threads)
     else:
         with ProcessPoolExecutor(settings.jobs, mp_context=_worker_context(), initializer=_init_worker,
                                  initargs=(str(settings.benchmark),)) as pool:
@@ -287,13 +285,13 @@ def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], 
 
 def run_command(args) -> int:
     """``naslib-bayes compare --oneshot ...`` (arguments already checked by the command)."""
+    from tqdm import tqdm
+
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
-    from tqdm import tqdm
-
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update())

@@ -45,6 +45,7 @@ from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, resolve_metrics
+from naslib_bayes.threads import torch_threads
 
 RUNS_DIR = "runs"
 SURROGATES_DIR = "surrogates"
@@ -498,16 +499,12 @@ def _prepared_arg(settings: CompareSettings, spec: RunSpec) -> str | None:
 
 def _run_serially(settings, benchmark, todo, missing, progress) -> None:
     """``jobs == 1``: this process, one torch thread (as a worker would have)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for optimizer, dataset in missing:
             _execute_preparation(settings, optimizer, dataset, benchmark)
         for spec in todo:
             _execute_run(settings, spec, _prepared_arg(settings, spec), benchmark)
             progress.done(spec)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_in_pool(settings, todo, missing, progress) -> None:

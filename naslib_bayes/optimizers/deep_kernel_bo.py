@@ -22,7 +22,6 @@ design is (:meth:`initial_design`); they may put the observations in other units
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
@@ -35,19 +34,9 @@ from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.threads import torch_threads
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch intra-op threads, restoring the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class DeepKernelBO(BlackBoxOptimizer):

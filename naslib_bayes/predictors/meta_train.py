@@ -42,6 +42,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
+from naslib_bayes.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +195,7 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     if not datasets:
         raise UserError("meta-training needs at least one dataset")
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, config.threads))
-    try:
+    with torch_threads(config.threads):
         np_rng = np.random.default_rng(seed)
         torch_gen = torch.Generator().manual_seed(seed)
         surrogate_config = dataclasses.replace(surrogate_config, meta_datasets=tuple(d.name for d in datasets),
@@ -208,8 +207,6 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
                                                    "held_out_cells": len(s.held_out)} for s in splits})
         _train_loop(surrogate, splits, validation, config, np_rng, torch_gen, log, progress)
         surrogate.set_evidence(_select_evidence(splits, config, np_rng), _meta_phi(surrogate, splits, torch_gen))
-    finally:
-        torch.set_num_threads(threads)
     log.wall_time_s = time.perf_counter() - start
     return surrogate, log
 

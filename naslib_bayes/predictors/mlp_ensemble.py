@@ -12,28 +12,13 @@ learning rate 0.01, mean absolute error on standardised targets, 200 epochs, bat
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-
-@contextlib.contextmanager
-def single_thread():
-    """Run torch on one thread for the block, then restore the caller's setting.
-
-    The networks are tiny: extra intra-op threads only add synchronisation, which costs an
-    order of magnitude on a busy machine, and the thread count changes float reductions, so
-    one thread also keeps results identical however many workers run beside it.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from naslib_bayes.threads import torch_threads
 
 
 @dataclass
@@ -96,7 +81,7 @@ class MLPEnsemble:
     # ---- training and prediction -----------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray) -> "MLPEnsemble":
         """Train every member on features ``x`` (n, d) and targets ``y`` (n,)."""
-        with single_thread():
+        with torch_threads(1):  # tiny networks: one thread is fastest and deterministic
             return self._fit(x, y)
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> "MLPEnsemble":
@@ -127,6 +112,6 @@ class MLPEnsemble:
         if self.flat is None:
             raise RuntimeError("MLPEnsemble.predict called before fit")
         x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        with single_thread():
+        with torch_threads(1):  # tiny networks: one thread is fastest and deterministic
             out = self._forward(x_t.unsqueeze(0).expand(self.config.num_members, -1, -1))
         return out.double().numpy() * self._y_std + self._y_mean
