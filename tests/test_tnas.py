@@ -20,6 +20,7 @@ from naslib_bayes.predictors.surrogate import SurrogateConfig
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 from cli_runner import run_cli
+from strict_objective import StrictObjective
 
 TINY_META = {"meta_iterations": 12}
 TINY = MetaTrainConfig(iterations=12, eval_every=6, val_tasks=1, val_support=20, val_query=30, tasks_per_step=1,
@@ -38,48 +39,6 @@ def surrogate_file(nats_benchmark, tmp_path_factory):
 
 
 # ---- the strict objective -------------------------------------------------------------------
-class _GuardedColumn:
-    """The target's accuracy column, readable one authorised entry at a time, nothing else."""
-
-    def __init__(self, column: np.ndarray):
-        self._column = np.asarray(column)
-        self.allowed: int | None = None
-        self.reads: list[int] = []
-
-    def __getitem__(self, index):
-        if not isinstance(index, (int, np.integer)) or int(index) != self.allowed:
-            raise AssertionError(f"read of target entry {index!r} other than the queried cell")
-        self.reads.append(int(index))
-        return self._column[index]
-
-    def __getattr__(self, name):
-        raise AssertionError(f"access to the target column's {name!r}")
-
-    def __len__(self):
-        raise AssertionError("access to the target column's length")
-
-    def __iter__(self):
-        raise AssertionError("iteration over the target column")
-
-    def __array__(self, *args, **kwargs):
-        raise AssertionError("conversion of the target column to an array")
-
-
-class StrictObjective(Objective):
-    """An objective whose only readable target value is the one of the cell being queried."""
-
-    def __init__(self, benchmark, dataset, metric, budget):
-        super().__init__(benchmark, dataset, metric, budget)
-        self._values = _GuardedColumn(self._values)
-
-    def __call__(self, cell):
-        self._values.allowed = self._index_of(cell)
-        try:
-            return super().__call__(cell)
-        finally:
-            self._values.allowed = None
-
-
 def strict_problem(benchmark, dataset, budget):
     source = benchmark.without(dataset)
     return BlackBoxProblem(StrictObjective(benchmark, dataset, "test_accuracy", budget), source=source)
