@@ -125,6 +125,39 @@ def test_held_out_cells_never_reach_tasks_or_evidence(split):
 
 
 
+def test_every_evidence_cell_carries_every_datasets_value(nats_benchmark):
+    """A cell chosen by one dataset (its best, or at random) enters with the other's value too.
+
+    Otherwise a cell among CIFAR-10's best that CIFAR-100 did not draw would be seen with its
+    CIFAR-10 value alone, and the prior would favour cells good on one dataset.
+    """
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10", "cifar100"])
+    rng = np.random.default_rng(0)
+    splits = [mt._split(i, d, 0.1, "copula", rng) for i, d in enumerate(data)]
+    config = mt.MetaTrainConfig(evidence_top=50, evidence_random=30)
+    evidence = mt._select_evidence(splits, config, rng)
+    rows = {}
+    for cell, value, owner in zip(evidence.cells.tolist(), evidence.values.tolist(), evidence.dataset.tolist()):
+        assert (tuple(cell), owner) not in rows  # each (cell, dataset) once
+        rows[tuple(cell), owner] = value
+    for split in splits:
+        index = {tuple(c): i for i, c in enumerate(split.data.cells.tolist())}
+        train = set(split.train.tolist())
+        best = split.train[np.argsort(-split.data.values[split.train])[:50]]
+        for other in splits:
+            # every cell the other dataset chose is here with this dataset's own value, where it trains on it
+            chosen_by_other = {cell for cell, owner in rows if owner == other.index}
+            for cell in chosen_by_other:
+                if index[cell] in train:
+                    expected = float(split.standardised(np.array([index[cell]]))[0])
+                    assert rows[cell, split.index] == pytest.approx(expected)
+        # and its own best cells are all there
+        assert all((tuple(split.data.cells[i].tolist()), split.index) in rows for i in best)
+    # the two datasets disagree about their best cells, so the union is larger than either choice
+    per_dataset = [sum(1 for _, owner in rows if owner == s.index) for s in splits]
+    assert min(per_dataset) > 80
+
+
 @pytest.mark.parametrize("iterations", [30, 70])
 def test_the_last_iteration_is_validated_even_off_the_validation_grid(nats_benchmark, iterations):
     """Validation runs every ``eval_every`` iterations; the final weights must still be able to win."""

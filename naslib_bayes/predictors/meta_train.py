@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
+from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
 from naslib_bayes.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -224,16 +224,30 @@ def _split(index: int, data: MetaDataset, holdout_fraction: float, transform: st
 
 
 def _select_evidence(splits: Sequence[_Split], config: MetaTrainConfig, rng) -> Evidence:
-    cells, values, owner = [], [], []
+    """The best and some random training cells of each dataset, each with every dataset's value.
+
+    Each dataset chooses its ``evidence_top`` best and ``evidence_random`` random training cells;
+    every chosen cell then enters with its value on *every* meta-training dataset that has it
+    among its training cells, not only on the dataset that chose it. Otherwise a cell among one
+    dataset's best but not drawn by another would be seen with its high value alone, and the
+    prior (which, without a dataset context, averages a cell's values over the datasets) would
+    rank cells good on one dataset above cells good on all: a selection on the values themselves.
+    """
+    chosen_keys = []
     for split in splits:
         ranked = split.train[np.argsort(-split.data.values[split.train], kind="stable")]
         top = ranked[: config.evidence_top]
         rest = ranked[config.evidence_top :]
         extra = rng.choice(rest, size=min(config.evidence_random, len(rest)), replace=False)
-        chosen = np.concatenate([top, np.sort(extra)])
-        cells.append(torch.as_tensor(split.data.cells[chosen], dtype=torch.long))
-        values.append(split.standardised(chosen))
-        owner.append(torch.full((len(chosen),), split.index, dtype=torch.long))
+        chosen_keys.append(cell_index(torch.as_tensor(split.data.cells[np.concatenate([top, extra])], dtype=torch.long)))
+    chosen = torch.unique(torch.cat(chosen_keys))
+    cells, values, owner = [], [], []
+    for split in splits:
+        train_keys = cell_index(torch.as_tensor(split.data.cells[split.train], dtype=torch.long))
+        rows = split.train[torch.isin(train_keys, chosen).numpy()]
+        cells.append(torch.as_tensor(split.data.cells[rows], dtype=torch.long))
+        values.append(split.standardised(rows))
+        owner.append(torch.full((len(rows),), split.index, dtype=torch.long))
     return Evidence(torch.cat(cells), torch.cat(values), torch.cat(owner))
 
 
