@@ -93,7 +93,7 @@ def run_one(job: dict) -> dict:
     torch.manual_seed(job["seed"])
     model = build_model(job["model"], shape, classes)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    augment = default_augment("mnist")
+    augment = default_augment("mnist", splits.train)
     dense = build_model(job["model"], shape, classes)
     dense.load_state_dict(initial)
     train_dense(dense, splits.train, cfg, job["seed"], augment=augment, log=progress,  # first: the teacher

@@ -249,7 +249,7 @@ def compress_and_compare(model: nn.Module, splits, cfg, args: argparse.Namespace
     from naslib_bayes.compression import evaluate
     from naslib_bayes.data import default_augment
 
-    augment = default_augment(args.dataset)
+    augment = default_augment(args.dataset, splits.train)
     log = print if args.verbose else None
     print(f"training the dense baseline ({cfg.epochs} epochs) ...", flush=True)
     _, accuracy_dense = train_baseline(model, splits, cfg, args.seed, augment, log)

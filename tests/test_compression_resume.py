@@ -60,7 +60,7 @@ def _model(seed: int = 0) -> nn.Sequential:
 def _run(digits, checkpoint, teacher=None, **overrides):
     torch.manual_seed(123)
     cfg = CompressionConfig(**{**CFG, **overrides})
-    return compress(_model(), digits.train, cfg, seed=0, augment=default_augment("digits"), teacher=teacher,
+    return compress(_model(), digits.train, cfg, seed=0, augment=default_augment("digits", digits.train), teacher=teacher,
                     checkpoint=checkpoint)
 
 

@@ -331,6 +331,34 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image():
     assert not torch.equal(random_crop(x, 2, gen(8)), out)
 
 
+def test_crop_padding_takes_the_fill_value_and_keeps_the_image_exact():
+    x = torch.randn(16, 2, 8, 8)
+    fill = torch.tensor([-0.5, 1.25])
+    out = random_crop(x, 2, gen(7), fill)
+    plain = random_crop(x, 2, gen(7))  # same offsets, zero padding
+    border = plain == 0
+    assert border.any()
+    assert torch.equal(out[~border], plain[~border])  # the image's own pixels, bit for bit
+    assert torch.equal(out[border], fill.view(1, 2, 1, 1).expand_as(out)[border])
+
+
+def test_default_crop_pads_mnist_with_its_black_background(mnist_dir):
+    """Shifted training digits must look like test digits: black around them, not a grey frame."""
+    splits = load_dataset("mnist", mnist_dir, seed=0)
+    images = splits.train.images[:256]
+    black = images.amin()  # MNIST's background: the smallest normalised value
+    assert black == pytest.approx(-splits.train.mean[0] / splits.train.std[0])
+    augment = default_augment("mnist", splits.train)
+    out = augment(images, gen(3))
+    shifted = (out != images).flatten(1).any(dim=1)
+    assert shifted.sum() > 200
+    # where the crop padded (found by padding with NaN under the same draws) the pixels are black
+    padding = random_crop(images, augment.crop_padding, gen(3), torch.tensor([float("nan")])).isnan()
+    assert padding.sum() > 1000 and torch.allclose(out[padding], torch.full_like(out[padding], black), atol=1e-6)
+    # and no grey (mean-valued, 0) strip appears: 0 is a value no MNIST image holds
+    assert not (images == 0).any() and not (out == 0).any()
+
+
 def test_random_flip_matches_torch_flip_and_undoes_itself():
     x = torch.randn(64, 3, 5, 5)
     assert torch.equal(random_flip(x, gen(), p=1.0), torch.flip(x, dims=[-1]))
@@ -362,8 +390,12 @@ def test_cutout_zeroes_a_square_clipped_at_the_border():
 def test_augment_pipeline_is_deterministic_and_leaves_the_global_rng_alone():
     x = torch.randn(8, 3, 16, 16)
     state = torch.random.get_rng_state()
-    pipeline = default_augment("cifar-10")
-    assert pipeline == Augment(crop_padding=4, flip=True) and not default_augment("mnist").flip
+    data = ImageDataset(x, torch.zeros(8, dtype=torch.long), 10, "cifar10", (0.5, 0.4, 0.3), (0.25, 0.2, 0.1),
+                        torch.arange(8))
+    pipeline = default_augment("cifar-10", data)
+    assert pipeline == Augment(crop_padding=4, flip=True, pad_value=pipeline.pad_value)
+    assert pipeline.pad_value == pytest.approx((-2.0, -2.0, -3.0))  # black: -mean / std
+    assert not default_augment("mnist", data).flip
     assert torch.equal(pipeline(x, gen(1)), pipeline(x, gen(1)))
     assert not torch.equal(pipeline(x, gen(1)), pipeline(x, gen(2)))
     load_digits(seed=4)

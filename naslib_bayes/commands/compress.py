@@ -138,7 +138,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model = build_model(args.model, shape, classes)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    augment = default_augment(args.dataset) if cfg.augment else None
+    augment = default_augment(args.dataset, splits.train) if cfg.augment else None
     log = logger.info
     dense = accuracy_dense = val_dense = None
     if not args.no_baseline:  # trained first: it is the teacher when distilling

@@ -4,7 +4,7 @@ Typical use::
 
     splits = load_dataset("mnist", root="path/to/mnist", seed=0)   # DataSplits
     gen = torch.Generator().manual_seed(0)
-    for x, y in batches(splits.train, 128, gen, augment=default_augment("mnist")):
+    for x, y in batches(splits.train, 128, gen, augment=default_augment("mnist", splits.train)):
         ...
 """
 

@@ -3,8 +3,12 @@
 Every function draws its randomness from the ``torch.Generator`` it is given, per sample, with
 no Python loop over the batch, and works on the tensor's own device. Random numbers are drawn
 on the generator's device and then moved, so a CPU generator also drives GPU batches.
-Images are already normalised, so the zeros written by padding and cutout are the channel
-mean, as in the usual "normalise, then pad / cut out" pipelines.
+Images are already normalised. Cutout writes zeros, i.e. the channel mean, as DeVries & Taylor
+(2017) do after normalising. A crop's padding is ``pad_value`` per channel: the datasets' usual
+pipelines pad the raw image with black before normalising, so :func:`default_augment` pads with
+the normalised value of a black pixel (``-mean / std``). Padding with 0 there instead would frame
+every shifted training image in a grey (mean-valued) border that no test image has: on MNIST,
+whose background is black, a visible strip on 249 of 256 images.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 
 import torch
 
+from naslib_bayes.data.dataset import ImageDataset
 from naslib_bayes.data.loaders import canonical_name
 from naslib_bayes.errors import UserError
 
@@ -22,18 +27,24 @@ def _randint(high: int, count: int, generator: torch.Generator, device: torch.de
     return torch.randint(high, (count,), generator=generator, device=generator.device).to(device)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` on every side, then crop back to (H, W) at a random offset per sample.
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator,
+                fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad by ``padding`` on every side, then crop back to (H, W) at a random offset per sample.
 
     Args:
         images: (B, C, H, W).
+        fill: (C,) value of the padding per channel; None pads with zeros.
     Returns:
         (B, C, H, W); with ``padding`` 0 the input itself.
     """
     if padding == 0:
         return images
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    if fill is not None:  # written around the image, so its own pixels are copied exactly
+        border = torch.ones_like(padded[:1, :1], dtype=torch.bool)
+        border[..., padding:padding + height, padding:padding + width] = False
+        padded = torch.where(border, fill.to(padded).view(1, channels, 1, 1), padded)
     top = _randint(2 * padding + 1, batch, generator, images.device)
     left = _randint(2 * padding + 1, batch, generator, images.device)
     rows = top[:, None] + torch.arange(height, device=images.device)  # (B, H)
@@ -73,14 +84,17 @@ class Augment:
     """A crop / flip / cutout pipeline, callable as ``augment(images, generator)``.
 
     Attributes:
-        crop_padding: zero padding for :func:`random_crop` (0: no crop).
+        crop_padding: padding for :func:`random_crop` (0: no crop).
         flip: mirror left-right with probability 1/2.
         cutout: side of the :func:`cutout` square (0: none).
+        pad_value: the crop's padding per channel in normalised units (None: 0, the channel
+            mean); :func:`default_augment` sets it to black.
     """
 
     crop_padding: int = 0
     flip: bool = False
     cutout: int = 0
+    pad_value: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for field in ("crop_padding", "cutout"):
@@ -93,7 +107,8 @@ class Augment:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Apply crop, then flip, then cutout to (B, C, H, W) images."""
-        images = random_crop(images, self.crop_padding, generator)
+        fill = None if self.pad_value is None else images.new_tensor(self.pad_value)
+        images = random_crop(images, self.crop_padding, generator, fill)
         if self.flip:
             images = random_flip(images, generator)
         return cutout(images, self.cutout, generator)
@@ -111,6 +126,11 @@ _DEFAULTS = {
 }
 
 
-def default_augment(name: str) -> Augment:
-    """The usual training augmentation for dataset ``name`` (any alias :func:`load_dataset` takes)."""
-    return _DEFAULTS[canonical_name(name)]
+def default_augment(name: str, train: ImageDataset) -> Augment:
+    """The usual training augmentation for dataset ``name`` (any alias :func:`load_dataset` takes).
+
+    ``train`` is the split it augments: its normalisation gives the value of a black pixel, which
+    the crop pads with (as the usual pipelines pad raw images before normalising).
+    """
+    black = tuple(-mean / std for mean, std in zip(train.mean, train.std))
+    return dataclasses.replace(_DEFAULTS[canonical_name(name)], pad_value=black)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -136,7 +136,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                  progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
     """Train ``cfg.arch`` from scratch; returns the result dict and writes ``checkpoint.pt``."""
-    from naslib_bayes.data import Augment, default_augment, load_dataset
+    from naslib_bayes.data import default_augment, load_dataset
 
     start_time = time.perf_counter()
     kind, arch = parse_arch(cfg.arch)
@@ -159,8 +159,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     images = torch.cat([p.images for p in parts]).to(device)
     labels = torch.cat([p.labels for p in parts]).to(device)
     cutout = CUTOUT.get(name, 0) if cfg.cutout is None else cfg.cutout
-    base = default_augment(name)
-    augment = Augment(crop_padding=base.crop_padding, flip=base.flip, cutout=cutout)
+    augment = replace(default_augment(name, splits.train), cutout=cutout)
     model = build_network(kind, arch, channels, cells, splits.train.num_classes, images.shape[1], aux_weight > 0,
                           cfg.seed).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=weight_decay,

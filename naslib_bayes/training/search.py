@@ -126,7 +126,7 @@ def run_oneshot_search(
     opt = spec.load()(seed=cfg.seed, **cfg.hyperparameters)
     opt.adapt_search_space(net, dataset=description["dataset"])
     opt.model.to(device)
-    augment = default_augment(description["dataset"]) if cfg.augment else None
+    augment = default_augment(description["dataset"], train) if cfg.augment else None
     if augment is not None and augment.is_identity:
         augment = None
     trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
