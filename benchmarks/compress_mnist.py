@@ -10,7 +10,9 @@ Protocol (per model and seed):
 * compression: :func:`naslib_bayes.compression.compress` for ``--epochs`` epochs in total
   (sparse training with HARD updates and pruning, then fine-tuning);
 * dense baseline: the same network from the same initial weights, trained with the same
-  optimizer, batch size, augmentation and learning-rate schedule for the same total epochs;
+  optimizer, batch size and augmentation for the same total epochs (its cosine decay spans the
+  last ``finetune_epochs``; the compression's spans its retraining, every epoch left once a
+  parameter budget is met);
 * reported: both accuracies, the difference, and the fractions of parameters and FLOPs
   (multiply-accumulates of conv and linear layers) removed; averaged over the seeds.
 

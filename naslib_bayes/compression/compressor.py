@@ -18,10 +18,12 @@
    weights: the result is a plain dense network. With a parameter budget (``max_params``) the
    sparse phase ends at the first update that meets it and fine-tuning takes every epoch left.
 
-:func:`train_dense` trains the uncompressed network with the same optimizer, batch size,
-augmentation and learning-rate schedule for the same total number of epochs: the fair baseline.
-The learning rate is constant and follows a cosine decay to zero over the last
-``finetune_epochs`` epochs (for both). No step looks at the test split.
+:func:`train_dense` trains the uncompressed network with the same optimizer, batch size and
+augmentation for the same total number of epochs: the fair baseline. Its learning rate is
+constant, then decays to zero on a cosine over the last ``finetune_epochs`` epochs; the
+compression's decays over its retraining epochs, which with a parameter budget are every epoch
+left once the budget is met (so usually more than ``finetune_epochs``). No step looks at the
+test split.
 """
 
 from __future__ import annotations
