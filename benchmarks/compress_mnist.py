@@ -67,13 +67,15 @@ def run_one(job: dict) -> dict:
     from naslib_bayes.compression import CompressionConfig, build_model, compress, evaluate, train_dense
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment, load_dataset
-    from naslib_bayes.results import atomic_write_json
+    from naslib_bayes.results import atomic_write_json, source_fingerprint
 
     start = time.perf_counter()
     cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
                             **{**COMMON, **job["options"]})
+    # the code is a setting too: a run finished (or checkpointed) by other code is run afresh
     settings = json.loads(json.dumps({**{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs",
-                                                            "split", "val_size", "threads")}, "config": cfg.as_dict()}))
+                                                            "split", "val_size", "threads")}, "config": cfg.as_dict(),
+                                      "code": source_fingerprint()}))
     # one folder per setting: runs of a sweep (epochs, --opt ...) keep their records side by side
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     run_dir = Path(job["out"]) / f"{job['model']}-lam{job['lam']:g}-seed{job['seed']}-{key}" if job.get("out") else None

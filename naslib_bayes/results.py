@@ -33,6 +33,21 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+def source_fingerprint() -> str:
+    """A hash of this package's Python sources (12 hex digits): changes whenever its code does.
+
+    The package version stays the same between releases, so a cache of results keyed on settings
+    alone would hand back numbers computed by older code; keying it on this too does not.
+    """
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def new_result(command: str, **fields: Any) -> dict[str, Any]:
     """A result dict with every common key (None where a command has no value) plus ``fields``."""
     result: dict[str, Any] = {key: None for key in _COMMON_KEYS}

@@ -90,6 +90,13 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "a", lr=0.01))
     assert compress_mnist.run_one(_job(mnist_dir, tmp_path / "a")) == full  # the first setting's run is kept
     assert len(list((tmp_path / "a").iterdir())) == 2
+    import naslib_bayes.results as results
+
+    monkeypatch.setattr(results, "source_fingerprint", lambda: "other-code")
+    with pytest.raises(AssertionError, match="run again"):  # a run made by other code is not handed back
+        compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
+    monkeypatch.undo()
+    monkeypatch.setattr(compression, "compress", must_not_run)
     record = next((tmp_path / "a").glob("*/record-val.json"))
     record.write_text(record.read_text()[:50])  # a torn record is a run to do again, not an error
     with pytest.raises(AssertionError, match="run again"):
