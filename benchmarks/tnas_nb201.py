@@ -115,10 +115,14 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
 
     ``settings``: meta-training hyper-parameters over TNAS's defaults (see ``meta_settings``).
     """
+    from naslib_bayes.results import source_fingerprint
+
     out_dir = Path(out)
     done = out_dir / "meta.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if done.exists():  # a surrogate meta-trained by other code is meta-trained again
+        record = json.loads(done.read_text())
+        if record.get("code") == source_fingerprint():
+            return record
     import torch
 
     from naslib_bayes.optimizers.tnas import TNAS, meta_train_surrogate
@@ -135,7 +139,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     record = {"target": target, "seed": seed, "settings": settings or {}, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
               "iterations": log["iterations"], "best_iteration": log["best_iteration"],
-              "best_val_loss": log["best_val_loss"]}
+              "best_val_loss": log["best_val_loss"], "code": source_fingerprint()}
     out_dir.mkdir(parents=True, exist_ok=True)
     surrogate_io.save(surrogate, out_dir / "surrogate.pt", {**info, "seed": seed})
     done.write_text(json.dumps(record))
@@ -146,11 +150,14 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
                 out: str) -> dict:
     """One search; returns the accuracies queried and the timings (cached in ``out``).
 
-    A cached run is reused only if it searched with the same surrogate: runs are cached per
-    seed, and the surrogate of a seed changes with ``--surrogate-seeds``.
+    A cached run is reused only if it searched with the same surrogate (runs are cached per
+    seed, and the surrogate of a seed changes with ``--surrogate-seeds``) and was made by the
+    same code.
     """
+    from naslib_bayes.results import source_fingerprint
+
     path = Path(out)
-    cached = cached_run(path, surrogate)
+    cached = cached_run(path, surrogate, code=source_fingerprint())
     if cached is not None:
         return cached
     import torch
@@ -171,18 +178,29 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
               "accuracies": [t["accuracy"] for t in result["trajectory"]],
               "architectures": [t["architecture"] for t in result["trajectory"]],
               "timing": result.get("timing"), "wall_s": result["wall_time_s"],
-              "run_wall_s": run_wall, "run_cpu_s": run_cpu}
+              "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": source_fingerprint()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
 
 
-def cached_run(path: Path, surrogate: str | None) -> dict | None:
-    """The run cached in ``path`` if it searched with ``surrogate`` (None: absent, or another surrogate's)."""
+def cached_run(path: Path, surrogate: str | None, code: str | None = None) -> dict | None:
+    """The run cached in ``path`` if it searched with ``surrogate`` and, when ``code`` is given,
+    was made by the code of that fingerprint (None: absent, another surrogate's or other code's)."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if record.get("surrogate") == surrogate_id(surrogate) else None
+    if record.get("surrogate") != surrogate_id(surrogate) or (code is not None and record.get("code") != code):
+        return None
+    return record
+
+
+def other_code(records: list[dict]) -> int:
+    """How many of the cached ``records`` were made by other code than this (or before it was recorded)."""
+    from naslib_bayes.results import source_fingerprint
+
+    current = source_fingerprint()
+    return sum(1 for record in records if record.get("code") != current)
 
 
 def surrogate_id(surrogate: str | None) -> str | None:
@@ -319,6 +337,10 @@ def _progress(message: str, started: float) -> None:
 
 def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
     print(f"TNAS on NAS-Bench-201 ({args.benchmark.name}), leave one dataset out: {len(seeds)} seeds, budget {args.budget}")
+    stale = other_code(list(runs.values()) + list(meta.values()))
+    if stale:
+        print(f"note: {stale} of these runs and surrogates were made by other code than this (a cache read with "
+              "--report-only is printed as it is; without it they are made again)")
     if meta:
         per_target = {t: len({k[1:] for k in meta if k[0] == t}) for t in targets}
         print(f"surrogates: {', '.join(f'{t}: {n}' for t, n in per_target.items())} meta-trained "

@@ -12,6 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import tnas_nb201  # noqa: E402
+
+from naslib_bayes.results import source_fingerprint  # noqa: E402
 from resume_helpers import Killed, count_epochs, killed_after_saves  # noqa: E402
 
 
@@ -20,15 +22,31 @@ def _write(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record))
 
 
-def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, tmp_path):
+def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, tmp_path, monkeypatch):
+    from naslib_bayes import experiment
+
     folder = tmp_path / "cache" / "surrogates" / "cifar10" / "seed0"
     _write(folder / "meta.json", {"seed": 0, "wall_s": 30.0})
     surrogate = str(folder / "surrogate.pt")
     out = tmp_path / "seed0.json"
-    cached = {"surrogate": tnas_nb201.surrogate_id(surrogate), "accuracies": [1.0, 2.0], "architectures": []}
+    cached = {"surrogate": tnas_nb201.surrogate_id(surrogate), "accuracies": [1.0, 2.0], "architectures": [],
+              "code": source_fingerprint()}
     assert cached["surrogate"].startswith("surrogates/cifar10/seed0@")
     _write(out, cached)
     assert tnas_nb201.search_unit(str(nats_csv), "cifar10", "tnas", 0, 3, surrogate, str(out)) == cached
+    # the same run made by other code is not handed back: it is searched anew
+    _write(out, {**cached, "code": "other-code"})
+
+    def searched_anew(*args, **kwargs):
+        raise RuntimeError("searched anew")
+
+    monkeypatch.setattr(experiment, "run_blackbox_search", searched_anew)
+    with pytest.raises(RuntimeError, match="searched anew"):
+        tnas_nb201.search_unit(str(nats_csv), "cifar10", "tnas", 0, 3, surrogate, str(out))
+    monkeypatch.undo()
+    assert tnas_nb201.cached_run(out, surrogate) is not None  # --report-only still reads it ...
+    assert tnas_nb201.other_code([json.loads(out.read_text()), cached]) == 1  # ... and counts it as other code's
+    _write(out, cached)
     # meta-trained again in the same folder: another surrogate (no run here, the file does not exist)
     _write(folder / "meta.json", {"seed": 0, "wall_s": 31.0})
     assert tnas_nb201.surrogate_id(surrogate) != cached["surrogate"]
@@ -38,13 +56,30 @@ def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, t
     assert json.loads(out.read_text()) == fresh
 
 
+def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it(nats_csv, tmp_path, monkeypatch):
+    from naslib_bayes.optimizers import tnas
+
+    folder = tmp_path / "surrogates" / "cifar10" / "seed0"
+    record = {"target": "cifar10", "seed": 0, "wall_s": 30.0, "code": source_fingerprint()}
+    _write(folder / "meta.json", record)
+
+    def meta_trained_anew(*args, **kwargs):
+        raise RuntimeError("meta-trained anew")
+
+    monkeypatch.setattr(tnas, "meta_train_surrogate", meta_trained_anew)
+    assert tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder)) == record
+    _write(folder / "meta.json", {**record, "code": "other-code"})
+    with pytest.raises(RuntimeError, match="meta-trained anew"):
+        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder))
+
+
 def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):
     args = argparse.Namespace(cache=tmp_path, budget=50, seeds=20, surrogate_seeds=5)
     shared, own = tnas_nb201.run_path(args, "cifar10", "tnas", 7, 5), tnas_nb201.run_path(args, "cifar10", "tnas", 7, 20)
     assert shared != own and shared.name == "seed7-surrogate2.json" and own.name == "seed7.json"
     assert tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5).name == "seed7.json"  # no surrogate to tell apart
     surrogate = tnas_nb201.method_surrogate(args, "cifar10", 7, 5, "tnas")
-    _write(shared, {"surrogate": tnas_nb201.surrogate_id(surrogate)})
+    _write(shared, {"surrogate": tnas_nb201.surrogate_id(surrogate), "code": source_fingerprint()})
     _write(tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5), {"surrogate": None})
     _write(own, {"surrogate": "surrogates/cifar10/seed2@stale"})  # not what seed 7 searches with now
     _, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas", "gp-bo"], [7], n_surrogates=5)
