@@ -117,11 +117,12 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     """
     from naslib_bayes.results import source_fingerprint
 
+    code = source_fingerprint()
     out_dir = Path(out)
     done = out_dir / "meta.json"
     if done.exists():  # a surrogate meta-trained by other code is meta-trained again
         record = json.loads(done.read_text())
-        if record.get("code") == source_fingerprint():
+        if record.get("code") == code:
             return record
     import torch
 
@@ -139,7 +140,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     record = {"target": target, "seed": seed, "settings": settings or {}, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
               "iterations": log["iterations"], "best_iteration": log["best_iteration"],
-              "best_val_loss": log["best_val_loss"], "code": source_fingerprint()}
+              "best_val_loss": log["best_val_loss"], "code": code}
     out_dir.mkdir(parents=True, exist_ok=True)
     surrogate_io.save(surrogate, out_dir / "surrogate.pt", {**info, "seed": seed})
     done.write_text(json.dumps(record))
@@ -156,8 +157,9 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     """
     from naslib_bayes.results import source_fingerprint
 
+    code = source_fingerprint()
     path = Path(out)
-    cached = cached_run(path, surrogate, code=source_fingerprint())
+    cached = cached_run(path, surrogate, code=code)
     if cached is not None:
         return cached
     import torch
@@ -178,7 +180,7 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
               "accuracies": [t["accuracy"] for t in result["trajectory"]],
               "architectures": [t["architecture"] for t in result["trajectory"]],
               "timing": result.get("timing"), "wall_s": result["wall_time_s"],
-              "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": source_fingerprint()}
+              "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": code}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
