@@ -223,7 +223,7 @@ def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nat
     predictor = TNASPredictor(surrogate=path, finetune_steps=50, seed=0, target_transform="copula")
     predictor.fit(cells, accuracy)
     prediction = predictor.query(cells)
-    latent, _ = predictor.surrogate.gp.posterior(predictor._inputs(cells))
+    latent, _ = predictor.surrogate.gp.posterior(predictor._inputs(predictor._encodings(cells)))
     np.testing.assert_array_equal(np.argsort(prediction), np.argsort(latent.numpy()))
     assert spearmanr(prediction, accuracy)[0] > 0.9
     assert accuracy.min() <= prediction.min() and prediction.max() <= accuracy.max()  # shrunk toward the middle

@@ -186,7 +186,7 @@ class TNASPredictor:
         pass
 
     def pre_compute(self, xtrain, xtest, unlabeled=None) -> None:
-        self._inputs([to_cell(a) for a in list(xtrain) + list(xtest)])
+        self._encodings([to_cell(a) for a in list(xtrain) + list(xtest)])  # fills the cache
 
     def get_data_reqs(self) -> dict[str, Any]:
         return {"requires_partial_lc": False, "metric": None, "requires_hyperparameters": False,
@@ -226,7 +226,7 @@ class TNASPredictor:
         loss = finetune_gp(self.surrogate, encodings, target, self.context,
                            int(self.hyperparams["finetune_steps"]), float(self.hyperparams["lr"]))
         with torch.no_grad():
-            self.surrogate.gp.condition_on(self._inputs(cells), target)
+            self.surrogate.gp.condition_on(self._inputs(encodings), target)
         self._fitted = True
         return float(loss)
 
@@ -247,7 +247,7 @@ class TNASPredictor:
         if not self._fitted:
             raise UserError("call fit(xtrain, ytrain) before query")
         gp = self.surrogate.gp
-        mean, std = gp.posterior(self._inputs([to_cell(a) for a in xtest]))
+        mean, std = gp.posterior(self._inputs(self._encodings([to_cell(a) for a in xtest])))
         if observation_noise:
             std = (std**2 + gp.likelihood.noise.detach().squeeze()).sqrt()
         return self.output_map.to_accuracy_dist(mean.numpy(), std.numpy())
@@ -264,10 +264,11 @@ class TNASPredictor:
                     self._encoding_cache[cell] = row
         return torch.stack([self._encoding_cache[c] for c in cells])
 
-    def _inputs(self, cells: list[nb201.Cell]) -> torch.Tensor:
-        """Kernel inputs of ``cells`` with the target's current context, (n, L + c), no gradient."""
+    def _inputs(self, encodings: torch.Tensor) -> torch.Tensor:
+        """Kernel inputs of cells, from their encodings (n, L), with the target's current context:
+        (n, L + c), no gradient."""
         context = None if self.context is None else self.context.detach()
-        return self.surrogate.kernel_inputs(self._encodings(cells), context)
+        return self.surrogate.kernel_inputs(encodings, context)
 
     def _fill_standardised_cache(self) -> None:
         # An untrained psi varies little around an offset (see gp_bo); standardise over all cells.
