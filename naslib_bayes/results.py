@@ -21,9 +21,14 @@ _COMMON_KEYS = (
 )
 
 
+#: Key in ``versions`` of the fingerprint of naslib-bayes's own sources (see :func:`source_fingerprint`).
+SOURCE_KEY = "naslib_bayes_source"
+
+
 def versions() -> dict[str, str | None]:
-    """Versions of the packages a result depends on (None for those not installed)."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
+    """Versions of the packages a result depends on (None for those not installed), and the
+    fingerprint of naslib-bayes's sources: its version number does not change with every edit."""
+    found: dict[str, str | None] = {"python": platform.python_version(), SOURCE_KEY: source_fingerprint()}
     for dist, key in (("naslib-bayes", "naslib_bayes"), ("torch", "torch"), ("numpy", "numpy"),
                       ("gpytorch", "gpytorch"), ("torch-geometric", "torch_geometric")):
         try:

@@ -522,3 +522,33 @@ def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benc
         pytest.skip("the README's run files are not in this checkout (they are regenerated, not committed)")
     todo, done, missing = runner.plan(settings, nats_benchmark)
     assert not todo and not missing and len(done) == len(settings.runs())
+
+
+# ---- which code made the runs ---------------------------------------------------------------------
+def test_runs_record_their_code_and_a_summary_of_mixed_code_says_so(capsys, nats_csv, tmp_path):
+    from naslib_bayes.results import SOURCE_KEY, source_fingerprint
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
+            "--seeds", "4", "--budget", "5", "--out", out]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    files = sorted((out / runner.RUNS_DIR).glob("*.json"))
+    assert [json.loads(p.read_text())["versions"][SOURCE_KEY] for p in files] == [source_fingerprint()] * 4
+    assert "versions of the naslib-bayes code" not in (out / "summary.md").read_text() + err
+    table = read_csv(out / "summary.csv")
+    # Two runs as if made by older code, one from before the fingerprint was recorded.
+    for path, code_id in zip(files[:3], ("0123456789ab", "0123456789ab", None)):
+        result = json.loads(path.read_text())
+        if code_id is None:
+            del result["versions"][SOURCE_KEY]
+        else:
+            result["versions"][SOURCE_KEY] = code_id
+        path.write_text(json.dumps(result))
+    before = run_files(out)
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0 and "0 runs done, 4 reused" in stdout
+    note = (f"the runs were made by 3 versions of the naslib-bayes code (source fingerprint 0123456789ab: 2 runs, "
+            f"{source_fingerprint()}: 1 run, not recorded: 1 run)")
+    assert note in (out / "summary.md").read_text() and f"warning: {note}" in err
+    assert run_files(out) == before and read_csv(out / "summary.csv") == table  # reused, not changed

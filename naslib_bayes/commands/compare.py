@@ -137,6 +137,8 @@ def run_black_box(args) -> int:
         plots.plot_regret(result, dataset, args.out / f"regret_{dataset}.png")
     if args.readme is not None:
         _update_readme(args, result)
+    if result.code_note:
+        print(f"warning: {result.code_note}", file=sys.stderr)
     print(f"{len(report.ran)} runs done, {len(report.skipped)} reused, {report.elapsed_s:.0f} s -> {args.out / 'summary.md'}")
     return 0
 

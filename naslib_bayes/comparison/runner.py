@@ -19,6 +19,8 @@ seed, the optimizer's hyper-parameters as resolved (defaults included) and the b
 content (a SHA-256 of its cells and tables, ``config.benchmark_sha256``); a preparation
 likewise. A file made otherwise is refused with an error naming it and the first setting that
 differs: deleting it would lose a result, and keeping it would mix settings in one summary.
+The code is not a determinant (any edit would refuse every earlier run); each run records its
+fingerprint in ``versions`` and a summary of runs of several versions says so.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 
 from naslib_bayes.comparison.runner import PREPARED_FILE, RunSpec, load_run, prepared_dir, run_path
 from naslib_bayes.errors import UserError
+from naslib_bayes.results import SOURCE_KEY
 from naslib_bayes.search_spaces.nasbench201.loaders import CSV_NOTE
 
 CHECKPOINTS = (10, 20, 50, 100)
@@ -149,6 +151,7 @@ class Summary:
     rows: list[Row]
     prep_rows: list[PrepRow]
     notes: list[str] = field(default_factory=list)
+    code_note: str | None = None  # see code_versions_note
 
     def row(self, optimizer: str, dataset: str) -> Row:
         return next(r for r in self.rows if (r.optimizer, r.dataset) == (optimizer, dataset))
@@ -168,6 +171,7 @@ def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], see
         search_metric=_single(every, "search_metric"), report_metric=_single(every, "report_metric"),
         benchmark=Path(str(every[0]["config"].get("benchmark", "?"))).name,
         rows=rows, prep_rows=_prep_rows(out, optimizers, datasets), notes=_notes(every),
+        code_note=code_versions_note(every),
     )
 
 
@@ -215,6 +219,22 @@ def _notes(results: Iterable[Mapping[str, Any]]) -> list[str]:
         for note in result.get("notes") or []:
             notes.setdefault(note.replace(source, Path(source).name) if source else note)
     return list(notes)
+
+
+def code_versions_note(results: Iterable[Mapping[str, Any]]) -> str | None:
+    """A note when the runs were made by more than one version of naslib-bayes's code (None otherwise).
+
+    Run files are reused by their settings, so a comparison continued after the code changed
+    mixes results of both; the fingerprint each run recorded (``versions.naslib_bayes_source``)
+    says so. Runs from before it was recorded count as one group, "not recorded".
+    """
+    counts = Counter((r.get("versions") or {}).get(SOURCE_KEY) for r in results)
+    if len(counts) < 2:
+        return None
+    groups = sorted(counts.items(), key=lambda kv: (kv[0] is None, -kv[1], str(kv[0])))
+    listed = ", ".join(f"{code or 'not recorded'}: {n} run{'s' * (n != 1)}" for code, n in groups)
+    return (f"the runs were made by {len(counts)} versions of the naslib-bayes code (source fingerprint {listed}), "
+            "so differences between rows may come from the code as well as from the methods")
 
 
 def _split_notes(summary: "Summary") -> tuple[list[str], dict[str, list[str]]]:
@@ -285,7 +305,7 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
     the same comparison.
     """
     general, by_dataset = _split_notes(summary)
-    lines = [*_method_lines(summary, general), ""]
+    lines = [*_method_lines(summary, general + ([summary.code_note] if summary.code_note else [])), ""]
     points = checkpoints(summary.budget)
     for dataset in summary.datasets:
         rows = sorted((r for r in summary.rows if r.dataset == dataset), key=lambda r: (r.mean[-1], r.optimizer))
