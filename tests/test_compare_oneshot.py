@@ -67,6 +67,12 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
         assert row.search_time_total_s == pytest.approx(sum(1.5 + s for s in settings.seeds))
     text = (tmp_path / "summary.md").read_text()
     assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 joint epochs after a warm-up epoch" in text
+    assert "versions of the naslib-bayes code" not in text  # every run of one (unrecorded) code
+    path = run_path(tmp_path, RunSpec(NAMES[0], "mnist", 0))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "versions": {"naslib_bayes_source": "0123456789ab"}}))
+    oneshot.write_oneshot_summary(oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", settings.seeds), "mnist", tmp_path, 2)
+    assert ("Note: the runs were made by 2 versions of the naslib-bayes code (source fingerprint "
+            "0123456789ab: 1 run, not recorded: 7 runs)") in (tmp_path / "summary.md").read_text()
 
 
 def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -221,6 +222,7 @@ class OneShotRow:
     search_time_mean_s: float
     search_time_total_s: float
     cells: list[str] = field(default_factory=list)
+    sources: list[str | None] = field(default_factory=list)  # the code of each run (summary.source_of)
 
 
 def summarize_oneshot(out: Path, optimizers: Sequence[str], dataset: str, seeds: Sequence[int]) -> list[OneShotRow]:
@@ -240,7 +242,8 @@ def summarize_oneshot(out: Path, optimizers: Sequence[str], dataset: str, seeds:
             accuracy[bench_dataset] = (float(mean[0]), float(low[0]), float(high[0]))
         times = [float(r["wall_time_s"]) for r in runs]
         cells = [r["final_architecture"] for r in runs]
-        rows.append(OneShotRow(optimizer, len(runs), accuracy, len(set(cells)), sum(times) / len(times), sum(times), cells))
+        rows.append(OneShotRow(optimizer, len(runs), accuracy, len(set(cells)), sum(times) / len(times), sum(times), cells,
+                               [bb_summary.source_of(r) for r in runs]))
     return rows
 
 
@@ -278,9 +281,17 @@ def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], 
     for r in rows:
         lines.append(f"| {r.optimizer} | " + " | ".join(bb_summary.fmt_regret(*r.accuracy[d]) for d in datasets)
                      + f" | {r.distinct_cells}/{r.runs} |")
+    code_note = oneshot_code_note(rows)
+    if code_note:
+        lines += ["", f"Note: {code_note}."]
     lines += ["", "## Wall time", "", "| optimizer | runs | total search time (s) | mean per run (s) |", "|---|---:|---:|---:|"]
     lines += [f"| {r.optimizer} | {r.runs} | {r.search_time_total_s:.1f} | {r.search_time_mean_s:.1f} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def oneshot_code_note(rows: list[OneShotRow]) -> str | None:
+    """The summary's note when the runs were made by more than one version of the code."""
+    return bb_summary.code_versions_note(source for r in rows for source in r.sources)
 
 
 def run_command(args) -> int:
@@ -297,6 +308,9 @@ def run_command(args) -> int:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update())
     rows = summarize_oneshot(args.out, settings.optimizers, settings.dataset, settings.seeds)
     write_oneshot_summary(rows, settings.dataset, Path(args.out), settings.epochs)
+    code_note = oneshot_code_note(rows)
+    if code_note:
+        print(f"warning: {code_note}", file=sys.stderr)
     print(f"{len(ran)} runs done, {len(done)} reused, {elapsed:.0f} s -> {Path(args.out) / 'summary.md'}")
     return 0
 

@@ -171,7 +171,7 @@ def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], see
         search_metric=_single(every, "search_metric"), report_metric=_single(every, "report_metric"),
         benchmark=Path(str(every[0]["config"].get("benchmark", "?"))).name,
         rows=rows, prep_rows=_prep_rows(out, optimizers, datasets), notes=_notes(every),
-        code_note=code_versions_note(every),
+        code_note=code_versions_note(map(source_of, every)),
     )
 
 
@@ -221,14 +221,19 @@ def _notes(results: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(notes)
 
 
-def code_versions_note(results: Iterable[Mapping[str, Any]]) -> str | None:
+def source_of(result: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the code that made a run (``versions.naslib_bayes_source``; None if unrecorded)."""
+    return (result.get("versions") or {}).get(SOURCE_KEY)
+
+
+def code_versions_note(sources: Iterable[str | None]) -> str | None:
     """A note when the runs were made by more than one version of naslib-bayes's code (None otherwise).
 
-    Run files are reused by their settings, so a comparison continued after the code changed
-    mixes results of both; the fingerprint each run recorded (``versions.naslib_bayes_source``)
-    says so. Runs from before it was recorded count as one group, "not recorded".
+    ``sources``: each run's :func:`source_of`. Run files are reused by their settings, so a
+    comparison continued after the code changed mixes results of both. Runs from before the
+    fingerprint was recorded count as one group, "not recorded".
     """
-    counts = Counter((r.get("versions") or {}).get(SOURCE_KEY) for r in results)
+    counts = Counter(sources)
     if len(counts) < 2:
         return None
     groups = sorted(counts.items(), key=lambda kv: (kv[0] is None, -kv[1], str(kv[0])))
