@@ -479,6 +479,21 @@ def wait_for(condition, timeout_s: float, step_s: float = 0.1) -> bool:
     return False
 
 
+def test_stopping_the_workers_also_ends_the_pools_manager_thread():
+    """Left running, the thread races the interpreter's exit hook, which then writes to a closed pipe."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    for _ in range(3):  # unstopped, the thread is still alive here more often than not
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context(method)) as pool:
+            futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+            assert wait_for(lambda: len(pool._processes or {}) == 2 and all(f.running() for f in futures), timeout_s=60)
+            processes, manager = list(pool._processes.values()), pool._executor_manager_thread
+            runner.stop_workers(pool)
+            assert not any(p.is_alive() for p in processes) and not manager.is_alive()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_path):
     out = tmp_path / "cmp"

@@ -547,9 +547,13 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     Finished runs are already on disk, so nothing is lost but the work in flight. Each worker
     is waited for, so none outlives the command or writes after it; a worker killed mid-write
     leaves only a temporary file, which the caller removes. The executor has no public way to
-    end running workers before Python 3.14, hence its process table.
+    end running workers before Python 3.14, hence its process table. Its management thread is
+    waited for too: ``shutdown(wait=False)`` forgets it, and one still closing its pipes while
+    the interpreter exits makes the exit hook write to a closed pipe (an ``OSError`` printed
+    after the command's last line).
     """
     processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    manager = getattr(pool, "_executor_manager_thread", None)  # and this
     terminate = getattr(pool, "terminate_workers", None)
     if terminate is not None:
         terminate()
@@ -562,6 +566,8 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
             process.join(WORKER_EXIT_TIMEOUT_S)
+    if manager is not None:
+        manager.join(WORKER_EXIT_TIMEOUT_S)
 
 
 def _worker_context():
