@@ -33,9 +33,10 @@ SEEDS = [0, 1, 2]
 BUDGET = 12
 
 
-def settings_for(nats_csv, out, jobs=1, budget=BUDGET, optimizers=OPTIMIZERS, seeds=SEEDS, datasets=DATASETS):
+def settings_for(nats_csv, out, jobs=1, budget=BUDGET, optimizers=OPTIMIZERS, seeds=SEEDS, datasets=DATASETS,
+                 prepare_per="seed"):
     return runner.CompareSettings(benchmark=nats_csv, out=out, optimizers=list(optimizers), datasets=list(datasets),
-                                  seeds=list(seeds), budget=budget, jobs=jobs,
+                                  seeds=list(seeds), budget=budget, jobs=jobs, prepare_per=prepare_per,
                                   hyperparameters={"bananas": FAST_BANANAS} if "bananas" in optimizers else {})
 
 
@@ -184,45 +185,95 @@ def test_twenty_seed_random_search_matches_its_expected_regret(nats_csv, nats_be
 
 
 class FakeTransfer(RandomSearch):
-    """Random search that records what its per-dataset preparation saw."""
+    """Random search that records what its preparation saw and checks it was handed the right one."""
 
     calls: list = []
     defaults = {"meta_iterations": 10}  # stands for the settings of a meta-training
+    shared = False  # True: every seed must get seed 0's preparation (--prepare-per dataset)
 
     @classmethod
     def prepare(cls, source, dataset, directory, metric, seed=0, **hyperparameters):
         assert metric == "test_accuracy"
-        cls.calls.append((dataset, source.datasets))
-        (directory / "artefact.json").write_text(json.dumps({"trained_on": list(source.datasets)}))
+        cls.calls.append((dataset, seed, source.datasets))
+        (directory / "artefact.json").write_text(json.dumps({"trained_on": list(source.datasets), "seed": seed}))
         return {"cells_seen": 15625}
 
     def setup(self):
         self.artefact = json.loads((self.problem.prepared / "artefact.json").read_text())
         assert self.problem.dataset not in self.artefact["trained_on"]
+        assert self.artefact["seed"] == (runner.PREPARE_SEED if self.shared else self.seed)
 
 
 @pytest.fixture
 def fake_transfer(monkeypatch):
     spec = registry.OptimizerSpec("fake-transfer", registry.BLACK_BOX, f"{__name__}:FakeTransfer", "test double")
     monkeypatch.setattr(registry, "OPTIMIZERS", MappingProxyType({**registry.OPTIMIZERS, spec.name: spec}))
-    FakeTransfer.calls = []
+    monkeypatch.setattr(FakeTransfer, "calls", [])
+    monkeypatch.setattr(FakeTransfer, "shared", False)
     return spec.name
 
 
-def test_transfer_methods_prepare_once_per_dataset_without_the_target(fake_transfer, nats_csv, nats_benchmark, tmp_path):
+def test_transfer_methods_prepare_once_per_dataset_and_seed_without_the_target(fake_transfer, nats_csv, nats_benchmark,
+                                                                               tmp_path):
     assert FakeTransfer.has_preparation() and not BlackBoxOptimizer.has_preparation()
-    datasets = ["cifar10", "cifar100", "ImageNet16-120"]
-    settings = settings_for(nats_csv, tmp_path, optimizers=["rs", fake_transfer], seeds=range(4), datasets=datasets)
+    datasets, seeds = ["cifar10", "cifar100", "ImageNet16-120"], [0, 1, 2]
+    settings = settings_for(nats_csv, tmp_path, optimizers=["rs", fake_transfer], seeds=seeds, datasets=datasets)
     finish(settings, nats_benchmark)
-    assert sorted(FakeTransfer.calls) == sorted((d, tuple(x for x in datasets if x != d)) for d in datasets)
+    assert sorted(FakeTransfer.calls) == sorted((d, s, tuple(x for x in datasets if x != d)) for d in datasets for s in seeds)
     for dataset in datasets:
-        record = json.loads((runner.prepared_dir(tmp_path, fake_transfer, dataset) / runner.PREPARED_FILE).read_text())
-        assert record["dataset"] == dataset and dataset not in record["source_datasets"]
+        for seed in seeds:
+            folder = runner.prepared_dir(tmp_path, fake_transfer, dataset, seed)
+            record = json.loads((folder / runner.PREPARED_FILE).read_text())
+            assert record["dataset"] == dataset and dataset not in record["source_datasets"] and record["seed"] == seed
+            run = json.loads(runner.run_path(tmp_path, runner.RunSpec(fake_transfer, dataset, seed)).read_text())
+            assert run["config"][runner.PREPARATION_SEED_KEY] == seed
+    assert runner.PREPARATION_SEED_KEY not in json.loads(runner.run_path(tmp_path, runner.RunSpec("rs", "cifar10", 0)).read_text())["config"]
     rows = read_csv(tmp_path / "summary.csv", drop=())
-    assert sorted(r["dataset"] for r in rows if r["row"] == "meta-training") == sorted(datasets)
-    assert "fake-transfer meta-training" in (tmp_path / "summary.md").read_text()
+    assert sorted((r["dataset"], r["preparation_seed"]) for r in rows if r["row"] == "meta-training") == \
+        sorted((d, str(s)) for d in datasets for s in seeds)
+    assert "| fake-transfer meta-training | 9 (3 datasets × 3 seeds) |" in (tmp_path / "summary.md").read_text()
     finish(settings, nats_benchmark)  # cached: not prepared again
-    assert len(FakeTransfer.calls) == 3
+    assert len(FakeTransfer.calls) == 9
+
+
+def test_prepared_per_dataset_every_seed_gets_seed_0s_preparation(fake_transfer, nats_csv, nats_benchmark, tmp_path):
+    FakeTransfer.shared = True
+    settings = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0, 1, 2], datasets=["cifar10", "cifar100"],
+                            prepare_per="dataset")
+    finish(settings, nats_benchmark)
+    assert sorted(FakeTransfer.calls) == [("cifar10", 0, ("cifar100", "ImageNet16-120")),
+                                          ("cifar100", 0, ("cifar10", "ImageNet16-120"))]
+    assert "| fake-transfer meta-training | 2 (2 datasets × 1 seed) |" in (tmp_path / "summary.md").read_text()
+    per_seed = runner.CompareSettings(**{**vars(settings), "prepare_per": "seed"})
+    with pytest.raises(UserError, match=r"fake-transfer-cifar10-1\.json was run with preparation_seed=0, not 1 "
+                                        r"\(with --prepare-per dataset every seed uses seed 0's preparation\)"):
+        runner.run_comparison(per_seed, benchmark=nats_benchmark)
+
+
+def test_a_comparison_from_before_per_seed_preparations_keeps_its_runs_and_surrogate(fake_transfer, nats_csv,
+                                                                                      nats_benchmark, tmp_path):
+    """Earlier versions kept one preparation (seed 0) in the optimizer's folder, and runs did not name it."""
+    FakeTransfer.shared = True
+    settings = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0, 1], datasets=["cifar10"],
+                            prepare_per="dataset")
+    finish(settings, nats_benchmark)
+    folder = tmp_path / runner.SURROGATES_DIR / "cifar10" / fake_transfer
+    for path in (folder / "seed-0").iterdir():  # the old layout
+        path.rename(folder / path.name)
+    (folder / "seed-0").rmdir()
+    for seed in (0, 1):
+        path = runner.run_path(tmp_path, runner.RunSpec(fake_transfer, "cifar10", seed))
+        result = json.loads(path.read_text())
+        del result["config"][runner.PREPARATION_SEED_KEY]
+        path.write_text(json.dumps(result))
+    assert runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) == folder
+    assert runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 1) == folder / "seed-1"
+    report, result = finish(settings, nats_benchmark)
+    assert (len(report.ran), len(report.skipped), len(FakeTransfer.calls)) == (0, 2, 1)
+    assert [(p.dataset, p.seed) for p in result.prep_rows] == [("cifar10", 0)]
+    (runner.run_path(tmp_path, runner.RunSpec(fake_transfer, "cifar10", 1))).unlink()
+    report, _ = finish(settings, nats_benchmark)  # run again on the old folder's surrogate
+    assert (len(report.ran), len(FakeTransfer.calls)) == (1, 1)
 
 
 def test_censored_median_and_queries_to_optimum():
@@ -353,7 +404,7 @@ def test_runs_made_with_other_hyperparameters_or_another_benchmark_are_refused(c
 
 def test_a_preparation_made_with_other_settings_is_refused(fake_transfer, nats_csv, nats_benchmark, tmp_path):
     made = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0], datasets=["cifar10"])
-    runner._execute_preparation(made, fake_transfer, "cifar10", nats_benchmark)
+    runner._execute_preparation(made, (fake_transfer, "cifar10", 0), nats_benchmark)
     finish(made, nats_benchmark)  # reused as it is
     assert len(FakeTransfer.calls) == 1
     other = runner.CompareSettings(**{**vars(made), "seeds": [0, 1], "hyperparameters": {fake_transfer: {"meta_iterations": 3}}})
@@ -441,6 +492,22 @@ def test_a_given_surrogate_that_saw_a_target_is_refused(capsys, nats_csv, cifar1
     line = one_error_line(err)
     assert code == 2 and f"tnas.surrogate={cifar100_surrogate} was meta-trained on cifar100, a target" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_tnas_seeds_are_independent_repetitions_unless_they_share_one_surrogate(capsys, nats_csv, tmp_path):
+    """TNAS's search has no randomness of its own here (a ranked initial design, no ties): its
+    seeds differ through their surrogates, so sharing one surrogate repeats one trajectory."""
+    def compare(out, *extra):
+        code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
+                               "--opt", "tnas.meta_iterations=3", "--seeds", "2", "--budget", "6", "--out", out, *extra)
+        assert code == 0, err
+        runs = [json.loads(runner.run_path(out, runner.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
+        return runs, summary.distinct_trajectories(runs)
+
+    runs, distinct = compare(tmp_path / "per-seed")
+    assert distinct == 2 and [r["surrogate"]["seed"] for r in runs] == [0, 1]
+    runs, distinct = compare(tmp_path / "shared", "--prepare-per", "dataset")
+    assert distinct == 1 and [r["surrogate"]["seed"] for r in runs] == [0, 0]
 
 
 # ---- SIGTERM -------------------------------------------------------------------------------------
@@ -532,7 +599,7 @@ def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benc
     settings = runner.CompareSettings(
         benchmark=nats_csv, out=readme.parent / options["--out"], optimizers=options["--optimizers"].split(","),
         datasets=options["--datasets"].split(","), seeds=list(range(int(options["--seeds"]))),
-        budget=int(options["--budget"]), jobs=1)
+        budget=int(options["--budget"]), jobs=1, prepare_per=options.get("--prepare-per", "seed"))
     if not (settings.out / runner.RUNS_DIR).is_dir():
         pytest.skip("the README's run files are not in this checkout (they are regenerated, not committed)")
     todo, done, missing = runner.plan(settings, nats_benchmark)

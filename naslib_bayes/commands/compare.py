@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     bb.add_argument("--report-metric", help="metric regret is measured on (default: test accuracy)")
     bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="OPTIMIZER.KEY=VALUE",
                     help="hyper-parameter of one optimizer, repeatable (e.g. --opt re.population_size=10)")
+    bb.add_argument("--prepare-per", choices=("seed", "dataset"),
+                    help="meta-train transfer methods (tnas) once per target dataset and seed (default: seeds are "
+                         "independent repetitions) or once per dataset, shared by its seeds (the paper's protocol, "
+                         "1/seeds of the cost)")
     one = parser.add_argument_group("one-shot comparison")
     one.add_argument("--oneshot", type=_names, help="comma-separated one-shot optimizers")
     one.add_argument("--dataset", help="training data of the one-shot searches (e.g. mnist)")
@@ -63,7 +67,8 @@ def _check_mode(args) -> None:
     """Black-box and one-shot options do not mix: say which one is out of place."""
     if args.oneshot is not None:
         clash = [f for f, v in (("--optimizers", args.optimizers), ("--budget", args.budget),
-                                ("--datasets", args.datasets), ("--opt", args.opt or None)) if v is not None]
+                                ("--datasets", args.datasets), ("--opt", args.opt or None),
+                                ("--prepare-per", args.prepare_per)) if v is not None]
         if clash:
             raise UserError(f"{clash[0]} cannot be combined with --oneshot (one-shot runs train on --dataset for --epochs)")
     else:
@@ -115,6 +120,7 @@ def run_black_box(args) -> int:
         benchmark=args.benchmark, out=args.out, optimizers=args.optimizers, datasets=datasets,
         seeds=args.seeds, budget=args.budget or 100, search_metric=args.search_metric,
         report_metric=args.report_metric, hyperparameters=_hyperparameters(args.opt, args.optimizers), jobs=args.jobs,
+        prepare_per=args.prepare_per or "seed",
     )
     benchmark = load_benchmark(args.benchmark)
     runner.grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run

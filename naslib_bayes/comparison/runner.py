@@ -6,8 +6,14 @@ with the same benchmark, budget, metrics and seed list, so query accounting is i
 Layout of the output folder ``DIR``::
 
     DIR/runs/<optimizer>-<dataset>-<seed>.json     one result.json per finished run
-    DIR/surrogates/<dataset>/<optimizer>/          per-dataset preparation (meta-training),
-        prepared.json                              written last: marks it complete
+    DIR/surrogates/<dataset>/<optimizer>/seed-<s>/ a transfer method's preparation (meta-training
+        prepared.json                              on the other datasets), written last: marks it complete
+
+A transfer method is prepared once per (dataset, seed) by default: the seed drives its
+meta-training, so the seeds are independent repetitions of the whole method. With
+``prepare_per="dataset"`` one preparation (seed 0) serves every seed of a dataset, the paper's
+protocol at 1/N of the cost; a method whose search is deterministic then repeats one
+trajectory N times.
 
 Each file is written atomically by the process that finished the work, so killing the command
 loses only the work in flight; running it again skips every run whose file exists. A run does
@@ -15,9 +21,9 @@ not depend on which process runs it or on ``jobs``: workers use one torch thread
 run's randomness comes from its seed.
 
 A file is reused only when it was made with everything that decides a run: budget, metrics,
-seed, the optimizer's hyper-parameters as resolved (defaults included) and the benchmark's
-content (a SHA-256 of its cells and tables, ``config.benchmark_sha256``); a preparation
-likewise. A file made otherwise is refused with an error naming it and the first setting that
+seed, the seed of the preparation it used, the optimizer's hyper-parameters as resolved
+(defaults included) and the benchmark's content (a SHA-256 of its cells and tables,
+``config.benchmark_sha256``); a preparation likewise. A file made otherwise is refused with an error naming it and the first setting that
 differs: deleting it would lose a result, and keeping it would mix settings in one summary.
 The code is not a determinant (any edit would refuse every earlier run); each run records its
 fingerprint in ``versions`` and a summary of runs of several versions says so.
@@ -52,8 +58,13 @@ from naslib_bayes.threads import torch_threads
 RUNS_DIR = "runs"
 SURROGATES_DIR = "surrogates"
 PREPARED_FILE = "prepared.json"
-#: Seed of the per-dataset preparation: one artefact serves every search seed.
+#: How often a transfer method is prepared: once per (dataset, seed), or once per dataset.
+PREPARE_PER = ("seed", "dataset")
+#: Seed of the preparation every seed shares with ``prepare_per="dataset"``; also the seed of
+#: every preparation made before preparations were per seed.
 PREPARE_SEED = 0
+#: Key (in a run's ``config``) of the seed of the preparation the run used.
+PREPARATION_SEED_KEY = "preparation_seed"
 #: Key (in a run's ``config`` and in ``prepared.json``) of the benchmark's content hash.
 FINGERPRINT_KEY = "benchmark_sha256"
 #: Hyper-parameter naming an artefact the user made beforehand (a TNAS surrogate); an optimizer
@@ -86,6 +97,8 @@ class CompareSettings:
         search_metric, report_metric: as for ``naslib-bayes search`` (None: defaults).
         hyperparameters: per-optimizer overrides, ``{optimizer: {key: value}}``.
         jobs: worker processes (1 runs in this process).
+        prepare_per: ``"seed"`` (a transfer method is meta-trained for every seed) or
+            ``"dataset"`` (once per dataset, with seed 0, for all seeds); see the module's text.
     """
 
     benchmark: Path
@@ -98,8 +111,11 @@ class CompareSettings:
     report_metric: str | None = None
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: int = 1
+    prepare_per: str = "seed"
 
     def __post_init__(self) -> None:
+        if self.prepare_per not in PREPARE_PER:
+            raise UserError(f"--prepare-per {self.prepare_per!r}: expected one of {', '.join(PREPARE_PER)}")
         canonical = [canonical_dataset(d) for d in self.datasets]
         require_distinct("datasets", self.datasets, canonical)
         require_distinct("optimizers", self.optimizers)
@@ -123,6 +139,16 @@ class CompareSettings:
         value = self.hyperparameters.get(optimizer, {}).get(USER_ARTEFACT_KEY)
         return None if value is None else str(value)
 
+    def preparation_seed(self, seed: int) -> int:
+        """The seed of the preparation that the runs of ``seed`` use."""
+        return seed if self.prepare_per == "seed" else PREPARE_SEED
+
+    def preparation_of(self, spec: RunSpec) -> "PrepKey | None":
+        """(optimizer, dataset, preparation seed) of the preparation ``spec`` needs; None if none."""
+        if not needs_preparation(self, spec.optimizer):
+            return None
+        return spec.optimizer, spec.dataset, self.preparation_seed(spec.seed)
+
     def runs(self) -> list[RunSpec]:
         """Every run, dataset-major so that a partial comparison covers datasets evenly."""
         return [RunSpec(o, d, s) for d in self.datasets for s in self.seeds for o in self.optimizers]
@@ -141,13 +167,17 @@ def require_distinct(what: str, given: Sequence[Any], canonical: Sequence[Any] |
         raise UserError(f"{what}: {', '.join(spellings)} all name {value}; give each once")
 
 
+#: A preparation: (optimizer, dataset, seed).
+PrepKey = tuple[str, str, int]
+
+
 @dataclass
 class CompareReport:
-    """What :func:`run_comparison` did: runs done now, runs reused, elapsed seconds."""
+    """What :func:`run_comparison` did: runs done now, runs reused, preparations made, elapsed seconds."""
 
     ran: list[RunSpec]
     skipped: list[RunSpec]
-    prepared: list[tuple[str, str]]
+    prepared: list[PrepKey]
     elapsed_s: float
 
 
@@ -155,8 +185,16 @@ def run_path(out: Path, spec: RunSpec) -> Path:
     return Path(out) / RUNS_DIR / f"{spec.name}.json"
 
 
-def prepared_dir(out: Path, optimizer: str, dataset: str) -> Path:
-    return Path(out) / SURROGATES_DIR / dataset / optimizer
+def prepared_dir(out: Path, optimizer: str, dataset: str, seed: int) -> Path:
+    """The folder of a preparation, finished or to be made.
+
+    A comparison made before preparations were per seed kept its one preparation (seed 0) in
+    the optimizer's folder itself; that folder is still found, so its runs keep their surrogate.
+    """
+    folder = Path(out) / SURROGATES_DIR / dataset / optimizer
+    if seed == PREPARE_SEED and (folder / PREPARED_FILE).exists():
+        return folder
+    return folder / f"seed-{seed}"
 
 
 def load_run(out: Path, spec: RunSpec) -> dict[str, Any] | None:
@@ -170,9 +208,9 @@ def load_run(out: Path, spec: RunSpec) -> dict[str, Any] | None:
         raise UserError(f"{path}: unreadable run file ({exc}); delete it to run it again") from None
 
 
-def load_preparation(out: Path, optimizer: str, dataset: str) -> dict[str, Any] | None:
+def load_preparation(out: Path, key: PrepKey) -> dict[str, Any] | None:
     """The finished preparation's record, or None when it has not finished."""
-    path = prepared_dir(out, optimizer, dataset) / PREPARED_FILE
+    path = prepared_dir(out, *key) / PREPARED_FILE
     if not path.exists():
         return None
     try:
@@ -221,30 +259,42 @@ class Determinants:
     report_metric: str
     benchmark_sha256: str
     hyperparameters: Mapping[str, Mapping[str, Any]]  # optimizer -> resolved hyper-parameters
+    preparation_of: Callable[[RunSpec], PrepKey | None]  # CompareSettings.preparation_of
 
     @classmethod
     def of(cls, settings: CompareSettings, benchmark: Benchmark) -> "Determinants":
         search, report = grid_metrics(benchmark, settings)
         return cls(settings.budget, search, report, benchmark_fingerprint(benchmark),
-                   {o: settings.resolved_hyperparameters(o) for o in settings.optimizers})
+                   {o: settings.resolved_hyperparameters(o) for o in settings.optimizers}, settings.preparation_of)
 
     def of_run(self, spec: RunSpec) -> dict[str, Any]:
+        preparation = self.preparation_of(spec)
+        prepared = {} if preparation is None else {PREPARATION_SEED_KEY: preparation[2]}
         return {"optimizer": spec.optimizer, "dataset": spec.dataset, "seed": spec.seed, "budget": self.budget,
                 "search_metric": self.search_metric, "report_metric": self.report_metric,
-                FINGERPRINT_KEY: self.benchmark_sha256, **_prefixed(spec.optimizer, self.hyperparameters[spec.optimizer])}
+                FINGERPRINT_KEY: self.benchmark_sha256, **prepared,
+                **_prefixed(spec.optimizer, self.hyperparameters[spec.optimizer])}
 
-    def of_preparation(self, optimizer: str, dataset: str) -> dict[str, Any]:
-        return {"optimizer": optimizer, "dataset": dataset, "metric": self.search_metric, "seed": PREPARE_SEED,
+    def of_preparation(self, key: PrepKey) -> dict[str, Any]:
+        optimizer, dataset, seed = key
+        return {"optimizer": optimizer, "dataset": dataset, "metric": self.search_metric, "seed": seed,
                 FINGERPRINT_KEY: self.benchmark_sha256, **_prefixed(optimizer, self.hyperparameters[optimizer])}
 
 
-def recorded_run(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A run file's determinants, keyed as :meth:`Determinants.of_run` keys them."""
+def recorded_run(result: Mapping[str, Any], prepared: bool = False) -> dict[str, Any]:
+    """A run file's determinants, keyed as :meth:`Determinants.of_run` keys them.
+
+    ``prepared``: the run is expected to have used a preparation. A run file from before
+    preparations were per seed does not name its preparation's seed; it used seed 0's.
+    """
     config = dict(result.get("config") or {})
     fingerprint = config.pop(FINGERPRINT_KEY, None)
     config.pop("benchmark", None)  # the path may move; the content hash is the identity
+    preparation_seed = config.pop(PREPARATION_SEED_KEY, PREPARE_SEED if prepared else None)
     return {**{key: result.get(key) for key in ("optimizer", "dataset", "seed", "budget", "search_metric", "report_metric")},
-            FINGERPRINT_KEY: fingerprint, **_prefixed(str(result.get("optimizer")), config)}
+            FINGERPRINT_KEY: fingerprint,
+            **({} if preparation_seed is None else {PREPARATION_SEED_KEY: preparation_seed}),
+            **_prefixed(str(result.get("optimizer")), config)}
 
 
 def recorded_preparation(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,7 +321,11 @@ def refuse_other_settings(path: Path, recorded: Mapping[str, Any], expected: Map
             name = f"{Path(recorded_benchmark).name}, " if recorded_benchmark else ""
             raise UserError(f"{path} was {made} on another benchmark ({name}{key} {_short(old)}; this one has "
                             f"{_short(new)}); use another --out")
-        raise UserError(f"{path} was {made} with {key}={_shown(old)}, not {_shown(new)}; use another --out")
+        hint = _HINTS.get(key, "")
+        raise UserError(f"{path} was {made} with {key}={_shown(old)}, not {_shown(new)}{hint}; use another --out")
+
+
+_HINTS = {PREPARATION_SEED_KEY: " (with --prepare-per dataset every seed uses seed 0's preparation)"}
 
 
 _UNSET = object()
@@ -339,45 +393,48 @@ def _init_worker(benchmark_path: str) -> None:
     _WORKER_BENCHMARK = load_benchmark(benchmark_path)
 
 
-def _execute_run(settings: CompareSettings, spec: RunSpec, prepared: str | None,
-                 benchmark: Benchmark | None = None) -> tuple[RunSpec, float]:
+def _execute_run(settings: CompareSettings, spec: RunSpec, benchmark: Benchmark | None = None) -> tuple[RunSpec, float]:
     """Run one search and write its file atomically; returns its wall time."""
     from naslib_bayes.experiment import run_blackbox_search
 
     benchmark = benchmark or _WORKER_BENCHMARK
+    preparation = settings.preparation_of(spec)
+    prepared = None if preparation is None else prepared_dir(settings.out, *preparation)
     result = run_blackbox_search(
         benchmark, spec.optimizer, spec.dataset, settings.budget, spec.seed,
         search_metric=settings.search_metric, report_metric=settings.report_metric,
         hyperparameters=settings.hyperparameters.get(spec.optimizer, {}),
-        prepared=Path(prepared) if prepared else None,
+        prepared=prepared,
     )
     result["command"] = "compare"
     # The hash of the tables this process searched, so a later invocation can tell whether it
     # may reuse the run (see :func:`plan`).
     result["config"][FINGERPRINT_KEY] = benchmark_fingerprint(benchmark)
+    if preparation is not None:
+        result["config"][PREPARATION_SEED_KEY] = preparation[2]
     results.atomic_write_json(run_path(settings.out, spec), result)
     return spec, float(result["wall_time_s"])
 
 
-def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str,
-                         benchmark: Benchmark | None = None) -> tuple[str, str]:
-    """Prepare ``optimizer`` for ``dataset`` from the other datasets only, then publish it.
+def _execute_preparation(settings: CompareSettings, key: PrepKey, benchmark: Benchmark | None = None) -> PrepKey:
+    """Prepare ``optimizer`` for ``dataset`` with ``seed`` from the other datasets only, then publish it.
 
     The artefact is built in a temporary sibling folder and renamed into place with its
     ``prepared.json`` inside, so a half-written artefact is never taken for a finished one.
     """
     benchmark = benchmark or _WORKER_BENCHMARK
+    optimizer, dataset, seed = key
     cls = registry.get_spec(optimizer, registry.BLACK_BOX).load()
-    final = prepared_dir(settings.out, optimizer, dataset)
+    final = prepared_dir(settings.out, *key)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{optimizer}.", dir=final.parent))
     try:
         metric, _, _ = resolve_metrics(benchmark, dataset, settings.search_metric, settings.report_metric)
         source = benchmark.without(dataset)  # the target's accuracies are never handed out
         start = time.perf_counter()
-        facts = cls.prepare(source, dataset, tmp, metric, seed=PREPARE_SEED, **settings.hyperparameters.get(optimizer, {}))
+        facts = cls.prepare(source, dataset, tmp, metric, seed=seed, **settings.hyperparameters.get(optimizer, {}))
         record = {"optimizer": optimizer, "dataset": dataset, "source_datasets": list(source.datasets),
-                  "metric": metric, "seed": PREPARE_SEED, "wall_time_s": time.perf_counter() - start,
+                  "metric": metric, "seed": seed, "wall_time_s": time.perf_counter() - start,
                   FINGERPRINT_KEY: benchmark_fingerprint(benchmark),
                   "hyperparameters": settings.resolved_hyperparameters(optimizer), **(facts or {})}
         results.atomic_write_json(tmp / PREPARED_FILE, record)
@@ -387,7 +444,7 @@ def _execute_preparation(settings: CompareSettings, optimizer: str, dataset: str
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return optimizer, dataset
+    return key
 
 
 # ---- scheduling ------------------------------------------------------------------------------
@@ -406,7 +463,7 @@ def split_finished(out: Path, specs: Iterable[RunSpec],
     return todo, done
 
 
-def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec], list[RunSpec], list[tuple[str, str]]]:
+def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec], list[RunSpec], list[PrepKey]]:
     """Split the grid into runs to do, runs already done, and preparations still missing.
 
     Every check happens here, before anything runs: a file made with other settings, a
@@ -416,18 +473,19 @@ def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec]
     refuse_targets_in_user_surrogates(settings)
 
     def check(spec: RunSpec, result: dict[str, Any]) -> None:
-        refuse_other_settings(run_path(settings.out, spec), recorded_run(result), determinants.of_run(spec),
+        recorded = recorded_run(result, prepared=settings.preparation_of(spec) is not None)
+        refuse_other_settings(run_path(settings.out, spec), recorded, determinants.of_run(spec),
                               recorded_benchmark=(result.get("config") or {}).get("benchmark"))
 
     todo, done = split_finished(settings.out, settings.runs(), check)
     missing = []
-    for optimizer, dataset in sorted({(s.optimizer, s.dataset) for s in todo if needs_preparation(settings, s.optimizer)}):
-        record = load_preparation(settings.out, optimizer, dataset)
+    for key in sorted({settings.preparation_of(s) for s in todo} - {None}):
+        record = load_preparation(settings.out, key)
         if record is None:
-            missing.append((optimizer, dataset))
+            missing.append(key)
             continue
-        refuse_other_settings(prepared_dir(settings.out, optimizer, dataset) / PREPARED_FILE, recorded_preparation(record),
-                              determinants.of_preparation(optimizer, dataset), made="prepared")
+        refuse_other_settings(prepared_dir(settings.out, *key) / PREPARED_FILE, recorded_preparation(record),
+                              determinants.of_preparation(key), made="prepared")
     return todo, done, missing
 
 
@@ -435,7 +493,8 @@ def remove_partial_files(out: Path) -> None:
     """Delete what a writer killed mid-write left behind; no reader ever takes it for a result."""
     for stale in Path(out, RUNS_DIR).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    for stale in Path(out, SURROGATES_DIR).glob("*/.*"):  # preparations build in ".<optimizer>.*" folders
+    # preparations build in ".<optimizer>.*" folders beside their final one
+    for stale in [*Path(out, SURROGATES_DIR).glob("*/.*"), *Path(out, SURROGATES_DIR).glob("*/*/.*")]:
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -493,26 +552,20 @@ class _Progress:
             self.on_run_done(spec)
 
 
-def _prepared_arg(settings: CompareSettings, spec: RunSpec) -> str | None:
-    if not needs_preparation(settings, spec.optimizer):
-        return None
-    return str(prepared_dir(settings.out, spec.optimizer, spec.dataset))
-
-
 def _run_serially(settings, benchmark, todo, missing, progress) -> None:
     """``jobs == 1``: this process, one torch thread (as a worker would have)."""
     with torch_threads(1):
-        for optimizer, dataset in missing:
-            _execute_preparation(settings, optimizer, dataset, benchmark)
+        for key in missing:
+            _execute_preparation(settings, key, benchmark)
         for spec in todo:
-            _execute_run(settings, spec, _prepared_arg(settings, spec), benchmark)
+            _execute_run(settings, spec, benchmark)
             progress.done(spec)
 
 
 def _run_in_pool(settings, todo, missing, progress) -> None:
-    """``jobs > 1``: worker processes; a dataset's runs start once its preparations are done."""
-    blocked = {key: [s for s in todo if (s.optimizer, s.dataset) == key] for key in missing}
-    ready = [s for s in todo if (s.optimizer, s.dataset) not in blocked]
+    """``jobs > 1``: worker processes; a run starts once its preparation is done."""
+    blocked = {key: [s for s in todo if settings.preparation_of(s) == key] for key in missing}
+    ready = [s for s in todo if settings.preparation_of(s) not in blocked]
     context = _worker_context()
     with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context, initializer=_init_worker,
                              initargs=(str(settings.benchmark),)) as pool:
@@ -520,7 +573,7 @@ def _run_in_pool(settings, todo, missing, progress) -> None:
         try:
             with signals_held():
                 for key in missing:
-                    futures[pool.submit(_execute_preparation, settings, *key)] = ("prepare", key)
+                    futures[pool.submit(_execute_preparation, settings, key)] = ("prepare", key)
             _submit_runs(pool, futures, settings, ready)
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -587,7 +640,7 @@ def _worker_context():
 def _submit_runs(pool, futures, settings, specs: Iterable[RunSpec]) -> None:
     with signals_held():
         for spec in specs:
-            futures[pool.submit(_execute_run, settings, spec, _prepared_arg(settings, spec))] = ("run", spec)
+            futures[pool.submit(_execute_run, settings, spec)] = ("run", spec)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from naslib_bayes.comparison.runner import PREPARED_FILE, RunSpec, load_run, prepared_dir, run_path
+from naslib_bayes.comparison.runner import (PREPARATION_SEED_KEY, PREPARE_SEED, PREPARED_FILE, RunSpec, load_run,
+                                            prepared_dir, run_path)
 from naslib_bayes.errors import UserError
 from naslib_bayes.results import SOURCE_KEY
 from naslib_bayes.search_spaces.nasbench201.loaders import CSV_NOTE
@@ -132,10 +133,11 @@ class Row:
 
 @dataclass
 class PrepRow:
-    """Per-dataset preparation (meta-training) of one transfer optimizer."""
+    """One preparation (meta-training) of a transfer optimizer, for one dataset and seed."""
 
     optimizer: str
     dataset: str
+    seed: int
     wall_time_s: float
 
 
@@ -170,7 +172,7 @@ def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], see
         optimizers=list(optimizers), datasets=list(datasets), seeds=list(seeds), budget=budget,
         search_metric=_single(every, "search_metric"), report_metric=_single(every, "report_metric"),
         benchmark=Path(str(every[0]["config"].get("benchmark", "?"))).name,
-        rows=rows, prep_rows=_prep_rows(out, optimizers, datasets), notes=_notes(every),
+        rows=rows, prep_rows=_prep_rows(out, runs), notes=_notes(every),
         code_note=code_versions_note(map(source_of, every)),
     )
 
@@ -201,13 +203,15 @@ def _row(optimizer: str, dataset: str, results: list[dict[str, Any]], budget: in
                wall_total_s=float(sum(r["wall_time_s"] for r in results)))
 
 
-def _prep_rows(out: Path, optimizers: Sequence[str], datasets: Sequence[str]) -> list[PrepRow]:
+def _prep_rows(out: Path, runs: Mapping[tuple[str, str], list[dict[str, Any]]]) -> list[PrepRow]:
+    """The preparations the runs used (a run file from before preparations were per seed used seed 0's)."""
     rows = []
-    for optimizer in optimizers:
-        for dataset in datasets:
-            path = prepared_dir(out, optimizer, dataset) / PREPARED_FILE
+    for (optimizer, dataset), results in runs.items():
+        seeds = sorted({int((r.get("config") or {}).get(PREPARATION_SEED_KEY, PREPARE_SEED)) for r in results})
+        for seed in seeds:
+            path = prepared_dir(out, optimizer, dataset, seed) / PREPARED_FILE
             if path.exists():
-                rows.append(PrepRow(optimizer, dataset, float(json.loads(path.read_text())["wall_time_s"])))
+                rows.append(PrepRow(optimizer, dataset, seed, float(json.loads(path.read_text())["wall_time_s"])))
     return rows
 
 
@@ -271,7 +275,7 @@ def csv_rows(summary: Summary) -> list[dict[str, Any]]:
                    wall_time_s_mean=_num(r.wall_mean_s))
         rows.append(row)
     for p in summary.prep_rows:
-        rows.append({"optimizer": p.optimizer, "dataset": p.dataset, "row": "meta-training",
+        rows.append({"optimizer": p.optimizer, "dataset": p.dataset, "row": "meta-training", "preparation_seed": p.seed,
                      "wall_time_s_total": _num(p.wall_time_s), "wall_time_s_mean": _num(p.wall_time_s)})
     return rows
 
@@ -382,8 +386,15 @@ def wall_time_lines(summary: Summary, heading: str = "##") -> list[str]:
     for optimizer in dict.fromkeys(p.optimizer for p in summary.prep_rows):
         preps = [p for p in summary.prep_rows if p.optimizer == optimizer]
         total = sum(p.wall_time_s for p in preps)
-        lines.append(f"| {optimizer} meta-training | {len(preps)} datasets | {total:.1f} | {total / len(preps):.2f} per dataset |")
+        lines.append(f"| {optimizer} meta-training | {_preparation_count(preps)} | {total:.1f} | "
+                     f"{total / len(preps):.2f} each |")
     return lines
+
+
+def _preparation_count(preps: Sequence[PrepRow]) -> str:
+    """``"60 (3 datasets × 20 seeds)"``; ``"3 (3 datasets × 1 seed)"`` when the seeds share one."""
+    datasets, seeds = len({p.dataset for p in preps}), len({p.seed for p in preps})
+    return f"{len(preps)} ({datasets} dataset{'s' * (datasets > 1)} × {seeds} seed{'s' * (seeds > 1)})"
 
 
 def write_markdown(summary: Summary, path: Path, invocation: tuple[int, int, float] | None = None) -> Path:

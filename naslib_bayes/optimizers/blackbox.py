@@ -271,7 +271,10 @@ class BlackBoxOptimizer(abc.ABC):
     @classmethod
     def prepare(cls, source: Benchmark, dataset: str, directory: Path, metric: str, seed: int = 0,
                 **hyperparameters: Any) -> dict[str, Any]:
-        """Work done once per target dataset and shared by all seeds (meta-training).
+        """Work done before the search and kept apart from it (meta-training), made with ``seed``.
+
+        A comparison prepares once per target dataset and seed, or once per dataset for all
+        seeds (``--prepare-per dataset``).
 
         Transfer methods override this: learn ``metric`` from ``source`` (the benchmark
         *without* the target dataset, so the target's accuracies are never seen) and write the

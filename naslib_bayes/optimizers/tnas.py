@@ -106,8 +106,9 @@ class TNAS(DeepKernelBO):
                 **hyperparameters: Any) -> dict[str, Any]:
         """Meta-train once on ``source`` (the benchmark without ``dataset``) into ``directory``.
 
-        Every seed of a comparison then starts from this one surrogate, as in the paper, where
-        the meta-learned kernel is trained once per left-out dataset.
+        ``seed`` drives the meta-training (initialisation and task sampling). A comparison
+        meta-trains one surrogate per seed by default; the paper trains one per left-out dataset
+        (``--prepare-per dataset``), with which a search that has no ties repeats one trajectory.
         """
         from naslib_bayes.predictors import surrogate_io
 
@@ -267,7 +268,8 @@ def reorder_to(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int):
     """Meta-train a surrogate on every dataset of ``source`` with TNAS's ``config``; (surrogate, info).
 
-    ``info`` holds the meta-training datasets, log (``meta_train``) and configuration.
+    ``info`` holds the meta-training datasets, seed, log (``meta_train``) and configuration, as
+    ``naslib-bayes meta-train`` records them.
     """
     from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
     from naslib_bayes.predictors.surrogate import SurrogateConfig
@@ -282,5 +284,5 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
                                   threads=int(config["threads"]),
                                   output_transform=str(config["meta_output_transform"]))
     surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
-    return surrogate, {"meta_datasets": list(source.datasets), "meta_train": log.to_dict(),
+    return surrogate, {"meta_datasets": list(source.datasets), "seed": seed, "meta_train": log.to_dict(),
                        "meta_train_config": meta_config.to_dict()}
