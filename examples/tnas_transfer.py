@@ -92,7 +92,7 @@ def surrogate_file(benchmark, target: str, metric: str, args) -> tuple[Path, dic
 def meta_train_and_save(benchmark, target: str, metric: str, args) -> dict:
     """Meta-train TNAS's surrogate leave-one-dataset-out into ``--out``; returns its stored info.
 
-    ``TNAS.prepare`` is what a comparison runs once per target: TNAS's own meta-training
+    ``TNAS.prepare`` is what a comparison runs for each target and seed: TNAS's own meta-training
     configuration, on a view of the benchmark without the target's column.
     """
     source = benchmark.without(target)
