@@ -218,8 +218,11 @@ def test_transfer_methods_prepare_once_per_dataset_and_seed_without_the_target(f
     assert FakeTransfer.has_preparation() and not BlackBoxOptimizer.has_preparation()
     datasets, seeds = ["cifar10", "cifar100", "ImageNet16-120"], [0, 1, 2]
     settings = settings_for(nats_csv, tmp_path, optimizers=["rs", fake_transfer], seeds=seeds, datasets=datasets)
-    finish(settings, nats_benchmark)
+    told = []
+    finish(settings, nats_benchmark, on_prepared=lambda key, done, total: told.append((key, done, total)))
     assert sorted(FakeTransfer.calls) == sorted((d, s, tuple(x for x in datasets if x != d)) for d in datasets for s in seeds)
+    assert sorted(key for key, _, _ in told) == sorted((fake_transfer, d, s) for d in datasets for s in seeds)
+    assert [(done, total) for _, done, total in told] == [(i, 9) for i in range(1, 10)]
     for dataset in datasets:
         for seed in seeds:
             folder = runner.prepared_dir(tmp_path, fake_transfer, dataset, seed)
@@ -503,6 +506,7 @@ def test_tnas_seeds_are_independent_repetitions_unless_they_share_one_surrogate(
         code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
                                "--opt", "tnas.meta_iterations=3", "--seeds", "2", "--budget", "6", "--out", out, *extra)
         assert code == 0, err
+        assert "tnas: meta-trained for cifar10, seed 0 (1 of " in err
         runs = [json.loads(runner.run_path(out, runner.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
         return runs, summary.distinct_trajectories(runs)
 

@@ -135,7 +135,11 @@ def run_black_box(args) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress)
+        def prepared(key, done: int, total: int) -> None:
+            optimizer, dataset, seed = key
+            bar.write(f"{optimizer}: meta-trained for {dataset}, seed {seed} ({done} of {total})", file=sys.stderr)
+
+        report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress, on_prepared=prepared)
     result = summary.summarize(args.out, settings.optimizers, settings.datasets, settings.seeds)
     summary.write_csv(result, args.out / "summary.csv")
     summary.write_markdown(result, args.out / "summary.md", (len(report.ran), len(report.skipped), report.elapsed_s))

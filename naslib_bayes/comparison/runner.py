@@ -504,6 +504,7 @@ def run_comparison(
     benchmark: Benchmark | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_run_done: Callable[[RunSpec], None] | None = None,
+    on_prepared: Callable[[PrepKey, int, int], None] | None = None,
 ) -> CompareReport:
     """Run what is missing of the comparison.
 
@@ -513,6 +514,8 @@ def run_comparison(
             may be reused, and ``jobs == 1`` runs on it (workers load their own).
         on_progress: called with (finished, total) runs after each run (a progress bar).
         on_run_done: called with each finished run's spec after its file is written.
+        on_prepared: called with (preparation, finished, total) after each preparation: with
+            one per seed they can take most of a comparison's first minutes.
     """
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
@@ -523,7 +526,7 @@ def run_comparison(
     Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
     remove_partial_files(settings.out)
     total = len(todo) + len(done)
-    progress = _Progress(len(done), total, on_progress, on_run_done)
+    progress = _Progress(len(done), total, on_progress, on_run_done, on_prepared, len(missing))
     if settings.jobs == 1:
         _run_serially(settings, benchmark, todo, missing, progress)
     else:
@@ -537,6 +540,9 @@ class _Progress:
     total: int
     on_progress: Callable[[int, int], None] | None
     on_run_done: Callable[[RunSpec], None] | None
+    on_prepared: Callable[[PrepKey, int, int], None] | None = None
+    preparations: int = 0
+    prepared: int = 0
     ran: list[RunSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -551,12 +557,18 @@ class _Progress:
         if self.on_run_done:
             self.on_run_done(spec)
 
+    def prepared_one(self, key: PrepKey) -> None:
+        self.prepared += 1
+        if self.on_prepared:
+            self.on_prepared(key, self.prepared, self.preparations)
+
 
 def _run_serially(settings, benchmark, todo, missing, progress) -> None:
     """``jobs == 1``: this process, one torch thread (as a worker would have)."""
     with torch_threads(1):
         for key in missing:
             _execute_preparation(settings, key, benchmark)
+            progress.prepared_one(key)
         for spec in todo:
             _execute_run(settings, spec, benchmark)
             progress.done(spec)
@@ -581,6 +593,7 @@ def _run_in_pool(settings, todo, missing, progress) -> None:
                     what, payload = futures.pop(future)
                     future.result()  # re-raise a worker's error here
                     if what == "prepare":
+                        progress.prepared_one(payload)
                         _submit_runs(pool, futures, settings, blocked.pop(payload))
                     else:
                         progress.done(payload)
