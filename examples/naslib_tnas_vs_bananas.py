@@ -4,8 +4,10 @@ What it shows: naslib-bayes's TNAS as a NASLib-native ``MetaOptimizer``
 (:class:`naslib_bayes.integration.tnas.TNASOptimizer`) run side by side with NASLib's
 ``Bananas`` -- same NASLib config, search space, benchmark queries, Trainer and seeds -- so the
 comparison is NASLib's own. The benchmark file is served to NASLib as its ``dataset_api``; TNAS's
-surrogate is meta-trained once on the benchmark's other datasets (never the target) and every
-seed reuses it, as in the paper.
+surrogate is meta-trained on the benchmark's other datasets (never the target), one per seed, as
+``naslib-bayes compare`` does: the seed drives meta-training, and TNAS's search draws nothing at
+random, so seeds sharing one surrogate would repeat one trajectory. ``--surrogate FILE`` gives
+every seed the same one.
 
 Needs NASLib importable: its ``Develop`` branch on ``PYTHONPATH`` and its runtime dependencies
 (``pip install -c constraints.txt -e ".[naslib]"``; see the README). Usage:
@@ -14,9 +16,9 @@ Needs NASLib importable: its ``Develop`` branch on ``PYTHONPATH`` and its runtim
         --benchmark PATH/nats_bench.csv --dataset cifar100 --seeds 0,1,2 --budget 30 --out runs/naslib-example
 
 NASLib's BANANAS fits an ensemble of MLPs every few queries: about 1.5 minutes per seed at
-budget 30 on one CPU core; TNAS's meta-training takes about 40 s once, its 30 queries about 10 s.
-On cifar100, seeds 0 and 1, TNAS reached the best cell at query 2 in both runs and BANANAS not
-within 30 queries (mean regret 2.11 after 30).
+budget 30 on one CPU core; TNAS's meta-training takes about 40 s per seed, its 30 queries about
+10 s. On cifar100, seeds 0 and 1 (each with its own surrogate), TNAS reached the best cell at
+query 2 in both runs and BANANAS not within 30 queries (mean regret 2.11 after 30).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--budget", type=int, default=30, help="queries per run (default 30)")
     parser.add_argument("--surrogate", type=Path, default=None,
-                        help="a surrogate.pt from `naslib-bayes meta-train` (default: meta-train here, once)")
+                        help="a surrogate.pt from `naslib-bayes meta-train` for every seed (default: meta-train "
+                             "one per seed here)")
     parser.add_argument("--meta-iterations", type=int, default=None, help="meta-training iterations (default TNAS's)")
     parser.add_argument("--out", type=Path, default=Path("runs/naslib-example"), help="output folder")
     return parser.parse_args(argv)
@@ -67,22 +70,23 @@ def naslib_config(args, optimizer: str, seed: int):
     return build_config(config_file, args.out / f"{optimizer}-seed{seed}", optimizer=optimizer, seed=seed)
 
 
-def tnas_surrogate(args, benchmark) -> Path:
-    """The surrogate every TNAS seed starts from: ``--surrogate``, or meta-trained on the other datasets."""
+def tnas_surrogate(args, benchmark, seed: int) -> Path:
+    """The surrogate TNAS's run with ``seed`` starts from: ``--surrogate``, or meta-trained with
+    ``seed`` on the other datasets (kept in ``--out`` and reused by a later invocation)."""
     from naslib_bayes.optimizers.tnas import TNAS
 
     if args.surrogate is not None:
         return args.surrogate
-    directory = args.out / "surrogate"
+    directory = args.out / f"surrogate-seed{seed}"
     if not (directory / "surrogate.pt").exists():
         settings = {} if args.meta_iterations is None else {"meta_iterations": args.meta_iterations}
-        print(f"meta-training TNAS's surrogate on {', '.join(benchmark.without(args.dataset).datasets)} "
+        print(f"meta-training TNAS's surrogate for seed {seed} on {', '.join(benchmark.without(args.dataset).datasets)} "
               f"(not {args.dataset}) ...", flush=True)
-        TNAS.prepare(benchmark.without(args.dataset), args.dataset, directory, "test_accuracy", seed=0, **settings)
+        TNAS.prepare(benchmark.without(args.dataset), args.dataset, directory, "test_accuracy", seed=seed, **settings)
     return directory
 
 
-def search(naslib, optimizer_name: str, config, dataset_api, surrogate: Path) -> list[float]:
+def search(naslib, optimizer_name: str, config, dataset_api, surrogate: Path | None) -> list[float]:
     """One NASLib search; the incumbent's test accuracy after each query, as NASLib's Trainer records it."""
     from naslib_bayes.integration.tnas import TNASOptimizer
     from naslib_bayes.integration.trainer import LoaderTrainer
@@ -137,9 +141,12 @@ def run(args) -> dict:
     args.dataset = canonical_dataset(args.dataset)
     benchmark.metrics(args.dataset)  # a one-line error if the file lacks the target
     dataset_api = naslib_dataset_api(benchmark, warn=lambda message: print(f"note: {message}"))
-    surrogate = tnas_surrogate(args, benchmark)
     seeds = [int(s) for s in str(args.seeds).split(",")]
-    trajectories = {name: [search(naslib, name, naslib_config(args, name, seed), dataset_api, surrogate)
+
+    def surrogate(name: str, seed: int) -> Path | None:
+        return tnas_surrogate(args, benchmark, seed) if name == "tnas" else None
+
+    trajectories = {name: [search(naslib, name, naslib_config(args, name, seed), dataset_api, surrogate(name, seed))
                            for seed in seeds] for name in OPTIMIZERS}
     best = benchmark.best(args.dataset)
     summary = summarise(trajectories, best, args.budget)

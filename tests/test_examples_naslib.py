@@ -43,12 +43,13 @@ def test_trajectories_are_naslibs_incumbents_and_the_summary_is_their_regret(fir
         assert summary["queries_to_optimum"] == [reached[0] if reached else BUDGET + 1]
 
 
-def test_surrogate_is_meta_trained_without_the_target_once_and_reused(first_run, example, nats_csv, capsys):
+def test_surrogate_is_meta_trained_with_the_seed_without_the_target_once_and_reused(first_run, example, nats_csv,
+                                                                                     capsys):
     from naslib_bayes.predictors import surrogate_io
 
     out, result = first_run
-    _, info = surrogate_io.load(out / "surrogate")
-    assert "cifar100" not in info["meta_datasets"] and info["meta_datasets"]
+    _, info = surrogate_io.load(out / "surrogate-seed0")
+    assert "cifar100" not in info["meta_datasets"] and info["meta_datasets"] and info["seed"] == 0
     capsys.readouterr()
     again = example.main(_argv(nats_csv, out))
     assert "meta-training" not in capsys.readouterr().out  # the saved surrogate was reused
