@@ -155,7 +155,8 @@ class BlackBoxProblem:
             removed from it); ``None`` when the benchmark has no other dataset.
         dataset: the target dataset's canonical name.
         prepared: folder holding what the optimizer's :meth:`BlackBoxOptimizer.prepare` made for
-            this target dataset (a meta-trained surrogate, say), shared by every seed; ``None``
+            this target dataset and the run's seed (a meta-trained surrogate, say), or for the
+            dataset alone when a comparison shares one among its seeds; ``None``
             when nothing was prepared ahead, in which case the optimizer prepares in ``setup()``.
     """
 
