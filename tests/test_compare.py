@@ -510,8 +510,9 @@ def test_tnas_seeds_are_independent_repetitions_unless_they_share_one_surrogate(
         runs = [json.loads(runner.run_path(out, runner.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
         return runs, summary.distinct_trajectories(runs)
 
-    runs, distinct = compare(tmp_path / "per-seed")
+    runs, distinct = compare(tmp_path / "per-seed", "--jobs", "2")  # workers: each run waits for its own surrogate
     assert distinct == 2 and [r["surrogate"]["seed"] for r in runs] == [0, 1]
+    assert [Path(r["surrogate"]["path"]).parent.name for r in runs] == ["seed-0", "seed-1"]
     runs, distinct = compare(tmp_path / "shared", "--prepare-per", "dataset")
     assert distinct == 1 and [r["surrogate"]["seed"] for r in runs] == [0, 0]
 
