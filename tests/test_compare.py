@@ -506,7 +506,7 @@ def test_tnas_seeds_are_independent_repetitions_unless_they_share_one_surrogate(
         code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
                                "--opt", "tnas.meta_iterations=3", "--seeds", "2", "--budget", "6", "--out", out, *extra)
         assert code == 0, err
-        assert "tnas: meta-trained for cifar10, seed 0 (1 of " in err
+        assert "tnas: meta-trained for cifar10, seed 0 (" in err  # workers finish in either order
         runs = [json.loads(runner.run_path(out, runner.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
         return runs, summary.distinct_trajectories(runs)
 
