@@ -576,8 +576,10 @@ def _run_serially(settings, benchmark, todo, missing, progress) -> None:
 
 def _run_in_pool(settings, todo, missing, progress) -> None:
     """``jobs > 1``: worker processes; a run starts once its preparation is done."""
-    blocked = {key: [s for s in todo if settings.preparation_of(s) == key] for key in missing}
-    ready = [s for s in todo if settings.preparation_of(s) not in blocked]
+    blocked: dict[PrepKey, list[RunSpec]] = {key: [] for key in missing}
+    ready: list[RunSpec] = []
+    for spec in todo:  # each run waits for its own preparation, if that is still to be made
+        blocked.get(settings.preparation_of(spec), ready).append(spec)
     context = _worker_context()
     with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context, initializer=_init_worker,
                              initargs=(str(settings.benchmark),)) as pool:
