@@ -6,7 +6,9 @@ Protocol (per model and seed):
   (``t10k-*``) are there, their 10,000 images are split at random (seeded) into 8,000 for
   training and 2,000 held out; ``--val-size`` of the 8,000 (default 1,000) are carved off for
   validation. The held-out images are used only to report the final accuracies: no training,
-  pruning or fine-tuning step and no choice of this script sees them.
+  pruning or fine-tuning step and no choice of this script sees them. ``--train-images N``
+  trains on a seeded subset of N of the training images (the validation and held-out images
+  unchanged), to measure how the accuracy lost depends on the training set's size.
 * compression: :func:`naslib_bayes.compression.compress` for ``--epochs`` epochs in total
   (sparse training with HARD updates and pruning, then fine-tuning);
 * dense baseline: the same network from the same initial weights, trained with the same
@@ -74,7 +76,8 @@ def run_one(job: dict) -> dict:
                             **{**COMMON, **job["options"]})
     # the code is a setting too: a run finished (or checkpointed) by other code is run afresh
     settings = json.loads(json.dumps({**{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs",
-                                                            "split", "val_size", "threads")}, "config": cfg.as_dict(),
+                                                            "split", "val_size", "train_images", "threads")},
+                                      "config": cfg.as_dict(),
                                       "code": source_fingerprint()}))
     # one folder per setting: runs of a sweep (epochs, --opt ...) keep their records side by side
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
@@ -92,7 +95,8 @@ def run_one(job: dict) -> dict:
         def progress(line: str) -> None:
             log_file.write(f"{time.perf_counter() - start:7.0f}s {line}\n")
             log_file.flush()
-    splits = load_dataset("mnist", job["data_root"], seed=job["seed"], val_size=job["val_size"])
+    splits = _fewer_training_images(load_dataset("mnist", job["data_root"], seed=job["seed"], val_size=job["val_size"]),
+                                    job["train_images"], job["seed"])
     shape, classes = splits.train.image_shape, splits.train.num_classes
     torch.manual_seed(job["seed"])
     model = build_model(job["model"], shape, classes)
@@ -123,6 +127,27 @@ def run_one(job: dict) -> dict:
         atomic_write_json(record_file, record)  # last: a record means a finished run
         log_file.close()
     return record
+
+
+def _fewer_training_images(splits, count: int | None, seed: int):
+    """``splits`` with a seeded random subset of ``count`` training images (all when None).
+
+    Drawn after the validation images are carved off, so those stay the same for every count.
+    """
+    if count is None:
+        return splits
+    import dataclasses
+
+    import torch
+
+    from naslib_bayes.errors import UserError
+
+    train = splits.train
+    if not 0 < count <= len(train):
+        raise UserError(f"--train-images {count}: expected 1 to {len(train)} (the training images there are)")
+    rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(10_000 + seed))[:count].sort().values
+    subset = dataclasses.replace(train, images=train.images[rows], labels=train.labels[rows], indices=train.indices[rows])
+    return dataclasses.replace(splits, train=subset)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -199,6 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="total epochs (default: per model)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: per model)")
     parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--train-images", type=int,
+                        help="train on a seeded subset of this many training images (default: all)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="report held-out test accuracy (default) or validation accuracy (for choices)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
@@ -209,6 +236,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("--data-root is required (or set NASLIB_BAYES_DATA)")
+    if args.train_images is not None and args.train_images < 1:
+        parser.error(f"--train-images {args.train_images}: expected a positive number of images")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     options = dict(_parse_option(item) for item in args.opt)
     jobs = []
@@ -219,7 +248,8 @@ def main(argv=None) -> int:
             for seed in (int(s) for s in args.seeds.split(",")):
                 jobs.append(dict(model=model, seed=seed, lam=lam, epochs=args.epochs or d["epochs"],
                                  finetune_epochs=args.finetune_epochs if args.finetune_epochs is not None
-                                 else d["finetune_epochs"], val_size=args.val_size, split=args.split,
+                                 else d["finetune_epochs"], val_size=args.val_size,
+                                 train_images=args.train_images, split=args.split,
                                  options={**{k: v for k, v in d.items() if k not in ("lam", "epochs", "finetune_epochs")},
                                           **options},
                                  data_root=str(args.data_root), threads=args.threads,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -93,7 +94,8 @@ import compress_mnist  # noqa: E402
 
 
 def _job(mnist_dir, out, **options) -> dict:
-    return dict(model="lenet300", seed=0, lam=1.0, epochs=4, finetune_epochs=1, val_size=1000, split="val",
+    return dict(model="lenet300", seed=0, lam=1.0, epochs=4, finetune_epochs=1, val_size=1000, train_images=None,
+                split="val",
                 options={k: v for k, v in {**compress_mnist.DEFAULTS["lenet300"], **options}.items()
                          if k not in ("lam", "epochs", "finetune_epochs")},
                 data_root=str(mnist_dir), threads=1, out=str(out))
@@ -136,3 +138,24 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
     record.write_text(record.read_text()[:50])  # a torn record is a run to do again, not an error
     with pytest.raises(AssertionError, match="run again"):
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
+
+
+def test_fewer_training_images_keep_the_validation_and_held_out_images(mnist_dir):
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    splits = load_dataset("mnist", mnist_dir, seed=3, val_size=1000)
+    small = compress_mnist._fewer_training_images(splits, 3500, seed=3)
+    larger = compress_mnist._fewer_training_images(splits, 5000, seed=3)
+    assert (len(small.train), len(larger.train)) == (3500, 5000)
+    assert small.val is splits.val and small.test is splits.test
+    full, part = set(splits.train.indices.tolist()), set(small.train.indices.tolist())
+    assert part < set(larger.train.indices.tolist()) < full  # nested: a larger count adds images
+    rows = [i for i, index in enumerate(splits.train.indices.tolist()) if index in part]
+    assert torch.equal(small.train.images, splits.train.images[rows])  # each image with its label
+    assert torch.equal(small.train.labels, splits.train.labels[rows])
+    assert compress_mnist._fewer_training_images(splits, None, seed=3) is splits
+    other = compress_mnist._fewer_training_images(splits, 3500, seed=4)
+    assert set(other.train.indices.tolist()) != part  # the seed draws the subset
+    with pytest.raises(UserError, match="--train-images 7001: expected 1 to 7000"):
+        compress_mnist._fewer_training_images(splits, 7001, seed=3)
