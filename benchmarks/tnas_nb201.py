@@ -61,11 +61,14 @@ METHODS = {
     "tnas robust": ("tnas", {"meta_output_transform": "robust"}),
     "tnas learned": ("tnas", {"dataset_encoder": "learned"}),
     "tnas meta=3000": ("tnas", {"meta_iterations": 3000}),
+    "tnas steps=0": ("tnas", {"finetune_steps": 0}),
+    "tnas steps=200": ("tnas", {"finetune_steps": 200}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
 #: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
-ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned", "tnas meta=3000")
+ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned", "tnas meta=3000", "tnas steps=0",
+              "tnas steps=200")
 
 
 def parse_args(argv=None):
