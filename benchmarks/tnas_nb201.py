@@ -63,12 +63,14 @@ METHODS = {
     "tnas meta=3000": ("tnas", {"meta_iterations": 3000}),
     "tnas steps=0": ("tnas", {"finetune_steps": 0}),
     "tnas steps=200": ("tnas", {"finetune_steps": 200}),
+    "tnas evidence=200": ("tnas", {"meta_evidence_top": 200}),
+    "tnas evidence=50": ("tnas", {"meta_evidence_top": 50}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
 #: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
 ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned", "tnas meta=3000", "tnas steps=0",
-              "tnas steps=200")
+              "tnas steps=200", "tnas evidence=200", "tnas evidence=50")
 
 
 def parse_args(argv=None):
@@ -92,7 +94,7 @@ def parse_args(argv=None):
 
 
 # Hyper-parameters that change meta-training: methods setting them need surrogates of their own.
-META_KEYS = ("meta_output_transform", "dataset_encoder", "meta_iterations")
+META_KEYS = ("meta_output_transform", "dataset_encoder", "meta_iterations", "meta_evidence_top")
 
 
 def meta_settings(method: str) -> dict:

@@ -325,11 +325,13 @@ def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
 
     args = build_parser().parse_args(["meta-train", "--benchmark", "b.csv", "--datasets", "cifar10", "--out", "o"])
     config = MetaTrainConfig()
-    assert (args.outer, args.iterations, args.lr, args.outer_step, args.inner_steps, args.output_transform) == (
-        config.outer, config.iterations, config.lr, config.outer_step, config.inner_steps, config.output_transform)
+    assert (args.outer, args.iterations, args.lr, args.outer_step, args.inner_steps, args.output_transform,
+            args.evidence_top) == (config.outer, config.iterations, config.lr, config.outer_step, config.inner_steps,
+                                   config.output_transform, config.evidence_top)
     assert (TNAS.defaults["meta_outer"], TNAS.defaults["meta_iterations"], TNAS.defaults["meta_lr"],
-            TNAS.defaults["meta_outer_step"], TNAS.defaults["meta_output_transform"]) == (
-        config.outer, config.iterations, config.lr, config.outer_step, config.output_transform)
+            TNAS.defaults["meta_outer_step"], TNAS.defaults["meta_output_transform"],
+            TNAS.defaults["meta_evidence_top"]) == (
+        config.outer, config.iterations, config.lr, config.outer_step, config.output_transform, config.evidence_top)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["meta-train", "--help"])
     assert f"(default {config.iterations})" in capsys.readouterr().out

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     mt.add_argument("--output-transform", choices=("standardise", "copula", "robust"), default="copula",
                     help="accuracies to GP units: per-dataset standardisation, normal quantiles of ranks (default), "
                          "or median/IQR standardisation with the low tail clipped")
+    mt.add_argument("--evidence-top", type=common.positive_int, default=1000,
+                    help="best cells of each dataset the surrogate keeps as evidence for its prior (default 1000)")
     mt.add_argument("--threads", type=common.positive_int, default=1, help="torch threads (default 1)")
     common.add_seed(parser)
     common.add_out(parser)
@@ -79,7 +81,8 @@ def run(args) -> int:
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
     config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=args.outer_step,
-                             inner_steps=args.inner_steps, output_transform=args.output_transform, threads=args.threads)
+                             inner_steps=args.inner_steps, output_transform=args.output_transform,
+                             evidence_top=args.evidence_top, threads=args.threads)
     common.logger.info("meta-training on %s", ", ".join(names))
     surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,
                                 progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))

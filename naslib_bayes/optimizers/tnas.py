@@ -44,6 +44,8 @@ class TNAS(DeepKernelBO):
         meta_output_transform: how meta-training maps each dataset's accuracies to GP units,
             ``copula`` (default), ``robust`` or ``standardise`` (see ``MetaTrainConfig``); BO
             applies the transform the loaded surrogate was meta-trained with.
+        meta_evidence_top: the best cells of each meta-training dataset the surrogate keeps as
+            evidence for its prior (``MetaTrainConfig.evidence_top``).
         initial_design_only: ablation: spend the whole budget down the surrogate's initial
             ranking, never fitting the target's observations.
         prior_beta: pi-BO's beta (see :meth:`acquisition_scores`); None means budget / 10
@@ -66,6 +68,7 @@ class TNAS(DeepKernelBO):
         "meta_lr": MetaTrainConfig.lr,
         "meta_outer_step": MetaTrainConfig.outer_step,
         "meta_output_transform": MetaTrainConfig.output_transform,
+        "meta_evidence_top": MetaTrainConfig.evidence_top,
         "initial_design_only": False,
         "prior_beta": None,
         "target_units": "own",
@@ -282,7 +285,8 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
     meta_config = MetaTrainConfig(outer=config["meta_outer"], iterations=int(config["meta_iterations"]),
                                   lr=float(config["meta_lr"]), outer_step=float(config["meta_outer_step"]),
                                   threads=int(config["threads"]),
-                                  output_transform=str(config["meta_output_transform"]))
+                                  output_transform=str(config["meta_output_transform"]),
+                                  evidence_top=int(config["meta_evidence_top"]))
     surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
     return surrogate, {"meta_datasets": list(source.datasets), "seed": seed, "meta_train": log.to_dict(),
                        "meta_train_config": meta_config.to_dict()}
