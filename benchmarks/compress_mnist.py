@@ -138,14 +138,13 @@ def _fewer_training_images(splits, count: int | None, seed: int):
         return splits
     import dataclasses
 
-    import torch
-
+    from naslib_bayes.data.dataset import make_generator, partition
     from naslib_bayes.errors import UserError
 
     train = splits.train
     if not 0 < count <= len(train):
         raise UserError(f"--train-images {count}: expected 1 to {len(train)} (the training images there are)")
-    rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(10_000 + seed))[:count].sort().values
+    (rows,) = partition(len(train), [count], make_generator(10_000 + seed))  # nested: the first count of one order
     subset = dataclasses.replace(train, images=train.images[rows], labels=train.labels[rows], indices=train.indices[rows])
     return dataclasses.replace(splits, train=subset)
 

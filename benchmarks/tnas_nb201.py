@@ -68,9 +68,9 @@ METHODS = {
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
-#: Methods run only when named in ``--methods`` (validation variants, and those that meta-train anew).
-ON_REQUEST = ("tnas beta=2.5", "tnas beta=10", "tnas robust", "tnas learned", "tnas meta=3000", "tnas steps=0",
-              "tnas steps=200", "tnas evidence=200", "tnas evidence=50")
+#: Methods run without ``--methods``; the others (validation variants, and those that meta-train
+#: anew) run only when named.
+DEFAULT_METHODS = ("tnas", "tnas k=1", "tnas init-only", "tnas no-prior", "tnas prior-units", "transfer-topk", "gp-bo")
 
 
 def parse_args(argv=None):
@@ -79,7 +79,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50)")
     parser.add_argument("--datasets", default="cifar10,cifar100,ImageNet16-120", help="target datasets")
-    default = ",".join(m for m in METHODS if m not in ON_REQUEST)
+    default = ",".join(DEFAULT_METHODS)
     parser.add_argument("--methods", default=default,
                         help="comma-separated subset of: " + ", ".join(METHODS) + f" (default: {default})")
     parser.add_argument("--surrogate-seeds", type=int, default=None,
