@@ -93,8 +93,10 @@ class MetaTrainConfig:
             training cells), ``copula`` (normal quantile of the cell's rank among them) or
             ``robust`` (median and interquartile range of them, low tail clipped).
         evidence_top: best training cells of each dataset kept as evidence (see below). 1000
-            (6.4% of NB201's cells): with a surrogate meta-trained on one dataset searching
-            another, 1000 found better initial designs than 200 or 50 (docs/tnas.md).
+            (6.4% of NB201's cells): with surrogates meta-trained on one dataset searching
+            another, it lowered the regret after 10 queries against 200 on both selections
+            that decide; 50 lowered it on one and raised it on the other (docs/tnas.md,
+            "How much evidence").
         evidence_random: further random training cells of each dataset kept as evidence.
 
     The evidence is what the surrogate conditions on to predict a new dataset before any of its
