@@ -65,6 +65,8 @@ METHODS = {
     "tnas steps=200": ("tnas", {"finetune_steps": 200}),
     "tnas evidence=200": ("tnas", {"meta_evidence_top": 200}),
     "tnas evidence=50": ("tnas", {"meta_evidence_top": 50}),
+    "tnas top=5": ("tnas", {"prior_form": "top", "prior_top": 5}),
+    "tnas top=100": ("tnas", {"prior_form": "top", "prior_top": 100}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -364,7 +365,7 @@ def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
 
     opt = TNAS(seed=0)
     opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
-    opt.prior = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)
+    opt.prior = opt.log_belief = torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64)  # prior_form "mean"
     mean = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
     std = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
     ei = acquisition.expected_improvement(mean, std, best=1.0)
@@ -377,6 +378,30 @@ def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
     assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
     opt.config["prior_beta"] = 0
     assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)
+
+
+def test_top_prior_form_weights_ei_by_the_prior_probability_of_a_top_cell(nats_benchmark, surrogate_file):
+    """``prior_form=top``: log pi(x) = log P(f0(x) >= tau), tau the prior mean of the prior_top-th cell."""
+    opt, _ = _run(nats_benchmark, "cifar10", 6, 0, surrogate=str(surrogate_file), prior_form="top", prior_top=20,
+                  initial_design=3, finetune_steps=3)
+    order = torch.argsort(opt.prior, descending=True)
+    tau_cell = int(order[19])
+    assert float(opt.log_belief[tau_cell]) == pytest.approx(math.log(0.5), abs=1e-9)
+    above, below = opt.prior > opt.prior[tau_cell], opt.prior < opt.prior[tau_cell]
+    assert bool((opt.log_belief[above] > math.log(0.5)).all()) and bool((opt.log_belief[below] < math.log(0.5)).all())
+    # the prior's worst cell is ruled out far more firmly than by exp(mu0)
+    worst = int(order[-1])
+    assert float(opt.log_belief[worst]) < float(opt.prior[worst] - opt.prior.max()) - 10
+    mean = torch.zeros(len(opt.cells), dtype=torch.float64)
+    std = torch.ones(len(opt.cells), dtype=torch.float64)
+    scores = opt.acquisition_scores(mean, std, best=1.0)
+    ei = acquisition.expected_improvement(mean, std, best=1.0)
+    assert torch.allclose(scores - torch.log(ei), (opt.prior_beta() / 6) * opt.log_belief)
+
+
+def test_an_unknown_prior_form_is_refused(nats_benchmark, surrogate_file):
+    with pytest.raises(UserError, match="prior_form 'median'"):
+        _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), prior_form="median")
 
 
 # ---- target_units=prior --------------------------------------------------------------------

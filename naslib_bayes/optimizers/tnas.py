@@ -25,6 +25,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
+from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class TNAS(DeepKernelBO):
             ranking, never fitting the target's observations.
         prior_beta: pi-BO's beta (see :meth:`acquisition_scores`); None means budget / 10
             (pi-BO's own default), 0 gives the paper's plain EI.
+        prior_form: pi-BO's prior belief, ``mean`` (default, ``exp(mu0)``) or ``top`` (the
+            prior probability of a top cell; see :meth:`prior_log_belief`); prior_top: the
+            rank that makes a cell a top cell for ``top``.
         target_units: ``own`` (default): the target's observations in GP units from their own
             statistics, as meta-training treats a dataset; ``prior``: in the meta-learned units
             with the prior in the GP's mean (see :meth:`gp_targets`).
@@ -71,10 +75,15 @@ class TNAS(DeepKernelBO):
         "meta_evidence_top": MetaTrainConfig.evidence_top,
         "initial_design_only": False,
         "prior_beta": None,
+        "prior_form": "mean",
+        "prior_top": 100,
         "target_units": "own",
     }
 
+    lower_bounds = {**DeepKernelBO.lower_bounds, "prior_top": at_least(1)}
+
     TARGET_UNITS = ("own", "prior")
+    PRIOR_FORMS = ("mean", "top")
 
     def build_surrogate(self):
         from naslib_bayes.predictors import surrogate_io
@@ -131,22 +140,41 @@ class TNAS(DeepKernelBO):
             return torch.nn.Parameter(context)
         return super()._initial_target_context()
 
-    def prior_mean(self) -> torch.Tensor:
+    def prior_mean(self, variance: bool = False):
         """Posterior mean of the target over all cells given the meta-training evidence, (15625,).
 
-        Uses the meta-learned state (call before fine-tuning, as :meth:`initial_design` does).
+        With ``variance``, (mean, std), each (15625,). Uses the meta-learned state (call before
+        fine-tuning, as :meth:`initial_design` does).
         """
         with torch.no_grad():
             x, y, noise_scale = self.surrogate.evidence_inputs(self.encodings)
             context = None if self.target_context is None else self.target_context.detach()
             self.surrogate.gp.condition_on(x, y, noise_scale)
-            mean, _ = self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context), variance=False)
-        return mean
+            mean, std = self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
+                                                    variance=variance)
+        return (mean, std) if variance else mean
+
+    def prior_log_belief(self) -> torch.Tensor:
+        """log pi(x), pi-BO's prior belief that cell x is good, over all cells (15625,).
+
+        ``mean``: the prior mean itself, pi(x) ~ exp(mu0(x)). ``top``: the probability under the
+        meta-learned prior that x is as good as its ``prior_top``-th best cell,
+        ``Phi((mu0(x) - tau) / sigma0(x))``: a cell the other datasets show to be poor with
+        confidence (a degenerate cell) gets a belief near 0 instead of exp(-2.5), which a
+        target GP's uncertainty far from the target's observations cannot outweigh.
+        """
+        if self.config["prior_form"] == "mean":
+            return self.prior
+        mean, std = self.prior_mean(variance=True)
+        top = min(int(self.config["prior_top"]), mean.numel())
+        tau = torch.topk(mean, top).values[-1]
+        return torch.special.log_ndtr((mean - tau) / std.clamp_min(1e-9))
 
     def initial_design(self) -> list[int]:
         if self.surrogate.evidence is None:
             raise UserError("the surrogate holds no meta-training evidence to rank cells with")
         self.prior = self.prior_mean()
+        self.log_belief = self.prior_log_belief()
         k = self.problem.objective.budget if self.config["initial_design_only"] else int(self.config["initial_design"])
         order = acquisition.ranking(self.prior, self.priority)
         self.prior_quantile = prior_quantiles(order)
@@ -154,6 +182,8 @@ class TNAS(DeepKernelBO):
         return list(self.initial)
 
     def setup(self) -> None:
+        if self.config["prior_form"] not in self.PRIOR_FORMS:
+            raise UserError(f"prior_form {self.config['prior_form']!r}: expected one of {', '.join(self.PRIOR_FORMS)}")
         if self.config["target_units"] not in self.TARGET_UNITS:
             raise UserError(f"target_units {self.config['target_units']!r}: expected one of {', '.join(self.TARGET_UNITS)}")
         beta = self.config["prior_beta"]
@@ -195,10 +225,10 @@ class TNAS(DeepKernelBO):
     def acquisition_scores(self, mean, std, best):
         """EI (or UCB) of the target's GP, weighted by the meta-learned prior (pi-BO).
 
-        ``log a(x) + (beta / n) * mu0(x)``: the acquisition ``a`` times ``pi(x)^(beta / n)`` for
-        the prior belief ``pi(x) ~ exp(mu0(x))`` that x is good, where ``mu0`` is the
-        surrogate's posterior mean given its meta-training evidence (in GP units) and n the
-        number of target observations (Hvarfner et al., ICLR 2022). The target's GP knows only
+        ``log a(x) + (beta / n) * log pi(x)``: the acquisition ``a`` times ``pi(x)^(beta / n)``
+        for the prior belief ``pi(x)`` that x is good (:meth:`prior_log_belief`; by default
+        ``exp(mu0(x))``, where ``mu0`` is the surrogate's posterior mean given its meta-training
+        evidence, in GP units) and n the number of target observations (Hvarfner et al., ICLR 2022). The target's GP knows only
         the few cells evaluated on the target, so on its own EI rates the whole unexplored space
         as promising; the prior says which regions the other datasets found poor, and its weight
         fades as target evidence accumulates, so a target that disagrees takes over.
@@ -209,8 +239,8 @@ class TNAS(DeepKernelBO):
             return scores
         n = len(self.history)
         if self.config["acquisition"] == "ucb":  # UCB can be negative: weight it additively
-            return scores + (beta / n) * self.prior
-        return torch.log(scores.clamp_min(1e-300)) + (beta / n) * self.prior
+            return scores + (beta / n) * self.log_belief
+        return torch.log(scores.clamp_min(1e-300)) + (beta / n) * self.log_belief
 
     def result_extras(self) -> dict[str, Any]:
         from naslib_bayes.search_spaces.nasbench201.cell import to_string
