@@ -63,6 +63,7 @@ METHODS = {
     "tnas meta=3000": ("tnas", {"meta_iterations": 3000}),
     "tnas steps=0": ("tnas", {"finetune_steps": 0}),
     "tnas steps=200": ("tnas", {"finetune_steps": 200}),
+    "tnas lr=0.04": ("tnas", {"finetune_lr": 0.04}),
     "tnas evidence=200": ("tnas", {"meta_evidence_top": 200}),
     "tnas evidence=50": ("tnas", {"meta_evidence_top": 50}),
     "tnas top=5": ("tnas", {"prior_form": "top", "prior_top": 5}),

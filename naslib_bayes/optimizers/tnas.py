@@ -248,7 +248,10 @@ class TNAS(DeepKernelBO):
         extras = super().result_extras()
         k = min(int(self.config["initial_design"]), self.problem.objective.budget)  # what was queried
         extras["surrogate"] = {**self.surrogate_info, "output_transform": self.surrogate.config.output_transform,
-                               "prior_beta": self.prior_beta(), "target_units": self.config["target_units"]}
+                               "prior_beta": self.prior_beta(), "prior_form": self.config["prior_form"],
+                               "target_units": self.config["target_units"]}
+        if self.config["prior_form"] == "top":
+            extras["surrogate"]["prior_top"] = int(self.config["prior_top"])
         extras["dataset_encoder"] = self._dataset_encoder_info()
         extras["initial_design"] = {
             "k": k,
