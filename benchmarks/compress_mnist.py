@@ -47,13 +47,13 @@ from pathlib import Path
 #: against -1.6 pp from scratch) and distils the dense baseline while doing so (``distill`` 0.5,
 #: temperature 4) on mixup images for 100 epochs (``distill_mixup``: seeds 0-11, -0.56 pp against
 #: -0.93 pp distilling on the batch for 50 epochs). ``finetune_epochs`` is the least retraining:
-#: the sparse phase usually ends earlier, at the budget. LeNet-300-100 clips gradients to norm 10
-#: (``clip_grad_norm``), a guard: its healthy runs stay below 8 (so they are unchanged), and one
-#: seed diverged without it on one CPU (docs/compression.md).
+#: the sparse phase usually ends earlier, at the budget. Gradients are clipped to norm 10
+#: (``CompressionConfig.grad_clip``, its default), a guard added later: healthy LeNet-300-100 runs
+#: stay below 8, and one seed diverged without it on another CPU (docs/compression.md).
 DEFAULTS = {
     "lenet5": dict(lam=0.02, epochs=60, finetune_epochs=20, lam_scale="sqrt_cost", max_params=0.1, retrain="scratch"),
     "lenet300": dict(lam=0.025, epochs=100, finetune_epochs=20, lam_scale="cost", max_params=0.1, distill=0.5,
-                     distill_temperature=4.0, distill_mixup=True, clip_grad_norm=10.0),
+                     distill_temperature=4.0, distill_mixup=True),
 }
 COMMON = dict(batch_size=64, optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4, warmup_epochs=1,
               update_every=1, curvature_batches=8, curvature_reduction="sum")

@@ -249,14 +249,14 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     out_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "1.5",
                              "--epochs", "6", "--finetune-epochs", "2", "--batch-size", "32", "--lr", "0.02",
-                             "--distill", "0.5", "--distill-mixup", "--clip-grad-norm", "100", "--seed", "0",
+                             "--distill", "0.5", "--distill-mixup", "--grad-clip", "100", "--seed", "0",
                              "--out", str(out_dir))
     assert code == 0, err
     result = json.loads((out_dir / "result.json").read_text())
     jsonschema.validate(result, results.load_schema())
     assert result["command"] == "compress" and result["model"] == "lenet300" and result["seed"] == 0
     assert result["config"]["distill"] == 0.5 and result["config"]["distill_temperature"] == 4.0
-    assert result["config"]["distill_mixup"] is True and result["config"]["clip_grad_norm"] == 100.0
+    assert result["config"]["distill_mixup"] is True and result["config"]["grad_clip"] == 100.0
     assert result["params_after"] < result["params_before"] == 50610
     assert result["budget_met"] is None  # no --max-params
     assert result["flops_after"] < result["flops_before"]
@@ -282,6 +282,7 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "lenet5", "--dataset", "digits", "--distill-mixup"], "--distill-mixup needs --distill"),
     (["--model", "lenet300", "--dataset", "digits", "--lr", "1e6", "--epochs", "3", "--finetune-epochs", "1",
       "--no-baseline"], "diverged"),
+    (["--model", "lenet5", "--dataset", "digits", "--grad-clip", "-1"], "--grad-clip"),
 ])
 def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, "compress", *argv, "--out", str(tmp_path / "out"))

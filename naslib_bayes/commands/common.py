@@ -52,14 +52,22 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _float_above(minimum: float, inclusive: bool, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = value >= minimum if inclusive else value > minimum
+        if not ok or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_float = _float_above(0.0, inclusive=False, what="positive")
+non_negative_float = _float_above(0.0, inclusive=True, what="non-negative")
 
 
 def key_value(text: str) -> tuple[str, Any]:

@@ -41,7 +41,7 @@ def _unit_interval(closed: bool):
 OPTION_OF_FIELD = {"lam": "--lambda", "epochs": "--epochs", "finetune_epochs": "--finetune-epochs",
                    "batch_size": "--batch-size", "lr": "--lr", "lam_scale": "--lam-scale", "max_params": "--max-params",
                    "retrain": "--retrain", "distill": "--distill", "distill_temperature": "--distill-temperature",
-                   "distill_mixup": "--distill-mixup", "clip_grad_norm": "--clip-grad-norm"}
+                   "distill_mixup": "--distill-mixup", "grad_clip": "--grad-clip"}
 
 
 def _run_settings(args, cfg) -> dict:
@@ -87,9 +87,9 @@ def register(subparsers) -> None:
                         help="training images held out for validation (mnist, cifar10; default 1000)")
     parser.add_argument("--batch-size", type=common.positive_int, default=d.batch_size)
     parser.add_argument("--lr", type=common.positive_float, default=d.lr, help=f"learning rate (default {d.lr})")
-    parser.add_argument("--clip-grad-norm", type=common.positive_float, default=d.clip_grad_norm, metavar="NORM",
-                        help="clip each step's gradient to this norm, a guard against a run that diverges "
-                             "(default: no clipping)")
+    parser.add_argument("--grad-clip", type=common.non_negative_float, default=d.grad_clip, metavar="NORM",
+                        help=f"clip each step's gradient to this norm, a guard against a run that diverges; "
+                             f"0: no clipping (default {d.grad_clip:g})")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip training the dense baseline (accuracy_dense is then null)")
     common.add_seed(parser)
@@ -132,7 +132,7 @@ def run(args) -> int:
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
                             retrain=args.retrain, distill=args.distill,
                             distill_temperature=args.distill_temperature, distill_mixup=args.distill_mixup,
-                            clip_grad_norm=args.clip_grad_norm)
+                            grad_clip=args.grad_clip)
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)

@@ -192,12 +192,12 @@ def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimize
         if extra_loss is not None:
             loss = loss + extra_loss()
         if not torch.isfinite(loss):  # say so instead of writing NaN accuracies and weights
-            clip = "" if cfg.clip_grad_norm is None else f" and gradients clipped to norm {cfg.clip_grad_norm:g}"
-            raise UserError(f"training diverged (loss {float(loss.detach())}) at learning rate {lr:g}{clip}: "
-                            "use a lower lr or clip the gradients (clip_grad_norm, --clip-grad-norm)")
+            clip = f"gradients clipped to norm {cfg.grad_clip:g}" if cfg.grad_clip > 0 else "no gradient clipping"
+            raise UserError(f"training diverged (loss {float(loss.detach())}) at learning rate {lr:g} with {clip}: "
+                            "use a lower lr or a smaller grad_clip (--lr, --grad-clip)")
         loss.backward()
-        if cfg.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], cfg.clip_grad_norm)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], cfg.grad_clip)
         opt.step()
         if after_step is not None:
             after_step(lr)
