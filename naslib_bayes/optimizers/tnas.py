@@ -228,10 +228,11 @@ class TNAS(DeepKernelBO):
         ``log a(x) + (beta / n) * log pi(x)``: the acquisition ``a`` times ``pi(x)^(beta / n)``
         for the prior belief ``pi(x)`` that x is good (:meth:`prior_log_belief`; by default
         ``exp(mu0(x))``, where ``mu0`` is the surrogate's posterior mean given its meta-training
-        evidence, in GP units) and n the number of target observations (Hvarfner et al., ICLR 2022). The target's GP knows only
-        the few cells evaluated on the target, so on its own EI rates the whole unexplored space
-        as promising; the prior says which regions the other datasets found poor, and its weight
-        fades as target evidence accumulates, so a target that disagrees takes over.
+        evidence, in GP units) and n the number of target observations (Hvarfner et al., ICLR
+        2022). The target's GP knows only the few cells evaluated on the target, so on its own
+        EI rates the whole unexplored space as promising; the prior says which regions the other
+        datasets found poor, and its weight fades as target evidence accumulates, so a target
+        that disagrees takes over.
         """
         scores = super().acquisition_scores(mean, std, best)
         beta = self.prior_beta()
