@@ -140,41 +140,41 @@ class TNAS(DeepKernelBO):
             return torch.nn.Parameter(context)
         return super()._initial_target_context()
 
-    def prior_mean(self, variance: bool = False):
-        """Posterior mean of the target over all cells given the meta-training evidence, (15625,).
+    def prior_posterior(self, variance: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Posterior of the target over all cells given the meta-training evidence: mean (15625,)
+        and, with ``variance``, std (15625,), else None.
 
-        With ``variance``, (mean, std), each (15625,). Uses the meta-learned state (call before
-        fine-tuning, as :meth:`initial_design` does).
+        Uses the meta-learned state (call before fine-tuning, as :meth:`initial_design` does).
         """
         with torch.no_grad():
             x, y, noise_scale = self.surrogate.evidence_inputs(self.encodings)
             context = None if self.target_context is None else self.target_context.detach()
             self.surrogate.gp.condition_on(x, y, noise_scale)
-            mean, std = self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
-                                                    variance=variance)
-        return (mean, std) if variance else mean
+            return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
+                                               variance=variance)
 
-    def prior_log_belief(self) -> torch.Tensor:
+    def prior_log_belief(self, prior_std: torch.Tensor | None) -> torch.Tensor:
         """log pi(x), pi-BO's prior belief that cell x is good, over all cells (15625,).
 
         ``mean``: the prior mean itself, pi(x) ~ exp(mu0(x)). ``top``: the probability under the
         meta-learned prior that x is as good as its ``prior_top``-th best cell,
-        ``Phi((mu0(x) - tau) / sigma0(x))``: a cell the other datasets show to be poor with
-        confidence (a degenerate cell) gets a belief near 0 instead of exp(-2.5), which a
-        target GP's uncertainty far from the target's observations cannot outweigh.
+        ``Phi((mu0(x) - tau) / sigma0(x))``, with ``prior_std`` (15625,) the prior's sigma0: a cell
+        the other datasets show to be poor with confidence (a degenerate cell) gets a belief near
+        0 instead of exp(-2.5), which a target GP's uncertainty far from the target's observations
+        cannot outweigh.
         """
         if self.config["prior_form"] == "mean":
             return self.prior
-        mean, std = self.prior_mean(variance=True)
-        top = min(int(self.config["prior_top"]), mean.numel())
-        tau = torch.topk(mean, top).values[-1]
-        return torch.special.log_ndtr((mean - tau) / std.clamp_min(1e-9))
+        top = min(int(self.config["prior_top"]), self.prior.numel())
+        tau = torch.topk(self.prior, top).values[-1]
+        return torch.special.log_ndtr((self.prior - tau) / prior_std.clamp_min(1e-9))
 
     def initial_design(self) -> list[int]:
         if self.surrogate.evidence is None:
             raise UserError("the surrogate holds no meta-training evidence to rank cells with")
-        self.prior = self.prior_mean()
-        self.log_belief = self.prior_log_belief()
+        # one conditioning on the evidence gives both the mean and, for prior_form=top, the std
+        self.prior, prior_std = self.prior_posterior(variance=self.config["prior_form"] == "top")
+        self.log_belief = self.prior_log_belief(prior_std)
         k = self.problem.objective.budget if self.config["initial_design_only"] else int(self.config["initial_design"])
         order = acquisition.ranking(self.prior, self.priority)
         self.prior_quantile = prior_quantiles(order)
