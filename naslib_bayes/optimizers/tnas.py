@@ -153,6 +153,10 @@ class TNAS(DeepKernelBO):
             return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
                                                variance=variance)
 
+    def prior_mean(self) -> torch.Tensor:
+        """Posterior mean of the target over all cells given the meta-training evidence, (15625,)."""
+        return self.prior_posterior()[0]
+
     def prior_log_belief(self, prior_std: torch.Tensor | None) -> torch.Tensor:
         """log pi(x), pi-BO's prior belief that cell x is good, over all cells (15625,).
 
