@@ -68,6 +68,9 @@ METHODS = {
     "tnas evidence=50": ("tnas", {"meta_evidence_top": 50}),
     "tnas top=5": ("tnas", {"prior_form": "top", "prior_top": 5}),
     "tnas top=100": ("tnas", {"prior_form": "top", "prior_top": 100}),
+    "tnas local=1": ("tnas", {"local_radius": 1}),
+    "tnas local=2": ("tnas", {"local_radius": 2}),
+    "tnas local=1x3": ("tnas", {"local_radius": 1, "local_centres": 3}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }

@@ -49,6 +49,10 @@ class DeepKernelBO(BlackBoxOptimizer):
         acquisition: ``ei`` (expected improvement) or ``ucb``.
         ei_xi: EI's improvement margin, in standardised units.
         ucb_beta: UCB's ``beta`` in ``mean + sqrt(beta) * std``.
+        local_radius: 0 (default) scores every unqueried cell; r > 0 only those within r edge
+            changes of the ``local_centres`` best observed cells (a trust region in cell space),
+            all of them again once that neighbourhood is used up.
+        local_centres: how many of the best observed cells centre the neighbourhood.
         threads: torch intra-op threads (1 keeps runs steady on a busy machine).
     """
 
@@ -59,6 +63,8 @@ class DeepKernelBO(BlackBoxOptimizer):
         "acquisition": "ei",
         "ei_xi": 0.0,
         "ucb_beta": 2.0,
+        "local_radius": 0,
+        "local_centres": 1,
         "threads": 1,
     }
     # Declared here, they bound every subclass (TNAS and gp-bo) alike.
@@ -67,6 +73,8 @@ class DeepKernelBO(BlackBoxOptimizer):
         "finetune_steps": at_least(0),
         "finetune_lr": above(0),
         "ucb_beta": at_least(0),  # UCB takes its square root
+        "local_radius": at_least(0),
+        "local_centres": at_least(1),
         "threads": at_least(1),
     }
 
@@ -90,6 +98,7 @@ class DeepKernelBO(BlackBoxOptimizer):
         with torch_threads(self.config["threads"]):
             self.cells: list[nb201.Cell] = list(nb201.all_cells())
             self._index = {c: i for i, c in enumerate(self.cells)}
+            self.cell_ops = torch.as_tensor(self.cells, dtype=torch.long)  # (15625, 6): each edge's op
             self.in_domain = self._domain_mask()
             self.surrogate = self.build_surrogate()
             start, cpu = time.perf_counter(), time.process_time()
@@ -119,7 +128,22 @@ class DeepKernelBO(BlackBoxOptimizer):
         unqueried = torch.ones(len(self.cells), dtype=torch.bool)
         unqueried[[self._index[c] for c, _ in self.history]] = False
         preferred = unqueried & self.in_domain
-        return preferred if bool(preferred.any()) else unqueried
+        local = preferred & self.neighbourhood()
+        for mask in (local, preferred):
+            if bool(mask.any()):
+                return mask
+        return unqueried
+
+    def neighbourhood(self) -> torch.Tensor:
+        """(15625,) bool: the cells within ``local_radius`` edge changes of the ``local_centres``
+        best observed cells; every cell when the radius is 0 or nothing has been measured."""
+        radius = int(self.config["local_radius"])
+        index, values = self.observed()
+        if radius == 0 or index.numel() == 0:
+            return torch.ones(len(self.cells), dtype=torch.bool)
+        best = index[torch.argsort(values, descending=True, stable=True)[: int(self.config["local_centres"])]]
+        changes = (self.cell_ops[:, None, :] != self.cell_ops[best][None, :, :]).sum(dim=2)  # (15625, centres)
+        return changes.min(dim=1).values <= radius
 
     def _initial_target_context(self) -> torch.nn.Parameter | None:
         context = self.surrogate.initial_context()
