@@ -47,9 +47,9 @@ from pathlib import Path
 #: against -1.6 pp from scratch) and distils the dense baseline while doing so (``distill`` 0.5,
 #: temperature 4) on mixup images for 100 epochs (``distill_mixup``: seeds 0-11, -0.56 pp against
 #: -0.93 pp distilling on the batch for 50 epochs), with lambda 0.015, which prunes more slowly
-#: and meets the budget at epoch 37-53 (22-31 at 0.025; validation seeds 0-11: -0.55 pp against -0.71 pp at
-#: 0.025, and -0.60 pp at 0.02). ``finetune_epochs`` is the least retraining:
-#: the sparse phase usually ends earlier, at the budget. Gradients are clipped to norm 10
+#: and meets the budget at epoch 37-53 (22-31 at 0.025; validation seeds 0-11: -0.55 pp against
+#: -0.71 pp at 0.025, -0.60 pp at 0.02 and -0.63 pp at 0.01). ``finetune_epochs`` is the least
+#: retraining: the sparse phase usually ends earlier, at the budget. Gradients are clipped to norm 10
 #: (``CompressionConfig.grad_clip``, its default), a guard added later: healthy LeNet-300-100 runs
 #: stay below 8, and one seed diverged without it on another CPU (docs/compression.md).
 DEFAULTS = {
