@@ -124,7 +124,8 @@ class DeepKernelBO(BlackBoxOptimizer):
 
     def selectable(self) -> torch.Tensor:
         """(15625,) bool: the cells a BO step may pick, the unqueried ones with a value while any is
-        left (any other query costs budget and tells the GP nothing), else every unqueried one."""
+        left (any other query costs budget and tells the GP nothing), else every unqueried one;
+        with ``local_radius``, only those of them in :meth:`neighbourhood` while it has any."""
         unqueried = torch.ones(len(self.cells), dtype=torch.bool)
         unqueried[[self._index[c] for c, _ in self.history]] = False
         preferred = unqueried & self.in_domain
