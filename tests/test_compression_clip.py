@@ -18,9 +18,14 @@ def digits():
     return load_dataset("digits", seed=0)
 
 
-def _trained(digits, **overrides) -> nn.Sequential:
+def _fresh_mlp() -> nn.Sequential:
+    """The same initial weights on every call, so trained networks can be compared with them."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _trained(digits, **overrides) -> nn.Sequential:
+    model = _fresh_mlp()
     train_dense(model, digits.train, CompressionConfig(**{**BASE, **overrides}), seed=0)
     return model
 
@@ -35,8 +40,7 @@ def test_a_norm_above_every_gradient_leaves_training_bit_for_bit_the_same(digits
 
 def test_clipping_bounds_every_step_by_lr_times_the_norm(digits):
     """Plain SGD (no momentum, no weight decay): each step moves the parameters by at most lr * norm."""
-    torch.manual_seed(0)
-    start = _flat(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    start = _flat(_fresh_mlp())
     plain = dict(momentum=0.0, weight_decay=0.0)
     steps = BASE["epochs"] * -(-len(digits.train.labels) // BASE["batch_size"])
     bound = steps * BASE["lr"] * 1e-3
