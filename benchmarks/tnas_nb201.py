@@ -71,6 +71,8 @@ METHODS = {
     "tnas local=1": ("tnas", {"local_radius": 1}),
     "tnas local=2": ("tnas", {"local_radius": 2}),
     "tnas local=1x3": ("tnas", {"local_radius": 1, "local_centres": 3}),
+    "tnas ucb": ("tnas", {"acquisition": "ucb"}),
+    "tnas ucb=0.5": ("tnas", {"acquisition": "ucb", "ucb_beta": 0.5}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
