@@ -6,7 +6,8 @@ For each target dataset and seed this script meta-trains a surrogate on the othe
 * ``tnas``                 the default optimizer (initial design k=5, then BO);
 * ``tnas k=1``             the same with an initial design of one cell;
 * ``tnas init-only``       the surrogate's ranking alone (no fitting to the target);
-* ``tnas no-prior``        plain EI after the initial design (the paper's loop, no pi-BO weight);
+* ``tnas global``          EI over every unqueried cell (no trust region, as the paper);
+* ``tnas no-prior``        plain EI after the initial design (no pi-BO weight);
 * ``tnas prior-units``     the target's observations in the meta-learned units with the prior in
                            the GP's mean (``target_units=prior``), plain EI (no pi-BO weight);
 * ``tnas robust``          the default loop on surrogates meta-trained with the ``robust`` output
@@ -68,8 +69,9 @@ METHODS = {
     "tnas evidence=50": ("tnas", {"meta_evidence_top": 50}),
     "tnas top=5": ("tnas", {"prior_form": "top", "prior_top": 5}),
     "tnas top=100": ("tnas", {"prior_form": "top", "prior_top": 100}),
-    "tnas local=1": ("tnas", {"local_radius": 1}),
-    "tnas local=2": ("tnas", {"local_radius": 2}),
+    "tnas global": ("tnas", {"local_radius": 0}),
+    "tnas local=1": ("tnas", {"local_radius": 1, "local_centres": 1}),
+    "tnas local=2": ("tnas", {"local_radius": 2, "local_centres": 1}),
     "tnas local=1x3": ("tnas", {"local_radius": 1, "local_centres": 3}),
     "tnas ucb": ("tnas", {"acquisition": "ucb"}),
     "tnas ucb=0.5": ("tnas", {"acquisition": "ucb", "ucb_beta": 0.5}),
@@ -78,7 +80,8 @@ METHODS = {
 }
 #: Methods run without ``--methods``; the others (validation variants, and those that meta-train
 #: anew) run only when named.
-DEFAULT_METHODS = ("tnas", "tnas k=1", "tnas init-only", "tnas no-prior", "tnas prior-units", "transfer-topk", "gp-bo")
+DEFAULT_METHODS = ("tnas", "tnas k=1", "tnas init-only", "tnas global", "tnas no-prior", "tnas prior-units",
+                   "transfer-topk", "gp-bo")
 
 
 def parse_args(argv=None):

@@ -39,7 +39,10 @@ DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", type=Path, required=True, help="NAS-Bench-201 benchmark file (e.g. nats_bench.csv)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, one surrogate each (default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds, one surrogate each (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (default 0): fresh seeds judge a setting against a default "
+                             "that was itself chosen on the lower ones")
     parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50; pi-BO's beta depends on it)")
     parser.add_argument("--methods", default="tnas", help="comma-separated methods of tnas_nb201.py (tnas variants)")
     parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201_validate"), help="folder for surrogates and runs")
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
     unknown = [m for m in methods if m not in tnas_nb201.METHODS or tnas_nb201.METHODS[m][0] != "tnas"]
     if unknown:
         sys.exit(f"not a tnas method of tnas_nb201.py: {unknown}")
-    seeds = range(args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     path = str(args.benchmark)
     pairs = list(itertools.permutations(DATASETS, 2))
     # Methods that change meta-training (e.g. its output transform) get surrogates of their own.
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
                 for a, b in pairs for m in methods for s in seeds}
         records = {key: future.result() for key, future in runs.items()}
     table: dict[tuple[str, str, str], dict] = {}
-    print(f"meta-train on A, search B: {args.seeds} seeds (one surrogate each), budget {args.budget}")
+    print(f"meta-train on A, search B: seeds {seeds.start}-{seeds.stop - 1} (one surrogate each), budget {args.budget}")
     print(f"{'A -> B':<28} {'method':<16} {'median q*':>9} {'regret@5':>9} {'@10':>7} {'@20':>7}  q* per seed")
     for a, b in pairs:
         for m in methods:

@@ -486,13 +486,13 @@ def test_meta_output_transform_reaches_meta_training_and_bo(nats_benchmark, tmp_
 
 def test_local_radius_keeps_bo_queries_next_to_the_best_cell_seen(nats_benchmark, surrogate_file):
     opt, problem = _run(nats_benchmark, "ImageNet16-120", 9, 0, surrogate=str(surrogate_file), initial_design=3,
-                        finetune_steps=3, local_radius=1)
+                        finetune_steps=3, local_radius=1, local_centres=1)
     queried, values = problem.objective.queried, problem.objective.values
     for k in range(3, 9):
         assert queried[k] in nb201.neighbours(queried[int(np.argmax(values[:k]))])
     # Unrestricted, the same surrogate's EI goes further afield at least once.
     _, free = _run(nats_benchmark, "ImageNet16-120", 9, 0, surrogate=str(surrogate_file), initial_design=3,
-                   finetune_steps=3)
+                   finetune_steps=3, local_radius=0)
     queried, values = free.objective.queried, free.objective.values
     best_so_far = [queried[int(np.argmax(values[:k]))] for k in range(3, 9)]
     assert any(q not in {b, *nb201.neighbours(b)} for q, b in zip(queried[3:9], best_so_far))  # > 1 edge change
