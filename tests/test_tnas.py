@@ -13,6 +13,7 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.experiment import run_blackbox_search
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective, run_black_box
+from naslib_bayes.optimizers.gp_bo import GPBO
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.optimizers.transfer_topk import TransferTopK, transfer_scores
 from naslib_bayes.predictors import surrogate_io
@@ -496,6 +497,16 @@ def test_local_radius_keeps_bo_queries_next_to_the_best_cell_seen(nats_benchmark
     queried, values = free.objective.queried, free.objective.values
     best_so_far = [queried[int(np.argmax(values[:k]))] for k in range(3, 9)]
     assert any(q not in {b, *nb201.neighbours(b)} for q, b in zip(queried[3:9], best_so_far))  # > 1 edge change
+
+
+def test_by_default_bo_queries_stay_next_to_the_three_best_cells_seen(nats_benchmark, surrogate_file):
+    _, problem = _run(nats_benchmark, "ImageNet16-120", 10, 0, surrogate=str(surrogate_file), finetune_steps=3)
+    queried, values = problem.objective.queried, problem.objective.values
+    for k in range(5, 10):  # every BO step after the five-cell initial design
+        best = [queried[int(i)] for i in np.argsort(-np.asarray(values[:k]), kind="stable")[:3]]
+        assert any(queried[k] in nb201.neighbours(b) for b in best)
+    # gp-bo keeps scoring every cell (the trust region was validated for tnas only)
+    assert GPBO.defaults["local_radius"] == 0 and TNAS.defaults["local_radius"] == 1
 
 
 def test_a_used_up_neighbourhood_opens_every_cell_again(nats_benchmark, surrogate_file):
