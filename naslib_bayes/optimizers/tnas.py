@@ -8,10 +8,13 @@ meta-training evidence, seen with the target's dataset context -- then :class:`D
 adapts it to the target's observations: each iteration fine-tunes the kernel on them and
 picks the cell with the best expected improvement.
 
-One addition to the paper's loop (``prior_beta``; 0 turns it off): EI is weighted by the
-meta-learned prior as in pi-BO. Measured on NAS-Bench-201, the target-only GP's EI without it
+Two additions to the paper's loop. EI is weighted by the meta-learned prior as in pi-BO
+(``prior_beta``; 0 turns it off): measured on NAS-Bench-201, the target-only GP's EI without it
 spends most queries after the initial design on regions the other datasets already showed to be
-poor (a GP fitted to five good cells cannot know the rest of the space is worse).
+poor (a GP fitted to five good cells cannot know the rest of the space is worse). And each BO
+step scores only the cells one edge change from the three best seen (``local_radius``,
+``local_centres``; ``local_radius=0`` scores every unqueried cell, as the paper), chosen on
+validation datasets with fresh seeds (docs/tnas.md).
 """
 
 from __future__ import annotations
