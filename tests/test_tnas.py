@@ -21,7 +21,9 @@ from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_fr
 from naslib_bayes.predictors.surrogate import SurrogateConfig
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 from cli_runner import run_cli
+from partial_benchmark import write_partial_csv
 from strict_objective import StrictObjective
 
 TINY_META = {"meta_iterations": 12}
@@ -105,6 +107,25 @@ def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_
     opt, problem = _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), initial_design=8)
     design = opt.result_extras()["initial_design"]
     assert design["k"] == 3 and design["architectures"] == [nb201.to_string(c) for c in problem.objective.queried]
+
+
+def test_the_initial_design_takes_the_prior_ranking_of_the_cells_with_a_value(surrogate_file, tmp_path):
+    partial = load_benchmark(write_partial_csv(tmp_path / "partial.csv", 40))
+    problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 7)
+    opt = run_black_box(TNAS(seed=0, surrogate=str(surrogate_file), finetune_steps=2), problem)
+    ranked = acquisition.ranking(opt.prior, opt.priority)
+    with_value = [i for i in ranked.tolist() if bool(opt.in_domain[i])]
+    assert [opt.cells.index(c) for c in problem.objective.queried[:5]] == with_value[:5]
+    assert all(math.isfinite(v) for v in problem.objective.values)
+    with pytest.raises(UserError, match="a budget of 41 queries exceeds them"):
+        run_black_box(TNAS(seed=0, surrogate=str(surrogate_file)),
+                      BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 41))
+
+
+def test_initial_design_only_records_the_whole_budget_as_its_design(nats_benchmark, surrogate_file):
+    opt, problem = _run(nats_benchmark, "cifar10", 7, 0, surrogate=str(surrogate_file), initial_design_only=True)
+    design = opt.result_extras()["initial_design"]
+    assert design["k"] == 7 and design["architectures"] == [nb201.to_string(c) for c in problem.objective.queried]
 
 
 @pytest.mark.parametrize("beta", [-1, "high", True])
@@ -376,6 +397,9 @@ def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
         scores = opt.acquisition_scores(mean, std, best=1.0)
         assert torch.allclose(scores - torch.log(ei), (5.0 / n) * opt.prior)  # beta = budget / 10
         gaps.append(float(scores[2] - scores[0]))
+        # queries a partial benchmark had no value for are no evidence: the weight stays
+        opt.history += [((1,) * 6, math.nan)] * n
+        assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), scores)
     assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
     opt.config["prior_beta"] = 0
     assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)

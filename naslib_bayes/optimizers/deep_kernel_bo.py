@@ -2,14 +2,16 @@
 
 Each iteration after the initial design:
 
-1. standardise the target's observations with their own mean and standard deviation (the
-   statistics of what has been seen so far, never the benchmark column);
+1. put the target's observations in GP units with the surrogate's output transform (by default
+   the copula: the normal quantile of each one's rank among them), computed from what has been
+   seen so far, never the benchmark column;
 2. reset the trainable part of the surrogate (xi, the GP hyper-parameters and, when the
    surrogate has one, the target's dataset context) to its starting state and fine-tune it on
    those observations for ``finetune_steps`` Adam steps of the negative log marginal
    likelihood -- restarting from the same state keeps a few noisy observations from dragging
    the surrogate away step after step;
-3. score every not-yet-queried cell by the acquisition function, from psi encodings computed
+3. score the not-yet-queried cells by the acquisition function (every one, or with
+   ``local_radius`` those of the trust region while it has any), from psi encodings computed
    once in :meth:`DeepKernelBO.setup` (psi is frozen during BO), and propose the best one (on a
    partial benchmark, the best one with a value while any is left).
 
@@ -47,7 +49,7 @@ class DeepKernelBO(BlackBoxOptimizer):
         finetune_steps: Adam steps fitting the GP to the target's observations each iteration.
         finetune_lr: their learning rate.
         acquisition: ``ei`` (expected improvement) or ``ucb``.
-        ei_xi: EI's improvement margin, in standardised units.
+        ei_xi: EI's improvement margin, in GP units.
         ucb_beta: UCB's ``beta`` in ``mean + sqrt(beta) * std``.
         local_radius: 0 (default) scores every unqueried cell; r > 0 only those within r edge
             changes of the ``local_centres`` best observed cells (a trust region in cell space),
@@ -55,6 +57,10 @@ class DeepKernelBO(BlackBoxOptimizer):
         local_centres: how many of the best observed cells centre the neighbourhood.
         threads: torch intra-op threads (1 keeps runs steady on a busy machine).
     """
+
+    # The initial designs (tnas's prior ranking, gp-bo's random draw) and the BO steps all pick
+    # among the cells with a value while any is left.
+    picks_only_from_domain = True
 
     defaults: dict[str, Any] = {
         "initial_design": 5,

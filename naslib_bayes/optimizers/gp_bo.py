@@ -44,8 +44,6 @@ class GPBO(DeepKernelBO):
         "output_transform": "copula",
     }
     lower_bounds = {**DeepKernelBO.lower_bounds, "encoder_hidden": at_least(1)}
-    # Random initial design and BO steps both pick among the cells with a value while any is left.
-    picks_only_from_domain = True
 
     def build_surrogate(self):
         from naslib_bayes.predictors.meta_train import check_output_transform

@@ -20,6 +20,7 @@ validation datasets with fresh seeds (docs/tnas.md).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,10 @@ class TNAS(DeepKernelBO):
         k = self.problem.objective.budget if self.config["initial_design_only"] else int(self.config["initial_design"])
         order = acquisition.ranking(self.prior, self.priority)
         self.prior_quantile = prior_quantiles(order)
-        self.initial = order[:k].tolist()
+        # On a partial benchmark the cells with a value come first: the others cost a query
+        # and tell the GP nothing (a stable reorder, so a complete benchmark keeps the ranking).
+        with_value = self.in_domain[order]
+        self.initial = torch.cat([order[with_value], order[~with_value]])[:k].tolist()
         return list(self.initial)
 
     def setup(self) -> None:
@@ -253,7 +257,7 @@ class TNAS(DeepKernelBO):
         beta = self.prior_beta()
         if beta <= 0:
             return scores
-        n = len(self.history)
+        n = sum(math.isfinite(v) for _, v in self.history)  # a query without a value is no evidence
         if self.config["acquisition"] == "ucb":  # UCB can be negative: weight it additively
             return scores + (beta / n) * self.log_belief
         return torch.log(scores.clamp_min(1e-300)) + (beta / n) * self.log_belief
@@ -262,7 +266,7 @@ class TNAS(DeepKernelBO):
         from naslib_bayes.search_spaces.nasbench201.cell import to_string
 
         extras = super().result_extras()
-        k = min(int(self.config["initial_design"]), self.problem.objective.budget)  # what was queried
+        k = min(len(self.initial), self.problem.objective.budget)  # what was queried
         extras["surrogate"] = {**self.surrogate_info, "output_transform": self.surrogate.config.output_transform,
                                "prior_beta": self.prior_beta(), "prior_form": self.config["prior_form"],
                                "target_units": self.config["target_units"]}
