@@ -1,7 +1,7 @@
 """Acquisition functions over a finite candidate set, and seeded tie-breaking.
 
 Scores are computed for every candidate from the GP posterior (mean and standard deviation of
-the latent function, in the standardised units the GP was fitted in); :func:`select_best` picks
+the latent function, in the units the GP was fitted in); :func:`select_best` picks
 the highest-scoring allowed candidate, breaking exact ties by a fixed seeded priority so that a
 run is reproducible and different seeds may differ.
 """
