@@ -25,6 +25,8 @@ def test_values_take_the_type_of_their_default():
     ({"lr": "fast"}, "Opt: hyper-parameter lr='fast': expected float"),
     ({"only": "yes"}, "Opt: hyper-parameter only='yes': expected bool"),
     ({"mode": 3}, "Opt: hyper-parameter mode=3: expected str"),
+    ({"steps": None}, "Opt: hyper-parameter steps has no value: expected int (default 5)"),
+    ({"only": None}, "Opt: hyper-parameter only has no value: expected bool (default False)"),
 ])
 def test_wrong_names_and_types_are_named(given, message):
     with pytest.raises(UserError) as info:
@@ -39,6 +41,15 @@ def test_a_bad_opt_value_on_the_command_line_is_one_line_and_writes_nothing(caps
     assert err.strip().splitlines()[-1] == ("naslib-bayes: error: RegularizedEvolution: hyper-parameter "
                                             "population_size='abc': expected int (default 20)")
     assert not (tmp_path / "re" / "result.json").exists()
+
+
+@pytest.mark.parametrize("text", ["", "null"])
+def test_an_empty_opt_value_on_the_command_line_is_one_line(capsys, tmp_path, nats_csv, text):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "re", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "5", "--opt", f"population_size={text}", "--out", tmp_path / "re")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == ("naslib-bayes: error: RegularizedEvolution: hyper-parameter "
+                                            "population_size has no value: expected int (default 20)")
 
 
 def test_cause_is_the_first_line_shortened():

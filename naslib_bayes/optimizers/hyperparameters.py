@@ -42,8 +42,8 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
     its lower bound is a UserError naming ``owner``, the hyper-parameter and the value.
 
-    A value is checked against the type of its default (bool, int, float, str); a default of
-    None accepts anything. An int default accepts an integral float, a float default any number.
+    A value is checked against the type of its default (bool, int, float, str), and a missing
+    one (None) is refused unless the default is None; a default of None accepts anything. An int default accepts an integral float, a float default any number.
     ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
     ignored, so a base class may bound what only some subclasses accept).
     """
@@ -66,9 +66,11 @@ def _check_bound(owner: str, name: str, value: Any, default: Any, bound: LowerBo
 
 
 def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
-    if default is None or value is None:
+    if default is None:
         return value
     kind = type(default)
+    if value is None:  # e.g. ``--opt steps=`` or ``steps=null``: the code below would meet None later
+        raise UserError(f"{owner}: hyper-parameter {name} has no value: expected {kind.__name__} (default {default!r})")
     if kind is bool:
         text = str(value).lower()
         if isinstance(value, bool) or text in ("true", "false"):
