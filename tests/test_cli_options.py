@@ -29,6 +29,7 @@ def one_error_line(err: str) -> str:
     ("rs", ["--search-space", "darts"], "--search-space"),
     ("rs", ["--batch-size", "32"], "--batch-size"),
     ("rs", ["--device", "cpu"], "--device"),
+    ("tnas", ["--threads", "2"], "--threads"),  # BO's threads are --opt threads=N
 ])
 def test_black_box_search_refuses_one_shot_options(capsys, tmp_path, nats_csv, optimizer, extra, flag):
     code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--benchmark", nats_csv, "--dataset", "cifar10",

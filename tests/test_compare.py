@@ -322,6 +322,8 @@ def test_regret_plot_is_written(serial, tmp_path):
         (["--oneshot", "darts", "--optimizers", "rs"], "--optimizers cannot be combined with --oneshot"),
         (["--oneshot", "darts", "--budget", "5"], "--budget cannot be combined with --oneshot"),
         (["--oneshot", "darts", "--prepare-per", "dataset"], "--prepare-per cannot be combined with --oneshot"),
+        (["--oneshot", "darts", "--report-metric", "val_accuracy"], "--report-metric cannot be combined with --oneshot"),
+        (["--oneshot", "darts", "--readme", "README.md"], "--readme cannot be combined with --oneshot"),
         (["--optimizers", "tnas", "--prepare-per", "run"], "invalid choice: 'run'"),
         ([], "give --optimizers (black-box comparison) or --oneshot"),
         (["--optimizers", "rs", "--epochs", "3"], "--epochs belongs to --oneshot"),

@@ -114,10 +114,11 @@ def torch_device(text: str) -> str:
     return text
 
 
-def add_device(parser, default: str | None = "cpu") -> None:
-    """``--device`` and ``--threads`` of the commands that train networks."""
+def add_device(parser, default: str | None = "cpu", threads: int | None = 1) -> None:
+    """``--device`` and ``--threads`` of the commands that train networks (None defaults: the
+    command fills them in, after telling a given value from an absent one)."""
     parser.add_argument("--device", type=torch_device, default=default, help="torch device (default cpu)")
-    parser.add_argument("--threads", type=positive_int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=threads,
                         help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
                              "thread avoids OpenMP spin-waiting on a shared machine)")
 

@@ -3,7 +3,8 @@
 Black-box mode (``--optimizers``) runs every (optimizer, dataset, seed) on a tabular benchmark;
 one-shot mode (``--oneshot``) trains every (optimizer, seed) on ``--dataset`` and looks the
 derived cells up in the benchmark. Both write ``DIR/runs/*.json``, ``summary.csv`` and
-``summary.md``, skip runs already written, and can rewrite a README's results section.
+``summary.md`` and skip runs already written; black-box mode can rewrite a README's results
+section.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _check_mode(args) -> None:
     if args.oneshot is not None:
         clash = [f for f, v in (("--optimizers", args.optimizers), ("--budget", args.budget),
                                 ("--datasets", args.datasets), ("--opt", args.opt or None),
-                                ("--prepare-per", args.prepare_per)) if v is not None]
+                                ("--prepare-per", args.prepare_per), ("--search-metric", args.search_metric),
+                                ("--report-metric", args.report_metric), ("--readme", args.readme)) if v is not None]
         if clash:
             raise UserError(f"{clash[0]} cannot be combined with --oneshot (one-shot runs train on --dataset for --epochs)")
     else:

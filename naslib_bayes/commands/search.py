@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     os_.add_argument("--checkpoint-every", type=common.non_negative_int, metavar="K",
                      help="checkpoint every K steps besides every epoch (default 50; 0: epochs only)")
     os_.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    common.add_device(os_, default=None)
+    common.add_device(os_, default=None, threads=None)
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
@@ -62,11 +62,11 @@ _ONE_SHOT_ONLY = (("search_space", "--search-space"), ("data_root", "--data-root
                   ("rounds", "--rounds"), ("channels", "--channels"), ("cells", "--cells"),
                   ("batch_size", "--batch-size"), ("lr", "--lr"), ("search_images", "--search-images"),
                   ("no_augment", "--no-augment"), ("checkpoint_every", "--checkpoint-every"), ("resume", "--resume"),
-                  ("device", "--device"))
+                  ("device", "--device"), ("threads", "--threads"))  # tnas and gp-bo: --opt threads=N
 _BLACK_BOX_ONLY = (("budget", "--budget"), ("search_metric", "--search-metric"), ("surrogate", "--surrogate"),
                    ("dataset_encoder", "--dataset-encoder"), ("image_root", "--image-root"),
                    ("feature_extractor", "--feature-extractor"), ("encoder_hidden", "--encoder-hidden"))
-ONE_SHOT_DEFAULTS = {"search_space": "nb201", "batch_size": 64, "checkpoint_every": 50, "device": "cpu"}
+ONE_SHOT_DEFAULTS = {"search_space": "nb201", "batch_size": 64, "checkpoint_every": 50, "device": "cpu", "threads": 1}
 
 
 def run(args) -> int:
