@@ -492,6 +492,27 @@ def test_a_given_surrogate_is_used_without_meta_training(capsys, nats_csv, cifar
     assert used["meta_datasets"] == ["cifar100"]
 
 
+def test_runs_of_a_given_surrogate_are_not_reused_once_that_file_is_meta_trained_anew(capsys, nats_benchmark, nats_csv,
+                                                                                    cifar100_surrogate, tmp_path):
+    import shutil
+
+    from naslib_bayes.optimizers.tnas import TNAS
+
+    folder = tmp_path / "surrogate"
+    shutil.copytree(cifar100_surrogate, folder)
+    argv = ("compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas", "--opt",
+            f"tnas.surrogate={folder}", "--seeds", "1", "--budget", "6", "--out", tmp_path / "o")
+    assert run_cli(capsys, *argv)[0] == 0
+    run_file = tmp_path / "o" / runner.RUNS_DIR / "tnas-cifar10-0.json"
+    written = run_file.read_bytes()
+    assert run_cli(capsys, *argv)[0] == 0 and run_file.read_bytes() == written  # same file: reused
+    TNAS.prepare(nats_benchmark.without("cifar10", "ImageNet16-120"), "cifar10", folder, "test_accuracy",
+                 meta_iterations=4, seed=1)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "was run with tnas.surrogate_sha256=" in one_error_line(err)
+    assert run_file.read_bytes() == written
+
+
 def test_a_given_surrogate_that_saw_a_target_is_refused(capsys, nats_csv, cifar100_surrogate, tmp_path):
     code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10,cifar100",
                            "--optimizers", "rs,tnas", "--opt", f"tnas.surrogate={cifar100_surrogate}",

@@ -22,8 +22,10 @@ run's randomness comes from its seed.
 
 A file is reused only when it was made with everything that decides a run: budget, metrics,
 seed, the seed of the preparation it used, the optimizer's hyper-parameters as resolved
-(defaults included) and the benchmark's content (a SHA-256 of its cells and tables,
-``config.benchmark_sha256``); a preparation likewise. A file made otherwise is refused with an error naming it and the first setting that
+(defaults included), the benchmark's content (a SHA-256 of its cells and tables,
+``config.benchmark_sha256``) and that of a surrogate file the user gave
+(``config.surrogate_sha256``: the same path meta-trained anew is another surrogate); a
+preparation likewise. A file made otherwise is refused with an error naming it and the first setting that
 differs: deleting it would lose a result, and keeping it would mix settings in one summary.
 The code is not a determinant (any edit would refuse every earlier run); each run records its
 fingerprint in ``versions`` and a summary of runs of several versions says so.
@@ -70,6 +72,8 @@ FINGERPRINT_KEY = "benchmark_sha256"
 #: Hyper-parameter naming an artefact the user made beforehand (a TNAS surrogate); an optimizer
 #: given one is not prepared by the comparison.
 USER_ARTEFACT_KEY = "surrogate"
+#: The run config's SHA-256 of the file a user-given ``USER_ARTEFACT_KEY`` names.
+ARTEFACT_SHA_KEY = "surrogate_sha256"
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,13 @@ class CompareSettings:
         """The prepared artefact (a surrogate path) the user gave ``optimizer``, if any."""
         value = self.hyperparameters.get(optimizer, {}).get(USER_ARTEFACT_KEY)
         return None if value is None else str(value)
+
+    def user_artefact_sha256(self, optimizer: str) -> str | None:
+        """SHA-256 of the file :meth:`user_artefact` names (its ``surrogate.pt`` for a folder), or None."""
+        from naslib_bayes.predictors import surrogate_io
+
+        path = self.user_artefact(optimizer)
+        return None if path is None else hashlib.sha256(surrogate_io.resolve(path).read_bytes()).hexdigest()
 
     def preparation_seed(self, seed: int) -> int:
         """The seed of the preparation that the runs of ``seed`` use."""
@@ -260,20 +271,24 @@ class Determinants:
     benchmark_sha256: str
     hyperparameters: Mapping[str, Mapping[str, Any]]  # optimizer -> resolved hyper-parameters
     preparation_of: Callable[[RunSpec], PrepKey | None]  # CompareSettings.preparation_of
+    artefact_sha256: Mapping[str, str | None]  # optimizer -> CompareSettings.user_artefact_sha256
 
     @classmethod
     def of(cls, settings: CompareSettings, benchmark: Benchmark) -> "Determinants":
         search, report = grid_metrics(benchmark, settings)
         return cls(settings.budget, search, report, benchmark_fingerprint(benchmark),
-                   {o: settings.resolved_hyperparameters(o) for o in settings.optimizers}, settings.preparation_of)
+                   {o: settings.resolved_hyperparameters(o) for o in settings.optimizers}, settings.preparation_of,
+                   {o: settings.user_artefact_sha256(o) for o in settings.optimizers})
 
     def of_run(self, spec: RunSpec) -> dict[str, Any]:
         preparation = self.preparation_of(spec)
         prepared = {} if preparation is None else {PREPARATION_SEED_KEY: preparation[2]}
+        artefact = self.artefact_sha256[spec.optimizer]
+        given = {} if artefact is None else {ARTEFACT_SHA_KEY: artefact}
         return {"optimizer": spec.optimizer, "dataset": spec.dataset, "seed": spec.seed, "budget": self.budget,
                 "search_metric": self.search_metric, "report_metric": self.report_metric,
                 FINGERPRINT_KEY: self.benchmark_sha256, **prepared,
-                **_prefixed(spec.optimizer, self.hyperparameters[spec.optimizer])}
+                **_prefixed(spec.optimizer, {**self.hyperparameters[spec.optimizer], **given})}
 
     def of_preparation(self, key: PrepKey) -> dict[str, Any]:
         optimizer, dataset, seed = key
@@ -412,6 +427,9 @@ def _execute_run(settings: CompareSettings, spec: RunSpec, benchmark: Benchmark 
     result["config"][FINGERPRINT_KEY] = benchmark_fingerprint(benchmark)
     if preparation is not None:
         result["config"][PREPARATION_SEED_KEY] = preparation[2]
+    artefact = settings.user_artefact_sha256(spec.optimizer)
+    if artefact is not None:
+        result["config"][ARTEFACT_SHA_KEY] = artefact
     results.atomic_write_json(run_path(settings.out, spec), result)
     return spec, float(result["wall_time_s"])
 
