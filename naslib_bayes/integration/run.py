@@ -34,6 +34,7 @@ from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 
 logger = logging.getLogger(__name__)
 _naslib = load_naslib()
@@ -234,11 +235,11 @@ def _final_architecture(graph) -> tuple[str | None, list[int] | None]:
 
 
 def _finite(value) -> float | None:
+    """NASLib's numbers as JSON floats; what is not a number (NASLib leaves some unset) is None."""
     try:
-        value = float(value)
+        return finite_or_none(value)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
 
 
 def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning) -> dict:

@@ -20,13 +20,12 @@ budget of 100.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from scipy.stats import norm
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
 from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
@@ -95,7 +94,7 @@ class Bananas(BlackBoxOptimizer):
     def _candidates(self) -> list[Cell]:
         """Distinct unqueried mutants of the best cells so far (random cells if too few)."""
         cfg = self.config
-        ranked = sorted(self.history, key=lambda item: -_score(item[1]))
+        ranked = sorted(self.history, key=lambda item: -missing_as_worst(item[1]))
         parents = [cell for cell, _ in ranked[: cfg["num_arches_to_mutate"]]]
         found: dict[Cell, None] = {}
         for attempt in range(20 * cfg["num_candidates"]):
@@ -117,7 +116,3 @@ class Bananas(BlackBoxOptimizer):
         std = np.maximum(std, 1e-9)
         z = (mean - best) / std
         return (mean - best) * norm.cdf(z) + std * norm.pdf(z)
-
-
-def _score(value: float) -> float:
-    return -math.inf if math.isnan(value) else value

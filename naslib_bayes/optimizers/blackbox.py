@@ -25,7 +25,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import LowerBound, merge_hyperparameters
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, finite_or_none
 from naslib_bayes.search_spaces.nasbench201.space import NasBench201Space
 
 
@@ -135,13 +135,14 @@ class Objective:
         for cell, value in zip(self.queried, self.values):
             best = value if not math.isnan(value) and value > best else best
             entries.append(
-                {"architecture": nb201.to_string(cell), "accuracy": _json_float(value), "incumbent_accuracy": _json_float(best)}
+                {"architecture": nb201.to_string(cell), "accuracy": finite_or_none(value), "incumbent_accuracy": finite_or_none(best)}
             )
         return entries
 
 
-def _json_float(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+def missing_as_worst(value: float | None) -> float:
+    """Sort key of an accuracy that treats a missing one (None, NaN) as the worst."""
+    return -math.inf if value is None or math.isnan(value) else value
 
 
 @dataclass

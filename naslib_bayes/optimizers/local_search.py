@@ -13,17 +13,12 @@ best neighbour is chosen, so skipping them changes nothing but the cost.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
 from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
-
-
-def _score(value: float) -> float:
-    return -math.inf if value is None or math.isnan(value) else value
 
 
 class LocalSearch(BlackBoxOptimizer):
@@ -44,7 +39,7 @@ class LocalSearch(BlackBoxOptimizer):
         if len(self.history) < self.config["num_init"]:
             return self.random_unqueried()
         if self.centre is None:  # first step after the initial design
-            self._move_to(max(self.known, key=lambda c: _score(self.known[c])))
+            self._move_to(max(self.known, key=lambda c: missing_as_worst(self.known[c])))
         while not self.queue and not self.restarting:
             self._finish_neighbourhood()
         if self.restarting:
@@ -57,7 +52,7 @@ class LocalSearch(BlackBoxOptimizer):
             self.restarting = False
             self._move_to(cell)
         elif (self.centre is not None and self.config["improvement"] == "first"
-              and _score(value) > _score(self.known[self.centre])):
+              and missing_as_worst(value) > missing_as_worst(self.known[self.centre])):
             self._move_to(cell)
 
     # ---- neighbourhood bookkeeping ---------------------------------------------------------
@@ -71,8 +66,8 @@ class LocalSearch(BlackBoxOptimizer):
     def _finish_neighbourhood(self) -> None:
         """The centre's neighbourhood is spent: climb to its best cell, or restart."""
         neighbours = [n for n in self.problem.space.neighbours(self.centre) if n in self.known]
-        best = max(neighbours, key=lambda c: _score(self.known[c]), default=None)
-        if best is not None and _score(self.known[best]) > _score(self.known[self.centre]):
+        best = max(neighbours, key=lambda c: missing_as_worst(self.known[c]), default=None)
+        if best is not None and missing_as_worst(self.known[best]) > missing_as_worst(self.known[self.centre]):
             self._move_to(best)
         else:
             self.restarting = True

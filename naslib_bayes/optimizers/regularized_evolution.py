@@ -14,21 +14,15 @@ initial population. Population 20 / sample 5 keeps the paper's sample-to-populat
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
+from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
 from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
 #: Mutations tried from one parent before walking further away from it.
 _MUTATION_TRIES = 50
-
-
-def _score(value: float) -> float:
-    """Sort key treating a missing (NaN) accuracy as the worst."""
-    return -math.inf if math.isnan(value) else value
 
 
 class RegularizedEvolution(BlackBoxOptimizer):
@@ -48,7 +42,7 @@ class RegularizedEvolution(BlackBoxOptimizer):
             return self.random_unqueried()
         members = list(self.population)
         tournament = [self.rng.choice(members) for _ in range(self.config["sample_size"])]
-        parent = max(tournament, key=lambda member: _score(member[1]))[0]
+        parent = max(tournament, key=lambda member: missing_as_worst(member[1]))[0]
         return self._unqueried_child(parent)
 
     def observe(self, cell: Cell, value: float) -> None:

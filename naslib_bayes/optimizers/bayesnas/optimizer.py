@@ -26,7 +26,6 @@ update: with ``H/lambda << 1/gamma``, ``gamma ~ ||s|| sqrt(lambda / sum H)``; wi
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -41,6 +40,7 @@ from naslib_bayes.optimizers.bayesnas.switches import SwitchBank, curvature_by_t
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 
 
 class BayesNAS(OneShotOptimizer):
@@ -281,10 +281,10 @@ class BayesNAS(OneShotOptimizer):
                     "target": dst,
                     "op": d.op,
                     "switch": "parent" if d.op is None else "child",
-                    "gamma": _finite(d.gamma),
-                    "C": [_finite(float(v)) for v in cs],
-                    "omega": _finite(float(omega)),
-                    "entropy": _finite(d.entropy),
+                    "gamma": finite_or_none(d.gamma),
+                    "C": [finite_or_none(float(v)) for v in cs],
+                    "omega": finite_or_none(float(omega)),
+                    "entropy": finite_or_none(d.entropy),
                     "kept": d.kept,
                     "decision": d.decision,
                     "reason": d.reason,
@@ -315,10 +315,3 @@ class BayesNAS(OneShotOptimizer):
         self.updates = list(state.get("updates", []))
         if self.rounds_done:
             self.last_derivation = self.derive()
-
-
-def _finite(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -255,6 +255,10 @@ def _coverage_warnings(benchmark: Benchmark, dataset: str, metric: str) -> list[
             "queries of the others count against the budget and return no value"]
 
 
-def finite_or_none(value: float) -> float | None:
-    """JSON-friendly float: NaN (and any non-finite value) becomes None."""
-    return None if value is None or not math.isfinite(value) else float(value)
+def finite_or_none(value: float | None) -> float | None:
+    """JSON-friendly float (of a Python or numpy number, or a 0-d tensor): None and any
+    non-finite value (NaN, +-inf) become None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
