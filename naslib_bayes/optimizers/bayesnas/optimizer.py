@@ -310,7 +310,9 @@ class BayesNAS(OneShotOptimizer):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._epoch_images = int(state.get("epoch_images", 0))
-        self._curvature_inputs = list(state.get("curvature_inputs", []))
+        # checkpoints load onto the CPU; the batches must be where the (restored) model is
+        device = next(self.model.parameters()).device
+        self._curvature_inputs = [x.to(device) for x in state.get("curvature_inputs", [])]
         self.rounds_done = int(state.get("rounds_done", 0))
         self.updates = list(state.get("updates", []))
         if self.rounds_done:
