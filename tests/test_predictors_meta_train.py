@@ -168,3 +168,14 @@ def test_the_last_iteration_is_validated_even_off_the_validation_grid(nats_bench
     # from random weights, validation improves over these few steps: the last weights are kept
     assert log.best_iteration == iterations
     assert log.best_val_loss == log.history[-1]["val_loss"]
+
+
+def test_a_step_whose_tasks_all_broke_down_is_logged_without_nan(nats_benchmark, monkeypatch):
+    """A NaN loss is skipped; the log, which goes to result.json (no NaN allowed), says None."""
+    import json
+
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    monkeypatch.setattr(mt, "batch_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
+    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), mt.MetaTrainConfig(iterations=4, eval_every=2), seed=0)
+    assert [h["train_loss"] for h in log.history] == [None, None]
+    json.dumps(log.to_dict(), allow_nan=False)

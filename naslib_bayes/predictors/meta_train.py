@@ -42,6 +42,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
+from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 from naslib_bayes.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -344,8 +345,9 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
             continue
         val = validation_loss(surrogate, validation, torch_gen)
         scheduler.step(val)
-        log.history.append({"iteration": iteration, "train_loss": train_loss, "val_loss": val,
-                            "lr": optimizer.param_groups[0]["lr"]})
+        # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
+        log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
+                            "val_loss": finite_or_none(val), "lr": optimizer.param_groups[0]["lr"]})
         if progress is not None:
             progress(iteration, val)
         if val < log.best_val_loss - 1e-4:
