@@ -20,10 +20,11 @@ from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
 from naslib_bayes.training import checkpoint as ckpt
-from naslib_bayes.training.evaluate import parse_arch
+from naslib_bayes.training.evaluate import TrainConfig, parse_arch, run_training
 from naslib_bayes.training.oneshot import Interrupted, OneShotTrainer
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search, strip_timings
 from cli_runner import run_cli
+from resume_helpers import Killed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,3 +179,119 @@ def test_cli_train_nb201_cell_and_bad_arch(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--arch", s, "--dataset", "digits", "--epochs", "1", "--drop-path", "0.2",
                            "--out", str(tmp_path / "v"))
     assert code == 2 and "DARTS networks only" in err
+
+
+# ---- resuming only the same run ---------------------------------------------------------------------------
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+SEARCH = ["search", "--optimizer", "bayesnas", "--dataset", "digits", "--channels", "4", "--search-images", "96",
+          "--batch-size", "32", "--warmup-epochs", "0", "--opt", "curvature_batches=1", "--checkpoint-every", "1",
+          "--seed", "3"]
+
+
+def train_args(epochs: int, arch: str = CELL) -> list[str]:
+    return ["train", "--arch", arch, "--dataset", "digits", "--epochs", str(epochs), "--channels", "4", "--cells", "1",
+            "--batch-size", "256"]
+
+
+def kill_after_first_checkpoint(monkeypatch) -> None:
+    """From now on, writing a checkpoint is followed by :class:`Killed` (the process killed right then)."""
+    save = ckpt.save
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Killed
+
+    monkeypatch.setattr(ckpt, "save", save_then_die)
+
+
+def killed_run(capsys, monkeypatch, argv, out: Path) -> Path:
+    """Run ``argv`` until its first checkpoint is written; the checkpoint's path."""
+    with monkeypatch.context() as patched:
+        kill_after_first_checkpoint(patched)
+        with pytest.raises(Killed):
+            run_cli(capsys, *argv, "--out", out)
+    capsys.readouterr()
+    assert not (out / results.RESULT_FILE).exists()
+    return out / ckpt.CHECKPOINT_FILE
+
+
+def one_line(err: str) -> str:
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("change, setting", [
+    (["--seed", "4"], "--seed 3, not 4"),
+    (["--opt", "curvature_batches=2"], "--opt curvature_batches 1, not 2"),
+    (["--channels", "6"], "--channels 4, not 6"),  # another supernet: its weights would not even load
+])
+def test_search_resumed_with_other_settings_is_refused_naming_the_setting(capsys, tmp_path, monkeypatch, change,
+                                                                          setting):
+    checkpoint = killed_run(capsys, monkeypatch, SEARCH, tmp_path)
+    saved = checkpoint.read_bytes()
+    code, _, err = run_cli(capsys, *SEARCH, *change, "--out", tmp_path, "--resume")
+    assert code == 2
+    assert (f"{checkpoint}: the checkpoint is of a run with {setting}; resume with the same settings or start anew"
+            in one_line(err))
+    assert checkpoint.read_bytes() == saved and not (tmp_path / results.RESULT_FILE).exists()
+    code, _, err = run_cli(capsys, *SEARCH, "--out", tmp_path, "--resume")  # the same settings: it continues
+    assert code == 0, err
+
+
+def test_train_resumed_with_other_epochs_is_refused(capsys, tmp_path):
+    """The scheduler's state holds the epochs it anneals over: more --epochs would follow the old schedule."""
+    code, _, err = run_cli(capsys, *train_args(epochs=1), "--out", tmp_path)
+    assert code == 0, err
+    checkpoint = tmp_path / ckpt.CHECKPOINT_FILE
+    saved = checkpoint.read_bytes()
+    code, _, err = run_cli(capsys, *train_args(epochs=2), "--out", tmp_path, "--resume")
+    assert code == 2
+    assert f"{checkpoint}: the checkpoint is of a run with --epochs 1, not 2; resume with" in one_line(err)
+    assert checkpoint.read_bytes() == saved
+
+
+def test_a_checkpoint_of_the_other_command_or_without_its_settings_is_refused(capsys, tmp_path, monkeypatch):
+    search_checkpoint = killed_run(capsys, monkeypatch, SEARCH, tmp_path / "search")
+    train_checkpoint = killed_run(capsys, monkeypatch, train_args(epochs=2), tmp_path / "train")
+    search_state, train_state = ckpt.load(search_checkpoint), ckpt.load(train_checkpoint)
+    ckpt.save(search_checkpoint, train_state)
+    ckpt.save(train_checkpoint, search_state)
+    code, _, err = run_cli(capsys, *SEARCH, "--out", tmp_path / "search", "--resume")
+    assert code == 2 and f"{search_checkpoint}: not a one-shot search checkpoint" in one_line(err)
+    code, _, err = run_cli(capsys, *train_args(epochs=2), "--out", tmp_path / "train", "--resume")
+    assert code == 2 and f"{train_checkpoint}: not a train checkpoint" in one_line(err)
+    del search_state["run"]  # as written before checkpoints recorded their run's settings
+    ckpt.save(search_checkpoint, search_state)
+    code, _, err = run_cli(capsys, *SEARCH, "--out", tmp_path / "search", "--resume")
+    assert code == 2
+    assert f"{search_checkpoint}: the checkpoint does not record the settings of its run" in one_line(err)
+
+
+def test_train_killed_after_an_epoch_resumes_to_the_same_result(capsys, tmp_path, monkeypatch):
+    code, _, err = run_cli(capsys, *train_args(epochs=2), "--out", tmp_path / "full")
+    assert code == 0, err
+    checkpoint = killed_run(capsys, monkeypatch, train_args(epochs=2), tmp_path / "killed")
+    assert ckpt.load(checkpoint)["epoch"] == 1
+    search_result = tmp_path / "search.json"  # the same cell, named by a search's result.json this time
+    search_result.write_text(json.dumps({"final_architecture": CELL}))
+    code, _, err = run_cli(capsys, *train_args(epochs=2, arch=str(search_result)), "--out", tmp_path / "killed",
+                           "--resume")
+    assert code == 0, err
+
+    def without_timings(run: str) -> dict:
+        result = json.loads((tmp_path / run / results.RESULT_FILE).read_text())
+        result["config"].pop("arch")
+        return {k: v for k, v in result.items() if k not in ("wall_time_s", "epoch_times_s")}
+
+    assert without_timings("killed") == without_timings("full")
+
+
+def test_train_statistics_count_the_images_trained_on(tmp_path):
+    """A batch larger than the dataset trains on every image once per epoch, as a batch of exactly
+    the dataset's size does: the same statistics, not ones divided by the unused part of the batch."""
+    cfg = TrainConfig(CELL, "digits", epochs=1, channels=4, cells=1, batch_size=4096)
+    larger = run_training(cfg, tmp_path / "larger")
+    exact = run_training(TrainConfig(**{**cfg.__dict__, "batch_size": larger["config"]["train_images"]}),
+                         tmp_path / "exact")
+    assert larger["config"]["train_images"] < 4096
+    assert larger["epoch_stats"] == exact["epoch_stats"]

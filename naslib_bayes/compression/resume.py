@@ -36,15 +36,7 @@ class StageCheckpoint:
     def _load(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
             raise UserError(f"--resume: no checkpoint {self.path}")
-        state = ckpt.load(self.path)
-        if state.get("format") != FORMAT:
-            raise UserError(f"{self.path}: not a compression checkpoint")
-        saved = state["run"]
-        for key in sorted(set(saved) | set(self.run)):
-            if saved.get(key) != self.run.get(key):
-                raise UserError(f"{self.path}: the checkpoint is of a run with {key} {saved.get(key)!r}, "
-                                f"not {self.run.get(key)!r}; resume with the same settings or start anew")
-        return state["stages"]
+        return ckpt.load_run_checkpoint(self.path, FORMAT, "compression", self.run)["stages"]
 
     def get(self, stage: str) -> dict[str, Any] | None:
         return self.stages.get(stage)

@@ -1,4 +1,9 @@
-"""Atomic checkpoint files: a reader sees the previous checkpoint or the new one, never a torn one."""
+"""Checkpoint files and what makes them safe to continue from.
+
+Files are written atomically: a reader sees the previous checkpoint or the new one, never a torn
+one. Each records its format and the settings of the run that wrote it
+(:func:`load_run_checkpoint`): a checkpoint continues only a run of the same kind and settings.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,52 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def check_format(path: str | os.PathLike, state: dict[str, Any], file_format: str, what: str) -> None:
+    """Unless ``state`` (read from ``path``) is of ``file_format``: "PATH: not a WHAT checkpoint"."""
+    if state.get("format") != file_format:
+        raise UserError(f"{path}: not a {what} checkpoint")
+
+
+def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[str, Any]) -> None:
+    """A :class:`UserError` unless the run a checkpoint was written by had the current settings.
+
+    Both runs map setting names (as a user set them, e.g. ``--seed``) to values; the first name,
+    in sorted order, whose values differ is named with both values. A checkpoint without its
+    run's settings (written by an older version) cannot be checked and is refused too.
+    """
+    if not isinstance(saved_run, dict):
+        raise UserError(f"{path}: the checkpoint does not record the settings of its run (an older file); "
+                        "start anew")
+    for key in sorted(set(saved_run) | set(current_run)):
+        saved, current = saved_run.get(key), current_run.get(key)
+        if saved != current:
+            raise UserError(f"{path}: the checkpoint is of a run with {key} {saved!r}, not {current!r}; "
+                            "resume with the same settings or start anew")
+
+
+def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, run: dict[str, Any]) -> dict[str, Any]:
+    """:func:`load` a checkpoint of ``file_format`` written by a run with the settings ``run``.
+
+    Checks happen before anything is restored: a refused checkpoint is left as it is.
+    """
+    state = load(path)
+    check_format(path, state, file_format, what)
+    check_same_run(path, state.get("run"), run)
+    return state
+
+
+def generator(seed: int, *keys: int) -> torch.Generator:
+    """A generator seeded from ``seed`` and position keys (distinct streams per purpose).
+
+    The seed of ``generator(s, k1, k2, ...)`` is a pure function of its arguments, so a loop can
+    draw the same batches again at any point (e.g. when resumed).
+    """
+    value = int(seed)
+    for k in keys:
+        value = (value * 1_000_003 + int(k) + 1) % (2**62)
+    return torch.Generator().manual_seed(value)
 
 
 def random_state(generator: torch.Generator) -> dict[str, torch.Tensor]:

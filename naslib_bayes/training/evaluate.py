@@ -10,15 +10,18 @@ cosine learning rate to 0 over the epochs, gradient clipping at 5, the dataset's
 crop/flip augmentation plus cutout. The model trains on the training split (with the
 validation split, when the dataset has one) and is tested once, at the end, on the held-out
 test split.
+
+A checkpoint (``checkpoint.pt``) is written after every epoch with the run's settings
+(:meth:`TrainSettings.run`); ``resume`` continues only a run with the same settings.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -30,6 +33,9 @@ from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.training import checkpoint as ckpt
 
+if TYPE_CHECKING:
+    from naslib_bayes.data import Augment
+
 #: Per architecture kind: channels, cells, batch size, lr, weight decay, auxiliary weight, drop-path.
 DEFAULTS = {
     "nasbench201": dict(channels=16, cells=5, batch_size=256, lr=0.1, weight_decay=5e-4, auxiliary_weight=0.0,
@@ -39,6 +45,7 @@ DEFAULTS = {
 }
 #: Cutout side per dataset: half the image side for the RGB sets, a quarter for digit images.
 CUTOUT = {"cifar10": 16, "cifar100": 16, "ImageNet16-120": 8, "mnist": 7, "digits": 2}
+FORMAT = "naslib-bayes train"
 
 
 def parse_arch(text: str) -> tuple[str, nb201.Cell | Genotype]:
@@ -115,13 +122,6 @@ def build_network(kind: str, arch, channels: int, cells: int, num_classes: int, 
         return DartsEvalNetwork(arch, channels, num_classes, cells, auxiliary=auxiliary, in_channels=in_channels)
 
 
-def _generator(*keys: int) -> torch.Generator:
-    value = 0
-    for k in keys:
-        value = (value * 1_000_003 + int(k) + 1) % (2**62)
-    return torch.Generator().manual_seed(value)
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent (eval mode)."""
@@ -133,104 +133,235 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return 100.0 * correct / max(len(labels), 1)
 
 
-def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
-                 progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
-    """Train ``cfg.arch`` from scratch; returns the result dict and writes ``checkpoint.pt``."""
-    from naslib_bayes.data import default_augment, load_dataset
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings a training run computes with: :class:`TrainConfig`'s, per-kind defaults filled in."""
 
-    start_time = time.perf_counter()
+    kind: str
+    arch: nb201.Cell | Genotype
+    dataset: str
+    epochs: int
+    seed: int
+    data_seed: int
+    channels: int
+    cells: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    grad_clip: float
+    cutout: int
+    auxiliary_weight: float
+    drop_path: float
+
+    @property
+    def architecture(self) -> str:
+        """The architecture in canonical form (whatever ``--arch`` named it by): cell string or genotype JSON."""
+        if self.kind == "nasbench201":
+            return nb201.to_string(self.arch)
+        return json.dumps(self.arch.to_json(), sort_keys=True)
+
+    def run(self) -> dict[str, Any]:
+        """What defines the run, keyed by the option that sets it: a checkpoint resumes only the same."""
+        return {"kind": self.kind, "--arch": self.architecture, "--dataset": self.dataset, "--epochs": self.epochs,
+                "--seed": self.seed, "data_seed": self.data_seed, "--channels": self.channels, "--cells": self.cells,
+                "--batch-size": self.batch_size, "--lr": self.lr, "momentum": self.momentum,
+                "--weight-decay": self.weight_decay, "grad_clip": self.grad_clip, "--cutout": self.cutout,
+                "--auxiliary-weight": self.auxiliary_weight, "--drop-path": self.drop_path}
+
+
+def resolve_settings(cfg: TrainConfig) -> TrainSettings:
+    """Parse ``cfg.arch`` and fill in the defaults of its kind (:data:`DEFAULTS`, :data:`CUTOUT`)."""
+    from naslib_bayes.data import canonical_name
+
     kind, arch = parse_arch(cfg.arch)
     d = DEFAULTS[kind]
-    channels, cells = cfg.channels or d["channels"], cfg.cells or d["cells"]
-    batch_size = cfg.batch_size or d["batch_size"]
-    lr = cfg.lr if cfg.lr is not None else d["lr"]
-    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else d["weight_decay"]
-    aux_weight = cfg.auxiliary_weight if cfg.auxiliary_weight is not None else d["auxiliary_weight"]
-    drop_path = cfg.drop_path if cfg.drop_path is not None else d["drop_path"]
+
+    def given_or_default(name: str):
+        value = getattr(cfg, name)
+        return d[name] if value is None else value
+
+    aux_weight, drop_path = given_or_default("auxiliary_weight"), given_or_default("drop_path")
     if kind == "nasbench201" and (aux_weight or drop_path):
         raise UserError("drop-path and the auxiliary head apply to DARTS networks only")
-    splits = load_dataset(cfg.dataset, cfg.data_root, seed=cfg.data_seed)
+    dataset = canonical_name(cfg.dataset)
+    return TrainSettings(
+        kind=kind, arch=arch, dataset=dataset, epochs=cfg.epochs, seed=cfg.seed, data_seed=cfg.data_seed,
+        channels=cfg.channels or d["channels"], cells=cfg.cells or d["cells"],
+        batch_size=cfg.batch_size or d["batch_size"], lr=given_or_default("lr"), momentum=cfg.momentum,
+        weight_decay=given_or_default("weight_decay"), grad_clip=cfg.grad_clip,
+        cutout=CUTOUT.get(dataset, 0) if cfg.cutout is None else cfg.cutout,
+        auxiliary_weight=aux_weight, drop_path=drop_path)
+
+
+@dataclass
+class TrainingData:
+    """The images a run trains on and tests on, on its device, and its augmentation."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    augment: Augment
+
+
+def load_training_data(cfg: TrainConfig, settings: TrainSettings, device: torch.device) -> TrainingData:
+    """The training split (with the validation split when a test split is held out) and the test split."""
+    from naslib_bayes.data import default_augment, load_dataset
+
+    splits = load_dataset(cfg.dataset, cfg.data_root, seed=settings.data_seed)
     name = splits.train.name
     test = splits.test or splits.val
     if test is None:
         raise UserError(f"dataset {name} has no held-out split to test on")
     parts = [splits.train] + ([splits.val] if splits.val is not None and splits.test is not None else [])
-    device = torch.device(cfg.device)
-    images = torch.cat([p.images for p in parts]).to(device)
-    labels = torch.cat([p.labels for p in parts]).to(device)
-    cutout = CUTOUT.get(name, 0) if cfg.cutout is None else cfg.cutout
-    augment = replace(default_augment(name, splits.train), cutout=cutout)
-    model = build_network(kind, arch, channels, cells, splits.train.num_classes, images.shape[1], aux_weight > 0,
-                          cfg.seed).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=weight_decay,
-                                nesterov=cfg.momentum > 0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=0.0)
-    out_dir = Path(out_dir)
-    path = out_dir / ckpt.CHECKPOINT_FILE
-    epoch, history, epoch_times = 0, [], []
-    if resume and path.exists():
-        state = ckpt.load(path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, history, epoch_times = state["epoch"], state["history"], state["epoch_times"]
+    return TrainingData(
+        name=name,
+        images=torch.cat([p.images for p in parts]).to(device),
+        labels=torch.cat([p.labels for p in parts]).to(device),
+        test_images=test.images, test_labels=test.labels,
+        num_classes=splits.train.num_classes,
+        augment=replace(default_augment(name, splits.train), cutout=settings.cutout),
+    )
+
+
+@dataclass
+class Training:
+    """A run's network, optimizer and scheduler, and how far it got (what a checkpoint holds)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_times: list[float] = field(default_factory=list)
+
+
+def build_training(settings: TrainSettings, data: TrainingData, device: torch.device) -> Training:
+    """The network initialised from the seed, SGD (Nesterov) and the cosine schedule over the epochs."""
+    model = build_network(settings.kind, settings.arch, settings.channels, settings.cells, data.num_classes,
+                          data.images.shape[1], settings.auxiliary_weight > 0, settings.seed).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=0.0)
+    return Training(model, optimizer, scheduler)
+
+
+def save_checkpoint(path: Path, training: Training, settings: TrainSettings) -> None:
+    ckpt.save(path, {"format": FORMAT, "run": settings.run(), "model": training.model.state_dict(),
+                     "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
+                     "epoch": training.epoch, "history": training.history, "epoch_times": training.epoch_times})
+
+
+def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) -> None:
+    """Continue from the checkpoint at ``path``; one of another kind or run is a :class:`UserError`.
+
+    The run's settings are checked before anything is restored: the scheduler's state holds the
+    number of epochs it anneals over, so a run resumed with other ``--epochs`` would follow the
+    old schedule.
+    """
+    state = ckpt.load_run_checkpoint(path, FORMAT, "train", settings.run())
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    training.epoch, training.history, training.epoch_times = state["epoch"], state["history"], state["epoch_times"]
+
+
+def train_epoch(training: Training, settings: TrainSettings, data: TrainingData,
+                progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+    """Train one epoch (``training.epoch``); returns its statistics.
+
+    Batch order, augmentation and drop-path draw from generators seeded by (seed, epoch[, step]),
+    so an epoch trains the same whether or not the run was resumed before it.
+    """
+    model, optimizer, epoch = training.model, training.optimizer, training.epoch
+    images, labels, augment, batch_size = data.images, data.labels, data.augment, settings.batch_size
+    device = images.device
+    model.train()
+    if hasattr(model, "drop_path_prob"):
+        model.drop_path_prob = settings.drop_path * epoch / settings.epochs
+        model.generator = torch.Generator(device=device).manual_seed(settings.seed * 7919 + epoch)
+    # the training streams: base 0, keyed by the seed, then the purpose (1: order, 2: augmentation)
+    order = torch.randperm(len(labels), generator=ckpt.generator(0, settings.seed, 1, epoch)).to(device)
     steps = max(1, len(labels) // batch_size)
-    drop_gen = torch.Generator(device=device)
-    while epoch < cfg.epochs:
-        started = time.perf_counter()
-        model.train()
-        if hasattr(model, "drop_path_prob"):
-            model.drop_path_prob = drop_path * epoch / cfg.epochs
-            drop_gen.manual_seed(cfg.seed * 7919 + epoch)
-            model.generator = drop_gen
-        order = torch.randperm(len(labels), generator=_generator(cfg.seed, 1, epoch)).to(device)
-        total_loss, correct = 0.0, 0
-        for step in range(steps):
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            x = augment(images[idx], _generator(cfg.seed, 2, epoch, step)) if not augment.is_identity else images[idx]
-            y = labels[idx]
-            logits, aux = model(x)
-            loss = F.cross_entropy(logits, y)
-            if aux is not None:
-                loss = loss + aux_weight * F.cross_entropy(aux, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            if progress is not None:
-                progress(epoch, step + 1, steps)
-        history.append({"epoch": epoch, "train_loss": total_loss / (steps * batch_size),
-                        "train_accuracy": 100.0 * correct / (steps * batch_size), "lr": optimizer.param_groups[0]["lr"]})
-        scheduler.step()
-        epoch += 1
-        epoch_times.append(time.perf_counter() - started)
-        ckpt.save(path, {"format": "naslib-bayes train", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                         "epoch_times": epoch_times, "architecture": cfg.arch})
-    test_accuracy = accuracy(model, test.images.to(device), test.labels.to(device))
+    total_loss, correct, seen = 0.0, 0, 0
+    for step in range(steps):
+        idx = order[step * batch_size:(step + 1) * batch_size]
+        x = images[idx]
+        if not augment.is_identity:
+            x = augment(x, ckpt.generator(0, settings.seed, 2, epoch, step))
+        y = labels[idx]
+        logits, aux = model(x)
+        loss = F.cross_entropy(logits, y)
+        if aux is not None:
+            loss = loss + settings.auxiliary_weight * F.cross_entropy(aux, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        if progress is not None:
+            progress(epoch, step + 1, steps)
+    return {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": 100.0 * correct / seen,
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+def training_result(cfg: TrainConfig, settings: TrainSettings, data: TrainingData, training: Training,
+                    wall_time_s: float) -> dict[str, Any]:
+    """Test the trained network once on the held-out split; the ``result.json`` dict."""
+    model, device = training.model, data.images.device
+    test_accuracy = accuracy(model, data.test_images.to(device), data.test_labels.to(device))
     params = sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n) / 1e6
-    config = {**asdict(cfg), "kind": kind, "channels": channels, "cells": cells, "batch_size": batch_size, "lr": lr,
-              "weight_decay": weight_decay, "auxiliary_weight": aux_weight, "drop_path": drop_path,
-              "cutout": cutout, "augmentation": asdict(augment), "train_images": int(len(labels)),
-              "test_images": int(len(test.labels)), "schedule": f"SGD nesterov momentum {cfg.momentum}, lr {lr} "
-              f"cosine to 0 over {cfg.epochs} epochs"}
-    final = nb201.to_string(arch) if kind == "nasbench201" else arch.to_json()
+    s = settings
+    config = {**asdict(cfg), "kind": s.kind, "channels": s.channels, "cells": s.cells, "batch_size": s.batch_size,
+              "lr": s.lr, "weight_decay": s.weight_decay, "auxiliary_weight": s.auxiliary_weight,
+              "drop_path": s.drop_path, "cutout": s.cutout, "augmentation": asdict(data.augment),
+              "train_images": int(len(data.labels)), "test_images": int(len(data.test_labels)),
+              "schedule": f"SGD nesterov momentum {s.momentum}, lr {s.lr} cosine to 0 over {s.epochs} epochs"}
+    nb201_cell = s.kind == "nasbench201"
     return results.new_result(
         "train",
-        search_space=kind,
-        dataset=name,
-        seed=cfg.seed,
-        final_architecture=final,
-        final_architecture_op_indices=list(arch) if kind == "nasbench201" else None,
+        search_space=s.kind,
+        dataset=data.name,
+        seed=s.seed,
+        final_architecture=nb201.to_string(s.arch) if nb201_cell else s.arch.to_json(),
+        final_architecture_op_indices=list(s.arch) if nb201_cell else None,
         test_accuracy=test_accuracy,
         params_mb=params,
-        epoch_stats=history,
-        epoch_times_s=epoch_times,
+        epoch_stats=training.history,
+        epoch_times_s=training.epoch_times,
         checkpoint=ckpt.CHECKPOINT_FILE,
-        wall_time_s=time.perf_counter() - start_time,
+        wall_time_s=wall_time_s,
         config=config,
-        notes=[f"trained on {len(labels)} images, tested once on the {len(test.labels)} held-out images"],
+        notes=[f"trained on {len(data.labels)} images, tested once on the {len(data.test_labels)} held-out images"],
     )
+
+
+def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
+                 progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg.arch`` from scratch; returns the result dict and writes ``checkpoint.pt`` after every epoch.
+
+    ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
+    another kind or of a run with other settings (:meth:`TrainSettings.run`) is a :class:`UserError`.
+    """
+    start_time = time.perf_counter()
+    settings = resolve_settings(cfg)
+    device = torch.device(cfg.device)
+    data = load_training_data(cfg, settings, device)
+    training = build_training(settings, data, device)
+    path = Path(out_dir) / ckpt.CHECKPOINT_FILE
+    if resume and path.exists():
+        restore_checkpoint(path, training, settings)
+    while training.epoch < settings.epochs:
+        started = time.perf_counter()
+        training.history.append(train_epoch(training, settings, data, progress))
+        training.scheduler.step()
+        training.epoch += 1
+        training.epoch_times.append(time.perf_counter() - started)
+        save_checkpoint(path, training, settings)
+    return training_result(cfg, settings, data, training, time.perf_counter() - start_time)

@@ -17,7 +17,9 @@ other processes on a shared machine) are recorded.
 Checkpoints (atomic, ``DIR/checkpoint.pt``) are written at the end of every epoch and every
 ``checkpoint_every`` steps; they hold the model, the optimizers, the scheduler, the
 optimizer's own state and the loop position, so ``search(resume=True)`` continues a killed run
-and ends with the same architecture and statistics as an uninterrupted run.
+and ends with the same architecture and statistics as an uninterrupted run. They also hold the
+settings of the run (``run``): a checkpoint of another kind, or of a run with other settings, is
+refused before anything is restored.
 """
 
 from __future__ import annotations
@@ -26,21 +28,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from naslib_bayes.training import checkpoint as ckpt
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _generator(seed: int, *keys: int) -> torch.Generator:
-    """A generator seeded from ``seed`` and position keys (distinct streams per purpose)."""
-    value = int(seed)
-    for k in keys:
-        value = (value * 1_000_003 + int(k) + 1) % (2**62)
-    return torch.Generator().manual_seed(value)
+FORMAT = "naslib-bayes one-shot search"
 
 
 @dataclass
@@ -85,11 +80,14 @@ class OneShotTrainer:
         progress: optional ``progress(epoch, step, steps_per_epoch)`` callback.
         stop_after_steps: raise :class:`Interrupted` after that many steps of this call
             (simulates a killed run in tests).
+        run: the settings that define the run (JSON-like, keyed by the names a user set them
+            with), saved in checkpoints; a resumed checkpoint must have the same.
     """
 
     def __init__(self, optimizer, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int = 0,
                  out_dir: str | Path | None = None, checkpoint_every: int = 0, augment: Augment | None = None,
-                 progress: Callable[[int, int, int], None] | None = None, stop_after_steps: int | None = None):
+                 progress: Callable[[int, int, int], None] | None = None, stop_after_steps: int | None = None,
+                 run: dict[str, Any] | None = None):
         self.optimizer = optimizer
         self.images, self.labels = images, labels
         self.batch_size = int(batch_size)
@@ -99,9 +97,10 @@ class OneShotTrainer:
         self.augment = augment
         self.progress = progress
         self.stop_after_steps = stop_after_steps
+        self.run = dict(run or {})
         n = images.shape[0]
         if optimizer.uses_validation_split:
-            perm = torch.randperm(n, generator=_generator(self.seed, 1))
+            perm = torch.randperm(n, generator=ckpt.generator(self.seed, 1))
             self.train_index, self.val_index = perm[: n // 2], perm[n // 2:]
         else:
             self.train_index, self.val_index = torch.arange(n), None
@@ -119,14 +118,14 @@ class OneShotTrainer:
 
     # ---- batches ------------------------------------------------------------------------------
     def _order(self, index: torch.Tensor, epoch: int, stream: int) -> torch.Tensor:
-        return index[torch.randperm(len(index), generator=_generator(self.seed, 2, stream, epoch))]
+        return index[torch.randperm(len(index), generator=ckpt.generator(self.seed, 2, stream, epoch))]
 
     def _batch(self, order: torch.Tensor, step: int, epoch: int, stream: int):
         start = (step * self.batch_size) % max(len(order) - self.batch_size + 1, 1)
         idx = order[start: start + self.batch_size]
         x, y = self.images[idx], self.labels[idx]
         if self.augment is not None:
-            x = self.augment(x, _generator(self.seed, 3, stream, epoch, step))
+            x = self.augment(x, ckpt.generator(self.seed, 3, stream, epoch, step))
         return x, y
 
     # ---- checkpoints ------------------------------------------------------------------------------
@@ -134,18 +133,22 @@ class OneShotTrainer:
         if self.checkpoint_path is None:
             return
         ckpt.save(self.checkpoint_path, {
-            "format": "naslib-bayes one-shot search",
+            "format": FORMAT,
+            "run": self.run,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loop": self.state.__dict__,
         })
 
     def load_checkpoint(self) -> bool:
-        """Restore from ``checkpoint.pt`` if it exists; returns whether it did."""
+        """Restore from ``checkpoint.pt`` if it exists; returns whether it did.
+
+        A checkpoint of another kind or of another run is a :class:`UserError` (nothing restored).
+        """
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
-        state = ckpt.load(path)
+        state = ckpt.load_run_checkpoint(path, FORMAT, "one-shot search", self.run)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = SearchState(**state["loop"])

@@ -5,6 +5,9 @@ files: the seeded 8,000-image part of the 8,000/2,000 split of the test file); t
 split is never seen by the search. The split is drawn with ``data_seed`` (default 0, the same
 for every search seed), the supernet's initialisation, batch order and augmentation with
 ``seed``.
+
+A search's checkpoint records its settings (:func:`run_settings`); ``resume`` continues only a
+run with the same.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ SEARCH_SPACES = {"nb201": "nasbench201", "nasbench201": "nasbench201", "nas-benc
 #: CPU-sized supernet defaults per space: (channels, cells). NB201: cells per stage; DARTS: cells in all.
 DEFAULT_SIZES = {"nasbench201": (8, 1), "darts": (16, 8)}
 TIMING_KEYS = ("wall_time_s", "epoch_times_s", "epoch_cpu_times_s", "architecture_update_times_s")
+#: SearchConfig fields that do not change what a search computes: a run may resume with others.
+NOT_OF_THE_RUN = ("checkpoint_every", "device", "data_root")
+#: SearchConfig fields set by an option of ``naslib-bayes search`` (the others keep their names in messages).
+OPTION_OF_FIELD = {"optimizer": "--optimizer", "search_space": "--search-space", "dataset": "--dataset",
+                   "seed": "--seed", "channels": "--channels", "cells": "--cells", "batch_size": "--batch-size",
+                   "search_images": "--search-images"}
 
 
 def canonical_space(name: str) -> str:
@@ -98,6 +107,22 @@ def build_supernet(space: str, channels: int, cells: int, num_classes: int, in_c
         return DartsSearchNetwork(channels, num_classes, layers=cells, in_channels=in_channels)
 
 
+def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, dataset: str,
+                 optimizer_config: dict[str, Any]) -> dict[str, Any]:
+    """What defines a search, keyed by the option that sets it: a checkpoint resumes only the same.
+
+    Every :class:`SearchConfig` field but :data:`NOT_OF_THE_RUN`, with the values the search
+    resolved (canonical space and dataset names, the supernet's size after its defaults); the
+    optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``).
+    """
+    resolved = {**asdict(cfg), "search_space": space, "channels": channels, "cells": cells, "dataset": dataset}
+    settings = {OPTION_OF_FIELD.get(name, name): value for name, value in resolved.items()
+                if name not in (*NOT_OF_THE_RUN, "hyperparameters", "augment")}
+    settings["--no-augment"] = not cfg.augment
+    settings.update({f"--opt {name}": value for name, value in optimizer_config.items()})
+    return settings
+
+
 def run_oneshot_search(
     cfg: SearchConfig,
     out_dir: str | Path | None = None,
@@ -108,6 +133,9 @@ def run_oneshot_search(
     report_metric: str = "test_accuracy",
 ) -> dict[str, Any]:
     """Run one search and return its result (schema ``result.json``).
+
+    ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
+    another kind or of a run with other settings (:func:`run_settings`) is a :class:`UserError`.
 
     With a ``benchmark`` the derived NAS-Bench-201 cell is scored by its ``report_metric`` on
     every dataset that has it.
@@ -129,9 +157,10 @@ def run_oneshot_search(
     augment = default_augment(description["dataset"], train) if cfg.augment else None
     if augment is not None and augment.is_identity:
         augment = None
+    run = run_settings(cfg, space, channels, cells, description["dataset"], opt.config)
     trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
                              checkpoint_every=cfg.checkpoint_every, augment=augment, progress=progress,
-                             stop_after_steps=stop_after_steps)
+                             stop_after_steps=stop_after_steps, run=run)
     state = trainer.search(resume=resume)
     arch = opt.get_final_architecture()
     extras = opt.result_extras()
