@@ -267,114 +267,193 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
             random state, history) after every epoch and continues from a saved state; a resumed
             run gives the same network as an uninterrupted one.
     """
+    teacher = _distillation_teacher(cfg, teacher)
+    run = _CompressionRun(model, train, cfg, seed, augment, val, log, teacher, checkpoint)
+    run.restore()
+    run.sparse_phase()
+    run.switch_to_retraining()
+    run.retraining_phase()
+    return run.outcome()
+
+
+def _distillation_teacher(cfg: CompressionConfig, teacher: nn.Module | None) -> nn.Module | None:
+    """The teacher the run distils from, in eval mode, or None when ``cfg.distill`` is 0.
+
+    A teacher in training mode is copied (BatchNorm and dropout as at inference), so the caller's
+    network keeps its mode. Raises :class:`UserError` when distillation has no teacher.
+    """
     if cfg.distill > 0 and teacher is None:
         raise UserError(f"distill={cfg.distill:g} needs a teacher network (e.g. the trained dense baseline)")
     if cfg.distill == 0:
-        teacher = None
-    elif teacher.training:
-        teacher = copy.deepcopy(teacher).eval()  # BatchNorm and dropout as at inference, caller's mode kept
-    start = time.perf_counter()
-    input_shape = tuple(train.image_shape)
-    chain = trace_chain(model)
-    info = analyse_chain(chain, input_shape)
-    layer_names = [chain[l.step][0] for l in info.layers]
-    params_before, flops_before = model_costs(model, input_shape)
-    net = SwitchedNetwork(chain, input_shape, gamma_init=cfg.gamma_init)
-    widths_before, inputs_before = net.widths(), net.info.layers[0].in_groups
-    generator = torch.Generator().manual_seed(int(seed) + 1)
-    history: list[dict[str, Any]] = []
+        return None
+    if teacher.training:
+        return copy.deepcopy(teacher).eval()  # BatchNorm and dropout as at inference, caller's mode kept
+    return teacher
 
-    def new_optimizer(epoch: int):
-        return _optimizer(net.weight_parameters(), net.switch_parameters(), cfg, cfg.lr_at(epoch))
 
-    # cost-scaled lambdas keep the reference of the uncompressed network: as layers shrink, the
-    # units left in them get cheaper and the pressure on them eases.
-    reference_cost = None if cfg.lam_scale == "none" else net.mean_unit_cost()
-    power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
-    finetune_start = cfg.sparse_epochs  # earlier when the parameter budget is met sooner
-    params_limit = None if cfg.max_params is None else cfg.max_params * params_before
-    phase, first_epoch = "sparse", 0
-    opt = new_optimizer(0)
-    saved = checkpoint.get("compress") if checkpoint is not None else None
-    if saved is not None:
-        net, history, finetune_start = saved["net"], saved["history"], saved["finetune_start"]
-        phase, first_epoch = saved["phase"], saved["epoch"]
-        restore_random_state(generator, saved["random"])
-        start -= saved["elapsed_s"]
-        opt = new_optimizer(first_epoch)
-        opt.load_state_dict(saved["optimizer"])
+class _CompressionRun:
+    """The state of one :func:`compress` run, advanced phase by phase.
 
-    def save(at_phase: str, next_epoch: int) -> None:
-        if checkpoint is not None:
-            checkpoint.put("compress", {"phase": at_phase, "epoch": next_epoch, "net": net, "optimizer": opt.state_dict(),
-                                        "random": random_state(generator), "history": history,
-                                        "finetune_start": finetune_start, "elapsed_s": time.perf_counter() - start})
+    Holds the switched network, its optimizer, the batch-order generator, the history and the
+    epoch retraining starts at (``finetune_start``); ``phase`` and ``first_epoch`` say where the
+    run stands (``"sparse"`` or ``"finetune"``, and the next epoch to train), which a restored
+    checkpoint can move past the start.
+    """
 
-    sparse_epochs_left = range(first_epoch, cfg.sparse_epochs) if phase == "sparse" else range(0)
-    for epoch in sparse_epochs_left:
-        _set_lr(opt, cfg.lr_at(epoch))
+    def __init__(self, model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed: int, augment,
+                 val: ImageDataset | None, log: Callable[[str], None] | None, teacher: nn.Module | None,
+                 checkpoint: StageCheckpoint | None):
+        self.start = time.perf_counter()
+        self.train, self.cfg, self.seed, self.augment, self.val, self.log = train, cfg, seed, augment, val, log
+        self.teacher, self.checkpoint = teacher, checkpoint
+        self.input_shape = tuple(train.image_shape)
+        chain = trace_chain(model)
+        info = analyse_chain(chain, self.input_shape)
+        self.layer_names = [chain[l.step][0] for l in info.layers]
+        self.params_before, self.flops_before = model_costs(model, self.input_shape)
+        self.net = SwitchedNetwork(chain, self.input_shape, gamma_init=cfg.gamma_init)
+        self.widths_before, self.inputs_before = self.net.widths(), self.net.info.layers[0].in_groups
+        self.generator = torch.Generator().manual_seed(int(seed) + 1)
+        self.history: list[dict[str, Any]] = []
+        # cost-scaled lambdas keep the reference of the uncompressed network: as layers shrink, the
+        # units left in them get cheaper and the pressure on them eases.
+        self.reference_cost = None if cfg.lam_scale == "none" else self.net.mean_unit_cost()
+        self.power = 0.5 if cfg.lam_scale == "sqrt_cost" else 1.0
+        self.finetune_start = cfg.sparse_epochs  # earlier when the parameter budget is met sooner
+        self.params_limit = None if cfg.max_params is None else cfg.max_params * self.params_before
+        self.phase, self.first_epoch = "sparse", 0
+        self.opt = self._new_optimizer(0)
+
+    def _new_optimizer(self, epoch: int) -> torch.optim.Optimizer:
+        """A fresh optimizer for the current network, at the learning rate of ``epoch``."""
+        return _optimizer(self.net.weight_parameters(), self.net.switch_parameters(), self.cfg, self.cfg.lr_at(epoch))
+
+    def restore(self) -> None:
+        """Continue from the checkpoint's ``compress`` stage, if one was saved."""
+        saved = self.checkpoint.get("compress") if self.checkpoint is not None else None
+        if saved is None:
+            return
+        self.net, self.history, self.finetune_start = saved["net"], saved["history"], saved["finetune_start"]
+        self.phase, self.first_epoch = saved["phase"], saved["epoch"]
+        restore_random_state(self.generator, saved["random"])
+        self.start -= saved["elapsed_s"]
+        self.opt = self._new_optimizer(self.first_epoch)
+        self.opt.load_state_dict(saved["optimizer"])
+
+    def _save(self, at_phase: str, next_epoch: int) -> None:
+        """Checkpoint the run (stage ``compress``) to continue at ``next_epoch`` of ``at_phase``."""
+        if self.checkpoint is not None:
+            self.checkpoint.put("compress", {
+                "phase": at_phase, "epoch": next_epoch, "net": self.net, "optimizer": self.opt.state_dict(),
+                "random": random_state(self.generator), "history": self.history,
+                "finetune_start": self.finetune_start, "elapsed_s": time.perf_counter() - self.start})
+
+    def sparse_phase(self) -> None:
+        """Train under the sparsity term with HARD updates and pruning, checkpointing every epoch.
+
+        Ends after the last sparse epoch, or at the first update within the parameter budget.
+        """
+        if self.phase != "sparse":
+            return
+        for epoch in range(self.first_epoch, self.cfg.sparse_epochs):
+            if self._sparse_epoch(epoch):
+                break  # unsaved: the switch to retraining saves the state that follows
+            self._save("sparse", epoch + 1)
+
+    def _sparse_epoch(self, epoch: int) -> bool:
+        """One epoch of the sparse phase (warm-up: no sparsity term), then the HARD update when one is due.
+
+        Returns whether that update met the parameter budget.
+        """
+        cfg, net = self.cfg, self.net
+        _set_lr(self.opt, cfg.lr_at(epoch))
         sparse = epoch >= cfg.warmup_epochs
         for p in net.switch_parameters():
             p.requires_grad_(sparse)
         penalty = prox = None
-        lams = net.layer_lambdas(cfg.lam, reference_cost, power)
+        lams = net.layer_lambdas(cfg.lam, self.reference_cost, self.power)
         if sparse and cfg.proximal:
             prox = lambda lr: net.proximal_step(([lr * v for v in lams[0]], [lr * v for v in lams[1]]))  # noqa: E731
         elif sparse:
             penalty = lambda: net.penalty(lams)  # noqa: E731
-        loss, last = _train_epoch(net, train, opt, cfg, generator, augment, penalty, keep_last=cfg.curvature_batches,
-                                  after_step=prox, teacher=teacher if cfg.distill_sparse else None)
-        history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, val, log,
-                                     widths=net.widths()))
+        loss, last = _train_epoch(net, self.train, self.opt, cfg, self.generator, self.augment, penalty,
+                                  keep_last=cfg.curvature_batches, after_step=prox,
+                                  teacher=self.teacher if cfg.distill_sparse else None)
+        self.history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, self.val, self.log,
+                                          widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
         if sparse and (final or (epoch + 1 - cfg.warmup_epochs) % cfg.update_every == 0):
-            net, entry = _update_and_prune(net, last, lams, cfg, params_limit, epoch)
-            opt = new_optimizer(epoch + 1)
-            history.append(entry)
-            if log:
-                log(f"update {entry['update']} after epoch {epoch + 1}: widths {entry['widths']} "
-                    f"inputs {entry['inputs']} params {entry['params']}")
-            if params_limit is not None and entry["params"] <= params_limit:
-                finetune_start = epoch + 1
-                if log:
-                    log(f"within the parameter budget ({cfg.max_params:g}): fine-tuning from epoch {epoch + 2}")
-                break  # unsaved: the switch to fine-tuning below saves the state that follows
-        save("sparse", epoch + 1)
-    # Fine-tuning keeps the switches (trainable, no sparsity term): folding them first would
-    # rescale the weights and with them the effective learning rate of every unit.
-    if phase == "sparse":
-        if cfg.retrain == "scratch":
-            net.reinitialise(seed)
-        for p in net.switch_parameters():
+            return self._update(epoch, last, lams)
+        return False
+
+    def _update(self, epoch: int, last: Sequence[torch.Tensor], lams) -> bool:
+        """The HARD update and pruning after ``epoch`` (the network and optimizer are replaced).
+
+        Returns whether the pruned network is within the parameter budget; if so, retraining
+        starts at the next epoch.
+        """
+        self.net, entry = _update_and_prune(self.net, last, lams, self.cfg, self.params_limit, epoch)
+        self.opt = self._new_optimizer(epoch + 1)
+        self.history.append(entry)
+        if self.log:
+            self.log(f"update {entry['update']} after epoch {epoch + 1}: widths {entry['widths']} "
+                     f"inputs {entry['inputs']} params {entry['params']}")
+        if self.params_limit is None or entry["params"] > self.params_limit:
+            return False
+        self.finetune_start = epoch + 1
+        if self.log:
+            self.log(f"within the parameter budget ({self.cfg.max_params:g}): fine-tuning from epoch {epoch + 2}")
+        return True
+
+    def switch_to_retraining(self) -> None:
+        """Leave the sparse phase: fresh weights with ``retrain="scratch"``, trainable switches, a
+        fresh optimizer; checkpointed. Nothing to do for a run restored in retraining."""
+        if self.phase != "sparse":
+            return
+        # Fine-tuning keeps the switches (trainable, no sparsity term): folding them first would
+        # rescale the weights and with them the effective learning rate of every unit.
+        if self.cfg.retrain == "scratch":
+            self.net.reinitialise(self.seed)
+        for p in self.net.switch_parameters():
             p.requires_grad_(True)
-        opt = new_optimizer(finetune_start)
-        first_epoch = finetune_start
-        save("finetune", first_epoch)
-    for epoch in range(first_epoch, cfg.epochs):
-        _set_lr(opt, cfg.lr_at(epoch, finetune_start))
-        loss, _ = _train_epoch(net, train, opt, cfg, generator, augment, teacher=teacher)
-        history.append(_epoch_record(net, "finetune", epoch, loss, cfg, val, log, finetune_start=finetune_start))
-        save("finetune", epoch + 1)
-    dense = net.to_dense()
-    with torch.no_grad():  # folding the switches into the weights changes nothing
-        probe = train.images[:256]
-        fold_diff = float((dense.eval()(probe) - net.eval()(probe)).abs().max())
-    diffs = [h["masked_max_abs_diff"] for h in history if h["phase"] == "update"]
-    masked_diff = max([fold_diff] + diffs[-1:])
-    dense.eval()
-    params_after, flops_after = model_costs(dense, input_shape)
-    budget_met = None if params_limit is None else params_after <= params_limit
-    if budget_met is False:
-        logger.warning("the parameter budget was not reached: %d of %d parameters kept (%.1f%%, --max-params %g); "
-                       "a larger lambda or more epochs prune further", params_after, params_before,
-                       100.0 * params_after / params_before, cfg.max_params)
-    return CompressionOutcome(
-        model=dense, switched=net, layer_names=layer_names, widths_before=widths_before, widths_after=net.widths(),
-        inputs_before=inputs_before, inputs_after=net.info.layers[0].in_groups,
-        params_before=params_before, params_after=params_after, flops_before=flops_before, flops_after=flops_after,
-        history=history, masked_max_abs_diff=masked_diff, wall_time_s=time.perf_counter() - start,
-        budget_met=budget_met,
-    )
+        self.opt = self._new_optimizer(self.finetune_start)
+        self.phase, self.first_epoch = "finetune", self.finetune_start
+        self._save("finetune", self.first_epoch)
+
+    def retraining_phase(self) -> None:
+        """Retrain (fine-tune, or distil from the teacher) every epoch left, checkpointing each."""
+        cfg = self.cfg
+        for epoch in range(self.first_epoch, cfg.epochs):
+            _set_lr(self.opt, cfg.lr_at(epoch, self.finetune_start))
+            loss, _ = _train_epoch(self.net, self.train, self.opt, cfg, self.generator, self.augment,
+                                   teacher=self.teacher)
+            self.history.append(_epoch_record(self.net, "finetune", epoch, loss, cfg, self.val, self.log,
+                                              finetune_start=self.finetune_start))
+            self._save("finetune", epoch + 1)
+
+    def outcome(self) -> CompressionOutcome:
+        """Fold the switches into a dense network, check the folding and the budget, and report."""
+        net = self.net
+        dense = net.to_dense()
+        with torch.no_grad():  # folding the switches into the weights changes nothing
+            probe = self.train.images[:256]
+            fold_diff = float((dense.eval()(probe) - net.eval()(probe)).abs().max())
+        diffs = [h["masked_max_abs_diff"] for h in self.history if h["phase"] == "update"]
+        masked_diff = max([fold_diff] + diffs[-1:])
+        dense.eval()
+        params_after, flops_after = model_costs(dense, self.input_shape)
+        budget_met = None if self.params_limit is None else params_after <= self.params_limit
+        if budget_met is False:
+            logger.warning("the parameter budget was not reached: %d of %d parameters kept (%.1f%%, --max-params %g); "
+                           "a larger lambda or more epochs prune further", params_after, self.params_before,
+                           100.0 * params_after / self.params_before, self.cfg.max_params)
+        return CompressionOutcome(
+            model=dense, switched=net, layer_names=self.layer_names, widths_before=self.widths_before,
+            widths_after=net.widths(), inputs_before=self.inputs_before, inputs_after=net.info.layers[0].in_groups,
+            params_before=self.params_before, params_after=params_after, flops_before=self.flops_before,
+            flops_after=flops_after, history=self.history, masked_max_abs_diff=masked_diff,
+            wall_time_s=time.perf_counter() - self.start, budget_met=budget_met,
+        )
 
 
 def _update_and_prune(net: SwitchedNetwork, last: Sequence[torch.Tensor], lams, cfg: CompressionConfig,
