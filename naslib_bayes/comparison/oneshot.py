@@ -15,19 +15,17 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
 from naslib_bayes.comparison.runner import (
-    FINGERPRINT_KEY, RUNS_DIR, RunSpec, _worker_context, benchmark_fingerprint, load_run, refuse_other_settings,
-    remove_partial_files, require_distinct, run_path, signals_held, split_finished, stop_workers,
+    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, load_run, refuse_other_settings, require_distinct,
+    run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
@@ -127,23 +125,12 @@ def with_benchmark_accuracy(result: dict, benchmark: Benchmark) -> dict:
                                    for d in benchmark.datasets if benchmark.has_metric(d, REPORT_METRIC)}}
 
 
-_WORKER_BENCHMARK: Benchmark | None = None
-
-
-def _init_worker(benchmark_path: str) -> None:
-    global _WORKER_BENCHMARK
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-
-    torch.set_num_threads(1)
-    _WORKER_BENCHMARK = load_benchmark(benchmark_path)
-
-
 def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, fingerprint: str,
              benchmark: Benchmark | None = None) -> RunSpec:
     work = Path(settings.out) / WORK_DIR / spec.name
     determinants = settings.determinants(spec, fingerprint)
     _claim_work_folder(work, determinants)
-    result = with_benchmark_accuracy(search_fn(settings, spec, work), benchmark or _WORKER_BENCHMARK)
+    result = with_benchmark_accuracy(search_fn(settings, spec, work), worker_benchmark(benchmark))
     results.atomic_write_json(run_path(settings.out, spec), {**result, DETERMINANTS_KEY: determinants})
     return spec
 
@@ -190,21 +177,13 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
                 if on_run_done:
                     on_run_done(spec)
     else:
-        with ProcessPoolExecutor(settings.jobs, mp_context=_worker_context(), initializer=_init_worker,
-                                 initargs=(str(settings.benchmark),)) as pool:
-            try:
-                with signals_held():  # a worker starting when Ctrl-C comes must be known to stop_workers
-                    pending = {pool.submit(_execute, settings, spec, search_fn, fingerprint) for spec in todo}
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        ran.append(future.result())
-                        if on_run_done:
-                            on_run_done(ran[-1])
-            except BaseException:  # Ctrl-C, SIGTERM or a failed run: no search outlives the command
-                stop_workers(pool)
-                remove_partial_files(settings.out)
-                raise
+        def on_result(_tag, spec: RunSpec) -> None:
+            ran.append(spec)
+            if on_run_done:
+                on_run_done(spec)
+
+        tasks = [(spec, _execute, (settings, spec, search_fn, fingerprint)) for spec in todo]
+        run_in_workers(settings.jobs, settings.benchmark, settings.out, [tasks], on_result)
     return ran, done, time.perf_counter() - start
 
 

@@ -408,11 +408,16 @@ def _init_worker(benchmark_path: str) -> None:
     _WORKER_BENCHMARK = load_benchmark(benchmark_path)
 
 
+def worker_benchmark(benchmark: Benchmark | None = None) -> Benchmark:
+    """``benchmark``, or (when None, in a worker process) the benchmark :func:`_init_worker` loaded."""
+    return benchmark or _WORKER_BENCHMARK
+
+
 def _execute_run(settings: CompareSettings, spec: RunSpec, benchmark: Benchmark | None = None) -> tuple[RunSpec, float]:
     """Run one search and write its file atomically; returns its wall time."""
     from naslib_bayes.experiment import run_blackbox_search
 
-    benchmark = benchmark or _WORKER_BENCHMARK
+    benchmark = worker_benchmark(benchmark)
     preparation = settings.preparation_of(spec)
     prepared = None if preparation is None else prepared_dir(settings.out, *preparation)
     result = run_blackbox_search(
@@ -440,7 +445,7 @@ def _execute_preparation(settings: CompareSettings, key: PrepKey, benchmark: Ben
     The artefact is built in a temporary sibling folder and renamed into place with its
     ``prepared.json`` inside, so a half-written artefact is never taken for a finished one.
     """
-    benchmark = benchmark or _WORKER_BENCHMARK
+    benchmark = worker_benchmark(benchmark)
     optimizer, dataset, seed = key
     cls = registry.get_spec(optimizer, registry.BLACK_BOX).load()
     final = prepared_dir(settings.out, *key)
@@ -592,35 +597,68 @@ def _run_serially(settings, benchmark, todo, missing, progress) -> None:
             progress.done(spec)
 
 
+#: One piece of work for :func:`run_in_workers`: ``(tag, function, arguments)``; the tag comes
+#: back with the function's result.
+Task = tuple[Any, Callable[..., Any], tuple]
+
+
 def _run_in_pool(settings, todo, missing, progress) -> None:
     """``jobs > 1``: worker processes; a run starts once its preparation is done."""
     blocked: dict[PrepKey, list[RunSpec]] = {key: [] for key in missing}
     ready: list[RunSpec] = []
     for spec in todo:  # each run waits for its own preparation, if that is still to be made
         blocked.get(settings.preparation_of(spec), ready).append(spec)
-    context = _worker_context()
-    with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(str(settings.benchmark),)) as pool:
+
+    def runs(specs: Iterable[RunSpec]) -> list[Task]:
+        return [(("run", spec), _execute_run, (settings, spec)) for spec in specs]
+
+    def on_result(tag: tuple[str, Any], _result) -> list[Task] | None:
+        what, payload = tag
+        if what == "prepare":
+            progress.prepared_one(payload)
+            return runs(blocked.pop(payload))
+        progress.done(payload)
+        return None
+
+    preparations = [(("prepare", key), _execute_preparation, (settings, key)) for key in missing]
+    run_in_workers(settings.jobs, settings.benchmark, settings.out, [preparations, runs(ready)], on_result)
+
+
+def run_in_workers(jobs: int, benchmark_path: str | Path, out: str | Path, first: Iterable[Iterable[Task]],
+                   on_result: Callable[[Any, Any], Iterable[Task] | None]) -> None:
+    """Run tasks in ``jobs`` worker processes, each with one torch thread and the benchmark loaded once.
+
+    Each batch of ``first`` is submitted in turn with the signals held (:func:`signals_held`).
+    As a task finishes, ``on_result(tag, result)`` is called (a worker's error is re-raised
+    here instead) and may return a further batch to submit. On any exception (Ctrl-C, SIGTERM
+    or a failed task) the workers are stopped (:func:`stop_workers`) and the partial files in
+    ``out`` removed (:func:`remove_partial_files`) before it propagates.
+    """
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=_worker_context(), initializer=_init_worker,
+                             initargs=(str(benchmark_path),)) as pool:
         futures: dict[Future, Any] = {}
         try:
-            with signals_held():
-                for key in missing:
-                    futures[pool.submit(_execute_preparation, settings, key)] = ("prepare", key)
-            _submit_runs(pool, futures, settings, ready)
+            for batch in first:
+                _submit(pool, futures, batch)
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    what, payload = futures.pop(future)
-                    future.result()  # re-raise a worker's error here
-                    if what == "prepare":
-                        progress.prepared_one(payload)
-                        _submit_runs(pool, futures, settings, blocked.pop(payload))
-                    else:
-                        progress.done(payload)
-        except BaseException:
+                    tag = futures.pop(future)
+                    more = on_result(tag, future.result())  # future.result() re-raises a worker's error here
+                    if more is not None:
+                        _submit(pool, futures, more)
+        except BaseException:  # Ctrl-C, SIGTERM or a failed task: no worker outlives the command
             stop_workers(pool)
-            remove_partial_files(settings.out)
+            remove_partial_files(out)
             raise
+
+
+def _submit(pool: ProcessPoolExecutor, futures: dict[Future, Any], tasks: Iterable[Task]) -> None:
+    """Submit ``tasks``, recording each future's tag in ``futures``; a worker starting when Ctrl-C
+    comes must be known to :func:`stop_workers`, hence the signals held."""
+    with signals_held():
+        for tag, function, args in tasks:
+            futures[pool.submit(function, *args)] = tag
 
 
 #: Seconds to wait for a terminated worker to exit before its leftovers are removed.
@@ -668,12 +706,6 @@ def _worker_context():
         context.set_forkserver_preload([__name__])
         return context
     return multiprocessing.get_context("spawn")
-
-
-def _submit_runs(pool, futures, settings, specs: Iterable[RunSpec]) -> None:
-    with signals_held():
-        for spec in specs:
-            futures[pool.submit(_execute_run, settings, spec)] = ("run", spec)
 
 
 @contextlib.contextmanager
