@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from naslib_bayes import results
 from naslib_bayes.commands import common
@@ -112,19 +113,11 @@ def load_splits(dataset: str, root, seed: int, val_size: int):
     return load_dataset(dataset, root, seed=seed, val_size=val_size)
 
 
-def run(args) -> int:
-    import torch
-
-    from naslib_bayes.compression.compressor import compress, evaluate, train_dense
+def compression_config(args):
+    """The :class:`CompressionConfig` of the options, refusing combinations that cannot run."""
     from naslib_bayes.compression.config import CompressionConfig
-    from naslib_bayes.compression.io import save_compressed
-    from naslib_bayes.compression.models import build_model
-    from naslib_bayes.compression.resume import StageCheckpoint
-    from naslib_bayes.data import default_augment
     from naslib_bayes.errors import UserError
-    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
-    start = time.perf_counter()
     if args.distill_mixup and args.distill == 0:
         raise UserError("--distill-mixup needs --distill ALPHA > 0 (it changes the images the teacher is matched on)")
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
@@ -135,29 +128,62 @@ def run(args) -> int:
                             grad_clip=args.grad_clip)
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
-    splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
+    return cfg
+
+
+def prepare_out_and_checkpoint(args, cfg):
+    """``--out`` made ready for this run, and the run's stage checkpoint in it (continued with ``--resume``)."""
+    from naslib_bayes.compression.resume import StageCheckpoint
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
+
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
-    checkpoint = StageCheckpoint(out / CHECKPOINT_FILE, _run_settings(args, cfg), resume=args.resume)
-    shape, classes = splits.train.image_shape, splits.train.num_classes
+    return out, StageCheckpoint(out / CHECKPOINT_FILE, _run_settings(args, cfg), resume=args.resume)
+
+
+def seeded_model(args, train):
+    """The network to compress, initialised from ``--seed``, and a copy of its initial weights."""
+    import torch
+
+    from naslib_bayes.compression.models import build_model
+
     torch.manual_seed(args.seed)
-    model = build_model(args.model, shape, classes)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    augment = default_augment(args.dataset, splits.train) if cfg.augment else None
-    log = logger.info
-    dense = accuracy_dense = val_dense = None
-    if not args.no_baseline:  # trained first: it is the teacher when distilling
-        dense = build_model(args.model, shape, classes)
-        dense.load_state_dict(initial)  # the same initial weights as the compressed run
-        train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=log, checkpoint=checkpoint)
-        accuracy_dense = evaluate(dense, splits.test)
-        val_dense = evaluate(dense, splits.val) if splits.val is not None else None
-    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=log, teacher=dense,
-                       checkpoint=checkpoint)
-    accuracy_compressed = evaluate(outcome.model, splits.test)
-    kept = dict(zip(outcome.layer_names, outcome.widths_after))
-    save_compressed(outcome.model, out, shape, model=args.model, dataset=args.dataset, kept_channels=kept,
-                    inputs=outcome.inputs_after)
-    result = results.new_result(
+    model = build_model(args.model, train.image_shape, train.num_classes)
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class Baseline(NamedTuple):
+    """The trained dense baseline (None with ``--no-baseline``) and its test and validation accuracy."""
+
+    model: Any
+    accuracy: float | None
+    val_accuracy: float | None
+
+
+def train_baseline(args, cfg, splits, initial: dict, augment, checkpoint) -> Baseline:
+    """The dense baseline trained from the compressed network's ``initial`` weights, and its accuracies."""
+    from naslib_bayes.compression.compressor import evaluate, train_dense
+    from naslib_bayes.compression.models import build_model
+
+    if args.no_baseline:
+        return Baseline(None, None, None)
+    dense = build_model(args.model, splits.train.image_shape, splits.train.num_classes)
+    dense.load_state_dict(initial)  # the same initial weights as the compressed run
+    train_dense(dense, splits.train, cfg, args.seed, augment=augment, log=logger.info, checkpoint=checkpoint)
+    val_dense = evaluate(dense, splits.val) if splits.val is not None else None
+    return Baseline(dense, evaluate(dense, splits.test), val_dense)
+
+
+def kept_channels(outcome) -> dict:
+    """The units each compressed layer keeps, by layer name."""
+    return dict(zip(outcome.layer_names, outcome.widths_after))
+
+
+def compression_result(args, cfg, splits, outcome, baseline: Baseline, accuracy_compressed: float,
+                       start: float) -> dict:
+    """result.json of the run, its wall time counted from ``start``."""
+    from naslib_bayes.compression.compressor import evaluate
+
+    return results.new_result(
         "compress",
         optimizer="bayesnas",
         dataset=args.dataset,
@@ -171,13 +197,13 @@ def run(args) -> int:
         flops_after=outcome.flops_after,
         params_removed=1.0 - outcome.params_after / outcome.params_before,
         flops_removed=1.0 - outcome.flops_after / outcome.flops_before,
-        kept_channels=kept,
+        kept_channels=kept_channels(outcome),
         channels_before=dict(zip(outcome.layer_names, outcome.widths_before)),
         inputs_before=outcome.inputs_before,
         inputs_after=outcome.inputs_after,
-        accuracy_dense=accuracy_dense,
+        accuracy_dense=baseline.accuracy,
         accuracy_compressed=accuracy_compressed,
-        val_accuracy_dense=val_dense,
+        val_accuracy_dense=baseline.val_accuracy,
         val_accuracy_compressed=evaluate(outcome.model, splits.val) if splits.val is not None else None,
         masked_max_abs_diff=outcome.masked_max_abs_diff,
         budget_met=outcome.budget_met,
@@ -186,9 +212,37 @@ def run(args) -> int:
                 "train_images": len(splits.train), "test_images": len(splits.test)},
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def summary_line(result: dict, path: Path) -> str:
+    """The line printed at the end: architecture, parameters before and after, accuracies, result file."""
+    dense = result["accuracy_dense"]
+    dense_text = "n/a" if dense is None else f"{dense:.2f}"
+    return (f"{result['model']} {result['final_architecture']}: params {result['params_before']} -> "
+            f"{result['params_after']} ({100 * result['params_removed']:.1f}% removed), accuracy dense {dense_text} "
+            f"/ compressed {result['accuracy_compressed']:.2f}  -> {path}")
+
+
+def run(args) -> int:
+    """Train the baseline, compress the network, write its files and result.json, print a summary."""
+    from naslib_bayes.compression.compressor import compress, evaluate
+    from naslib_bayes.compression.io import save_compressed
+    from naslib_bayes.data import default_augment
+
+    start = time.perf_counter()
+    cfg = compression_config(args)
+    splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
+    out, checkpoint = prepare_out_and_checkpoint(args, cfg)
+    model, initial = seeded_model(args, splits.train)
+    augment = default_augment(args.dataset, splits.train) if cfg.augment else None
+    # the baseline is trained first: it is the teacher when distilling
+    baseline = train_baseline(args, cfg, splits, initial, augment, checkpoint)
+    outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=logger.info,
+                       teacher=baseline.model, checkpoint=checkpoint)
+    accuracy_compressed = evaluate(outcome.model, splits.test)
+    save_compressed(outcome.model, out, splits.train.image_shape, model=args.model, dataset=args.dataset,
+                    kept_channels=kept_channels(outcome), inputs=outcome.inputs_after)
+    result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed, start)
     path = results.write_result(out, result)
-    dense_text = "n/a" if accuracy_dense is None else f"{accuracy_dense:.2f}"
-    print(f"{args.model} {result['final_architecture']}: params {outcome.params_before} -> {outcome.params_after} "
-          f"({100 * result['params_removed']:.1f}% removed), accuracy dense {dense_text} / compressed "
-          f"{accuracy_compressed:.2f}  -> {path}")
+    print(summary_line(result, path))
     return 0

@@ -242,22 +242,8 @@ def _finite(value) -> float | None:
         return None
 
 
-def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning) -> dict:
-    """Search and evaluate one NASLib experiment; returns a ``result.json`` dict.
-
-    Args:
-        config: from :func:`build_config`.
-        benchmark: a naslib-bayes NB201 :class:`Benchmark` served as NASLib's ``dataset_api``
-            (None: NASLib's own ``get_dataset_api``).
-        image_data: :class:`naslib_bayes.integration.data.ImageData` for one-shot search and for
-            retraining non-queryable architectures.
-    """
-    from naslib_bayes.integration import data as image_loaders
-    from naslib_bayes.integration.trainer import LoaderTrainer
-
-    start = time.perf_counter()
-    spec = get_optimizer(config.optimizer)
-    dataset_api = _dataset_api(config, benchmark, warn)
+def _check_runnable(spec: NaslibOptimizer, config, dataset_api, image_data, warn) -> None:
+    """Refuse an optimizer this experiment cannot run; a black-box search's fidelity is fitted to the benchmark."""
     if spec.kind == BLACK_BOX:
         if config.search_space != "nasbench201":
             raise UserError(f"black-box optimizer {spec.name} runs on nasbench201 (a queryable benchmark) in naslib-run")
@@ -265,29 +251,46 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
     if spec.kind == ONE_SHOT and image_data is None:
         raise UserError(f"one-shot optimizer {spec.name} trains a supernet: pass --search-data (digits or mnist)")
 
+
+def _transfer_source(spec: NaslibOptimizer, config, benchmark):
+    """The benchmark's other datasets, for naslib-bayes's black-box (transfer) methods; None if there are none."""
+    if benchmark is None or spec.origin != "naslib-bayes" or spec.kind != BLACK_BOX:
+        return None
+    source = benchmark.without(config.dataset)
+    return source if source.datasets else None
+
+
+def _adapted_optimizer(spec: NaslibOptimizer, config, benchmark, image_data, dataset_api):
+    """The optimizer on a fresh search space (seeded first), adapted as NASLib's own runners do."""
     _naslib.utils.set_seed(config.seed)
     shape = (image_data.num_classes, image_data.in_channels) if image_data is not None else (None, None)
     search_space = _search_space(config, *shape)
-    source = None
-    if benchmark is not None and spec.origin == "naslib-bayes" and spec.kind == BLACK_BOX:
-        source = benchmark.without(config.dataset)  # other datasets, for transfer methods
-        source = source if source.datasets else None
-    optimizer = spec.create(config, source=source)
+    optimizer = spec.create(config, source=_transfer_source(spec, config, benchmark))
     if spec.kind == BLACK_BOX:
         optimizer.adapt_search_space(search_space, dataset_api=dataset_api)  # as runners/bbo/runner.py
     elif spec.origin == "naslib":
         optimizer.adapt_search_space(search_space, config.dataset)  # as examples/run_darts.py
     else:
         optimizer.adapt_search_space(search_space, config.dataset, dataset_api=dataset_api)
+    return optimizer
 
-    loaders = eval_loaders = None
-    if image_data is not None:
-        batch_size = int(config.search.batch_size)
-        loaders = image_loaders.search_loaders(image_data, batch_size, float(config.search.train_portion),
-                                               int(config.seed), config.search.get("data_size"))
-        eval_loaders = image_loaders.eval_loaders(image_data, int(config.evaluation.get("batch_size", batch_size)),
-                                                  int(config.seed), config.evaluation.get("data_size"))
-    trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
+
+def _image_loaders(config, image_data) -> tuple[Any, Any]:
+    """(search loaders, evaluation loaders) over ``image_data`` for NASLib's Trainer; (None, None) without it."""
+    from naslib_bayes.integration import data as image_loaders
+
+    if image_data is None:
+        return None, None
+    batch_size = int(config.search.batch_size)
+    loaders = image_loaders.search_loaders(image_data, batch_size, float(config.search.train_portion),
+                                           int(config.seed), config.search.get("data_size"))
+    eval_loaders = image_loaders.eval_loaders(image_data, int(config.evaluation.get("batch_size", batch_size)),
+                                              int(config.seed), config.evaluation.get("data_size"))
+    return loaders, eval_loaders
+
+
+def _search_and_evaluate(trainer, optimizer, dataset_api):
+    """Run ``Trainer.search`` and ``Trainer.evaluate``; returns (final architecture graph, its evaluation)."""
     trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
     final_graph = optimizer.get_final_architecture()
     if final_graph.QUERYABLE and dataset_api is None:
@@ -297,13 +300,37 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
         evaluation = trainer.evaluate(best_arch=final_graph, dataset_api=None, metric=None)
     else:
         evaluation = trainer.evaluate(resume_from="", dataset_api=dataset_api, metric=None)
-    arch, op_indices = _final_architecture(final_graph)
+    return final_graph, evaluation
 
-    trajectory = trainer.search_trajectory
-    benchmark_accuracy = None
-    if benchmark is not None and op_indices is not None:
-        benchmark_accuracy = {d: _finite(benchmark.query(op_indices, d, "test_accuracy"))
-                              for d in benchmark.datasets if benchmark.has_metric(d, "test_accuracy")}
+
+def _benchmark_accuracy(benchmark, op_indices: list[int] | None) -> dict[str, float | None] | None:
+    """The final NB201 cell's test accuracy on every benchmark dataset that has it (None: no benchmark or cell)."""
+    if benchmark is None or op_indices is None:
+        return None
+    return {d: _finite(benchmark.query(op_indices, d, "test_accuracy"))
+            for d in benchmark.datasets if benchmark.has_metric(d, "test_accuracy")}
+
+
+def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> dict[str, Any]:
+    """result.json's ``naslib``: how NASLib ran the optimizer, its evaluation and its search curves."""
+    black_box = spec.kind == BLACK_BOX
+    return {
+        "kind": spec.kind,
+        "origin": spec.origin,
+        "evaluation": _finite(evaluation),
+        "search_data": image_data.name if image_data is not None else None,
+        "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if black_box else None,
+        "incumbent_test_acc": [_finite(v) for v in trajectory.test_acc] if black_box else None,
+        "train_acc": [_finite(v) for v in trajectory.train_acc],
+        "valid_acc": [_finite(v) for v in trajectory.valid_acc],
+        "verified_naslib_commit": VERIFIED_NASLIB_COMMIT,
+    }
+
+
+def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: tuple[str | None, list[int] | None],
+                       evaluation, trajectory, benchmark, image_data, start: float) -> dict:
+    """result.json of the experiment (``architecture``: the final one's name and NB201 op indices)."""
+    arch, op_indices = architecture
     return results.new_result(
         "naslib-run",
         optimizer=spec.name,
@@ -315,24 +342,39 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
         report_metric="test_accuracy",
         final_architecture=arch,
         final_architecture_op_indices=op_indices,
-        benchmark_accuracy=benchmark_accuracy,
+        benchmark_accuracy=_benchmark_accuracy(benchmark, op_indices),
         trajectory=optimizer.trajectory() if hasattr(optimizer, "trajectory") else None,
         wall_time_s=time.perf_counter() - start,
         config=_plain(config),
         notes=list(benchmark.notes) if benchmark is not None else [],
         **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
-        naslib={
-            "kind": spec.kind,
-            "origin": spec.origin,
-            "evaluation": _finite(evaluation),
-            "search_data": image_data.name if image_data is not None else None,
-            "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if spec.kind == BLACK_BOX else None,
-            "incumbent_test_acc": [_finite(v) for v in trajectory.test_acc] if spec.kind == BLACK_BOX else None,
-            "train_acc": [_finite(v) for v in trajectory.train_acc],
-            "valid_acc": [_finite(v) for v in trajectory.valid_acc],
-            "verified_naslib_commit": VERIFIED_NASLIB_COMMIT,
-        },
+        naslib=_naslib_block(spec, evaluation, image_data, trajectory),
     )
+
+
+def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning) -> dict:
+    """Search and evaluate one NASLib experiment; returns a ``result.json`` dict.
+
+    Args:
+        config: from :func:`build_config`.
+        benchmark: a naslib-bayes NB201 :class:`Benchmark` served as NASLib's ``dataset_api``
+            (None: NASLib's own ``get_dataset_api``).
+        image_data: :class:`naslib_bayes.integration.data.ImageData` for one-shot search and for
+            retraining non-queryable architectures.
+    """
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    start = time.perf_counter()
+    spec = get_optimizer(config.optimizer)
+    dataset_api = _dataset_api(config, benchmark, warn)
+    _check_runnable(spec, config, dataset_api, image_data, warn)
+    optimizer = _adapted_optimizer(spec, config, benchmark, image_data, dataset_api)
+    loaders, eval_loaders = _image_loaders(config, image_data)
+    trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
+    final_graph, evaluation = _search_and_evaluate(trainer, optimizer, dataset_api)
+    architecture = _final_architecture(final_graph)
+    return _experiment_result(spec, config, optimizer, architecture, evaluation, trainer.search_trajectory,
+                              benchmark, image_data, start)
 
 
 def _plain(node):

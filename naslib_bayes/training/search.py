@@ -123,6 +123,132 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     return settings
 
 
+@dataclass
+class PreparedSearch:
+    """A one-shot search ready to run: the settings it resolved and the objects that run it."""
+
+    space: str
+    channels: int
+    cells: int
+    description: dict[str, Any]
+    search_images: int
+    optimizer: Any
+    augment: Any
+    trainer: Any
+
+
+def supernet_size(cfg: SearchConfig, space: str) -> tuple[int, int]:
+    """(channels, cells) of the supernet: the configured ones, else :data:`DEFAULT_SIZES`."""
+    return (cfg.channels or DEFAULT_SIZES[space][0]), (cfg.cells or DEFAULT_SIZES[space][1])
+
+
+def build_search_optimizer(spec: registry.OptimizerSpec, cfg: SearchConfig, net, dataset: str, device):
+    """The one-shot optimizer, seeded, adapted to the supernet and moved to ``device``."""
+    opt = spec.load()(seed=cfg.seed, **cfg.hyperparameters)
+    opt.adapt_search_space(net, dataset=dataset)
+    opt.model.to(device)
+    return opt
+
+
+def search_augmentation(cfg: SearchConfig, dataset: str, train):
+    """The dataset's training augmentation for search batches; None when off or when it changes nothing."""
+    from naslib_bayes.data import default_augment
+
+    augment = default_augment(dataset, train) if cfg.augment else None
+    if augment is not None and augment.is_identity:
+        augment = None
+    return augment
+
+
+def prepare_search(cfg: SearchConfig, out_dir: str | Path | None, progress: Callable[[int, int, int], None] | None,
+                   stop_after_steps: int | None) -> PreparedSearch:
+    """Search data, supernet, optimizer, augmentation and trainer of one search (nothing trained yet)."""
+    from naslib_bayes.training.oneshot import OneShotTrainer
+
+    space = canonical_space(cfg.search_space)
+    spec = registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT)
+    channels, cells = supernet_size(cfg, space)
+    images, labels, description, train = load_search_data(cfg)
+    dataset = description["dataset"]
+    device = torch.device(cfg.device)
+    images, labels = images.to(device), labels.to(device)
+    net = build_supernet(space, channels, cells, train.num_classes, images.shape[1], cfg.seed).to(device)
+    opt = build_search_optimizer(spec, cfg, net, dataset, device)
+    augment = search_augmentation(cfg, dataset, train)
+    run = run_settings(cfg, space, channels, cells, dataset, opt.config)
+    trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
+                             checkpoint_every=cfg.checkpoint_every, augment=augment, progress=progress,
+                             stop_after_steps=stop_after_steps, run=run)
+    return PreparedSearch(space, channels, cells, description, int(labels.shape[0]), opt, augment, trainer)
+
+
+def result_config(cfg: SearchConfig, search: PreparedSearch) -> dict[str, Any]:
+    """result.json's ``config``: the search's settings as resolved, its optimizer's, schedule and split."""
+    opt = search.optimizer
+    return {
+        **{k: v for k, v in asdict(cfg).items() if k != "hyperparameters"},
+        "search_space": search.space, "channels": search.channels, "cells": search.cells,
+        "optimizer_config": dict(opt.config),
+        "lr_schedule": f"SGD momentum {opt.config['momentum']}, lr {opt.config['lr']} cosine-annealed per epoch "
+                       f"to {opt.config['lr_min']} over {opt.total_epochs} epochs",
+        "augmentation": None if search.augment is None else asdict(search.augment),
+        "total_epochs": opt.total_epochs,
+        "steps_per_epoch": search.trainer.steps_per_epoch,
+        "search_split": "50/50 weights/architecture" if opt.uses_validation_split else "all images train weights and switches",
+    }
+
+
+def architecture_fields(space: str, arch) -> dict[str, Any]:
+    """result.json's fields describing the derived architecture (an NB201 cell or a DARTS genotype)."""
+    if space == "nasbench201":
+        return {"final_architecture": nb201.to_string(arch), "final_architecture_op_indices": list(arch),
+                "parameter_free": nb201.is_parameter_free(arch), "op_counts": nb201.op_counts(arch)}
+    return {"final_architecture": arch.to_json(), "parameter_free": arch.parameter_free(),
+            "op_counts": arch.op_counts()}
+
+
+def score_on_benchmark(result: dict[str, Any], arch, benchmark: Benchmark, report_metric: str) -> None:
+    """Add the derived NB201 cell's ``report_metric`` on every benchmark dataset that has it to ``result``."""
+    result["report_metric"] = report_metric
+    result["benchmark_accuracy"] = {
+        d: finite_or_none(benchmark.query(arch, d, report_metric))
+        for d in benchmark.datasets if benchmark.has_metric(d, report_metric)}
+    result["config"]["benchmark"] = benchmark.source
+    result["notes"] += [f"derived cell scored by {benchmark.source}; the search never saw that data"]
+
+
+def search_result(cfg: SearchConfig, search: PreparedSearch, state, start: float, benchmark: Benchmark | None,
+                  report_metric: str) -> dict[str, Any]:
+    """result.json of a finished search (``state``: the trainer's), its wall time counted from ``start``."""
+    opt = search.optimizer
+    arch = opt.get_final_architecture()
+    extras = opt.result_extras()
+    update_times = [u.pop("time_s") for u in extras.get("architecture_updates", [])]
+    config = result_config(cfg, search)
+    result = results.new_result(
+        "search",
+        optimizer=cfg.optimizer,
+        search_space=search.space,
+        dataset=search.description["dataset"],
+        seed=cfg.seed,
+        wall_time_s=time.perf_counter() - start,
+        config=config,
+        notes=[],
+        epoch_times_s=list(state.epoch_times),
+        epoch_cpu_times_s=list(state.epoch_cpu_times),
+        epoch_stats=[{k: v for k, v in s.items() if k != "time_s"} for s in state.stats],
+        search_data={**search.description, "search_images": search.search_images},
+        model_size_mb=opt.get_model_size(),
+        **extras,
+    )
+    if update_times:
+        result["architecture_update_times_s"] = update_times
+    result.update(architecture_fields(search.space, arch))
+    if search.space == "nasbench201" and benchmark is not None:
+        score_on_benchmark(result, arch, benchmark, report_metric)
+    return result
+
+
 def run_oneshot_search(
     cfg: SearchConfig,
     out_dir: str | Path | None = None,
@@ -140,76 +266,10 @@ def run_oneshot_search(
     With a ``benchmark`` the derived NAS-Bench-201 cell is scored by its ``report_metric`` on
     every dataset that has it.
     """
-    from naslib_bayes.data import default_augment
-    from naslib_bayes.training.oneshot import OneShotTrainer
-
     start = time.perf_counter()
-    space = canonical_space(cfg.search_space)
-    spec = registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT)
-    channels, cells = (cfg.channels or DEFAULT_SIZES[space][0]), (cfg.cells or DEFAULT_SIZES[space][1])
-    images, labels, description, train = load_search_data(cfg)
-    device = torch.device(cfg.device)
-    images, labels = images.to(device), labels.to(device)
-    net = build_supernet(space, channels, cells, train.num_classes, images.shape[1], cfg.seed).to(device)
-    opt = spec.load()(seed=cfg.seed, **cfg.hyperparameters)
-    opt.adapt_search_space(net, dataset=description["dataset"])
-    opt.model.to(device)
-    augment = default_augment(description["dataset"], train) if cfg.augment else None
-    if augment is not None and augment.is_identity:
-        augment = None
-    run = run_settings(cfg, space, channels, cells, description["dataset"], opt.config)
-    trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
-                             checkpoint_every=cfg.checkpoint_every, augment=augment, progress=progress,
-                             stop_after_steps=stop_after_steps, run=run)
-    state = trainer.search(resume=resume)
-    arch = opt.get_final_architecture()
-    extras = opt.result_extras()
-    update_times = [u.pop("time_s") for u in extras.get("architecture_updates", [])]
-    config = {
-        **{k: v for k, v in asdict(cfg).items() if k != "hyperparameters"},
-        "search_space": space, "channels": channels, "cells": cells, "optimizer_config": dict(opt.config),
-        "lr_schedule": f"SGD momentum {opt.config['momentum']}, lr {opt.config['lr']} cosine-annealed per epoch "
-                       f"to {opt.config['lr_min']} over {opt.total_epochs} epochs",
-        "augmentation": None if augment is None else asdict(augment),
-        "total_epochs": opt.total_epochs,
-        "steps_per_epoch": trainer.steps_per_epoch,
-        "search_split": "50/50 weights/architecture" if opt.uses_validation_split else "all images train weights and switches",
-    }
-    result = results.new_result(
-        "search",
-        optimizer=cfg.optimizer,
-        search_space=space,
-        dataset=description["dataset"],
-        seed=cfg.seed,
-        wall_time_s=time.perf_counter() - start,
-        config=config,
-        notes=[],
-        epoch_times_s=list(state.epoch_times),
-        epoch_cpu_times_s=list(state.epoch_cpu_times),
-        epoch_stats=[{k: v for k, v in s.items() if k != "time_s"} for s in state.stats],
-        search_data={**description, "search_images": int(labels.shape[0])},
-        model_size_mb=opt.get_model_size(),
-        **extras,
-    )
-    if update_times:
-        result["architecture_update_times_s"] = update_times
-    if space == "nasbench201":
-        result["final_architecture"] = nb201.to_string(arch)
-        result["final_architecture_op_indices"] = list(arch)
-        result["parameter_free"] = nb201.is_parameter_free(arch)
-        result["op_counts"] = nb201.op_counts(arch)
-        if benchmark is not None:
-            result["report_metric"] = report_metric
-            result["benchmark_accuracy"] = {
-                d: finite_or_none(benchmark.query(arch, d, report_metric))
-                for d in benchmark.datasets if benchmark.has_metric(d, report_metric)}
-            result["config"]["benchmark"] = benchmark.source
-            result["notes"] += [f"derived cell scored by {benchmark.source}; the search never saw that data"]
-    else:
-        result["final_architecture"] = arch.to_json()
-        result["parameter_free"] = arch.parameter_free()
-        result["op_counts"] = arch.op_counts()
-    return result
+    search = prepare_search(cfg, out_dir, progress, stop_after_steps)
+    state = search.trainer.search(resume=resume)
+    return search_result(cfg, search, state, start, benchmark, report_metric)
 
 
 def strip_timings(result: dict[str, Any]) -> dict[str, Any]:
