@@ -75,6 +75,11 @@ METHODS = {
     "tnas local=1x3": ("tnas", {"local_radius": 1, "local_centres": 3}),
     "tnas ucb": ("tnas", {"acquisition": "ucb"}),
     "tnas ucb=0.5": ("tnas", {"acquisition": "ucb", "ucb_beta": 0.5}),
+    # The paper's encoder size alone, and every departure of docs/tnas.md undone that is an option
+    # (all but the dataset encoder, which needs images): what the departures are worth.
+    "tnas h512": ("tnas", {"encoder_hidden": 512}),
+    "tnas paper": ("tnas", {"encoder_hidden": 512, "meta_outer": "reptile", "meta_lr": 0.1,
+                            "meta_output_transform": "standardise", "prior_beta": 0, "local_radius": 0}),
     "transfer-topk": ("transfer-topk", {}),
     "gp-bo": ("gp-bo", {}),
 }
@@ -105,7 +110,9 @@ def parse_args(argv=None):
 
 
 # Hyper-parameters that change meta-training: methods setting them need surrogates of their own.
-META_KEYS = ("meta_output_transform", "dataset_encoder", "meta_iterations", "meta_evidence_top")
+#: TNAS's hyper-parameters that decide the surrogate it meta-trains (what ``meta_train_surrogate`` reads).
+META_KEYS = ("dataset_encoder", "image_root", "feature_extractor", "encoder_hidden", "meta_outer", "meta_iterations",
+             "meta_lr", "meta_outer_step", "meta_output_transform", "meta_evidence_top")
 
 
 def meta_settings(method: str) -> dict:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -72,6 +73,33 @@ def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it(nats_csv, tmp
     _write(folder / "meta.json", {**record, "code": "other-code"})
     with pytest.raises(RuntimeError, match="meta-trained anew"):
         tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder))
+
+
+def test_every_setting_meta_training_reads_gives_the_surrogates_a_folder_of_their_own(monkeypatch):
+    from naslib_bayes.optimizers import tnas
+    from naslib_bayes.predictors import meta_train
+
+    class Recorder(dict):
+        read: set = set()
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(meta_train, "meta_datasets_from_benchmark", lambda *args, **kwargs: [])
+    monkeypatch.setattr(meta_train, "meta_train", stop)
+    config = Recorder(tnas.TNAS.defaults)
+    with pytest.raises(Stop):
+        tnas.meta_train_surrogate(SimpleNamespace(datasets=["cifar100"]), "test_accuracy", config, seed=0)
+    assert config.read - {"threads"} == set(tnas_nb201.META_KEYS)  # threads: how fast, not what
+    folders = {tnas_nb201.surrogate_folder(m) for m, (name, _) in tnas_nb201.METHODS.items() if name == "tnas"}
+    assert {"surrogates_512", "surrogates_512_0.1_reptile_standardise"} <= folders
 
 
 def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):
