@@ -102,6 +102,20 @@ def test_every_setting_meta_training_reads_gives_the_surrogates_a_folder_of_thei
     assert {"surrogates_512", "surrogates_512_0.1_reptile_standardise"} <= folders
 
 
+def test_a_file_with_validation_accuracy_is_searched_and_scored_on_test_accuracy(nats_benchmark, tmp_path):
+    """Regrets are against the test optimum, so the accuracies recorded must be test accuracies too."""
+    from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+    from naslib_bayes.search_spaces.nasbench201.loaders import save_npz
+
+    test = {d: nats_benchmark.query_all(d, "test_accuracy") for d in nats_benchmark.datasets}
+    tables = {d: {"test_accuracy": v, "val_accuracy": v[::-1].copy()} for d, v in test.items()}  # another order
+    path = tmp_path / "both.npz"
+    save_npz(Benchmark(nats_benchmark.cells, tables), path)
+    record = tnas_nb201.search_unit(str(path), "cifar10", "transfer-topk", 0, 4, None, str(tmp_path / "run.json"))
+    expected = [nats_benchmark.query(a, "cifar10", "test_accuracy") for a in record["architectures"]]
+    assert record["accuracies"] == expected
+
+
 def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):
     args = argparse.Namespace(cache=tmp_path, budget=50, seeds=20, surrogate_seeds=5)
     shared, own = tnas_nb201.run_path(args, "cifar10", "tnas", 7, 5), tnas_nb201.run_path(args, "cifar10", "tnas", 7, 20)
