@@ -115,7 +115,7 @@ def run_one(job: dict) -> dict:
     report = splits.val if job["split"] == "val" else splits.test
     record = {
         **{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs", "split")},
-        "train_images": len(splits.train), "val_images": len(splits.val), "report_images": len(report),
+        "train_images": len(splits.train), "val_images": len(splits.val or ()), "report_images": len(report),
         "accuracy_dense": evaluate(dense, report),
         "accuracy_compressed": evaluate(outcome.model, report),
         "params_before": outcome.params_before, "params_after": outcome.params_after,
@@ -180,7 +180,7 @@ def _fmt_widths(record: dict) -> str:
 
 def table(records: list[dict]) -> str:
     split = records[0]["split"]
-    name = "test (held-out 2,000)" if split == "test" else "validation"
+    name = f"test (held-out {records[0]['report_images']:,})" if split == "test" else "validation"
     lines = [f"accuracy on {name} images, %",
              f"{'model':<9} {'lambda':>7} {'seed':>4} {'dense':>7} {'compr.':>7} {'diff':>6} {'params':>8} "
              f"{'FLOPs':>8}  widths (inputs-units...)",
@@ -239,6 +239,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("--data-root is required (or set NASLIB_BAYES_DATA)")
+    if args.split == "val" and args.val_size < 1:
+        parser.error(f"--split val needs validation images: --val-size {args.val_size}")
     if args.train_images is not None and args.train_images < 1:
         parser.error(f"--train-images {args.train_images}: expected a positive number of images")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

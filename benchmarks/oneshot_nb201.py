@@ -20,7 +20,6 @@ and the targets.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -31,6 +30,7 @@ import torch
 from scipy import stats
 
 from naslib_bayes import results
+from naslib_bayes.commands.common import key_value
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
@@ -64,17 +64,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--lambda", dest="lambda_", type=float, help="BayesNAS lambda (default: the optimizer's, 0.01)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra hyper-parameter for every method (e.g. lr=0.1), repeatable")
     p.add_argument("--out", type=Path, help="also write each run's result.json under DIR/<method>-<seed>/")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bench = load_benchmark(args.benchmark)
-    shared = {}
-    for item in args.opt:
-        key, _, value = item.partition("=")
-        shared[key.replace("-", "_")] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    # every derived cell is scored on all three datasets: say before hours of searches, not after
+    lacking = [d for d in DATASETS if d not in bench.datasets or "test_accuracy" not in bench.metrics(d)
+               or not bench.is_complete(d, "test_accuracy")]
+    if lacking:
+        p.error(f"{bench.source} lacks test accuracy of some or all cells on {', '.join(lacking)}; "
+                "this benchmark needs a complete NAS-Bench-201 file (e.g. the NATS-Bench CSV)")
+    shared = dict(args.opt)
 
     runs: list[dict] = []
     print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "

@@ -201,3 +201,20 @@ def test_fewer_training_images_keep_the_validation_and_held_out_images(mnist_dir
     assert set(other.train.indices.tolist()) != part  # the seed draws the subset
     with pytest.raises(UserError, match="--train-images 7001: expected 1 to 7000"):
         compress_mnist._fewer_training_images(splits, 7001, seed=3)
+
+
+def test_the_oneshot_benchmark_refuses_an_incomplete_file_before_any_search(zc_json, tmp_path, capsys, monkeypatch):
+    import oneshot_nb201
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", lambda *args, **kwargs: pytest.fail("searched"))
+    with pytest.raises(SystemExit) as info:
+        oneshot_nb201.main(["--benchmark", str(zc_json), "--data-root", str(tmp_path), "--seeds", "1"])
+    assert info.value.code == 2
+    assert f"{zc_json} lacks test accuracy of some or all cells on cifar10, cifar100, ImageNet16-120" in capsys.readouterr().err
+
+
+
+def test_the_compression_benchmark_refuses_a_validation_split_without_images(mnist_dir, capsys):
+    with pytest.raises(SystemExit) as info:
+        compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", "--val-size", "0", "--seeds", "0"])
+    assert info.value.code == 2 and "--split val needs validation images: --val-size 0" in capsys.readouterr().err
