@@ -143,21 +143,89 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
     assert message.startswith(str(bad)) and "\n" not in message and len(message) < 300
 
 
-@pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence"])
+@pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
+                                    "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
+                                    "state_dict_a_list", "meta_phi_a_list"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
     if damage == "encoder_size":
         payload["surrogate_config"]["encoder_hidden"] += 1
     elif damage == "no_state_dict":
         del payload["state_dict"]
-    else:
+    elif damage == "short_evidence":
         payload["evidence"]["cells"] = payload["evidence"]["cells"][:-3]
+    elif damage == "cells_a_list":
+        payload["evidence"]["cells"] = payload["evidence"]["cells"].tolist()
+    elif damage == "values_a_number":
+        payload["evidence"]["values"] = 1.5
+    elif damage == "evidence_a_list":
+        payload["evidence"] = [1, 2, 3]
+    elif damage == "config_a_list":
+        payload["surrogate_config"] = ["encoder_hidden", 64]
+    elif damage == "info_a_list":
+        payload["info"] = [1, 2]
+    elif damage == "state_dict_a_list":
+        payload["state_dict"] = [1, 2]
+    else:
+        payload["meta_phi"] = [[0.0]]
     bad = tmp_path / "surrogate.pt"
     torch.save(payload, bad)
     with pytest.raises(UserError) as info:
         surrogate_io.load(bad)
     message = str(info.value)
     assert message.startswith(f"{bad}: a damaged surrogate file") and "\n" not in message
+
+
+@pytest.fixture
+def user_extractor_file(tmp_path, monkeypatch):
+    """An ``images``-mode surrogate file whose feature extractor is a user ``module:factory``
+    (which counts its calls), the extractor's name, and its module's call list."""
+    import importlib
+    import sys
+
+    module = "user_extractor_for_surrogate_tests"
+    (tmp_path / f"{module}.py").write_text(
+        "from naslib_bayes.predictors.encoders.set_transformer import PixelFeatures\n"
+        "CALLS = []\n"
+        "def make():\n"
+        "    CALLS.append(1)\n"
+        "    return PixelFeatures(4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"{module}:make"
+    from naslib_bayes.predictors.surrogate import TNASSurrogate
+
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor=name, meta_datasets=("cifar100",))
+    path = surrogate_io.save(TNASSurrogate(config, generator=torch.Generator().manual_seed(0)), tmp_path / "s.pt")
+    monkeypatch.delitem(sys.modules, module)
+    return path, name, lambda: importlib.import_module(module).CALLS
+
+
+def test_a_user_feature_extractor_in_a_surrogate_file_runs_only_when_trusted(user_extractor_file, nats_benchmark):
+    import sys
+
+    path, name, calls = user_extractor_file
+    module = name.partition(":")[0]
+    for trust in (False, "other_module:make"):
+        with pytest.raises(UserError) as info:
+            surrogate_io.load(path, trust_feature_extractor=trust)
+        message = str(info.value)
+        assert message.startswith(str(path)) and name in message and "\n" not in message
+        assert "trust_feature_extractor=True" in message
+        assert module not in sys.modules  # refused before anything was imported
+    surrogate, _ = surrogate_io.load(path, trust_feature_extractor=True)
+    assert surrogate.config.feature_extractor == name and calls() == [1]
+    surrogate_io.load(path, trust_feature_extractor=name)
+    assert calls() == [1, 1]
+    # A TNAS search trusts the extractor its own feature_extractor hyper-parameter names.
+    problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar10", "test_accuracy", 3)
+    for extractor, refused in (("random-conv", True), (name, False)):
+        opt = TNAS(seed=0, surrogate=str(path), feature_extractor=extractor)
+        opt.problem = problem
+        if refused:
+            with pytest.raises(UserError, match="trust_feature_extractor"):
+                opt.build_surrogate()
+        else:
+            assert opt.build_surrogate().config.feature_extractor == name
 
 
 def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):

@@ -43,6 +43,8 @@ class TNAS(DeepKernelBO):
         dataset_encoder: ``off``, ``learned`` or ``images`` (used when meta-training here).
         image_root: ``images`` mode: root folder of the datasets' images.
         feature_extractor: ``images`` mode: ``random-conv``, ``pixels`` or ``module:factory``.
+            A ``surrogate`` file whose extractor is a ``module:factory`` is loaded only when this
+            names the same one: loading imports that module and calls the factory.
         encoder_hidden: psi's GRU size when meta-training here (64; the paper's is 512).
         meta_outer: ``reptile`` or ``joint``; meta_iterations, meta_lr: meta-training budget
             and inner learning rate; meta_outer_step: REPTILE's outer step size.
@@ -104,7 +106,9 @@ class TNAS(DeepKernelBO):
         if path is None and self.problem.prepared is not None:
             path = self.problem.prepared  # meta-trained once for this target by prepare()
         if path is not None:
-            surrogate, info = surrogate_io.load(path)
+            # A user extractor runs when the file loads: only the one this search names (and
+            # prepare() meta-trained with) is trusted.
+            surrogate, info = surrogate_io.load(path, trust_feature_extractor=self.config["feature_extractor"])
             self.surrogate_info = {"path": str(surrogate_io.resolve(path)), "meta_trained_here": False, **info}
         else:
             surrogate, info = self._meta_train_here()

@@ -125,6 +125,9 @@ class TNASPredictor:
         target_transform: GP units of the accuracies ``fit`` gets: ``standardise`` (default,
             see the module's docstring), ``copula``, ``robust``, or ``surrogate`` (the
             surrogate's meta-training transform, i.e. exactly what a BO iteration fits).
+        trust_feature_extractor: passed to ``surrogate_io.load`` for a ``surrogate`` path: an
+            ``images``-mode file whose feature extractor is a user ``module:factory`` (imported
+            and run when it loads) is refused unless this is True or names that extractor.
 
     The target's dataset context is the one a TNAS search starts from -- ``learned``: the mean
     of the meta-training contexts; ``images``: phi of seeded samples of ``dataset``'s images --
@@ -135,7 +138,8 @@ class TNASPredictor:
 
     def __init__(self, surrogate=None, ss_type: str = "nasbench201", encoding_type=None,
                  finetune_steps: int = 50, lr: float = 0.01, seed: int = 0,
-                 dataset: str | None = None, image_root=None, target_transform: str = "standardise"):
+                 dataset: str | None = None, image_root=None, target_transform: str = "standardise",
+                 trust_feature_extractor: bool | str = False):
         from naslib_bayes.predictors import surrogate_io
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
@@ -153,7 +157,7 @@ class TNASPredictor:
         elif isinstance(surrogate, TNASSurrogate):
             self.surrogate, self._standardise_encodings = surrogate, False
         else:
-            self.surrogate, _ = surrogate_io.load(surrogate)
+            self.surrogate, _ = surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)
             self._standardise_encodings = False
         self._start_context = self._initial_context(dataset, image_root, seed)
         self.context = None if self._start_context is None else self._start_context.clone()

@@ -1,7 +1,11 @@
 """The versioned ``surrogate.pt`` file: save and load a meta-trained TNAS surrogate.
 
 The file is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(path, weights_only=True)`` -- loading it never executes code:
+``torch.load(path, weights_only=True)`` -- reading it never executes code. One kind of file
+names code: an ``images``-mode surrogate whose feature extractor is a user ``module:factory``
+imports that module and calls the factory when it is rebuilt. :func:`load` refuses such a file
+unless the caller trusts it (``trust_feature_extractor``); the built-in extractors
+(``random-conv``, ``pixels``) are always rebuilt. The file holds:
 
     format             "naslib-bayes/tnas-surrogate"
     version            FORMAT_VERSION
@@ -61,8 +65,14 @@ def existing(path: str | os.PathLike) -> Path:
     return file
 
 
-def load(path: str | os.PathLike) -> tuple[TNASSurrogate, dict[str, Any]]:
-    """Rebuild a surrogate from a file (or its folder); returns it and the stored ``info``."""
+def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -> tuple[TNASSurrogate, dict[str, Any]]:
+    """Rebuild a surrogate from a file (or its folder); returns it and the stored ``info``.
+
+    ``trust_feature_extractor``: an ``images``-mode file with a user ``module:factory`` feature
+    extractor is refused (rebuilding it imports the module and calls the factory) unless this is
+    True, or is that extractor's name (a TNAS search trusts the one its ``feature_extractor``
+    hyper-parameter names). Built-in extractors need no trust.
+    """
     file = existing(path)
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
@@ -73,19 +83,50 @@ def load(path: str | os.PathLike) -> tuple[TNASSurrogate, dict[str, Any]]:
     if payload.get("version") != FORMAT_VERSION:
         raise UserError(f"{file}: surrogate format version {payload.get('version')!r}; this naslib-bayes reads {FORMAT_VERSION}")
     try:  # a file of the right format whose contents were edited or damaged
-        surrogate = TNASSurrogate(SurrogateConfig.from_dict(payload["surrogate_config"]))
-        surrogate.load_state_dict(payload["state_dict"])
+        config = SurrogateConfig.from_dict(_of_type(payload, "surrogate_config", dict))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
+    _refuse_untrusted_extractor(file, config, trust_feature_extractor)
+    try:
+        info = dict(_of_type(payload, "info", dict, {}))
+        surrogate = TNASSurrogate(config)
+        surrogate.load_state_dict(_of_type(payload, "state_dict", dict))
         if "evidence" in payload:
-            surrogate.set_evidence(_evidence(payload["evidence"]), payload.get("meta_phi"))
+            meta_phi = _of_type(payload, "meta_phi", torch.Tensor, None)
+            surrogate.set_evidence(_evidence(_of_type(payload, "evidence", dict)), meta_phi)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
-    return surrogate, dict(payload.get("info", {}))
+    return surrogate, info
+
+
+BUILT_IN_EXTRACTORS = ("random-conv", "pixels")
+
+
+def _refuse_untrusted_extractor(file: Path, config: SurrogateConfig, trust: bool | str) -> None:
+    name = config.feature_extractor
+    if config.dataset_encoder != "images" or name in BUILT_IN_EXTRACTORS or trust is True or trust == name:
+        return
+    raise UserError(f"{file}: its feature extractor {name!r} is user code, imported and run to load it; if you trust it, "
+                    f"load with trust_feature_extractor=True (a tnas search: --opt feature_extractor={name})")
+
+
+_MISSING = object()
+
+
+def _of_type(stored: dict[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
+    """``stored[key]``, which must be a ``kind`` (or ``default`` when given and the key is absent)."""
+    if key not in stored and default is not _MISSING:
+        return default
+    value = stored[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 def _evidence(stored: dict[str, Any]) -> Evidence:
-    """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must agree."""
-    cells, values, dataset = stored["cells"], stored["values"], stored["dataset"]
-    m = cells.shape[0]
+    """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must be tensors that agree."""
+    cells, values, dataset = (_of_type(stored, key, torch.Tensor) for key in ("cells", "values", "dataset"))
+    m = cells.shape[0] if cells.dim() else 0
     if cells.dim() != 2 or cells.shape[1] != 6 or values.shape != (m,) or dataset.shape != (m,):
         raise ValueError(f"evidence shapes cells {tuple(cells.shape)}, values {tuple(values.shape)}, "
                          f"dataset {tuple(dataset.shape)} do not agree")
