@@ -6,6 +6,7 @@ import csv
 import random
 import re
 
+import numpy as np
 import pytest
 
 from naslib_bayes.errors import UserError
@@ -62,10 +63,20 @@ def test_malformed_strings_name_the_string(bad):
         nb201.from_string(bad)
 
 
-@pytest.mark.parametrize("bad", [(0, 1, 2), (0, 1, 2, 3, 4, 5), (0, 0, 0, 0, 0, -1), None, (0, 0, 0, 0, 0, "x")])
+@pytest.mark.parametrize("bad", [(0, 1, 2), (0, 1, 2, 3, 4, 5), (0, 0, 0, 0, 0, -1), None, (0, 0, 0, 0, 0, "x"),
+                                 (0, 0, 0, 0, 0, 0.7), (1, 2, 3, 4, 0, 1.5), (0, 0, 0, 0, 0, True),
+                                 tuple(np.array([0.7, 1, 2, 3, 4, 0])), (0, 0, 0, 0, 0, np.bool_(True))])
 def test_invalid_tuples_are_rejected(bad):
     with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
         nb201.validate(bad)
+
+
+def test_integral_op_indices_of_any_integer_type_are_accepted():
+    expected = (0, 1, 2, 3, 4, 0)
+    assert nb201.validate(np.array(expected, dtype=np.int64)) == expected
+    assert nb201.validate(tuple(np.array(expected, dtype=np.uint8))) == expected
+    assert nb201.validate(np.array(expected, dtype=np.float64)) == expected  # integral floats: no value is lost
+    assert all(type(op) is int for op in nb201.validate(np.array(expected, dtype=np.float32)))
 
 
 def test_neighbours_differ_on_exactly_one_edge():

@@ -419,6 +419,17 @@ def test_npz_round_trip_keeps_order_tables_and_notes(tmp_path):
             np.testing.assert_array_equal(back.query_all(dataset, metric), bench.query_all(dataset, metric))
 
 
+@pytest.mark.parametrize("damage", [0.7, 7.0], ids=["fractional", "out_of_range"])
+def test_an_invalid_cell_in_an_npz_is_refused_naming_the_file(tmp_path, damage):
+    path = tmp_path / "bench.npz"
+    cells = np.array([nb201.from_string(ARCH_A), nb201.from_string(ARCH_B)], dtype=np.float64)
+    cells[1, 2] += damage  # 0.7 would be truncated to ARCH_B's op if op indices were cast with int()
+    np.savez(path, cells=cells, **{"cifar10/val_accuracy": np.array([91.0, 88.0])})
+    with pytest.raises(UserError) as error:
+        loaders.load_benchmark(path)
+    assert str(error.value).startswith(f"{path}: invalid NAS-Bench-201 cell")
+
+
 def test_damaged_npz_is_a_user_error(tmp_path):
     path = tmp_path / "bench.npz"
     path.write_bytes(b"PK\x03\x04 truncated")

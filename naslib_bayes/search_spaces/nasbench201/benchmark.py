@@ -69,7 +69,10 @@ class Benchmark:
     ):
         self.source = str(source)
         self.notes = tuple(notes)
-        ordered = [nb201.validate(c) for c in cells]
+        try:
+            ordered = [nb201.validate(c) for c in cells]
+        except UserError as exc:  # name the file the cell came from
+            raise UserError(f"{self.source}: {exc}") from None
         if not ordered:
             raise UserError(f"{self.source}: the benchmark holds no cells")
         seen = _refuse_duplicates(self.source, ordered)

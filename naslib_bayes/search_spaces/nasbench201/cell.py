@@ -19,8 +19,11 @@ convert losslessly.
 from __future__ import annotations
 
 import itertools
+import operator
 import random
 from typing import Iterable, Iterator, Sequence
+
+import numpy as np
 
 from naslib_bayes.errors import UserError
 
@@ -48,14 +51,31 @@ PARAMETER_FREE_OPS = frozenset({NONE, SKIP, AVG_POOL})
 
 
 def validate(cell: Sequence[int]) -> Cell:
-    """Return ``cell`` as a tuple after checking its length and op indices."""
+    """Return ``cell`` as a tuple after checking its length and op indices.
+
+    An op index is an integer (numpy's too) or a float with an integral value; a bool or a
+    fractional value (``0.7`` from a float array) is refused, never truncated.
+    """
     try:
-        cell = tuple(int(op) for op in cell)
+        cell = tuple(_op_index(op) for op in cell)
     except (TypeError, ValueError):
-        raise UserError(f"invalid NAS-Bench-201 cell {cell!r}: expected {NUM_EDGES} op indices") from None
+        raise UserError(f"invalid NAS-Bench-201 cell {cell!r}: expected {NUM_EDGES} integer op indices") from None
     if len(cell) != NUM_EDGES or any(not 0 <= op < NUM_OPS for op in cell):
         raise UserError(f"invalid NAS-Bench-201 cell {cell!r}: expected {NUM_EDGES} op indices in 0..{NUM_OPS - 1}")
     return cell
+
+
+def _op_index(op) -> int:
+    """``op`` as an int; a ``ValueError`` for a bool or a non-integral number."""
+    if isinstance(op, (bool, np.bool_)):
+        raise ValueError(f"{op!r} is a bool")
+    try:
+        return operator.index(op)
+    except TypeError:
+        value = float(op)
+    if not value.is_integer():
+        raise ValueError(f"{op!r} is not integral")
+    return int(value)
 
 
 def to_string(cell: Sequence[int]) -> str:
