@@ -136,6 +136,37 @@ def test_darts_genotype_two_distinct_inputs_no_none():
     assert genotype[:4] == [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("avg_pool_3x3", 0), ("max_pool_3x3", 2)]
 
 
+def test_darts_cell_concatenates_and_keeps_alive_only_the_topologys_outputs():
+    """With multiplier 2 of 4 steps the search cell concatenates nodes 4 and 5 only: the
+    genotype must too, and node 3, whose edges to them fail the entropy test, is dead."""
+    ops = ("max_pool_3x3", "sep_conv_3x3")
+    edges = derive.darts_edges(4)
+    from3 = [e for e, (src, _) in enumerate(edges) if src == 3]
+    into3 = [e for e, (_, dst) in enumerate(edges) if dst == 3]
+    gp = [LOW if e in from3 else HIGH for e in range(len(edges))]
+    gc = [[HIGH, LOW] for _ in edges]
+    topo = DartsSearchNetwork(4, 10, layers=2, steps=4, multiplier=2, in_channels=1).topologies()[0]
+    assert topo.outputs == (4, 5)
+    _, concat, decisions = derive.derive_darts_cell(gp, gc, ops, outputs=topo.outputs)
+    assert concat == [4, 5]
+    parent = {d.edge: d for d in decisions if d.op is None}
+    kept3 = [e for e in into3 if parent[e].kept]
+    assert len(kept3) == 2  # node 3 is dead: the genotype's two inputs of it are a fill-up
+    assert all(parent[e].decision == "repair" and "too few survivors" in parent[e].reason for e in kept3)
+    # all intermediate nodes are outputs by default: node 3 and its inputs are live
+    _, concat, decisions = derive.derive_darts_cell(gp, gc, ops)
+    assert concat == [2, 3, 4, 5]
+    parent = {d.edge: d for d in decisions if d.op is None}
+    assert all(parent[e].decision == "entropy" for e in kept3)
+
+
+def test_bayesnas_derives_the_concat_of_its_search_network():
+    opt = BayesNAS(seed=0)
+    opt.adapt_search_space(DartsSearchNetwork(4, 10, layers=5, steps=4, multiplier=2, in_channels=1))
+    genotype = opt.derive()["architecture"]
+    assert genotype.normal_concat == genotype.reduce_concat == (4, 5)
+
+
 # --------------------------------------------------------------------------------------
 # The real update followed by the real derivation (BayesNAS.derive on the SwitchBank's gammas)
 # --------------------------------------------------------------------------------------

@@ -226,6 +226,7 @@ def derive_darts_cell(
     steps: int = 4,
     inputs_per_node: int = 2,
     threshold: float = hard_prior.ENTROPY_THRESHOLD,
+    outputs: Sequence[int] | None = None,
 ) -> tuple[list[tuple[str, int]], list[int], list[SwitchDecision]]:
     """Derive one DARTS cell (normal or reduction) from the gammas of its cell type.
 
@@ -233,6 +234,9 @@ def derive_darts_cell(
         gamma_parent: (E,) parent gammas, E = 14 for 4 steps, edges as :func:`darts_edges`
             (not zeroed on dead edges: the fill-up ranks by them).
         gamma_child: (E, K) coupled child gammas of the non-zero ops ``op_names``.
+        outputs: the intermediate nodes the search cell concatenates into its output
+            (``CellTopology.outputs``: the last ``multiplier`` nodes); None: all of them.
+            They decide which nodes are live, as in the update, and are the genotype's concat.
 
     Returns ``(genotype edges [(op, input node)...], concat nodes, decisions)``; each
     intermediate node gets ``inputs_per_node`` inputs from distinct predecessors.
@@ -241,7 +245,10 @@ def derive_darts_cell(
     edges = darts_edges(steps)
     if len(gp) != len(edges):
         raise ValueError(f"{len(gp)} parent gammas for {len(edges)} DARTS edges")
-    inputs, outputs = (0, 1), tuple(range(2, steps + 2))
+    inputs = (0, 1)
+    outputs = tuple(range(2, steps + 2)) if outputs is None else tuple(int(n) for n in outputs)
+    if not outputs or any(not 2 <= n < steps + 2 for n in outputs):
+        raise ValueError(f"DARTS cell outputs {outputs} are not intermediate nodes 2..{steps + 1}")
     keep_c, live = entropy_stage(gp, gc, edges, inputs, outputs, threshold)
     chosen: dict[int, int] = {}
     filled: set[int] = set()

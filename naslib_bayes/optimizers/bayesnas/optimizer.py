@@ -222,7 +222,8 @@ class BayesNAS(OneShotOptimizer):
             cells = {}
             for name, topo in self.bank.topologies.items():
                 gp, gc = self.bank.gammas(name)
-                edges, concat, decisions = derive.derive_darts_cell(gp, gc, topo.ops, steps=net.steps)
+                edges, concat, decisions = derive.derive_darts_cell(gp, gc, topo.ops, steps=net.steps,
+                                                                     outputs=topo.outputs)
                 cells[name] = (edges, concat)
                 per_type[name]["decisions"] = decisions
             normal = cells.get("normal") or cells["reduce"]
