@@ -86,6 +86,12 @@ class DeepKernelGP(gpytorch.models.ExactGP):
         The same quantity as gpytorch's ``ExactMarginalLogLikelihood`` (the model has no
         priors), computed from one Cholesky factor: gpytorch's generic path costs ~20 ms of
         Python per call, which would dominate the 50 fine-tuning steps of every BO iteration.
+
+        Every point gets the likelihood's noise: unlike :meth:`posterior`, this ignores the
+        per-point ``noise_scale`` of :meth:`condition_on`. That is what its callers fit: BO's
+        fine-tuning (one observation per queried cell) and meta-training's tasks (one value per
+        cell of one dataset) are single observations; only the merged meta-training evidence
+        the prior conditions on carries noise scales, and no likelihood is fitted to it.
         """
         kernel = self.kernel(self.mlp(x))
         factor = _cholesky(kernel, self.likelihood.noise.squeeze())
