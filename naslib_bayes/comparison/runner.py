@@ -370,7 +370,8 @@ def refuse_targets_in_user_surrogates(settings: CompareSettings) -> None:
         path = settings.user_artefact(optimizer)
         if path is None:
             continue
-        seen = surrogate_meta_datasets(path)
+        extractor = settings.hyperparameters.get(optimizer, {}).get("feature_extractor", False)
+        seen = surrogate_meta_datasets(path, trust_feature_extractor=extractor)
         leaked = [d for d in settings.datasets if d in seen]
         if leaked:
             raise UserError(f"{optimizer}.{USER_ARTEFACT_KEY}={path} was meta-trained on {', '.join(leaked)}, a target "
@@ -379,11 +380,12 @@ def refuse_targets_in_user_surrogates(settings: CompareSettings) -> None:
                             "meta-trains one per dataset")
 
 
-def surrogate_meta_datasets(path: str) -> set[str]:
-    """Canonical names of the datasets a surrogate file was meta-trained on."""
+def surrogate_meta_datasets(path: str, trust_feature_extractor: bool | str = False) -> set[str]:
+    """Canonical names of the datasets a surrogate file was meta-trained on (``trust_feature_extractor``
+    as in :func:`~naslib_bayes.predictors.surrogate_io.load`: the search would trust the same)."""
     from naslib_bayes.predictors import surrogate_io
 
-    surrogate, info = surrogate_io.load(path)
+    surrogate, info = surrogate_io.load(path, trust_feature_extractor=trust_feature_extractor)
     names = [*surrogate.config.meta_datasets, *(info.get("meta_datasets") or [])]
     return {_canonical_or_same(name) for name in names}
 
