@@ -78,6 +78,7 @@ METHODS = {
     # The paper's encoder size alone, and every departure of docs/tnas.md undone that is an option
     # (all but the dataset encoder, which needs images): what the departures are worth.
     "tnas h512": ("tnas", {"encoder_hidden": 512}),
+    "tnas h512 lr=0.003": ("tnas", {"encoder_hidden": 512, "meta_lr": 0.003}),  # 512 does not learn at 0.01
     "tnas paper": ("tnas", {"encoder_hidden": 512, "meta_outer": "reptile", "meta_lr": 0.1,
                             "meta_output_transform": "standardise", "prior_beta": 0, "local_radius": 0}),
     "transfer-topk": ("transfer-topk", {}),
