@@ -74,11 +74,18 @@ def tnas_surrogate(args, benchmark, seed: int) -> Path:
     """The surrogate TNAS's run with ``seed`` starts from: ``--surrogate``, or meta-trained with
     ``seed`` on the other datasets (kept in ``--out`` and reused by a later invocation)."""
     from naslib_bayes.optimizers.tnas import TNAS
+    from naslib_bayes.predictors import surrogate_io
 
     if args.surrogate is not None:
+        _, info = surrogate_io.load(args.surrogate)
+        surrogate_io.refuse_other_meta_training(args.surrogate, info, args.dataset)
         return args.surrogate
-    directory = args.out / f"surrogate-seed{seed}"
-    if not (directory / "surrogate.pt").exists():
+    directory = args.out / f"surrogate-{args.dataset}-seed{seed}"  # one per target: it must never see it
+    if (directory / "surrogate.pt").exists():
+        _, info = surrogate_io.load(directory)
+        expected = {"seed": seed} if args.meta_iterations is None else {"seed": seed, "iterations": args.meta_iterations}
+        surrogate_io.refuse_other_meta_training(directory, info, args.dataset, **expected)
+    else:
         settings = {} if args.meta_iterations is None else {"meta_iterations": args.meta_iterations}
         print(f"meta-training TNAS's surrogate for seed {seed} on {', '.join(benchmark.without(args.dataset).datasets)} "
               f"(not {args.dataset}) ...", flush=True)

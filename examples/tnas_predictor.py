@@ -103,11 +103,12 @@ def surrogate_path(benchmark, target: str, metric: str, args) -> tuple[Path, lis
     path = surrogate_io.resolve(args.surrogate) if args.surrogate is not None else args.out / surrogate_io.FILE_NAME
     if path.exists() or args.surrogate is not None:  # a missing --surrogate is load()'s one-line error
         _, info = surrogate_io.load(path)
+        # a given --surrogate is the user's choice; one left in --out must be of this seed and budget
+        expected = {} if args.surrogate is not None else {"seed": args.seed, "iterations": args.meta_iterations}
+        surrogate_io.refuse_other_meta_training(path, info, target, **expected)
         print(f"using {path} (meta-trained on {', '.join(info['meta_datasets'])})")
     else:
         info = meta_train_and_save(benchmark, target, metric, args)
-    if target in info["meta_datasets"]:
-        raise UserError(f"{path} was meta-trained on {target}, the target: its predictions would not be transfer")
     return path, list(info["meta_datasets"])
 
 

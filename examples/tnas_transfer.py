@@ -74,15 +74,13 @@ def surrogate_file(benchmark, target: str, metric: str, args) -> tuple[Path, dic
     Returns the file and a summary: its meta-training datasets and whether it was trained now.
     """
     path = args.out / surrogate_io.FILE_NAME
-    if path.exists():
+    if path.exists():  # a file left by an earlier run: only one of this target, seed and budget
         _, info = surrogate_io.load(path)
+        surrogate_io.refuse_other_meta_training(path, info, target, seed=args.seed, iterations=args.meta_iterations)
         meta_trained_now = False
     else:
         info = meta_train_and_save(benchmark, target, metric, args)
         meta_trained_now = True
-    if target in info["meta_datasets"]:
-        # A file left by a run with another --target: searching with it would not be transfer.
-        raise UserError(f"{path} was meta-trained on {target}, the target: give another --out")
     if not meta_trained_now:
         print(f"reusing {path} (meta-trained on {', '.join(info['meta_datasets'])})")
     return path, {"path": str(path), "meta_datasets": list(info["meta_datasets"]),

@@ -48,7 +48,7 @@ def test_surrogate_is_meta_trained_with_the_seed_without_the_target_once_and_reu
     from naslib_bayes.predictors import surrogate_io
 
     out, result = first_run
-    _, info = surrogate_io.load(out / "surrogate-seed0")
+    _, info = surrogate_io.load(out / "surrogate-cifar100-seed0")  # one per target and seed
     assert "cifar100" not in info["meta_datasets"] and info["meta_datasets"] and info["seed"] == 0
     capsys.readouterr()
     again = example.main(_argv(nats_csv, out))

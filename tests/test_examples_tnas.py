@@ -113,6 +113,21 @@ def test_a_saved_surrogate_that_has_seen_the_target_is_refused(first_run, transf
     assert_one_line_error(capsys, exit_info, "cifar10", "--out")
 
 
+@pytest.mark.parametrize("option, value, name", [("--seed", "1", "seed 0, not 1"),
+                                                 ("--meta-iterations", "7", "iterations 50, not 7")])
+def test_a_saved_surrogate_of_another_seed_or_budget_is_refused(first_run, transfer, nats_csv, capsys, option, value,
+                                                                name):
+    out, _ = first_run
+    argv = transfer_argv(nats_csv, out)
+    if option in argv:
+        argv[argv.index(option) + 1] = value
+    else:
+        argv += [option, value]
+    with pytest.raises(SystemExit) as exit_info:
+        transfer.main(argv)
+    assert_one_line_error(capsys, exit_info, name, "--out")
+
+
 def test_a_missing_benchmark_is_a_one_line_error_naming_it(transfer, tmp_path, capsys):
     missing = tmp_path / "no-such-benchmark.csv"
     with pytest.raises(SystemExit) as exit_info:
