@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of search and training (default 0)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", type=Path,
-                        help="keep each method's search and training result.json and trained checkpoint here")
+                        help="keep each method's search and training result.json and trained checkpoint under "
+                             "DIR/<method>-<dataset>-seed<seed>/")
     search = parser.add_argument_group("search (the supernet is small so that it runs on a CPU)")
     search.add_argument("--search-channels", type=positive_int, default=4, help="supernet channels C (default 4)")
     search.add_argument("--search-cells", type=positive_int, default=3,
@@ -92,6 +93,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---- configuration ----------------------------------------------------------------------------------
+def run_folder(args, method: str) -> Path:
+    """``OUT/<method>-<dataset>-seed<seed>``: runs of other seeds or datasets never overwrite it."""
+    return args.out / f"{method}-{dataset_name(args)}-seed{args.seed}"
+
+
 def dataset_name(args) -> str:
     return args.dataset or ("mnist" if args.data_root is not None else "digits")
 
@@ -114,7 +120,7 @@ def check_data(args) -> dict[str, Any]:
     from naslib_bayes.data import load_dataset
 
     root = None if args.data_root is None else str(args.data_root)
-    return load_dataset(dataset_name(args), root, seed=0).describe()
+    return load_dataset(dataset_name(args), root, seed=0).describe()  # the split of SearchConfig.data_seed 0
 
 
 def search_config(args, optimizer: str):
@@ -173,7 +179,7 @@ def train_from_scratch(args, method: str, genotype_json: dict[str, Any]) -> dict
     print(f"training {method}'s genotype from scratch: {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} ...",
           flush=True)
     if args.out is not None:
-        folder = args.out / method / "train"
+        folder = run_folder(args, method) / "train"
         result = run_training(cfg, folder)
         results.write_result(folder, result)
     else:
@@ -332,7 +338,7 @@ def run(args) -> dict:
     searches = {name: run_search(search_config(args, name)) for name in methods}
     if args.out is not None:
         for name, result in searches.items():
-            result_files.write_result(args.out / name / "search", result)
+            result_files.write_result(run_folder(args, name) / "search", result)
     bayesnas = searches[BAYESNAS]
     for name, result in searches.items():
         print_cells(name, result["final_architecture"])

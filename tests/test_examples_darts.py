@@ -237,3 +237,15 @@ def test_missing_data_root_is_a_one_line_error_naming_it(example, tmp_path, caps
 
 def test_mnist_without_data_root_is_a_one_line_error(example, capsys):
     assert "mnist" in _error(example, capsys, FAST + ["--dataset", "mnist"])
+
+
+def test_runs_of_two_seeds_keep_their_results_side_by_side(example, tmp_path):
+    import json
+
+    for seed in ("3", "4"):
+        fast = [*FAST[:-1], seed]
+        run_example(example, [*fast, "--out", str(tmp_path)])
+    for seed in (3, 4):
+        folder = tmp_path / f"bayesnas-digits-seed{seed}"
+        assert json.loads((folder / "search" / "result.json").read_text())["seed"] == seed
+        assert json.loads((folder / "train" / "result.json").read_text())["seed"] == seed
