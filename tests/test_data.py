@@ -257,6 +257,20 @@ def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
         load_cifar10(tmp_path)
 
 
+@pytest.mark.parametrize("data, labels, message", [
+    ([[0] * 3072, [0] * 5], [1, 2], "field 'data' is not an array of images"),
+    (None, [3, 2.7], "field 'labels' is not a list of integer labels"),
+])
+def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file(tmp_path, data, labels, message):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(5))
+    data = random_pixels(np.random.default_rng(6), 2, 32) if data is None else data
+    write_pickle(folder / "test_batch", {b"data": data, b"labels": labels})
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    assert str(info.value).startswith(str(folder / "test_batch")) and message in str(info.value)
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     rng = np.random.default_rng(5)
     train_x, fine = random_pixels(rng, 12, 32), rng.integers(0, 100, 12)

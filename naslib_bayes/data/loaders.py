@@ -136,9 +136,15 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
     Each row of ``data`` stores the red plane, then green, then blue, each row-major.
     """
     content = read_pickle_dict(path)
-    data = np.asarray(pickle_field(content, "data", path))
     try:
-        labels = np.asarray(pickle_field(content, label_key, path), dtype=np.int64).reshape(-1)
+        data = np.asarray(pickle_field(content, "data", path))
+    except (TypeError, ValueError) as exc:  # e.g. rows of different lengths
+        raise UserError(f"{path}: field 'data' is not an array of images ({exc})") from None
+    try:
+        raw = np.asarray(pickle_field(content, label_key, path)).reshape(-1)
+        labels = raw.astype(np.int64)
+        if raw.dtype.kind not in "iu" and not np.array_equal(labels, raw):  # 2.7 must not become 2
+            raise ValueError("a label is not an integer")
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: field {label_key!r} is not a list of integer labels ({exc})") from None
     if data.ndim != 2 or data.shape[1] != 3 * side * side or data.dtype != np.uint8:
