@@ -311,6 +311,22 @@ def test_naslib_bayes_black_box_accepts_both_adapt_forms(naslib, api, tmp_path):
         NaslibBlackBox(config, optimizer="rs").adapt_search_space(naslib.search_spaces.NasBench301SearchSpace())
 
 
+def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib, zc_json, tmp_path):
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+    from naslib_bayes.integration.dataset_api import naslib_dataset_api
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: 1\n"
+                     "search:\n  epochs: 5\n")
+    opt = NaslibBlackBox(config, optimizer="rs")
+    opt.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(),
+                           dataset_api=naslib_dataset_api(load_benchmark(zc_json)))
+    assert len(opt.problem.objective.domain) == 491
+    for epoch in range(5):  # random search draws from the 491 cells with a value: no KeyError
+        opt.new_epoch(epoch)
+    assert len(opt.history) == 5 and all(np.isfinite(m.accuracy) for m in opt.history)
+
+
 def test_unparse_fix_keeps_the_darts_space_settings_for_retraining(naslib):
     import torch
 

@@ -24,6 +24,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.integration import load_naslib
+from naslib_bayes.integration.dataset_api import served_domain
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -54,6 +55,8 @@ class NaslibObjective(Objective):
         self._seen: set[nb201.Cell] = set()
         self._probe = search_space.clone()
         self._probe.instantiate_model = False  # set_op_indices only records the indices
+        # which cells have a value, so that optimizers pick among them (None: all, or unknown)
+        self.domain = served_domain(dataset_api, dataset)
 
     def _lookup(self, cell: nb201.Cell) -> float:
         self._probe.set_op_indices(list(nb201.to_naslib(cell)))

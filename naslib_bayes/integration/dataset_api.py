@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset
 
 #: naslib-bayes dataset name -> NASLib's key in ``nb201_data[arch]``
 NASLIB_DATASET_KEYS = {"cifar10": "cifar10-valid", "cifar100": "cifar100", "ImageNet16-120": "ImageNet16-120"}
@@ -164,6 +164,20 @@ def naslib_dataset_api(benchmark: Benchmark, warn: Callable[[str], None] | None 
             "(NASLib's eval_acc1es holds the test accuracy): searches through NASLib select on test accuracy"
         )
     return {"nb201_data": data}
+
+
+def served_domain(dataset_api: Mapping, dataset: str) -> tuple | None:
+    """The cells (sorted) a naslib-bayes ``dataset_api`` serves a finite ``eval_acc1es`` for on
+    ``dataset``, or None when it serves every cell or is NASLib's own (which cells it covers is
+    not known here)."""
+    data = dataset_api.get("nb201_data") if isinstance(dataset_api, Mapping) else None
+    if not isinstance(data, NB201Data):
+        return None
+    dataset = canonical_dataset(dataset)
+    metric = served_metric(data.benchmark, dataset)
+    if metric is None or data.benchmark.is_complete(dataset, metric):
+        return None
+    return tuple(sorted(data.benchmark.cells_with_value(dataset, metric)))
 
 
 def curve_length(dataset_api: Mapping) -> int | None:
