@@ -57,8 +57,7 @@ def run_blackbox_search(
         report_metric=report_metric,
         final_architecture=nb201.to_string(final),
         final_architecture_op_indices=list(final),
-        benchmark_accuracy={d: finite_or_none(benchmark.query(final, d, report_metric))
-                            for d in benchmark.datasets if benchmark.has_metric(d, report_metric)},
+        benchmark_accuracy=benchmark.query_everywhere(final, report_metric),
         trajectory=problem.objective.trajectory(),
         report_optimum=finite_or_none(benchmark.best(dataset, report_metric)),
         incumbent_report_accuracy=incumbent_report_values(benchmark, dataset, report_metric, problem.objective),

@@ -30,7 +30,7 @@ from naslib_bayes.comparison.runner import (
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, finite_or_none
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 from naslib_bayes.threads import torch_threads
 
 WORK_DIR = "work"
@@ -121,8 +121,7 @@ def with_benchmark_accuracy(result: dict, benchmark: Benchmark) -> dict:
     cell = derived_cell(result)
     return {**result, "command": "compare", "report_metric": REPORT_METRIC,
             "final_architecture": nb201.to_string(cell), "final_architecture_op_indices": list(cell),
-            "benchmark_accuracy": {d: finite_or_none(benchmark.query(cell, d, REPORT_METRIC))
-                                   for d in benchmark.datasets if benchmark.has_metric(d, REPORT_METRIC)}}
+            "benchmark_accuracy": benchmark.query_everywhere(cell, REPORT_METRIC)}
 
 
 def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, fingerprint: str,

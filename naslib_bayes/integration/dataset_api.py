@@ -175,9 +175,7 @@ def served_domain(dataset_api: Mapping, dataset: str) -> tuple | None:
         return None
     dataset = canonical_dataset(dataset)
     metric = served_metric(data.benchmark, dataset)
-    if metric is None or data.benchmark.is_complete(dataset, metric):
-        return None
-    return tuple(sorted(data.benchmark.cells_with_value(dataset, metric)))
+    return None if metric is None else data.benchmark.partial_domain(dataset, metric)
 
 
 def curve_length(dataset_api: Mapping) -> int | None:

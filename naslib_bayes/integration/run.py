@@ -307,8 +307,7 @@ def _benchmark_accuracy(benchmark, op_indices: list[int] | None) -> dict[str, fl
     """The final NB201 cell's test accuracy on every benchmark dataset that has it (None: no benchmark or cell)."""
     if benchmark is None or op_indices is None:
         return None
-    return {d: _finite(benchmark.query(op_indices, d, "test_accuracy"))
-            for d in benchmark.datasets if benchmark.has_metric(d, "test_accuracy")}
+    return benchmark.query_everywhere(op_indices, "test_accuracy")
 
 
 def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> dict[str, Any]:

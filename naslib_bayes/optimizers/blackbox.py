@@ -79,8 +79,7 @@ class Objective:
         self.source = benchmark.source
         self._values = benchmark.query_all(self.dataset, metric)  # private: never handed out
         self._index_of = benchmark.index_of
-        if benchmark.count_values(self.dataset, metric) < nb201.NUM_CELLS:
-            self.domain = tuple(sorted(benchmark.cells_with_value(self.dataset, metric)))
+        self.domain = benchmark.partial_domain(self.dataset, metric)
         self.queried: list[nb201.Cell] = []
         self.values: list[float] = []
         self._seen: set[nb201.Cell] = set()

@@ -23,7 +23,7 @@ from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, finite_or_none
+from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 
 SEARCH_SPACES = {"nb201": "nasbench201", "nasbench201": "nasbench201", "nas-bench-201": "nasbench201", "darts": "darts"}
 #: CPU-sized supernet defaults per space: (channels, cells). NB201: cells per stage; DARTS: cells in all.
@@ -210,9 +210,7 @@ def architecture_fields(space: str, arch) -> dict[str, Any]:
 def score_on_benchmark(result: dict[str, Any], arch, benchmark: Benchmark, report_metric: str) -> None:
     """Add the derived NB201 cell's ``report_metric`` on every benchmark dataset that has it to ``result``."""
     result["report_metric"] = report_metric
-    result["benchmark_accuracy"] = {
-        d: finite_or_none(benchmark.query(arch, d, report_metric))
-        for d in benchmark.datasets if benchmark.has_metric(d, report_metric)}
+    result["benchmark_accuracy"] = benchmark.query_everywhere(arch, report_metric)
     result["config"]["benchmark"] = benchmark.source
     result["notes"] += [f"derived cell scored by {benchmark.source}; the search never saw that data"]
 

@@ -142,6 +142,18 @@ class Benchmark:
         return self._index[nb201.parse(arch)]
 
     # ---- queries ---------------------------------------------------------------------------
+    def partial_domain(self, dataset: str, metric: str) -> tuple[nb201.Cell, ...] | None:
+        """:meth:`cells_with_value`, sorted, when some cells lack a value for (dataset, metric);
+        None when every cell has one (no domain to keep a search within)."""
+        if self.is_complete(dataset, metric):
+            return None
+        return tuple(sorted(self.cells_with_value(dataset, metric)))
+
+    def query_everywhere(self, arch: str | Sequence[int], metric: str) -> dict[str, float | None]:
+        """``metric`` of one cell on every dataset that has the metric, a missing value as None
+        (how result files report a derived or incumbent cell)."""
+        return {d: finite_or_none(self.query(arch, d, metric)) for d in self.datasets if self.has_metric(d, metric)}
+
     def query(self, arch: str | Sequence[int], dataset: str, metric: str = "test_accuracy") -> float:
         """Value of ``metric`` for one cell on ``dataset`` (NaN when the file lacks the cell)."""
         return float(self._column(dataset, metric)[self.index_of(arch)])
