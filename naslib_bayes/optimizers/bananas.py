@@ -20,7 +20,6 @@ budget of 100.
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy.stats import norm
 

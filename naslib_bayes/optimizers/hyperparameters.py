@@ -43,7 +43,8 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     its lower bound is a UserError naming ``owner``, the hyper-parameter and the value.
 
     A value is checked against the type of its default (bool, int, float, str), and a missing
-    one (None) is refused unless the default is None; a default of None accepts anything. An int default accepts an integral float, a float default any number.
+    one (None) is refused unless the default is None; a default of None accepts anything. An
+    int default accepts an integral float, a float default any number.
     ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
     ignored, so a base class may bound what only some subclasses accept).
     """
