@@ -72,8 +72,7 @@ def main(argv=None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bench = load_benchmark(args.benchmark)
     # every derived cell is scored on all three datasets: say before hours of searches, not after
-    lacking = [d for d in DATASETS if d not in bench.datasets or "test_accuracy" not in bench.metrics(d)
-               or not bench.is_complete(d, "test_accuracy")]
+    lacking = [d for d in DATASETS if not bench.has_metric(d, "test_accuracy") or not bench.is_complete(d, "test_accuracy")]
     if lacking:
         p.error(f"{bench.source} lacks test accuracy of some or all cells on {', '.join(lacking)}; "
                 "this benchmark needs a complete NAS-Bench-201 file (e.g. the NATS-Bench CSV)")
