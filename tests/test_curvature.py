@@ -188,3 +188,17 @@ def test_pooling_rules_match_squared_jacobian():
         assert torch.allclose(got, want, atol=1e-6)
     del g
 
+
+
+def test_indexing_rule_matches_squared_jacobian_with_repeated_indices():
+    """x[:, [0, 0, 2]] reads channel 0 twice: G_x = (J o J)^T G_y counts both copies."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4)
+    rule = curvature._FUNCTION_RULES[torch.Tensor.__getitem__]
+    for index in ((slice(None), [0, 0, 2]), (slice(None), slice(1, None)), (0, torch.tensor([1, 1, 1]))):
+        y = x[index]
+        gy = torch.rand_like(y)
+        ((_, got),) = rule(None, (x, index), {}, y, gy)
+        jac = torch.autograd.functional.jacobian(lambda t: t[index], x).reshape(y.numel(), x.numel())
+        want = ((jac**2).t() @ gy.reshape(-1)).reshape(x.shape)
+        assert torch.allclose(got, want, atol=1e-6), index

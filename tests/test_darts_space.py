@@ -10,7 +10,9 @@ import torch
 
 from naslib_bayes.optimizers.bayesnas.curvature import gauss_newton_diagonal
 from naslib_bayes.optimizers.bayesnas.switches import SwitchBank
+from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.optimizers.oneshot import OneShotModel
+from naslib_bayes.optimizers.random_cell import RandomCell
 from naslib_bayes.search_spaces.darts.eval_network import DartsEvalNetwork, drop_path
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.darts.ops import NONZERO_PRIMITIVES, PRIMITIVES, make_op
@@ -71,6 +73,16 @@ def test_eval_network_drop_path_and_auxiliary_head():
     dropped = drop_path(x, 0.25, torch.Generator().manual_seed(0))
     assert 0.2 < float((dropped == 0).float().mean()) < 0.3
     assert torch.allclose(dropped.mean(), torch.tensor(1.0), atol=0.1)  # rescaled by 1/(1-p)
+
+
+@pytest.mark.parametrize("method", [DARTS, RandomCell])
+def test_baselines_derive_the_concat_of_their_search_network(method):
+    """With multiplier 2 of 4 steps the search cell concatenates nodes 4 and 5 only; the derived
+    genotype must describe that cell, not one concatenating every intermediate node."""
+    opt = method(seed=0)
+    opt.adapt_search_space(DartsSearchNetwork(4, 10, layers=5, steps=4, multiplier=2, in_channels=1))
+    genotype = opt.get_final_architecture()
+    assert genotype.normal_concat == genotype.reduce_concat == (4, 5)
 
 
 def test_genotype_validation():

@@ -103,7 +103,7 @@ class DARTS(OneShotOptimizer):
             ops = [nb201.NONE] + [nb201.OPS.index(op) for op in self.topologies[name].ops]
             return tuple(ops[int(torch.argmax(w[e]))] for e in range(nb201.NUM_EDGES))
         if self.space_name == "darts":
-            cells = {name: _darts_cell(w, self.topologies[name].ops, self.model.net.steps) for name, w in weights.items()}
+            cells = {name: _darts_cell(w, self.topologies[name], self.model.net.steps) for name, w in weights.items()}
             normal = cells.get("normal") or cells["reduce"]
             reduce = cells.get("reduce") or cells["normal"]
             return Genotype(normal[0], normal[1], reduce[0], reduce[1])
@@ -113,8 +113,10 @@ class DARTS(OneShotOptimizer):
         return {"architecture_weights": {name: w.tolist() for name, w in self.weights().items()}}
 
 
-def _darts_cell(weights: torch.Tensor, ops, steps: int):
-    """Top-2 incoming edges per node by their best non-none weight, each with that op."""
+def _darts_cell(weights: torch.Tensor, topology, steps: int):
+    """Top-2 incoming edges per node by their best non-none weight, each with that op; the
+    concat is the nodes the search cell concatenates (``topology.outputs``)."""
+    ops = topology.ops
     edges = [(src, j) for j in range(2, steps + 2) for src in range(j)]
     chosen = []
     for j in range(2, steps + 2):
@@ -123,4 +125,4 @@ def _darts_cell(weights: torch.Tensor, ops, steps: int):
         for e in sorted(best, key=lambda e: edges[e][0]):
             k = int(torch.argmax(weights[e, 1:]))
             chosen.append((ops[k], edges[e][0]))
-    return tuple(chosen), tuple(range(2, steps + 2))
+    return tuple(chosen), tuple(topology.outputs)

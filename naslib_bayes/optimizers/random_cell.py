@@ -46,13 +46,15 @@ class RandomCell(OneShotOptimizer):
                     return cell
         if self.space_name == "darts":
             steps = self.model.net.steps
+            # the concat is what the search cells concatenate (the last `multiplier` nodes)
+            concat = tuple(self.model.net.topologies()[0].outputs)
 
             def random_cell():
                 edges = []
                 for j in range(2, steps + 2):
                     for src in sorted(rng.sample(range(j), 2)):
                         edges.append((rng.choice(NONZERO_PRIMITIVES), src))
-                return tuple(edges), tuple(range(2, steps + 2))
+                return tuple(edges), concat
 
             normal, reduce = random_cell(), random_cell()
             return Genotype(normal[0], normal[1], reduce[0], reduce[1])

@@ -350,9 +350,9 @@ def _transpose_rule(ctx, args, kwargs, out, g):
 
 def _getitem_rule(ctx, args, kwargs, out, g):
     x, index = args[0], args[1]
-    gx = torch.zeros(x.shape, dtype=g.dtype, device=g.device)
-    gx[index] += g
-    return [(x, gx)]
+    # J has 0/1 entries, so (J o J)^T g = J^T g; autograd's backward sums an element read
+    # several times (repeated advanced indices), which ``gx[index] += g`` would not.
+    return [(x, _vjp(lambda t: t[index], x.to(g.dtype), g))]
 
 
 def _cat_rule(ctx, args, kwargs, out, g):
