@@ -256,3 +256,14 @@ def test_nb201_digits_search_result_validates(nats_benchmark):
     assert 0.0 <= result["repair_fraction"] <= 1.0
     assert result["repair_fraction"] == pytest.approx(
         sum(r["decision"] == "repair" for r in result["relevance"]) / len(result["relevance"]))
+
+
+def test_result_extras_hands_out_copies_of_the_update_records():
+    """search_result pops each update's time_s into a field of its own; that must not strip the
+    optimizer's own records (a second result, or a checkpoint written after it, keeps them)."""
+    opt = make()
+    _fixed_curvature(opt)
+    opt.architecture_update()
+    opt.result_extras()["architecture_updates"][0].pop("time_s")
+    assert "time_s" in opt.result_extras()["architecture_updates"][0]
+    assert "time_s" in opt.updates[0]

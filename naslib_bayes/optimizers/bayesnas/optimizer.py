@@ -297,7 +297,7 @@ class BayesNAS(OneShotOptimizer):
         return {
             "relevance": self.relevance(),
             "repair_fraction": None if self.last_derivation is None else self.last_derivation["repair_fraction"],
-            "architecture_updates": list(self.updates),
+            "architecture_updates": [dict(u) for u in self.updates],  # callers pop fields
         }
 
     # ---- resume -------------------------------------------------------------------------------
