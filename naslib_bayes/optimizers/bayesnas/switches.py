@@ -260,10 +260,15 @@ def curvature_by_type(bank: SwitchBank, sums: dict, reduction: str = "mean", num
     for name in bank.topologies:
         hp = sums.get(bank.parent[name])
         hc = sums.get(bank.child[name])
-        hp = torch.zeros(bank.parent[name].shape, dtype=torch.float64) if hp is None else hp * scale
-        hc = torch.zeros(bank.child[name].shape, dtype=torch.float64) if hc is None else hc * scale
+        hp = no_curvature(bank.parent[name]) if hp is None else hp * scale
+        hc = no_curvature(bank.child[name]) if hc is None else hc * scale
         out[name] = (hp, hc)
     return out
+
+
+def no_curvature(switches: torch.Tensor) -> torch.Tensor:
+    """Zero curvature for switches no loss term reached, where the update will meet them (their device)."""
+    return torch.zeros(switches.shape, dtype=torch.float64, device=switches.device)
 
 
 def iter_groups(topology: CellTopology) -> Iterable[tuple[int, int | None]]:
