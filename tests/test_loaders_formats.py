@@ -430,6 +430,18 @@ def test_an_invalid_cell_in_an_npz_is_refused_naming_the_file(tmp_path, damage):
     assert str(error.value).startswith(f"{path}: invalid NAS-Bench-201 cell")
 
 
+@pytest.mark.parametrize("table, message", [
+    ({"mnist/test_accuracy": np.array([91.0, 88.0])}, "unknown NAS-Bench-201 dataset 'mnist'"),
+    ({"cifar10/test_accuracy": np.array([[91.0], [88.0]])}, "cifar10/test_accuracy has shape (2, 1)"),
+], ids=["unknown_dataset", "wrong_shape"])
+def test_a_bad_table_in_an_npz_is_refused_naming_the_file(tmp_path, table, message):
+    path = tmp_path / "bench.npz"
+    np.savez(path, cells=np.array([nb201.from_string(ARCH_A), nb201.from_string(ARCH_B)]), **table)
+    with pytest.raises(UserError) as error:
+        loaders.load_benchmark(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
 def test_damaged_npz_is_a_user_error(tmp_path):
     path = tmp_path / "bench.npz"
     path.write_bytes(b"PK\x03\x04 truncated")
