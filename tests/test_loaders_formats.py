@@ -346,6 +346,22 @@ def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     assert str(path) in str(err.value) and "|nor_conv_3x3~0|+|bogus~0|" in str(err.value)
 
 
+@pytest.mark.parametrize("entry, place", [
+    ({"eval_acc1es": [True]}, "eval_acc1es: True is not a number"),
+    ({"eval_acc1es": ["abc"]}, "eval_acc1es: 'abc' is not a number"),
+    ({"eval_acc1es": [90.0], "train_acc1es": ["q"]}, "train_acc1es: 'q' is not a number"),
+    ({"eval_acc1es": [90.0], "cost_info": {"flops": "x"}}, "cost_info.flops: 'x' is not a number"),
+    ({"eval_acc1es": [90.0], "cost_info": [1]}, "cost_info holds list, not a mapping"),
+], ids=["bool", "text", "train_text", "cost_text", "cost_list"])
+def test_naslib_pickle_bad_values_name_the_file_cell_dataset_and_field(tmp_path, entry, place):
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump({ARCH_A: {"cifar10-valid": entry}}, handle)
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(err.value) == f"{path}: {ARCH_A} / cifar10-valid, {place}"
+
+
 def test_corrupt_pickle_in_a_folder_names_the_file(tmp_path):
     write_naslib_pickles(tmp_path)
     broken = tmp_path / "nb201_cifar100_full_training.pickle"
