@@ -166,3 +166,21 @@ def test_a_missing_surrogate_is_the_only_line_and_makes_no_folder(capsys, tmp_pa
                            "--budget", "3", "--surrogate", tmp_path / "missing", "--out", tmp_path / "out")
     assert code == 2 and err.strip() == f"naslib-bayes: error: surrogate file '{tmp_path / 'missing'}' does not exist"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, number", [("1e-3", 1e-3), ("5E2", 500.0), ("-2.5e+1", -25.0), ("3.", 3.0)])
+def test_opt_reads_exponent_notation_as_a_number(text, number):
+    # YAML 1.1 (PyYAML) reads "1e-3" as a string, so a learning rate written the usual way was
+    # refused as "expected float"
+    from naslib_bayes.commands.common import key_value
+
+    key, value = key_value(f"bananas.lr={text}")
+    assert key == "bananas.lr" and isinstance(value, float) and value == number
+
+
+def test_opt_keeps_text_that_only_looks_like_a_number():
+    from naslib_bayes.commands.common import key_value
+
+    assert key_value("acq_fn_type=ei") == ("acq_fn_type", "ei")
+    assert key_value("name=1e") == ("name", "1e")
+    assert key_value("name='1e-3'") == ("name", "1e-3")  # quoted: the user asked for text

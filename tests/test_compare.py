@@ -253,6 +253,24 @@ def test_prepared_per_dataset_every_seed_gets_seed_0s_preparation(fake_transfer,
         runner.run_comparison(per_seed, benchmark=nats_benchmark)
 
 
+def test_a_budget_no_run_can_spend_is_refused_before_any_preparation_or_run(fake_transfer, nats_csv, nats_benchmark,
+                                                                             tmp_path):
+    settings = settings_for(nats_csv, tmp_path / "out", optimizers=[fake_transfer, "rs"], budget=15626)
+    with pytest.raises(UserError, match="a budget of 15626 queries exceeds the 15,625 cells"):
+        runner.run_comparison(settings, benchmark=nats_benchmark)
+    assert FakeTransfer.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_budget_beyond_a_partial_benchmark_is_refused_before_the_runs_that_could_spend_it(tmp_path):
+    from partial_benchmark import write_partial_csv
+
+    path = write_partial_csv(tmp_path / "partial.csv", 40)
+    settings = settings_for(path, tmp_path / "out", optimizers=["re", "rs"], datasets=["cifar10"], budget=41)
+    with pytest.raises(UserError, match="RandomSearch picks only among them: a budget of 41 queries exceeds them"):
+        runner.run_comparison(settings)
+    assert not (tmp_path / "out").exists()  # re's runs would have been spent before rs's failed
+
+
 def test_a_comparison_from_before_per_seed_preparations_keeps_its_runs_and_surrogate(fake_transfer, nats_csv,
                                                                                       nats_benchmark, tmp_path):
     """Earlier versions kept one preparation (seed 0) in the optimizer's folder, and runs did not name it."""

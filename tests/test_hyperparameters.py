@@ -17,6 +17,14 @@ def test_values_take_the_type_of_their_default():
     assert type(merged["steps"]) is int and type(merged["lr"]) is float
 
 
+def test_a_float_in_exponent_notation_read_as_text_by_yaml_is_a_number():
+    # PyYAML and NASLib's config files (YAML 1.1) hand "3e-4" on as text: a float all the same
+    merged = merge_hyperparameters("Opt", DEFAULTS, {"lr": "3e-4"})
+    assert merged["lr"] == 3e-4 and type(merged["lr"]) is float
+    with pytest.raises(UserError, match="lr='3e'"):
+        merge_hyperparameters("Opt", DEFAULTS, {"lr": "3e"})
+
+
 @pytest.mark.parametrize("given, message", [
     ({"step": 1}, "Opt: unknown hyper-parameter 'step' (known: lr, mode, only, path, steps)"),
     ({"steps": "abc"}, "Opt: hyper-parameter steps='abc': expected int (default 5)"),

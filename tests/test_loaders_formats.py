@@ -346,6 +346,22 @@ def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     assert str(path) in str(err.value) and "|nor_conv_3x3~0|+|bogus~0|" in str(err.value)
 
 
+@pytest.mark.parametrize("entry, place", [
+    ({"eval_acc1es": [True]}, "eval_acc1es: True is not a number"),
+    ({"eval_acc1es": ["abc"]}, "eval_acc1es: 'abc' is not a number"),
+    ({"eval_acc1es": [90.0], "train_acc1es": ["q"]}, "train_acc1es: 'q' is not a number"),
+    ({"eval_acc1es": [90.0], "cost_info": {"flops": "x"}}, "cost_info.flops: 'x' is not a number"),
+    ({"eval_acc1es": [90.0], "cost_info": [1]}, "cost_info holds list, not a mapping"),
+], ids=["bool", "text", "train_text", "cost_text", "cost_list"])
+def test_naslib_pickle_bad_values_name_the_file_cell_dataset_and_field(tmp_path, entry, place):
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump({ARCH_A: {"cifar10-valid": entry}}, handle)
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    assert str(err.value) == f"{path}: {ARCH_A} / cifar10-valid, {place}"
+
+
 def test_corrupt_pickle_in_a_folder_names_the_file(tmp_path):
     write_naslib_pickles(tmp_path)
     broken = tmp_path / "nb201_cifar100_full_training.pickle"
@@ -428,6 +444,18 @@ def test_an_invalid_cell_in_an_npz_is_refused_naming_the_file(tmp_path, damage):
     with pytest.raises(UserError) as error:
         loaders.load_benchmark(path)
     assert str(error.value).startswith(f"{path}: invalid NAS-Bench-201 cell")
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"mnist/test_accuracy": np.array([91.0, 88.0])}, "unknown NAS-Bench-201 dataset 'mnist'"),
+    ({"cifar10/test_accuracy": np.array([[91.0], [88.0]])}, "cifar10/test_accuracy has shape (2, 1)"),
+], ids=["unknown_dataset", "wrong_shape"])
+def test_a_bad_table_in_an_npz_is_refused_naming_the_file(tmp_path, table, message):
+    path = tmp_path / "bench.npz"
+    np.savez(path, cells=np.array([nb201.from_string(ARCH_A), nb201.from_string(ARCH_B)]), **table)
+    with pytest.raises(UserError) as error:
+        loaders.load_benchmark(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
 
 
 def test_damaged_npz_is_a_user_error(tmp_path):

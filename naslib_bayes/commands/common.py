@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,15 @@ positive_float = _float_above(0.0, inclusive=False, what="positive")
 non_negative_float = _float_above(0.0, inclusive=True, what="non-negative")
 
 
+class _ValueLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that ``1e-3`` is a number: PyYAML follows YAML 1.1, whose
+    floats need a dot, and would hand a learning rate written the usual way on as text."""
+
+
+_ValueLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, booleans, lists).
 
@@ -81,7 +91,7 @@ def key_value(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"--opt takes KEY=VALUE, got {text!r}")
     prefix, dot, name = key.rpartition(".")
     try:
-        return prefix + dot + name.replace("-", "_"), yaml.safe_load(value)
+        return prefix + dot + name.replace("-", "_"), yaml.load(value, Loader=_ValueLoader)
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"--opt {key}: cannot parse value {value!r}") from None
 

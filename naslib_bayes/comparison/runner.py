@@ -364,6 +364,17 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def refuse_budgets_no_run_can_spend(settings: CompareSettings, benchmark: Benchmark, search_metric: str) -> None:
+    """A budget beyond the space, or beyond the cells with a value for an optimizer that picks only
+    those, fails every run of the grid: refused before the preparations and the other runs."""
+    from naslib_bayes.optimizers.blackbox import Objective
+
+    for dataset in settings.datasets:
+        objective = Objective(benchmark, dataset, search_metric, settings.budget)  # refuses budget > 15,625
+        for name in settings.optimizers:
+            registry.get_spec(name, registry.BLACK_BOX).load().check_budget(objective)
+
+
 def refuse_targets_in_user_surrogates(settings: CompareSettings) -> None:
     """A transfer method must never see its target: refuse a given surrogate meta-trained on one."""
     for optimizer in settings.optimizers:
@@ -495,6 +506,7 @@ def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec]
     default search metric that differs between datasets, a given surrogate that saw a target.
     """
     determinants = Determinants.of(settings, benchmark)
+    refuse_budgets_no_run_can_spend(settings, benchmark, determinants.search_metric)
     refuse_targets_in_user_surrogates(settings)
 
     def check(spec: RunSpec, result: dict[str, Any]) -> None:

@@ -216,15 +216,17 @@ class BlackBoxOptimizer(abc.ABC):
         if search_space is not None:
             problem.space = search_space
         self.problem = problem
-        self._check_budget_fits_domain()
+        self.check_budget(problem.objective)
         self.setup()
 
-    def _check_budget_fits_domain(self) -> None:
-        objective = self.problem.objective
-        if self.picks_only_from_domain and objective.domain is not None and objective.budget > len(objective.domain):
+    @classmethod
+    def check_budget(cls, objective: Objective) -> None:
+        """A UserError when this optimizer cannot spend ``objective``'s budget on cells with a value
+        (a comparison asks before any run, so that no run is spent on a grid that fails later)."""
+        if cls.picks_only_from_domain and objective.domain is not None and objective.budget > len(objective.domain):
             raise UserError(
                 f"{objective.source} has {objective.dataset} {objective.metric} for {len(objective.domain):,} of "
-                f"{nb201.NUM_CELLS:,} cells and {type(self).__name__} picks only among them: a budget of "
+                f"{nb201.NUM_CELLS:,} cells and {cls.__name__} picks only among them: a budget of "
                 f"{objective.budget} queries exceeds them"
             )
 

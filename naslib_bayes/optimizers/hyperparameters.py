@@ -8,6 +8,7 @@ not surface as a ``ValueError`` (or a silently meaningless run) deep inside it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -37,6 +38,11 @@ def above(value: float) -> LowerBound:
     return LowerBound(value, strict=True)
 
 
+#: A float in exponent notation without a dot (``3e-4``): YAML 1.1 readers (PyYAML, NASLib's config
+#: files) hand it on as text, though every user means a number by it.
+_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+")
+
+
 def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
                           lower_bounds: Mapping[str, LowerBound] | None = None) -> dict[str, Any]:
     """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
@@ -44,7 +50,8 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
 
     A value is checked against the type of its default (bool, int, float, str), and a missing
     one (None) is refused unless the default is None; a default of None accepts anything. An
-    int default accepts an integral float, a float default any number.
+    int default accepts an integral float, a float default any number (and ``"3e-4"``, which
+    YAML 1.1 reads as text).
     ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
     ignored, so a base class may bound what only some subclasses accept).
     """
@@ -84,6 +91,8 @@ def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value.replace("_", ""))
     elif kind is str:
         if isinstance(value, str):
             return value

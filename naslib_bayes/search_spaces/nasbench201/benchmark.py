@@ -82,12 +82,16 @@ class Benchmark:
         self._index = {c: i for i, c in enumerate(ordered)}
         self._tables: dict[str, dict[str, np.ndarray]] = {}
         for dataset, metrics in tables.items():
-            dataset = canonical_dataset(dataset)
+            try:
+                dataset = canonical_dataset(dataset)
+            except UserError as exc:  # name the file the table came from
+                raise UserError(f"{self.source}: {exc}") from None
             for metric, values in metrics.items():
                 column = np.full(nb201.NUM_CELLS, np.nan)
                 values = np.asarray(values, dtype=np.float64)
                 if values.shape != (self.num_in_file,):
-                    raise UserError(f"{self.source}: {dataset}/{metric} has {values.size} values for {self.num_in_file} cells")
+                    raise UserError(f"{self.source}: {dataset}/{metric} has shape {values.shape}, not one value for "
+                                    f"each of its {self.num_in_file} cells")
                 _refuse_infinities(self.source, dataset, metric, values, ordered)
                 column[: self.num_in_file] = values
                 self._tables.setdefault(dataset, {})[metric] = column

@@ -20,7 +20,8 @@ folder is never loaded (it has to be named itself), and NASLib pickles are read 
 unpickler that builds data only.
 
 In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
-or a non-finite number where a number belongs is an error naming the file and the place.
+or a non-finite number where a number belongs is an error naming the file and the place; so
+is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset and the field).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import csv
 import json
 import logging
 import math
+import numbers
 import os
 import pickle
 import zipfile
@@ -240,17 +242,28 @@ def _unpickle(path: Path) -> dict:
 
 
 def _pickle_metrics(path, arch: str, ds_key: str, entry: dict) -> dict[str, float]:
+    where = f"{path}: {arch} / {ds_key}"
     try:
-        final_eval = float(entry["eval_acc1es"][-1])
+        final_eval = _pickle_number(where, "eval_acc1es", entry["eval_acc1es"][-1])
         metrics = {"val_accuracy": final_eval, "test_accuracy": final_eval}
         if entry.get("train_acc1es"):
-            metrics["train_accuracy"] = float(entry["train_acc1es"][-1])
+            metrics["train_accuracy"] = _pickle_number(where, "train_acc1es", entry["train_acc1es"][-1])
     except (KeyError, IndexError, TypeError):
-        raise UserError(f"{path}: {arch} / {ds_key} has no 'eval_acc1es' curve") from None
-    for field, value in (entry.get("cost_info") or {}).items():
+        raise UserError(f"{where} has no 'eval_acc1es' curve") from None
+    cost_info = entry.get("cost_info") or {}
+    if not isinstance(cost_info, dict):
+        raise UserError(f"{where}, cost_info holds {type(cost_info).__name__}, not a mapping")
+    for field, value in cost_info.items():
         if field in ("flops", "params", "latency", "train_time") and value is not None:
-            metrics[field] = float(value)
+            metrics[field] = _pickle_number(where, f"cost_info.{field}", value)
     return metrics
+
+
+def _pickle_number(where: str, field: str, value) -> float:
+    """A pickled value as a float; a bool or anything but a number is a UserError at ``where``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise UserError(f"{where}, {field}: {value!r} is not a number")
+    return float(value)
 
 
 # ---- NASLib zero-cost JSON ------------------------------------------------------------
