@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -301,7 +301,12 @@ def test_censored_median_and_queries_to_optimum():
     assert summary.queries_to_optimum(np.array([3.0, 1.0, 0.0, 0.0])) == 3
     assert summary.queries_to_optimum(np.array([3.0, 1.0])) == 3  # never: budget + 1
     assert summary.censored_median([5, 9, 7, 101], 100) == (8.0, False)  # mean of the two middle values
-    assert summary.censored_median([5, 101, 7, 101], 100) == (101, True)  # the upper middle value is censored
+    # Only the upper middle value is censored: the median is (7 + x) / 2 with x > 100, so at least
+    # (7 + 101) / 2 = 54, not above the budget.
+    assert summary.censored_median([5, 101, 7, 101], 100) == (54.0, True)
+    assert summary.fmt_median(SimpleNamespace(budget=100, censored=True, median_queries=54.0)) == ">=54"
+    assert summary.fmt_median(SimpleNamespace(budget=100, censored=True, median_queries=101)) == ">100"
+    assert summary.censored_median([5, 101, 101, 101], 100) == (101, True)
     assert summary.censored_median([5, 101, 101, 7, 101], 100) == (101, True)
     assert summary.censored_median([5, 101, 7], 100) == (7.0, False)
 

@@ -10,9 +10,10 @@ seeded by the dataset's name: the same runs always give the same interval, whate
 the table, and all optimizers on a dataset are resampled with the same seed draws (paired, as
 their runs share seeds). "Queries to the optimum" is the first t at which regret is zero; a run
 that never gets there counts as budget + 1, and the median is the usual one (the mean of the
-two middle values for an even number of seeds) unless a middle value is censored: then the
-median is above the budget and prints as ">budget" instead of averaging a censored value into a
-number. "Distinct trajectories" counts the different query sequences among the seeds: a method
+two middle values for an even number of seeds) unless a middle value is censored: then only a
+bound is known, printed as ">budget" when every middle value is censored and as ">=m" when only
+the upper one is (m the mean of the lower one and budget + 1), instead of averaging a censored
+value into a number. "Distinct trajectories" counts the different query sequences among the seeds: a method
 whose seeds cannot change its queries (a deterministic ranking, one shared surrogate) has one,
 and then its interval says nothing about the variation between seeds.
 """
@@ -90,13 +91,15 @@ def queries_to_optimum(curve: np.ndarray) -> int:
 def censored_median(values: Sequence[int], budget: int) -> tuple[float, bool]:
     """Median of ``values`` and whether it is censored (a middle value is above the budget).
 
-    A censored median is returned as budget + 1: only "more than the budget" is known of it.
+    A censored median is returned as the least it can be, counting every censored value as
+    budget + 1: budget + 1 when every middle value is censored ("more than the budget"), the
+    mean of the lower middle value and budget + 1 when only the upper one is.
     """
     ordered = sorted(values)
     middle = ordered[(len(ordered) - 1) // 2 : len(ordered) // 2 + 1]
-    if middle[-1] > budget:
-        return budget + 1, True
-    return sum(middle) / len(middle), False
+    censored = middle[-1] > budget
+    middle = [min(v, budget + 1) for v in middle]
+    return sum(middle) / len(middle), censored
 
 
 def distinct_trajectories(results: Iterable[Mapping[str, Any]]) -> int:
@@ -303,7 +306,10 @@ def fmt_regret(mean: float, low: float, high: float) -> str:
 
 
 def fmt_median(row: Row) -> str:
-    return f">{row.budget}" if row.censored else f"{row.median_queries:g}"
+    """The median, a censored one as the bound known of it (">100" for a budget of 100, ">=54")."""
+    if not row.censored:
+        return f"{row.median_queries:g}"
+    return f">{row.budget}" if row.median_queries > row.budget else f">={row.median_queries:g}"
 
 
 def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##") -> str:
@@ -349,7 +355,8 @@ def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
         f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: mean over "
         f"seeds [{CONFIDENCE:.0%} bootstrap interval]. Queries to optimum: median over seeds of the first query "
         f"with zero regret; runs that never reach it count as {summary.budget + 1}, so a censored median prints as "
-        f">{summary.budget}. Distinct trajectories: different query sequences among the seeds; where there are fewer "
+        f">{summary.budget} (>=m where only the upper of the two middle runs never reaches it, m counting it as "
+        f"{summary.budget + 1}). Distinct trajectories: different query sequences among the seeds; where there are fewer "
         f"than seeds (a deterministic ranking, or one meta-trained surrogate shared by all seeds), the interval does "
         f"not measure the variation between seeds.",
     ]
