@@ -133,6 +133,27 @@ def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
         assert torch.allclose(slim(net, plan).to_dense().eval()(x), net.eval()(x), atol=1e-5, rtol=0)
 
 
+def test_a_constant_unit_read_only_by_a_kept_constant_unit_stays_exact():
+    """conv1 unit 1 is constant; only conv2 unit 1 reads it, and that unit is kept (a constant
+    that zero padding makes differ at the border of conv3's input): the padded map conv1 unit 1
+    becomes at conv2 differs at the border too, so it cannot be folded into conv2 unit 1's bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    with torch.no_grad():
+        model[0].weight[1].zero_()
+        model[0].bias[1] = 0.8
+        model[2].weight[:, 1].zero_()
+        model[2].weight[1].zero_()
+        model[2].weight[1, 1] = torch.randn(3, 3)
+    net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
+    plan = plan_pruning(net, [None] * 4, [None] * 4)
+    assert plan.removed[1]["constant_kept"] == 1 and plan.removed[0]["constant_kept"] == 1
+    x = torch.randn(4, 2, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(slim(net, plan).eval()(x), net.eval()(x), atol=1e-5, rtol=0)
+
+
 def test_pruned_first_layer_inputs_become_an_input_selection():
     model = build_model("lenet300", (1, 8, 8), 10)
     net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
