@@ -216,6 +216,10 @@ class _Block(nn.Module):
      ["'2'", "Unflatten"]),
     (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 3)),
      ["two BatchNorms"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(144, 3)), ["'1'", "BatchNorm1d"]),
+    (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm2d(8), nn.Linear(8, 3)), ["'2'", "BatchNorm2d"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(36, 3)),
+     ["'1'", "MaxPool2d", "return_indices"]),
 ])
 def test_unsupported_models_give_an_error_naming_the_module(model, words):
     with pytest.raises(UnsupportedModelError) as info:

@@ -216,6 +216,9 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
         if x.dim() != 2:
             raise UnsupportedModelError(f"module '{name}' (Linear) gets a {x.dim()}-d input; flatten the "
                                         "feature map first")
+    elif isinstance(module, nn.MaxPool2d) and module.return_indices:
+        raise UnsupportedModelError(f"module '{name}' (MaxPool2d) has return_indices=True; its output is a "
+                                    "pair, not the next layer's input")
     elif isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim not in (-1, x.dim() - 1):
             raise UnsupportedModelError(f"module '{name}' (Flatten) must flatten dims 1..-1, "
@@ -246,7 +249,7 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
                 step_inputs.append(tuple(x.shape[1:]))
                 try:
                     x = module(x)
-                except RuntimeError as exc:
+                except (RuntimeError, ValueError) as exc:  # ValueError: a BatchNorm of the wrong dimension
                     raise UnsupportedModelError(f"module '{name}' ({type(module).__name__}) fails on the input "
                                                 f"shape {step_inputs[-1]}: {exc}") from None
                 outputs.append(tuple(x.shape[1:]))
