@@ -205,8 +205,22 @@ class _Block(nn.Module):
         return x + self.conv(x)
 
 
+class _TiedConv(nn.Module):
+    """One convolution applied twice (tied weights), with one ReLU module reused as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2 * 64, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.relu(self.conv(self.relu(self.conv(x)))), 1))
+
+
 @pytest.mark.parametrize("model, words", [
     (_Sigmoid(), ["'features.1'", "Sigmoid"]),
+    (_TiedConv(), ["'conv'", "Conv2d", "2 times"]),
     (_Residual(), ["sequential chains"]),
     (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), _Block(), nn.Flatten(), nn.Linear(72, 3)),
      ["used 2 times", "module '2' (_Block)", "sequential chains"]),
@@ -240,6 +254,9 @@ def test_functional_flatten_and_relu_are_read_as_modules():
 
     chain = trace_chain(Net())
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    relu = nn.ReLU()  # a module without weights may be reused
+    chain = trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 2, 3), relu))
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
 
 
 # ------------------------------------------------------------------------------ HARD update
