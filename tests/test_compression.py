@@ -381,6 +381,23 @@ def test_loading_rejects_a_foreign_widths_file(tmp_path):
         load_compressed(tmp_path)
 
 
+@pytest.mark.parametrize("edit", [lambda d: d.pop("modules"), lambda d: d.update(modules={"type": "ReLU"}),
+                                  lambda d: d["modules"][1].update(out_features=-1)])
+def test_a_damaged_widths_file_is_a_user_error_naming_it(tmp_path, edit):
+    import json
+
+    from naslib_bayes.errors import UserError
+
+    save_compressed(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), tmp_path, (1, 2, 2))
+    path = tmp_path / "widths.json"
+    description = json.loads(path.read_text())
+    edit(description)
+    path.write_text(json.dumps(description))
+    with pytest.raises(UserError) as info:
+        load_compressed(tmp_path)
+    assert str(path) in str(info.value)
+
+
 def test_pruning_that_leaves_the_output_constant_is_a_user_error():
     from naslib_bayes.errors import UserError
 
