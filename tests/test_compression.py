@@ -291,6 +291,25 @@ def test_min_units_repairs_an_emptied_layer():
     assert updates[1].repaired_units == 2
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rebalance_keeps_the_function_and_brings_switches_to_unit_rms(channels_last):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(5 * 16, 6), nn.ReLU(), nn.Linear(6, 3))
+    if channels_last:  # weights whose rows are not contiguous in memory
+        model = model.to(memory_format=torch.channels_last)
+    net = SwitchedNetwork(trace_chain(model), (3, 8, 8))
+    _randomise(net, 0)
+    net.eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()
+        assert torch.allclose(net(x), before, atol=1e-5, rtol=1e-5)
+    for switch in net.switch_parameters():
+        assert float(switch.detach().square().mean()) == pytest.approx(1.0, rel=1e-5)
+
+
 def test_proximal_step_soft_thresholds_by_omega():
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 2, 2), 3)), (1, 2, 2))
     with torch.no_grad():
