@@ -133,6 +133,27 @@ def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
         assert torch.allclose(slim(net, plan).to_dense().eval()(x), net.eval()(x), atol=1e-5, rtol=0)
 
 
+def test_a_constant_unit_read_only_by_a_kept_constant_unit_stays_exact():
+    """conv1 unit 1 is constant; only conv2 unit 1 reads it, and that unit is kept (a constant
+    that zero padding makes differ at the border of conv3's input): the padded map conv1 unit 1
+    becomes at conv2 differs at the border too, so it cannot be folded into conv2 unit 1's bias."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    with torch.no_grad():
+        model[0].weight[1].zero_()
+        model[0].bias[1] = 0.8
+        model[2].weight[:, 1].zero_()
+        model[2].weight[1].zero_()
+        model[2].weight[1, 1] = torch.randn(3, 3)
+    net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
+    plan = plan_pruning(net, [None] * 4, [None] * 4)
+    assert plan.removed[1]["constant_kept"] == 1 and plan.removed[0]["constant_kept"] == 1
+    x = torch.randn(4, 2, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(slim(net, plan).eval()(x), net.eval()(x), atol=1e-5, rtol=0)
+
+
 def test_pruned_first_layer_inputs_become_an_input_selection():
     model = build_model("lenet300", (1, 8, 8), 10)
     net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
@@ -184,8 +205,22 @@ class _Block(nn.Module):
         return x + self.conv(x)
 
 
+class _TiedConv(nn.Module):
+    """One convolution applied twice (tied weights), with one ReLU module reused as usual."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2 * 64, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.relu(self.conv(self.relu(self.conv(x)))), 1))
+
+
 @pytest.mark.parametrize("model, words", [
     (_Sigmoid(), ["'features.1'", "Sigmoid"]),
+    (_TiedConv(), ["'conv'", "Conv2d", "2 times"]),
     (_Residual(), ["sequential chains"]),
     (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), _Block(), nn.Flatten(), nn.Linear(72, 3)),
      ["used 2 times", "module '2' (_Block)", "sequential chains"]),
@@ -195,6 +230,10 @@ class _Block(nn.Module):
      ["'2'", "Unflatten"]),
     (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 3)),
      ["two BatchNorms"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(144, 3)), ["'1'", "BatchNorm1d"]),
+    (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm2d(8), nn.Linear(8, 3)), ["'2'", "BatchNorm2d"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(36, 3)),
+     ["'1'", "MaxPool2d", "return_indices"]),
 ])
 def test_unsupported_models_give_an_error_naming_the_module(model, words):
     with pytest.raises(UnsupportedModelError) as info:
@@ -215,6 +254,9 @@ def test_functional_flatten_and_relu_are_read_as_modules():
 
     chain = trace_chain(Net())
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    relu = nn.ReLU()  # a module without weights may be reused
+    chain = trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 2, 3), relu))
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
 
 
 # ------------------------------------------------------------------------------ HARD update
@@ -247,6 +289,25 @@ def test_min_units_repairs_an_emptied_layer():
     updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
     assert int(updates[1].keep_units.sum()) == 2 and bool(updates[1].keep_units[7])
     assert updates[1].repaired_units == 2
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rebalance_keeps_the_function_and_brings_switches_to_unit_rms(channels_last):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(5 * 16, 6), nn.ReLU(), nn.Linear(6, 3))
+    if channels_last:  # weights whose rows are not contiguous in memory
+        model = model.to(memory_format=torch.channels_last)
+    net = SwitchedNetwork(trace_chain(model), (3, 8, 8))
+    _randomise(net, 0)
+    net.eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()
+        assert torch.allclose(net(x), before, atol=1e-5, rtol=1e-5)
+    for switch in net.switch_parameters():
+        assert float(switch.detach().square().mean()) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_proximal_step_soft_thresholds_by_omega():
@@ -337,6 +398,23 @@ def test_loading_rejects_a_foreign_widths_file(tmp_path):
     (tmp_path / "widths.json").write_text('{"modules": []}')
     with pytest.raises(UserError, match="not a compressed-network description"):
         load_compressed(tmp_path)
+
+
+@pytest.mark.parametrize("edit", [lambda d: d.pop("modules"), lambda d: d.update(modules={"type": "ReLU"}),
+                                  lambda d: d["modules"][1].update(out_features=-1)])
+def test_a_damaged_widths_file_is_a_user_error_naming_it(tmp_path, edit):
+    import json
+
+    from naslib_bayes.errors import UserError
+
+    save_compressed(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), tmp_path, (1, 2, 2))
+    path = tmp_path / "widths.json"
+    description = json.loads(path.read_text())
+    edit(description)
+    path.write_text(json.dumps(description))
+    with pytest.raises(UserError) as info:
+        load_compressed(tmp_path)
+    assert str(path) in str(info.value)
 
 
 def test_pruning_that_leaves_the_output_constant_is_a_user_error():

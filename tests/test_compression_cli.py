@@ -240,6 +240,23 @@ def test_distill_sparse_consults_the_teacher_in_every_epoch_not_only_the_retrain
         CompressionConfig(**FAST, distill_sparse=True)
 
 
+def test_a_lone_last_image_sits_out_when_batchnorm_sees_one_value_per_channel(digits):
+    """VGG on 8x8 digits normalises 1x1 maps: a last batch of one image cannot train (BatchNorm
+    needs two values per channel), so that image sits out the epoch instead of crashing the run."""
+    from naslib_bayes.compression import train_dense
+    from naslib_bayes.compression.models import vgg
+
+    torch.set_num_threads(1)
+    batch_size = 98
+    assert len(digits.train) % batch_size == 1
+    cfg = CompressionConfig(lam=0.5, epochs=3, finetune_epochs=1, batch_size=batch_size, lr=0.05)
+    torch.manual_seed(0)
+    model = vgg(digits.train.image_shape, 10, config=(8, "M", 8, "M", 8, "M", 8), hidden=8)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    assert len([h for h in outcome.history if h["phase"] == "update"]) == 1
+    assert len(train_dense(model, digits.train, cfg, seed=0)) == cfg.epochs
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -142,6 +143,14 @@ def test_mnist_bad_magic_number_is_a_user_error_naming_the_file(mnist_dir, tmp_p
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + payload[4:]))
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz.*magic"):
         load_mnist(tmp_path)
+
+
+def test_idx_header_whose_size_overflows_64_bits_is_a_user_error_naming_the_file(tmp_path):
+    # 2**31 * 2**31 * 4 elements: a 64-bit product wraps to 0, which a header-only file would "match"
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">III", 2**31, 2**31, 4))
+    with pytest.raises(UserError, match=f"{path}.*truncated.*{2**64 + 16}"):
+        read_idx(path, ndim=3)
 
 
 def test_mnist_with_training_files_uses_them(tmp_path):

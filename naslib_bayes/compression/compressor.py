@@ -164,19 +164,48 @@ def _mixup_distillation_step(model: nn.Module, teacher: nn.Module, x: torch.Tens
                                                          cfg.distill_temperature), hard
 
 
+def _batchnorm_sees_one_value(model: nn.Module, input_shape: Sequence[int]) -> bool:
+    """Whether a BatchNorm of ``model`` gets one value per channel from one image (a 1x1 map or
+    a flat feature): training on a batch of one image then fails. Modes are restored."""
+    flags: list[bool] = []
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    handles = [m.register_forward_pre_hook(lambda _, args: flags.append(args[0][0, 0].numel() == 1)) for m in norms]
+    modes = {m: m.training for m in model.modules()}
+    ref = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1,) + tuple(input_shape), dtype=ref.dtype, device=ref.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return any(flags)
+
+
+def _lone_image_sits_out(model: nn.Module, data: ImageDataset, batch_size: int) -> bool:
+    """Whether each epoch drops its last batch: one image, which a BatchNorm of ``model`` cannot
+    normalise in training (shuffling makes it a different image every epoch)."""
+    return len(data) % batch_size == 1 and _batchnorm_sees_one_value(model, data.image_shape)
+
+
 def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimizer, cfg: CompressionConfig,
                  generator: torch.Generator, augment, extra_loss: Callable[[], torch.Tensor] | None = None,
                  keep_last: int = 0, after_step: Callable[[float], None] | None = None,
-                 teacher: nn.Module | None = None) -> tuple[float, list[torch.Tensor]]:
+                 teacher: nn.Module | None = None, drop_last: bool = False) -> tuple[float, list[torch.Tensor]]:
     """One epoch; returns the mean cross-entropy and the last ``keep_last`` input batches.
 
     With a ``teacher`` (in eval mode) the loss is :func:`distillation_loss` with the config's
-    ``distill`` weight and temperature, on the same augmented batch.
+    ``distill`` weight and temperature, on the same augmented batch. ``drop_last``: leave out
+    the last batch when it is smaller than the others.
     """
     model.train()
     total, count, kept = 0.0, 0, []
     lr = opt.param_groups[0]["lr"]
-    for x, y in batches(data, cfg.batch_size, generator, shuffle=True, augment=augment):
+    for x, y in batches(data, cfg.batch_size, generator, shuffle=True, drop_last=drop_last, augment=augment):
         opt.zero_grad(set_to_none=True)
         if teacher is not None and cfg.distill_mixup:
             loss, hard = _mixup_distillation_step(model, teacher, x, y, cfg, generator)
@@ -223,6 +252,7 @@ def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, s
     generator = torch.Generator().manual_seed(int(seed) + 1)
     opt = _optimizer(model.parameters(), [], cfg, cfg.lr_at(0))
     history: list[dict[str, Any]] = []
+    drop_last = _lone_image_sits_out(model, train, cfg.batch_size)
     saved = checkpoint.get("dense") if checkpoint is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -231,7 +261,7 @@ def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, s
         history = saved["history"]
     for epoch in range(len(history), cfg.epochs):
         _set_lr(opt, cfg.lr_at(epoch))
-        loss, _ = _train_epoch(model, train, opt, cfg, generator, augment)
+        loss, _ = _train_epoch(model, train, opt, cfg, generator, augment, drop_last=drop_last)
         history.append(_epoch_record(model, "dense", epoch, loss, cfg, val, log))
         if checkpoint is not None:
             checkpoint.put("dense", {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -313,6 +343,7 @@ class _CompressionRun:
         self.params_before, self.flops_before = model_costs(model, self.input_shape)
         self.net = SwitchedNetwork(chain, self.input_shape, gamma_init=cfg.gamma_init)
         self.widths_before, self.inputs_before = self.net.widths(), self.net.info.layers[0].in_groups
+        self.drop_last = _lone_image_sits_out(self.net, train, cfg.batch_size)  # pruning keeps every BatchNorm
         self.generator = torch.Generator().manual_seed(int(seed) + 1)
         self.history: list[dict[str, Any]] = []
         # cost-scaled lambdas keep the reference of the uncompressed network: as layers shrink, the
@@ -378,7 +409,7 @@ class _CompressionRun:
             penalty = lambda: net.penalty(lams)  # noqa: E731
         loss, last = _train_epoch(net, self.train, self.opt, cfg, self.generator, self.augment, penalty,
                                   keep_last=cfg.curvature_batches, after_step=prox,
-                                  teacher=self.teacher if cfg.distill_sparse else None)
+                                  teacher=self.teacher if cfg.distill_sparse else None, drop_last=self.drop_last)
         self.history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, self.val, self.log,
                                           widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
@@ -426,7 +457,7 @@ class _CompressionRun:
         for epoch in range(self.first_epoch, cfg.epochs):
             _set_lr(self.opt, cfg.lr_at(epoch, self.finetune_start))
             loss, _ = _train_epoch(self.net, self.train, self.opt, cfg, self.generator, self.augment,
-                                   teacher=self.teacher)
+                                   teacher=self.teacher, drop_last=self.drop_last)
             self.history.append(_epoch_record(self.net, "finetune", epoch, loss, cfg, self.val, self.log,
                                               finetune_start=self.finetune_start))
             self._save("finetune", epoch + 1)

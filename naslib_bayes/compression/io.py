@@ -107,9 +107,9 @@ def build_module(spec: dict[str, Any]) -> nn.Module:
             return nn.Identity()
         if kind == "InputSelect":
             return InputSelect(spec["num_inputs"], torch.arange(spec["kept"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"malformed module entry {spec!r} in {WIDTHS_FILE}: {exc}") from None
-    raise UserError(f"unknown module type {spec.get('type')!r} in {WIDTHS_FILE}")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: e.g. a negative size
+        raise UserError(f"malformed module entry {spec!r}: {exc}") from None
+    raise UserError(f"unknown module type {spec.get('type')!r}")
 
 
 def save_compressed(model: nn.Sequential, out_dir: str | os.PathLike, input_shape: Sequence[int], /,
@@ -148,14 +148,24 @@ def read_description(path: str | os.PathLike) -> dict[str, Any]:
     return description
 
 
+def _build_model(description: dict[str, Any], path: Path) -> nn.Sequential:
+    """The (freshly initialised) network of a description read from ``path``; damage names the file."""
+    specs = description.get("modules")
+    if not isinstance(specs, list) or not specs:
+        raise UserError(f"{path}: 'modules' must be a non-empty list of module entries, got {specs!r}")
+    try:
+        return nn.Sequential(*[build_module(spec) for spec in specs])
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
 def load_compressed(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Sequential:
     """The network saved by :func:`save_compressed` in ``directory``, in eval mode.
 
     The weights are read with ``torch.load(..., weights_only=True)``.
     """
     directory = Path(directory)
-    description = read_description(directory)
-    model = nn.Sequential(*[build_module(spec) for spec in description["modules"]])
+    model = _build_model(read_description(directory), directory / WIDTHS_FILE)
     weights = directory / WEIGHTS_FILE
     if not weights.exists():
         raise UserError(f"{weights} does not exist")

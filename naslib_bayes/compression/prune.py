@@ -134,7 +134,9 @@ def plan_pruning(net: SwitchedNetwork, keep_units: Sequence[torch.Tensor | None]
     inputs: list[torch.Tensor] = []
     masked(torch.zeros((1,) + tuple(net.input_shape), dtype=torch.float64, device=device), capture=inputs)
     shifts = [torch.zeros(i.units, dtype=torch.float64, device=device) for i in layers]
-    for l in range(1, n):
+    # From the output back: a constant unit of layer l that layer l+1 must keep is then already
+    # among layer l's kept rows when its own constant inputs are checked for folding.
+    for l in range(n - 1, 0, -1):
         info, layer = layers[l], masked.layer(l)
         gone = ~keep_out[l - 1]
         x = inputs[l][0]

@@ -283,9 +283,10 @@ class SwitchedNetwork(nn.Module):
         for l, info in enumerate(self.info.layers):
             layer = self.layer(l)
             w = layer.weight
-            cols = w.reshape(info.units, info.in_groups, -1)  # views: scaling them scales the weights
-            factor = _balance(self.child[l], cols.norm(dim=(0, 2)))
-            cols.div_(factor.view(1, -1, 1).to(w.dtype))
+            factor = _balance(self.child[l], w.reshape(info.units, info.in_groups, -1).norm(dim=(0, 2)))
+            # scaled in the weight's own shape: a reshape of a channels-last weight is a copy
+            per_column = factor.repeat_interleave(info.group_size) if w.dim() == 2 else factor
+            w.div_(per_column.view(1, -1, *([1] * (w.dim() - 2))).to(w.dtype))
             if l == self.num_layers - 1:
                 continue
             bn = self.bn(l)
@@ -296,12 +297,11 @@ class SwitchedNetwork(nn.Module):
                 bn.weight.div_(factor)
                 bn.bias.div_(factor)
             else:
-                rows = w.reshape(info.units, -1)
-                sq = rows.square().sum(dim=1)
+                sq = w.reshape(info.units, -1).square().sum(dim=1)
                 if layer.bias is not None:
                     sq = sq + layer.bias.square()
                 factor = _balance(self.parent[l], sq.sqrt())
-                rows.div_(factor.view(-1, 1))
+                w.div_(factor.view(-1, *([1] * (w.dim() - 1))))
                 if layer.bias is not None:
                     layer.bias.div_(factor)
 

@@ -13,11 +13,11 @@ previous one's output. The supported modules are
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
-function or method, a branch, a second input — is an :class:`UnsupportedModelError` that names
-the module it occurs in. :func:`analyse_chain` derives the layer structure that switches,
-pruning and slimming need (where each layer's units are, how a linear layer's inputs group
-into the producing convolution's channels after a ``Flatten``) by running the chain once on a
-zero input of the given shape.
+function or method, a branch, a second input, a layer with weights called twice — is an
+:class:`UnsupportedModelError` that names the module it occurs in. :func:`analyse_chain`
+derives the layer structure that switches, pruning and slimming need (where each layer's units
+are, how a linear layer's inputs group into the producing convolution's channels after a
+``Flatten``) by running the chain once on a zero input of the given shape.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
         raise UnsupportedModelError(f"{type(model).__name__}.forward must take exactly one input, "
                                     f"it takes {len(placeholders)}")
     chain: list[tuple[str, nn.Module]] = []
+    called: set[int] = set()
     current = placeholders[0]
     for node in nodes:
         if node.op == "placeholder":
@@ -148,6 +149,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                 raise UnsupportedModelError(
                     f"unsupported module '{node.target}' ({type(module).__name__}); compression supports "
                     f"chains of {_supported_names()}")
+            _check_called_once(node, module, called, modules, nodes)
             chain.append((str(node.target), module))
         else:
             module = _module_from_function(node)
@@ -159,6 +161,18 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
         current = node
     return chain
+
+
+def _check_called_once(node: fx.Node, module: nn.Module, called: set[int], modules: dict[str, nn.Module],
+                       nodes: list[fx.Node]) -> None:
+    """Refuse a second call of a module with weights or statistics: the chain would hold it twice,
+    and switches, pruning and slimming would untie its weights (a reused ReLU is fine)."""
+    stateful = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+    if stateful and id(module) in called:
+        calls = sum(1 for n in nodes if n.op == "call_module" and modules[n.target] is module)
+        raise UnsupportedModelError(f"module '{node.target}' ({type(module).__name__}) is called {calls} times; "
+                                    "compression needs every layer with weights to be called once (no tied weights)")
+    called.add(id(module))
 
 
 # ------------------------------------------------------------------------------- analysis
@@ -216,6 +230,9 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
         if x.dim() != 2:
             raise UnsupportedModelError(f"module '{name}' (Linear) gets a {x.dim()}-d input; flatten the "
                                         "feature map first")
+    elif isinstance(module, nn.MaxPool2d) and module.return_indices:
+        raise UnsupportedModelError(f"module '{name}' (MaxPool2d) has return_indices=True; its output is a "
+                                    "pair, not the next layer's input")
     elif isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim not in (-1, x.dim() - 1):
             raise UnsupportedModelError(f"module '{name}' (Flatten) must flatten dims 1..-1, "
@@ -246,7 +263,7 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
                 step_inputs.append(tuple(x.shape[1:]))
                 try:
                     x = module(x)
-                except RuntimeError as exc:
+                except (RuntimeError, ValueError) as exc:  # ValueError: a BatchNorm of the wrong dimension
                     raise UnsupportedModelError(f"module '{name}' ({type(module).__name__}) fails on the input "
                                                 f"shape {step_inputs[-1]}: {exc}") from None
                 outputs.append(tuple(x.shape[1:]))

@@ -7,6 +7,7 @@ into a :class:`UserError` whose message starts with the offending path.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import zlib
 from pathlib import Path
@@ -70,7 +71,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise UserError(f"{path}: truncated IDX file (header cut short)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # exact: np.prod would wrap at 64 bits
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "has trailing bytes"
         raise UserError(f"{path}: IDX file {state}: dims {dims} need {expected} bytes, file has {len(data)}")
