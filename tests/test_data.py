@@ -180,6 +180,23 @@ def test_mnist_t10k_split_sizes_are_checked(tmp_path):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 2, 5)
 
 
+@pytest.mark.parametrize("values, message", [([1.0, 2.7, 3.0, 0.0], "not whole numbers"), ([1.0, 2.0, 3.0, 0.0], None)])
+def test_mnist_float_labels_must_be_whole_numbers(tmp_path, values, message):
+    """An IDX labels file may store floats (type 0x0D); 2.7 must not become class 2."""
+    rng = np.random.default_rng(2)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (4, 3, 3)))
+    labels = np.asarray(values, dtype=">f4")
+    header = bytes([0, 0, 0x0D, 1]) + len(labels).to_bytes(4, "big")
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
+    if message is None:
+        splits = load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
+        together = torch.cat([splits.train.labels, splits.val.labels, splits.test.labels])
+        assert together.dtype == torch.int64 and sorted(together.tolist()) == [0, 1, 2, 3]
+        return
+    with pytest.raises(UserError, match=f"t10k-labels-idx1-ubyte.*{message}"):
+        load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
+
+
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
         load_mnist(tmp_path)

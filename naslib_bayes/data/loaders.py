@@ -84,6 +84,8 @@ def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
     if len(images) != len(labels):
         raise UserError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # 2.7 must not become 2
+        raise UserError(f"{labels_path}: labels are not whole numbers (e.g. {labels[labels != np.round(labels)][0]})")
     if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
         raise UserError(f"{labels_path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
     return RawPart.whole(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels))
