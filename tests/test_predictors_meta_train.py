@@ -97,6 +97,17 @@ def test_unknown_output_transform_is_a_user_error_naming_it(name):
     mt.MetaTrainConfig(output_transform="robust")  # accepted
 
 
+@pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("outer_step", -0.5),
+                                          ("iterations", 0), ("inner_steps", 0)])
+def test_a_meta_training_setting_out_of_range_is_a_user_error_naming_it(field, value):
+    """A negative learning rate was a traceback from Adam; no steps or a zero rate trained nothing,
+    a negative REPTILE step away from the tasks, without a word."""
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=f"{field}={value!r}"):
+        mt.MetaTrainConfig(**{field: value})
+
+
 def test_robust_observations_use_their_own_statistics():
     from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
 

@@ -428,6 +428,21 @@ def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
     assert f"(default {config.iterations})" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option, value", [("--lr", "-1"), ("--lr", "0"), ("--outer-step", "-0.1")])
+def test_meta_train_refuses_a_step_size_out_of_range_before_writing(capsys, tmp_path, nats_csv, option, value):
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100",
+                           option, value, "--out", str(tmp_path / "o"))
+    assert code == 2 and option in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name, value", [("meta_lr", -1.0), ("meta_lr", 0.0), ("meta_outer_step", -0.5),
+                                         ("meta_iterations", 0), ("meta_evidence_top", 0)])
+def test_tnas_refuses_meta_training_settings_out_of_range(name, value):
+    with pytest.raises(UserError, match=f"{name}={value!r}"):
+        TNAS(seed=0, **{name: value})
+
+
 def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv):
     code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(nats_csv), "--dataset", "cifar100",
                         "--budget", "6", "--opt", "meta_iterations=4", "--opt", "finetune_steps=2",

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
                     help="outer update: REPTILE (the paper) or joint training over tasks (the public code; default)")
     mt.add_argument("--iterations", type=common.positive_int, default=800,
                     help="maximum outer iterations; early stopping may end it sooner (default 800)")
-    mt.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
-    mt.add_argument("--outer-step", type=float, default=0.1, help="REPTILE outer step size (default 0.1)")
+    mt.add_argument("--lr", type=common.positive_float, default=0.01, help="Adam learning rate (default 0.01)")
+    mt.add_argument("--outer-step", type=common.non_negative_float, default=0.1, help="REPTILE outer step size (default 0.1)")
     mt.add_argument("--inner-steps", type=common.positive_int, default=5, help="REPTILE inner Adam steps per task (default 5)")
     mt.add_argument("--output-transform", choices=("standardise", "copula", "robust"), default="copula",
                     help="accuracies to GP units: per-dataset standardisation, normal quantiles of ranks (default), "

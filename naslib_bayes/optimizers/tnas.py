@@ -29,7 +29,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
-from naslib_bayes.optimizers.hyperparameters import at_least
+from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ class TNAS(DeepKernelBO):
         "local_centres": 3,
     }
 
-    lower_bounds = {**DeepKernelBO.lower_bounds, "prior_top": at_least(1)}
+    lower_bounds = {**DeepKernelBO.lower_bounds, "prior_top": at_least(1), "meta_lr": above(0),
+                    "meta_outer_step": at_least(0), "meta_iterations": at_least(1), "meta_evidence_top": at_least(1)}
 
     TARGET_UNITS = ("own", "prior")
     PRIOR_FORMS = ("mean", "top")

@@ -130,8 +130,20 @@ class MetaTrainConfig:
         if self.outer not in ("reptile", "joint"):
             raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
         self.task_size = tuple(int(s) for s in self.task_size)
+        self._check_step_settings()
         if not 2 <= self.task_size[0] <= self.task_size[1]:
             raise UserError(f"task size range {self.task_size} must satisfy 2 <= low <= high")
+
+    def _check_step_settings(self) -> None:
+        """Adam raises on a negative rate only once training has started; no steps or a zero rate
+        would train nothing, a negative REPTILE step away from the tasks, without a word."""
+        if not self.lr > 0:
+            raise UserError(f"meta-training setting lr={self.lr!r}: expected a number > 0")
+        if not self.outer_step >= 0:
+            raise UserError(f"meta-training setting outer_step={self.outer_step!r}: expected a number >= 0")
+        for name in ("iterations", "inner_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"meta-training setting {name}={getattr(self, name)!r}: expected an integer >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
