@@ -271,6 +271,52 @@ def test_expected_improvement_matches_its_integral():
     assert float(ei[2]) == pytest.approx(1.5)
 
 
+def _log_ei_by_quadrature(z: float) -> float:
+    """log E[max(Z + z, 0)] for Z ~ N(0, 1) and z <= -1, without underflow: with t = Z + z,
+    EI = phi(z) * integral over t > 0 of t * exp(z t - t^2 / 2)."""
+    t = torch.linspace(0, 60 / abs(z), 400001, dtype=torch.float64)
+    integral = torch.trapezoid(t * torch.exp(z * t - 0.5 * t**2), t)
+    return -0.5 * z * z - 0.5 * math.log(2 * math.pi) + math.log(float(integral))
+
+
+def test_log_expected_improvement_is_accurate_far_below_the_incumbent():
+    z = torch.tensor([-1.0, -5.0, -8.0, -9.0, -20.0, -40.0, -100.0], dtype=torch.float64)
+    std = torch.full_like(z, 0.13)
+    log_ei = acquisition.log_expected_improvement(0.5 + std * z, std, best=0.5)
+    for value, zi in zip(log_ei, z):
+        assert float(value) == pytest.approx(math.log(0.13) + _log_ei_by_quadrature(float(zi)), abs=1e-6)
+    ei = acquisition.expected_improvement(0.5 + std * z, std, best=0.5)
+    assert torch.allclose(torch.log(ei[:4]), log_ei[:4], rtol=0, atol=1e-9)  # EI keeps its digits until it underflows
+
+
+def test_ei_scores_keep_ranking_cells_where_ei_underflows():
+    """gp-bo and tnas without the prior score EI by its log: cells 40 and 45 standard deviations
+    below the incumbent (EI = 0 in double precision) are still told apart."""
+    mean, std = torch.tensor([-40.0, -45.0], dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    assert torch.equal(acquisition.expected_improvement(mean, std, best=0.0), torch.zeros(2, dtype=torch.float64))
+    scores = acquisition.score("ei", mean, std, best=0.0)
+    assert bool(torch.isfinite(scores).all()) and float(scores[0]) > float(scores[1])
+    assert acquisition.select_best(scores, torch.ones(2, dtype=torch.bool), torch.tensor([0, 1])) == 0
+
+
+def test_prior_weighted_ei_ranks_cells_far_below_the_incumbent_by_their_true_ei():
+    """Two cells 8.1 and 9.1 std below the incumbent, as a late BO step meets them: pi-BO's score
+    is log EI + (beta / n) * log pi, not the log of EI's rounding noise."""
+    from types import SimpleNamespace
+
+    opt = TNAS(seed=0)
+    opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
+    opt.history = [((0,) * 6, 1.0)] * 25
+    opt.prior = opt.log_belief = torch.tensor([2.87, 2.92], dtype=torch.float64)
+    std = torch.tensor([0.131, 0.135], dtype=torch.float64)
+    z = torch.tensor([-8.06, -9.07], dtype=torch.float64)
+    scores = opt.acquisition_scores(std * z, std, best=0.0)
+    expected = [math.log(float(s)) + _log_ei_by_quadrature(float(zi)) + 0.2 * float(p)
+                for s, zi, p in zip(std, z, opt.prior)]
+    assert scores.tolist() == pytest.approx(expected, abs=1e-6)
+    assert acquisition.select_best(scores, torch.ones(2, dtype=torch.bool), torch.arange(2)) == 0
+
+
 # ---- checkpoint ---------------------------------------------------------------------------------
 def test_checkpoint_round_trip_gives_identical_predictions(surrogate_file, tmp_path):
     payload = torch.load(surrogate_file, weights_only=True)  # no pickled objects
@@ -484,8 +530,8 @@ def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
         opt.history += [((1,) * 6, math.nan)] * n
         assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), scores)
     assert gaps[0] > 0 > gaps[1]  # early the prior's favourite wins; later the target's EI does
-    opt.config["prior_beta"] = 0
-    assert torch.equal(opt.acquisition_scores(mean, std, best=1.0), ei)
+    opt.config["prior_beta"] = 0  # plain EI, scored by its log (the same ranking)
+    assert torch.allclose(opt.acquisition_scores(mean, std, best=1.0), torch.log(ei), rtol=0, atol=1e-12)
 
 
 def test_top_prior_form_weights_ei_by_the_prior_probability_of_a_top_cell(nats_benchmark, surrogate_file):

@@ -18,14 +18,46 @@ ACQUISITIONS = ("ei", "ucb")
 def expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: float, xi: float = 0.0) -> torch.Tensor:
     """``E[max(f - best - xi, 0)]`` under ``f ~ N(mean, std^2)``, elementwise (n,) -> (n,).
 
-    Where ``std`` is 0 the improvement is deterministic: ``max(mean - best - xi, 0)``.
+    Where ``std`` is 0 the improvement is deterministic: ``max(mean - best - xi, 0)``. Computed
+    as ``exp`` of :func:`log_expected_improvement`, so it keeps its relative accuracy until it
+    underflows (the textbook ``improvement * Phi(z) + std * phi(z)`` is rounding noise below z = -8).
     """
     improvement = mean - best - xi
-    safe_std = std.clamp_min(1e-12)
-    z = improvement / safe_std
-    normal = torch.distributions.Normal(torch.zeros((), dtype=mean.dtype), torch.ones((), dtype=mean.dtype))
-    ei = improvement * normal.cdf(z) + safe_std * torch.exp(normal.log_prob(z))
-    return torch.where(std > 1e-12, ei.clamp_min(0.0), improvement.clamp_min(0.0))
+    return torch.where(std > _MIN_STD, torch.exp(log_expected_improvement(mean, std, best, xi)),
+                       improvement.clamp_min(0.0))
+
+
+def log_expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: float, xi: float = 0.0) -> torch.Tensor:
+    """``log`` of :func:`expected_improvement`, accurate where EI itself underflows, (n,) -> (n,).
+
+    ``EI = std * h(z)`` with ``z = (mean - best - xi) / std`` and ``h(z) = phi(z) + z * Phi(z)``;
+    ``log h`` is taken in a form free of cancellation for negative z (see :func:`_log_h`).
+    Where ``std`` is 0: ``log max(mean - best - xi, 0)`` (-inf without improvement).
+    """
+    improvement = mean - best - xi
+    safe_std = std.clamp_min(_MIN_STD)
+    log_ei = torch.log(safe_std) + _log_h(improvement / safe_std)
+    return torch.where(std > _MIN_STD, log_ei, torch.log(improvement.clamp_min(0.0)))
+
+
+_MIN_STD = 1e-12
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _log_h(z: torch.Tensor) -> torch.Tensor:
+    """``log(phi(z) + z * Phi(z))``, elementwise.
+
+    For z > -1 directly. Below, ``h = phi(z) * (1 + z * Phi(z) / phi(z))`` with
+    ``Phi(z) / phi(z) = sqrt(pi / 2) * erfcx(-z / sqrt(2))`` (no underflow), whose ``log1p`` loses
+    no digits until ``1 + z * Phi / phi ~ 1 / z^2`` nears rounding (|z| ~ 1e8), where
+    ``h ~ phi(z) / z^2`` takes over.
+    """
+    log_phi = -0.5 * z * z - _LOG_SQRT_2PI
+    direct = torch.log(torch.exp(log_phi) + z * torch.special.ndtr(z))
+    ratio = math.sqrt(math.pi / 2) * torch.special.erfcx(-z / math.sqrt(2))
+    middle = log_phi + torch.log1p(z * ratio)
+    tail = log_phi - 2 * torch.log(z.abs())
+    return torch.where(z > -1, direct, torch.where(z > -1e8, middle, tail))
 
 
 def upper_confidence_bound(mean: torch.Tensor, std: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
@@ -34,9 +66,13 @@ def upper_confidence_bound(mean: torch.Tensor, std: torch.Tensor, beta: float = 
 
 
 def score(name: str, mean: torch.Tensor, std: torch.Tensor, best: float, **options) -> torch.Tensor:
-    """Dispatch by name: ``ei`` (option ``xi``) or ``ucb`` (option ``beta``)."""
+    """Dispatch by name: ``ei`` (option ``xi``) or ``ucb`` (option ``beta``).
+
+    ``ei`` scores by log EI: it ranks cells as EI does where EI has digits, and goes on ranking
+    them where EI is rounding noise or underflows to 0 (late in a search, every cell far below the
+    incumbent)."""
     if name == "ei":
-        return expected_improvement(mean, std, best, xi=options.get("xi", 0.0))
+        return log_expected_improvement(mean, std, best, xi=options.get("xi", 0.0))
     if name == "ucb":
         return upper_confidence_bound(mean, std, beta=options.get("beta", 2.0))
     raise ValueError(f"unknown acquisition {name!r}; known: {', '.join(ACQUISITIONS)}")

@@ -256,16 +256,16 @@ class TNAS(DeepKernelBO):
         2022). The target's GP knows only the few cells evaluated on the target, so on its own
         EI rates the whole unexplored space as promising; the prior says which regions the other
         datasets found poor, and its weight fades as target evidence accumulates, so a target
-        that disagrees takes over.
+        that disagrees takes over. UCB, which can be negative, gets the same term added to UCB
+        itself. Log EI is computed as such, not as the log of EI: EI is rounding noise some 8
+        standard deviations below the incumbent, where the prior's term would rank on that noise.
         """
-        scores = super().acquisition_scores(mean, std, best)
+        scores = super().acquisition_scores(mean, std, best)  # log EI, or UCB
         beta = self.prior_beta()
         if beta <= 0:
             return scores
         n = sum(math.isfinite(v) for _, v in self.history)  # a query without a value is no evidence
-        if self.config["acquisition"] == "ucb":  # UCB can be negative: weight it additively
-            return scores + (beta / n) * self.log_belief
-        return torch.log(scores.clamp_min(1e-300)) + (beta / n) * self.log_belief
+        return scores + (beta / n) * self.log_belief
 
     def result_extras(self) -> dict[str, Any]:
         from naslib_bayes.search_spaces.nasbench201.cell import to_string
