@@ -147,6 +147,17 @@ def test_naslib_predictor_fine_tunes_a_learned_context_from_the_meta_training_me
     torch.testing.assert_close(predictor.context.detach(), fitted)
 
 
+def test_naslib_predictor_answers_an_empty_query_with_empty_arrays(nats_benchmark, learned_surrogate):
+    """NASLib asks for predictions of whatever list it holds, which can be empty."""
+    _, path = learned_surrogate
+    cells = [nats_benchmark.cell(i) for i in range(0, 15625, 1000)]
+    predictor = TNASPredictor(surrogate=path, finetune_steps=2, seed=0)
+    predictor.fit(cells, [nats_benchmark.query(c, "cifar10") for c in cells])
+    assert predictor.query([]).shape == (0,)
+    mean, std = predictor.predict_dist([])
+    assert mean.shape == std.shape == (0,)
+
+
 def test_naslib_predictor_fits_an_images_mode_surrogate_given_the_target_dataset(nats_benchmark):
     from naslib_bayes.errors import UserError
     from naslib_bayes.predictors.dataset_context import image_sampler, target_image_context

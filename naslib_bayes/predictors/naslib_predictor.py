@@ -250,6 +250,8 @@ class TNASPredictor:
         """
         if not self._fitted:
             raise UserError("call fit(xtrain, ytrain) before query")
+        if len(xtest) == 0:
+            return np.zeros(0), np.zeros(0)
         gp = self.surrogate.gp
         mean, std = gp.posterior(self._inputs(self._encodings([to_cell(a) for a in xtest])))
         if observation_noise:
