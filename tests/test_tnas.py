@@ -260,6 +260,15 @@ def test_select_best_skips_queried_cells_and_breaks_ties_by_priority():
     assert acquisition.select_best(scores, allowed, torch.arange(5)) == 3
 
 
+def test_select_best_never_picks_a_cell_not_allowed_when_scores_are_nan():
+    """A NaN score (a broken posterior) must not make a queried cell the choice."""
+    allowed = torch.tensor([False, True, True, False])
+    scores = torch.tensor([5.0, math.nan, 1.0, 9.0])
+    assert acquisition.select_best(scores, allowed, torch.arange(4)) == 2
+    scores = torch.full((4,), math.nan)
+    assert acquisition.select_best(scores, allowed, torch.tensor([3, 0, 2, 1])) == 2  # all NaN: by priority
+
+
 def test_expected_improvement_matches_its_integral():
     mean, std = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.7, 0.2, 1e-15], dtype=torch.float64)
     ei = acquisition.expected_improvement(mean, std, best=0.5)

@@ -84,10 +84,13 @@ def tie_priority(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def select_best(scores: torch.Tensor, allowed: torch.Tensor, priority: torch.Tensor) -> int:
-    """Index of the highest score among ``allowed`` (bool, n); exact ties go to the highest priority."""
+    """Index of the highest score among ``allowed`` (bool, n); exact ties go to the highest priority.
+
+    A NaN score counts as the lowest, so that it can neither win nor hide the allowed cells.
+    """
     if not bool(allowed.any()):
         raise ValueError("no candidate left to select")
-    masked = torch.where(allowed, scores, torch.full_like(scores, -math.inf))
+    masked = torch.where(allowed & ~scores.isnan(), scores, torch.full_like(scores, -math.inf))
     top = masked.max()
     tied = allowed & (masked == top)
     return int(torch.where(tied, priority, torch.full_like(priority, -1)).argmax())
