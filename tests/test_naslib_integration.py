@@ -327,6 +327,38 @@ def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib
     assert len(opt.history) == 5 and all(np.isfinite(m.accuracy) for m in opt.history)
 
 
+def test_naslib_bayes_mutation_on_a_partial_api_queries_cells_without_a_value_like_its_own_search(naslib, zc_json,
+                                                                                                  tmp_path):
+    """A mutant the partial file has no value for costs a query and reads NaN, as in naslib-bayes's own loop,
+    instead of NASLib's query raising a KeyError; NASLib's Trainer hooks keep working on such a cell."""
+    from naslib_bayes.experiment import run_blackbox_search
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+    from naslib_bayes.integration.dataset_api import naslib_dataset_api
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    benchmark = load_benchmark(zc_json)
+    config = _config(tmp_path, "optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nseed: 1\n"
+                     "search:\n  epochs: 30\n")
+    settings = {"population_size": 5, "sample_size": 2}
+    opt = NaslibBlackBox(config, optimizer="re", **settings)
+    opt.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(),
+                           dataset_api=naslib_dataset_api(benchmark, warn=lambda message: None))
+    for epoch in range(30):
+        opt.new_epoch(epoch)
+        last = opt.train_statistics(report_incumbent=False)  # NASLib's bbo runner reports the last cell
+        assert np.isnan(last[1]) == np.isnan(opt.history[-1].accuracy)
+        assert np.isfinite(opt.train_statistics(report_incumbent=True)[1])
+        opt.test_statistics()
+    accuracies = [m.accuracy for m in opt.history]
+    assert np.isnan(accuracies).any()  # mutants outside the file's 491 cells were queried
+    own = run_blackbox_search(benchmark, "re", "cifar10", 30, seed=1, search_metric="val_accuracy",
+                              report_metric="val_accuracy", hyperparameters=settings)
+    assert [nb201.to_string(nb201.from_naslib(m.arch_hash)) for m in opt.history] == \
+        [q["architecture"] for q in own["trajectory"]]
+    assert [None if np.isnan(a) else a for a in accuracies] == [q["accuracy"] for q in own["trajectory"]]
+    assert opt.get_final_architecture().get_hash() == nb201.to_naslib(nb201.from_string(own["final_architecture"]))
+
+
 def test_unparse_fix_keeps_the_darts_space_settings_for_retraining(naslib):
     import torch
 
