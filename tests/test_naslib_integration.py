@@ -213,6 +213,17 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
         ("optimizer: [unclosed\n", [], "not a NASLib config file"),
         ("optimizer: rs\nsearch:\n  epochs: [1, 2]\n", [], "does not fit NASLib's defaults"),
         ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n", ["--search-data", "svhn"], "unknown dataset 'svhn'"),
+        # what NASLib's Trainer counts with: a traceback after the search (or a ZeroDivisionError) otherwise
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 0\n", [],
+         "search.epochs must be a whole number of at least 1, got 0"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: -2\n",
+         ["--search-data", "digits"], "search.epochs must be a whole number of at least 1, got -2"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.epochs=abc"],
+         "search.epochs must be a whole number of at least 1, got 'abc'"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: -1\n", [],
+         "seed must be a whole number from 0 to 4294967295, got -1"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.checkpoint_freq=0"],
+         "search.checkpoint_freq must be a whole number of at least 1, got 0"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
