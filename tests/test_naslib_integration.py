@@ -338,6 +338,19 @@ def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib
     assert len(opt.history) == 5 and all(np.isfinite(m.accuracy) for m in opt.history)
 
 
+def test_naslib_bayes_black_box_refuses_a_budget_beyond_the_space_at_setup(naslib, api, tmp_path):
+    """No cell is queried twice, so 15,626 queries cannot be spent: refused before the first query, as
+    naslib-bayes's own search does, not after 15,625 NASLib epochs."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\n"
+                     f"search:\n  epochs: {nb201.NUM_CELLS + 1}\n")
+    opt = NaslibBlackBox(config, optimizer="rs")
+    with pytest.raises(UserError, match="a budget of 15626 queries exceeds the 15,625 cells of the search space"):
+        opt.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+
+
 def test_naslib_bayes_mutation_on_a_partial_api_queries_cells_without_a_value_like_its_own_search(naslib, zc_json,
                                                                                                   tmp_path):
     """A mutant the partial file has no value for costs a query and reads NaN, as in naslib-bayes's own loop,

@@ -43,8 +43,7 @@ class NaslibObjective(Objective):
     """
 
     def __init__(self, search_space, dataset: str, dataset_api, budget: int, metric=None):
-        if budget < 1:
-            raise UserError(f"budget must be at least 1, got {budget}")
+        self.check_query_budget(budget)
         self.naslib_metric = metric if metric is not None else Metric.VAL_ACCURACY
         self.dataset = dataset
         self.metric = self.naslib_metric.name.lower()
