@@ -560,6 +560,38 @@ def test_bayesnas_runs_in_naslibs_trainer_on_mnist(naslib, api, nats_benchmark, 
         assert torch.allclose(ours, theirs)
 
 
+def test_bayesnas_resumed_by_naslibs_trainer_knows_the_rounds_its_checkpoint_has_done(naslib, api, tmp_path):
+    """NASLib's Trainer.search(resume_from=...) restores the switches and gammas; the rounds done come
+    with them, so the last round's update is the final one (no pruning, numbered 2), as without the stop."""
+    from naslib_bayes.integration import data as image_loaders
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     "search:\n  epochs: 3\n  checkpoint_freq: 1\n  batch_size: 32\n  data_size: 96\n"
+                     "  train_portion: 0.5\n  bayesnas:\n    warmup_epochs: 1\n    epochs: 1\n    rounds: 2\n"
+                     "    curvature_batches: 1\n")
+    loaders = image_loaders.search_loaders(image_loaders.load_image_data("digits", seed=0), 32, 0.5, 0, 96)
+
+    def search(resume_from=""):
+        naslib.utils.set_seed(0)
+        optimizer = BayesNASOptimizer(config)
+        optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1),
+                                     config.dataset, dataset_api=api)
+        trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders)
+        trainer.search(resume_from=resume_from, summary_writer=None, report_incumbent=True)
+        return optimizer
+
+    whole = search()
+    assert [(u["round"], bool(u["pruned_ops"])) for u in whole.core.updates] == [(1, True), (2, False)]
+    # a search stopped after round one: its last checkpoint is the one of epoch 1 (fvcore resumes from that)
+    (tmp_path / "out" / "search" / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = search(resume_from=str(tmp_path / "out" / "search" / "model_0000001.pth"))
+    assert resumed.core.epoch == 2
+    assert resumed.core.rounds_done == 2 and int(resumed.bank.num_updates) == 2
+    assert [(u["round"], bool(u["pruned_ops"])) for u in resumed.core.updates] == [(2, False)]
+
+
 def test_bayesnas_on_the_darts_graph_and_both_adapt_forms(naslib):
     import torch
 
