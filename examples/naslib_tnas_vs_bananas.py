@@ -83,8 +83,9 @@ def tnas_surrogate(args, benchmark, seed: int) -> Path:
     directory = args.out / f"surrogate-{args.dataset}-seed{seed}"  # one per target: it must never see it
     if (directory / "surrogate.pt").exists():
         _, info = surrogate_io.load(directory)
-        expected = {"seed": seed} if args.meta_iterations is None else {"seed": seed, "iterations": args.meta_iterations}
-        surrogate_io.refuse_other_meta_training(directory, info, args.dataset, **expected)
+        # without --meta-iterations this run would meta-train with TNAS's default cap: only that one is reused
+        iterations = args.meta_iterations if args.meta_iterations is not None else TNAS.defaults["meta_iterations"]
+        surrogate_io.refuse_other_meta_training(directory, info, args.dataset, seed=seed, iterations=iterations)
     else:
         settings = {} if args.meta_iterations is None else {"meta_iterations": args.meta_iterations}
         print(f"meta-training TNAS's surrogate for seed {seed} on {', '.join(benchmark.without(args.dataset).datasets)} "

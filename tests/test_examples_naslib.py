@@ -56,6 +56,20 @@ def test_surrogate_is_meta_trained_with_the_seed_without_the_target_once_and_reu
     assert again["trajectories"] == result["trajectories"]  # same seed, same NASLib searches
 
 
+def test_a_surrogate_of_another_meta_training_budget_is_not_reused_by_default(first_run, example, nats_csv, capsys):
+    """Without --meta-iterations the run meta-trains with TNAS's default budget, so the 20-iteration
+    surrogate left in --out is refused, not silently searched with."""
+    out, _ = first_run
+    argv = _argv(nats_csv, out)
+    del argv[argv.index("--meta-iterations"):argv.index("--meta-iterations") + 2]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(argv)
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert "surrogate-cifar100-seed0 was meta-trained with iterations 20, not" in message and "\n" not in message
+
+
 def test_a_dataset_the_benchmark_lacks_is_a_one_line_error(naslib, example, nats_csv, tmp_path, capsys):
     argv = _argv(nats_csv, tmp_path)
     argv[argv.index("cifar100")] = "svhn"

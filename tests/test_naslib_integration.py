@@ -213,6 +213,17 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
         ("optimizer: [unclosed\n", [], "not a NASLib config file"),
         ("optimizer: rs\nsearch:\n  epochs: [1, 2]\n", [], "does not fit NASLib's defaults"),
         ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n", ["--search-data", "svhn"], "unknown dataset 'svhn'"),
+        # what NASLib's Trainer counts with: a traceback after the search (or a ZeroDivisionError) otherwise
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 0\n", [],
+         "search.epochs must be a whole number of at least 1, got 0"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: -2\n",
+         ["--search-data", "digits"], "search.epochs must be a whole number of at least 1, got -2"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.epochs=abc"],
+         "search.epochs must be a whole number of at least 1, got 'abc'"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: -1\n", [],
+         "seed must be a whole number from 0 to 4294967295, got -1"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.checkpoint_freq=0"],
+         "search.checkpoint_freq must be a whole number of at least 1, got 0"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
@@ -325,6 +336,51 @@ def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib
     for epoch in range(5):  # random search draws from the 491 cells with a value: no KeyError
         opt.new_epoch(epoch)
     assert len(opt.history) == 5 and all(np.isfinite(m.accuracy) for m in opt.history)
+
+
+def test_naslib_bayes_black_box_refuses_a_budget_beyond_the_space_at_setup(naslib, api, tmp_path):
+    """No cell is queried twice, so 15,626 queries cannot be spent: refused before the first query, as
+    naslib-bayes's own search does, not after 15,625 NASLib epochs."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\n"
+                     f"search:\n  epochs: {nb201.NUM_CELLS + 1}\n")
+    opt = NaslibBlackBox(config, optimizer="rs")
+    with pytest.raises(UserError, match="a budget of 15626 queries exceeds the 15,625 cells of the search space"):
+        opt.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+
+
+def test_naslib_bayes_mutation_on_a_partial_api_queries_cells_without_a_value_like_its_own_search(naslib, zc_json,
+                                                                                                  tmp_path):
+    """A mutant the partial file has no value for costs a query and reads NaN, as in naslib-bayes's own loop,
+    instead of NASLib's query raising a KeyError; NASLib's Trainer hooks keep working on such a cell."""
+    from naslib_bayes.experiment import run_blackbox_search
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+    from naslib_bayes.integration.dataset_api import naslib_dataset_api
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    benchmark = load_benchmark(zc_json)
+    config = _config(tmp_path, "optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nseed: 1\n"
+                     "search:\n  epochs: 30\n")
+    settings = {"population_size": 5, "sample_size": 2}
+    opt = NaslibBlackBox(config, optimizer="re", **settings)
+    opt.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(),
+                           dataset_api=naslib_dataset_api(benchmark, warn=lambda message: None))
+    for epoch in range(30):
+        opt.new_epoch(epoch)
+        last = opt.train_statistics(report_incumbent=False)  # NASLib's bbo runner reports the last cell
+        assert np.isnan(last[1]) == np.isnan(opt.history[-1].accuracy)
+        assert np.isfinite(opt.train_statistics(report_incumbent=True)[1])
+        opt.test_statistics()
+    accuracies = [m.accuracy for m in opt.history]
+    assert np.isnan(accuracies).any()  # mutants outside the file's 491 cells were queried
+    own = run_blackbox_search(benchmark, "re", "cifar10", 30, seed=1, search_metric="val_accuracy",
+                              report_metric="val_accuracy", hyperparameters=settings)
+    assert [nb201.to_string(nb201.from_naslib(m.arch_hash)) for m in opt.history] == \
+        [q["architecture"] for q in own["trajectory"]]
+    assert [None if np.isnan(a) else a for a in accuracies] == [q["accuracy"] for q in own["trajectory"]]
+    assert opt.get_final_architecture().get_hash() == nb201.to_naslib(nb201.from_string(own["final_architecture"]))
 
 
 def test_unparse_fix_keeps_the_darts_space_settings_for_retraining(naslib):
@@ -502,6 +558,38 @@ def test_bayesnas_runs_in_naslibs_trainer_on_mnist(naslib, api, nats_benchmark, 
     assert again == evaluation and fresh.core.last_derivation["architecture"] == derived
     for ours, theirs in zip(fresh.gammas()["normal"], gammas):
         assert torch.allclose(ours, theirs)
+
+
+def test_bayesnas_resumed_by_naslibs_trainer_knows_the_rounds_its_checkpoint_has_done(naslib, api, tmp_path):
+    """NASLib's Trainer.search(resume_from=...) restores the switches and gammas; the rounds done come
+    with them, so the last round's update is the final one (no pruning, numbered 2), as without the stop."""
+    from naslib_bayes.integration import data as image_loaders
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+    from naslib_bayes.integration.trainer import LoaderTrainer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     "search:\n  epochs: 3\n  checkpoint_freq: 1\n  batch_size: 32\n  data_size: 96\n"
+                     "  train_portion: 0.5\n  bayesnas:\n    warmup_epochs: 1\n    epochs: 1\n    rounds: 2\n"
+                     "    curvature_batches: 1\n")
+    loaders = image_loaders.search_loaders(image_loaders.load_image_data("digits", seed=0), 32, 0.5, 0, 96)
+
+    def search(resume_from=""):
+        naslib.utils.set_seed(0)
+        optimizer = BayesNASOptimizer(config)
+        optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(n_classes=10, in_channels=1),
+                                     config.dataset, dataset_api=api)
+        trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders)
+        trainer.search(resume_from=resume_from, summary_writer=None, report_incumbent=True)
+        return optimizer
+
+    whole = search()
+    assert [(u["round"], bool(u["pruned_ops"])) for u in whole.core.updates] == [(1, True), (2, False)]
+    # a search stopped after round one: its last checkpoint is the one of epoch 1 (fvcore resumes from that)
+    (tmp_path / "out" / "search" / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = search(resume_from=str(tmp_path / "out" / "search" / "model_0000001.pth"))
+    assert resumed.core.epoch == 2
+    assert resumed.core.rounds_done == 2 and int(resumed.bank.num_updates) == 2
+    assert [(u["round"], bool(u["pruned_ops"])) for u in resumed.core.updates] == [(2, False)]
 
 
 def test_bayesnas_on_the_darts_graph_and_both_adapt_forms(naslib):

@@ -389,6 +389,19 @@ class CheckpointModel(nn.Module):
             core.end_epoch(core.epoch)  # a no-op unless a round ends with this epoch and is not updated yet
         return super().state_dict(*args, **kwargs)
 
+    def load_state_dict(self, *args, **kwargs):
+        """Load the network and switches; the rounds done are the switch bank's updates.
+
+        ``Trainer.search(resume_from=...)`` goes on from the loaded epoch: without this, the
+        next round's update would count as the first (pruning after the last round, and a
+        second update of the same round when the checkpoint is saved twice, which fails).
+        """
+        loaded = super().load_state_dict(*args, **kwargs)
+        core = self._core[0]
+        core.rounds_done = int(core.bank.num_updates)
+        core.last_derivation = core.derive() if core.rounds_done else None
+        return loaded
+
 
 def _fit_schedule(own: dict, total: int) -> dict:
     """Fill the unspecified BayesNAS schedule counts so that the schedule lasts ``total`` epochs."""

@@ -43,8 +43,7 @@ class NaslibObjective(Objective):
     """
 
     def __init__(self, search_space, dataset: str, dataset_api, budget: int, metric=None):
-        if budget < 1:
-            raise UserError(f"budget must be at least 1, got {budget}")
+        self.check_query_budget(budget)
         self.naslib_metric = metric if metric is not None else Metric.VAL_ACCURACY
         self.dataset = dataset
         self.metric = self.naslib_metric.name.lower()
@@ -57,8 +56,13 @@ class NaslibObjective(Objective):
         self._probe.instantiate_model = False  # set_op_indices only records the indices
         # which cells have a value, so that optimizers pick among them (None: all, or unknown)
         self.domain = served_domain(dataset_api, dataset)
+        self._with_value = None if self.domain is None else frozenset(self.domain)
 
     def _lookup(self, cell: nb201.Cell) -> float:
+        if self._with_value is not None and cell not in self._with_value:
+            # NASLib's query raises a KeyError for a cell the file lacks; the query is spent and
+            # reads NaN, as in naslib-bayes's own Objective (a mutant may land outside the file)
+            return float("nan")
         self._probe.set_op_indices(list(nb201.to_naslib(cell)))
         return float(self._probe.query(self.naslib_metric, self.dataset, dataset_api=self.dataset_api))
 
@@ -124,12 +128,20 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         graph.set_spec(list(nb201.to_naslib(cell)), dataset_api=self.dataset_api)
         return graph
 
+    def _has_value(self) -> bool:
+        return bool(np.isfinite(np.asarray([m.accuracy for m in self.history], dtype=float)).any())
+
     def _best(self):
+        if not self._has_value():
+            self.problem.objective.incumbent()  # NoValueQueried, naming the file and dataset
         values = np.asarray([m.accuracy for m in self.history], dtype=float)
         return self.history[int(np.nanargmax(values))]
 
     def train_statistics(self, report_incumbent: bool = True):
-        arch = self._best().arch if report_incumbent else self.history[-1].arch
+        model = self._best() if report_incumbent and self._has_value() else self.history[-1]
+        if np.isnan(model.accuracy):  # a cell a partial file lacks: NASLib's query would raise KeyError
+            return (float("nan"),) * 4
+        arch = model.arch
 
         def query(metric):
             return arch.query(metric, self.dataset, dataset_api=self.dataset_api)
@@ -138,6 +150,8 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
                 query(Metric.TRAIN_TIME))
 
     def test_statistics(self):
+        if not self._has_value():
+            return None
         return self._best().arch.query(Metric.RAW, self.dataset, dataset_api=self.dataset_api)
 
     def get_final_architecture(self):

@@ -168,12 +168,29 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     config.search.setdefault("checkpoint_freq", 1000)
     config.search.setdefault("learning_rate_min", 0.0)
     config.search.setdefault("fidelity", -1)
+    _check_counts(config, config_file)
     config.out_dir = str(out)
     config.save = str(out)
     config.setdefault("data", str(Path(_naslib.utils.get_project_root()) / "data"))
     for sub in ("search", "eval"):
         (Path(config.save) / sub).mkdir(parents=True, exist_ok=True)
     return config
+
+
+#: Whole numbers NASLib's Trainer counts with, and their ranges: otherwise a traceback after the
+#: search (no epochs: no model_final.pth to evaluate), a ZeroDivisionError or numpy's seed error.
+_COUNTS = (("seed", 0, 2**32 - 1), ("search.epochs", 1, None), ("search.checkpoint_freq", 1, None))
+
+
+def _check_counts(config, config_file) -> None:
+    for key, low, high in _COUNTS:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        whole = isinstance(node, int) and not isinstance(node, bool)
+        if not whole or node < low or (high is not None and node > high):
+            wanted = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise UserError(f"{config_file}: {key} must be a whole number {wanted}, got {node!r}")
 
 
 # ---- the experiment ---------------------------------------------------------------------

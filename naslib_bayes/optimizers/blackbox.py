@@ -68,11 +68,7 @@ class Objective:
     domain: tuple[nb201.Cell, ...] | None = None
 
     def __init__(self, benchmark: Benchmark, dataset: str, metric: str, budget: int):
-        if budget < 1:
-            raise UserError(f"budget must be at least 1, got {budget}")
-        if budget > nb201.NUM_CELLS:
-            raise UserError(f"a budget of {budget} queries exceeds the {nb201.NUM_CELLS:,} cells of the search "
-                            "space (no cell is queried twice)")
+        self.check_query_budget(budget)
         self.dataset = canonical_dataset(dataset)
         self.metric = metric
         self.budget = int(budget)
@@ -83,6 +79,15 @@ class Objective:
         self.queried: list[nb201.Cell] = []
         self.values: list[float] = []
         self._seen: set[nb201.Cell] = set()
+
+    @staticmethod
+    def check_query_budget(budget: int) -> None:
+        """A UserError unless ``budget`` queries of distinct cells fit in the search space."""
+        if budget < 1:
+            raise UserError(f"budget must be at least 1, got {budget}")
+        if budget > nb201.NUM_CELLS:
+            raise UserError(f"a budget of {budget} queries exceeds the {nb201.NUM_CELLS:,} cells of the search "
+                            "space (no cell is queried twice)")
 
     def __call__(self, cell: Sequence[int]) -> float:
         """Search-metric value of ``cell`` (counts one query)."""
