@@ -118,10 +118,15 @@ def test_dependency_propagation_and_bias_folding_on_a_hand_built_net():
         assert (no_fold.eval()(x) - masked(x)).abs().max() > 1e-3
 
 
+def three_padded_convs(middle: int) -> nn.Sequential:
+    """Convolutions 2 -> 3 -> ``middle`` -> 2 channels with zero padding on 6x6 inputs, then a linear layer."""
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, middle, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(middle, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+
+
 def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(4, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    model = three_padded_convs(middle=4)
     with torch.no_grad():
         model[2].weight[1].zero_()
         model[2].bias[1] = 0.5
@@ -138,8 +143,7 @@ def test_a_constant_unit_read_only_by_a_kept_constant_unit_stays_exact():
     that zero padding makes differ at the border of conv3's input): the padded map conv1 unit 1
     becomes at conv2 differs at the border too, so it cannot be folded into conv2 unit 1's bias."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    model = three_padded_convs(middle=3)
     with torch.no_grad():
         model[0].weight[1].zero_()
         model[0].bias[1] = 0.8
