@@ -159,6 +159,16 @@ def test_zero_cost_json_defaults_say_there_is_no_test_accuracy(zc_json):
         resolve_metrics(load_benchmark(zc_json), "cifar10", None, None)
 
 
+def test_no_test_accuracy_to_fall_back_on_offers_no_cost_metric_as_a_choice():
+    # The metrics it offers must be ones the search accepts: costs are refused as search metrics.
+    val = np.where(np.arange(15625) < 491, np.linspace(10, 90, 15625), np.nan)
+    tables = {"cifar10": {"val_accuracy": val, "synflow": np.linspace(0, 1, 15625),
+                          "params": np.linspace(0.1, 1.5, 15625), "flops": np.linspace(10, 200, 15625)}}
+    with pytest.raises(UserError) as info:
+        resolve_metrics(Benchmark(CELLS, tables, source="zc.json"), "cifar10", None, None)
+    assert str(info.value).endswith("choose the search and report metrics among synflow, val_accuracy")
+
+
 def test_a_benchmark_without_cells_is_refused():
     with pytest.raises(UserError, match=r"^empty.csv: the benchmark holds no cells$"):
         Benchmark([], {"cifar10": {"test_accuracy": []}}, source="empty.csv")

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     bb.add_argument("--optimizers", type=_names, help="comma-separated black-box optimizers")
     bb.add_argument("--datasets", type=_names, help=f"comma-separated benchmark datasets (default {DEFAULT_DATASETS})")
     bb.add_argument("--budget", type=common.positive_int, help="queries per run, initial design included (default 100)")
-    bb.add_argument("--search-metric", help="metric the searches maximise (default: validation accuracy if present)")
+    bb.add_argument("--search-metric", help="metric the searches maximise (default: validation accuracy if every cell "
+                                            "has it, else test accuracy)")
     bb.add_argument("--report-metric", help="metric regret is measured on (default: test accuracy)")
     bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="OPTIMIZER.KEY=VALUE",
                     help="hyper-parameter of one optimizer, repeatable (e.g. --opt re.population_size=10)")

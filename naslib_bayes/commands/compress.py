@@ -68,7 +68,7 @@ def register(subparsers) -> None:
                              f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
     parser.add_argument("--max-params", type=_unit_interval(closed=False), default=d.max_params, metavar="FRACTION",
                         help="parameter budget as a fraction of the model's (e.g. 0.1): pruning stops at the first "
-                             "update within it and fine-tuning takes the remaining epochs (default: no budget)")
+                             "update within it and the retraining (--retrain) takes the remaining epochs (default: no budget)")
     parser.add_argument("--retrain", choices=RETRAIN_MODES, default=d.retrain,
                         help="after pruning, fine-tune the pruned weights (finetune) or train the found "
                              f"architecture from fresh initial weights (scratch) (default {d.retrain})")
@@ -83,10 +83,11 @@ def register(subparsers) -> None:
     parser.add_argument("--epochs", type=common.positive_int, default=d.epochs,
                         help=f"total epochs, sparse training plus fine-tuning (default {d.epochs})")
     parser.add_argument("--finetune-epochs", type=common.non_negative_int,
-                        help="epochs of fine-tuning after pruning, part of --epochs (default: a third of them)")
+                        help="epochs of retraining after pruning (--retrain), part of --epochs (default: a third of them)")
     parser.add_argument("--val-size", type=common.non_negative_int, default=1000,
                         help="training images held out for validation (mnist, cifar10; default 1000)")
-    parser.add_argument("--batch-size", type=common.positive_int, default=d.batch_size)
+    parser.add_argument("--batch-size", type=common.positive_int, default=d.batch_size,
+                        help=f"images per step (default {d.batch_size})")
     parser.add_argument("--lr", type=common.positive_float, default=d.lr, help=f"learning rate (default {d.lr})")
     parser.add_argument("--grad-clip", type=common.non_negative_float, default=d.grad_clip, metavar="NORM",
                         help=f"clip each step's gradient to this norm, a guard against a run that diverges; "

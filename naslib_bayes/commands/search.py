@@ -22,11 +22,13 @@ def register(subparsers) -> None:
                         help="NAS-Bench-201 benchmark file or folder (one-shot: scores the derived cell)")
     bb = parser.add_argument_group("black-box search")
     bb.add_argument("--budget", type=common.positive_int, help="number of benchmark queries (initial design included)")
-    bb.add_argument("--search-metric", help="metric the search maximises (default: validation accuracy if present)")
-    bb.add_argument("--report-metric", help="metric reported for the final cell (default: test accuracy)")
-    bb.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="KEY=VALUE",
-                    help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20; one-shot: "
-                         "--opt curvature_batches=4)")
+    bb.add_argument("--search-metric", help="metric the search maximises (default: validation accuracy if every "
+                                            "cell has it, else test accuracy)")
+    # Read by both kinds of search (one-shot: the derived cell's score on --benchmark), so not in a group.
+    parser.add_argument("--report-metric", help="metric reported for the final cell (default: test accuracy)")
+    parser.add_argument("--opt", type=common.key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="optimizer hyper-parameter, repeatable (e.g. --opt population_size=20; one-shot: "
+                             "--opt curvature_batches=4)")
     bb.add_argument("--surrogate", type=Path,
                     help="tnas: a meta-trained surrogate.pt or its folder (default: meta-train on the benchmark's other datasets)")
     meta_train.add_surrogate_options(parser)

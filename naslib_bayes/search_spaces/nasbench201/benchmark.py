@@ -247,8 +247,9 @@ def _default_search_metric(benchmark: Benchmark, dataset: str, warnings: list[st
     else:
         why = f"{benchmark.source} has {dataset} val_accuracy for {have:,} of {nb201.NUM_CELLS:,} cells only"
     if not benchmark.has_metric(dataset, "test_accuracy"):
+        choices = sorted(set(benchmark.metrics(dataset)) - set(COST_METRICS))  # costs are refused as either
         raise UserError(f"{why} and no test_accuracy to fall back on: choose the search and report metrics "
-                        f"among {', '.join(benchmark.metrics(dataset))}")
+                        f"among {', '.join(choices)}")
     warnings.append(f"{why}: searching on test accuracy")
     return "test_accuracy"
 
