@@ -84,6 +84,29 @@ def _full(keeps: Sequence[torch.Tensor | None], sizes: Sequence[int], device) ->
 
 
 @torch.no_grad()
+def _dependencies(conn: list[torch.Tensor], unit_alive: list[torch.Tensor], input_alive: list[torch.Tensor]):
+    """Which units depend on the input and which are needed by the output.
+
+    ``conn[l]`` (units, in_groups) says which inputs of layer l reach which of its units. Returns
+    ``dep_out`` (per layer, units: the unit's output varies with the network's input), ``need_in``
+    (per layer, in_groups: the input reaches the network's output) and ``need_out`` (per layer,
+    units: the unit's output reaches the network's output).
+    """
+    n = len(conn)
+    dep_out, need_in, need_out = [None] * n, [None] * n, [None] * n
+    dep_in = input_alive[0]
+    for l in range(n):
+        if l:
+            dep_in = dep_out[l - 1] & input_alive[l]
+        dep_out[l] = unit_alive[l] & (conn[l] & dep_in.unsqueeze(0)).any(dim=1)
+    need_out[n - 1] = torch.ones_like(unit_alive[n - 1])
+    for l in range(n - 1, -1, -1):
+        need_in[l] = input_alive[l] & (conn[l] & need_out[l].unsqueeze(1)).any(dim=0)
+        if l:
+            need_out[l - 1] = need_in[l] & unit_alive[l - 1]
+    return dep_out, need_in, need_out
+
+
 def plan_pruning(net: SwitchedNetwork, keep_units: Sequence[torch.Tensor | None],
                  keep_inputs: Sequence[torch.Tensor | None]) -> PrunePlan:
     """Dependencies and bias folding for the switch decisions ``keep_units``/``keep_inputs``.
@@ -105,21 +128,7 @@ def plan_pruning(net: SwitchedNetwork, keep_units: Sequence[torch.Tensor | None]
     input_alive = _full(keep_inputs, [i.in_groups for i in layers], device)
     for l in range(1, n):  # the child of a pruned parent is pruned (HARD coupling gives it gamma 0)
         input_alive[l] = input_alive[l] & unit_alive[l - 1]
-    conn = [connectivity(net, l) for l in range(n)]
-
-    dep_in, dep_out = [None] * n, [None] * n
-    dep_in[0] = input_alive[0]
-    for l in range(n):
-        if l:
-            dep_in[l] = dep_out[l - 1] & input_alive[l]
-        dep_out[l] = unit_alive[l] & (conn[l] & dep_in[l].unsqueeze(0)).any(dim=1)
-    need_in, need_out = [None] * n, [None] * n
-    need_out[n - 1] = torch.ones(layers[-1].units, dtype=torch.bool, device=device)
-    for l in range(n - 1, -1, -1):
-        need_in[l] = input_alive[l] & (conn[l] & need_out[l].unsqueeze(1)).any(dim=0)
-        if l:
-            need_out[l - 1] = need_in[l] & unit_alive[l - 1]
-
+    dep_out, need_in, need_out = _dependencies([connectivity(net, l) for l in range(n)], unit_alive, input_alive)
     keep_out = [dep_out[l] & need_out[l] for l in range(n - 1)] + [need_out[n - 1].clone()]
     removed = []
     for l in range(n):
