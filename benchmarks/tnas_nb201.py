@@ -176,32 +176,48 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     return record
 
 
+def run_settings(method: str, benchmark_sha256: str) -> dict:
+    """What decides a run besides its target, seed, budget and surrogate, none of which the package's
+    code fingerprint covers: the method's row of :data:`METHODS`, the metric and the benchmark's content."""
+    optimizer, hyperparameters = METHODS[method]
+    settings = {"optimizer": optimizer, "hyperparameters": hyperparameters, "metric": METRIC,
+                "benchmark_sha256": benchmark_sha256}
+    return json.loads(json.dumps(settings))  # as read back from a record
+
+
 def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget: int, surrogate: str | None,
-                out: str) -> dict:
+                out: str, benchmark_sha256: str | None = None) -> dict:
     """One search; returns the accuracies queried and the timings (cached in ``out``).
 
     A cached run is reused only if it searched with the same surrogate (runs are cached per
-    seed, and the surrogate of a seed changes with ``--surrogate-seeds``) and was made by the
-    same code.
+    seed, and the surrogate of a seed changes with ``--surrogate-seeds``), with the same
+    :func:`run_settings` and was made by the same code. ``benchmark_sha256``: the benchmark's
+    fingerprint, if the caller has it (else the file is read to compute it).
     """
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
     from naslib_bayes.results import source_fingerprint
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
     path = Path(out)
-    cached = cached_run(path, surrogate, code=code)
+    benchmark = None
+    if benchmark_sha256 is None:
+        benchmark = load_benchmark(benchmark_path)
+        benchmark_sha256 = benchmark_fingerprint(benchmark)
+    settings = run_settings(method, benchmark_sha256)
+    cached = cached_run(path, surrogate, code=code, settings=settings)
     if cached is not None:
         return cached
     import torch
 
     from naslib_bayes.experiment import run_blackbox_search
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     torch.set_num_threads(1)
     optimizer, hyperparameters = METHODS[method]
     hyperparameters = dict(hyperparameters)
     if optimizer == "tnas":
         hyperparameters["surrogate"] = surrogate
-    benchmark = load_benchmark(benchmark_path)
+    benchmark = benchmark or load_benchmark(benchmark_path)
     start, cpu = time.perf_counter(), time.process_time()
     result = run_blackbox_search(benchmark, optimizer, target, budget, seed, search_metric=METRIC, report_metric=METRIC,
                                  hyperparameters=hyperparameters)
@@ -210,29 +226,39 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
               "accuracies": [t["accuracy"] for t in result["trajectory"]],
               "architectures": [t["architecture"] for t in result["trajectory"]],
               "timing": result.get("timing"), "wall_s": result["wall_time_s"],
-              "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": code}
+              "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": code, "settings": settings}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return record
 
 
-def cached_run(path: Path, surrogate: str | None, code: str | None = None) -> dict | None:
-    """The run cached in ``path`` if it searched with ``surrogate`` and, when ``code`` is given,
-    was made by the code of that fingerprint (None: absent, another surrogate's or other code's)."""
+def cached_run(path: Path, surrogate: str | None, code: str | None = None, settings: dict | None = None) -> dict | None:
+    """The run cached in ``path`` if it searched with ``surrogate`` and, when ``code`` and ``settings``
+    are given, was made by the code of that fingerprint with those :func:`run_settings` (None: absent,
+    another surrogate's, other code's or other settings')."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
     if record.get("surrogate") != surrogate_id(surrogate) or (code is not None and record.get("code") != code):
         return None
+    if settings is not None and record.get("settings") != settings:
+        return None
     return record
 
 
-def other_code(records: list[dict]) -> int:
-    """How many of the cached ``records`` were made by other code than this (or before it was recorded)."""
+def other_code(records: list[dict], benchmark_sha256: str | None = None) -> int:
+    """How many of the cached ``records`` were made by other code than this (or before it was recorded),
+    or, given the benchmark's fingerprint, runs made with other :func:`run_settings`."""
     from naslib_bayes.results import source_fingerprint
 
     current = source_fingerprint()
-    return sum(1 for record in records if record.get("code") != current)
+
+    def other_settings(record: dict) -> bool:
+        method = record.get("method")  # meta-training records have none
+        return (benchmark_sha256 is not None and method is not None
+                and record.get("settings") != run_settings(method, benchmark_sha256))
+
+    return sum(1 for record in records if record.get("code") != current or other_settings(record))
 
 
 def surrogate_id(surrogate: str | None) -> str | None:
@@ -279,7 +305,10 @@ def main(argv=None) -> int:
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
+
     benchmark = load_benchmark(args.benchmark)
+    args.benchmark_sha256 = benchmark_fingerprint(benchmark)  # once, not per run
     targets = [canonical_dataset(d) for d in args.datasets.split(",")]
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
@@ -312,7 +341,8 @@ def main(argv=None) -> int:
                 for s in seeds:
                     futures[(t, m, s)] = pool.submit(search_unit, path, t, m, s, args.budget,
                                                      method_surrogate(args, t, s, n_surrogates, m),
-                                                     str(run_path(args, t, m, s, n_surrogates)))
+                                                     str(run_path(args, t, m, s, n_surrogates)),
+                                                     args.benchmark_sha256)
         runs = {}
         for key, f in futures.items():
             runs[key] = f.result()
@@ -369,10 +399,11 @@ def _progress(message: str, started: float) -> None:
 
 def print_report(benchmark, targets, methods, seeds, runs, meta, args) -> None:
     print(f"TNAS on NAS-Bench-201 ({args.benchmark.name}), leave one dataset out: {len(seeds)} seeds, budget {args.budget}")
-    stale = other_code(list(runs.values()) + list(meta.values()))
+    stale = other_code(list(runs.values()) + list(meta.values()), args.benchmark_sha256)
     if stale:
-        print(f"note: {stale} of these runs and surrogates were made by other code than this (a cache read with "
-              "--report-only is printed as it is; without it they are made again)")
+        print(f"note: {stale} of these runs and surrogates were made by other code than this, or (runs) with "
+              "other method settings or benchmark contents (a cache read with --report-only is printed as it is; "
+              "without it they are made again)")
     if meta:
         per_target = {t: len({k[1:] for k in meta if k[0] == t}) for t in targets}
         print(f"surrogates: {', '.join(f'{t}: {n}' for t, n in per_target.items())} meta-trained "

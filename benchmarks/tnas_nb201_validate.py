@@ -54,7 +54,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
+
     benchmark = load_benchmark(args.benchmark)
+    fingerprint = benchmark_fingerprint(benchmark)  # once, not per run
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in tnas_nb201.METHODS or tnas_nb201.METHODS[m][0] != "tnas"]
     if unknown:
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
         runs = {(a, b, m, s): pool.submit(tnas_nb201.search_unit, path, b, m, s, args.budget,
                                           str(args.cache / tnas_nb201.surrogate_folder(m) / a / f"seed{s}" / "surrogate.pt"),
                                           str(args.cache / "runs" / f"budget{args.budget}" / f"{a}_to_{b}"
-                                              / tnas_nb201.method_folder(m) / f"seed{s}.json"))
+                                              / tnas_nb201.method_folder(m) / f"seed{s}.json"), fingerprint)
                 for a, b in pairs for m in methods for s in seeds}
         records = {key: future.result() for key, future in runs.items()}
     table: dict[tuple[str, str, str], dict] = {}

@@ -24,15 +24,16 @@ def _write(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record))
 
 
-def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, tmp_path, monkeypatch):
+def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, nats_benchmark, tmp_path, monkeypatch):
     from naslib_bayes import experiment
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
 
     folder = tmp_path / "cache" / "surrogates" / "cifar10" / "seed0"
     _write(folder / "meta.json", {"seed": 0, "wall_s": 30.0})
     surrogate = str(folder / "surrogate.pt")
     out = tmp_path / "seed0.json"
     cached = {"surrogate": tnas_nb201.surrogate_id(surrogate), "accuracies": [1.0, 2.0], "architectures": [],
-              "code": source_fingerprint()}
+              "code": source_fingerprint(), "settings": tnas_nb201.run_settings("tnas", benchmark_fingerprint(nats_benchmark))}
     assert cached["surrogate"].startswith("surrogates/cifar10/seed0@")
     _write(out, cached)
     assert tnas_nb201.search_unit(str(nats_csv), "cifar10", "tnas", 0, 3, surrogate, str(out)) == cached
@@ -218,3 +219,35 @@ def test_the_compression_benchmark_refuses_a_validation_split_without_images(mni
     with pytest.raises(SystemExit) as info:
         compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", "--val-size", "0", "--seeds", "0"])
     assert info.value.code == 2 and "--split val needs validation images: --val-size 0" in capsys.readouterr().err
+
+
+def test_a_cached_run_is_reused_only_for_the_same_method_settings_and_benchmark(nats_csv, nats_benchmark, tmp_path,
+                                                                                 monkeypatch):
+    """The method table and the benchmark file are not part of the package's code fingerprint."""
+    from naslib_bayes import experiment
+    from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+    from naslib_bayes.search_spaces.nasbench201.loaders import save_npz
+
+    out = str(tmp_path / "seed0.json")
+    first = tnas_nb201.search_unit(str(nats_csv), "cifar10", "transfer-topk", 0, 3, None, out)
+    assert tnas_nb201.search_unit(str(nats_csv), "cifar10", "transfer-topk", 0, 3, None, out) == first
+
+    def searched_anew(*args, **kwargs):
+        raise RuntimeError("searched anew")
+
+    monkeypatch.setattr(experiment, "run_blackbox_search", searched_anew)
+    with monkeypatch.context() as patched:  # the method's row of the table changed since the run was cached
+        patched.setitem(tnas_nb201.METHODS, "transfer-topk", ("gp-bo", {}))
+        with pytest.raises(RuntimeError, match="searched anew"):
+            tnas_nb201.search_unit(str(nats_csv), "cifar10", "transfer-topk", 0, 3, None, out)
+    tables = {d: {"test_accuracy": nats_benchmark.query_all(d, "test_accuracy")[::-1].copy()}
+              for d in nats_benchmark.datasets}
+    other = tmp_path / "other.npz"  # the same cells with other accuracies
+    save_npz(Benchmark(nats_benchmark.cells, tables), other)
+    with pytest.raises(RuntimeError, match="searched anew"):
+        tnas_nb201.search_unit(str(other), "cifar10", "transfer-topk", 0, 3, None, out)
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
+
+    # --report-only prints such a run as it is, counted in the note on runs made otherwise
+    assert tnas_nb201.other_code([first], benchmark_fingerprint(nats_benchmark)) == 0
+    assert tnas_nb201.other_code([first], benchmark_fingerprint(Benchmark(nats_benchmark.cells, tables))) == 1

@@ -295,3 +295,19 @@ def test_train_statistics_count_the_images_trained_on(tmp_path):
                          tmp_path / "exact")
     assert larger["config"]["train_images"] < 4096
     assert larger["epoch_stats"] == exact["epoch_stats"]
+
+
+def test_search_scored_on_a_benchmark_is_not_resumed_without_it(capsys, tmp_path, monkeypatch, nats_csv):
+    """A resume without the first run's --benchmark would write a result.json without the cell's score."""
+    scored = [*SEARCH, "--benchmark", str(nats_csv)]
+    checkpoint = killed_run(capsys, monkeypatch, scored, tmp_path)
+    saved = checkpoint.read_bytes()
+    assert ckpt.load(checkpoint)["run"]["--report-metric"] == "test_accuracy"  # another metric: refused as any setting
+    code, _, err = run_cli(capsys, *SEARCH, "--out", tmp_path, "--resume")
+    assert code == 2
+    assert (f"{checkpoint}: the run scores its derived cell by test_accuracy on a benchmark; resume with "
+            "--benchmark (the file may have moved)" in one_line(err))
+    assert checkpoint.read_bytes() == saved and not (tmp_path / results.RESULT_FILE).exists()
+    code, _, err = run_cli(capsys, *scored, "--out", tmp_path, "--resume")
+    assert code == 0, err
+    assert json.loads((tmp_path / results.RESULT_FILE).read_text())["benchmark_accuracy"]["cifar10"] > 0

@@ -124,6 +124,8 @@ def run_one_shot(args) -> int:
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
+    if args.resume and benchmark is None:
+        _refuse_unscored_resume_of_a_scored_run(out)
     bar, progress = common.step_bar(f"{args.optimizer} {args.dataset}")
 
     with bar:
@@ -134,6 +136,18 @@ def run_one_shot(args) -> int:
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
     print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
+
+
+def _refuse_unscored_resume_of_a_scored_run(out: Path) -> None:
+    """A run begun with --benchmark resumed without it would end in a result.json without the cell's score."""
+    from naslib_bayes.training import checkpoint as ckpt
+    from naslib_bayes.training.search import SCORED_BY
+
+    path = out / ckpt.CHECKPOINT_FILE
+    run = ckpt.load(path).get("run")
+    if isinstance(run, dict) and run.get(SCORED_BY) is not None:
+        raise UserError(f"{path}: the run scores its derived cell by {run[SCORED_BY]} on a benchmark; resume with "
+                        "--benchmark (the file may have moved)")
 
 
 def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:

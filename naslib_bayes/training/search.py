@@ -32,6 +32,8 @@ TIMING_KEYS = ("wall_time_s", "epoch_times_s", "epoch_cpu_times_s", "architectur
 #: SearchConfig fields that do not change what a search computes: a run may resume with others.
 NOT_OF_THE_RUN = ("checkpoint_every", "device", "data_root")
 #: SearchConfig fields set by an option of ``naslib-bayes search`` (the others keep their names in messages).
+#: The run settings' key of the metric a derived cell is scored by on a benchmark.
+SCORED_BY = "--report-metric"
 OPTION_OF_FIELD = {"optimizer": "--optimizer", "search_space": "--search-space", "dataset": "--dataset",
                    "seed": "--seed", "channels": "--channels", "cells": "--cells", "batch_size": "--batch-size",
                    "search_images": "--search-images"}
@@ -108,18 +110,22 @@ def build_supernet(space: str, channels: int, cells: int, num_classes: int, in_c
 
 
 def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, dataset: str,
-                 optimizer_config: dict[str, Any]) -> dict[str, Any]:
+                 optimizer_config: dict[str, Any], scored_by: str | None = None) -> dict[str, Any]:
     """What defines a search, keyed by the option that sets it: a checkpoint resumes only the same.
 
     Every :class:`SearchConfig` field but :data:`NOT_OF_THE_RUN`, with the values the search
     resolved (canonical space and dataset names, the supernet's size after its defaults); the
-    optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``).
+    optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``);
+    ``--report-metric``, the metric the derived cell is scored by on a benchmark, if it is (the
+    benchmark's path is not kept: the file may move, as the data may).
     """
     resolved = {**asdict(cfg), "search_space": space, "channels": channels, "cells": cells, "dataset": dataset}
     settings = {OPTION_OF_FIELD.get(name, name): value for name, value in resolved.items()
                 if name not in (*NOT_OF_THE_RUN, "hyperparameters", "augment")}
     settings["--no-augment"] = not cfg.augment
     settings.update({f"--opt {name}": value for name, value in optimizer_config.items()})
+    if scored_by is not None:  # absent otherwise, as in checkpoints written before runs recorded it
+        settings[SCORED_BY] = scored_by
     return settings
 
 
@@ -161,7 +167,7 @@ def search_augmentation(cfg: SearchConfig, dataset: str, train):
 
 
 def prepare_search(cfg: SearchConfig, out_dir: str | Path | None, progress: Callable[[int, int, int], None] | None,
-                   stop_after_steps: int | None) -> PreparedSearch:
+                   stop_after_steps: int | None, scored_by: str | None = None) -> PreparedSearch:
     """Search data, supernet, optimizer, augmentation and trainer of one search (nothing trained yet)."""
     from naslib_bayes.training.oneshot import OneShotTrainer
 
@@ -175,7 +181,7 @@ def prepare_search(cfg: SearchConfig, out_dir: str | Path | None, progress: Call
     net = build_supernet(space, channels, cells, train.num_classes, images.shape[1], cfg.seed).to(device)
     opt = build_search_optimizer(spec, cfg, net, dataset, device)
     augment = search_augmentation(cfg, dataset, train)
-    run = run_settings(cfg, space, channels, cells, dataset, opt.config)
+    run = run_settings(cfg, space, channels, cells, dataset, opt.config, scored_by)
     trainer = OneShotTrainer(opt, images, labels, cfg.batch_size, seed=cfg.seed, out_dir=out_dir,
                              checkpoint_every=cfg.checkpoint_every, augment=augment, progress=progress,
                              stop_after_steps=stop_after_steps, run=run)
@@ -259,13 +265,15 @@ def run_oneshot_search(
     """Run one search and return its result (schema ``result.json``).
 
     ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
-    another kind or of a run with other settings (:func:`run_settings`) is a :class:`UserError`.
+    another kind or of a run with other settings (:func:`run_settings`, whether and by which
+    metric the cell is scored included) is a :class:`UserError`.
 
     With a ``benchmark`` the derived NAS-Bench-201 cell is scored by its ``report_metric`` on
     every dataset that has it.
     """
     start = time.perf_counter()
-    search = prepare_search(cfg, out_dir, progress, stop_after_steps)
+    scored_by = report_metric if benchmark is not None else None
+    search = prepare_search(cfg, out_dir, progress, stop_after_steps, scored_by)
     state = search.trainer.search(resume=resume)
     return search_result(cfg, search, state, start, benchmark, report_metric)
 
