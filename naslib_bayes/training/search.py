@@ -31,9 +31,9 @@ DEFAULT_SIZES = {"nasbench201": (8, 1), "darts": (16, 8)}
 TIMING_KEYS = ("wall_time_s", "epoch_times_s", "epoch_cpu_times_s", "architecture_update_times_s")
 #: SearchConfig fields that do not change what a search computes: a run may resume with others.
 NOT_OF_THE_RUN = ("checkpoint_every", "device", "data_root")
-#: SearchConfig fields set by an option of ``naslib-bayes search`` (the others keep their names in messages).
 #: The run settings' key of the metric a derived cell is scored by on a benchmark.
 SCORED_BY = "--report-metric"
+#: SearchConfig fields set by an option of ``naslib-bayes search`` (the others keep their names in messages).
 OPTION_OF_FIELD = {"optimizer": "--optimizer", "search_space": "--search-space", "dataset": "--dataset",
                    "seed": "--seed", "channels": "--channels", "cells": "--cells", "batch_size": "--batch-size",
                    "search_images": "--search-images"}
