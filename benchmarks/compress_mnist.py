@@ -61,6 +61,16 @@ COMMON = dict(batch_size=64, optimizer="sgd", lr=0.02, momentum=0.9, weight_deca
               update_every=1, curvature_batches=8, curvature_reduction="sum")
 
 
+def data_fingerprint(root: str) -> str:
+    """SHA-256 of the MNIST files in ``root`` (names and bytes): other images, labels or added
+    training files (which change the split) make other runs, wherever the folder lies."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).iterdir()):
+        if path.is_file() and path.name.startswith(("t10k-", "train-")) and "-idx" in path.name:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_one(job: dict) -> dict:
     """One (model, seed, lambda): compression and dense baseline; returns a JSON-able record.
 
@@ -82,6 +92,7 @@ def run_one(job: dict) -> dict:
     settings = json.loads(json.dumps({**{k: job[k] for k in ("model", "seed", "lam", "epochs", "finetune_epochs",
                                                             "split", "val_size", "train_images", "threads")},
                                       "config": cfg.as_dict(),
+                                      "data": data_fingerprint(job["data_root"]),
                                       "code": source_fingerprint()}))
     # one folder per setting: runs of a sweep (epochs, --opt ...) keep their records side by side
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]

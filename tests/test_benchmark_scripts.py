@@ -149,6 +149,31 @@ def _comparable(record: dict) -> dict:
     return {**{k: v for k, v in record.items() if k != "wall_time_s"}, "history": history}
 
 
+def test_compress_benchmark_reuses_a_run_only_for_the_same_data(mnist_dir, tmp_path, monkeypatch):
+    """The data folder's files are a setting: the same files elsewhere are the same run, a changed
+    label file (or added training files, which change the split) is another."""
+    import gzip
+    import shutil
+
+    import naslib_bayes.compression as compression
+
+    full = compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
+    copy = tmp_path / "copy"
+    shutil.copytree(mnist_dir, copy)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(compression, "compress", must_not_run)
+    assert compress_mnist.run_one(_job(copy, tmp_path / "a")) == full
+    labels = copy / "t10k-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.decompress(labels.read_bytes()))
+    payload[8] = (payload[8] + 1) % 10  # the first image's label
+    labels.write_bytes(gzip.compress(bytes(payload)))
+    with pytest.raises(AssertionError, match="run again"):
+        compress_mnist.run_one(_job(copy, tmp_path / "a"))
+
+
 def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_dir, tmp_path, monkeypatch):
     import naslib_bayes.compression as compression
 
