@@ -139,28 +139,35 @@ def surrogate_folder(method: str) -> str:
 
 # ---- work units (run in worker processes) ------------------------------------------------------
 def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: int, out: str,
-                    settings: dict | None = None) -> dict:
+                    settings: dict | None = None, benchmark_sha256: str | None = None) -> dict:
     """Meta-train on every dataset but ``target`` (one dataset or several); returns timing (cached in ``out``).
 
     ``settings``: meta-training hyper-parameters over TNAS's defaults (see ``meta_settings``).
+    ``benchmark_sha256``: the benchmark's fingerprint, if the caller has it (else computed here);
+    a cached surrogate is reused only if this code meta-trained it on a benchmark of that content.
     """
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
     from naslib_bayes.results import source_fingerprint
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
+    benchmark = None
+    if benchmark_sha256 is None:
+        benchmark = load_benchmark(benchmark_path)
+        benchmark_sha256 = benchmark_fingerprint(benchmark)
     out_dir = Path(out)
     done = out_dir / "meta.json"
-    if done.exists():  # a surrogate meta-trained by other code is meta-trained again
+    if done.exists():  # a surrogate meta-trained by other code, or on other accuracies, is meta-trained again
         record = json.loads(done.read_text())
-        if record.get("code") == code:
+        if record.get("code") == code and record.get("benchmark_sha256") == benchmark_sha256:
             return record
     import torch
 
     from naslib_bayes.optimizers.tnas import TNAS, meta_train_surrogate
     from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     torch.set_num_threads(1)
-    benchmark = load_benchmark(benchmark_path)
+    benchmark = benchmark or load_benchmark(benchmark_path)
     source = benchmark.without(*((target,) if isinstance(target, str) else target))
     start, cpu = time.perf_counter(), time.process_time()
     # exactly what tnas meta-trains with its default hyper-parameters (and the method's settings)
@@ -169,7 +176,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     record = {"target": target, "seed": seed, "settings": settings or {}, "meta_datasets": list(source.datasets),
               "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
               "iterations": log["iterations"], "best_iteration": log["best_iteration"],
-              "best_val_loss": log["best_val_loss"], "code": code}
+              "best_val_loss": log["best_val_loss"], "code": code, "benchmark_sha256": benchmark_sha256}
     out_dir.mkdir(parents=True, exist_ok=True)
     surrogate_io.save(surrogate, out_dir / "surrogate.pt", {**info, "seed": seed})
     done.write_text(json.dumps(record))
@@ -328,7 +335,7 @@ def main(argv=None) -> int:
         meta = {}
         if folders:
             futures = {(t, s, folder): pool.submit(meta_train_unit, path, t, s, str(args.cache / folder / t / f"seed{s}"),
-                                                   settings)
+                                                   settings, args.benchmark_sha256)
                        for folder, settings in folders.items()
                        for t in targets for s in range(min(n_surrogates, args.seeds))}
             meta = {key: f.result() for key, f in futures.items()}
@@ -439,32 +446,38 @@ def print_timings(targets, methods, seeds, runs, meta) -> None:
     if tnas:
         enc = [r["timing"]["encode_all_cells_s"] for r in tnas]
         enc_cpu = [r["timing"].get("encode_all_cells_cpu_s") for r in tnas]
-        it = [r["timing"]["bo_iteration_mean_s"] for r in tnas if r["timing"]["bo_iteration_mean_s"] is not None]
-        it_max = [r["timing"]["bo_iteration_max_s"] for r in tnas if r["timing"]["bo_iteration_max_s"] is not None]
-        it_cpu = [r["timing"].get("bo_iteration_mean_cpu_s") for r in tnas if r["timing"].get("bo_iteration_mean_cpu_s") is not None]
         print(f"encode all 15,625 cells (psi, hidden 64): median {np.median(enc):.2f} s wall, "
               f"{np.median([e for e in enc_cpu if e is not None]):.2f} s CPU")
-        print(f"one TNAS BO iteration (fine-tune 50 steps + EI over all cells): mean {np.mean(it):.3f} s wall "
-              f"(worst run's max {np.max(it_max):.2f} s), {np.mean(it_cpu):.3f} s CPU")
-    gp = [r for (t, m, s), r in runs.items() if m == "gp-bo" and r.get("timing")]
-    it = [r["timing"]["bo_iteration_mean_s"] for r in gp if r["timing"]["bo_iteration_mean_s"] is not None]
-    it_cpu = [r["timing"].get("bo_iteration_mean_cpu_s") for r in gp
-              if r["timing"].get("bo_iteration_mean_cpu_s") is not None]
-    if it:
-        print(f"one gp-bo iteration (fit 100 steps from scratch + EI): mean {np.mean(it):.3f} s wall, "
-              f"{np.mean(it_cpu):.3f} s CPU")
-    if meta:
-        wall = [m["wall_s"] for m in meta.values()]
-        cpu = [m["cpu_s"] for m in meta.values()]
-        its = [m["iterations"] for m in meta.values()]
-        best_its = [m["best_iteration"] for m in meta.values()]
-        from naslib_bayes.predictors.meta_train import MetaTrainConfig
+    print_iteration_times("one TNAS BO iteration (fine-tune 50 steps + EI over all cells)", tnas)
+    print_iteration_times("one gp-bo iteration (fit 100 steps from scratch + EI)",
+                          [r for (t, m, s), r in runs.items() if m == "gp-bo" and r.get("timing")])
+    for folder in sorted({key[2] for key in meta}):
+        print_meta_training_times(folder, [record for key, record in meta.items() if key[2] == folder])
 
-        cap = MetaTrainConfig().iterations
-        early = sum(i < cap for i in its)
-        print(f"meta-training: median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median {np.median(cpu):.0f} s CPU "
-              f"(max {np.max(cpu):.0f} s); {early} of {len(its)} stopped early (cap {cap} iterations), "
-              f"best weights at iteration {np.min(best_its):.0f}-{np.max(best_its):.0f}")
+
+def print_iteration_times(what: str, records: list[dict]) -> None:
+    """Mean wall and CPU time of a BO iteration over ``records`` (runs within their initial design have none)."""
+    timings = [r["timing"] for r in records if r["timing"].get("bo_iteration_mean_s") is not None]
+    if not timings:
+        return
+    print(f"{what}: mean {np.mean([t['bo_iteration_mean_s'] for t in timings]):.3f} s wall "
+          f"(worst run's max {np.max([t['bo_iteration_max_s'] for t in timings]):.2f} s), "
+          f"{np.mean([t['bo_iteration_mean_cpu_s'] for t in timings]):.3f} s CPU")
+
+
+def print_meta_training_times(folder: str, records: list[dict]) -> None:
+    """Meta-training times of the surrogates of one folder, early stops counted against their own cap."""
+    from naslib_bayes.optimizers.tnas import TNAS
+
+    wall = [m["wall_s"] for m in records]
+    cpu = [m["cpu_s"] for m in records]
+    best_its = [m["best_iteration"] for m in records]
+    early = sum(m["iterations"] < m.get("settings", {}).get("meta_iterations", TNAS.defaults["meta_iterations"])
+                for m in records)
+    caps = sorted({m.get("settings", {}).get("meta_iterations", TNAS.defaults["meta_iterations"]) for m in records})
+    print(f"meta-training ({folder}): median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median "
+          f"{np.median(cpu):.0f} s CPU (max {np.max(cpu):.0f} s); {early} of {len(records)} stopped early (cap "
+          f"{'/'.join(map(str, caps))} iterations), best weights at iteration {np.min(best_its):.0f}-{np.max(best_its):.0f}")
 
 
 if __name__ == "__main__":

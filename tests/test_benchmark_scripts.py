@@ -59,21 +59,25 @@ def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, n
     assert json.loads(out.read_text()) == fresh
 
 
-def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it(nats_csv, tmp_path, monkeypatch):
+def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_benchmark(nats_csv, tmp_path, monkeypatch):
     from naslib_bayes.optimizers import tnas
 
     folder = tmp_path / "surrogates" / "cifar10" / "seed0"
-    record = {"target": "cifar10", "seed": 0, "wall_s": 30.0, "code": source_fingerprint()}
+    record = {"target": "cifar10", "seed": 0, "wall_s": 30.0, "code": source_fingerprint(), "benchmark_sha256": "abc"}
     _write(folder / "meta.json", record)
 
     def meta_trained_anew(*args, **kwargs):
         raise RuntimeError("meta-trained anew")
 
     monkeypatch.setattr(tnas, "meta_train_surrogate", meta_trained_anew)
-    assert tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder)) == record
+    assert tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="abc") == record
     _write(folder / "meta.json", {**record, "code": "other-code"})
     with pytest.raises(RuntimeError, match="meta-trained anew"):
-        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder))
+        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="abc")
+    # a surrogate meta-trained on another benchmark file's accuracies is meta-trained anew
+    _write(folder / "meta.json", record)
+    with pytest.raises(RuntimeError, match="meta-trained anew"):
+        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="other-file")
 
 
 def test_every_setting_meta_training_reads_gives_the_surrogates_a_folder_of_their_own(monkeypatch):
@@ -276,3 +280,18 @@ def test_a_cached_run_is_reused_only_for_the_same_method_settings_and_benchmark(
     # --report-only prints such a run as it is, counted in the note on runs made otherwise
     assert tnas_nb201.other_code([first], benchmark_fingerprint(nats_benchmark)) == 0
     assert tnas_nb201.other_code([first], benchmark_fingerprint(Benchmark(nats_benchmark.cells, tables))) == 1
+
+
+def test_timings_skip_runs_without_bo_steps_and_count_early_stops_per_surrogate_folder(capsys):
+    """A budget within the initial design leaves no BO iteration to time; surrogates meta-trained
+    with another iteration cap are counted against that cap, in a line of their own."""
+    within_design = {"timing": {"encode_all_cells_s": 0.2, "encode_all_cells_cpu_s": 0.2, "bo_iteration_mean_s": None,
+                                "bo_iteration_max_s": None, "bo_iteration_mean_cpu_s": None}}
+    meta = {("cifar10", 0, "surrogates"): {"wall_s": 20.0, "cpu_s": 18.0, "iterations": 800, "best_iteration": 700},
+            ("cifar10", 0, "surrogates_meta3000"): {"wall_s": 70.0, "cpu_s": 60.0, "iterations": 1200,
+                                                    "best_iteration": 900, "settings": {"meta_iterations": 3000}}}
+    tnas_nb201.print_timings(["cifar10"], ["tnas"], [0], {("cifar10", "tnas", 0): within_design}, meta)
+    out = capsys.readouterr().out
+    assert "BO iteration" not in out and "encode all 15,625 cells" in out
+    assert "meta-training (surrogates): median 20 s wall" in out and "0 of 1 stopped early (cap 800" in out
+    assert "meta-training (surrogates_meta3000): median 70 s wall" in out and "1 of 1 stopped early (cap 3000" in out
