@@ -90,6 +90,20 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, optimizer):
     assert len(resumed["epoch_times_s"]) == 2
 
 
+def test_a_resumed_search_counts_the_wall_time_its_checkpoint_had_run(tmp_path):
+    """wall_time_s of a resumed search is the search's, not only the last process's: the time the
+    killed process had run up to its last checkpoint is carried over."""
+    with pytest.raises(Interrupted):
+        run_search(tmp_path / "killed", stop=3)
+    path = tmp_path / "killed" / ckpt.CHECKPOINT_FILE
+    state = ckpt.load(path)
+    assert 0 < state["loop"]["wall_s_before"] < 600  # the killed process's time to its checkpoint
+    state["loop"]["wall_s_before"] = 1000.0  # as if it had run for 1000 s
+    ckpt.save(path, state)
+    resumed = run_search(tmp_path / "killed", resume=True)
+    assert 1000.0 < resumed["wall_time_s"] < 1600.0
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     ckpt.save(path, {"value": 1})

@@ -64,6 +64,7 @@ class SearchState:
     elapsed_in_epoch: float = 0.0
     cpu_in_epoch: float = 0.0
     sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # loss, correct, n, vloss, vcorrect, vn
+    wall_s_before: float = 0.0  # wall time the run had taken by its last checkpoint, earlier processes included
 
 
 class OneShotTrainer:
@@ -111,6 +112,7 @@ class OneShotTrainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer.op_optimizer, T_max=total, eta_min=float(optimizer.config["lr_min"]))
         self.state = SearchState()
+        self._earlier_wall_s, self._process_start = 0.0, time.perf_counter()
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -129,9 +131,15 @@ class OneShotTrainer:
         return x, y
 
     # ---- checkpoints ------------------------------------------------------------------------------
+    @property
+    def earlier_wall_s(self) -> float:
+        """Wall time of the earlier processes of a resumed run, up to the checkpoint it resumed (0 if none)."""
+        return self._earlier_wall_s
+
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
+        self.state.wall_s_before = self._earlier_wall_s + time.perf_counter() - self._process_start
         ckpt.save(self.checkpoint_path, {
             "format": FORMAT,
             "run": self.run,
@@ -159,6 +167,7 @@ class OneShotTrainer:
         opt = self.optimizer
         if resume:
             self.load_checkpoint()
+        self._earlier_wall_s, self._process_start = self.state.wall_s_before, time.perf_counter()
         if self.state.epoch == 0 and self.state.step == 0:
             opt.before_training()
         steps_this_call = 0

@@ -235,7 +235,7 @@ def search_result(cfg: SearchConfig, search: PreparedSearch, state, start: float
         search_space=search.space,
         dataset=search.description["dataset"],
         seed=cfg.seed,
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=time.perf_counter() - start + search.trainer.earlier_wall_s,  # resumed: the earlier processes too
         config=config,
         notes=[],
         epoch_times_s=list(state.epoch_times),
