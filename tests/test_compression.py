@@ -396,6 +396,16 @@ def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     assert set(state) == set(dense.state_dict())
 
 
+def test_loading_a_compressed_model_leaves_the_global_random_stream_alone(tmp_path):
+    shape = (3, 16, 16)
+    save_compressed(vgg(shape, 10, **SMALL_VGG).eval(), tmp_path, shape)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_compressed(tmp_path)  # its weights come from the file: no draw from the caller's stream
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_loading_rejects_a_foreign_widths_file(tmp_path):
     from naslib_bayes.errors import UserError
 

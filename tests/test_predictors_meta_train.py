@@ -190,3 +190,19 @@ def test_a_step_whose_tasks_all_broke_down_is_logged_without_nan(nats_benchmark,
     _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), mt.MetaTrainConfig(iterations=4, eval_every=2), seed=0)
     assert [h["train_loss"] for h in log.history] == [None, None]
     json.dumps(log.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("encoder", ["off", "learned", "images"])
+def test_a_seeded_surrogate_and_its_reload_leave_the_global_random_stream_alone(tmp_path, encoder):
+    from naslib_bayes.predictors import surrogate_io
+
+    config = SurrogateConfig(dataset_encoder=encoder, meta_datasets=("a", "b"), feature_extractor="pixels")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    surrogate = TNASSurrogate(config, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.rand(3), expected)  # building it drew nothing from the caller's stream
+    path = surrogate_io.save(surrogate, tmp_path / "s.pt")
+    torch.manual_seed(0)
+    surrogate_io.load(path)  # its weights come from the file
+    assert torch.equal(torch.rand(3), expected)

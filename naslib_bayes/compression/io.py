@@ -162,10 +162,12 @@ def _build_model(description: dict[str, Any], path: Path) -> nn.Sequential:
 def load_compressed(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Sequential:
     """The network saved by :func:`save_compressed` in ``directory``, in eval mode.
 
-    The weights are read with ``torch.load(..., weights_only=True)``.
+    The weights are read with ``torch.load(..., weights_only=True)``; torch's global random
+    stream is left where it was.
     """
     directory = Path(directory)
-    model = _build_model(read_description(directory), directory / WIDTHS_FILE)
+    with torch.random.fork_rng(devices=[]):  # the layers' default initialisation, replaced by the file's weights
+        model = _build_model(read_description(directory), directory / WIDTHS_FILE)
     weights = directory / WEIGHTS_FILE
     if not weights.exists():
         raise UserError(f"{weights} does not exist")

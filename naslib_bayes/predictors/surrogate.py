@@ -24,6 +24,7 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP, FeatureMLP
 from naslib_bayes.predictors.encoders.dag_gru import DagGRUEncoder, cells_to_batch
 from naslib_bayes.predictors.encoders.set_transformer import DatasetEncoder
+from naslib_bayes.predictors.seeding import global_stream_kept
 from naslib_bayes.search_spaces.nasbench201.cell import NUM_EDGES, NUM_OPS
 
 DATASET_ENCODER_MODES = ("off", "learned", "images")
@@ -119,6 +120,13 @@ class TNASSurrogate(nn.Module):
     def __init__(self, config: SurrogateConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
+        with global_stream_kept(generator is not None):  # every weight is drawn from ``generator``
+            self._build(config, generator)
+        self.evidence: Evidence | None = None
+        self.meta_phi: torch.Tensor | None = None  # images mode: (n_meta, c), phi of each meta dataset
+
+    def _build(self, config: SurrogateConfig, generator: torch.Generator | None) -> None:
+        """The networks psi, phi (learned contexts or the image-set encoder) and the GP."""
         self.arch_encoder = DagGRUEncoder(hidden=config.encoder_hidden, out_dim=config.encoding_dim, generator=generator)
         context_dim = config.context_dim if config.uses_context else 0
         if config.dataset_encoder == "learned":
@@ -134,8 +142,6 @@ class TNASSurrogate(nn.Module):
         mlp = FeatureMLP(config.encoding_dim + context_dim, config.mlp_hidden, config.feature_dim,
                          generator=generator).double()
         self.gp = DeepKernelGP(mlp).double()
-        self.evidence: Evidence | None = None
-        self.meta_phi: torch.Tensor | None = None  # images mode: (n_meta, c), phi of each meta dataset
 
     # ---- encodings --------------------------------------------------------------------------
     def encode(self, cells: Sequence[Sequence[int]]) -> torch.Tensor:

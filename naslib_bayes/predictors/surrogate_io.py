@@ -26,6 +26,7 @@ import torch
 
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.results import atomic_write
+from naslib_bayes.predictors.seeding import global_stream_kept
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
 
 FORMAT = "naslib-bayes/tnas-surrogate"
@@ -89,7 +90,8 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
     _refuse_untrusted_extractor(file, config, trust_feature_extractor)
     try:
         info = dict(_of_type(payload, "info", dict, {}))
-        surrogate = TNASSurrogate(config)
+        with global_stream_kept():  # the weights come from the file
+            surrogate = TNASSurrogate(config)
         surrogate.load_state_dict(_of_type(payload, "state_dict", dict))
         if "evidence" in payload:
             meta_phi = _of_type(payload, "meta_phi", torch.Tensor, None)
