@@ -16,6 +16,7 @@ import yaml
 
 from naslib_bayes import results
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT
 
 logger = logging.getLogger("naslib_bayes")
 
@@ -73,11 +74,12 @@ non_negative_float = _float_above(0.0, inclusive=True, what="non-negative")
 
 class _ValueLoader(yaml.SafeLoader):
     """YAML as PyYAML reads it, except that ``1e-3`` is a number: PyYAML follows YAML 1.1, whose
-    floats need a dot, and would hand a learning rate written the usual way on as text."""
+    floats need a dot, and would hand a learning rate written the usual way on as text (the same
+    pattern lets a hyper-parameter read from a NASLib config file as text be a float)."""
 
 
 _ValueLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(rf"^{EXPONENT_FLOAT.pattern}$"), list("-+0123456789"))
 
 
 def key_value(text: str) -> tuple[str, Any]:

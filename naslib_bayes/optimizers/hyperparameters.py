@@ -40,7 +40,7 @@ def above(value: float) -> LowerBound:
 
 #: A float in exponent notation without a dot (``3e-4``): YAML 1.1 readers (PyYAML, NASLib's config
 #: files) hand it on as text, though every user means a number by it.
-_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+")
+EXPONENT_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+")
 
 
 def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
@@ -91,7 +91,7 @@ def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
             return float(value.replace("_", ""))
     elif kind is str:
         if isinstance(value, str):
