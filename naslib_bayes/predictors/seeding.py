@@ -7,9 +7,7 @@ becomes a pure function of ``generator``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -56,18 +54,3 @@ def reset_parameters_(module: nn.Module, generator: torch.Generator) -> nn.Modul
             sub.in_proj_bias.zero_()
             sub.out_proj.bias.zero_()
     return module
-
-
-@contextlib.contextmanager
-def global_stream_kept(keep: bool = True) -> Iterator[None]:
-    """Run a block (with ``keep``) on a fork of torch's global CPU generator, restored afterwards.
-
-    PyTorch layers draw their default initialisation from the global generator as they are
-    built; when the weights are then redrawn from a local generator, or loaded from a file, those
-    draws are waste that would still move the caller's random stream.
-    """
-    if not keep:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        yield

@@ -24,7 +24,6 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP, FeatureMLP
 from naslib_bayes.predictors.encoders.dag_gru import DagGRUEncoder, cells_to_batch
 from naslib_bayes.predictors.encoders.set_transformer import DatasetEncoder
-from naslib_bayes.predictors.seeding import global_stream_kept
 from naslib_bayes.search_spaces.nasbench201.cell import NUM_EDGES, NUM_OPS
 
 DATASET_ENCODER_MODES = ("off", "learned", "images")
@@ -120,7 +119,9 @@ class TNASSurrogate(nn.Module):
     def __init__(self, config: SurrogateConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
-        with global_stream_kept(generator is not None):  # every weight is drawn from ``generator``
+        # Layers draw a default initialisation from torch's global generator as they are built; with
+        # a ``generator`` every weight is redrawn from it, so those draws only moved the caller's stream.
+        with torch.random.fork_rng(devices=[], enabled=generator is not None):
             self._build(config, generator)
         self.evidence: Evidence | None = None
         self.meta_phi: torch.Tensor | None = None  # images mode: (n_meta, c), phi of each meta dataset

@@ -26,7 +26,6 @@ import torch
 
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.results import atomic_write
-from naslib_bayes.predictors.seeding import global_stream_kept
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
 
 FORMAT = "naslib-bayes/tnas-surrogate"
@@ -90,7 +89,7 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
     _refuse_untrusted_extractor(file, config, trust_feature_extractor)
     try:
         info = dict(_of_type(payload, "info", dict, {}))
-        with global_stream_kept():  # the weights come from the file
+        with torch.random.fork_rng(devices=[]):  # the layers' default initialisation, replaced by the file's weights
             surrogate = TNASSurrogate(config)
         surrogate.load_state_dict(_of_type(payload, "state_dict", dict))
         if "evidence" in payload:
