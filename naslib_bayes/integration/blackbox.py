@@ -128,13 +128,17 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         graph.set_spec(list(nb201.to_naslib(cell)), dataset_api=self.dataset_api)
         return graph
 
+    def _accuracies(self) -> np.ndarray:
+        """The search metric of every query so far (NaN where a partial file has no value), (n,)."""
+        return np.asarray([m.accuracy for m in self.history], dtype=float)
+
     def _has_value(self) -> bool:
-        return bool(np.isfinite(np.asarray([m.accuracy for m in self.history], dtype=float)).any())
+        return bool(np.isfinite(self._accuracies()).any())
 
     def _best(self):
-        if not self._has_value():
+        values = self._accuracies()
+        if not np.isfinite(values).any():
             self.problem.objective.incumbent()  # NoValueQueried, naming the file and dataset
-        values = np.asarray([m.accuracy for m in self.history], dtype=float)
         return self.history[int(np.nanargmax(values))]
 
     def train_statistics(self, report_incumbent: bool = True):
