@@ -146,15 +146,11 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     ``benchmark_sha256``: the benchmark's fingerprint, if the caller has it (else computed here);
     a cached surrogate is reused only if this code meta-trained it on a benchmark of that content.
     """
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
     from naslib_bayes.results import source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
-    benchmark = None
-    if benchmark_sha256 is None:
-        benchmark = load_benchmark(benchmark_path)
-        benchmark_sha256 = benchmark_fingerprint(benchmark)
+    benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     out_dir = Path(out)
     done = out_dir / "meta.json"
     if done.exists():  # a surrogate meta-trained by other code, or on other accuracies, is meta-trained again
@@ -183,6 +179,18 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     return record
 
 
+def _fingerprint(benchmark_path: str, benchmark_sha256: str | None):
+    """``(benchmark, fingerprint)``: the fingerprint as given, or (None given) computed from the
+    file, which is then handed back so that the caller need not read it again (else None)."""
+    if benchmark_sha256 is not None:
+        return None, benchmark_sha256
+    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    benchmark = load_benchmark(benchmark_path)
+    return benchmark, benchmark_fingerprint(benchmark)
+
+
 def run_settings(method: str, benchmark_sha256: str) -> dict:
     """What decides a run besides its target, seed, budget and surrogate, none of which the package's
     code fingerprint covers: the method's row of :data:`METHODS`, the metric and the benchmark's content."""
@@ -201,16 +209,12 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     :func:`run_settings` and was made by the same code. ``benchmark_sha256``: the benchmark's
     fingerprint, if the caller has it (else the file is read to compute it).
     """
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
     from naslib_bayes.results import source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
     path = Path(out)
-    benchmark = None
-    if benchmark_sha256 is None:
-        benchmark = load_benchmark(benchmark_path)
-        benchmark_sha256 = benchmark_fingerprint(benchmark)
+    benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     settings = run_settings(method, benchmark_sha256)
     cached = cached_run(path, surrogate, code=code, settings=settings)
     if cached is not None:
@@ -472,9 +476,9 @@ def print_meta_training_times(folder: str, records: list[dict]) -> None:
     wall = [m["wall_s"] for m in records]
     cpu = [m["cpu_s"] for m in records]
     best_its = [m["best_iteration"] for m in records]
-    early = sum(m["iterations"] < m.get("settings", {}).get("meta_iterations", TNAS.defaults["meta_iterations"])
-                for m in records)
-    caps = sorted({m.get("settings", {}).get("meta_iterations", TNAS.defaults["meta_iterations"]) for m in records})
+    cap = [m.get("settings", {}).get("meta_iterations", TNAS.defaults["meta_iterations"]) for m in records]
+    early = sum(m["iterations"] < c for m, c in zip(records, cap))
+    caps = sorted(set(cap))
     print(f"meta-training ({folder}): median {np.median(wall):.0f} s wall (max {np.max(wall):.0f} s), median "
           f"{np.median(cpu):.0f} s CPU (max {np.max(cpu):.0f} s); {early} of {len(records)} stopped early (cap "
           f"{'/'.join(map(str, caps))} iterations), best weights at iteration {np.min(best_its):.0f}-{np.max(best_its):.0f}")
