@@ -51,14 +51,14 @@ def digits():
 
 
 def _model(seed: int = 0) -> nn.Sequential:
-    # dropout draws from torch's global generator: a resumed run must restore it too
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Dropout(0.2), nn.Linear(48, 32), nn.ReLU(),
-                         nn.Linear(32, 10))
+    # with dropout: its masks are random draws a resumed run must make again
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Dropout(0.2), nn.Linear(48, 32), nn.ReLU(),
+                             nn.Linear(32, 10))
 
 
 def _run(digits, checkpoint, teacher=None, **overrides):
-    torch.manual_seed(123)
     cfg = CompressionConfig(**{**CFG, **overrides})
     return compress(_model(), digits.train, cfg, seed=0, augment=default_augment("digits", digits.train), teacher=teacher,
                     checkpoint=checkpoint)
@@ -108,6 +108,29 @@ def test_a_killed_dense_baseline_resumes_to_the_uninterrupted_weights(digits, tm
                                                                                           resume=True))
     assert history == full_history and _same_networks(resumed, full)
     assert not _same_networks(resumed, _model())  # it did train
+
+
+def test_compression_repeats_itself_whatever_the_global_random_stream_holds(digits):
+    # Dropout draws its masks from torch's global generator: a run must seed its own, so that two
+    # calls with one seed agree (and the dense baseline before it does not change it), and leave
+    # the caller's stream where it was.
+    torch.set_num_threads(1)
+    cfg = CompressionConfig(**{**CFG, "epochs": 5, "finetune_epochs": 2})
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = compress(_model(), digits.train, cfg, seed=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(7)  # the caller moves its stream on
+    second = compress(_model(), digits.train, cfg, seed=0)
+    assert _same_networks(first.model, second.model) and _history(first) == _history(second)
+    state = torch.get_rng_state()
+    dense_first = _model()
+    train_dense(dense_first, digits.train, cfg, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(7)
+    dense_second = _model()
+    train_dense(dense_second, digits.train, cfg, seed=0)
+    assert _same_networks(dense_first, dense_second)
 
 
 def test_a_checkpoint_resumes_only_its_own_run(tmp_path):

@@ -147,8 +147,9 @@ def seeded_model(args, train):
 
     from naslib_bayes.compression.models import build_model
 
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, train.image_shape, train.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, train.image_shape, train.num_classes)
     return model, {k: v.clone() for k, v in model.state_dict().items()}
 
 

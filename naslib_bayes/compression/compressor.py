@@ -28,6 +28,7 @@ test split.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -47,7 +48,7 @@ from naslib_bayes.data import ImageDataset, batches
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
 from naslib_bayes.search_spaces.counting import count_flops, count_parameters
-from naslib_bayes.training.checkpoint import random_state, restore_random_state
+from naslib_bayes.training.checkpoint import derived_seed, random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,25 @@ def _lone_image_sits_out(model: nn.Module, data: ImageDataset, batch_size: int) 
     return len(data) % batch_size == 1 and _batchnorm_sees_one_value(model, data.image_shape)
 
 
+# The streams of the dropout masks (see _dropout_stream): the dense baseline's, the compression's
+# training and its curvature passes (in training mode, as the loss they approximate).
+DENSE_DROPOUT, COMPRESSION_DROPOUT, CURVATURE_DROPOUT = 0, 1, 2
+
+
+@contextlib.contextmanager
+def _dropout_stream(seed: int, stage: int, epoch: int):
+    """Dropout masks of one epoch drawn from a stream of the run's own.
+
+    Dropout draws from torch's global CPU generator; seeding it (inside a fork that gives the
+    caller's state back) from ``(seed, stage, epoch)`` makes a run repeat itself whatever the
+    caller drew before, a resumed epoch draw what the uninterrupted one drew, and the dense
+    baseline leave the compression's draws alone.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(derived_seed(seed, stage, epoch))
+        yield
+
+
 def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimizer, cfg: CompressionConfig,
                  generator: torch.Generator, augment, extra_loss: Callable[[], torch.Tensor] | None = None,
                  keep_last: int = 0, after_step: Callable[[float], None] | None = None,
@@ -261,7 +281,8 @@ def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, s
         history = saved["history"]
     for epoch in range(len(history), cfg.epochs):
         _set_lr(opt, cfg.lr_at(epoch))
-        loss, _ = _train_epoch(model, train, opt, cfg, generator, augment, drop_last=drop_last)
+        with _dropout_stream(seed, DENSE_DROPOUT, epoch):
+            loss, _ = _train_epoch(model, train, opt, cfg, generator, augment, drop_last=drop_last)
         history.append(_epoch_record(model, "dense", epoch, loss, cfg, val, log))
         if checkpoint is not None:
             checkpoint.put("dense", {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -407,9 +428,10 @@ class _CompressionRun:
             prox = lambda lr: net.proximal_step(([lr * v for v in lams[0]], [lr * v for v in lams[1]]))  # noqa: E731
         elif sparse:
             penalty = lambda: net.penalty(lams)  # noqa: E731
-        loss, last = _train_epoch(net, self.train, self.opt, cfg, self.generator, self.augment, penalty,
-                                  keep_last=cfg.curvature_batches, after_step=prox,
-                                  teacher=self.teacher if cfg.distill_sparse else None, drop_last=self.drop_last)
+        with _dropout_stream(self.seed, COMPRESSION_DROPOUT, epoch):
+            loss, last = _train_epoch(net, self.train, self.opt, cfg, self.generator, self.augment, penalty,
+                                      keep_last=cfg.curvature_batches, after_step=prox,
+                                      teacher=self.teacher if cfg.distill_sparse else None, drop_last=self.drop_last)
         self.history.append(_epoch_record(net, "sparse" if sparse else "warmup", epoch, loss, cfg, self.val, self.log,
                                           widths=net.widths()))
         final = epoch == cfg.sparse_epochs - 1
@@ -423,7 +445,8 @@ class _CompressionRun:
         Returns whether the pruned network is within the parameter budget; if so, retraining
         starts at the next epoch.
         """
-        self.net, entry = _update_and_prune(self.net, last, lams, self.cfg, self.params_limit, epoch)
+        with _dropout_stream(self.seed, CURVATURE_DROPOUT, epoch):
+            self.net, entry = _update_and_prune(self.net, last, lams, self.cfg, self.params_limit, epoch)
         self.opt = self._new_optimizer(epoch + 1)
         self.history.append(entry)
         if self.log:
@@ -456,8 +479,9 @@ class _CompressionRun:
         cfg = self.cfg
         for epoch in range(self.first_epoch, cfg.epochs):
             _set_lr(self.opt, cfg.lr_at(epoch, self.finetune_start))
-            loss, _ = _train_epoch(self.net, self.train, self.opt, cfg, self.generator, self.augment,
-                                   teacher=self.teacher, drop_last=self.drop_last)
+            with _dropout_stream(self.seed, COMPRESSION_DROPOUT, epoch):
+                loss, _ = _train_epoch(self.net, self.train, self.opt, cfg, self.generator, self.augment,
+                                       teacher=self.teacher, drop_last=self.drop_last)
             self.history.append(_epoch_record(self.net, "finetune", epoch, loss, cfg, self.val, self.log,
                                               finetune_start=self.finetune_start))
             self._save("finetune", epoch + 1)

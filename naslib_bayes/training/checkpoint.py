@@ -70,24 +70,28 @@ def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, ru
     return state
 
 
-def generator(seed: int, *keys: int) -> torch.Generator:
-    """A generator seeded from ``seed`` and position keys (distinct streams per purpose).
-
-    The seed of ``generator(s, k1, k2, ...)`` is a pure function of its arguments, so a loop can
-    draw the same batches again at any point (e.g. when resumed).
-    """
+def derived_seed(seed: int, *keys: int) -> int:
+    """A seed that is a pure function of ``seed`` and position keys (distinct streams per purpose)."""
     value = int(seed)
     for k in keys:
         value = (value * 1_000_003 + int(k) + 1) % (2**62)
-    return torch.Generator().manual_seed(value)
+    return value
+
+
+def generator(seed: int, *keys: int) -> torch.Generator:
+    """A generator seeded with :func:`derived_seed` of ``seed`` and position keys.
+
+    A loop can draw the same batches again at any point (e.g. when resumed).
+    """
+    return torch.Generator().manual_seed(derived_seed(seed, *keys))
 
 
 def random_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A loop's generator and torch's global generator (dropout draws from it), for a checkpoint."""
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    """A loop's generator state, for a checkpoint."""
+    return {"generator": generator.get_state()}
 
 
 def restore_random_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
-    """Put back what :func:`random_state` saved."""
+    """Put back what :func:`random_state` saved (a saved global state, from older checkpoints, is
+    not: no draw of a run comes from the global stream now)."""
     generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
