@@ -322,6 +322,38 @@ def test_naslib_bayes_black_box_accepts_both_adapt_forms(naslib, api, tmp_path):
         NaslibBlackBox(config, optimizer="rs").adapt_search_space(naslib.search_spaces.NasBench301SearchSpace())
 
 
+def test_naslib_bayes_black_box_resumed_by_naslibs_trainer_goes_on_where_it_stopped(naslib, api, tmp_path):
+    """NASLib's Trainer.search(resume_from=...) starts at the epoch after the checkpoint's with a fresh
+    optimizer (the checkpointed history holds no tensors, so nothing of it is loaded): the wrapper
+    replays the earlier epochs, so the resumed search queries what the uninterrupted one did."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nseed: 3\n"
+                     "search:\n  epochs: 12\n  checkpoint_freq: 1\n")
+    settings = {"population_size": 4, "sample_size": 2}
+
+    def search(resume_from=""):
+        naslib.utils.set_seed(3)
+        optimizer = NaslibBlackBox(config, optimizer="re", **settings)
+        optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+        trainer = naslib.trainer.Trainer(optimizer, config, lightweight_output=True)
+        trainer.search(resume_from=resume_from, summary_writer=None, report_incumbent=True)
+        return optimizer
+
+    whole = search()
+    stopped_at = tmp_path / "out" / "search" / "model_0000005.pth"
+    assert stopped_at.exists()
+    (tmp_path / "out" / "search" / "last_checkpoint").write_text(stopped_at.name)
+    resumed = search(resume_from=str(stopped_at))
+    assert [m.arch_hash for m in resumed.history] == [m.arch_hash for m in whole.history]
+    assert len(resumed.history) == 12 and len(set(m.arch_hash for m in resumed.history)) == 12
+    assert resumed.trajectory() == whole.trajectory()
+    assert resumed.get_final_architecture().get_hash() == whole.get_final_architecture().get_hash()
+    with pytest.raises(UserError, match="epoch 3 was run already"):
+        resumed.new_epoch(3)
+
+
 def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib, zc_json, tmp_path):
     from naslib_bayes.integration.blackbox import NaslibBlackBox
     from naslib_bayes.integration.dataset_api import naslib_dataset_api

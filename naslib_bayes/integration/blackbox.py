@@ -115,6 +115,20 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         self.problem = problem
 
     def new_epoch(self, epoch: int) -> None:
+        """Query the cell of ``epoch``, after replaying the epochs before it that this object has not run.
+
+        NASLib's Trainer resumed from a checkpoint starts at the epoch after the checkpoint's with
+        this object fresh: the history it checkpoints holds no tensors, so loading it restores
+        nothing. The seeded optimizer on the benchmark's fixed values queries the same cells
+        again, so replaying makes the resumed search the uninterrupted one.
+        """
+        if epoch < len(self.history):
+            raise UserError(f"epoch {epoch} was run already ({len(self.history)} queries made): "
+                            "a black-box search goes one epoch at a time")
+        for earlier in range(len(self.history), epoch + 1):
+            self._query(earlier)
+
+    def _query(self, epoch: int) -> None:
         self.core.new_epoch(epoch)
         cell, value = self.core.history[-1]
         model = torch.nn.Module()
