@@ -337,6 +337,32 @@ def test_single_naslib_pickle_is_a_one_dataset_benchmark(tmp_path):
     assert bench.query(ARCH_B, "cifar100", "val_accuracy") == pytest.approx(naslib_values(1, 1)[0])
 
 
+def test_naslib_pickle_with_two_keys_of_one_dataset_is_refused(tmp_path):
+    """'cifar10' (trained on train+valid) and 'cifar10-valid' are different runs: reading both as
+    cifar10 would let whichever key comes last overwrite the other's numbers, cell by cell."""
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    data = {ARCH_A: {"cifar10-valid": naslib_entry(90, 95, 1), "cifar10": naslib_entry(93, 97, 1)}}
+    with open(path, "wb") as handle:
+        pickle.dump(data, handle)
+    assert load_error(path) == (f"{path}: keys 'cifar10-valid' and 'cifar10' both hold cifar10 "
+                                "results: keep one of them")
+
+
+def test_naslib_pickles_holding_one_dataset_twice_are_refused(tmp_path):
+    write_naslib_pickles(tmp_path)
+    copy = tmp_path / "nb201_cifar10_copy.pickle"
+    copy.write_bytes((tmp_path / "nb201_cifar10_full_training.pickle").read_bytes())
+    first, second = sorted(tmp_path.glob("nb201_cifar10_*"))  # the order a folder is read in
+    assert load_error(tmp_path) == (f"{second}: its cifar10 results (key 'cifar10-valid') are in {first} too: "
+                                    "keep one of the files")
+
+
+def test_zero_cost_json_with_two_keys_of_one_dataset_is_refused(tmp_path):
+    path = tmp_path / "zc.json"
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0}}, "cifar10-valid": {KEY_A: {"val_accuracy": 88.0}}})
+    assert load_error(path) == f"{path}: keys 'cifar10' and 'cifar10-valid' both hold cifar10 results: keep one of them"
+
+
 def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     path = tmp_path / "nb201_cifar10_full_training.pickle"
     with open(path, "wb") as handle:

@@ -22,6 +22,8 @@ unpickler that builds data only.
 In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
 or a non-finite number where a number belongs is an error naming the file and the place; so
 is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset and the field).
+A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
+two NASLib pickles, is an error too, rather than one overwriting the other.
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
+    origins: dict[str, tuple[Path, str]] = {}
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
@@ -223,7 +226,7 @@ def load_naslib_pickles(paths) -> Benchmark:
                 index[cell] = len(cells)
                 cells.append(cell)
             for ds_key, entry in per_dataset.items():
-                metrics = records.setdefault(_dataset_of(path, ds_key), {})
+                metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
     tables = {
@@ -278,8 +281,9 @@ def load_zero_cost_json(path: Path) -> Benchmark:
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
+    origins: dict[str, tuple[Path, str]] = {}
     for ds_key, per_cell in _zc_datasets(path, data).items():
-        metrics = records.setdefault(_dataset_of(path, ds_key), {})
+        metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
         if not isinstance(per_cell, dict):
             raise UserError(f"{path}: {ds_key!r} holds {type(per_cell).__name__}, not an object mapping cells to metrics")
         for key, entry in per_cell.items():
@@ -318,6 +322,19 @@ def _names_a_dataset(key: str) -> bool:
     except UserError:
         return False
     return True
+
+
+def _single_origin(origins: dict[str, tuple[Path, str]], path: Path, key: str) -> str:
+    """The dataset ``key`` of ``path`` names, recorded in ``origins``; a dataset that another key or
+    file holds too is a UserError. ('cifar10' and 'cifar10-valid' are different training runs:
+    merged, one would overwrite the other's numbers cell by cell.)"""
+    dataset = _dataset_of(path, key)
+    first_path, first_key = origins.setdefault(dataset, (path, key))
+    if first_path != path:
+        raise UserError(f"{path}: its {dataset} results (key {key!r}) are in {first_path} too: keep one of the files")
+    if first_key != key:
+        raise UserError(f"{path}: keys {first_key!r} and {key!r} both hold {dataset} results: keep one of them")
+    return dataset
 
 
 def _dataset_of(path, key: str) -> str:
