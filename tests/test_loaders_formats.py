@@ -337,6 +337,32 @@ def test_single_naslib_pickle_is_a_one_dataset_benchmark(tmp_path):
     assert bench.query(ARCH_B, "cifar100", "val_accuracy") == pytest.approx(naslib_values(1, 1)[0])
 
 
+def test_naslib_pickle_with_two_keys_of_one_dataset_is_refused(tmp_path):
+    """'cifar10' (trained on train+valid) and 'cifar10-valid' are different runs: reading both as
+    cifar10 would let whichever key comes last overwrite the other's numbers, cell by cell."""
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    data = {ARCH_A: {"cifar10-valid": naslib_entry(90, 95, 1), "cifar10": naslib_entry(93, 97, 1)}}
+    with open(path, "wb") as handle:
+        pickle.dump(data, handle)
+    assert load_error(path) == (f"{path}: keys 'cifar10-valid' and 'cifar10' both hold cifar10 "
+                                "results: keep one of them")
+
+
+def test_naslib_pickles_holding_one_dataset_twice_are_refused(tmp_path):
+    write_naslib_pickles(tmp_path)
+    copy = tmp_path / "nb201_cifar10_copy.pickle"
+    copy.write_bytes((tmp_path / "nb201_cifar10_full_training.pickle").read_bytes())
+    first, second = sorted(tmp_path.glob("nb201_cifar10_*"))  # the order a folder is read in
+    assert load_error(tmp_path) == (f"{second}: its cifar10 results (key 'cifar10-valid') are in {first} too: "
+                                    "keep one of the files")
+
+
+def test_zero_cost_json_with_two_keys_of_one_dataset_is_refused(tmp_path):
+    path = tmp_path / "zc.json"
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0}}, "cifar10-valid": {KEY_A: {"val_accuracy": 88.0}}})
+    assert load_error(path) == f"{path}: keys 'cifar10' and 'cifar10-valid' both hold cifar10 results: keep one of them"
+
+
 def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     path = tmp_path / "nb201_cifar10_full_training.pickle"
     with open(path, "wb") as handle:
@@ -608,12 +634,41 @@ def test_zero_cost_json_bad_values_name_the_file_cell_and_metric(tmp_path, entry
     assert load_error(path) == f"{path}: cifar10 {KEY_A}, {message}"
 
 
-def test_zero_cost_json_null_is_missing_and_nested_proxies_are_skipped(tmp_path):
+def test_zero_cost_json_null_is_missing_and_objects_without_a_score_are_skipped(tmp_path):
     path = tmp_path / "zc.json"
-    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0, "params": None, "synflow": {"score": 3.0, "time": 0.1}}}})
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0, "params": None, "synflow": {"time": 0.1}}}})
     bench = loaders.load_benchmark(path)
     assert bench.query(ARCH_A, "cifar10", "val_accuracy") == 91.0
     assert bench.metrics("cifar10") == ("val_accuracy",)
+
+
+def test_zero_cost_json_in_naslibs_own_layout_reads_datasets_at_the_top_and_scores(tmp_path):
+    """NASLib's ``get_zc_benchmark_api`` returns ``data[dataset]`` of its file (no 'nasbench201'
+    level), and each proxy, FLOPs and params included, is ``{"score": ..., "time": ...}``."""
+    import json
+
+    path = tmp_path / "zc_nasbench201.json"
+    entry = {"val_accuracy": 91.0, "flops": {"score": 15.6, "time": 0.0}, "params": {"score": 0.13, "time": 0.0},
+             "synflow": {"score": 3.0, "time": 0.1}}
+    path.write_text(json.dumps({"cifar10": {KEY_A: entry}, "ImageNet16-120": {KEY_A: {"val_accuracy": 40.0}}}))
+    bench = loaders.load_benchmark(path)
+    assert bench.datasets == ("cifar10", "ImageNet16-120")
+    values = {m: bench.query(ARCH_A, "cifar10", m) for m in bench.metrics("cifar10")}
+    assert values == {"val_accuracy": 91.0, "flops": 15.6, "params": 0.13, "synflow": 3.0}
+    assert bench.query(ARCH_A, "ImageNet16-120", "val_accuracy") == 40.0
+
+
+def test_zero_cost_json_score_objects_are_checked_like_numbers(tmp_path):
+    path = tmp_path / "zc.json"
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0, "flops": {"score": "x"}}}})
+    assert load_error(path) == f"{path}: cifar10 {KEY_A}, flops: 'x' is not a number"
+
+
+def test_zero_cost_json_of_neither_layout_names_what_it_expected(tmp_path):
+    path = tmp_path / "zc.json"
+    path.write_text('{"nasbench101": {}}')
+    assert load_error(path) == (f"{path}: expected NASLib's zero-cost JSON: an object of datasets (cifar10, cifar100, "
+                                "ImageNet16-120), or one under a top-level 'nasbench201' key")
 
 
 @pytest.mark.parametrize("per_dataset, message", [

@@ -9,8 +9,8 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
 * the official NAS-Bench-201 ``.pth`` file, read through the ``nas_201_api`` package and cached
   as a compact ``.npz`` array file (see :mod:`naslib_bayes.search_spaces.nasbench201.official`);
   reading it unpickles the file, which executes code stored in it: load only a file you trust;
-* NASLib's zero-cost JSON (``zc_nasbench201.json``): a partial benchmark with validation
-  accuracy, params, FLOPs and zero-cost proxies for a sample of cells;
+* NASLib's zero-cost JSON (``zc_nasbench201.json``): validation accuracy, params, FLOPs and
+  zero-cost proxies of the cells it lists (all of them, or a sample: absent cells read NaN);
 * a ``.npz`` file written by :func:`save_npz` (the cache format).
 
 A folder is searched in this order of preference: ``.npz`` cache, NASLib pickles, CSV,
@@ -22,6 +22,8 @@ unpickler that builds data only.
 In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
 or a non-finite number where a number belongs is an error naming the file and the place; so
 is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset and the field).
+A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
+two NASLib pickles, is an error too, rather than one overwriting the other.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ import numpy as np
 
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from naslib_bayes.search_spaces.nasbench201.benchmark import ACCURACY_METRICS, COST_METRICS, Benchmark, canonical_dataset
+from naslib_bayes.search_spaces.nasbench201.benchmark import (
+    ACCURACY_METRICS, COST_METRICS, DATASETS, Benchmark, canonical_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ CSV_NOTE = "the NATS-Bench CSV holds test accuracy only: searching on test accur
 PICKLE_NOTE = (
     "NASLib's pickles store one evaluation curve (eval_acc1es): validation and test accuracy are the same number"
 )
-ZC_NOTE = "the zero-cost JSON covers a sample of cells; absent cells read NaN"
+ZC_NOTE = "the zero-cost JSON has values for the cells it lists only; absent cells read NaN"
 _ZC_RENAME = {"val_accuracy": "val_accuracy", "params": "params", "flops": "flops"}
 
 
@@ -210,6 +214,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
+    origins: dict[str, tuple[Path, str]] = {}
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
@@ -221,7 +226,7 @@ def load_naslib_pickles(paths) -> Benchmark:
                 index[cell] = len(cells)
                 cells.append(cell)
             for ds_key, entry in per_dataset.items():
-                metrics = records.setdefault(_dataset_of(path, ds_key), {})
+                metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
     tables = {
@@ -268,16 +273,17 @@ def _pickle_number(where: str, field: str, value) -> float:
 
 # ---- NASLib zero-cost JSON ------------------------------------------------------------
 def load_zero_cost_json(path: Path) -> Benchmark:
-    """NASLib's ``zc_nasbench201.json``: keys are NASLib op-index tuples as strings."""
+    """NASLib's ``zc_nasbench201.json``: ``{dataset: {cell: {metric: value}}}``, optionally under a
+    top-level ``nasbench201`` key; cells are NASLib op-index tuples as strings, and a value is a
+    number or NASLib's ``{"score": ..., "time": ...}``."""
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    if not isinstance(data, dict) or not isinstance(data.get("nasbench201"), dict):
-        raise UserError(f"{path}: expected NASLib's zero-cost JSON with a top-level 'nasbench201' object")
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
-    for ds_key, per_cell in data["nasbench201"].items():
-        metrics = records.setdefault(_dataset_of(path, ds_key), {})
+    origins: dict[str, tuple[Path, str]] = {}
+    for ds_key, per_cell in _zc_datasets(path, data).items():
+        metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
         if not isinstance(per_cell, dict):
             raise UserError(f"{path}: {ds_key!r} holds {type(per_cell).__name__}, not an object mapping cells to metrics")
         for key, entry in per_cell.items():
@@ -297,6 +303,38 @@ def load_zero_cost_json(path: Path) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=str(path), notes=[ZC_NOTE])
+
+
+def _zc_datasets(path: Path, data) -> dict:
+    """The ``{dataset: {cell: metrics}}`` object of a zero-cost JSON: the file itself, as NASLib's
+    ``get_zc_benchmark_api`` reads it, or the same under a top-level ``nasbench201`` key."""
+    if isinstance(data, dict) and isinstance(data.get("nasbench201"), dict):
+        return data["nasbench201"]
+    if isinstance(data, dict) and any(_names_a_dataset(key) for key in data):
+        return data  # an unknown key among them is named by _dataset_of
+    raise UserError(f"{path}: expected NASLib's zero-cost JSON: an object of datasets ({', '.join(DATASETS)}), "
+                    "or one under a top-level 'nasbench201' key")
+
+
+def _names_a_dataset(key: str) -> bool:
+    try:
+        canonical_dataset(key)
+    except UserError:
+        return False
+    return True
+
+
+def _single_origin(origins: dict[str, tuple[Path, str]], path: Path, key: str) -> str:
+    """The dataset ``key`` of ``path`` names, recorded in ``origins``; a dataset that another key or
+    file holds too is a UserError. ('cifar10' and 'cifar10-valid' are different training runs:
+    merged, one would overwrite the other's numbers cell by cell.)"""
+    dataset = _dataset_of(path, key)
+    first_path, first_key = origins.setdefault(dataset, (path, key))
+    if first_path != path:
+        raise UserError(f"{path}: its {dataset} results (key {key!r}) are in {first_path} too: keep one of the files")
+    if first_key != key:
+        raise UserError(f"{path}: keys {first_key!r} and {key!r} both hold {dataset} results: keep one of them")
+    return dataset
 
 
 def _dataset_of(path, key: str) -> str:
@@ -321,9 +359,12 @@ _KNOWN_METRICS = ACCURACY_METRICS + COST_METRICS
 def _json_number(where: str, metric: str, value) -> float | None:
     """The value of one metric of one cell, or None when there is none to record.
 
-    A known metric must be a finite number or null. Other keys (zero-cost proxies) are kept
-    when they are numbers and skipped otherwise (NASLib's newer files nest them as objects).
+    A value may be NASLib's ``{"score": ..., "time": ...}`` object, read as its score. A known
+    metric must be a finite number or null. Other keys (zero-cost proxies) are kept when they
+    are numbers and skipped otherwise.
     """
+    if isinstance(value, dict) and "score" in value:  # NASLib's {"score": ..., "time": ...}
+        value = value["score"]
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is no 1.0
     if not is_number:
         if metric in _KNOWN_METRICS and value is not None:
