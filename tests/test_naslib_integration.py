@@ -756,8 +756,12 @@ def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benc
     assert np.allclose(by_graph, predictor.query([g.get_hash() for g in graphs[8:]]))
     mean, std = predictor.predict_dist(graphs[8:])
     assert np.allclose(mean, by_graph) and (std > 0).all()
-    with pytest.raises(Exception, match="op-index"):
+    with pytest.raises(Exception, match="op indices in 0..4"):
         predictor.query([(9, 9, 9, 9, 9, 9)])
+    whole = np.asarray(graphs[8].get_hash(), dtype=float)
+    assert np.allclose(predictor.query([whole]), by_graph[:1])
+    with pytest.raises(Exception, match="integer op indices"):
+        predictor.query([whole + 0.5])  # read as NASLib's op indices, never truncated
 
 
 def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, run_black_box
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.predictors import surrogate_io
@@ -104,6 +105,10 @@ def test_naslib_predictor_fits_and_reads_every_architecture_form(nats_benchmark)
             return tuple(self.op_indices)
 
     np.testing.assert_allclose(predictor.query([FakeNaslibGraph(o) for o in naslib_order]), as_tuples)
+    # an array of op indices reads as its values, whole floats too; a fraction is refused, not truncated
+    np.testing.assert_allclose(predictor.query([np.asarray(c, dtype=float) for c in cells[200:203]]), as_tuples[:3])
+    with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
+        predictor.query([np.asarray([0, 1, 2, 3, 3, 0]) + 0.5])  # 3.5 is no op index
 
 
 # ---- the predictor adapts to the target as a TNAS BO iteration does -----------------------------

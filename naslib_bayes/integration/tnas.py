@@ -110,10 +110,7 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
         cells = []
         for arch in archs:
             if isinstance(arch, (tuple, list, np.ndarray)) and not isinstance(arch, str):
-                ops = [int(op) for op in arch]
-                if len(ops) != nb201.NUM_EDGES or any(not 0 <= op < nb201.NUM_OPS for op in ops):
-                    raise UserError(f"invalid NASLib NB201 op-index tuple {tuple(arch)!r}")
-                cells.append(nb201.from_naslib(ops))
+                cells.append(nb201.from_naslib(list(arch)))  # checked there: whole op indices in range
             else:
                 cells.append(to_cell(arch))
         return cells

@@ -44,7 +44,7 @@ def to_cell(arch: Any) -> nb201.Cell:
     if hasattr(arch, "get_hash"):  # NASLib NasBench201SearchSpace
         return nb201.from_naslib(arch.get_hash())
     if isinstance(arch, (tuple, list, np.ndarray, torch.Tensor)):
-        return nb201.validate([int(op) for op in arch])
+        return nb201.validate(list(arch))  # whole numbers only: a fraction is refused, not truncated
     raise UserError(f"cannot read {type(arch).__name__} as a NAS-Bench-201 architecture")
 
 
