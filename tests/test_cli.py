@@ -44,6 +44,9 @@ def test_search_rs_writes_a_result(capsys, tmp_path, nats_csv):
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "svhn", "--budget", "3"], "'svhn'"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "0"], "--budget"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10"], "--budget is required"),
+        # beyond what torch's generators take (a traceback after the output folder was made)
+        (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3",
+          "--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3", "--search-metric", "val_accuracy"], "'val_accuracy'"),
         (["search", "--optimizer", "rs", "--benchmark", "{bad}", "--dataset", "cifar10", "--budget", "3"], "not a NAS-Bench-201 benchmark file"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3", "--opt", "k"], "KEY=VALUE"),
@@ -77,7 +80,7 @@ def test_seeds_take_a_count_or_a_list(text, seeds):
     assert parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["0", "a", "1,1", "-1,2"])
+@pytest.mark.parametrize("text", ["0", "a", "1,1", "-1,2", "0,4294967296"])
 def test_bad_seeds_are_rejected(text):
     import argparse
 
