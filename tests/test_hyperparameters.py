@@ -109,3 +109,20 @@ def test_a_negative_ucb_beta_on_the_command_line_is_one_line(capsys, tmp_path, n
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("naslib-bayes: error: GPBO: hyper-parameter ucb_beta=-1.0: "
                                             "expected a number >= 0 (default 2.0)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3",
+      "--opt", "seed=3"], "--opt seed: the seed is not a hyper-parameter; give it with --seed"),
+    (["search", "--optimizer", "bayesnas", "--dataset", "digits", "--opt", "seed=3"],
+     "--opt seed: the seed is not a hyper-parameter; give it with --seed"),
+    (["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1",
+      "--budget", "3", "--opt", "rs.seed=3"], "--opt rs.seed: the seed is not a hyper-parameter; give seeds with --seeds"),
+])
+def test_a_seed_given_as_a_hyper_parameter_is_one_line(capsys, tmp_path, nats_csv, argv, message):
+    # the optimizers take the seed as their own argument: passed twice, it was a TypeError's traceback
+    argv = [str(a).format(csv=nats_csv) for a in argv]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"naslib-bayes: error: {message}"
+    assert not (tmp_path / "out").exists()
