@@ -126,3 +126,26 @@ def test_a_seed_given_as_a_hyper_parameter_is_one_line(capsys, tmp_path, nats_cs
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == f"naslib-bayes: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"lr": float("inf")}, "Opt: hyper-parameter lr=inf: expected a finite number (default 0.01)"),
+    ({"lr": float("-inf")}, "Opt: hyper-parameter lr=-inf: expected a finite number"),
+    ({"lr": float("nan")}, "Opt: hyper-parameter lr=nan: expected a finite number"),
+    ({"path": float("nan")}, "Opt: hyper-parameter path=nan: expected a finite number (default None)"),
+])
+def test_values_that_are_not_finite_are_named(given, message):
+    # unbounded (or only lower-bounded) floats let inf and nan through to the run, whose result.json
+    # then cannot be written (JSON has no inf), or to the GP, whose kernel matrix breaks
+    with pytest.raises(UserError) as info:
+        merge_hyperparameters("Opt", DEFAULTS, given)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_a_search_with_a_non_finite_opt_value_is_refused_before_it_runs(capsys, tmp_path, nats_csv, value):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "gp-bo", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "12", "--opt", f"ei_xi={value}", "--out", tmp_path / "gp")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: GPBO: hyper-parameter ei_xi={float(value[1:])}: "
+                                            "expected a finite number (default 0.0)")
