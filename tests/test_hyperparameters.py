@@ -149,3 +149,34 @@ def test_a_search_with_a_non_finite_opt_value_is_refused_before_it_runs(capsys, 
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: GPBO: hyper-parameter ei_xi={float(value[1:])}: "
                                             "expected a finite number (default 0.0)")
+
+
+@pytest.mark.parametrize("optimizer, name, value, message", [
+    ("bayesnas", "lr", -1, "BayesNAS: hyper-parameter lr=-1.0: expected a number > 0"),
+    ("random-cell", "lr_min", -1, "RandomCell: hyper-parameter lr_min=-1.0: expected a number >= 0"),
+    ("darts", "momentum", -1, "DARTS: hyper-parameter momentum=-1.0: expected a number >= 0"),
+    ("bayesnas", "weight_decay", -1, "BayesNAS: hyper-parameter weight_decay=-1.0: expected a number >= 0"),
+    ("bayesnas", "grad_clip", -1, "BayesNAS: hyper-parameter grad_clip=-1.0: expected a number >= 0"),
+    ("darts", "arch_lr", 0, "DARTS: hyper-parameter arch_lr=0.0: expected a number > 0"),
+    ("darts", "arch_weight_decay", -1, "DARTS: hyper-parameter arch_weight_decay=-1.0: expected a number >= 0"),
+    ("darts", "arch_beta1", 1, "DARTS: hyper-parameter arch_beta1=1.0: expected a number in [0, 1)"),
+    ("darts", "arch_beta2", -0.5, "DARTS: hyper-parameter arch_beta2=-0.5: expected a number in [0, 1)"),
+    ("bayesnas", "lambda_child", "abc", "BayesNAS: hyper-parameter lambda_child='abc': expected a positive number"),
+    ("bayesnas", "lambda_child", True, "BayesNAS: hyper-parameter lambda_child=True: expected a positive number"),
+])
+def test_values_outside_a_one_shot_optimizers_range_are_named(optimizer, name, value, message):
+    # torch's optimizers raised them as a ValueError's traceback, or (lr_min, weight_decay, grad_clip
+    # below 0) the search ran on a negative learning rate, an anti-decay or no clipping, silently
+    from naslib_bayes.optimizers import registry
+
+    with pytest.raises(UserError) as info:
+        registry.create(optimizer, kind=registry.ONE_SHOT, seed=0, **{name: value})
+    assert str(info.value).startswith(message)
+
+
+def test_a_bad_one_shot_opt_value_on_the_command_line_is_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", "--opt", "lr=-1",
+                           "--out", tmp_path / "bn")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("naslib-bayes: error: BayesNAS: hyper-parameter lr=-1.0: "
+                                            "expected a number > 0 (default 0.05)")
