@@ -187,3 +187,15 @@ def test_a_search_that_found_no_value_is_a_one_line_error(capsys, tmp_path, monk
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: none of the 4 cells queried has a cifar10 "
                                             f"test_accuracy value in {path}: the search found no incumbent")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["naslib-run", "--config", "c.yaml", "--set", "search.epochs"], "argument --set: expected KEY=VALUE, got 'search.epochs'"),
+    (["naslib-run", "--config", "c.yaml", "--set", "search.epochs=[1"],
+     "argument --set: search.epochs: cannot parse value '[1'"),
+    (["search", "--optimizer", "rs", "--dataset", "cifar10", "--opt", "k"], "argument --opt: expected KEY=VALUE, got 'k'"),
+])
+def test_a_bad_key_value_names_the_option_it_was_given_to(capsys, tmp_path, argv, message):
+    # naslib-run's --set shares --opt's parser, whose messages named --opt
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and err.strip() == f"naslib-bayes: error: {message}"

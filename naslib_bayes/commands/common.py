@@ -95,12 +95,12 @@ def key_value(text: str) -> tuple[str, Any]:
     """
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--opt takes KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")  # argparse names the option
     prefix, dot, name = key.rpartition(".")
     try:
         return prefix + dot + name.replace("-", "_"), yaml.load(value, Loader=_ValueLoader)
     except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"--opt {key}: cannot parse value {value!r}") from None
+        raise argparse.ArgumentTypeError(f"{key}: cannot parse value {value!r}") from None
 
 
 def seed_int(text: str) -> int:
