@@ -44,6 +44,9 @@ def test_search_rs_writes_a_result(capsys, tmp_path, nats_csv):
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "svhn", "--budget", "3"], "'svhn'"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "0"], "--budget"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10"], "--budget is required"),
+        # beyond what torch's generators take (a traceback after the output folder was made)
+        (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3",
+          "--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3", "--search-metric", "val_accuracy"], "'val_accuracy'"),
         (["search", "--optimizer", "rs", "--benchmark", "{bad}", "--dataset", "cifar10", "--budget", "3"], "not a NAS-Bench-201 benchmark file"),
         (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3", "--opt", "k"], "KEY=VALUE"),
@@ -77,7 +80,7 @@ def test_seeds_take_a_count_or_a_list(text, seeds):
     assert parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["0", "a", "1,1", "-1,2"])
+@pytest.mark.parametrize("text", ["0", "a", "1,1", "-1,2", "0,4294967296"])
 def test_bad_seeds_are_rejected(text):
     import argparse
 
@@ -184,3 +187,15 @@ def test_a_search_that_found_no_value_is_a_one_line_error(capsys, tmp_path, monk
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: none of the 4 cells queried has a cifar10 "
                                             f"test_accuracy value in {path}: the search found no incumbent")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["naslib-run", "--config", "c.yaml", "--set", "search.epochs"], "argument --set: expected KEY=VALUE, got 'search.epochs'"),
+    (["naslib-run", "--config", "c.yaml", "--set", "search.epochs=[1"],
+     "argument --set: search.epochs: cannot parse value '[1'"),
+    (["search", "--optimizer", "rs", "--dataset", "cifar10", "--opt", "k"], "argument --opt: expected KEY=VALUE, got 'k'"),
+])
+def test_a_bad_key_value_names_the_option_it_was_given_to(capsys, tmp_path, argv, message):
+    # naslib-run's --set shares --opt's parser, whose messages named --opt
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and err.strip() == f"naslib-bayes: error: {message}"

@@ -184,3 +184,21 @@ def test_opt_keeps_text_that_only_looks_like_a_number():
     assert key_value("acq_fn_type=ei") == ("acq_fn_type", "ei")
     assert key_value("name=1e") == ("name", "1e")
     assert key_value("name='1e-3'") == ("name", "1e-3")  # quoted: the user asked for text
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--weight-decay", "-1", "argument --weight-decay: expected a non-negative number, got '-1'"),
+    ("--weight-decay", "nan", "argument --weight-decay: expected a non-negative number, got 'nan'"),
+    ("--weight-decay", "inf", "argument --weight-decay: expected a non-negative number, got 'inf'"),
+    ("--auxiliary-weight", "-0.4", "argument --auxiliary-weight: expected a non-negative number, got '-0.4'"),
+    ("--drop-path", "1", "argument --drop-path: expected a probability in [0, 1), got '1'"),
+    ("--drop-path", "-0.2", "argument --drop-path: expected a probability in [0, 1), got '-0.2'"),
+])
+def test_train_refuses_out_of_range_numbers_before_making_out(capsys, tmp_path, option, value, message):
+    # torch raised a negative weight decay as a traceback; nan or inf ran the whole training
+    # and then failed to write result.json (JSON has no inf)
+    code, _, err = run_cli(capsys, "train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+                           "--dataset", "digits", "--epochs", "1", option, value, "--out", tmp_path / "out")
+    assert code == 2
+    assert one_error_line(err) == f"naslib-bayes: error: {message}"
+    assert not (tmp_path / "out").exists()

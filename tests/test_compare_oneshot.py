@@ -132,3 +132,18 @@ def test_a_search_stopped_by_a_signal_stops_the_comparison(monkeypatch, nats_csv
     with pytest.raises(KeyboardInterrupt) as raised:
         oneshot.search_via_cli(settings, RunSpec("darts", "mnist", 0), tmp_path / "work")
     assert type(raised.value) is expected
+
+
+@pytest.mark.parametrize("data, message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'; known: "),
+    (["--dataset", "mnist"], "--dataset mnist needs --data-root (the folder holding its files)"),
+])
+def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_path, capsys, data, message):
+    # each run's search refused it in its own error line, followed by the comparison's, after --out was made
+    from naslib_bayes.cli import main
+
+    code = main(["compare", "--oneshot", "bayesnas", *data, "--benchmark", str(nats_csv), "--seeds", "2",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"naslib-bayes: error: {message}" in err, err
+    assert not (tmp_path / "out").exists()

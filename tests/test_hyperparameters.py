@@ -109,3 +109,74 @@ def test_a_negative_ucb_beta_on_the_command_line_is_one_line(capsys, tmp_path, n
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("naslib-bayes: error: GPBO: hyper-parameter ucb_beta=-1.0: "
                                             "expected a number >= 0 (default 2.0)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "3",
+      "--opt", "seed=3"], "--opt seed: the seed is not a hyper-parameter; give it with --seed"),
+    (["search", "--optimizer", "bayesnas", "--dataset", "digits", "--opt", "seed=3"],
+     "--opt seed: the seed is not a hyper-parameter; give it with --seed"),
+    (["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1",
+      "--budget", "3", "--opt", "rs.seed=3"], "--opt rs.seed: the seed is not a hyper-parameter; give seeds with --seeds"),
+])
+def test_a_seed_given_as_a_hyper_parameter_is_one_line(capsys, tmp_path, nats_csv, argv, message):
+    # the optimizers take the seed as their own argument: passed twice, it was a TypeError's traceback
+    argv = [str(a).format(csv=nats_csv) for a in argv]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"naslib-bayes: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"lr": float("inf")}, "Opt: hyper-parameter lr=inf: expected a finite number (default 0.01)"),
+    ({"lr": float("-inf")}, "Opt: hyper-parameter lr=-inf: expected a finite number"),
+    ({"lr": float("nan")}, "Opt: hyper-parameter lr=nan: expected a finite number"),
+    ({"path": float("nan")}, "Opt: hyper-parameter path=nan: expected a finite number (default None)"),
+])
+def test_values_that_are_not_finite_are_named(given, message):
+    # unbounded (or only lower-bounded) floats let inf and nan through to the run, whose result.json
+    # then cannot be written (JSON has no inf), or to the GP, whose kernel matrix breaks
+    with pytest.raises(UserError) as info:
+        merge_hyperparameters("Opt", DEFAULTS, given)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_a_search_with_a_non_finite_opt_value_is_refused_before_it_runs(capsys, tmp_path, nats_csv, value):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "gp-bo", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "12", "--opt", f"ei_xi={value}", "--out", tmp_path / "gp")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"naslib-bayes: error: GPBO: hyper-parameter ei_xi={float(value[1:])}: "
+                                            "expected a finite number (default 0.0)")
+
+
+@pytest.mark.parametrize("optimizer, name, value, message", [
+    ("bayesnas", "lr", -1, "BayesNAS: hyper-parameter lr=-1.0: expected a number > 0"),
+    ("random-cell", "lr_min", -1, "RandomCell: hyper-parameter lr_min=-1.0: expected a number >= 0"),
+    ("darts", "momentum", -1, "DARTS: hyper-parameter momentum=-1.0: expected a number >= 0"),
+    ("bayesnas", "weight_decay", -1, "BayesNAS: hyper-parameter weight_decay=-1.0: expected a number >= 0"),
+    ("bayesnas", "grad_clip", -1, "BayesNAS: hyper-parameter grad_clip=-1.0: expected a number >= 0"),
+    ("darts", "arch_lr", 0, "DARTS: hyper-parameter arch_lr=0.0: expected a number > 0"),
+    ("darts", "arch_weight_decay", -1, "DARTS: hyper-parameter arch_weight_decay=-1.0: expected a number >= 0"),
+    ("darts", "arch_beta1", 1, "DARTS: hyper-parameter arch_beta1=1.0: expected a number in [0, 1)"),
+    ("darts", "arch_beta2", -0.5, "DARTS: hyper-parameter arch_beta2=-0.5: expected a number in [0, 1)"),
+    ("bayesnas", "lambda_child", "abc", "BayesNAS: hyper-parameter lambda_child='abc': expected a positive number"),
+    ("bayesnas", "lambda_child", True, "BayesNAS: hyper-parameter lambda_child=True: expected a positive number"),
+])
+def test_values_outside_a_one_shot_optimizers_range_are_named(optimizer, name, value, message):
+    # torch's optimizers raised them as a ValueError's traceback, or (lr_min, weight_decay, grad_clip
+    # below 0) the search ran on a negative learning rate, an anti-decay or no clipping, silently
+    from naslib_bayes.optimizers import registry
+
+    with pytest.raises(UserError) as info:
+        registry.create(optimizer, kind=registry.ONE_SHOT, seed=0, **{name: value})
+    assert str(info.value).startswith(message)
+
+
+def test_a_bad_one_shot_opt_value_on_the_command_line_is_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", "--opt", "lr=-1",
+                           "--out", tmp_path / "bn")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("naslib-bayes: error: BayesNAS: hyper-parameter lr=-1.0: "
+                                            "expected a number > 0 (default 0.05)")

@@ -20,6 +20,10 @@ from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT
 
 logger = logging.getLogger("naslib_bayes")
 
+#: Largest seed: torch's generators overflow on much larger ones (mid-run, after --out was made),
+#: and it is the bound NASLib's config seed has (numpy's legacy seeding).
+MAX_SEED = 2**32 - 1
+
 
 def parse_seeds(text: str) -> list[int]:
     """``"5"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]."""
@@ -27,11 +31,12 @@ def parse_seeds(text: str) -> list[int]:
         if "," in text:
             seeds = [int(tok) for tok in text.split(",") if tok.strip()]
         else:
-            seeds = list(range(int(text)))
+            count = int(text)
+            seeds = list(range(count)) if count <= MAX_SEED + 1 else [MAX_SEED + 1]  # the last one, refused below
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count or a comma-separated list, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds needs distinct non-negative seeds, got {text!r}")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds from 0 to {MAX_SEED}, got {text!r}")
     return seeds
 
 
@@ -90,16 +95,27 @@ def key_value(text: str) -> tuple[str, Any]:
     """
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--opt takes KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")  # argparse names the option
     prefix, dot, name = key.rpartition(".")
     try:
         return prefix + dot + name.replace("-", "_"), yaml.load(value, Loader=_ValueLoader)
     except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"--opt {key}: cannot parse value {value!r}") from None
+        raise argparse.ArgumentTypeError(f"{key}: cannot parse value {value!r}") from None
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed from 0 to :data:`MAX_SEED`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}")
+    return value
 
 
 def add_seed(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:

@@ -90,6 +90,8 @@ def _hyperparameters(pairs, optimizers) -> dict[str, dict]:
         optimizer, dot, name = key.rpartition(".")
         if not dot or not optimizer or optimizer not in optimizers:
             raise UserError(f"--opt {key}: expected OPTIMIZER.KEY=VALUE with OPTIMIZER one of {', '.join(optimizers)}")
+        if name == "seed":  # the optimizers take it as an argument of their own
+            raise UserError(f"--opt {key}: the seed is not a hyper-parameter; give seeds with --seeds")
         found.setdefault(optimizer, {})[name] = value
     return found
 

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", type=Path, required=True, metavar="FILE.yaml",
                         help="NASLib config (keys missing from it take NASLib's defaults)")
     parser.add_argument("--optimizer", help="overrides the config's 'optimizer'")
-    parser.add_argument("--seed", type=common.non_negative_int, help="overrides the config's 'seed'")
+    parser.add_argument("--seed", type=common.seed_int, help="overrides the config's 'seed'")
     parser.add_argument("--benchmark", type=Path,
                         help="NAS-Bench-201 benchmark file or folder served to NASLib as its dataset_api "
                              "(default: NASLib's own nb201 pickles)")

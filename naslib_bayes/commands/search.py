@@ -76,6 +76,8 @@ def run(args) -> int:
     if spec.kind not in (registry.BLACK_BOX, registry.ONE_SHOT):
         raise AssertionError(f"no search runner for kind {spec.kind}")
     _refuse_options_of_the_other_kind(args, spec.kind)
+    if "seed" in dict(args.opt):  # the optimizers take it as an argument of their own
+        raise UserError("--opt seed: the seed is not a hyper-parameter; give it with --seed")
     if spec.kind == registry.BLACK_BOX:
         return run_black_box(args)
     for dest, default in ONE_SHOT_DEFAULTS.items():

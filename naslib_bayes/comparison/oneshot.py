@@ -27,6 +27,7 @@ from naslib_bayes.comparison.runner import (
     FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, load_run, refuse_other_settings, require_distinct,
     run_in_workers, run_path, split_finished, worker_benchmark,
 )
+from naslib_bayes.data import canonical_name
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -60,6 +61,7 @@ class OneShotSettings:
         require_distinct("seeds", self.seeds)
         for name in self.optimizers:
             registry.get_spec(name, registry.ONE_SHOT)  # the registry's one-line error
+        canonical_name(self.dataset)  # once here, not in every run's search after --out is made
 
     def runs(self) -> list[RunSpec]:
         return [RunSpec(o, self.dataset, s) for s in self.seeds for o in self.optimizers]
@@ -277,6 +279,8 @@ def run_command(args) -> int:
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
+    if canonical_name(settings.dataset) != "digits" and settings.data_root is None:  # as every search would refuse it
+        raise UserError(f"--dataset {settings.dataset} needs --data-root (the folder holding its files)")
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update())

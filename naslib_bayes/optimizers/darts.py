@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import above, at_least
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -51,6 +52,15 @@ class DARTS(OneShotOptimizer):
 
     uses_validation_split = True
     defaults = {"arch_lr": 3e-4, "arch_beta1": 0.5, "arch_beta2": 0.999, "arch_weight_decay": 1e-3}
+    lower_bounds = {"arch_lr": above(0), "arch_weight_decay": at_least(0)}
+
+    def __init__(self, seed: int = 0, **hyperparameters: Any):
+        super().__init__(seed, **hyperparameters)
+        for name in ("arch_beta1", "arch_beta2"):  # Adam's, refused by torch only once the search has begun
+            beta = self.config[name]
+            if not 0 <= beta < 1:
+                raise UserError(f"DARTS: hyper-parameter {name}={beta!r}: expected a number in [0, 1) "
+                                f"(default {self.defaults[name]!r})")
 
     def build_architecture(self, supernet: nn.Module) -> nn.Module:
         generator = torch.Generator().manual_seed(self.seed)

@@ -8,6 +8,7 @@ not surface as a ``ValueError`` (or a silently meaningless run) deep inside it.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -51,7 +52,7 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     A value is checked against the type of its default (bool, int, float, str), and a missing
     one (None) is refused unless the default is None; a default of None accepts anything. An
     int default accepts an integral float, a float default any number (and ``"3e-4"``, which
-    YAML 1.1 reads as text).
+    YAML 1.1 reads as text). A float value must be finite, whatever its default.
     ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
     ignored, so a base class may bound what only some subclasses accept).
     """
@@ -62,7 +63,14 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     typed = {name: _typed(owner, name, value, defaults[name]) for name, value in given.items()}
     for name, value in typed.items():
         _check_bound(owner, name, value, defaults[name], (lower_bounds or {}).get(name))
+        _check_finite(owner, name, value, defaults[name])
     return {**defaults, **typed}
+
+
+def _check_finite(owner: str, name: str, value: Any, default: Any) -> None:
+    """inf and nan (``--opt lr=.inf``) would run to the end, whose result.json JSON cannot hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{owner}: hyper-parameter {name}={value!r}: expected a finite number (default {default!r})")
 
 
 def _check_bound(owner: str, name: str, value: Any, default: Any, bound: LowerBound | None) -> None:

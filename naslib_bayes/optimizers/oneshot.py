@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import merge_hyperparameters
+from naslib_bayes.optimizers.hyperparameters import LowerBound, above, at_least, merge_hyperparameters
 
 
 class OneShotModel(nn.Module):
@@ -73,10 +73,16 @@ class OneShotOptimizer(abc.ABC):
         "rounds": 1,
     }
     defaults: dict[str, Any] = {}
+    # torch's SGD raises a traceback below them, or (lr_min, weight_decay, grad_clip) runs on a
+    # negative learning rate, a weight growth or no clipping.
+    common_lower_bounds = {"lr": above(0), "lr_min": at_least(0), "momentum": at_least(0),
+                           "weight_decay": at_least(0), "grad_clip": at_least(0)}
+    lower_bounds: dict[str, LowerBound] = {}
 
     def __init__(self, seed: int = 0, **hyperparameters: Any):
         given = {k: v for k, v in hyperparameters.items() if v is not None}  # None: keep the default
-        self.config = merge_hyperparameters(type(self).__name__, {**self.common_defaults, **self.defaults}, given)
+        self.config = merge_hyperparameters(type(self).__name__, {**self.common_defaults, **self.defaults}, given,
+                                            {**self.common_lower_bounds, **self.lower_bounds})
         for key in ("warmup_epochs",):
             if int(self.config[key]) < 0:
                 raise UserError(f"{key} must be >= 0")
