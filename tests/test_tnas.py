@@ -491,6 +491,19 @@ def test_meta_train_refuses_a_step_size_out_of_range_before_writing(capsys, tmp_
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--image-root", "."], "--image-root applies with --dataset-encoder images, not off"),
+    (["--dataset-encoder", "learned", "--feature-extractor", "pixels"],
+     "--feature-extractor applies with --dataset-encoder images, not learned"),
+])
+def test_meta_train_refuses_image_options_its_encoder_would_ignore(capsys, tmp_path, nats_csv, argv, message):
+    # ignored, the extractor's name would still be recorded in the surrogate's settings as if used
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100", *argv,
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("name, value", [("meta_lr", -1.0), ("meta_lr", 0.0), ("meta_outer_step", -0.5),
                                          ("meta_iterations", 0), ("meta_evidence_top", 0)])
 def test_tnas_refuses_meta_training_settings_out_of_range(name, value):
@@ -512,6 +525,10 @@ def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv
     (["--optimizer", "rs", "--surrogate", "x"], "--surrogate does not apply to --optimizer rs"),
     (["--optimizer", "tnas", "--dataset-encoder", "images"], "--dataset-encoder images needs --image-root"),
     (["--optimizer", "tnas", "--surrogate", "{tmp}/none.pt"], "does not exist"),
+    # the image options serve the images encoder only: elsewhere they would be ignored
+    (["--optimizer", "tnas", "--image-root", "{tmp}"], "--image-root applies with --dataset-encoder images, not off"),
+    (["--optimizer", "tnas", "--dataset-encoder", "learned", "--feature-extractor", "pixels"],
+     "--feature-extractor applies with --dataset-encoder images, not learned"),
 ])
 def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]

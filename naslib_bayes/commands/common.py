@@ -193,5 +193,19 @@ def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
     return out
 
 
+def check_image_options(encoder: str, image_root, feature_extractor) -> None:
+    """``--image-root`` and ``--feature-extractor`` serve the ``images`` dataset encoder only.
+
+    It needs the root; any other encoder would ignore both (and record the extractor as if used).
+    """
+    if encoder == "images":
+        if image_root is None:
+            raise UserError("--dataset-encoder images needs --image-root")
+        return
+    for flag, value in (("--image-root", image_root), ("--feature-extractor", feature_extractor)):
+        if value is not None:
+            raise UserError(f"{flag} applies with --dataset-encoder images, not {encoder}")
+
+
 def warn(message: str) -> None:
     logger.warning(message)

@@ -72,8 +72,7 @@ def run(args) -> int:
         raise UserError(f"--datasets {args.datasets}: names {', '.join(repeated)} more than once")
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
-    if (args.dataset_encoder or "off") == "images" and args.image_root is None:
-        raise UserError("--dataset-encoder images needs --image-root")
+    common.check_image_options(args.dataset_encoder or "off", args.image_root, args.feature_extractor)
     out = common.prepare_out(args.out, args.overwrite)
     start = time.perf_counter()
     encoder = args.dataset_encoder or "off"

@@ -204,9 +204,10 @@ def _surrogate_hyperparameters(args) -> dict:
     for key in given:
         if key not in accepted:
             raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
-    if given.get("dataset_encoder") == "images" and "image_root" not in given:
-        raise UserError("--dataset-encoder images needs --image-root")
-    if given.get("surrogate") is not None:
+    if given.get("surrogate") is None:  # a surrogate file fixes its encoder; else it is meta-trained here
+        encoder = given.get("dataset_encoder") or dict(args.opt).get("dataset_encoder") or "off"
+        common.check_image_options(encoder, given.get("image_root"), given.get("feature_extractor"))
+    else:
         from naslib_bayes.predictors.surrogate_io import existing
 
         existing(given["surrogate"])  # before any warning is printed or folder made
