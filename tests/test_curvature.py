@@ -202,3 +202,39 @@ def test_indexing_rule_matches_squared_jacobian_with_repeated_indices():
         jac = torch.autograd.functional.jacobian(lambda t: t[index], x).reshape(y.numel(), x.numel())
         want = ((jac**2).t() @ gy.reshape(-1)).reshape(x.shape)
         assert torch.allclose(got, want, atol=1e-6), index
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_an_activation_read_twice_gets_the_curvature_of_both_readers(train):
+    """a = s1 o x feeds a ReLU module and a BatchNorm module, each switched, then summed: by the
+    layer-wise rule G_a = s2^2 relu'(a)^2 G_y + s3^2 c^2 G_y (c the BatchNorm's scale, at the
+    batch's biased variance in train mode), so H_s1 = sum_n x^2 G_a. NB201 and DARTS nodes feed
+    several edges through ReLU-conv-BN ops exactly like this."""
+    torch.manual_seed(4)
+    n, f = 10, 5
+    fc = nn.Linear(f, 3).double()
+    bn = nn.BatchNorm1d(f).double().train(train)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(f) + 0.5)
+        bn.running_var.copy_(torch.rand(f) + 0.2)
+    s1 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    s2 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    s3 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    relu = nn.ReLU()
+    x = torch.randn(n, f, dtype=torch.float64)
+
+    def model(inp):
+        a = switch_mul(inp, s1, dim=1)
+        return fc(switch_mul(relu(a), s2, dim=1) + switch_mul(bn(a), s3, dim=1))
+
+    got = gauss_newton_diagonal(model, x).get(s1, "sum")
+    with torch.no_grad():
+        a = x * s1
+        var = a.var(0, unbiased=False) if train else bn.running_var
+        c = bn.weight / torch.sqrt(var + bn.eps)
+        p = torch.softmax(model(x), 1)
+        g_y = p @ fc.weight**2 - (p @ fc.weight) ** 2
+        g_a = (s2**2 * (a > 0) + s3**2 * c**2) * g_y
+        want = (x**2 * g_a).sum(0)
+    assert bool((a < 0).any())  # the ReLU's zero slope matters
+    assert torch.allclose(got, want, rtol=1e-9)
