@@ -105,6 +105,12 @@ def test_node_dependencies_prune_dead_edges_but_keep_their_gammas():
     # node 1 does not reach the output: the edge into it is dead
     assert hard_prior.live_edge_mask(edges, [True, True, False, False, False, True], [0], [3]) == \
         [False, True, False, False, False, True]
+    # the mask follows the DAG, not the order the edges are listed in
+    present = [True, False, True, True, False, True]  # 0->1->2->3 and 0->3
+    want = hard_prior.live_edge_mask(edges, present, [0], [3])
+    order = [5, 2, 0, 4, 3, 1]
+    got = hard_prior.live_edge_mask([edges[i] for i in order], [present[i] for i in order], [0], [3])
+    assert want == [True, False, True, True, False, True] and got == [want[i] for i in order]
     n = 2
     s = torch.ones(n, 6, **D)
     s[:, 1] = 1e-4
