@@ -200,3 +200,17 @@ def test_switch_bank_update_keeps_dead_edges_gammas_and_restarts_unmasked_zero_g
     assert a.live == b.live
     with pytest.raises(ValueError, match="gamma_init"):
         SwitchBank([topo], gamma_init=0.0)
+
+
+def test_loading_a_pruned_banks_state_forgets_the_ops_read_before():
+    """Resuming loads the masks of a checkpoint into a bank whose forward passes have already
+    read its own masks: the ops computed afterwards must be the checkpoint's."""
+    topo = CellTopology("normal", 2, ((0, 1), (0, 2), (1, 2)), ("a", "b"), (0,), (2,))
+    pruned = SwitchBank([topo])
+    keep_child = torch.tensor([[True, False], [True, True], [False, False]])
+    pruned.prune("normal", torch.tensor([True, True, False]), keep_child)
+    fresh = SwitchBank([topo])
+    assert [fresh.active_ops("normal", e) for e in range(3)] == [[0, 1], [0, 1], [0, 1]]
+    fresh.load_state_dict(pruned.state_dict())
+    assert [fresh.active_ops("normal", e) for e in range(3)] == [[0], [0, 1], []]
+    assert not fresh.active("normal", 2) and fresh.active("normal", 0, 0) and not fresh.active("normal", 0, 1)
