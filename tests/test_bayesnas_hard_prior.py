@@ -105,6 +105,12 @@ def test_node_dependencies_prune_dead_edges_but_keep_their_gammas():
     # node 1 does not reach the output: the edge into it is dead
     assert hard_prior.live_edge_mask(edges, [True, True, False, False, False, True], [0], [3]) == \
         [False, True, False, False, False, True]
+    # the mask follows the DAG, not the order the edges are listed in
+    present = [True, False, True, True, False, True]  # 0->1->2->3 and 0->3
+    want = hard_prior.live_edge_mask(edges, present, [0], [3])
+    order = [5, 2, 0, 4, 3, 1]
+    got = hard_prior.live_edge_mask([edges[i] for i in order], [present[i] for i in order], [0], [3])
+    assert want == [True, False, True, True, False, True] and got == [want[i] for i in order]
     n = 2
     s = torch.ones(n, 6, **D)
     s[:, 1] = 1e-4
@@ -194,3 +200,17 @@ def test_switch_bank_update_keeps_dead_edges_gammas_and_restarts_unmasked_zero_g
     assert a.live == b.live
     with pytest.raises(ValueError, match="gamma_init"):
         SwitchBank([topo], gamma_init=0.0)
+
+
+def test_loading_a_pruned_banks_state_forgets_the_ops_read_before():
+    """Resuming loads the masks of a checkpoint into a bank whose forward passes have already
+    read its own masks: the ops computed afterwards must be the checkpoint's."""
+    topo = CellTopology("normal", 2, ((0, 1), (0, 2), (1, 2)), ("a", "b"), (0,), (2,))
+    pruned = SwitchBank([topo])
+    keep_child = torch.tensor([[True, False], [True, True], [False, False]])
+    pruned.prune("normal", torch.tensor([True, True, False]), keep_child)
+    fresh = SwitchBank([topo])
+    assert [fresh.active_ops("normal", e) for e in range(3)] == [[0, 1], [0, 1], [0, 1]]
+    fresh.load_state_dict(pruned.state_dict())
+    assert [fresh.active_ops("normal", e) for e in range(3)] == [[0], [0, 1], []]
+    assert not fresh.active("normal", 2) and fresh.active("normal", 0, 0) and not fresh.active("normal", 0, 1)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from naslib_bayes import results
+from naslib_bayes.optimizers.bayesnas.curvature import gauss_newton_diagonal
 from naslib_bayes.optimizers.bayesnas.hard_prior import ENTROPY_THRESHOLD
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -267,3 +268,19 @@ def test_result_extras_hands_out_copies_of_the_update_records():
     opt.result_extras()["architecture_updates"][0].pop("time_s")
     assert "time_s" in opt.result_extras()["architecture_updates"][0]
     assert "time_s" in opt.updates[0]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "dataset"])
+def test_curvature_reduction_scales_the_summed_gauss_newton_diagonal(digits, reduction):
+    """Over two batches of 8 and 16 images: ``sum`` is the sum of the per-batch sums, ``mean``
+    divides it by the 24 samples, ``dataset`` multiplies that mean by the images of the epoch."""
+    opt = make(curvature_reduction=reduction)
+    batches = [digits[0][:8], digits[0][8:24]]
+    opt._epoch_images = 96
+    got = opt.compute_curvature(batches)["normal"]
+    sums = [gauss_newton_diagonal(opt.model, x) for x in batches]
+    scale = {"sum": 1.0, "mean": 1 / 24, "dataset": 96 / 24}[reduction]
+    for got_h, param in zip(got, (opt.bank.parent["normal"], opt.bank.child["normal"])):
+        want = (sums[0].get(param, "sum") + sums[1].get(param, "sum")) * scale
+        assert bool((want > 0).any())
+        assert torch.allclose(got_h, want, rtol=1e-9)

@@ -175,10 +175,9 @@ def test_unsupported_operation_names_the_module_type():
 
 
 def test_pooling_rules_match_squared_jacobian():
-    """avg/max pooling and slicing/concatenation: G_x = (J o J)^T G_y, checked on random G."""
+    """avg/max pooling and concatenation: G_x = (J o J)^T G_y, checked on random G."""
     torch.manual_seed(0)
     x = torch.randn(2, 3, 7, 7)
-    g = torch.rand(2, 3, 7, 7)
     for pool in (nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.AvgPool2d(3, 2, 1), nn.MaxPool2d(3, 1, 1)):
         y = pool(x)
         gy = torch.rand_like(y)
@@ -186,8 +185,12 @@ def test_pooling_rules_match_squared_jacobian():
         jac = torch.autograd.functional.jacobian(pool, x).reshape(y.numel(), x.numel())
         want = ((jac**2).t() @ gy.reshape(-1)).reshape(x.shape)
         assert torch.allclose(got, want, atol=1e-6)
-    del g
-
+    a, b = x[:, :1], x[:, 1:]  # concatenated along the channels, parts of unequal size
+    gy = torch.rand_like(x)
+    rule = curvature._FUNCTION_RULES[torch.cat]
+    (ta, ga), (tb, gb) = rule(None, ([a, b], 1), {}, x, gy)
+    assert ta is a and tb is b
+    assert torch.equal(ga, gy[:, :1]) and torch.equal(gb, gy[:, 1:])
 
 
 def test_indexing_rule_matches_squared_jacobian_with_repeated_indices():
@@ -202,3 +205,65 @@ def test_indexing_rule_matches_squared_jacobian_with_repeated_indices():
         jac = torch.autograd.functional.jacobian(lambda t: t[index], x).reshape(y.numel(), x.numel())
         want = ((jac**2).t() @ gy.reshape(-1)).reshape(x.shape)
         assert torch.allclose(got, want, atol=1e-6), index
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_an_activation_read_twice_gets_the_curvature_of_both_readers(train):
+    """a = s1 o x feeds a ReLU module and a BatchNorm module, each switched, then summed: by the
+    layer-wise rule G_a = s2^2 relu'(a)^2 G_y + s3^2 c^2 G_y (c the BatchNorm's scale, at the
+    batch's biased variance in train mode), so H_s1 = sum_n x^2 G_a. NB201 and DARTS nodes feed
+    several edges through ReLU-conv-BN ops exactly like this."""
+    torch.manual_seed(4)
+    n, f = 10, 5
+    fc = nn.Linear(f, 3).double()
+    bn = nn.BatchNorm1d(f).double().train(train)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(f) + 0.5)
+        bn.running_var.copy_(torch.rand(f) + 0.2)
+    s1 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    s2 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    s3 = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    relu = nn.ReLU()
+    x = torch.randn(n, f, dtype=torch.float64)
+
+    def model(inp):
+        a = switch_mul(inp, s1, dim=1)
+        return fc(switch_mul(relu(a), s2, dim=1) + switch_mul(bn(a), s3, dim=1))
+
+    got = gauss_newton_diagonal(model, x).get(s1, "sum")
+    with torch.no_grad():
+        a = x * s1
+        var = a.var(0, unbiased=False) if train else bn.running_var
+        c = bn.weight / torch.sqrt(var + bn.eps)
+        p = torch.softmax(model(x), 1)
+        g_y = p @ fc.weight**2 - (p @ fc.weight) ** 2
+        g_a = (s2**2 * (a > 0) + s3**2 * c**2) * g_y
+        want = (x**2 * g_a).sum(0)
+    assert bool((a < 0).any())  # the ReLU's zero slope matters
+    assert torch.allclose(got, want, rtol=1e-9)
+
+
+def test_tensor_functions_a_hidden_linear_layer_and_a_scaled_head_follow_the_layer_wise_rule():
+    """h = s o x (two elements per switch), permuted, averaged, scaled by 3 then divided by 2,
+    a hidden Linear, then logits = head(.) * 0.5. The last step is not a linear layer, so the
+    pass starts from diag(H_out) = p - p^2; then by the squared-Jacobian rule
+    G_u = (0.25 G_out) @ W_head^2, G_z = (3/2)^2 (G_u @ W_mid^2), G_h = G_z / 2^2 (mean of two),
+    and H_s = sum over samples and both elements of x^2 G_h."""
+    torch.manual_seed(5)
+    n, f = 6, 4
+    mid, head = nn.Linear(f, f).double(), nn.Linear(f, 3).double()
+    s = nn.Parameter(0.5 + torch.rand(f, dtype=torch.float64))
+    x = torch.randn(n, f, 2, dtype=torch.float64)
+
+    def model(inp):
+        h = switch_mul(inp, s, dim=1).permute(2, 0, 1)  # (2, n, f): not its own inverse
+        z = h.mean(dim=0) * 3.0 / 2.0
+        return head(mid(z)) * 0.5
+
+    got = gauss_newton_diagonal(model, x).get(s, "sum")
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+        g_u = (0.25 * (p - p**2)) @ head.weight**2
+        g_z = 1.5**2 * (g_u @ mid.weight**2)
+        want = ((x**2).sum(2) * g_z / 4).sum(0)
+    assert torch.allclose(got, want, rtol=1e-9)

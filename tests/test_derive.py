@@ -109,6 +109,26 @@ def test_several_survivors_keep_largest_gamma():
     repaired = [d for d in decisions if d.decision == "repair"]
     assert len(repaired) == 6 * 2  # skip and conv1x1 survived the entropy test but were dropped
     assert all(d.op in ("skip_connect", "nor_conv_1x1") for d in repaired)
+    assert all(d.reason == "repair: a larger-gamma op kept on this edge" for d in repaired)
+
+
+def test_a_restored_path_revives_the_survivors_it_connects():
+    """Edges 1->2, 1->3 and 2->3 survive the entropy test but node 1 is unreachable, so nothing
+    is live. The path of largest total gamma is 0->1->3 (0.03 + 3.0); restoring it makes node 1
+    reachable, which revives 1->2 and 2->3 with their largest-gamma ops."""
+    gp = torch.full((6,), HIGH, dtype=torch.float64)
+    gc = torch.full((6, 4), 0.02, dtype=torch.float64)  # below the threshold: 0->1, 0->2, 0->3
+    gc[0, 1] = 0.03
+    gc[2] = torch.tensor([0.1, 0.2, 0.1, 0.1])
+    gc[4] = torch.tensor([0.1, 0.1, 3.0, 0.1])
+    gc[5] = torch.tensor([0.1, 0.1, 0.1, 0.3])
+    cell, decisions = derive.derive_nb201(gp, gc)
+    check_cell(cell, gp, gc, decisions)
+    assert cell == (nb201.CONV1X1, nb201.NONE, nb201.CONV1X1, nb201.NONE, nb201.CONV3X3, nb201.AVG_POOL)
+    reason = {d.edge: d.reason for d in decisions if d.op is None}
+    restored = "repair: restored the input-to-output path of largest total gamma"
+    assert reason[0] == reason[4] == restored
+    assert reason[2] == reason[5] == "repair: revived by a restored path"
 
 
 def test_darts_genotype_two_distinct_inputs_no_none():
@@ -132,8 +152,12 @@ def test_darts_genotype_two_distinct_inputs_no_none():
     gc = torch.full((14, 7), 0.2, dtype=torch.float64)
     gc[0, 3] = gc[1, 4] = 0.9  # node 2: inputs 0 and 1
     gc[4, 0] = gc[2, 1] = 0.9  # node 3: inputs 2 (edge 4) and 0 (edge 2)
-    genotype, _, _ = derive.derive_darts_cell(gp, gc, ops)
+    genotype, _, decisions = derive.derive_darts_cell(gp, gc, ops)
     assert genotype[:4] == [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("avg_pool_3x3", 0), ("max_pool_3x3", 2)]
+    dropped = [d for d in decisions if d.op is None and not d.kept]
+    assert len(dropped) == 14 - 8  # nodes 3, 4, 5 have 3, 4, 5 surviving inputs and keep two
+    assert all(d.decision == "repair" and d.reason == "repair: not among the node's two strongest inputs"
+               for d in dropped)
 
 
 def test_darts_cell_concatenates_and_keeps_alive_only_the_topologys_outputs():

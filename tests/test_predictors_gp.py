@@ -94,3 +94,20 @@ def test_fitting_raises_the_marginal_likelihood_and_interpolates(toy):
     # At training inputs the posterior sits close to the data, with std below the prior's.
     assert float((mean - y).abs().mean()) < 0.3 * float(y.std())
     assert bool((std < gp.covar_module.outputscale.sqrt()).all())
+
+
+def test_a_merged_point_with_noise_scale_one_over_m_is_the_m_observations_it_stands_for(toy):
+    """Gaussian noise: m observations of one input have the same posterior as their mean observed
+    once with noise / m, which is how the prior's evidence merges the datasets of one cell."""
+    gp, x, y, x_test = toy
+    g = torch.Generator().manual_seed(1)
+    repeats = torch.tensor([1, 3, 2] + [1] * (len(x) - 3))
+    noisy = y.repeat_interleave(repeats) + 0.2 * torch.randn(int(repeats.sum()), generator=g, dtype=torch.float64)
+    gp.condition_on(x.repeat_interleave(repeats, dim=0), noisy)
+    mean_all, std_all = gp.posterior(x_test)
+    means = torch.zeros(len(x), dtype=torch.float64).index_add_(0, torch.arange(len(x)).repeat_interleave(repeats), noisy)
+    gp.condition_on(x, means / repeats, 1.0 / repeats.double())
+    mean, std = gp.posterior(x_test)
+    assert torch.allclose(mean, mean_all, atol=1e-9) and torch.allclose(std, std_all, atol=1e-9)
+    gp.condition_on(x, means / repeats)  # without the noise scales the posterior differs
+    assert not torch.allclose(gp.posterior(x_test)[0], mean_all, atol=1e-4)

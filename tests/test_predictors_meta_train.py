@@ -206,3 +206,33 @@ def test_a_seeded_surrogate_and_its_reload_leave_the_global_random_stream_alone(
     torch.manual_seed(0)
     surrogate_io.load(path)  # its weights come from the file
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("mode", ["off", "learned"])
+def test_evidence_inputs_merge_one_cells_datasets_into_their_mean_only_without_a_context(mode):
+    """Without a dataset context the kernel cannot tell the datasets of one cell apart: their
+    rows become one point at the mean with noise scale 1/count. With a context they stay apart."""
+    from naslib_bayes.predictors.surrogate import Evidence, cell_index
+
+    surrogate = TNASSurrogate(SurrogateConfig(meta_datasets=("a", "b"), dataset_encoder=mode, context_dim=2),
+                              generator=torch.Generator().manual_seed(0))
+    cells = torch.tensor([[1, 2, 3, 4, 0, 1], [4, 4, 4, 4, 4, 4], [1, 2, 3, 4, 0, 1], [0, 0, 0, 0, 0, 1]])
+    evidence = Evidence(cells, torch.tensor([1.0, 5.0, 3.0, -1.0], dtype=torch.float64), torch.tensor([0, 0, 1, 1]))
+    surrogate.set_evidence(evidence)
+    encodings = torch.arange(15625, dtype=torch.float64).unsqueeze(1).repeat(1, 16)  # row i is psi = i
+    x, values, noise_scale = surrogate.evidence_inputs(encodings)
+    index = [int(i) for i in cell_index(cells)]
+    if mode == "off":
+        assert x.shape == (3, 16)
+        by_cell = {int(row[0]): (v, n) for row, v, n in zip(x.tolist(), values.tolist(), noise_scale.tolist())}
+        assert sorted(by_cell) == sorted(set(index))
+        assert by_cell[index[0]] == pytest.approx((2.0, 0.5))  # mean of 1 and 3, noise / 2
+        assert by_cell[index[1]] == pytest.approx((5.0, 1.0))
+        assert by_cell[index[3]] == pytest.approx((-1.0, 1.0))
+    else:
+        contexts = surrogate.contexts.detach()
+        assert x.shape == (4, 18) and torch.equal(noise_scale, torch.ones(4, dtype=torch.float64))
+        for cell, value, owner in zip(index, evidence.values.tolist(), evidence.dataset.tolist()):
+            row = (x[:, 0] == cell) & (values == value)
+            assert int(row.sum()) == 1
+            assert torch.equal(x[row, 16:].squeeze(0), contexts[owner])

@@ -280,6 +280,25 @@ def test_expected_improvement_matches_its_integral():
     assert float(ei[2]) == pytest.approx(1.5)
 
 
+def test_score_dispatches_ucb_and_ei_with_their_options():
+    """ucb is mean + sqrt(beta) std; ei's xi raises the bar the improvement is measured from;
+    where std is 0 log EI is the log of the plain improvement (-inf without one)."""
+    mean = torch.tensor([0.3, -1.0, 2.0, 0.1], dtype=torch.float64)
+    std = torch.tensor([0.7, 0.2, 0.0, 0.0], dtype=torch.float64)
+    ucb = acquisition.score("ucb", mean, std, best=0.5, beta=4.0)
+    assert torch.allclose(ucb, mean + 2.0 * std)
+    ei = acquisition.score("ei", mean, std, best=0.5, xi=0.3)
+    assert torch.allclose(ei[:3], acquisition.score("ei", mean, std, best=0.8)[:3])
+    assert float(ei[2]) == pytest.approx(math.log(1.2)) and float(ei[3]) == -math.inf
+    assert not torch.allclose(ei[:2], acquisition.score("ei", mean, std, best=0.5)[:2])
+
+
+def test_ranking_orders_by_score_and_exact_ties_by_priority():
+    scores = torch.tensor([1.0, 2.0, 2.0, 1.0, 3.0])
+    assert acquisition.ranking(scores, torch.tensor([0, 1, 4, 3, 2])).tolist() == [4, 2, 1, 3, 0]
+    assert acquisition.ranking(scores, torch.tensor([4, 3, 0, 1, 2])).tolist() == [4, 1, 2, 0, 3]
+
+
 def _log_ei_by_quadrature(z: float) -> float:
     """log E[max(Z + z, 0)] for Z ~ N(0, 1) and z <= -1, without underflow: with t = Z + z,
     EI = phi(z) * integral over t > 0 of t * exp(z t - t^2 / 2)."""
