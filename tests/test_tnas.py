@@ -405,6 +405,26 @@ def test_transfer_topk_on_the_real_benchmark(nats_benchmark):
     assert result["transfer_source"]["datasets"] == ["cifar100", "ImageNet16-120"]
 
 
+def test_transfer_scores_average_each_datasets_own_standardisation():
+    """Cells A-E; cifar100 has A-D at 0, 0, 20, 20 (mean 10, std 10: z = -1, -1, 1, 1), ImageNet
+    has A-E at 0, 0, 0, 0, 5 (mean 1, std 2: z = -0.5 x 4, 2). Mean z over the datasets that have
+    the cell: A, B -0.75; C, D 0.25; E 2 (ImageNet alone). Raw accuracies would put C and D (10
+    on average) above E (5), and a sum of z instead of a mean would give A, B -1.5 and C, D 0.5."""
+    cells = [(0, 0, 0, 0, 0, k) for k in range(5)]
+    nan = float("nan")
+    bench = Benchmark(cells, {"cifar10": {"test_accuracy": [1.0, 2.0, 3.0, 4.0, 5.0]},
+                              "cifar100": {"test_accuracy": [0.0, 0.0, 20.0, 20.0, nan]},
+                              "ImageNet16-120": {"test_accuracy": [0.0, 0.0, 0.0, 0.0, 5.0]}})
+    scores = transfer_scores(bench.without("cifar10"))
+    assert scores[:5] == pytest.approx([-0.75, -0.75, 0.25, 0.25, 2.0], abs=1e-12)
+    assert np.isnan(scores[5:]).all()  # no source dataset has the other cells
+    for seed in range(4):
+        problem = BlackBoxProblem.from_benchmark(bench, "cifar10", "test_accuracy", 5)
+        run_black_box(TransferTopK(seed=seed), problem)
+        order = [cells.index(c) for c in problem.objective.queried]
+        assert order[0] == 4 and set(order[1:3]) == {2, 3} and set(order[3:]) == {0, 1}
+
+
 def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
     trajectories = []
     for seed in (0, 0, 1):
