@@ -98,6 +98,41 @@ def test_local_search_climbs_from_the_best_initial_cell(nats_benchmark):
         assert hamming(next_query, centre) > 0  # restarted
 
 
+def replay_local_search(queried, value, num_init: int, improvement: str) -> int:
+    """Check ``queried`` against the rules of local search, from the values alone; returns the
+    number of restarts. After the initial design the centre is its best cell; each query is an
+    unqueried neighbour of the centre, except right after a local optimum, when it is a restart
+    cell that becomes the centre. "first" moves to a neighbour as soon as it beats the centre;
+    once every neighbour is known the search climbs to the best one if it beats the centre, and
+    otherwise restarts."""
+    known = {c: value(c) for c in queried[:num_init]}
+    centre = max(queried[:num_init], key=known.get)  # first of tied values
+    restarts, restarting = 0, False
+    for t in range(num_init, len(queried)):
+        while not restarting and all(n in known for n in nb201.neighbours(centre)):
+            best = max(nb201.neighbours(centre), key=known.get)
+            if known[best] > known[centre]:
+                centre = best
+            else:
+                restarting = True
+        cell = queried[t]
+        known[cell] = value(cell)
+        if restarting:
+            centre, restarting, restarts = cell, False, restarts + 1
+            continue
+        assert cell in nb201.neighbours(centre), t
+        if improvement == "first" and known[cell] > known[centre]:
+            centre = cell
+    return restarts
+
+
+@pytest.mark.parametrize("improvement", ["best", "first"])
+def test_local_search_follows_its_rules_through_moves_and_restarts(nats_benchmark, improvement):
+    objective = run(nats_benchmark, "ls", 300, seed=2, num_init=5, improvement=improvement)
+    restarts = replay_local_search(objective.queried, lambda c: nats_benchmark.query(c, "cifar10"), 5, improvement)
+    assert restarts >= 2  # the replay went through restarts and the climbs after them
+
+
 def test_bananas_queries_mutants_of_good_cells(nats_benchmark):
     objective = run(nats_benchmark, "bananas", 30, seed=0, num_init=10, max_mutations=2)
     queried = objective.queried
