@@ -154,6 +154,37 @@ def test_bananas_beats_random_search_on_average(nats_benchmark, acq):
     assert mean_regret("bananas", acq_fn_type=acq) < mean_regret("rs")
 
 
+def test_bananas_acquisitions_are_a_thompson_draw_and_the_expected_improvement():
+    from naslib_bayes.optimizers.bananas import Bananas
+
+    its = Bananas(seed=0)
+    mean, std = np.full(20000, 3.0), np.full(20000, 2.0)
+    draws = its._acquisition(mean, std, best=0.0)
+    # one draw from N(mean, std^2) per candidate: sample mean 3 and sd 2 (standard errors 0.014, 0.01)
+    assert abs(draws.mean() - 3.0) < 0.06 and abs(draws.std() - 2.0) < 0.04
+    assert np.array_equal(its._acquisition(mean[:5], np.zeros(5), best=0.0), mean[:5])  # no spread: the mean
+    ei = Bananas(seed=0, acq_fn_type="ei")
+    mean, std = np.array([0.5, 1.5, -1.0, 4.0]), np.array([0.5, 1.0, 0.3, 2.0])
+    z = np.linspace(-12, 12, 200001)
+    density = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    integral = [np.trapezoid(np.maximum(m + s * z - 1.0, 0.0) * density, z) for m, s in zip(mean, std)]
+    np.testing.assert_allclose(ei._acquisition(mean, std, best=1.0), integral, rtol=0, atol=1e-8)
+
+
+def test_mlp_ensemble_predictions_follow_an_affine_change_of_the_targets():
+    """Members are trained on standardised targets, so rescaled and shifted targets give the same
+    fit, rescaled and shifted."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6)).astype(np.float32)
+    y = x @ np.arange(1, 7) + rng.normal(scale=0.3, size=40)
+    config = MLPEnsembleConfig(num_layers=3, width=16, epochs=40)
+    base = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, y).predict(x)
+    scaled = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, 250.0 * y - 40.0).predict(x)
+    np.testing.assert_allclose(scaled, 250.0 * base - 40.0, rtol=1e-5, atol=1e-3)
+
+
 def test_path_encoding_counts_live_paths():
     conv = nb201.OPS.index("nor_conv_3x3")
     all_conv = path_encoding((conv,) * 6)
