@@ -63,6 +63,8 @@ def test_regularized_evolution_mutates_a_living_member(nats_benchmark):
     population = 8
     objective = run(nats_benchmark, "re", 60, seed=3, population_size=population, sample_size=3)
     queried = objective.queried
+    # the first P queries fill the population with random cells, not mutants of earlier ones
+    assert sum(any(hamming(queried[t], c) == 1 for c in queried[:t]) for t in range(population)) < population // 2
     for t in range(population, len(queried)):
         alive = queried[t - population : t]  # aging: the population is the last P queried
         assert any(hamming(queried[t], parent) == 1 for parent in alive), t
