@@ -436,6 +436,55 @@ def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
     assert len(set(trajectories[0])) == 8
 
 
+class FirstQueriesWithoutValue(Objective):
+    """The first two queries return no value, as cells a partial file lacks do."""
+
+    def _lookup(self, cell):
+        return math.nan if self.num_queries < 2 else super()._lookup(cell)
+
+
+class RecordingGPBO(GPBO):
+    def acquisition_scores(self, mean, std, best):
+        self.bests.append(best)
+        return super().acquisition_scores(mean, std, best)
+
+
+def test_bo_steps_fit_the_measured_cells_and_improve_on_their_best_target(nats_benchmark):
+    """Each BO step fits the cells with a value only (here the first two queries have none) and
+    EI's incumbent is their best GP target: with the copula, the best of n distinct values has
+    mid-rank n - 1/2, so its target is Phi^-1(n / (n + 1))."""
+    from scipy.stats import norm
+
+    objective = FirstQueriesWithoutValue(nats_benchmark, "cifar10", "test_accuracy", 7)
+    opt = RecordingGPBO(seed=0, initial_design=4, finetune_steps=2)
+    opt.bests = []
+    run_black_box(opt, BlackBoxProblem(objective, source=None))
+    measured = objective.values[2:6]
+    assert len(set(measured)) == len(measured)  # distinct, as the closed form assumes
+    assert [log["n"] for log in opt.fit_log] == [2, 3, 4]
+    assert opt.bests == pytest.approx([norm.ppf(n / (n + 1)) for n in (2, 3, 4)], abs=1e-12)
+
+
+def test_gp_bo_standardises_each_encoding_dimension_over_all_cells(nats_benchmark):
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 2)
+    opt = run_black_box(registry_create("gp-bo", 0, initial_design=2), BlackBoxProblem(objective, source=None))
+    assert opt.encodings.shape == (15625, 16)
+    torch.testing.assert_close(opt.encodings.mean(0), torch.zeros(16, dtype=opt.encodings.dtype), rtol=0, atol=1e-5)
+    torch.testing.assert_close(opt.encodings.std(0), torch.ones(16, dtype=opt.encodings.dtype), rtol=0, atol=1e-5)
+
+
+def test_gp_bo_initial_designs_are_uniform_over_the_cells():
+    designs = []
+    for seed in range(50):
+        opt = GPBO(seed=seed)
+        opt.in_domain = torch.ones(15625, dtype=torch.bool)
+        designs.append(opt.initial_design())
+    assert all(len(set(d)) == 10 for d in designs)
+    # 500 draws in four equal ranges of cell indices: 125 expected in each, standard deviation 9.7
+    counts = np.bincount(np.asarray(designs).ravel() * 4 // 15625, minlength=4)
+    assert counts.min() > 95 and counts.max() < 155, counts
+
+
 @pytest.mark.parametrize("transform", ["copula", "standardise"])
 def test_gp_bo_fits_the_targets_in_the_units_tnas_uses(nats_benchmark, transform):
     import torch
