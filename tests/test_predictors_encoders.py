@@ -181,3 +181,31 @@ def test_random_conv_features_are_fixed_by_their_seed(digits):
     images = digits[0][:16]
     assert torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=4)(images))
     assert not torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=5)(images))
+
+
+def _reference_phi(encoder: DatasetEncoder, features: torch.Tensor) -> torch.Tensor:
+    """phi as the Set Transformer defines its blocks: MAB(Q, K) = LN(H + rFF(H)) with
+    H = LN(Q + Att(Q, K, K)); SAB(X) = MAB(X, X); PMA(X) = MAB(S, rFF(X)) for a learned seed S;
+    each set block is PMA(SAB(project(X))); samples pool into classes, classes into phi."""
+    def mab(block, query, keys):
+        h = block.norm1(query + block.attention(query, keys, keys, need_weights=False)[0])
+        return block.norm2(h + block.ff(h))
+
+    def set_block(block, x):
+        h = block.project(x)
+        h = mab(block.sab, h, h)
+        seed = block.pool.query.expand(x.size(0), -1, -1)
+        return mab(block.pool.mab, seed, block.pool.pre(h))[:, 0]
+
+    classes = set_block(encoder.intra_class, features)  # (n_classes, dim): one summary per class
+    return encoder.head(set_block(encoder.inter_class, classes[None])[0])
+
+
+def test_phi_is_two_set_blocks_of_attention_pooling():
+    encoder = DatasetEncoder(12, dim=16, out_dim=5, generator=torch.Generator().manual_seed(0)).double()
+    features = torch.randn(6, 9, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(encoder(features), _reference_phi(encoder, features), atol=1e-12, rtol=0)
+    encoder(features).pow(2).sum().backward()
+    still = [name for name, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not still  # every weight of phi shapes it
