@@ -103,6 +103,21 @@ def test_initial_design_is_the_top_of_the_surrogate_ranking(nats_benchmark, surr
     assert len(first) == 5 and not np.array_equal(np.asarray(first), table)
 
 
+def test_the_prior_is_the_posterior_given_every_evidence_row(nats_benchmark, surrogate_file):
+    """The prior merges a cell's rows from several datasets into their mean with noise scale 1/count;
+    conditioning on every row on its own, at noise scale 1, must give the same posterior."""
+    from naslib_bayes.predictors.surrogate import cell_index
+
+    opt, _ = _run(nats_benchmark, "cifar10", 5, 0, surrogate=str(surrogate_file))  # the initial design only
+    evidence = opt.surrogate.evidence
+    rows = cell_index(evidence.cells)
+    assert rows.unique().numel() < rows.numel()  # some cells carry both datasets' values
+    with torch.no_grad():
+        opt.surrogate.gp.condition_on(opt.encodings[rows], evidence.values)
+        mean, _ = opt.surrogate.gp.posterior(opt.encodings)
+    torch.testing.assert_close(opt.prior, mean, rtol=0, atol=1e-8)
+
+
 def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_benchmark, surrogate_file):
     opt, problem = _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), initial_design=8)
     design = opt.result_extras()["initial_design"]
