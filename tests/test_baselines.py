@@ -63,6 +63,8 @@ def test_regularized_evolution_mutates_a_living_member(nats_benchmark):
     population = 8
     objective = run(nats_benchmark, "re", 60, seed=3, population_size=population, sample_size=3)
     queried = objective.queried
+    # the first P queries fill the population with random cells, not mutants of earlier ones
+    assert sum(any(hamming(queried[t], c) == 1 for c in queried[:t]) for t in range(population)) < population // 2
     for t in range(population, len(queried)):
         alive = queried[t - population : t]  # aging: the population is the last P queried
         assert any(hamming(queried[t], parent) == 1 for parent in alive), t
@@ -98,6 +100,41 @@ def test_local_search_climbs_from_the_best_initial_cell(nats_benchmark):
         assert hamming(next_query, centre) > 0  # restarted
 
 
+def replay_local_search(queried, value, num_init: int, improvement: str) -> int:
+    """Check ``queried`` against the rules of local search, from the values alone; returns the
+    number of restarts. After the initial design the centre is its best cell; each query is an
+    unqueried neighbour of the centre, except right after a local optimum, when it is a restart
+    cell that becomes the centre. "first" moves to a neighbour as soon as it beats the centre;
+    once every neighbour is known the search climbs to the best one if it beats the centre, and
+    otherwise restarts."""
+    known = {c: value(c) for c in queried[:num_init]}
+    centre = max(queried[:num_init], key=known.get)  # first of tied values
+    restarts, restarting = 0, False
+    for t in range(num_init, len(queried)):
+        while not restarting and all(n in known for n in nb201.neighbours(centre)):
+            best = max(nb201.neighbours(centre), key=known.get)
+            if known[best] > known[centre]:
+                centre = best
+            else:
+                restarting = True
+        cell = queried[t]
+        known[cell] = value(cell)
+        if restarting:
+            centre, restarting, restarts = cell, False, restarts + 1
+            continue
+        assert cell in nb201.neighbours(centre), t
+        if improvement == "first" and known[cell] > known[centre]:
+            centre = cell
+    return restarts
+
+
+@pytest.mark.parametrize("improvement", ["best", "first"])
+def test_local_search_follows_its_rules_through_moves_and_restarts(nats_benchmark, improvement):
+    objective = run(nats_benchmark, "ls", 300, seed=2, num_init=5, improvement=improvement)
+    restarts = replay_local_search(objective.queried, lambda c: nats_benchmark.query(c, "cifar10"), 5, improvement)
+    assert restarts >= 2  # the replay went through restarts and the climbs after them
+
+
 def test_bananas_queries_mutants_of_good_cells(nats_benchmark):
     objective = run(nats_benchmark, "bananas", 30, seed=0, num_init=10, max_mutations=2)
     queried = objective.queried
@@ -117,6 +154,37 @@ def test_bananas_beats_random_search_on_average(nats_benchmark, acq):
         return np.mean([best - max(run(nats_benchmark, name, 40, seed=s, **overrides).values) for s in range(4)])
 
     assert mean_regret("bananas", acq_fn_type=acq) < mean_regret("rs")
+
+
+def test_bananas_acquisitions_are_a_thompson_draw_and_the_expected_improvement():
+    from naslib_bayes.optimizers.bananas import Bananas
+
+    its = Bananas(seed=0)
+    mean, std = np.full(20000, 3.0), np.full(20000, 2.0)
+    draws = its._acquisition(mean, std, best=0.0)
+    # one draw from N(mean, std^2) per candidate: sample mean 3 and sd 2 (standard errors 0.014, 0.01)
+    assert abs(draws.mean() - 3.0) < 0.06 and abs(draws.std() - 2.0) < 0.04
+    assert np.array_equal(its._acquisition(mean[:5], np.zeros(5), best=0.0), mean[:5])  # no spread: the mean
+    ei = Bananas(seed=0, acq_fn_type="ei")
+    mean, std = np.array([0.5, 1.5, -1.0, 4.0]), np.array([0.5, 1.0, 0.3, 2.0])
+    z = np.linspace(-12, 12, 200001)
+    density = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    integral = [np.trapezoid(np.maximum(m + s * z - 1.0, 0.0) * density, z) for m, s in zip(mean, std)]
+    np.testing.assert_allclose(ei._acquisition(mean, std, best=1.0), integral, rtol=0, atol=1e-8)
+
+
+def test_mlp_ensemble_predictions_follow_an_affine_change_of_the_targets():
+    """Members are trained on standardised targets, so rescaled and shifted targets give the same
+    fit, rescaled and shifted."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6)).astype(np.float32)
+    y = x @ np.arange(1, 7) + rng.normal(scale=0.3, size=40)
+    config = MLPEnsembleConfig(num_layers=3, width=16, epochs=40)
+    base = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, y).predict(x)
+    scaled = MLPEnsemble(config, torch.Generator().manual_seed(0)).fit(x, 250.0 * y - 40.0).predict(x)
+    np.testing.assert_allclose(scaled, 250.0 * base - 40.0, rtol=1e-5, atol=1e-3)
 
 
 def test_path_encoding_counts_live_paths():

@@ -187,3 +187,9 @@ def test_an_infinite_value_is_refused_and_never_reaches_json():
     with pytest.raises(UserError, match=r"^inf.npz: cifar10 test_accuracy of cell .* is inf, not a finite number$"):
         Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [1.0, np.inf]}}, source="inf.npz")
     assert finite_or_none(float("inf")) is None and finite_or_none(float("nan")) is None and finite_or_none(2) == 2.0
+
+
+def test_the_best_value_of_a_partial_file_is_that_of_its_cells_with_a_value():
+    nan = float("nan")
+    bench = Benchmark(CELLS[:3], {"cifar10": {"test_accuracy": [61.0, nan, 64.5]}}, source="three.npz")
+    assert bench.best("cifar10") == 64.5  # the cell without a value and the 15,622 absent ones are skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,6 +120,21 @@ def test_a_file_with_validation_accuracy_is_searched_and_scored_on_test_accuracy
     record = tnas_nb201.search_unit(str(path), "cifar10", "transfer-topk", 0, 4, None, str(tmp_path / "run.json"))
     expected = [nats_benchmark.query(a, "cifar10", "test_accuracy") for a in record["architectures"]]
     assert record["accuracies"] == expected
+
+
+def test_the_report_summarises_runs_as_worked_out_by_hand():
+    """Best 95, budget 6. Run 1 reaches 95 at query 3 (a query without a value before it); run 2
+    at query 6, within 1e-9; run 3 never (counted as 7). Regret after 5 queries: 0, 0.5, 22 (mean
+    7.5); after all 6: 0, 1e-10, 21 (mean 7)."""
+    runs = [[90.0, None, 95.0, 93.0, 91.0, 92.0], [80.0, 85.0, 85.0, 94.5, 94.5, 95.0 - 1e-10],
+            [None, 70.0, 71.0, 72.0, 73.0, 74.0]]
+    records = [{"accuracies": a, "architectures": [name]} for a, name in zip(runs, ("x", "y", "x"))]
+    summary = tnas_nb201.summarise(records, best=95.0, budget=6)
+    assert summary["queries"] == [3, 6, 7] and summary["median_queries"] == 6.0
+    assert summary["regret"][5] == pytest.approx(7.5) and summary["final_regret"] == pytest.approx(7.0)
+    assert summary["regret"][10] == summary["regret"][20] == pytest.approx(7.0)  # past the budget: all queries
+    assert summary["distinct"] == 2
+    assert math.isnan(tnas_nb201.regret_after([None, None], 95.0, 2))  # no value seen: no regret
 
 
 def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):

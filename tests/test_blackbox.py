@@ -44,6 +44,18 @@ def test_trajectory_tracks_the_incumbent(nats_benchmark):
     assert [t["incumbent_accuracy"] for t in traj] == pytest.approx(running)
 
 
+def test_the_incumbent_is_the_first_of_tied_cells(nats_benchmark):
+    """The two best cifar10 cells share 94.37: whichever is queried first stays the incumbent."""
+    first = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|")
+    second = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")
+    assert nats_benchmark.query(first, "cifar10") == nats_benchmark.query(second, "cifar10")
+    for order in ((first, second), (second, first)):
+        objective = Objective(nats_benchmark, "cifar10", "test_accuracy", budget=3)
+        for cell in ((0,) * 6, *order):
+            objective(cell)
+        assert objective.incumbent() == (order[0], nats_benchmark.query(first, "cifar10"))
+
+
 def test_problem_source_excludes_target(nats_benchmark):
     problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar100", "test_accuracy", 5)
     assert problem.source.datasets == ("cifar10", "ImageNet16-120")

@@ -65,6 +65,41 @@ def test_merging_equal_subgraphs_changes_no_encoding(encoder, monkeypatch):
     assert torch.allclose(merged, separate, atol=1e-6, rtol=0)
 
 
+def _reference_encoding(encoder: DagGRUEncoder, cell) -> torch.Tensor:
+    """psi of one cell, node by node as the D-VAE encoder is defined, from the cell's edge list:
+    h_v = GRU(onehot(type_v), sum over predecessors u of sigmoid(W_g h_u + b_g) * (W_m h_u + b_m))
+    forwards over the ops-as-nodes DAG (input node 0, the op of cell edge e at node 1 + e, output
+    node 7) and with the second GRU backwards over the reversed arcs; the encoding is
+    LayerNorm(readout([forward h of the output node, backward h of the input node]))."""
+    types = [dag.INPUT_TYPE, *cell, dag.OUTPUT_TYPE]
+    preds = {0: []}
+    for e, (src, dst) in enumerate(nb201.EDGES):
+        preds[1 + e] = [0] if src == 0 else [1 + f for f, (_, d) in enumerate(nb201.EDGES) if d == src]
+    preds[7] = [1 + e for e, (_, dst) in enumerate(nb201.EDGES) if dst == nb201.NUM_NODES - 1]
+    succs = {v: [w for w in preds if v in preds[w]] for v in preds}
+
+    def visit(gru, gate, order, parents):
+        h = {}
+        for v in order:
+            message = torch.zeros(1, encoder.hidden)
+            for u in parents[v]:
+                g, m = gate(h[u]).chunk(2, dim=1)
+                message = message + torch.sigmoid(g) * m
+            h[v] = gru(torch.nn.functional.one_hot(torch.tensor([types[v]]), dag.NUM_NODE_TYPES).float(), message)
+        return h
+
+    forward = visit(encoder.forward_gru, encoder.forward_gate, range(8), preds)
+    backward = visit(encoder.backward_gru, encoder.backward_gate, range(7, -1, -1), succs)
+    return encoder.norm(encoder.readout(torch.cat([forward[7], backward[0]], dim=1)))[0]
+
+
+@pytest.mark.parametrize("index", [0, 1, 123, 4321, 7812, 15624])
+def test_encodings_follow_the_gated_gru_recursion_node_by_node(encoder, all_encodings, index):
+    with torch.no_grad():
+        expected = _reference_encoding(encoder, ALL_CELLS[index])
+    assert torch.allclose(all_encodings[index], expected, atol=1e-5, rtol=0)
+
+
 def test_gradients_reach_every_encoder_weight(encoder):
     out = encoder(cells_to_batch(ALL_CELLS[:40]))
     out.pow(2).sum().backward()
@@ -146,3 +181,31 @@ def test_random_conv_features_are_fixed_by_their_seed(digits):
     images = digits[0][:16]
     assert torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=4)(images))
     assert not torch.equal(RandomConvFeatures(seed=4)(images), RandomConvFeatures(seed=5)(images))
+
+
+def _reference_phi(encoder: DatasetEncoder, features: torch.Tensor) -> torch.Tensor:
+    """phi as the Set Transformer defines its blocks: MAB(Q, K) = LN(H + rFF(H)) with
+    H = LN(Q + Att(Q, K, K)); SAB(X) = MAB(X, X); PMA(X) = MAB(S, rFF(X)) for a learned seed S;
+    each set block is PMA(SAB(project(X))); samples pool into classes, classes into phi."""
+    def mab(block, query, keys):
+        h = block.norm1(query + block.attention(query, keys, keys, need_weights=False)[0])
+        return block.norm2(h + block.ff(h))
+
+    def set_block(block, x):
+        h = block.project(x)
+        h = mab(block.sab, h, h)
+        seed = block.pool.query.expand(x.size(0), -1, -1)
+        return mab(block.pool.mab, seed, block.pool.pre(h))[:, 0]
+
+    classes = set_block(encoder.intra_class, features)  # (n_classes, dim): one summary per class
+    return encoder.head(set_block(encoder.inter_class, classes[None])[0])
+
+
+def test_phi_is_two_set_blocks_of_attention_pooling():
+    encoder = DatasetEncoder(12, dim=16, out_dim=5, generator=torch.Generator().manual_seed(0)).double()
+    features = torch.randn(6, 9, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(encoder(features), _reference_phi(encoder, features), atol=1e-12, rtol=0)
+    encoder(features).pow(2).sum().backward()
+    still = [name for name, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not still  # every weight of phi shapes it

@@ -236,3 +236,51 @@ def test_evidence_inputs_merge_one_cells_datasets_into_their_mean_only_without_a
             row = (x[:, 0] == cell) & (values == value)
             assert int(row.sum()) == 1
             assert torch.equal(x[row, 16:].squeeze(0), contexts[owner])
+
+
+def test_reptile_with_a_zero_outer_step_leaves_the_initial_weights(nats_benchmark):
+    """theta + 0 * (theta' - theta) = theta: whatever its inner steps did, REPTILE with outer_step 0
+    ends where it started, the weights a fresh surrogate of the same seed is built with."""
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(outer="reptile", outer_step=0.0, inner_steps=2, iterations=4, eval_every=2,
+                                task_size=(20, 30), val_tasks=1, val_support=20, val_query=30)
+    surrogate, _ = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=3)
+    fresh = TNASSurrogate(SurrogateConfig(encoder_hidden=8, meta_datasets=("cifar100",)),
+                          generator=torch.Generator().manual_seed(3))
+    for (name, p), p0 in zip(surrogate.named_parameters(), fresh.parameters()):
+        assert torch.equal(p, p0), name
+
+
+def test_early_stopping_keeps_the_best_weights_and_halves_the_rate_on_plateaus(nats_benchmark, monkeypatch):
+    """Validation losses 5 (start), then 4, 3, 3.5, 3.2, 2.99995 every 2 iterations with patience 3:
+    the best is 3 at iteration 4, the next three are no improvement by 1e-4, so training stops at
+    iteration 10 with the weights of iteration 4. lr_patience 1: the second validation without
+    improvement (iteration 8) halves the rate."""
+    losses, snapshots = iter([5.0, 4.0, 3.0, 3.5, 3.2, 2.99995, 1.0, 1.0]), []
+
+    def scripted(surrogate, tasks, torch_gen):
+        snapshots.append([p.detach().clone() for p in surrogate.parameters()])
+        return next(losses)
+
+    monkeypatch.setattr(mt, "validation_loss", scripted)
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=100, eval_every=2, patience=3, lr_patience=1, task_size=(20, 30),
+                                val_tasks=1, val_support=20, val_query=30)
+    surrogate, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
+    assert (log.iterations, log.stopped_early, log.best_iteration, log.best_val_loss) == (10, True, 4, 3.0)
+    assert [h["iteration"] for h in log.history] == [2, 4, 6, 8, 10]
+    assert [h["lr"] for h in log.history] == [0.01, 0.01, 0.01, 0.005, 0.005]
+    best = snapshots[2]  # taken as validation returned 3.0
+    assert not all(torch.equal(a, b) for a, b in zip(best, snapshots[-1]))  # training went on after it
+    for p, kept in zip(surrogate.parameters(), best):
+        assert torch.equal(p, kept)
+
+
+def test_standardise_uses_the_training_cells_statistics_only(nats_benchmark):
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])[0]
+    split = mt._split(0, data, 0.1, "standardise", np.random.default_rng(0))
+    train = data.values[split.train]
+    mean, std = train.sum() / train.size, np.sqrt(((train - train.mean()) ** 2).mean())
+    assert (split.mean, split.std) == pytest.approx((mean, std), rel=1e-12)
+    held_out = split.standardised(split.held_out).numpy()
+    np.testing.assert_allclose(held_out, (data.values[split.held_out] - mean) / std, rtol=1e-12)

@@ -103,6 +103,21 @@ def test_initial_design_is_the_top_of_the_surrogate_ranking(nats_benchmark, surr
     assert len(first) == 5 and not np.array_equal(np.asarray(first), table)
 
 
+def test_the_prior_is_the_posterior_given_every_evidence_row(nats_benchmark, surrogate_file):
+    """The prior merges a cell's rows from several datasets into their mean with noise scale 1/count;
+    conditioning on every row on its own, at noise scale 1, must give the same posterior."""
+    from naslib_bayes.predictors.surrogate import cell_index
+
+    opt, _ = _run(nats_benchmark, "cifar10", 5, 0, surrogate=str(surrogate_file))  # the initial design only
+    evidence = opt.surrogate.evidence
+    rows = cell_index(evidence.cells)
+    assert rows.unique().numel() < rows.numel()  # some cells carry both datasets' values
+    with torch.no_grad():
+        opt.surrogate.gp.condition_on(opt.encodings[rows], evidence.values)
+        mean, _ = opt.surrogate.gp.posterior(opt.encodings)
+    torch.testing.assert_close(opt.prior, mean, rtol=0, atol=1e-8)
+
+
 def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_benchmark, surrogate_file):
     opt, problem = _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), initial_design=8)
     design = opt.result_extras()["initial_design"]
@@ -405,6 +420,26 @@ def test_transfer_topk_on_the_real_benchmark(nats_benchmark):
     assert result["transfer_source"]["datasets"] == ["cifar100", "ImageNet16-120"]
 
 
+def test_transfer_scores_average_each_datasets_own_standardisation():
+    """Cells A-E; cifar100 has A-D at 0, 0, 20, 20 (mean 10, std 10: z = -1, -1, 1, 1), ImageNet
+    has A-E at 0, 0, 0, 0, 5 (mean 1, std 2: z = -0.5 x 4, 2). Mean z over the datasets that have
+    the cell: A, B -0.75; C, D 0.25; E 2 (ImageNet alone). Raw accuracies would put C and D (10
+    on average) above E (5), and a sum of z instead of a mean would give A, B -1.5 and C, D 0.5."""
+    cells = [(0, 0, 0, 0, 0, k) for k in range(5)]
+    nan = float("nan")
+    bench = Benchmark(cells, {"cifar10": {"test_accuracy": [1.0, 2.0, 3.0, 4.0, 5.0]},
+                              "cifar100": {"test_accuracy": [0.0, 0.0, 20.0, 20.0, nan]},
+                              "ImageNet16-120": {"test_accuracy": [0.0, 0.0, 0.0, 0.0, 5.0]}})
+    scores = transfer_scores(bench.without("cifar10"))
+    assert scores[:5] == pytest.approx([-0.75, -0.75, 0.25, 0.25, 2.0], abs=1e-12)
+    assert np.isnan(scores[5:]).all()  # no source dataset has the other cells
+    for seed in range(4):
+        problem = BlackBoxProblem.from_benchmark(bench, "cifar10", "test_accuracy", 5)
+        run_black_box(TransferTopK(seed=seed), problem)
+        order = [cells.index(c) for c in problem.objective.queried]
+        assert order[0] == 4 and set(order[1:3]) == {2, 3} and set(order[3:]) == {0, 1}
+
+
 def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
     trajectories = []
     for seed in (0, 0, 1):
@@ -414,6 +449,55 @@ def test_gp_bo_needs_no_source_and_is_seeded(nats_benchmark):
         trajectories.append(objective.queried)
     assert trajectories[0] == trajectories[1] != trajectories[2]
     assert len(set(trajectories[0])) == 8
+
+
+class FirstQueriesWithoutValue(Objective):
+    """The first two queries return no value, as cells a partial file lacks do."""
+
+    def _lookup(self, cell):
+        return math.nan if self.num_queries < 2 else super()._lookup(cell)
+
+
+class RecordingGPBO(GPBO):
+    def acquisition_scores(self, mean, std, best):
+        self.bests.append(best)
+        return super().acquisition_scores(mean, std, best)
+
+
+def test_bo_steps_fit_the_measured_cells_and_improve_on_their_best_target(nats_benchmark):
+    """Each BO step fits the cells with a value only (here the first two queries have none) and
+    EI's incumbent is their best GP target: with the copula, the best of n distinct values has
+    mid-rank n - 1/2, so its target is Phi^-1(n / (n + 1))."""
+    from scipy.stats import norm
+
+    objective = FirstQueriesWithoutValue(nats_benchmark, "cifar10", "test_accuracy", 7)
+    opt = RecordingGPBO(seed=0, initial_design=4, finetune_steps=2)
+    opt.bests = []
+    run_black_box(opt, BlackBoxProblem(objective, source=None))
+    measured = objective.values[2:6]
+    assert len(set(measured)) == len(measured)  # distinct, as the closed form assumes
+    assert [log["n"] for log in opt.fit_log] == [2, 3, 4]
+    assert opt.bests == pytest.approx([norm.ppf(n / (n + 1)) for n in (2, 3, 4)], abs=1e-12)
+
+
+def test_gp_bo_standardises_each_encoding_dimension_over_all_cells(nats_benchmark):
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 2)
+    opt = run_black_box(registry_create("gp-bo", 0, initial_design=2), BlackBoxProblem(objective, source=None))
+    assert opt.encodings.shape == (15625, 16)
+    torch.testing.assert_close(opt.encodings.mean(0), torch.zeros(16, dtype=opt.encodings.dtype), rtol=0, atol=1e-5)
+    torch.testing.assert_close(opt.encodings.std(0), torch.ones(16, dtype=opt.encodings.dtype), rtol=0, atol=1e-5)
+
+
+def test_gp_bo_initial_designs_are_uniform_over_the_cells():
+    designs = []
+    for seed in range(50):
+        opt = GPBO(seed=seed)
+        opt.in_domain = torch.ones(15625, dtype=torch.bool)
+        designs.append(opt.initial_design())
+    assert all(len(set(d)) == 10 for d in designs)
+    # 500 draws in four equal ranges of cell indices: 125 expected in each, standard deviation 9.7
+    counts = np.bincount(np.asarray(designs).ravel() * 4 // 15625, minlength=4)
+    assert counts.min() > 95 and counts.max() < 155, counts
 
 
 @pytest.mark.parametrize("transform", ["copula", "standardise"])

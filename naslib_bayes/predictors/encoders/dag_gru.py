@@ -2,7 +2,8 @@
 
 A DAG is a torch-geometric graph whose node indices are a topological order within each graph
 (see :mod:`naslib_bayes.search_spaces.nasbench201.dag`). One GRU visits the nodes forwards: the
-state of node v is ``GRU(onehot(type_v), sum over arcs u->v of sigmoid(W_g h_u + b_g) * W_m h_u)``;
+state of node v is ``GRU(onehot(type_v), sum over arcs u->v of sigmoid(W_g h_u + b_g) * (W_m h_u + b_m))``
+(D-VAE's message map has no bias b_m; here gate and message come from one linear layer with a bias);
 a second GRU, with its own gates, visits them backwards over the reversed arcs. The encoding of
 a graph is a linear map of [forward state of its last node, backward state of its first node],
 so every op reaches the encoding through both directions.
