@@ -133,6 +133,7 @@ def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
     net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
     plan = plan_pruning(net, [None] * 4, [None] * 4)
     assert plan.removed[1]["constant_kept"] == 1 and plan.kept_widths() == [3, 4, 2, 3]
+    assert plan.removed[1]["constant"] == 0  # kept, so not among the removed constants as well
     x = torch.randn(4, 2, 6, 6)
     with torch.no_grad():
         assert torch.allclose(slim(net, plan).to_dense().eval()(x), net.eval()(x), atol=1e-5, rtol=0)
@@ -153,9 +154,69 @@ def test_a_constant_unit_read_only_by_a_kept_constant_unit_stays_exact():
     net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
     plan = plan_pruning(net, [None] * 4, [None] * 4)
     assert plan.removed[1]["constant_kept"] == 1 and plan.removed[0]["constant_kept"] == 1
+    assert plan.removed[1]["constant"] == plan.removed[0]["constant"] == 0
     x = torch.randn(4, 2, 6, 6)
     with torch.no_grad():
         assert torch.allclose(slim(net, plan).eval()(x), net.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_a_constant_unit_is_folded_into_a_consumer_without_a_bias():
+    """Hidden unit 1 reads nothing: its output is relu(0.5) = 0.5 everywhere, and the bias-free
+    last layer must gain a bias of W[:, 1] * 0.5 to compute without it what it did with it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight[1].zero_()
+        model[1].bias[1] = 0.5
+    net = SwitchedNetwork(trace_chain(model), (1, 2, 2))
+    plan = plan_pruning(net, [None, None], [None, None])
+    assert plan.kept_widths() == [2, 2] and plan.removed[0]["constant"] == 1
+    last = slim(net, plan).to_dense()[-1]
+    assert last.in_features == 2 and last.bias is not None
+    assert torch.allclose(last.bias, model[3].weight[:, 1].detach() * 0.5, atol=1e-7)
+    x = torch.randn(6, 1, 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(slim(net, plan).eval()(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_inputs_pruned_twice_select_the_original_inputs_that_survived_both():
+    torch.manual_seed(0)
+    model = build_model("lenet300", (1, 8, 8), 10)
+    net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
+    first = torch.arange(64) % 3 != 0
+    once = slim(net, plan_pruning(net, [None] * 3, [first, None, None]))
+    second = torch.arange(int(first.sum())) % 2 == 1  # of the inputs left, every other one
+    twice = slim(once, plan_pruning(once, [None] * 3, [second, None, None]))
+    survivors = [i for i in range(64) if i % 3][1::2]
+    selects = [m for m in twice.to_dense() if isinstance(m, InputSelect)]
+    assert len(selects) == 1 and selects[0].index.tolist() == survivors
+    both = torch.zeros(64, dtype=torch.bool)
+    both[survivors] = True
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(twice.eval()(x), net.masked([None] * 3, [both, None, None]).eval()(x), atol=1e-5)
+
+
+def test_slimming_carries_the_hard_state_of_the_surviving_switches():
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    with torch.no_grad():
+        net.parent[0][:5] = 0.01
+        net.child[0][:3] = 0.0
+    g = torch.Generator().manual_seed(0)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0)
+    plan = plan_pruning(net, [u.keep_units for u in updates], [u.keep_inputs for u in updates])
+    small = slim(net, plan)
+    assert small.widths() == [295, 100, 3] and small.info.layers[0].in_groups == 13
+    for kind in ("gamma", "omega", "C"):
+        for l in range(3):
+            kept = plan.keep_inputs[l]
+            assert torch.equal(small.state(kind, "child", l), net.state(kind, "child", l)[kept]), (kind, l)
+        for l in range(2):
+            kept = plan.keep_units[l]
+            assert torch.equal(small.state(kind, "parent", l), net.state(kind, "parent", l)[kept]), (kind, l)
+    assert int(small.num_updates) == 1
 
 
 def test_pruned_first_layer_inputs_become_an_input_selection():
@@ -368,6 +429,30 @@ def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
     expected += sum(v * (nets[0].state("omega", "child", l) * nets[0].child[l].detach().double().abs()).sum()
                     for l, v in enumerate(lam_c))
     assert float(nets[0].penalty((lam_p, lam_c))) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_budget_cut_back_removes_the_least_relevant_units_and_inputs_first():
+    """4 inputs -> 6 hidden -> 2 outputs: 44 parameters. The update removes inputs 0, 1 and hidden
+    units 0-3; by gamma the order is input 0 (6 parameters: its column), unit 1, unit 3 (6 each
+    once input 0 is gone: 3 weights, a bias, 2 outgoing weights), ... A budget of 30 is met by
+    the first three: 44 - 6 - 6 - 6 = 26, the two removals before it leave 32."""
+    from naslib_bayes.compression.compressor import _pruning, prune_to_budget
+    from naslib_bayes.compression.switched import LayerUpdate
+
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))),
+                          (1, 2, 2))
+    keep_units = torch.tensor([False, False, False, False, True, True])
+    keep_inputs = torch.tensor([False, False, True, True])
+    updates = [LayerUpdate(keep_units, keep_inputs, unit_scores=torch.tensor([0.5, 0.1, 0.3, 0.2, 1.0, 1.0]),
+                           input_scores=torch.tensor([0.05, 0.4, 1.0, 1.0])),
+               LayerUpdate(None, keep_units.clone())]
+    full = _pruning(net, [keep_units, None], [keep_inputs, keep_units])
+    assert full[-1] == 12
+    _, _, plan, slimmed, params = prune_to_budget(net, updates, 30, full)
+    assert params == 26 and count_parameters(slimmed.to_dense()) == 26
+    assert plan.keep_units[0].tolist() == [True, False, True, False, True, True]
+    assert plan.keep_inputs[0].tolist() == [False, True, True, True]
 
 
 def test_lambda_scale_must_be_known():
