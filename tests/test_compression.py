@@ -331,6 +331,7 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     with torch.no_grad():
         net.parent[0][:5] = 0.01  # parent nearly off: unit pruned, its child coupled to nothing
         net.child[1][5:10] = 0.0  # consumers' inputs off: units pruned although their parents are 1
+        net.child[0][:3] = 0.0  # input pixels no unit reads any more: pruned
     curvature_parent = [torch.full((300,), 50.0, dtype=torch.float64), torch.full((100,), 50.0, dtype=torch.float64)]
     curvature_child = [torch.full((16,), 50.0, dtype=torch.float64), torch.full((300,), 50.0, dtype=torch.float64),
                        torch.full((100,), 50.0, dtype=torch.float64)]
@@ -343,6 +344,12 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     assert torch.allclose(net.state("gamma", "parent", 0)[10:], gamma_parent[10:])
     assert (net.state("gamma", "parent", 0)[:10] == 0).all() and (net.state("gamma", "child", 1)[:10] == 0).all()
     assert (net.state("gamma", "child", 1)[10:] < net.state("gamma", "parent", 0)[10:]).all()  # coupling
+    # the inputs (children without a parent): gamma_init 1 and H 50 give C = 1/51 and omega =
+    # sqrt(1 - C), so a switch of 1 gets gamma sqrt(51/50) (kept), a switch of 0 gets 0 (pruned)
+    assert updates[0].keep_inputs.tolist() == [False] * 3 + [True] * 13
+    gamma_inputs = net.state("gamma", "child", 0)
+    assert (gamma_inputs[:3] == 0).all() and torch.allclose(gamma_inputs[3:], torch.tensor((51 / 50) ** 0.5).double())
+    assert int(net.num_updates) == 1
 
 
 def test_min_units_repairs_an_emptied_layer():
@@ -354,6 +361,12 @@ def test_min_units_repairs_an_emptied_layer():
     updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
     assert int(updates[1].keep_units.sum()) == 2 and bool(updates[1].keep_units[7])
     assert updates[1].repaired_units == 2
+    # a repaired unit whose switch is 0 has gamma 0; the next update must still leave every omega
+    # finite (0/0 would make the penalty, and the training loss, nan)
+    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
+    assert all(bool(torch.isfinite(net.state("omega", role, l)).all())
+               for role, n in (("parent", 2), ("child", 3)) for l in range(n))
+    assert int(net.num_updates) == 2 and bool(torch.isfinite(net.penalty(1.0)))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -373,6 +386,37 @@ def test_rebalance_keeps_the_function_and_brings_switches_to_unit_rms(channels_l
         assert torch.allclose(net(x), before, atol=1e-5, rtol=1e-5)
     for switch in net.switch_parameters():
         assert float(switch.detach().square().mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_rebalance_gains_are_switch_times_column_row_and_batchnorm_norms():
+    """Worked by hand: every layer's gains come out as (1, 7) or (7, 1), whose rms is 5, so the
+    switches become 0.2 and 1.4 (signs kept). Gains: an input's |t| times the l2 norm of the
+    columns reading it; a unit's |s| times the l2 norm of its row and bias, or |BN weight|."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.BatchNorm1d(2), nn.ReLU(),
+                          nn.Linear(2, 1))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.6, 0.0], [0.8, 7.0]]))  # column norms 1, 7
+        model[1].bias.copy_(torch.tensor([4.0, 0.0]))  # after the columns' rescaling: row norms 5, sqrt(41)
+        model[3].weight.copy_(torch.tensor([[4.2, 0.0], [5.6, 1.0]]))  # column norms 7, 1
+        model[4].weight.copy_(torch.tensor([-7.0, 1.0]))
+        model[4].bias.copy_(torch.tensor([3.0, 3.0]))
+        model[6].weight.copy_(torch.tensor([[1.0, 7.0]]))
+    net = SwitchedNetwork(trace_chain(model), (1, 1, 2))
+    with torch.no_grad():
+        net.parent[0].copy_(torch.tensor([0.2, 7 / 41 ** 0.5]))  # gains 0.2 * 5 = 1 and 7
+        net.parent[1].copy_(torch.tensor([1.0, -1.0]))
+    net.eval()
+    x = torch.randn(5, 1, 1, 2)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()
+        assert torch.allclose(net(x), before, atol=1e-5)
+    expected = {"child 0": [0.2, 1.4], "parent 0": [0.2, 1.4], "child 1": [1.4, 0.2], "parent 1": [1.4, -0.2],
+                "child 2": [0.2, 1.4]}
+    got = {f"{role} {l}": getattr(net, role)[l].detach().tolist() for role, n in (("child", 3), ("parent", 2))
+           for l in range(n)}
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(values, rel=1e-5), key
 
 
 def test_proximal_step_soft_thresholds_by_omega():
@@ -402,6 +446,11 @@ def test_unit_costs_count_the_parameters_a_switch_keeps_alive():
     sqrt_p, _ = net.layer_lambdas(0.01, mean, power=0.5)
     assert sqrt_p[1] == pytest.approx(0.01 * (8501 / mean) ** 0.5)
     assert net.layer_lambdas(0.01) == ([0.01] * 3, [0.01] * 4)
+    # a channel of a bias-free conv with BatchNorm: 9 weights and BN's weight and bias, then its
+    # 16 columns in each of the 3 rows of the linear layer
+    bn_net = SwitchedNetwork(trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+                                                       nn.Flatten(), nn.Linear(2 * 16, 3))), (1, 6, 6))
+    assert bn_net.unit_costs() == ([9 + 2 + 3 * 16], [2 * 9, 9 + 2 + 3 * 16])
 
 
 def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
@@ -453,6 +502,18 @@ def test_budget_cut_back_removes_the_least_relevant_units_and_inputs_first():
     assert params == 26 and count_parameters(slimmed.to_dense()) == 26
     assert plan.keep_units[0].tolist() == [True, False, True, False, True, True]
     assert plan.keep_inputs[0].tolist() == [False, True, True, True]
+
+
+def test_switches_get_no_weight_decay():
+    from naslib_bayes.compression.compressor import _optimizer
+    from naslib_bayes.compression.config import CompressionConfig
+
+    weight, switch = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+    cfg = CompressionConfig(momentum=0.0, weight_decay=0.5)
+    opt = _optimizer([weight], [switch], cfg, lr=0.1)
+    weight.grad, switch.grad = torch.zeros(3), torch.zeros(3)
+    opt.step()  # no loss gradient: only the decay moves a parameter, by lr * decay
+    assert torch.allclose(weight.detach(), torch.full((3,), 0.95)) and torch.equal(switch.detach(), torch.ones(3))
 
 
 def test_lambda_scale_must_be_known():
