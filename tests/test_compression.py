@@ -419,6 +419,26 @@ def test_rebalance_gains_are_switch_times_column_row_and_batchnorm_norms():
         assert got[key] == pytest.approx(values, rel=1e-5), key
 
 
+def test_a_batchnorm_without_affine_parameters_takes_its_switch_when_folded():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, affine=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 16, 2))
+    net = SwitchedNetwork(trace_chain(model), (1, 6, 6))
+    with torch.no_grad():
+        net.parent[0].copy_(torch.tensor([0.5, -1.5, 2.0]))
+        net.bn(0).running_mean.copy_(torch.tensor([0.3, -0.2, 0.1]))
+        net.bn(0).running_var.copy_(torch.tensor([0.5, 2.0, 1.5]))
+    net.eval()
+    x = torch.randn(5, 1, 6, 6)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()  # nothing to move into a BatchNorm without weights: its switches stay
+        assert torch.allclose(net(x), before, atol=1e-5)
+        dense = net.to_dense().eval()
+        assert dense[1].affine and torch.allclose(dense[1].weight, net.parent[0])
+        assert torch.allclose(dense(x), before, atol=1e-5)
+
+
 def test_proximal_step_soft_thresholds_by_omega():
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 2, 2), 3)), (1, 2, 2))
     with torch.no_grad():
@@ -540,6 +560,21 @@ def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     assert read_description(tmp_path)["kept_channels"] == {"a": 1}
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(state) == set(dense.state_dict())
+
+
+def test_saving_keeps_strides_pooling_and_batchnorm_settings_that_differ_from_the_defaults(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2), nn.BatchNorm2d(4, eps=0.5, momentum=0.3),
+                          nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1), nn.AvgPool2d(2, stride=1),
+                          nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).eval()
+    with torch.no_grad():
+        model[1].running_var.fill_(0.1)  # so that eps weighs: 0.1 + 0.5 against 0.1 + 1e-5
+    save_compressed(model, tmp_path, (2, 8, 8))
+    loaded = load_compressed(tmp_path)
+    assert (loaded[1].eps, loaded[1].momentum) == (0.5, 0.3)
+    x = torch.randn(4, 2, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 def test_loading_a_compressed_model_leaves_the_global_random_stream_alone(tmp_path):
