@@ -43,6 +43,9 @@ def test_compress_prunes_units_and_keeps_a_working_network(digits):
         scale = max(1.0, float(outcome.model(digits.train.images[:256]).abs().max()))
     assert outcome.masked_max_abs_diff < 1e-5 * scale
     assert evaluate(outcome.model, digits.test) > 80.0
+    outcome.model.train()
+    evaluate(outcome.model, digits.val)
+    assert outcome.model.training  # evaluate gives the model its mode back
     updates = [h for h in outcome.history if h["phase"] == "update"]
     assert len(updates) == FAST["epochs"] - FAST["finetune_epochs"] - 1  # after every sparse epoch past warm-up
     assert all(h["masked_max_abs_diff"] < 1e-5 * scale for h in updates)
@@ -218,6 +221,7 @@ def test_mixup_blends_each_image_with_one_other_image_of_the_batch():
     assert torch.allclose(mixed.sum(1), torch.ones(6))  # convex weights, summing to one
     assert ((mixed > 0).sum(1) <= 2).all()  # at most two source images each
     assert (mixed.max(1).values >= 0.5).all()  # the larger weight is on one of them
+    assert len(set(mixed.diagonal().tolist())) == 6  # each image draws its own weight
     partners = [set(row.nonzero().flatten().tolist()) for row in mixed]
     assert any(len(p) == 2 for p in partners) and all(i in p for i, p in enumerate(partners))
     assert torch.equal(mixup(x, torch.Generator().manual_seed(0)), mixed.reshape(6, 1, 2, 3))
