@@ -133,6 +133,7 @@ def test_a_constant_unit_feeding_a_padded_conv_is_kept_exactly():
     net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
     plan = plan_pruning(net, [None] * 4, [None] * 4)
     assert plan.removed[1]["constant_kept"] == 1 and plan.kept_widths() == [3, 4, 2, 3]
+    assert plan.removed[1]["constant"] == 0  # kept, so not among the removed constants as well
     x = torch.randn(4, 2, 6, 6)
     with torch.no_grad():
         assert torch.allclose(slim(net, plan).to_dense().eval()(x), net.eval()(x), atol=1e-5, rtol=0)
@@ -153,9 +154,69 @@ def test_a_constant_unit_read_only_by_a_kept_constant_unit_stays_exact():
     net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
     plan = plan_pruning(net, [None] * 4, [None] * 4)
     assert plan.removed[1]["constant_kept"] == 1 and plan.removed[0]["constant_kept"] == 1
+    assert plan.removed[1]["constant"] == plan.removed[0]["constant"] == 0
     x = torch.randn(4, 2, 6, 6)
     with torch.no_grad():
         assert torch.allclose(slim(net, plan).eval()(x), net.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_a_constant_unit_is_folded_into_a_consumer_without_a_bias():
+    """Hidden unit 1 reads nothing: its output is relu(0.5) = 0.5 everywhere, and the bias-free
+    last layer must gain a bias of W[:, 1] * 0.5 to compute without it what it did with it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight[1].zero_()
+        model[1].bias[1] = 0.5
+    net = SwitchedNetwork(trace_chain(model), (1, 2, 2))
+    plan = plan_pruning(net, [None, None], [None, None])
+    assert plan.kept_widths() == [2, 2] and plan.removed[0]["constant"] == 1
+    last = slim(net, plan).to_dense()[-1]
+    assert last.in_features == 2 and last.bias is not None
+    assert torch.allclose(last.bias, model[3].weight[:, 1].detach() * 0.5, atol=1e-7)
+    x = torch.randn(6, 1, 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(slim(net, plan).eval()(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_inputs_pruned_twice_select_the_original_inputs_that_survived_both():
+    torch.manual_seed(0)
+    model = build_model("lenet300", (1, 8, 8), 10)
+    net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
+    first = torch.arange(64) % 3 != 0
+    once = slim(net, plan_pruning(net, [None] * 3, [first, None, None]))
+    second = torch.arange(int(first.sum())) % 2 == 1  # of the inputs left, every other one
+    twice = slim(once, plan_pruning(once, [None] * 3, [second, None, None]))
+    survivors = [i for i in range(64) if i % 3][1::2]
+    selects = [m for m in twice.to_dense() if isinstance(m, InputSelect)]
+    assert len(selects) == 1 and selects[0].index.tolist() == survivors
+    both = torch.zeros(64, dtype=torch.bool)
+    both[survivors] = True
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(twice.eval()(x), net.masked([None] * 3, [both, None, None]).eval()(x), atol=1e-5)
+
+
+def test_slimming_carries_the_hard_state_of_the_surviving_switches():
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    with torch.no_grad():
+        net.parent[0][:5] = 0.01
+        net.child[0][:3] = 0.0
+    g = torch.Generator().manual_seed(0)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0)
+    plan = plan_pruning(net, [u.keep_units for u in updates], [u.keep_inputs for u in updates])
+    small = slim(net, plan)
+    assert small.widths() == [295, 100, 3] and small.info.layers[0].in_groups == 13
+    for kind in ("gamma", "omega", "C"):
+        for l in range(3):
+            kept = plan.keep_inputs[l]
+            assert torch.equal(small.state(kind, "child", l), net.state(kind, "child", l)[kept]), (kind, l)
+        for l in range(2):
+            kept = plan.keep_units[l]
+            assert torch.equal(small.state(kind, "parent", l), net.state(kind, "parent", l)[kept]), (kind, l)
+    assert int(small.num_updates) == 1
 
 
 def test_pruned_first_layer_inputs_become_an_input_selection():
@@ -270,6 +331,7 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     with torch.no_grad():
         net.parent[0][:5] = 0.01  # parent nearly off: unit pruned, its child coupled to nothing
         net.child[1][5:10] = 0.0  # consumers' inputs off: units pruned although their parents are 1
+        net.child[0][:3] = 0.0  # input pixels no unit reads any more: pruned
     curvature_parent = [torch.full((300,), 50.0, dtype=torch.float64), torch.full((100,), 50.0, dtype=torch.float64)]
     curvature_child = [torch.full((16,), 50.0, dtype=torch.float64), torch.full((300,), 50.0, dtype=torch.float64),
                        torch.full((100,), 50.0, dtype=torch.float64)]
@@ -282,6 +344,12 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     assert torch.allclose(net.state("gamma", "parent", 0)[10:], gamma_parent[10:])
     assert (net.state("gamma", "parent", 0)[:10] == 0).all() and (net.state("gamma", "child", 1)[:10] == 0).all()
     assert (net.state("gamma", "child", 1)[10:] < net.state("gamma", "parent", 0)[10:]).all()  # coupling
+    # the inputs (children without a parent): gamma_init 1 and H 50 give C = 1/51 and omega =
+    # sqrt(1 - C), so a switch of 1 gets gamma sqrt(51/50) (kept), a switch of 0 gets 0 (pruned)
+    assert updates[0].keep_inputs.tolist() == [False] * 3 + [True] * 13
+    gamma_inputs = net.state("gamma", "child", 0)
+    assert (gamma_inputs[:3] == 0).all() and torch.allclose(gamma_inputs[3:], torch.tensor((51 / 50) ** 0.5).double())
+    assert int(net.num_updates) == 1
 
 
 def test_min_units_repairs_an_emptied_layer():
@@ -293,6 +361,12 @@ def test_min_units_repairs_an_emptied_layer():
     updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
     assert int(updates[1].keep_units.sum()) == 2 and bool(updates[1].keep_units[7])
     assert updates[1].repaired_units == 2
+    # a repaired unit whose switch is 0 has gamma 0; the next update must still leave every omega
+    # finite (0/0 would make the penalty, and the training loss, nan)
+    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
+    assert all(bool(torch.isfinite(net.state("omega", role, l)).all())
+               for role, n in (("parent", 2), ("child", 3)) for l in range(n))
+    assert int(net.num_updates) == 2 and bool(torch.isfinite(net.penalty(1.0)))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -312,6 +386,57 @@ def test_rebalance_keeps_the_function_and_brings_switches_to_unit_rms(channels_l
         assert torch.allclose(net(x), before, atol=1e-5, rtol=1e-5)
     for switch in net.switch_parameters():
         assert float(switch.detach().square().mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_rebalance_gains_are_switch_times_column_row_and_batchnorm_norms():
+    """Worked by hand: every layer's gains come out as (1, 7) or (7, 1), whose rms is 5, so the
+    switches become 0.2 and 1.4 (signs kept). Gains: an input's |t| times the l2 norm of the
+    columns reading it; a unit's |s| times the l2 norm of its row and bias, or |BN weight|."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.BatchNorm1d(2), nn.ReLU(),
+                          nn.Linear(2, 1))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.6, 0.0], [0.8, 7.0]]))  # column norms 1, 7
+        model[1].bias.copy_(torch.tensor([4.0, 0.0]))  # after the columns' rescaling: row norms 5, sqrt(41)
+        model[3].weight.copy_(torch.tensor([[4.2, 0.0], [5.6, 1.0]]))  # column norms 7, 1
+        model[4].weight.copy_(torch.tensor([-7.0, 1.0]))
+        model[4].bias.copy_(torch.tensor([3.0, 3.0]))
+        model[6].weight.copy_(torch.tensor([[1.0, 7.0]]))
+    net = SwitchedNetwork(trace_chain(model), (1, 1, 2))
+    with torch.no_grad():
+        net.parent[0].copy_(torch.tensor([0.2, 7 / 41 ** 0.5]))  # gains 0.2 * 5 = 1 and 7
+        net.parent[1].copy_(torch.tensor([1.0, -1.0]))
+    net.eval()
+    x = torch.randn(5, 1, 1, 2)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()
+        assert torch.allclose(net(x), before, atol=1e-5)
+    expected = {"child 0": [0.2, 1.4], "parent 0": [0.2, 1.4], "child 1": [1.4, 0.2], "parent 1": [1.4, -0.2],
+                "child 2": [0.2, 1.4]}
+    got = {f"{role} {l}": getattr(net, role)[l].detach().tolist() for role, n in (("child", 3), ("parent", 2))
+           for l in range(n)}
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(values, rel=1e-5), key
+
+
+def test_a_batchnorm_without_affine_parameters_takes_its_switch_when_folded():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, affine=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 16, 2))
+    net = SwitchedNetwork(trace_chain(model), (1, 6, 6))
+    with torch.no_grad():
+        net.parent[0].copy_(torch.tensor([0.5, -1.5, 2.0]))
+        net.bn(0).running_mean.copy_(torch.tensor([0.3, -0.2, 0.1]))
+        net.bn(0).running_var.copy_(torch.tensor([0.5, 2.0, 1.5]))
+    net.eval()
+    x = torch.randn(5, 1, 6, 6)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()  # nothing to move into a BatchNorm without weights: its switches stay
+        assert torch.allclose(net(x), before, atol=1e-5)
+        dense = net.to_dense().eval()
+        assert dense[1].affine and torch.allclose(dense[1].weight, net.parent[0])
+        assert torch.allclose(dense(x), before, atol=1e-5)
 
 
 def test_proximal_step_soft_thresholds_by_omega():
@@ -341,6 +466,11 @@ def test_unit_costs_count_the_parameters_a_switch_keeps_alive():
     sqrt_p, _ = net.layer_lambdas(0.01, mean, power=0.5)
     assert sqrt_p[1] == pytest.approx(0.01 * (8501 / mean) ** 0.5)
     assert net.layer_lambdas(0.01) == ([0.01] * 3, [0.01] * 4)
+    # a channel of a bias-free conv with BatchNorm: 9 weights and BN's weight and bias, then its
+    # 16 columns in each of the 3 rows of the linear layer
+    bn_net = SwitchedNetwork(trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+                                                       nn.Flatten(), nn.Linear(2 * 16, 3))), (1, 6, 6))
+    assert bn_net.unit_costs() == ([9 + 2 + 3 * 16], [2 * 9, 9 + 2 + 3 * 16])
 
 
 def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
@@ -370,6 +500,42 @@ def test_per_layer_lambdas_act_as_scaled_curvature_and_scaled_penalty():
     assert float(nets[0].penalty((lam_p, lam_c))) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_budget_cut_back_removes_the_least_relevant_units_and_inputs_first():
+    """4 inputs -> 6 hidden -> 2 outputs: 44 parameters. The update removes inputs 0, 1 and hidden
+    units 0-3; by gamma the order is input 0 (6 parameters: its column), unit 1, unit 3 (6 each
+    once input 0 is gone: 3 weights, a bias, 2 outgoing weights), ... A budget of 30 is met by
+    the first three: 44 - 6 - 6 - 6 = 26, the two removals before it leave 32."""
+    from naslib_bayes.compression.compressor import _pruning, prune_to_budget
+    from naslib_bayes.compression.switched import LayerUpdate
+
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))),
+                          (1, 2, 2))
+    keep_units = torch.tensor([False, False, False, False, True, True])
+    keep_inputs = torch.tensor([False, False, True, True])
+    updates = [LayerUpdate(keep_units, keep_inputs, unit_scores=torch.tensor([0.5, 0.1, 0.3, 0.2, 1.0, 1.0]),
+                           input_scores=torch.tensor([0.05, 0.4, 1.0, 1.0])),
+               LayerUpdate(None, keep_units.clone())]
+    full = _pruning(net, [keep_units, None], [keep_inputs, keep_units])
+    assert full[-1] == 12
+    _, _, plan, slimmed, params = prune_to_budget(net, updates, 30, full)
+    assert params == 26 and count_parameters(slimmed.to_dense()) == 26
+    assert plan.keep_units[0].tolist() == [True, False, True, False, True, True]
+    assert plan.keep_inputs[0].tolist() == [False, True, True, True]
+
+
+def test_switches_get_no_weight_decay():
+    from naslib_bayes.compression.compressor import _optimizer
+    from naslib_bayes.compression.config import CompressionConfig
+
+    weight, switch = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+    cfg = CompressionConfig(momentum=0.0, weight_decay=0.5)
+    opt = _optimizer([weight], [switch], cfg, lr=0.1)
+    weight.grad, switch.grad = torch.zeros(3), torch.zeros(3)
+    opt.step()  # no loss gradient: only the decay moves a parameter, by lr * decay
+    assert torch.allclose(weight.detach(), torch.full((3,), 0.95)) and torch.equal(switch.detach(), torch.ones(3))
+
+
 def test_lambda_scale_must_be_known():
     from naslib_bayes.compression.config import CompressionConfig
     from naslib_bayes.errors import UserError
@@ -394,6 +560,21 @@ def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     assert read_description(tmp_path)["kept_channels"] == {"a": 1}
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(state) == set(dense.state_dict())
+
+
+def test_saving_keeps_strides_pooling_and_batchnorm_settings_that_differ_from_the_defaults(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2), nn.BatchNorm2d(4, eps=0.5, momentum=0.3),
+                          nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1), nn.AvgPool2d(2, stride=1),
+                          nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).eval()
+    with torch.no_grad():
+        model[1].running_var.fill_(0.1)  # so that eps weighs: 0.1 + 0.5 against 0.1 + 1e-5
+    save_compressed(model, tmp_path, (2, 8, 8))
+    loaded = load_compressed(tmp_path)
+    assert (loaded[1].eps, loaded[1].momentum) == (0.5, 0.3)
+    x = torch.randn(4, 2, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 def test_loading_a_compressed_model_leaves_the_global_random_stream_alone(tmp_path):

@@ -43,14 +43,32 @@ def test_compress_prunes_units_and_keeps_a_working_network(digits):
         scale = max(1.0, float(outcome.model(digits.train.images[:256]).abs().max()))
     assert outcome.masked_max_abs_diff < 1e-5 * scale
     assert evaluate(outcome.model, digits.test) > 80.0
+    outcome.model.train()
+    evaluate(outcome.model, digits.val)
+    assert outcome.model.training  # evaluate gives the model its mode back
     updates = [h for h in outcome.history if h["phase"] == "update"]
     assert len(updates) == FAST["epochs"] - FAST["finetune_epochs"] - 1  # after every sparse epoch past warm-up
     assert all(h["masked_max_abs_diff"] < 1e-5 * scale for h in updates)
     assert [h["widths"][0] for h in updates] == sorted((h["widths"][0] for h in updates), reverse=True)
 
 
-def test_parameter_budget_ends_pruning_at_the_first_update_within_it(digits):
+def _record_learning_rates(monkeypatch) -> list[float]:
+    """The learning rate each training epoch's optimizer steps with (not the one it reports)."""
+    from naslib_bayes.compression import compressor
+
+    rates, train_epoch = [], compressor._train_epoch
+
+    def recording(model, data, opt, *args, **kwargs):
+        rates.append(opt.param_groups[0]["lr"])
+        return train_epoch(model, data, opt, *args, **kwargs)
+
+    monkeypatch.setattr(compressor, "_train_epoch", recording)
+    return rates
+
+
+def test_parameter_budget_ends_pruning_at_the_first_update_within_it(digits, monkeypatch):
     torch.set_num_threads(1)
+    rates = _record_learning_rates(monkeypatch)
     torch.manual_seed(0)
     model = build_model("lenet300", digits.train.image_shape, 10)
     budget = 0.7
@@ -72,6 +90,34 @@ def test_parameter_budget_ends_pruning_at_the_first_update_within_it(digits):
     assert finetune[0]["lr"] == cfg.lr and finetune[-1]["lr"] < cfg.lr
     assert [h["lr"] for h in finetune] == sorted((h["lr"] for h in finetune), reverse=True)
     assert outcome.budget_met is True
+    # the optimizer trains at that rate: constant, then a cosine over the n epochs left
+    n = len(finetune)
+    expected = [cfg.lr] * last_sparse + [0.5 * cfg.lr * (1 + math.cos(math.pi * i / n)) for i in range(n)]
+    assert rates == pytest.approx(expected, rel=1e-12)
+
+
+def test_dense_baseline_trains_at_a_constant_rate_then_a_cosine_over_the_finetune_epochs(digits, monkeypatch):
+    from naslib_bayes.compression import train_dense
+
+    torch.set_num_threads(1)
+    rates = _record_learning_rates(monkeypatch)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    cfg = CompressionConfig(lam=0.5, epochs=4, finetune_epochs=2, batch_size=256, lr=0.05)
+    train_dense(model, digits.train, cfg, seed=0)
+    assert rates == pytest.approx([0.05, 0.05, 0.05, 0.025], rel=1e-12)  # cos(0) = 1, cos(pi / 2) = 0
+
+
+def test_hard_updates_come_every_update_every_sparse_epochs_and_after_the_last(digits):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    cfg = CompressionConfig(lam=1e-3, epochs=7, finetune_epochs=1, warmup_epochs=1, update_every=2, batch_size=256)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    updates = [h for h in outcome.history if h["phase"] == "update"]
+    # epoch 1 is warm-up; sparse epochs 2..6: updates after two of them (3, 5) and after the last (6)
+    assert [h["epoch"] for h in updates] == [3, 5, 6]
+    assert [h["update"] for h in updates] == [1, 2, 3]
 
 
 def test_a_budget_pruning_never_reaches_is_reported_not_silent(digits, caplog):
@@ -175,6 +221,7 @@ def test_mixup_blends_each_image_with_one_other_image_of_the_batch():
     assert torch.allclose(mixed.sum(1), torch.ones(6))  # convex weights, summing to one
     assert ((mixed > 0).sum(1) <= 2).all()  # at most two source images each
     assert (mixed.max(1).values >= 0.5).all()  # the larger weight is on one of them
+    assert len(set(mixed.diagonal().tolist())) == 6  # each image draws its own weight
     partners = [set(row.nonzero().flatten().tolist()) for row in mixed]
     assert any(len(p) == 2 for p in partners) and all(i in p for i, p in enumerate(partners))
     assert torch.equal(mixup(x, torch.Generator().manual_seed(0)), mixed.reshape(6, 1, 2, 3))

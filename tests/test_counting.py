@@ -37,12 +37,32 @@ def test_breakdown_matches_hand_counts():
     assert count_flops(small_cnn(), (3, 8, 8), include_bias=True) == counts["conv"] + counts["linear"] + counts["bias"]
 
 
+def test_convolutions_are_counted_on_the_output_that_stride_padding_and_groups_give():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2),  # 9x9 -> 4x4: 4 * 16 outputs x 3 * 9
+        nn.Conv2d(4, 6, 1, padding=1),  # 4x4 -> 6x6: 6 * 36 outputs x 4 * 1
+        nn.ConvTranspose2d(6, 2, 2, stride=2, groups=2),  # 6 * 36 inputs x (2 / 2) * 4
+    )
+    counts = flop_breakdown(model, (3, 9, 9))
+    assert counts["conv"] == 64 * 27 + 216 * 4 + 216 * 4
+    assert counts["bias"] == 64 + 216 + 2 * 144
+
+
+def test_a_linear_layer_is_counted_on_every_position_of_its_input():
+    assert count_flops(nn.Linear(5, 3), (4, 5)) == 4 * 3 * 5
+
+
+def test_a_double_precision_model_is_counted_like_its_float_twin():
+    assert flop_breakdown(small_cnn().double(), (3, 8, 8)) == flop_breakdown(small_cnn(), (3, 8, 8))
+
+
 def test_parameters_count_each_shared_tensor_once():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(shared, shared)
     assert count_parameters(model) == 20
     shared.bias.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == 16
+    assert count_parameters(model) == 20  # frozen parameters are still parameters
 
 
 def test_a_layer_called_twice_is_counted_twice():

@@ -153,6 +153,23 @@ def test_idx_header_whose_size_overflows_64_bits_is_a_user_error_naming_the_file
         read_idx(path, ndim=3)
 
 
+def test_idx_file_with_bytes_past_its_array_is_a_user_error_naming_the_file(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    write_idx(path, np.arange(5), gz=False)
+    assert read_idx(path, ndim=1).tolist() == [0, 1, 2, 3, 4]
+    path.write_bytes(path.read_bytes() + b"\x00")  # e.g. two files concatenated, or a wrong header
+    with pytest.raises(UserError, match=f"{path}.*trailing bytes.*need 13 bytes, file has 14"):
+        read_idx(path, ndim=1)
+
+
+def test_a_constant_channel_is_left_unscaled_instead_of_divided_by_zero():
+    from naslib_bayes.data.dataset import channel_stats
+
+    images = torch.stack([torch.full((2, 2), 0.5), torch.arange(4.0).view(2, 2)]).unsqueeze(0).repeat(3, 1, 1, 1)
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx((0.5, 1.5)) and std == pytest.approx((1.0, 1.25 ** 0.5))
+
+
 def test_mnist_with_training_files_uses_them(tmp_path):
     rng = np.random.default_rng(0)
     train_x, test_x = rng.integers(0, 256, (50, 5, 5)), rng.integers(0, 256, (20, 5, 5))
@@ -178,6 +195,8 @@ def test_mnist_t10k_split_sizes_are_checked(tmp_path):
         load_mnist(tmp_path)  # the default 8,000 / 2,000 needs 10,000 images
     splits = load_mnist(tmp_path, t10k_split=(12, 5), val_size=2)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 2, 5)
+    # the test part is drawn first: a smaller train part leaves it alone
+    assert torch.equal(load_mnist(tmp_path, t10k_split=(8, 5)).test.indices, splits.test.indices)
 
 
 @pytest.mark.parametrize("values, message", [([1.0, 2.7, 3.0, 0.0], "not whole numbers"), ([1.0, 2.0, 3.0, 0.0], None)])
@@ -228,6 +247,8 @@ def test_digits_fractions_and_seeds():
     small = load_dataset("Digits", seed=0, val_fraction=0.0, test_fraction=0.5)
     assert small.val is None and len(small.test) == round(1797 * 0.5)
     assert not torch.equal(load_digits(seed=1).test.indices, load_digits(seed=0).test.indices)
+    # the test part is drawn first: a different validation fraction leaves it alone
+    assert torch.equal(load_digits(seed=0, val_fraction=0.1).test.indices, load_digits(seed=0).test.indices)
     with pytest.raises(UserError, match="test_fraction"):
         load_digits(val_fraction=0.5, test_fraction=0.5)
 
@@ -371,6 +392,17 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image():
     assert not torch.equal(random_crop(x, 2, gen(8)), out)
 
 
+def test_random_crop_draws_every_offset_pair_of_the_padded_image():
+    """Padding 1 around 3x3 images: top and left are each any of 0, 1, 2, drawn apart, so all 9
+    windows of the padded image occur."""
+    x = torch.arange(1.0, 10.0).view(1, 1, 3, 3).expand(300, 1, 3, 3)
+    out = random_crop(x, 1, gen(5))
+    padded = torch.nn.functional.pad(x[0], (1, 1, 1, 1))
+    windows = {(top, left): padded[:, top:top + 3, left:left + 3] for top in range(3) for left in range(3)}
+    seen = {offset for image in out for offset, window in windows.items() if torch.equal(image, window)}
+    assert seen == set(windows)
+
+
 def test_crop_padding_takes_the_fill_value_and_keeps_the_image_exact():
     x = torch.randn(16, 2, 8, 8)
     fill = torch.tensor([-0.5, 1.25])
@@ -415,7 +447,7 @@ def test_cutout_zeroes_a_square_clipped_at_the_border():
     out = cutout(x, size, gen(11))
     assert torch.equal(cutout(x, size, gen(11)), out) and torch.equal(cutout(x, 0, gen()), x)
     assert torch.equal(out[:, 0], out[:, 1])  # the same square on every channel
-    inside = 0
+    inside, clipped = 0, set()
     for mask in out[:, 0] == 0:
         rows, cols = torch.nonzero(mask, as_tuple=True)
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
@@ -424,7 +456,13 @@ def test_cutout_zeroes_a_square_clipped_at_the_border():
         if not touches:
             assert height == width == size
             inside += 1
+        clipped |= {side for side, cut in (("top", rows.min() == 0 and height < size),
+                                           ("bottom", rows.max() == 11 and height < size),
+                                           ("left", cols.min() == 0 and width < size),
+                                           ("right", cols.max() == 11 and width < size)) if cut}
     assert inside > 10
+    # the centre is any pixel: squares centred near any border reach past it
+    assert clipped == {"top", "bottom", "left", "right"}
 
 
 def test_augment_pipeline_is_deterministic_and_leaves_the_global_rng_alone():
@@ -436,6 +474,13 @@ def test_augment_pipeline_is_deterministic_and_leaves_the_global_rng_alone():
     assert pipeline == Augment(crop_padding=4, flip=True, pad_value=pipeline.pad_value)
     assert pipeline.pad_value == pytest.approx((-2.0, -2.0, -3.0))  # black: -mean / std
     assert not default_augment("mnist", data).flip
+    # CIFAR pads 4 of 32 pixels, ImageNet16 2 of 16 (NAS-Bench-201's pipelines); digits are not
+    # mirrored, and the 8x8 digits not cropped either
+    settings = {name: (a.crop_padding, a.flip, a.cutout) for name in ("digits", "mnist", "cifar10", "cifar100",
+                                                                      "ImageNet16-120")
+                for a in [default_augment(name, data)]}
+    assert settings == {"digits": (0, False, 0), "mnist": (2, False, 0), "cifar10": (4, True, 0),
+                        "cifar100": (4, True, 0), "ImageNet16-120": (2, True, 0)}
     assert torch.equal(pipeline(x, gen(1)), pipeline(x, gen(1)))
     assert not torch.equal(pipeline(x, gen(1)), pipeline(x, gen(2)))
     load_digits(seed=4)
@@ -464,6 +509,8 @@ def test_batches_cover_the_dataset_once_per_pass():
     assert torch.equal(again, order)
     plain = [x[:, 0, 0, 0].tolist() for x, _ in batches(data, 4, None, shuffle=False, drop_last=True)]
     assert plain == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    whole = [len(y) for _, y in batches(numbered_dataset(8), 4, gen(0), drop_last=True)]
+    assert whole == [4, 4]  # nothing to drop when the batches divide the dataset
     with pytest.raises(UserError, match="batch_size"):
         next(batches(data, 0, gen()))
 
