@@ -204,3 +204,19 @@ def test_a_missing_surrogate_is_a_one_line_error_naming_it(predictor, nats_csv, 
     with pytest.raises(SystemExit) as exit_info:
         predictor.main(predictor_argv(nats_csv, "--surrogate", str(missing)))
     assert_one_line_error(capsys, exit_info, str(missing))
+
+
+@pytest.mark.parametrize("example, argv", [
+    ("transfer", lambda csv, out: transfer_argv(csv, out, "--seed", "-1")),
+    ("predictor", lambda csv, out: predictor_argv(csv, "--out", str(out), "--seed", "-1")),
+])
+def test_a_negative_seed_is_refused_before_anything_runs(transfer, predictor, nats_csv, tmp_path, capsys, example,
+                                                         argv):
+    # numpy's generators refuse negative seeds: it surfaced as a traceback after meta-training began
+    module = {"transfer": transfer, "predictor": predictor}[example]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv(nats_csv, tmp_path / "out"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "argument --seed: expected an integer from 0 to 4294967295, got '-1'" in err
+    assert not (tmp_path / "out").exists()
