@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from naslib_bayes.commands.common import seed_int
 from naslib_bayes.errors import UserError, exit_on_user_error
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.predictors import surrogate_io
@@ -62,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=50, help="random cells the predictors are fitted on (default 50)")
     parser.add_argument("--test-size", type=int, default=1000,
                         help="other random cells they are scored on (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the cell sample, meta-training and the "
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the cell sample, meta-training and the "
                         "untrained predictor (default 0)")
     parser.add_argument("--surrogate", type=Path, default=None,
                         help="a meta-trained surrogate.pt or its folder (default: meta-train into --out)")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from naslib_bayes.commands.common import seed_int
 from naslib_bayes.errors import UserError, exit_on_user_error
 from naslib_bayes.experiment import run_blackbox_search
 from naslib_bayes.optimizers import registry
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target", default="cifar100", help="dataset to search (default cifar100); "
                         "the surrogate is meta-trained on the benchmark's other datasets")
     parser.add_argument("--budget", type=int, default=20, help="queries per method (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of meta-training and of every search (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of meta-training and of every search (default 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/tnas-example"),
                         help="folder of surrogate.pt: written by meta-training, reused when present")
     parser.add_argument("--meta-iterations", type=int, default=MetaTrainConfig.iterations,

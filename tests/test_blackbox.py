@@ -96,6 +96,20 @@ def test_schema_rejects_a_broken_result(nats_benchmark):
             jsonschema.validate({k: v for k, v in result.items() if k != key}, schema)
 
 
+@pytest.mark.parametrize("key, bad", [
+    ("budget", 0), ("wall_time_s", -0.5), ("final_architecture_op_indices", [0, 1, 2, 3, 4, 5]),
+    ("final_architecture_op_indices", [0, 1, 2, 3, 4, 0, 1]), ("final_architecture", 7), ("command", None),
+    ("benchmark_accuracy", {"cifar10": "93.1"}), ("config", None), ("trajectory", [{"architecture": "x"}]),
+    ("trajectory", [{"architecture": 3, "accuracy": 1.0, "incumbent_accuracy": 1.0}]),
+    ("accuracy_compressed", 100.5), ("params_after", -1), ("notes", ["fine", 3]),
+])
+def test_schema_rejects_a_field_out_of_its_range(nats_benchmark, key, bad):
+    # budgets count queries (at least one), op indices are 6 edges of 5 operations, accuracies are percent
+    result = run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=2, seed=0)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**result, key: bad}, results.load_schema())
+
+
 def test_unknown_hyperparameter_is_named(nats_benchmark):
     from naslib_bayes.errors import UserError
 

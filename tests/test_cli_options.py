@@ -202,3 +202,106 @@ def test_train_refuses_out_of_range_numbers_before_making_out(capsys, tmp_path, 
     assert code == 2
     assert one_error_line(err) == f"naslib-bayes: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_replaces_a_finished_result(capsys, tmp_path, nats_csv):
+    out = tmp_path / "run"
+    search = ["search", "--optimizer", "rs", "--benchmark", nats_csv, "--dataset", "cifar10", "--budget", "2"]
+    assert run_cli(capsys, *search, "--seed", "1", "--out", out)[0] == 0
+    code, _, err = run_cli(capsys, *search, "--seed", "5", "--overwrite", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "result.json").read_text())["seed"] == 5
+
+
+def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
+    from naslib_bayes.commands.common import prepare_resumable_out
+    from naslib_bayes.errors import UserError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    with pytest.raises(UserError, match="holds an unfinished run"):
+        prepare_resumable_out(out, overwrite=False, resume=False)
+    (out / "result.json").write_text("{}")  # an earlier run's result, being replaced by the unfinished one
+    assert prepare_resumable_out(out, overwrite=False, resume=True) == out
+    assert checkpoint.read_bytes() == b"an unfinished run"  # --resume continues it
+    assert prepare_resumable_out(out, overwrite=True, resume=False) == out
+    assert not checkpoint.exists()  # a fresh start must not be resumed from the old run's state later
+    assert (out / "result.json").read_text() == "{}"  # the finished result stays until the new one replaces it
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    from naslib_bayes.commands.common import prepare_out
+    from naslib_bayes.errors import UserError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    with pytest.raises(UserError, match="^--out .*a-file is a file, not a directory$"):
+        prepare_out(blocker, overwrite=True)
+    assert blocker.read_text() == "in the way"
+
+
+def test_a_failed_json_write_keeps_the_previous_file_whole(tmp_path):
+    path = results.atomic_write_json(tmp_path / "result.json", {"a": 1})
+    for unwritable in ({"a": [1, 2, object()]}, {"a": [1.0, float("nan")]}):  # no JSON for an object, nor for nan
+        with pytest.raises((TypeError, ValueError)):
+            results.atomic_write_json(path, unwritable)
+        assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("text, ok", [("0", True), ("4294967295", True), ("-1", False), ("4294967296", False)])
+def test_seed_bounds_are_inclusive(text, ok):
+    import argparse
+
+    from naslib_bayes.commands.common import parse_seeds, seed_int
+
+    if ok:
+        assert seed_int(text) == int(text) and parse_seeds(f"7,{text}") == [7, int(text)]
+        return
+    with pytest.raises(argparse.ArgumentTypeError):
+        seed_int(text)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_seeds(f"7,{text}")
+
+
+def test_zero_is_non_negative_but_not_positive():
+    import argparse
+
+    from naslib_bayes.commands.common import non_negative_float, positive_float
+
+    assert non_negative_float("0") == 0.0 and positive_float("1e-9") == 1e-9
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a positive number, got '0'"):
+        positive_float("0")
+
+
+def test_a_cuda_index_past_the_last_device_is_refused(monkeypatch):
+    import argparse
+
+    import torch
+
+    from naslib_bayes.commands.common import torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert torch_device("cuda:1") == "cuda:1" and torch_device("cuda") == "cuda"
+    with pytest.raises(argparse.ArgumentTypeError, match="'cuda:2': this machine's torch sees 2 CUDA device"):
+        torch_device("cuda:2")
+
+
+def test_torch_threads_restores_the_callers_count_even_after_an_error():
+    import torch
+
+    from naslib_bayes.threads import torch_threads
+
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 3
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(target):
+            assert torch.get_num_threads() == target
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # a count below one means one thread
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

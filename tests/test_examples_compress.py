@@ -66,6 +66,7 @@ def test_reported_costs_are_those_of_the_saved_network(first_run, example):
     assert result["flops_before"] == _multiply_accumulates(dense, (1, 8, 8))
     assert result["params_after"] < result["params_before"]  # something was pruned
     assert result["params_removed"] == pytest.approx(1 - result["params_after"] / result["params_before"])
+    assert result["flops_removed"] == pytest.approx(1 - result["flops_after"] / result["flops_before"])
 
 
 def test_widths_in_the_table_are_the_saved_networks_layer_shapes(first_run, example):

@@ -204,3 +204,31 @@ def test_a_missing_surrogate_is_a_one_line_error_naming_it(predictor, nats_csv, 
     with pytest.raises(SystemExit) as exit_info:
         predictor.main(predictor_argv(nats_csv, "--surrogate", str(missing)))
     assert_one_line_error(capsys, exit_info, str(missing))
+
+
+@pytest.mark.parametrize("example, argv", [
+    ("transfer", lambda csv, out: transfer_argv(csv, out, "--seed", "-1")),
+    ("predictor", lambda csv, out: predictor_argv(csv, "--out", str(out), "--seed", "-1")),
+])
+def test_a_negative_seed_is_refused_before_anything_runs(transfer, predictor, nats_csv, tmp_path, capsys, example,
+                                                         argv):
+    # numpy's generators refuse negative seeds: it surfaced as a traceback after meta-training began
+    module = {"transfer": transfer, "predictor": predictor}[example]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv(nats_csv, tmp_path / "out"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "argument --seed: expected an integer from 0 to 4294967295, got '-1'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_summarise_finds_the_first_query_matching_the_optimum_and_the_regrets(transfer):
+    # hand-made: the incumbent reaches the optimum 73.5 at query 5, exactly (the tolerance is for rounding only)
+    incumbent = [70.0, 71.0, 71.0, 73.5 - 1e-10, 73.5, 73.5, 73.5, 73.5, 73.5, 73.5, 73.5, 73.5]
+    result = {"report_optimum": 73.5, "incumbent_report_accuracy": incumbent,
+              "trajectory": [{"architecture": f"cell{i}", "accuracy": a} for i, a in enumerate(incumbent)]}
+    summary = transfer.summarise(result)
+    assert summary["reached_optimum_at"] == 4  # 73.5 - 1e-10 counts: within 1e-9
+    assert summary["regret"] == pytest.approx({1: 3.5, 5: 0.0, 10: 0.0})  # 20 is past the 12 queries
+    never = transfer.summarise({**result, "incumbent_report_accuracy": [70.0] * 12})
+    assert never["reached_optimum_at"] is None

@@ -180,3 +180,44 @@ def test_a_bad_one_shot_opt_value_on_the_command_line_is_one_line(capsys, tmp_pa
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("naslib-bayes: error: BayesNAS: hyper-parameter lr=-1.0: "
                                             "expected a number > 0 (default 0.05)")
+
+
+@pytest.mark.parametrize("given, merged", [
+    ({"only": "false"}, {"only": False}), ({"only": "TRUE"}, {"only": True}), ({"path": None}, {"path": None}),
+    ({"lr": "1_e-3"}, {"lr": 1e-3}),  # YAML 1.1 digits may hold underscores; float() refuses a trailing one
+])
+def test_text_booleans_a_none_default_and_underscored_exponents(given, merged):
+    assert merge_hyperparameters("Opt", DEFAULTS, given) == {**DEFAULTS, **merged}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"lr": True}, "Opt: hyper-parameter lr=True: expected float"),  # a bool is an int to Python, not a number here
+    ({"only": 1}, "Opt: hyper-parameter only=1: expected bool"),
+    ({"zeta": 1, "alpha": 2}, "Opt: unknown hyper-parameter 'alpha'"),  # the first unknown name in sorted order
+])
+def test_booleans_and_numbers_do_not_pass_for_each_other(given, message):
+    with pytest.raises(UserError) as info:
+        merge_hyperparameters("Opt", DEFAULTS, given)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("rs", "RandomSearch"), ("bayesnas", "BayesNAS"), ("darts", "DARTS"), ("random-cell", "RandomCell"),
+    ("tnas", "TNAS"), ("gp-bo", "GPBO"), ("transfer-topk", "TransferTopK"), ("re", "RegularizedEvolution"),
+    ("ls", "LocalSearch"), ("bananas", "Bananas"),
+])
+def test_each_registered_name_loads_its_own_optimizer(name, cls):
+    from naslib_bayes.optimizers import registry
+
+    assert registry.get_spec(name).load().__name__ == cls
+
+
+def test_an_optimizer_of_the_other_kind_is_unknown_to_a_kind():
+    from naslib_bayes.optimizers import registry
+
+    with pytest.raises(UserError) as info:
+        registry.get_spec("bayesnas", registry.BLACK_BOX)
+    assert str(info.value) == ("unknown black-box optimizer 'bayesnas'; valid: rs, tnas, gp-bo, transfer-topk, re, "
+                               "ls, bananas")
+    with pytest.raises(UserError, match="^unknown one-shot optimizer 'rs'; valid: bayesnas, darts, random-cell$"):
+        registry.get_spec("rs", registry.ONE_SHOT)

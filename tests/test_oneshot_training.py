@@ -120,6 +120,21 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("saved, current, named", [
+    ({"--seed": 1}, {"--seed": 1, "--epochs": 3}, "--epochs None, not 3"),  # a setting the saved run lacked
+    ({"--seed": 1, "--epochs": 3}, {"--seed": 1}, "--epochs 3, not None"),  # one the current run lacks
+    ({"--b": 1, "--a": 1, "--c": 1}, {"--b": 2, "--a": 1, "--c": 2}, "--b 1, not 2"),  # the first in sorted order
+])
+def test_check_same_run_names_the_first_differing_setting(saved, current, named):
+    from naslib_bayes.errors import UserError
+
+    ckpt.check_same_run("ck.pt", saved, saved)  # the same settings: no error
+    with pytest.raises(UserError) as info:
+        ckpt.check_same_run("ck.pt", saved, current)
+    assert str(info.value) == (f"ck.pt: the checkpoint is of a run with {named}; "
+                               "resume with the same settings or start anew")
+
+
 def test_cli_search_killed_by_sigkill_resumes_to_the_same_result(tmp_path):
     """The real thing: SIGKILL the CLI after its first step checkpoint, resume it, and compare with
     the same search run without interruption."""
