@@ -70,10 +70,11 @@ def test_both_methods_see_the_same_images_per_epoch(cls):
         assert first_epoch == set(range(n)) and not rec.val
 
 
-def run_search(out, stop=None, resume=False, optimizer="bayesnas"):
+def run_search(out, stop=None, resume=False, optimizer="bayesnas", checkpoint_every=2, rounds=1):
+    extra = {"curvature_batches": 2} if optimizer == "bayesnas" else {}
     cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=3, channels=4, cells=1,
-                       batch_size=32, search_images=256, checkpoint_every=2,
-                       hyperparameters={"curvature_batches": 2} if optimizer == "bayesnas" else {})
+                       batch_size=32, search_images=256, checkpoint_every=checkpoint_every,
+                       hyperparameters={**extra, "rounds": rounds})
     return run_oneshot_search(cfg, out_dir=out, resume=resume, stop_after_steps=stop)
 
 
@@ -90,6 +91,21 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, optimizer):
     resumed = run_search(tmp_path / "killed", resume=True, optimizer=optimizer)
     assert json.dumps(strip_timings(resumed), sort_keys=True) == json.dumps(strip_timings(full), sort_keys=True)
     assert len(resumed["epoch_times_s"]) == 2
+
+
+@pytest.mark.parametrize("optimizer", ["bayesnas", "darts"])
+def test_resume_from_an_epoch_end_checkpoint_runs_each_epoch_once(tmp_path, optimizer):
+    """Killed one step into epoch 1 of 3 with only epoch-end checkpoints: the resumed run redoes epoch 1
+    from its start, on epoch 1's and then epoch 2's learning rate, and ends as an uninterrupted run."""
+    full = run_search(tmp_path / "full", optimizer=optimizer, checkpoint_every=0, rounds=2)
+    steps = full["config"]["steps_per_epoch"]
+    with pytest.raises(Interrupted):
+        run_search(tmp_path / "killed", stop=steps + 1, optimizer=optimizer, checkpoint_every=0, rounds=2)
+    state = ckpt.load(tmp_path / "killed" / ckpt.CHECKPOINT_FILE)
+    assert (state["loop"]["epoch"], state["loop"]["step"], len(state["loop"]["stats"])) == (1, 0, 1)
+    resumed = run_search(tmp_path / "killed", resume=True, optimizer=optimizer, checkpoint_every=0, rounds=2)
+    assert [s["epoch"] for s in resumed["epoch_stats"]] == [0, 1, 2]
+    assert json.dumps(strip_timings(resumed), sort_keys=True) == json.dumps(strip_timings(full), sort_keys=True)
 
 
 def test_a_resumed_search_counts_the_wall_time_its_checkpoint_had_run(tmp_path):
@@ -407,3 +423,13 @@ def test_darts_training_ramps_drop_path_from_zero_and_anneals_the_rate_to_zero(l
     assert seen == [0.3 * e / epochs for e in range(epochs) for _ in range(steps)]
     expected = [0.1 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
     assert [s["lr"] for s in result["epoch_stats"]] == pytest.approx(expected, rel=1e-12)
+
+
+def test_search_trains_each_epoch_at_the_cosine_rate_from_lr_to_lr_min():
+    """NASLib's schedule: lr(e) = lr_min + (lr - lr_min) (1 + cos(pi e / E)) / 2 over E = warm-up + rounds x epochs."""
+    cfg = SearchConfig(optimizer="random-cell", search_space="nb201", dataset="digits", seed=0, channels=4, cells=1,
+                       batch_size=32, search_images=64,
+                       hyperparameters={"warmup_epochs": 1, "rounds": 2, "lr": 0.08, "lr_min": 0.002})
+    result = run_oneshot_search(cfg)
+    lrs = [s["lr"] for s in result["epoch_stats"]]
+    assert lrs == pytest.approx([0.002 + 0.078 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)
