@@ -3,20 +3,23 @@ to >= 90% held-out accuracy."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from naslib_bayes.optimizers.bayesnas.curvature import gauss_newton_diagonal
 from naslib_bayes.optimizers.bayesnas.switches import SwitchBank
-from naslib_bayes.optimizers.darts import DARTS
+from naslib_bayes.optimizers.darts import DARTS, SoftmaxMixer
 from naslib_bayes.optimizers.oneshot import OneShotModel
 from naslib_bayes.optimizers.random_cell import RandomCell
 from naslib_bayes.search_spaces.darts.eval_network import DartsEvalNetwork, drop_path
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.darts.ops import NONZERO_PRIMITIVES, PRIMITIVES, make_op
 from naslib_bayes.search_spaces.darts.search_network import DartsSearchNetwork, cell_edges, reduction_layers
+from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
 from naslib_bayes.training.evaluate import TrainConfig, run_training
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
 
@@ -114,3 +117,107 @@ def test_digits_search_genotype_trains_to_90_percent(optimizer, tmp_path):
                                        batch_size=64, lr=0.05), tmp_path / "train")
     assert trained["test_accuracy"] >= 90.0, trained["test_accuracy"]
     assert (tmp_path / "train" / "checkpoint.pt").exists()
+
+
+# ---- first-order DARTS --------------------------------------------------------------------------
+class Scale(torch.nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x
+
+
+def test_darts_edge_mixes_its_ops_by_the_softmax_over_all_five_ops_none_included():
+    mixer = SoftmaxMixer(NB201SuperNet(4, 1, 10, 1).topologies(), torch.Generator().manual_seed(0))
+    with torch.no_grad():  # exp(alpha) = 4 (none), 1, 2, 3, 10: softmax weights 4/20, 1/20, 2/20, 3/20, 10/20
+        mixer.alpha["normal"][2] = torch.tensor([4.0, 1.0, 2.0, 3.0, 10.0]).log()
+    out = mixer.mix(torch.ones(1), [Scale(f) for f in (1.0, 10.0, 100.0, 1000.0)], "normal", 0, 2)
+    assert float(out.detach()) == pytest.approx((1 + 2 * 10 + 3 * 100 + 10 * 1000) / 20)
+
+
+def _darts_nb201(warmup_epochs: int) -> DARTS:
+    torch.manual_seed(0)
+    opt = DARTS(seed=0, warmup_epochs=warmup_epochs)
+    opt.adapt_search_space(NB201SuperNet(4, 1, 10, 1))
+    opt.new_epoch(0)
+    return opt
+
+
+def _two_batches():
+    g = torch.Generator().manual_seed(1)
+    batch = lambda: (torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))  # noqa: E731
+    return batch(), batch()
+
+
+def _gradients(loss, params):
+    return torch.autograd.grad(loss, params)
+
+
+def test_darts_step_moves_alpha_by_adam_on_the_validation_batch_then_weights_by_sgd_on_the_training_batch():
+    """Adam's first step is lr * g / (|g| + eps), g the gradient of the validation loss plus
+    weight decay * alpha (DARTS: lr 3e-4, betas (0.5, 0.999), weight decay 1e-3); then SGD's first
+    step with momentum is lr * (clipped gradient of the training loss at the new alpha + wd * w)."""
+    opt = _darts_nb201(warmup_epochs=0)
+    group = opt.arch_optimizer.param_groups[0]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.5, 0.999), 1e-3)
+    train, val = _two_batches()
+    before = copy.deepcopy(opt.model)
+    alpha0 = before.arch.alpha["normal"].detach().clone()
+    (g,) = _gradients(F.cross_entropy(before(val[0]), val[1]), [before.arch.alpha["normal"]])
+    g = g + 1e-3 * alpha0
+    opt.step(train, val)
+    alpha = opt.mixer.alpha["normal"].detach()
+    torch.testing.assert_close(alpha, alpha0 - 3e-4 * g / (g.abs() + 1e-8), rtol=0, atol=1e-9)
+    with torch.no_grad():
+        before.arch.alpha["normal"].copy_(alpha)
+    weights = list(before.net.parameters())
+    grads = _gradients(F.cross_entropy(before(train[0]), train[1]), weights)
+    norm = torch.sqrt(sum((gr ** 2).sum() for gr in grads))
+    clip = min(1.0, 5.0 / (float(norm) + 1e-6))
+    for w_new, w, gr in zip(opt.model.net.parameters(), weights, grads):
+        torch.testing.assert_close(w_new.detach(), w.detach() - 0.05 * (clip * gr + 3e-4 * w.detach()), rtol=0, atol=1e-6)
+
+
+def test_darts_warmup_trains_the_weights_on_both_batches_and_leaves_alpha_alone():
+    opt = _darts_nb201(warmup_epochs=1)
+    alpha0 = opt.mixer.alpha["normal"].detach().clone()
+    train, val = _two_batches()
+    _, logits_val, _, val_loss = opt.step(train, val)
+    assert torch.equal(opt.mixer.alpha["normal"].detach(), alpha0)
+    assert logits_val is not None and val_loss is not None  # the validation batch trained the weights too
+
+
+def _set_weights(opt: DARTS, name: str, rows: list[dict[int, float]]) -> None:
+    """Give cell type ``name`` the softmax weights ``rows`` (column -> weight, the rest share what is left)."""
+    alpha = opt.mixer.alpha[name]
+    with torch.no_grad():
+        for e, row in enumerate(rows):
+            rest = (1.0 - sum(row.values())) / (alpha.shape[1] - len(row))
+            alpha[e] = torch.tensor([row.get(k, rest) for k in range(alpha.shape[1])]).log()
+
+
+def test_darts_derives_the_nb201_cell_by_the_argmax_over_all_five_ops_none_included():
+    opt = _darts_nb201(warmup_epochs=0)
+    # columns: none, skip, conv1x1, conv3x3, pool
+    _set_weights(opt, "normal", [{0: 0.4, 3: 0.3}, {3: 0.5}, {1: 0.5}, {4: 0.5}, {2: 0.5}, {0: 0.5, 1: 0.45}])
+    assert opt.get_final_architecture() == (0, 3, 1, 4, 2, 0)
+
+
+def test_darts_genotype_takes_per_node_the_two_edges_with_the_largest_non_none_weight():
+    opt = DARTS(seed=0)
+    opt.adapt_search_space(DartsSearchNetwork(4, 10, layers=5, in_channels=1))
+    # columns: none, max_pool, avg_pool, skip, sep3, sep5, dil3, dil5; edges 0-1 into node 2,
+    # 2-4 into node 3, 5-8 into node 4, 9-13 into node 5 (from nodes 0, 1, ... in order)
+    rows = [{0: 0.5, 4: 0.3}, {7: 0.4},
+            {0: 0.9, 1: 0.05}, {3: 0.3}, {2: 0.4},
+            {}, {1: 0.6}, {}, {5: 0.5},
+            {4: 0.45}, {}, {}, {}, {6: 0.5}]
+    for name in ("normal", "reduce"):
+        _set_weights(opt, name, rows)
+    expected = (("sep_conv_3x3", 0), ("dil_conv_5x5", 1), ("skip_connect", 1), ("avg_pool_3x3", 2),
+                 ("max_pool_3x3", 1), ("sep_conv_5x5", 3), ("sep_conv_3x3", 0), ("dil_conv_3x3", 4))
+    genotype = opt.get_final_architecture()
+    assert genotype.normal == genotype.reduce == expected
+    assert genotype.normal_concat == (2, 3, 4, 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 
@@ -68,10 +70,11 @@ def test_both_methods_see_the_same_images_per_epoch(cls):
         assert first_epoch == set(range(n)) and not rec.val
 
 
-def run_search(out, stop=None, resume=False, optimizer="bayesnas"):
+def run_search(out, stop=None, resume=False, optimizer="bayesnas", checkpoint_every=2, rounds=1):
+    extra = {"curvature_batches": 2} if optimizer == "bayesnas" else {}
     cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=3, channels=4, cells=1,
-                       batch_size=32, search_images=256, checkpoint_every=2,
-                       hyperparameters={"curvature_batches": 2} if optimizer == "bayesnas" else {})
+                       batch_size=32, search_images=256, checkpoint_every=checkpoint_every,
+                       hyperparameters={**extra, "rounds": rounds})
     return run_oneshot_search(cfg, out_dir=out, resume=resume, stop_after_steps=stop)
 
 
@@ -88,6 +91,21 @@ def test_resume_after_a_kill_gives_the_same_result(tmp_path, optimizer):
     resumed = run_search(tmp_path / "killed", resume=True, optimizer=optimizer)
     assert json.dumps(strip_timings(resumed), sort_keys=True) == json.dumps(strip_timings(full), sort_keys=True)
     assert len(resumed["epoch_times_s"]) == 2
+
+
+@pytest.mark.parametrize("optimizer", ["bayesnas", "darts"])
+def test_resume_from_an_epoch_end_checkpoint_runs_each_epoch_once(tmp_path, optimizer):
+    """Killed one step into epoch 1 of 3 with only epoch-end checkpoints: the resumed run redoes epoch 1
+    from its start, on epoch 1's and then epoch 2's learning rate, and ends as an uninterrupted run."""
+    full = run_search(tmp_path / "full", optimizer=optimizer, checkpoint_every=0, rounds=2)
+    steps = full["config"]["steps_per_epoch"]
+    with pytest.raises(Interrupted):
+        run_search(tmp_path / "killed", stop=steps + 1, optimizer=optimizer, checkpoint_every=0, rounds=2)
+    state = ckpt.load(tmp_path / "killed" / ckpt.CHECKPOINT_FILE)
+    assert (state["loop"]["epoch"], state["loop"]["step"], len(state["loop"]["stats"])) == (1, 0, 1)
+    resumed = run_search(tmp_path / "killed", resume=True, optimizer=optimizer, checkpoint_every=0, rounds=2)
+    assert [s["epoch"] for s in resumed["epoch_stats"]] == [0, 1, 2]
+    assert json.dumps(strip_timings(resumed), sort_keys=True) == json.dumps(strip_timings(full), sort_keys=True)
 
 
 def test_a_resumed_search_counts_the_wall_time_its_checkpoint_had_run(tmp_path):
@@ -340,3 +358,93 @@ def test_search_scored_on_a_benchmark_is_not_resumed_without_it(capsys, tmp_path
     code, _, err = run_cli(capsys, *scored, "--out", tmp_path, "--resume")
     assert code == 0, err
     assert json.loads((tmp_path / results.RESULT_FILE).read_text())["benchmark_accuracy"]["cifar10"] > 0
+
+
+# ---- the evaluation training's loss, optimizer and schedules ------------------------------------------
+GENOTYPE = json.dumps({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                       "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]] * 4})
+
+
+class LinearHeads(torch.nn.Module):
+    """A stand-in network: linear logits and linear auxiliary logits of the flattened image, and
+    the drop-path probability of every training forward pass recorded."""
+
+    def __init__(self, features: int, classes: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.w = torch.nn.Parameter(0.1 * torch.randn(features, classes, generator=g))
+        self.v = torch.nn.Parameter(0.1 * torch.randn(features, classes, generator=g))
+        self.drop_path_prob, self.generator, self.seen = 0.0, None, []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(self.drop_path_prob)
+        f = x.flatten(1)
+        return f @ self.w, (f @ self.v if self.training else None)
+
+
+@pytest.fixture
+def linear_heads(monkeypatch):
+    from naslib_bayes.training import evaluate
+
+    built = []
+
+    def build(kind, arch, channels, cells, num_classes, in_channels, auxiliary, seed):
+        built.append(LinearHeads(in_channels * 64, num_classes))
+        return built[-1]
+
+    monkeypatch.setattr(evaluate, "build_network", build)
+    return built
+
+
+def _cross_entropy_and_gradient(f: np.ndarray, w: np.ndarray, y: np.ndarray):
+    """Mean cross-entropy of logits f @ w and its gradient in w: f^T (softmax - onehot) / n."""
+    z = f @ w
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(w.shape[1])[y]
+    return float(-np.log((p * onehot).sum(1)).mean()), f.T @ (p - onehot) / len(y)
+
+
+def test_darts_training_step_adds_the_auxiliary_loss_at_its_weight_and_takes_a_nesterov_step(linear_heads, tmp_path):
+    """One batch of every training image: the loss is CE + 0.4 CE_aux, and Nesterov's first step with
+    momentum 0.9 moves a weight by lr (1 + 0.9) (gradient + weight decay * weight)."""
+    from naslib_bayes.data import load_dataset
+
+    result = run_training(TrainConfig(GENOTYPE, "digits", epochs=1, batch_size=4096, cutout=0, lr=0.5,
+                                      weight_decay=0.01, drop_path=0.0), tmp_path)
+    splits = load_dataset("digits", None, seed=0)
+    images = torch.cat([splits.train.images, splits.val.images])  # the validation split trains too
+    labels = torch.cat([splits.train.labels, splits.val.labels]).numpy()
+    assert result["config"]["train_images"] == len(labels)
+    f = images.flatten(1).double().numpy()
+    w0, v0 = (LinearHeads(64, 10).w.detach().double().numpy(), LinearHeads(64, 10).v.detach().double().numpy())
+    loss, grad_w = _cross_entropy_and_gradient(f, w0, labels)
+    aux_loss, grad_v = _cross_entropy_and_gradient(f, v0, labels)
+    assert result["epoch_stats"][0]["train_loss"] == pytest.approx(loss + 0.4 * aux_loss, rel=1e-5)
+    assert np.sqrt((grad_w ** 2).sum() + ((0.4 * grad_v) ** 2).sum()) < 5  # no clipping
+    model = linear_heads[-1]
+    np.testing.assert_allclose(model.w.detach().numpy(), w0 - 0.5 * 1.9 * (grad_w + 0.01 * w0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.v.detach().numpy(), v0 - 0.5 * 1.9 * (0.4 * grad_v + 0.01 * v0), rtol=0, atol=1e-5)
+
+
+def test_darts_training_ramps_drop_path_from_zero_and_anneals_the_rate_to_zero(linear_heads, tmp_path):
+    """DARTS: drop_path_prob = p * epoch / epochs at epoch 0, 1, ...; lr(e) = lr (1 + cos(pi e / E)) / 2."""
+    epochs = 4
+    result = run_training(TrainConfig(GENOTYPE, "digits", epochs=epochs, batch_size=512, cutout=0, lr=0.2,
+                                      drop_path=0.3), tmp_path)
+    seen = linear_heads[-1].seen
+    steps = len(seen) // epochs
+    assert seen == [0.3 * e / epochs for e in range(epochs) for _ in range(steps)]
+    expected = [0.1 * (1 + math.cos(math.pi * e / epochs)) for e in range(epochs)]
+    assert [s["lr"] for s in result["epoch_stats"]] == pytest.approx(expected, rel=1e-12)
+
+
+def test_search_trains_each_epoch_at_the_cosine_rate_from_lr_to_lr_min():
+    """NASLib's schedule: lr(e) = lr_min + (lr - lr_min) (1 + cos(pi e / E)) / 2 over E = warm-up + rounds x epochs."""
+    cfg = SearchConfig(optimizer="random-cell", search_space="nb201", dataset="digits", seed=0, channels=4, cells=1,
+                       batch_size=32, search_images=64,
+                       hyperparameters={"warmup_epochs": 1, "rounds": 2, "lr": 0.08, "lr_min": 0.002})
+    result = run_oneshot_search(cfg)
+    lrs = [s["lr"] for s in result["epoch_stats"]]
+    assert lrs == pytest.approx([0.002 + 0.078 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)
