@@ -55,3 +55,27 @@ def test_bad_op_requests_are_user_errors(name, stride):
 def test_strided_skip_needs_even_channels():
     with pytest.raises(UserError):
         make_op("skip_connect", 3, stride=2)
+
+
+def _factorized_reductions():
+    from naslib_bayes.search_spaces.darts.ops import FactorizedReduce as DartsReduce
+
+    return [make_op("skip_connect", 4, stride=2), DartsReduce(4, 4)]
+
+
+@pytest.mark.parametrize("reduce", _factorized_reductions(), ids=["nasbench201", "darts"])
+def test_strided_skip_reads_the_even_grid_in_one_half_and_the_odd_grid_in_the_other(reduce):
+    # the second convolution reads the image shifted by one pixel: without the shift both halves
+    # read the even grid and the odd pixels would never reach the next cell
+    reduce.eval()  # a fresh BatchNorm: zero stays zero, anything else stays non-zero
+    for conv in (m for m in reduce.modules() if isinstance(m, nn.Conv2d)):
+        nn.init.constant_(conv.weight, 1.0)
+    even, odd = torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8)
+    even[:, :, 0::2, 0::2] = 1.0
+    odd[:, :, 1::2, 1::2] = 1.0
+    for image, silent_half in ((even, 1), (odd, 0)):
+        out = reduce(image).detach()
+        halves = out[:, :2], out[:, 2:]
+        assert out.shape == (1, 4, 4, 4)
+        assert torch.count_nonzero(halves[silent_half]) == 0
+        assert bool((halves[1 - silent_half] > 0).all())
