@@ -88,6 +88,24 @@ def test_baselines_derive_the_concat_of_their_search_network(method):
     assert genotype.normal_concat == genotype.reduce_concat == (4, 5)
 
 
+def test_random_cell_derives_seeded_connected_nb201_cells():
+    """The random-cell baseline's NB201 architecture is a connected cell (as NASLib's sampler): 341 of
+    the 15,625 cells are not, and these seeds draw some of them without the filter."""
+    from naslib_bayes.search_spaces.nasbench201 import cell as nb201
+
+    supernet = NB201SuperNet(4, 1, 10, 1)
+    cells = []
+    for seed in range(400):
+        opt = RandomCell(seed=seed)
+        opt.adapt_search_space(supernet)
+        cells.append(opt.get_final_architecture())
+    assert all(nb201.is_connected(c) for c in cells)
+    assert len(set(cells)) >= 390  # spread over the space, not a few fixed cells
+    again = RandomCell(seed=3)
+    again.adapt_search_space(supernet)
+    assert again.get_final_architecture() == cells[3]
+
+
 def test_genotype_validation():
     with pytest.raises(ValueError, match="none"):
         Genotype.from_json({"normal": [["none", 0], ["skip_connect", 1]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]})
