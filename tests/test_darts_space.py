@@ -62,6 +62,28 @@ def test_switch_curvature_through_the_darts_supernet():
         assert bool((hp > 0).all()) and bool((hc >= 0).all()) and bool((hc > 0).any())
 
 
+def test_auxiliary_head_reads_the_second_reduction_cell_with_darts_widths():
+    """DARTS's auxiliary head classifies the features after the second reduction cell (cell 5 of 8,
+    4 nodes of 4C channels: 16C), with 128 then 768 channels at C = 36, scaled with C (floored at 16 and 32)."""
+    g = Genotype.from_json({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                            "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]] * 4})
+    torch.manual_seed(0)
+    net = DartsEvalNetwork(g, 4, 10, 8, auxiliary=True, in_channels=1).train()
+    seen = {}
+    net.cells[5].register_forward_hook(lambda module, args, out: seen.setdefault("cell5", out))
+    net.auxiliary_head.register_forward_hook(lambda module, args, out: seen.setdefault("head_in", args[0]))
+    net(torch.randn(2, 1, 16, 16))
+    assert seen["head_in"] is seen["cell5"] and seen["head_in"].shape[1] == 16 * 4
+    convs = [m for m in net.auxiliary_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(64, 16), (16, 85)]  # C = 4: 128 C / 36 floored at 16
+    darts_size = DartsEvalNetwork(g, 36, 10, 8, auxiliary=True, in_channels=1)
+    convs = [m for m in darts_size.auxiliary_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(576, 128), (128, 768)]
+    half = DartsEvalNetwork(g, 18, 10, 8, auxiliary=True, in_channels=1)
+    convs = [m for m in half.auxiliary_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(288, 64), (64, 384)]
+
+
 def test_eval_network_drop_path_and_auxiliary_head():
     g = Genotype.from_json({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
                             "reduce": [["max_pool_3x3", 0], ["dil_conv_5x5", 1]] * 4})
