@@ -84,6 +84,21 @@ def test_auxiliary_head_reads_the_second_reduction_cell_with_darts_widths():
     assert [(c.in_channels, c.out_channels) for c in convs] == [(288, 64), (64, 384)]
 
 
+def test_drop_path_spares_identity_edges_and_drops_the_others():
+    """As in DARTS, drop path zeroes whole samples of an edge's output, but never of an identity edge."""
+    from naslib_bayes.search_spaces.darts.eval_network import EvalCell
+
+    torch.manual_seed(0)
+    skips = [("skip_connect", 0), ("skip_connect", 1)] * 4
+    convs = [("sep_conv_3x3", 0), ("sep_conv_3x3", 1)] * 4
+    s0, s1 = torch.randn(64, 4, 6, 6), torch.randn(64, 4, 6, 6)
+    for edges, spared in ((skips, True), (convs, False)):
+        cell = EvalCell(edges, (2, 3, 4, 5), 4, 4, 4, reduction=False, reduction_prev=False).train()
+        kept = cell(s0, s1, 0.0)
+        dropped = cell(s0, s1, 0.9, torch.Generator().manual_seed(0))
+        assert torch.allclose(dropped, kept) == spared
+
+
 def test_eval_network_drop_path_and_auxiliary_head():
     g = Genotype.from_json({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
                             "reduce": [["max_pool_3x3", 0], ["dil_conv_5x5", 1]] * 4})
