@@ -174,6 +174,17 @@ def test_values_outside_a_one_shot_optimizers_range_are_named(optimizer, name, v
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.parametrize("text", ["3e-4", " 3e-4 ", "3_0e-5", "3_e-4"])
+def test_lambda_child_reads_exponent_text_as_every_float_hyper_parameter_does(text):
+    # its default (None: lambda_origin's) leaves its type to BayesNAS, which reads such text as the
+    # shared rule does (underscores included) instead of float() failing on "3_e-4" in a traceback
+    from naslib_bayes.optimizers import registry
+
+    bayesnas = registry.create("bayesnas", kind=registry.ONE_SHOT, seed=0, lambda_child=text)
+    darts = registry.create("darts", kind=registry.ONE_SHOT, seed=0, arch_lr=text)
+    assert bayesnas.config["lambda_child"] == darts.config["arch_lr"] == pytest.approx(3e-4)
+
+
 def test_a_bad_one_shot_opt_value_on_the_command_line_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", "--opt", "lr=-1",
                            "--out", tmp_path / "bn")

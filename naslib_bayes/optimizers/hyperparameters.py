@@ -44,6 +44,13 @@ def above(value: float) -> LowerBound:
 EXPONENT_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+")
 
 
+def exponent_text_float(value: Any) -> float | None:
+    """``value`` as a float when it is text in exponent notation (``"3e-4"``, ``"3_e-4"``), else None."""
+    if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value.replace("_", ""))
+    return None
+
+
 def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
                           lower_bounds: Mapping[str, LowerBound] | None = None) -> dict[str, Any]:
     """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
@@ -99,8 +106,9 @@ def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
-            return float(value.replace("_", ""))
+        parsed = exponent_text_float(value)
+        if parsed is not None:
+            return parsed
     elif kind is str:
         if isinstance(value, str):
             return value

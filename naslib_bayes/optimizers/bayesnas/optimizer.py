@@ -37,7 +37,7 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas import derive
 from naslib_bayes.optimizers.bayesnas.curvature import CurvatureResult, gauss_newton_diagonal
 from naslib_bayes.optimizers.bayesnas.switches import SwitchBank, curvature_by_type
-from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT
+from naslib_bayes.optimizers.hyperparameters import exponent_text_float
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -47,8 +47,9 @@ from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 def _lambda_child(value: Any) -> float:
     """``lambda_child`` as a number: its default (None: lambda_origin's) leaves its type unchecked by
     merge_hyperparameters, so text other than ``3e-4`` (YAML 1.1's reading of it) and booleans are refused here."""
-    if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
-        return float(value)
+    parsed = exponent_text_float(value)
+    if parsed is not None:
+        return parsed
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"BayesNAS: hyper-parameter lambda_child={value!r}: expected a positive number "
                         "(default: lambda_origin's)")
