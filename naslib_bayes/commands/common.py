@@ -77,6 +77,22 @@ positive_float = _float_above(0.0, inclusive=False, what="positive")
 non_negative_float = _float_above(0.0, inclusive=True, what="non-negative")
 
 
+def unit_interval(with_0: bool, with_1: bool, what: str = "number"):
+    """An argparse type for numbers between 0 and 1, each end included or not (``[0, 1)``: 0 only)."""
+    interval = f"{'[' if with_0 else '('}0, 1{']' if with_1 else ')'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not ((0 <= value if with_0 else 0 < value) and (value <= 1 if with_1 else value < 1)):
+            raise argparse.ArgumentTypeError(f"expected a {what} in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
 class _ValueLoader(yaml.SafeLoader):
     """YAML as PyYAML reads it, except that ``1e-3`` is a number: PyYAML follows YAML 1.1, whose
     floats need a dot, and would hand a learning rate written the usual way on as text (the same

@@ -22,22 +22,6 @@ logger = logging.getLogger("naslib_bayes")
 DATASETS = ("mnist", "digits", "cifar10")
 
 
-def _unit_interval(closed: bool):
-    """An argparse type: a number in [0, 1] (``closed``) or in (0, 1)."""
-    import argparse
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not (0 <= value <= 1 if closed else 0 < value < 1):
-            raise argparse.ArgumentTypeError(f"expected a number in {'[0, 1]' if closed else '(0, 1)'}, got {text!r}")
-        return value
-
-    return parse
-
-
 #: CompressionConfig fields set by an option of this command (the others keep their names in messages)
 OPTION_OF_FIELD = {"lam": "--lambda", "epochs": "--epochs", "finetune_epochs": "--finetune-epochs",
                    "batch_size": "--batch-size", "lr": "--lr", "lam_scale": "--lam-scale", "max_params": "--max-params",
@@ -66,13 +50,15 @@ def register(subparsers) -> None:
     parser.add_argument("--lam-scale", choices=LAM_SCALES, default=d.lam_scale,
                         help="lambda per switch: the same for all (none), scaled by the parameters the "
                              f"switch's unit keeps alive (cost) or by their square root (default {d.lam_scale})")
-    parser.add_argument("--max-params", type=_unit_interval(closed=False), default=d.max_params, metavar="FRACTION",
+    parser.add_argument("--max-params", type=common.unit_interval(with_0=False, with_1=False), default=d.max_params,
+                        metavar="FRACTION",
                         help="parameter budget as a fraction of the model's (e.g. 0.1): pruning stops at the first "
                              "update within it and the retraining (--retrain) takes the remaining epochs (default: no budget)")
     parser.add_argument("--retrain", choices=RETRAIN_MODES, default=d.retrain,
                         help="after pruning, fine-tune the pruned weights (finetune) or train the found "
                              f"architecture from fresh initial weights (scratch) (default {d.retrain})")
-    parser.add_argument("--distill", type=_unit_interval(closed=True), default=d.distill, metavar="ALPHA",
+    parser.add_argument("--distill", type=common.unit_interval(with_0=True, with_1=True), default=d.distill,
+                        metavar="ALPHA",
                         help="weight of distilling the dense baseline into the pruned network while it is retrained: "
                              "(1 - ALPHA) cross-entropy + ALPHA soft-target loss (default 0: off; needs the baseline)")
     parser.add_argument("--distill-temperature", type=common.positive_float, default=d.distill_temperature,

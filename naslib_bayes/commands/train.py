@@ -23,25 +23,14 @@ def register(subparsers) -> None:
     parser.add_argument("--cutout", type=common.non_negative_int,
                         help="cutout side (default: 16 CIFAR, 8 ImageNet16, 7 MNIST, 2 digits; 0: off)")
     parser.add_argument("--auxiliary-weight", type=common.non_negative_float, help="DARTS auxiliary head loss weight (0.4; 0: no head)")
-    parser.add_argument("--drop-path", type=_drop_probability, help="DARTS final drop-path probability (0.2)")
+    # below 1: at 1 every sample is dropped and there is nothing to rescale
+    parser.add_argument("--drop-path", type=common.unit_interval(with_0=True, with_1=False, what="probability"),
+                        help="DARTS final drop-path probability (0.2)")
     parser.add_argument("--resume", action="store_true", help="continue the training checkpointed in --out")
     common.add_device(parser)
     common.add_seed(parser)
     common.add_out(parser)
     parser.set_defaults(run=run)
-
-
-def _drop_probability(text: str) -> float:
-    """An argparse type: a probability in [0, 1) (at 1 every sample is dropped: nothing to rescale)."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
 
 
 def run(args) -> int:
