@@ -213,6 +213,38 @@ def test_overwrite_replaces_a_finished_result(capsys, tmp_path, nats_csv):
     assert json.loads((out / "result.json").read_text())["seed"] == 5
 
 
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "bayesnas", "--dataset", "mnist", *ONE_SHOT_FAST],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "mnist",
+     "--epochs", "1"],
+])
+def test_overwrite_with_data_that_cannot_load_keeps_the_unfinished_run(capsys, tmp_path, argv):
+    """A mistyped --data-root must not cost the run --overwrite would have replaced: its
+    checkpoint goes only when the new run writes its own."""
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    code, _, err = run_cli(capsys, *argv, "--data-root", tmp_path / "no-such-folder", "--overwrite", "--out", out)
+    assert code == 2
+    assert "no-such-folder" in one_error_line(err)
+    assert checkpoint.read_bytes() == b"an unfinished run"
+
+
+def test_overwrite_replaces_the_unfinished_runs_checkpoint_with_its_own(capsys, tmp_path):
+    from naslib_bayes.training import checkpoint as ckpt
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"an unfinished run")
+    train = ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+             "--epochs", "1", "--channels", "4", "--cells", "1", "--seed", "2"]
+    code, _, err = run_cli(capsys, *train, "--overwrite", "--out", out)
+    assert code == 0, err
+    state = ckpt.load(out / "checkpoint.pt")
+    assert state["run"]["--seed"] == 2 and state["run"]["--epochs"] == 1
+
+
 def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
     from naslib_bayes.commands.common import prepare_resumable_out
     from naslib_bayes.errors import UserError
@@ -227,7 +259,7 @@ def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
     assert prepare_resumable_out(out, overwrite=False, resume=True) == out
     assert checkpoint.read_bytes() == b"an unfinished run"  # --resume continues it
     assert prepare_resumable_out(out, overwrite=True, resume=False) == out
-    assert not checkpoint.exists()  # a fresh start must not be resumed from the old run's state later
+    assert checkpoint.read_bytes() == b"an unfinished run"  # until the new run writes its own
     assert (out / "result.json").read_text() == "{}"  # the finished result stays until the new one replaces it
 
 

@@ -194,18 +194,22 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
 
 def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
     """``--out`` of a command that checkpoints: ``--resume`` needs the checkpoint there, and a fresh
-    start refuses to throw an unfinished run's checkpoint away unless ``--overwrite`` says so."""
+    start refuses to replace an unfinished run's checkpoint unless ``--overwrite`` says so.
+
+    Nothing is deleted here: the old checkpoint stays until the new run's first checkpoint
+    replaces it (an atomic rename), so a fresh start that fails on its input (a mistyped
+    ``--data-root``) leaves the unfinished run resumable. Resuming checks the run's settings, so
+    the old state is never continued under other ones.
+    """
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     checkpoint = out / CHECKPOINT_FILE
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")
     out = prepare_out(out, overwrite or resume)
-    if not resume:
-        if checkpoint.exists() and not overwrite:
-            raise UserError(f"{checkpoint} holds an unfinished run: continue it with --resume "
-                            "or start over with --overwrite")
-        checkpoint.unlink(missing_ok=True)
+    if not resume and checkpoint.exists() and not overwrite:
+        raise UserError(f"{checkpoint} holds an unfinished run: continue it with --resume "
+                        "or start over with --overwrite")
     return out
 
 
