@@ -186,6 +186,15 @@ def test_opt_keeps_text_that_only_looks_like_a_number():
     assert key_value("name='1e-3'") == ("name", "1e-3")  # quoted: the user asked for text
 
 
+def test_train_refuses_a_cutout_larger_than_the_images(capsys, tmp_path):
+    # a square wider than the image blanks most images, and every one from twice the side on
+    code, _, err = run_cli(capsys, "train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+                           "--dataset", "digits", "--epochs", "1", "--cutout", "9", "--out", tmp_path / "out")
+    assert code == 2
+    assert one_error_line(err) == "naslib-bayes: error: --cutout 9 is larger than the 8x8 images of digits"
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--weight-decay", "-1", "argument --weight-decay: expected a non-negative number, got '-1'"),
     ("--weight-decay", "nan", "argument --weight-decay: expected a non-negative number, got 'nan'"),

@@ -212,6 +212,9 @@ def load_training_data(cfg: TrainConfig, settings: TrainSettings, device: torch.
     from naslib_bayes.data import default_augment, load_dataset
 
     splits = load_dataset(cfg.dataset, cfg.data_root, seed=settings.data_seed)
+    height, width = splits.train.image_shape[-2:]
+    if settings.cutout > max(height, width):  # most images blanked; every one from twice the side on
+        raise UserError(f"--cutout {settings.cutout} is larger than the {height}x{width} images of {splits.train.name}")
     name = splits.train.name
     test = splits.test or splits.val
     if test is None:
