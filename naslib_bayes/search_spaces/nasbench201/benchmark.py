@@ -9,7 +9,9 @@ Dataset names are canonical: ``cifar10``, ``cifar100``, ``ImageNet16-120`` (NASL
 ``cifar10-valid`` and a few spellings are accepted as aliases). Metric names:
 ``test_accuracy``, ``val_accuracy``, ``train_accuracy`` (percent), ``train_time`` (s),
 ``params`` (M), ``flops`` (M), ``latency`` (s), plus whatever extra columns a file holds
-(zero-cost proxies, for instance).
+(zero-cost proxies, for instance). ``train_time`` is what the file holds, unconverted: the
+official ``.pth`` files' time of all training epochs, a NASLib pickle's ``cost_info`` value;
+compare training costs only between cells read from one kind of file.
 """
 
 from __future__ import annotations
