@@ -276,3 +276,24 @@ def test_darts_genotype_takes_per_node_the_two_edges_with_the_largest_non_none_w
     genotype = opt.get_final_architecture()
     assert genotype.normal == genotype.reduce == expected
     assert genotype.normal_concat == (2, 3, 4, 5)
+
+
+class _EdgeNumberMixer:
+    """Each edge's output is its own number everywhere: a node holds the sum of its edges' numbers."""
+
+    def mix(self, state, ops, cell_type, index, edge):
+        return torch.full_like(state, float(edge))
+
+
+@pytest.mark.parametrize("multiplier, expected_nodes", [(1, [26.0]), (2, [9.0, 26.0]), (3, [1.0, 9.0, 26.0])])
+def test_search_cell_concatenates_its_last_nodes(multiplier, expected_nodes):
+    """Three steps: node 0 sums edges 0+1, node 1 edges 2+3+4, node 2 edges 5..8 (1, 9, 26); the
+    output is the last ``multiplier`` of them, in order, C channels each (DARTS's concat)."""
+    from naslib_bayes.search_spaces.darts.search_network import SearchCell
+
+    cell = SearchCell(steps=3, multiplier=multiplier, c_pp=4, c_p=4, c=2, reduction=False, reduction_prev=False,
+                      cell_type="normal", index=0)
+    out = cell(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3), _EdgeNumberMixer())
+    assert out.shape == (1, 2 * multiplier, 3, 3)
+    expected = torch.cat([torch.full((1, 2, 3, 3), value) for value in expected_nodes], dim=1)
+    torch.testing.assert_close(out, expected)
