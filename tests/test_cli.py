@@ -156,7 +156,21 @@ def test_benchmarks_that_cannot_serve_the_search_are_one_line_errors(capsys, tmp
     assert code == 2, err
     errors = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], err
-    assert "Traceback" not in err and not (tmp_path / "out" / "result.json").exists()
+    assert "Traceback" not in err and not (tmp_path / "out").exists()  # refused before anything is made
+
+
+@pytest.mark.parametrize("optimizer, opt, message", [
+    ("re", "population_size=0", "population_size"),
+    ("tnas", "initial_design=0", "initial_design=0"),
+])
+def test_a_bad_optimizer_setting_is_refused_before_the_out_folder_is_made(capsys, tmp_path, nats_csv, optimizer, opt,
+                                                                           message):
+    code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "5", "--opt", opt, "--out", tmp_path / "out")
+    assert code == 2, err
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_partial_benchmark_is_warned_about_and_the_search_stays_within_it(capsys, tmp_path):

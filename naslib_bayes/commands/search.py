@@ -170,20 +170,21 @@ def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
 
 
 def run_black_box(args) -> int:
-    from naslib_bayes.experiment import run_blackbox_search
+    from naslib_bayes.experiment import plan_blackbox_search
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     _require(args, "benchmark", "budget")
     benchmark = load_benchmark(args.benchmark)
     benchmark.metrics(args.dataset)  # a missing dataset is an error before anything is written
     hyperparameters = {**_surrogate_hyperparameters(args), **dict(args.opt)}
-    out = common.prepare_out(args.out, args.overwrite)
+    search = plan_blackbox_search(benchmark, args.optimizer, args.dataset, args.budget, args.seed,
+                                  search_metric=args.search_metric, report_metric=args.report_metric,
+                                  hyperparameters=hyperparameters)
+    out = common.prepare_out(args.out, args.overwrite)  # after every check of the arguments
+    for message in search.warnings:
+        common.warn(message)
     with tqdm(total=args.budget, desc=f"{args.optimizer} {args.dataset}", unit="query", disable=None) as bar:
-        result = run_blackbox_search(
-            benchmark, args.optimizer, args.dataset, args.budget, args.seed,
-            search_metric=args.search_metric, report_metric=args.report_metric,
-            hyperparameters=hyperparameters, progress=lambda n: bar.update(n - bar.n), warn=common.warn,
-        )
+        result = search.run(progress=lambda n: bar.update(n - bar.n))
     path = results.write_result(out, result)
     accuracy = result["benchmark_accuracy"].get(result["dataset"])
     print(f"{result['final_architecture']}  {result['report_metric']}={accuracy}  -> {path}")
