@@ -97,17 +97,14 @@ def run_blackbox_search(
     dataset: str,
     budget: int,
     seed: int,
-    search_metric: str | None = None,
-    report_metric: str | None = None,
-    hyperparameters: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] = lambda message: None,
-    prepared: Path | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run one seeded search and return its result (schema ``result.json``): :func:`plan_blackbox_search`,
+    """Run one seeded search and return its result (schema ``result.json``): :func:`plan_blackbox_search`
+    with ``options`` (``search_metric``, ``report_metric``, ``hyperparameters``, ``prepared``),
     each of its warnings passed to ``warn``, then :meth:`BlackBoxSearch.run`."""
-    search = plan_blackbox_search(benchmark, optimizer, dataset, budget, seed, search_metric, report_metric,
-                                  hyperparameters, prepared)
+    search = plan_blackbox_search(benchmark, optimizer, dataset, budget, seed, **options)
     for message in search.warnings:
         warn(message)
     return search.run(progress)
