@@ -31,6 +31,7 @@ from scipy import stats
 
 from naslib_bayes import results
 from naslib_bayes.commands.common import key_value
+from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
         p.error(f"{bench.source} lacks test accuracy of some or all cells on {', '.join(lacking)}; "
                 "this benchmark needs a complete NAS-Bench-201 file (e.g. the NATS-Bench CSV)")
     shared = dict(args.opt)
+    # BayesNAS's own lambda, printed with the shared settings whichever method runs first
+    bayesnas_lambda = args.lambda_ if args.lambda_ is not None else shared.get("lambda_origin", BayesNAS.defaults["lambda_origin"])
 
     runs: list[dict] = []
     print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "
@@ -85,8 +88,8 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         for method in methods:
             hyper = dict(shared)
-            if method == "bayesnas" and args.lambda_ is not None:
-                hyper["lambda_origin"] = args.lambda_
+            if method == "bayesnas":
+                hyper["lambda_origin"] = bayesnas_lambda
             cfg = SearchConfig(optimizer=method, search_space="nb201", dataset="mnist", data_root=args.data_root,
                                seed=seed, channels=args.channels, cells=args.cells, batch_size=args.batch_size,
                                hyperparameters=hyper)
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
                       f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
                       flush=True)
                 print(f"# DARTS: same weight optimiser on half the images, Adam(lr 3e-4, betas (0.5, 0.999), wd 1e-3) "
-                      f"on alpha with the other half; BayesNAS: lambda {hyper.get('lambda_origin', 0.01)}, switches in "
+                      f"on alpha with the other half; BayesNAS: lambda {bayesnas_lambda}, switches in "
                       f"the SGD optimiser without weight decay", flush=True)
                 print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "
                       f"{'search_s':>8} {'epoch_s':>7} {'cpu_s':>6}", flush=True)

@@ -260,6 +260,32 @@ def test_the_oneshot_benchmark_refuses_an_incomplete_file_before_any_search(zc_j
 
 
 
+def _fake_oneshot_result(cfg, benchmark=None):
+    """A finished one-shot search's result, as much of it as the one-shot benchmark prints."""
+    lam = cfg.hyperparameters.get("lambda_origin", 0.01)
+    config = {"lr_schedule": "SGD", "batch_size": cfg.batch_size, "total_epochs": 2, "steps_per_epoch": 1,
+              "augmentation": None, "channels": cfg.channels, "cells": cfg.cells,
+              "optimizer_config": {"weight_decay": 3e-4, "grad_clip": 5.0, "warmup_epochs": 1, "rounds": 1, "epochs": 1,
+                                   "lambda_child": lam}}
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    return {"optimizer": cfg.optimizer, "seed": cfg.seed, "config": config, "search_data": {"search_images": 2},
+            "final_architecture": cell, "op_counts": {"nor_conv_3x3": 6}, "parameter_free": False,
+            "benchmark_accuracy": {"cifar10": 93.0, "cifar100": 70.0, "ImageNet16-120": 40.0},
+            "epoch_times_s": [1.0, 1.0], "epoch_cpu_times_s": [1.0, 1.0], "repair_fraction": 0.6,
+            "architecture_update_times_s": [0.5], "relevance": [{"op": "nor_conv_3x3", "gamma": 1.0, "entropy": 1.0}],
+            "architecture_updates": [{"mean_curvature": {"normal": [0.001, 0.001]}}]}
+
+
+def test_the_oneshot_benchmark_prints_the_bayesnas_lambda_it_searched_with_whichever_method_runs_first(
+        nats_csv, tmp_path, capsys, monkeypatch):
+    import oneshot_nb201
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", _fake_oneshot_result)
+    oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
+                        "--methods", "darts,bayesnas", "--lambda", "0.005"])
+    assert "BayesNAS: lambda 0.005," in capsys.readouterr().out
+
+
 def test_the_compression_benchmark_refuses_a_validation_split_without_images(mnist_dir, capsys):
     with pytest.raises(SystemExit) as info:
         compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", "--val-size", "0", "--seeds", "0"])
