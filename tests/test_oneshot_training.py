@@ -211,6 +211,18 @@ def test_train_parses_every_arch_form(tmp_path):
     assert parse_arch(str(tmp_path / "r2.json"))[0] == "darts"
 
 
+def test_an_arch_file_that_is_missing_or_holds_no_cell_is_named(tmp_path):
+    from naslib_bayes.errors import UserError
+
+    missing = tmp_path / "runs" / "result.json"
+    with pytest.raises(UserError, match=f"^--arch {missing}: no such file$"):
+        parse_arch(str(missing))
+    compressed = tmp_path / "compressed.json"  # a compression's result.json: its architecture is a width list
+    compressed.write_text(json.dumps({"final_architecture": "1-20-50-500-10"}))
+    with pytest.raises(UserError, match=f"^{compressed}: .*'1-20-50-500-10'"):
+        parse_arch(str(compressed))
+
+
 def test_cli_train_nb201_cell_and_bad_arch(capsys, tmp_path):
     s = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     code, out, err = run_cli(capsys, "train", "--arch", s, "--dataset", "digits", "--epochs", "2", "--channels", "4",

@@ -65,12 +65,17 @@ def parse_arch(text: str) -> tuple[str, nb201.Cell | Genotype]:
         except (OSError, ValueError) as exc:
             raise UserError(f"{path}: cannot read an architecture from it ({exc})") from None
         source = str(path)
+    elif not text.startswith("|") and ("/" in text or text.endswith(".json")):  # a path, not a cell string
+        raise UserError(f"--arch {text}: no such file")
     else:
         return "nasbench201", nb201.from_string(text)
     if isinstance(data, dict) and "final_architecture" in data:  # a search's result.json
         final = data["final_architecture"]
         if isinstance(final, str):
-            return "nasbench201", nb201.from_string(final)
+            try:
+                return "nasbench201", nb201.from_string(final)
+            except UserError as exc:  # e.g. a compression's result.json, whose architecture is a width list
+                raise UserError(f"{source}: {exc}") from None
         data = final
     return "darts", Genotype.from_json(data, source=source)
 
