@@ -227,14 +227,35 @@ def _parse_option(item: str) -> tuple[str, object]:
     return key, {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _comma_list(convert, what: str, accept=lambda value: True):
+    """An argparse type: comma-separated values, each converted and accepted, else one line saying what was expected."""
+    def parse(text: str) -> list:
+        try:
+            values = [convert(item) for item in text.split(",")]
+        except ValueError:
+            values = None
+        if not values or not all(accept(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+    return parse
+
+
+def _models(text: str) -> list[str]:
+    for name in text.split(","):
+        if name not in DEFAULTS:
+            raise argparse.ArgumentTypeError(f"{name!r} has no benchmark settings; choose among {', '.join(DEFAULTS)}")
+    return text.split(",")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_root = os.environ.get("NASLIB_BAYES_DATA")
     parser.add_argument("--data-root", type=Path, default=Path(default_root) / "mnist" if default_root else None,
                         help="MNIST folder (default: $NASLIB_BAYES_DATA/mnist)")
-    parser.add_argument("--models", default="lenet5,lenet300")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--lambdas", help="comma-separated lambdas (default: the per-model DEFAULTS)")
+    parser.add_argument("--models", type=_models, default="lenet5,lenet300")
+    parser.add_argument("--seeds", type=_comma_list(int, "seeds (integers)", lambda s: s >= 0), default="0,1,2")
+    parser.add_argument("--lambdas", type=_comma_list(float, "positive numbers", lambda v: 0 < v < float("inf")),
+                        help="comma-separated lambdas (default: the per-model DEFAULTS)")
     parser.add_argument("--epochs", type=int, help="total epochs (default: per model)")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: per model)")
     parser.add_argument("--val-size", type=int, default=1000)
@@ -257,11 +278,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     options = dict(_parse_option(item) for item in args.opt)
     jobs = []
-    for model in args.models.split(","):
+    for model in args.models:
         d = DEFAULTS[model]
-        lams = [float(v) for v in args.lambdas.split(",")] if args.lambdas else [d["lam"]]
-        for lam in lams:
-            for seed in (int(s) for s in args.seeds.split(",")):
+        for lam in args.lambdas or [d["lam"]]:
+            for seed in args.seeds:
                 jobs.append(dict(model=model, seed=seed, lam=lam, epochs=args.epochs or d["epochs"],
                                  finetune_epochs=args.finetune_epochs if args.finetune_epochs is not None
                                  else d["finetune_epochs"], val_size=args.val_size,

@@ -292,6 +292,18 @@ def test_the_compression_benchmark_refuses_a_validation_split_without_images(mni
     assert info.value.code == 2 and "--split val needs validation images: --val-size 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--seeds", "0,1,...,11", "argument --seeds: expected comma-separated seeds (integers), got '0,1,...,11'"),
+    ("--models", "lenet5,vgg", "argument --models: 'vgg' has no benchmark settings; choose among lenet5, lenet300"),
+    ("--lambdas", "0.02,-1", "argument --lambdas: expected comma-separated positive numbers, got '0.02,-1'"),
+])
+def test_the_compression_benchmark_refuses_a_bad_list_in_one_line(mnist_dir, capsys, option, value, message):
+    with pytest.raises(SystemExit) as info:
+        compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and "Traceback" not in err
+
+
 def test_a_cached_run_is_reused_only_for_the_same_method_settings_and_benchmark(nats_csv, nats_benchmark, tmp_path,
                                                                                  monkeypatch):
     """The method table and the benchmark file are not part of the package's code fingerprint."""
