@@ -153,9 +153,10 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     out_dir = Path(out)
     done = out_dir / "meta.json"
-    if done.exists():  # a surrogate meta-trained by other code, or on other accuracies, is meta-trained again
+    if done.exists():  # one meta-trained by other code, on other data or with other settings is made again
         record = json.loads(done.read_text())
-        if record.get("code") == code and record.get("benchmark_sha256") == benchmark_sha256:
+        made_for = {"code": code, "benchmark_sha256": benchmark_sha256, "target": target, "settings": settings or {}}
+        if all(record.get(key) == value for key, value in json.loads(json.dumps(made_for)).items()):
             return record
     import torch
 

@@ -64,7 +64,8 @@ def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_bench
     from naslib_bayes.optimizers import tnas
 
     folder = tmp_path / "surrogates" / "cifar10" / "seed0"
-    record = {"target": "cifar10", "seed": 0, "wall_s": 30.0, "code": source_fingerprint(), "benchmark_sha256": "abc"}
+    record = {"target": "cifar10", "seed": 0, "settings": {}, "wall_s": 30.0, "code": source_fingerprint(),
+              "benchmark_sha256": "abc"}
     _write(folder / "meta.json", record)
 
     def meta_trained_anew(*args, **kwargs):
@@ -79,6 +80,32 @@ def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_bench
     _write(folder / "meta.json", record)
     with pytest.raises(RuntimeError, match="meta-trained anew"):
         tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="other-file")
+
+
+def test_a_surrogate_is_reused_only_for_the_datasets_and_settings_it_was_meta_trained_with(nats_csv, tmp_path,
+                                                                                          monkeypatch):
+    # The leave-one-out benchmark's surrogates/cifar10/seed0 left cifar10 out; the validation script's
+    # is meta-trained on cifar10 alone. With one --cache for both, reusing the first for the second
+    # would search cifar100 with a surrogate meta-trained on it.
+    from naslib_bayes.optimizers import tnas
+
+    folder = tmp_path / "surrogates" / "cifar10" / "seed0"
+    record = {"target": "cifar10", "seed": 0, "settings": {}, "wall_s": 30.0, "code": source_fingerprint(),
+              "benchmark_sha256": "abc"}
+    _write(folder / "meta.json", record)
+
+    def meta_trained_anew(*args, **kwargs):
+        raise RuntimeError("meta-trained anew")
+
+    monkeypatch.setattr(tnas, "meta_train_surrogate", meta_trained_anew)
+    with pytest.raises(RuntimeError, match="meta-trained anew"):
+        tnas_nb201.meta_train_unit(str(nats_csv), ("cifar100", "ImageNet16-120"), 0, str(folder), benchmark_sha256="abc")
+    with pytest.raises(RuntimeError, match="meta-trained anew"):
+        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), {"meta_evidence_top": 200}, "abc")
+    left_out = {**record, "target": ["cifar100", "ImageNet16-120"], "settings": {"meta_evidence_top": 200}}
+    _write(folder / "meta.json", left_out)
+    assert tnas_nb201.meta_train_unit(str(nats_csv), ("cifar100", "ImageNet16-120"), 0, str(folder),
+                                      {"meta_evidence_top": 200}, "abc") == left_out
 
 
 def test_every_setting_meta_training_reads_gives_the_surrogates_a_folder_of_their_own(monkeypatch):

@@ -161,6 +161,25 @@ def test_surrogate_settings_are_refused_with_a_surrogate_file(capsys, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("opt", ["encoder_hidden=512", "dataset_encoder=learned", "meta_output_transform=robust",
+                                 "meta_iterations=3000", "meta_evidence_top=200"])
+def test_meta_training_hyperparameters_are_refused_with_a_surrogate_file(capsys, tmp_path, nats_csv, opt):
+    # The file was meta-trained with its own settings: these would be ignored, yet recorded in
+    # result.json's config as if the search had used them (--encoder-hidden is refused the same way).
+    (tmp_path / "surrogate.pt").write_bytes(b"refused before it is read")
+    key = opt.split("=")[0]
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--surrogate", tmp_path / "surrogate.pt", "--opt", opt,
+                           "--out", tmp_path / "out")
+    assert code == 2
+    assert f"--opt {key} applies when meta-training here; a --surrogate file already has one" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--opt", f"surrogate={tmp_path / 'surrogate.pt'}", "--opt", opt,
+                           "--out", tmp_path / "out")
+    assert code == 2 and f"--opt {key} applies when meta-training here" in one_error_line(err)
+
+
 def test_a_missing_surrogate_is_the_only_line_and_makes_no_folder(capsys, tmp_path, nats_csv):
     code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
                            "--budget", "3", "--surrogate", tmp_path / "missing", "--out", tmp_path / "out")
