@@ -172,7 +172,7 @@ def test_meta_training_hyperparameters_are_refused_with_a_surrogate_file(capsys,
                            "--budget", "3", "--surrogate", tmp_path / "surrogate.pt", "--opt", opt,
                            "--out", tmp_path / "out")
     assert code == 2
-    assert f"--opt {key} applies when meta-training here; a --surrogate file already has one" in one_error_line(err)
+    assert f"--opt {key} applies when meta-training here; a surrogate file already has one" in one_error_line(err)
     assert not (tmp_path / "out").exists()
     code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
                            "--budget", "3", "--opt", f"surrogate={tmp_path / 'surrogate.pt'}", "--opt", opt,

@@ -537,13 +537,26 @@ def cifar100_surrogate(nats_benchmark, tmp_path_factory):
 
 def test_a_given_surrogate_is_used_without_meta_training(capsys, nats_csv, cifar100_surrogate, tmp_path):
     code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
-                           "--opt", f"tnas.surrogate={cifar100_surrogate}", "--opt", "tnas.meta_iterations=100",
-                           "--seeds", "1", "--budget", "6", "--out", tmp_path)
+                           "--opt", f"tnas.surrogate={cifar100_surrogate}", "--seeds", "1", "--budget", "6",
+                           "--out", tmp_path)
     assert code == 0, err
     assert not (tmp_path / runner.SURROGATES_DIR).exists()  # nothing prepared
     used = json.loads((tmp_path / runner.RUNS_DIR / "tnas-cifar10-0.json").read_text())["surrogate"]
     assert used["path"] == str(cifar100_surrogate / "surrogate.pt") and not used["meta_trained_here"]
     assert used["meta_datasets"] == ["cifar100"]
+
+
+@pytest.mark.parametrize("opt", ["tnas.meta_iterations=100", "tnas.encoder_hidden=512", "tnas.dataset_encoder=learned"])
+def test_meta_training_settings_beside_a_given_surrogate_are_refused(capsys, nats_csv, cifar100_surrogate, tmp_path,
+                                                                      opt):
+    # as in search: the file fixed them, so they would be ignored yet recorded in every run's config
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas",
+                           "--opt", f"tnas.surrogate={cifar100_surrogate}", "--opt", opt, "--seeds", "1",
+                           "--budget", "6", "--out", tmp_path / "out")
+    assert code == 2
+    key = opt.split("=")[0]
+    assert f"--opt {key} applies when meta-training here; a surrogate file already has one" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_runs_of_a_given_surrogate_are_not_reused_once_that_file_is_meta_trained_anew(capsys, nats_benchmark, nats_csv,

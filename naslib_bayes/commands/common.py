@@ -213,6 +213,19 @@ def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
     return out
 
 
+def refuse_meta_training_beside_a_surrogate(hyperparameters: dict[str, Any], opt_prefix: str = "") -> None:
+    """TNAS settings that decide only the surrogate meta-trained at setup, given beside a surrogate
+    file (``surrogate``), which has already fixed them: they would be ignored, yet recorded in
+    result.json's config as if used. (``feature_extractor`` stays allowed: it names the extractor
+    a file's ``module:factory`` is trusted as.) ``opt_prefix``: how ``--opt`` names them (``tnas.``)."""
+    if hyperparameters.get("surrogate") is None:
+        return
+    for key in hyperparameters:
+        if key in ("dataset_encoder", "encoder_hidden") or key.startswith("meta_"):
+            raise UserError(f"--opt {opt_prefix}{key} applies when meta-training here; "
+                            "a surrogate file already has one")
+
+
 def check_image_options(encoder: str, image_root, feature_extractor) -> None:
     """``--image-root`` and ``--feature-extractor`` serve the ``images`` dataset encoder only.
 

@@ -93,6 +93,8 @@ def _hyperparameters(pairs, optimizers) -> dict[str, dict]:
         if name == "seed":  # the optimizers take it as an argument of their own
             raise UserError(f"--opt {key}: the seed is not a hyper-parameter; give seeds with --seeds")
         found.setdefault(optimizer, {})[name] = value
+    for optimizer, hyperparameters in found.items():
+        common.refuse_meta_training_beside_a_surrogate(hyperparameters, f"{optimizer}.")
     return found
 
 

@@ -217,19 +217,9 @@ def _surrogate_hyperparameters(args) -> dict:
             if given.get(key) is not None:
                 raise UserError(f"--{key.replace('_', '-')} applies when meta-training here; "
                                 "a --surrogate file already has one")
-    if given.get("surrogate") is not None or dict(args.opt).get("surrogate") is not None:
-        _refuse_meta_training_opts(args.opt)
+    opts = dict(args.opt)
+    common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": given.get("surrogate", opts.get("surrogate"))})
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
-
-
-def _refuse_meta_training_opts(opts) -> None:
-    """``--opt`` settings of meta-training, which a --surrogate file has already fixed.
-
-    (``feature_extractor`` stays allowed: it names the extractor a file's ``module:factory`` is trusted as.)
-    """
-    for key, _ in opts:
-        if key in ("dataset_encoder", "encoder_hidden") or key.startswith("meta_"):
-            raise UserError(f"--opt {key} applies when meta-training here; a --surrogate file already has one")
 
 
 def _require(args, *names: str) -> None:
