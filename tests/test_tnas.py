@@ -538,7 +538,7 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     from naslib_bayes import results
 
     code, out, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,ImageNet16-120",
-                          "--seed", "1", "--iterations", "6", "--out", str(tmp_path / "mt"))
+                          "--seed", "1", "--iterations", "6", "--encoder-hidden", "16", "--out", str(tmp_path / "mt"))
     assert code == 0, err
     meta = json.loads((tmp_path / "mt" / "result.json").read_text())
     jsonschema.validate(meta, results.load_schema())
@@ -550,6 +550,7 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     result = json.loads((tmp_path / "s" / "result.json").read_text())
     jsonschema.validate(result, results.load_schema())
     assert result["surrogate"]["path"].endswith("surrogate.pt") and not result["surrogate"]["meta_trained_here"]
+    assert result["surrogate"]["encoder_hidden"] == 16  # the file's, whatever the unused default in config says
     assert result["dataset_encoder"]["mode"] == "off" and result["initial_design"]["k"] == 5
     assert result["initial_design"]["architectures"] == [t["architecture"] for t in result["trajectory"][:5]]
     assert len(result["trajectory"]) == 7

@@ -273,6 +273,7 @@ class TNAS(DeepKernelBO):
         extras = super().result_extras()
         k = min(len(self.initial), self.problem.objective.budget)  # what was queried
         extras["surrogate"] = {**self.surrogate_info, "output_transform": self.surrogate.config.output_transform,
+                               "encoder_hidden": self.surrogate.config.encoder_hidden,  # a file's, not config's default
                                "prior_beta": self.prior_beta(), "prior_form": self.config["prior_form"],
                                "target_units": self.config["target_units"]}
         if self.config["prior_form"] == "top":
