@@ -32,6 +32,7 @@ from scipy import stats
 from naslib_bayes import results
 from naslib_bayes.commands.common import key_value
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
+from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     shared = dict(args.opt)
     # BayesNAS's own lambda, printed with the shared settings whichever method runs first
     bayesnas_lambda = args.lambda_ if args.lambda_ is not None else shared.get("lambda_origin", BayesNAS.defaults["lambda_origin"])
+    darts = {key: shared.get(key, default) for key, default in DARTS.defaults.items()}  # its Adam on alpha, as searched
 
     runs: list[dict] = []
     print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
                       f"steps/epoch, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
                       f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
                       flush=True)
-                print(f"# DARTS: same weight optimiser on half the images, Adam(lr 3e-4, betas (0.5, 0.999), wd 1e-3) "
+                print(f"# DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "
+                      f"({darts['arch_beta1']:g}, {darts['arch_beta2']:g}), wd {darts['arch_weight_decay']:g}) "
                       f"on alpha with the other half; BayesNAS: lambda {bayesnas_lambda}, switches in "
                       f"the SGD optimiser without weight decay", flush=True)
                 print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "

@@ -313,6 +313,15 @@ def test_the_oneshot_benchmark_prints_the_bayesnas_lambda_it_searched_with_which
     assert "BayesNAS: lambda 0.005," in capsys.readouterr().out
 
 
+def test_the_oneshot_benchmark_prints_the_darts_optimiser_it_searched_with(nats_csv, tmp_path, capsys, monkeypatch):
+    import oneshot_nb201
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", _fake_oneshot_result)
+    oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
+                        "--methods", "darts", "--opt", "arch_lr=0.001", "--opt", "arch_beta1=0.9"])
+    assert "Adam(lr 0.001, betas (0.9, 0.999), wd 0.001)" in capsys.readouterr().out
+
+
 def test_the_compression_benchmark_refuses_a_validation_split_without_images(mnist_dir, capsys):
     with pytest.raises(SystemExit) as info:
         compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", "--val-size", "0", "--seeds", "0"])
