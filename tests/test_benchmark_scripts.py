@@ -60,7 +60,10 @@ def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, n
     assert json.loads(out.read_text()) == fresh
 
 
-def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_benchmark(nats_csv, tmp_path, monkeypatch):
+@pytest.fixture
+def cached_surrogate(tmp_path, monkeypatch):
+    """A cached surrogate's folder and meta.json record (cifar10 left out, this code, benchmark "abc");
+    meta-training anew raises RuntimeError("meta-trained anew")."""
     from naslib_bayes.optimizers import tnas
 
     folder = tmp_path / "surrogates" / "cifar10" / "seed0"
@@ -72,6 +75,11 @@ def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_bench
         raise RuntimeError("meta-trained anew")
 
     monkeypatch.setattr(tnas, "meta_train_surrogate", meta_trained_anew)
+    return folder, record
+
+
+def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_benchmark(nats_csv, cached_surrogate):
+    folder, record = cached_surrogate
     assert tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="abc") == record
     _write(folder / "meta.json", {**record, "code": "other-code"})
     with pytest.raises(RuntimeError, match="meta-trained anew"):
@@ -82,22 +90,11 @@ def test_a_surrogate_is_reused_only_when_this_code_meta_trained_it_on_this_bench
         tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="other-file")
 
 
-def test_a_surrogate_is_reused_only_for_the_datasets_and_settings_it_was_meta_trained_with(nats_csv, tmp_path,
-                                                                                          monkeypatch):
+def test_a_surrogate_is_reused_only_for_the_datasets_and_settings_it_was_meta_trained_with(nats_csv, cached_surrogate):
     # The leave-one-out benchmark's surrogates/cifar10/seed0 left cifar10 out; the validation script's
     # is meta-trained on cifar10 alone. With one --cache for both, reusing the first for the second
     # would search cifar100 with a surrogate meta-trained on it.
-    from naslib_bayes.optimizers import tnas
-
-    folder = tmp_path / "surrogates" / "cifar10" / "seed0"
-    record = {"target": "cifar10", "seed": 0, "settings": {}, "wall_s": 30.0, "code": source_fingerprint(),
-              "benchmark_sha256": "abc"}
-    _write(folder / "meta.json", record)
-
-    def meta_trained_anew(*args, **kwargs):
-        raise RuntimeError("meta-trained anew")
-
-    monkeypatch.setattr(tnas, "meta_train_surrogate", meta_trained_anew)
+    folder, record = cached_surrogate
     with pytest.raises(RuntimeError, match="meta-trained anew"):
         tnas_nb201.meta_train_unit(str(nats_csv), ("cifar100", "ImageNet16-120"), 0, str(folder), benchmark_sha256="abc")
     with pytest.raises(RuntimeError, match="meta-trained anew"):
