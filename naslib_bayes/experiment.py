@@ -39,7 +39,7 @@ class BlackBoxSearch:
     started: float
 
     def run(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Run the search and return its result (schema ``result.json``)."""
+        """Run the search (once: it spends the budget) and return its result (schema ``result.json``)."""
         run_black_box(self.optimizer, self.problem, progress=progress)
         final = self.optimizer.get_final_architecture()
         benchmark, dataset, objective = self.benchmark, self.problem.dataset, self.problem.objective
@@ -50,7 +50,7 @@ class BlackBoxSearch:
             dataset=dataset,
             seed=self.seed,
             budget=self.budget,
-            search_metric=self.problem.objective.metric,
+            search_metric=objective.metric,
             report_metric=self.report_metric,
             final_architecture=nb201.to_string(final),
             final_architecture_op_indices=list(final),
