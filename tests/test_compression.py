@@ -626,3 +626,22 @@ def test_pruning_that_leaves_the_output_constant_is_a_user_error():
     assert not plan.keep_inputs[0].any()
     with pytest.raises(UserError, match="pruning left no unit that reads the input"):
         slim(net, plan)
+
+
+# ------------------------------------------------------------------------------ dtype
+def test_a_float64_model_is_trained_compressed_and_evaluated_in_float64():
+    import copy
+
+    from naslib_bayes.compression import CompressionConfig, compress, evaluate, train_dense
+    from naslib_bayes.data import load_dataset
+
+    digits = load_dataset("digits", seed=0)  # float32 images, as every dataset holds them
+    cfg = CompressionConfig(lam=0.2, epochs=3, finetune_epochs=1, augment=False)
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, digits.train.num_classes).double()
+    dense = copy.deepcopy(model)
+    train_dense(dense, digits.train, cfg, seed=0)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    for network in (dense, outcome.model):
+        assert {p.dtype for p in network.parameters()} == {torch.float64}
+        assert evaluate(network, digits.test) > 80  # trained, not merely run: chance is 10%
