@@ -577,6 +577,16 @@ def test_saving_keeps_strides_pooling_and_batchnorm_settings_that_differ_from_th
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_float64_network_loads_back_in_float64_with_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 12, 12), 10).double().eval()
+    save_compressed(model, tmp_path, (1, 12, 12))
+    loaded = load_compressed(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+    x = torch.randn(4, 1, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))  # float32 weights would round them
+
 def test_loading_a_compressed_model_leaves_the_global_random_stream_alone(tmp_path):
     shape = (3, 16, 16)
     save_compressed(vgg(shape, 10, **SMALL_VGG).eval(), tmp_path, shape)
