@@ -145,6 +145,7 @@ class TNASPredictor:
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
         self.set_ss_type(ss_type)
+        seed = int(seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
         self.hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
         if target_transform != "surrogate":
