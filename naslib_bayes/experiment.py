@@ -7,16 +7,15 @@ queries, metrics and seeds identically.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from naslib_bayes import results
-from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, BlackBoxProblem, run_black_box
+from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, finite_or_none, resolve_metrics
 
@@ -92,15 +91,6 @@ def plan_blackbox_search(
     opt = registry.create(optimizer, kind=registry.BLACK_BOX, seed=seed, **dict(hyperparameters or {}))
     opt.check_budget(problem.objective)
     return BlackBoxSearch(benchmark, optimizer, opt, problem, seed, budget, report_metric, warnings, started)
-
-
-def whole_number(name: str, value: Any) -> int:
-    """``value`` as a Python int (numpy's integers and whole floats too); a UserError naming ``name`` otherwise."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return int(value)
-    raise UserError(f"{name} must be a whole number, got {value!r}")
 
 
 def run_blackbox_search(

@@ -52,6 +52,24 @@ def exponent_text_float(value: Any) -> float | None:
     return None
 
 
+def whole_number(name: str, value: Any) -> int:
+    """``value`` as a Python int (numpy's integers and whole floats too); a UserError naming ``name`` otherwise."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    raise UserError(f"{name} must be a whole number, got {value!r}")
+
+
+def whole_numbers(config: Any, names: tuple[str, ...]) -> None:
+    """Set each field ``names`` of ``config`` that is not None to :func:`whole_number` of it: numpy's
+    integers (a sweep over ``np.arange``) become Python's, which torch's generators and JSON need."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None:
+            setattr(config, name, whole_number(name, value))
+
+
 def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
                           lower_bounds: Mapping[str, LowerBound] | None = None) -> dict[str, Any]:
     """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
