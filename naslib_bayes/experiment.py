@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from naslib_bayes import results
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, BlackBoxProblem, run_black_box
+from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, finite_or_none, resolve_metrics
 
@@ -82,6 +83,7 @@ def plan_blackbox_search(
     :meth:`BlackBoxOptimizer.prepare`), when a caller made it ahead for several seeds.
     """
     started = time.perf_counter()
+    seed, budget = whole_number("seed", seed), whole_number("budget", budget)  # the result records them as JSON
     dataset = canonical_dataset(dataset)
     search_metric, report_metric, warnings = resolve_metrics(benchmark, dataset, search_metric, report_metric)
     problem = BlackBoxProblem.from_benchmark(benchmark, dataset, search_metric, budget)

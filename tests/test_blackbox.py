@@ -6,6 +6,7 @@ import json
 import math
 
 import jsonschema
+import numpy as np
 import pytest
 
 from naslib_bayes import results
@@ -84,6 +85,16 @@ def test_result_validates_and_reports_the_incumbent(nats_benchmark, tmp_path):
     assert loaded["search_metric"] == loaded["report_metric"] == "test_accuracy"
     assert any("test accuracy" in note for note in loaded["notes"])
 
+
+def test_a_numpy_seed_and_budget_search_as_python_ints_and_the_result_writes(nats_benchmark, tmp_path):
+    plain = run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=5, seed=3)
+    given = run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=np.int64(5), seed=np.int64(3))
+    assert given["trajectory"] == plain["trajectory"]
+    loaded = json.loads(results.write_result(tmp_path, given).read_text())  # json refuses numpy integers
+    assert (loaded["seed"], loaded["budget"]) == (3, 5)
+    jsonschema.validate(loaded, results.load_schema())
+    with pytest.raises(UserError, match="budget must be a whole number, got 5.5"):
+        run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=5.5, seed=3)  # not 5 queries recorded as 5.5
 
 def test_schema_rejects_a_broken_result(nats_benchmark):
     result = run_blackbox_search(nats_benchmark, "rs", "cifar10", budget=3, seed=0)

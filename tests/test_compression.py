@@ -577,6 +577,16 @@ def test_saving_keeps_strides_pooling_and_batchnorm_settings_that_differ_from_th
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_float64_network_loads_back_in_float64_with_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 12, 12), 10).double().eval()
+    save_compressed(model, tmp_path, (1, 12, 12))
+    loaded = load_compressed(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+    x = torch.randn(4, 1, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))  # float32 weights would round them
+
 def test_loading_a_compressed_model_leaves_the_global_random_stream_alone(tmp_path):
     shape = (3, 16, 16)
     save_compressed(vgg(shape, 10, **SMALL_VGG).eval(), tmp_path, shape)
@@ -626,3 +636,22 @@ def test_pruning_that_leaves_the_output_constant_is_a_user_error():
     assert not plan.keep_inputs[0].any()
     with pytest.raises(UserError, match="pruning left no unit that reads the input"):
         slim(net, plan)
+
+
+# ------------------------------------------------------------------------------ dtype
+def test_a_float64_model_is_trained_compressed_and_evaluated_in_float64():
+    import copy
+
+    from naslib_bayes.compression import CompressionConfig, compress, evaluate, train_dense
+    from naslib_bayes.data import load_dataset
+
+    digits = load_dataset("digits", seed=0)  # float32 images, as every dataset holds them
+    cfg = CompressionConfig(lam=0.2, epochs=3, finetune_epochs=1, augment=False)
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, digits.train.num_classes).double()
+    dense = copy.deepcopy(model)
+    train_dense(dense, digits.train, cfg, seed=0)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    for network in (dense, outcome.model):
+        assert {p.dtype for p in network.parameters()} == {torch.float64}
+        assert evaluate(network, digits.test) > 80  # trained, not merely run: chance is 10%

@@ -201,6 +201,19 @@ def test_text_booleans_a_none_default_and_underscored_exponents(given, merged):
     assert merge_hyperparameters("Opt", DEFAULTS, given) == {**DEFAULTS, **merged}
 
 
+def test_numpy_numbers_are_taken_as_the_python_numbers_they_hold():
+    import numpy as np
+
+    # a sweep over np.arange / np.linspace hands on numpy scalars, of which only float64 is a Python float
+    merged = merge_hyperparameters("Opt", DEFAULTS, {"steps": np.int64(7), "lr": np.float32(0.5)})
+    assert merged["steps"] == 7 and type(merged["steps"]) is int
+    assert merged["lr"] == 0.5 and type(merged["lr"]) is float
+    assert merge_hyperparameters("Opt", DEFAULTS, {"steps": np.float32(4.0), "lr": np.int32(2)})["lr"] == 2.0
+    with pytest.raises(UserError, match="steps=np.float32.2.5.: expected int"):
+        merge_hyperparameters("Opt", DEFAULTS, {"steps": np.float32(2.5)})
+    with pytest.raises(UserError, match="lr=np.True_: expected float"):
+        merge_hyperparameters("Opt", DEFAULTS, {"lr": np.bool_(True)})
+
 @pytest.mark.parametrize("given, message", [
     ({"lr": True}, "Opt: hyper-parameter lr=True: expected float"),  # a bool is an int to Python, not a number here
     ({"only": 1}, "Opt: hyper-parameter only=1: expected bool"),

@@ -345,6 +345,23 @@ def test_train_killed_after_an_epoch_resumes_to_the_same_result(capsys, tmp_path
     assert without_timings("killed") == without_timings("full")
 
 
+def test_numpy_integer_seeds_search_as_python_ints_and_the_result_writes(tmp_path):
+    from naslib_bayes.errors import UserError
+
+    def search(seed, data_seed):  # search_images draws its subset with a generator seeded by data_seed
+        cfg = SearchConfig(optimizer="random-cell", dataset="digits", seed=seed, data_seed=data_seed, channels=4,
+                           cells=1, search_images=64, hyperparameters={"warmup_epochs": 1})
+        return run_oneshot_search(cfg)
+
+    plain, given = search(3, 1), search(np.int64(3), np.int64(1))
+    assert strip_timings(given) == strip_timings(plain)
+    loaded = json.loads(results.write_result(tmp_path, given).read_text())  # json refuses numpy integers
+    assert (loaded["seed"], loaded["config"]["data_seed"]) == (3, 1)
+    train = TrainConfig(CELL, "digits", epochs=np.int64(1), seed=np.int64(2), data_seed=np.int64(1), cells=np.int64(1))
+    assert [type(getattr(train, name)) for name in ("epochs", "seed", "data_seed", "cells")] == [int] * 4
+    with pytest.raises(UserError, match="seed must be a whole number, got 0.5"):
+        SearchConfig(optimizer="random-cell", seed=0.5)
+
 def test_train_statistics_count_the_images_trained_on(tmp_path):
     """A batch larger than the dataset trains on every image once per epoch, as a batch of exactly
     the dataset's size does: the same statistics, not ones divided by the unused part of the batch."""

@@ -192,6 +192,20 @@ def test_a_step_whose_tasks_all_broke_down_is_logged_without_nan(nats_benchmark,
     json.dumps(log.to_dict(), allow_nan=False)
 
 
+def test_a_numpy_integer_seed_meta_trains_as_the_same_python_int(nats_benchmark):
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=4, eval_every=2)
+    trained = [mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=seed)[0] for seed in (3, np.int64(3))]
+    first, second = (t.state_dict() for t in trained)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_numpy_integer_seed_gives_the_predictor_the_same_untrained_surrogate():
+    from naslib_bayes.predictors.naslib_predictor import TNASPredictor
+
+    first, second = (TNASPredictor(seed=seed).surrogate.state_dict() for seed in (5, np.int64(5)))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
 @pytest.mark.parametrize("encoder", ["off", "learned", "images"])
 def test_a_seeded_surrogate_and_its_reload_leave_the_global_random_stream_alone(tmp_path, encoder):
     from naslib_bayes.predictors import surrogate_io

@@ -85,6 +85,17 @@ def test_prepare_meta_trains_once_from_the_other_datasets_and_searches_reuse_it(
     assert len(problem.objective._values.reads) == 6 == len(set(problem.objective.queried))
 
 
+def test_a_surrogate_saved_with_numpy_numbers_in_its_info_loads_them_back_as_python_numbers(nats_benchmark, tmp_path):
+    # prepare() records the seed it was given; torch.load(weights_only=True) refuses numpy scalars
+    TNAS.prepare(nats_benchmark.without("cifar10"), "cifar10", tmp_path, "test_accuracy", seed=np.int64(0),
+                 meta_iterations=2)
+    _, info = surrogate_io.load(tmp_path)
+    assert info["seed"] == 0 and type(info["seed"]) is int
+    surrogate, _ = surrogate_io.load(tmp_path)
+    surrogate_io.save(surrogate, tmp_path / "again.pt", {"run": {"lr": np.float32(0.5), "sizes": [np.int64(3)]}})
+    _, info = surrogate_io.load(tmp_path / "again.pt")
+    assert info == {"run": {"lr": 0.5, "sizes": [3]}} and type(info["run"]["lr"]) is float
+
 # ---- TNAS behaviour ----------------------------------------------------------------------------
 def _run(benchmark, dataset, budget, seed, **hp):
     problem = BlackBoxProblem.from_benchmark(benchmark, dataset, "test_accuracy", budget)

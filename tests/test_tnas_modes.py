@@ -163,6 +163,24 @@ def test_naslib_predictor_answers_an_empty_query_with_empty_arrays(nats_benchmar
     assert mean.shape == std.shape == (0,)
 
 
+def test_naslib_predictors_given_one_surrogate_object_neither_share_nor_change_it(nats_benchmark, learned_surrogate):
+    _, path = learned_surrogate
+    surrogate = surrogate_io.load(path)[0]
+    untouched = {k: v.clone() for k, v in surrogate.state_dict().items()}
+    rng = np.random.default_rng(0)
+    cells = [nats_benchmark.cell(int(i)) for i in rng.choice(15625, size=30, replace=False)]
+    accuracy = np.asarray([nats_benchmark.query(c, "cifar10") for c in cells])
+    first = TNASPredictor(surrogate=surrogate, finetune_steps=10, seed=0)
+    first.fit(cells[:20], accuracy[:20])
+    predicted = first.query(cells[20:])
+    second = TNASPredictor(surrogate=surrogate, finetune_steps=10, seed=0)  # made after the first one's fit
+    second.fit(cells[:10], accuracy[:10] - 5.0)
+    np.testing.assert_array_equal(first.query(cells[20:]), predicted)  # the second fit leaves the first alone
+    from_file = TNASPredictor(surrogate=path, finetune_steps=10, seed=0)
+    from_file.fit(cells[:10], accuracy[:10] - 5.0)
+    np.testing.assert_array_equal(second.query(cells[20:]), from_file.query(cells[20:]))  # same start as a fresh one
+    assert all(torch.equal(v, untouched[k]) for k, v in surrogate.state_dict().items())  # the caller's object
+
 def test_naslib_predictor_fits_an_images_mode_surrogate_given_the_target_dataset(nats_benchmark):
     from naslib_bayes.errors import UserError
     from naslib_bayes.predictors.dataset_context import image_sampler, target_image_context

@@ -90,14 +90,23 @@ class CompressionOutcome:
     budget_met: bool | None = None
 
 
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype ``model`` computes in: its first floating parameter's (float32 without one).
+
+    Datasets hold float32 images; each batch is cast to this, so a float64 model trains and is
+    evaluated in float64 (a float32 model's batches stay the very same tensors).
+    """
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000) -> float:
     """Top-1 accuracy in percent (eval mode; the model's mode is restored)."""
     training = model.training
     model.eval()
-    correct = 0
+    correct, dtype = 0, input_dtype(model)
     with torch.no_grad():
         for x, y in batches(dataset, batch_size, None, shuffle=False):
-            correct += int((model(x).argmax(dim=1) == y).sum())
+            correct += int((model(x.to(dtype)).argmax(dim=1) == y).sum())
     model.train(training)
     return 100.0 * correct / max(len(dataset), 1)
 
@@ -159,7 +168,7 @@ def _mixup_distillation_step(model: nn.Module, teacher: nn.Module, x: torch.Tens
     mixed = mixup(x, generator)
     logits, mixed_logits = model(torch.cat([x, mixed])).split(len(x))
     with torch.no_grad():
-        teacher_logits = teacher(mixed)
+        teacher_logits = teacher(mixed.to(input_dtype(teacher))).to(mixed_logits.dtype)
     hard = F.cross_entropy(logits, y)
     return (1.0 - cfg.distill) * hard + soft_target_loss(mixed_logits, teacher_logits, cfg.distill,
                                                          cfg.distill_temperature), hard
@@ -224,8 +233,9 @@ def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimize
     """
     model.train()
     total, count, kept = 0.0, 0, []
-    lr = opt.param_groups[0]["lr"]
+    lr, dtype = opt.param_groups[0]["lr"], input_dtype(model)
     for x, y in batches(data, cfg.batch_size, generator, shuffle=True, drop_last=drop_last, augment=augment):
+        x = x.to(dtype)
         opt.zero_grad(set_to_none=True)
         if teacher is not None and cfg.distill_mixup:
             loss, hard = _mixup_distillation_step(model, teacher, x, y, cfg, generator)
@@ -234,7 +244,7 @@ def _train_epoch(model: nn.Module, data: ImageDataset, opt: torch.optim.Optimize
             loss = hard = F.cross_entropy(logits, y)
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(x)
+                    teacher_logits = teacher(x.to(input_dtype(teacher))).to(logits.dtype)
                 loss = distillation_loss(logits, teacher_logits, y, cfg.distill, cfg.distill_temperature)
         total += float(hard.detach()) * len(y)
         count += len(y)
@@ -491,7 +501,7 @@ class _CompressionRun:
         net = self.net
         dense = net.to_dense()
         with torch.no_grad():  # folding the switches into the weights changes nothing
-            probe = self.train.images[:256]
+            probe = self.train.images[:256].to(input_dtype(net))
             fold_diff = float((dense.eval()(probe) - net.eval()(probe)).abs().max())
         diffs = [h["masked_max_abs_diff"] for h in self.history if h["phase"] == "update"]
         masked_diff = max([fold_diff] + diffs[-1:])

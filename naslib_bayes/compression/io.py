@@ -159,8 +159,14 @@ def _build_model(description: dict[str, Any], path: Path) -> nn.Sequential:
         raise UserError(f"{path}: {exc}") from None
 
 
+def _saved_dtype(state) -> torch.dtype:
+    """The dtype of the saved weights (their first floating tensor's; float32 when there is none)."""
+    tensors = state.values() if isinstance(state, dict) else ()
+    return next((v.dtype for v in tensors if isinstance(v, torch.Tensor) and v.is_floating_point()), torch.float32)
+
+
 def load_compressed(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Sequential:
-    """The network saved by :func:`save_compressed` in ``directory``, in eval mode.
+    """The network saved by :func:`save_compressed` in ``directory``, in eval mode and the saved dtype.
 
     The weights are read with ``torch.load(..., weights_only=True)``; torch's global random
     stream is left where it was.
@@ -176,7 +182,7 @@ def load_compressed(directory: str | os.PathLike, map_location: str | torch.devi
     except Exception as exc:  # damaged or foreign file
         raise UserError(f"{weights} cannot be read as a state dict: {exc}") from None
     try:
-        model.load_state_dict(state)
+        model.to(_saved_dtype(state)).load_state_dict(state)  # load_state_dict keeps the modules' dtype
     except RuntimeError as exc:
         raise UserError(f"{weights} does not match {directory / WIDTHS_FILE}: {exc}") from None
     return model.to(map_location).eval()

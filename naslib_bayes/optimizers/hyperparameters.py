@@ -9,6 +9,7 @@ not surface as a ``ValueError`` (or a silently meaningless run) deep inside it.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -51,6 +52,24 @@ def exponent_text_float(value: Any) -> float | None:
     return None
 
 
+def whole_number(name: str, value: Any) -> int:
+    """``value`` as a Python int (numpy's integers and whole floats too); a UserError naming ``name`` otherwise."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    raise UserError(f"{name} must be a whole number, got {value!r}")
+
+
+def whole_numbers(config: Any, names: tuple[str, ...]) -> None:
+    """Set each field ``names`` of ``config`` that is not None to :func:`whole_number` of it: numpy's
+    integers (a sweep over ``np.arange``) become Python's, which torch's generators and JSON need."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None:
+            setattr(config, name, whole_number(name, value))
+
+
 def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str, Any],
                           lower_bounds: Mapping[str, LowerBound] | None = None) -> dict[str, Any]:
     """``defaults`` updated with ``given``; an unknown name, a value of the wrong type or one below
@@ -59,7 +78,7 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     A value is checked against the type of its default (bool, int, float, str), and a missing
     one (None) is refused unless the default is None; a default of None accepts anything. An
     int default accepts an integral float, a float default any number (and ``"3e-4"``, which
-    YAML 1.1 reads as text). A float value must be finite, whatever its default.
+    YAML 1.1 reads as text); numpy's numbers count as numbers and are stored as Python's. A float value must be finite, whatever its default.
     ``lower_bounds`` maps names to their :class:`LowerBound` (names absent from ``defaults`` are
     ignored, so a base class may bound what only some subclasses accept).
     """
@@ -98,13 +117,13 @@ def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
         text = str(value).lower()
         if isinstance(value, bool) or text in ("true", "false"):
             return value if isinstance(value, bool) else text == "true"
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
+    elif kind is int:  # numbers.Integral / Real: numpy's numbers too (np.int64, np.float32), returned as Python's
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
             return int(value)
     elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
         parsed = exponent_text_float(value)
         if parsed is not None:

@@ -211,6 +211,7 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     """
     if not datasets:
         raise UserError("meta-training needs at least one dataset")
+    seed = int(seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
     start = time.perf_counter()
     with torch_threads(config.threads):
         np_rng = np.random.default_rng(seed)

@@ -110,8 +110,9 @@ class TNASPredictor:
     """NASLib predictor: a (meta-learned) deep-kernel GP fitted to the given evaluations.
 
     Args:
-        surrogate: a ``surrogate.pt`` path/folder, a :class:`TNASSurrogate`, or None for a fresh
-            untrained one (seeded by ``seed``; its encodings are standardised per dimension).
+        surrogate: a ``surrogate.pt`` path/folder, a :class:`TNASSurrogate` (copied: predictors
+            made from one object do not share their fits, and the object stays as it is), or None
+            for a fresh untrained one (seeded by ``seed``; its encodings are standardised per dimension).
         ss_type: NASLib's search-space type; only ``nasbench201`` is supported.
         encoding_type: accepted for NASLib compatibility (the GP encodes cells itself).
         finetune_steps, lr: Adam steps and learning rate of ``fit`` (TNAS's ``finetune_steps``
@@ -144,6 +145,7 @@ class TNASPredictor:
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
         self.set_ss_type(ss_type)
+        seed = int(seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
         self.hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
         if target_transform != "surrogate":
@@ -154,8 +156,8 @@ class TNASPredictor:
         if surrogate is None:
             self.surrogate = TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
             self._standardise_encodings = True
-        elif isinstance(surrogate, TNASSurrogate):
-            self.surrogate, self._standardise_encodings = surrogate, False
+        elif isinstance(surrogate, TNASSurrogate):  # a copy: fit() tunes the GP, the caller's object stays as given
+            self.surrogate, self._standardise_encodings = copy.deepcopy(surrogate), False
         else:
             self.surrogate, _ = surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)
             self._standardise_encodings = False

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError, cause
@@ -48,13 +49,25 @@ def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any]
         "version": FORMAT_VERSION,
         "surrogate_config": surrogate.config.to_dict(),
         "state_dict": {k: v.detach().clone() for k, v in surrogate.state_dict().items()},
-        "info": dict(info or {}),
+        "info": _plain(dict(info or {})),
     }
     if ev is not None:
         payload["evidence"] = {"cells": ev.cells.clone(), "values": ev.values.clone(), "dataset": ev.dataset.clone()}
     if surrogate.meta_phi is not None:
         payload["meta_phi"] = surrogate.meta_phi.clone()
     return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy numbers and arrays (a seed from ``np.arange``, say) as Python ones:
+    :func:`load` reads with ``weights_only=True``, which refuses a file holding any numpy object."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
 
 
 def existing(path: str | os.PathLike) -> Path:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from naslib_bayes import results
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import whole_numbers
 from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.training import checkpoint as ckpt
@@ -101,6 +102,9 @@ class TrainConfig:
     auxiliary_weight: float | None = None
     drop_path: float | None = None
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        whole_numbers(self, ("epochs", "seed", "data_seed", "channels", "cells", "batch_size", "cutout"))
 
 
 class _LogitsOnly(nn.Module):

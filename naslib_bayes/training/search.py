@@ -22,6 +22,7 @@ import torch
 from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.hyperparameters import whole_numbers
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 
@@ -79,6 +80,10 @@ class SearchConfig:
     checkpoint_every: int = 0
     device: str = "cpu"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        whole_numbers(self, ("seed", "data_seed", "channels", "cells", "batch_size", "search_images",
+                             "checkpoint_every"))
 
 
 def load_search_data(cfg: SearchConfig):
