@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from naslib_interfaces import META_OPTIMIZER, NB201_QUERY, PREDICTOR, PREDICTOR_DATA_REQS, TRAINER, check_rows
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -754,6 +755,9 @@ def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benc
     by_graph = predictor.query(graphs[8:])
     assert np.allclose(by_graph, predictor.query([convert_op_indices_to_str(g.get_hash()) for g in graphs[8:]]))
     assert np.allclose(by_graph, predictor.query([g.get_hash() for g in graphs[8:]]))
+    # an encoding as a tensor or array is read in NASLib's op order too, like a tuple
+    assert np.allclose(by_graph, predictor.query([torch.tensor(g.get_hash()) for g in graphs[8:]]))
+    assert np.allclose(by_graph, predictor.query([np.asarray(g.get_hash()) for g in graphs[8:]]))
     mean, std = predictor.predict_dist(graphs[8:])
     assert np.allclose(mean, by_graph) and (std > 0).all()
     with pytest.raises(Exception, match="op indices in 0..4"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.integration import load_naslib
@@ -109,7 +110,7 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
         """naslib-bayes cells of NASLib graphs, NB201 strings or NASLib op-index tuples."""
         cells = []
         for arch in archs:
-            if isinstance(arch, (tuple, list, np.ndarray)) and not isinstance(arch, str):
+            if isinstance(arch, (tuple, list, np.ndarray, torch.Tensor)):  # NASLib's op order, however held
                 cells.append(nb201.from_naslib(list(arch)))  # checked there: whole op indices in range
             else:
                 cells.append(to_cell(arch))
