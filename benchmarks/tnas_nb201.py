@@ -146,15 +146,15 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     ``benchmark_sha256``: the benchmark's fingerprint, if the caller has it (else computed here);
     a cached surrogate is reused only if this code meta-trained it on a benchmark of that content.
     """
-    from naslib_bayes.results import source_fingerprint
+    from naslib_bayes.results import atomic_write_json, source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
     benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     out_dir = Path(out)
     done = out_dir / "meta.json"
-    if done.exists():  # one meta-trained by other code, on other data or with other settings is made again
-        record = json.loads(done.read_text())
+    record = read_record(done)
+    if record is not None:  # one meta-trained by other code, on other data or with other settings is made again
         made_for = {"code": code, "benchmark_sha256": benchmark_sha256, "target": target, "settings": settings or {}}
         if all(record.get(key) == value for key, value in json.loads(json.dumps(made_for)).items()):
             return record
@@ -176,7 +176,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
               "best_val_loss": log["best_val_loss"], "code": code, "benchmark_sha256": benchmark_sha256}
     out_dir.mkdir(parents=True, exist_ok=True)
     surrogate_io.save(surrogate, out_dir / "surrogate.pt", {**info, "seed": seed})
-    done.write_text(json.dumps(record))
+    atomic_write_json(done, record)  # last: a record means a finished surrogate
     return record
 
 
@@ -210,7 +210,7 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     :func:`run_settings` and was made by the same code. ``benchmark_sha256``: the benchmark's
     fingerprint, if the caller has it (else the file is read to compute it).
     """
-    from naslib_bayes.results import source_fingerprint
+    from naslib_bayes.results import atomic_write_json, source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     code = source_fingerprint()
@@ -239,8 +239,7 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
               "architectures": [t["architecture"] for t in result["trajectory"]],
               "timing": result.get("timing"), "wall_s": result["wall_time_s"],
               "run_wall_s": run_wall, "run_cpu_s": run_cpu, "code": code, "settings": settings}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
+    atomic_write_json(path, record)
     return record
 
 
@@ -248,14 +247,24 @@ def cached_run(path: Path, surrogate: str | None, code: str | None = None, setti
     """The run cached in ``path`` if it searched with ``surrogate`` and, when ``code`` and ``settings``
     are given, was made by the code of that fingerprint with those :func:`run_settings` (None: absent,
     another surrogate's, other code's or other settings')."""
-    if not path.exists():
+    record = read_record(path)
+    if record is None:
         return None
-    record = json.loads(path.read_text())
     if record.get("surrogate") != surrogate_id(surrogate) or (code is not None and record.get("code") != code):
         return None
     if settings is not None and record.get("settings") != settings:
         return None
     return record
+
+
+def read_record(path: Path) -> dict | None:
+    """A cached record, or None when it is absent or unreadable: a record torn by a kill or a full
+    disk (written by an older version of this script, in place) is made again, not a traceback."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def other_code(records: list[dict], benchmark_sha256: str | None = None) -> int:
@@ -392,9 +401,9 @@ def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]
     for folder in sorted({surrogate_folder(m) for m in methods if METHODS[m][0] == "tnas"}):
         for t in targets:
             for s in range(min(n_surrogates, args.seeds)):
-                done = args.cache / folder / t / f"seed{s}" / "meta.json"
-                if done.exists():
-                    meta[(t, s, folder)] = json.loads(done.read_text())
+                record = read_record(args.cache / folder / t / f"seed{s}" / "meta.json")
+                if record is not None:
+                    meta[(t, s, folder)] = record
     for t in targets:
         for m in methods:
             for s in seeds:

@@ -76,9 +76,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     readers see the old file or the whole new one, never a torn one.
 
     The file gets the permissions of one opened normally (``0o666`` less the umask), not the
-    owner-only mode of a temporary file, so results stay readable to a user's group.
+    owner-only mode of a temporary file, so results stay readable to a user's group. A file the
+    system cannot write (a full disk, a read-only folder) is a :class:`UserError` naming it.
     """
     path = Path(path)
+    try:
+        _replace_atomically(path, write, binary)
+    except Exception as exc:
+        failure = _system_error(exc)
+        if failure is None:
+            raise
+        raise UserError(f"{path}: cannot write the file ({cause(failure)})") from None
+    return path
+
+
+def _system_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``, if any: torch.save reports a full disk as a RuntimeError of its
+    own, raised while handling the OSError of the failed write."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _replace_atomically(path: Path, write: Callable[[IO], None], binary: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -91,7 +115,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _umask() -> int:

@@ -105,6 +105,33 @@ def test_a_surrogate_is_reused_only_for_the_datasets_and_settings_it_was_meta_tr
                                       {"meta_evidence_top": 200}, "abc") == left_out
 
 
+#: What a kill or a full disk leaves of a record being written in place: nothing, or its beginning.
+TORN_RECORDS = ["", '{"target": "cifar10", "se']
+
+
+@pytest.mark.parametrize("torn", TORN_RECORDS)
+def test_a_torn_surrogate_record_is_meta_trained_anew_and_left_out_of_the_report(nats_csv, cached_surrogate, tmp_path,
+                                                                                  torn):
+    folder, _ = cached_surrogate
+    (folder / "meta.json").write_text(torn)
+    with pytest.raises(RuntimeError, match="meta-trained anew"):
+        tnas_nb201.meta_train_unit(str(nats_csv), "cifar10", 0, str(folder), benchmark_sha256="abc")
+    args = SimpleNamespace(cache=tmp_path, seeds=1, budget=3)
+    meta, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas"], [0], n_surrogates=1)
+    assert meta == {} and runs == {}
+
+
+@pytest.mark.parametrize("torn", TORN_RECORDS)
+def test_a_torn_run_record_is_searched_anew_and_left_out_of_the_report(nats_csv, tmp_path, torn):
+    args = SimpleNamespace(cache=tmp_path, seeds=1, budget=3)
+    path = tnas_nb201.run_path(args, "cifar10", "transfer-topk", 0, 1)
+    _write(path, {})
+    path.write_text(torn)
+    assert tnas_nb201.load_cache(args, ["cifar10"], ["transfer-topk"], [0], n_surrogates=1) == ({}, {})
+    record = tnas_nb201.search_unit(str(nats_csv), "cifar10", "transfer-topk", 0, 3, None, str(path))
+    assert len(record["accuracies"]) == 3 and json.loads(path.read_text()) == record
+
+
 def test_every_setting_meta_training_reads_gives_the_surrogates_a_folder_of_their_own(monkeypatch):
     from naslib_bayes.optimizers import tnas
     from naslib_bayes.predictors import meta_train

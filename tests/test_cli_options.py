@@ -3,11 +3,13 @@ devices this machine lacks, output folders that cannot exist, unfinished runs, f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 
 import pytest
+import torch
 
 from naslib_bayes import results
 from cli_runner import run_cli
@@ -309,6 +311,87 @@ def test_a_failed_json_write_keeps_the_previous_file_whole(tmp_path):
             results.atomic_write_json(path, unwritable)
         assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary left behind
+
+
+class _FullDisk:
+    """An open file on a disk with ``room`` bytes left: a write past them fails as the system's does."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+
+
+def disk_fills_up(monkeypatch, whole_files: int, room: int = 600) -> None:
+    """The files written atomically from now on: the first ``whole_files`` fit, then the disk is full
+    (``room`` bytes left: torch.save fails part-way, in its own RuntimeError, as on a real disk)."""
+    opened = {"files": 0}
+    fdopen = os.fdopen
+
+    def open_on_the_disk(*args, **kwargs):
+        opened["files"] += 1
+        handle = fdopen(*args, **kwargs)
+        return handle if opened["files"] <= whole_files else _FullDisk(handle, room)
+
+    monkeypatch.setattr(results.os, "fdopen", open_on_the_disk)
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: results.atomic_write_json(path, {"a": list(range(1000))}),
+    lambda path: results.atomic_write(path, lambda handle: torch.save({"a": torch.zeros(1000)}, handle), binary=True),
+])
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, write):
+    from naslib_bayes.errors import UserError
+
+    path = tmp_path / "file"
+    write(path)
+    before = path.read_bytes()
+    disk_fills_up(monkeypatch, whole_files=0)
+    with pytest.raises(UserError) as info:
+        write(path)
+    assert str(info.value) == f"{path}: cannot write the file (OSError: [Errno 28] No space left on device)"
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no temporary left behind
+
+
+def test_a_folder_that_cannot_hold_the_file_is_one_line_naming_it(tmp_path):
+    from naslib_bayes.errors import UserError
+
+    (tmp_path / "a-file").write_text("in the way")
+    path = tmp_path / "a-file" / "result.json"
+    with pytest.raises(UserError, match=f"^{path}: cannot write the file \\((FileExistsError|NotADirectoryError): "):
+        results.atomic_write_json(path, {"a": 1})
+
+
+def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_from_its_last_checkpoint(
+        capsys, tmp_path, monkeypatch):
+    train = ["train", "--arch", "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|none~0|none~1|nor_conv_1x1~2|",
+             "--dataset", "digits", "--epochs", "2", "--channels", "4", "--cells", "1"]
+    assert run_cli(capsys, *train, "--out", tmp_path / "whole")[0] == 0
+    with monkeypatch.context() as patched:
+        disk_fills_up(patched, whole_files=1)  # the first epoch's checkpoint fits, the second's does not
+        code, _, err = run_cli(capsys, *train, "--out", tmp_path / "full")
+    assert code == 2
+    assert one_error_line(err) == (f"naslib-bayes: error: {tmp_path / 'full' / 'checkpoint.pt'}: cannot write the file "
+                                   "(OSError: [Errno 28] No space left on device)")
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["checkpoint.pt"]
+    code, _, err = run_cli(capsys, *train, "--out", tmp_path / "full", "--resume")  # space freed
+    assert code == 0, err
+    whole, resumed = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("whole", "full"))
+    assert resumed["epoch_stats"] == whole["epoch_stats"] and resumed["test_accuracy"] == whole["test_accuracy"]
 
 
 @pytest.mark.parametrize("text, ok", [("0", True), ("4294967295", True), ("-1", False), ("4294967296", False)])

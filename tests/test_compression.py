@@ -562,6 +562,30 @@ def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     assert set(state) == set(dense.state_dict())
 
 
+def test_saving_on_a_full_disk_is_one_line_naming_the_file_and_keeps_the_earlier_weights(tmp_path, monkeypatch):
+    import contextlib
+    import errno
+    import os
+
+    from naslib_bayes.errors import UserError
+
+    def on_a_full_disk(obj, file):
+        opened = open(file, "wb") if isinstance(file, (str, os.PathLike)) else contextlib.nullcontext(file)
+        with opened as handle:
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    save_compressed(model, tmp_path, (1, 2, 2))
+    before = (tmp_path / "model.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", on_a_full_disk)
+    with pytest.raises(UserError) as info:
+        save_compressed(model, tmp_path, (1, 2, 2))
+    assert str(info.value) == f"{tmp_path / 'model.pt'}: cannot write the file (OSError: [Errno 28] No space left on device)"
+    assert (tmp_path / "model.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "widths.json"]  # no temporary left behind
+
+
 def test_saving_keeps_strides_pooling_and_batchnorm_settings_that_differ_from_the_defaults(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2), nn.BatchNorm2d(4, eps=0.5, momentum=0.3),

@@ -18,6 +18,7 @@ import torch
 
 from naslib_bayes import results
 from naslib_bayes.cli import main
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.search_spaces.nasbench201.supernet import NB201SuperNet
@@ -131,7 +132,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="checkpoint.pt: cannot write the file \\(OSError: disk full\\)$"):
         ckpt.save(path, {"value": 2})
     monkeypatch.undo()
     assert ckpt.load(path) == {"value": 1}

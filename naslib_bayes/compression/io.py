@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from naslib_bayes.compression.trace import InputSelect
 from naslib_bayes.errors import UserError
-from naslib_bayes.results import atomic_write_json
+from naslib_bayes.results import atomic_write, atomic_write_json
 
 FORMAT = "naslib-bayes-compressed-cnn/1"
 WEIGHTS_FILE = "model.pt"
@@ -124,10 +124,7 @@ def save_compressed(model: nn.Sequential, out_dir: str | os.PathLike, input_shap
     description = {"format": FORMAT, "input_shape": [int(s) for s in input_shape],
                    "modules": [module_spec(m) for m in model], **extra}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    weights = out / WEIGHTS_FILE
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, weights)
+    weights = atomic_write(out / WEIGHTS_FILE, lambda handle: torch.save(state, handle), binary=True)
     widths = atomic_write_json(out / WIDTHS_FILE, description)
     return weights, widths
 
