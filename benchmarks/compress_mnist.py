@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 #: Per-model settings, chosen on the validation split (``--split val``; see docs/compression.md):
@@ -292,7 +292,9 @@ def main(argv=None) -> int:
                                  out=str(args.out) if args.out else None))
     records = []
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+
+    with worker_pool(args.jobs) as pool:
         futures = {pool.submit(run_one, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
@@ -319,4 +321,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    sys.exit(script_exit_code(main))

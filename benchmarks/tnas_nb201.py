@@ -43,7 +43,6 @@ import hashlib
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +344,9 @@ def main(argv=None) -> int:
         print_report(benchmark, targets, methods, seeds, runs, meta, args)
         return 0
 
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+
+    with worker_pool(max(1, args.jobs)) as pool:
         meta = {}
         if folders:
             futures = {(t, s, folder): pool.submit(meta_train_unit, path, t, s, str(args.cache / folder / t / f"seed{s}"),
@@ -495,4 +496,6 @@ def print_meta_training_times(folder: str, records: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    sys.exit(script_exit_code(main))

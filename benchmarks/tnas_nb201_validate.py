@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +66,9 @@ def main(argv=None) -> int:
     pairs = list(itertools.permutations(DATASETS, 2))
     # Methods that change meta-training (e.g. its output transform) get surrogates of their own.
     folders = {tnas_nb201.surrogate_folder(m): tnas_nb201.meta_settings(m) for m in methods}
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+
+    with worker_pool(max(1, args.jobs)) as pool:
         meta = [pool.submit(tnas_nb201.meta_train_unit, path, tuple(o for o in DATASETS if o != d), s,  # d alone
                             str(args.cache / folder / d / f"seed{s}"), settings, fingerprint)
                 for folder, settings in folders.items() for d in DATASETS for s in seeds]
@@ -103,4 +104,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    sys.exit(script_exit_code(main))

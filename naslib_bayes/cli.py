@@ -79,7 +79,7 @@ def _raise_terminated(signum, frame):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """Turn SIGTERM into :class:`Terminated` for one command.
 
     Without this, SIGTERM ends the process where it stands: worker processes it started keep
@@ -100,7 +100,7 @@ def _sigterm_as_interrupt():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
-    with _command_logging(args.verbose), _sigterm_as_interrupt():
+    with _command_logging(args.verbose), sigterm_as_interrupt():
         try:
             return int(args.run(args) or 0)
         except UserError as exc:

@@ -409,3 +409,49 @@ def test_timings_skip_runs_without_bo_steps_and_count_early_stops_per_surrogate_
     assert "BO iteration" not in out and "encode all 15,625 cells" in out
     assert "meta-training (surrogates): median 20 s wall" in out and "0 of 1 stopped early (cap 800" in out
     assert "meta-training (surrogates_meta3000): median 70 s wall" in out and "1 of 1 stopped early (cap 3000" in out
+
+
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_terminated_benchmark_leaves_no_worker_running(mnist_dir, tmp_path):
+    """SIGTERM to the compression benchmark stops its worker processes too: orphaned, they went on
+    training (and a re-run started meanwhile trained the same runs beside them)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compress_mnist.py"
+    process = subprocess.Popen([sys.executable, str(script), "--data-root", str(mnist_dir), "--split", "val",
+                                "--models", "lenet300", "--seeds", "0,1", "--epochs", "60", "--jobs", "2",
+                                "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        workers |= _children(process.pid)
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the benchmark did not start its workers"
+    time.sleep(2)  # into their runs
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert alive == []
+    err = process.stderr.read().decode()
+    assert "Traceback" not in err and "stopped by SIGTERM; finished runs are kept" in err

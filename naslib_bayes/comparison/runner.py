@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -706,6 +707,46 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
             process.join(WORKER_EXIT_TIMEOUT_S)
     if manager is not None:
         manager.join(WORKER_EXIT_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int) -> Iterable[ProcessPoolExecutor]:
+    """A process pool for a script's runs (the benchmarks) whose workers never outlive it.
+
+    In the main process SIGTERM is turned into an interrupt (as a command's), and Ctrl-C, SIGTERM
+    or an error stops the workers (:func:`stop_workers`) before it propagates; the workers
+    leave both signals to the main process. Without this, a terminated benchmark's workers
+    went on with their runs, orphaned, and a re-run started meanwhile did the same runs beside them.
+    """
+    from naslib_bayes.cli import sigterm_as_interrupt
+
+    with sigterm_as_interrupt(), ProcessPoolExecutor(max_workers=jobs, initializer=_leave_signals_to_the_parent) as pool:
+        try:
+            yield pool
+        except BaseException:
+            stop_workers(pool)
+            raise
+
+
+def _leave_signals_to_the_parent() -> None:
+    """In a worker: Ctrl-C (sent to the whole terminal group) is the main process's to act on,
+    and SIGTERM, from :func:`stop_workers`, ends the worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def script_exit_code(main: Callable[[], int]) -> int:
+    """``main()``'s exit code, or 130 / 143 (one line on stderr) when Ctrl-C / SIGTERM stopped it."""
+    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+
+    try:
+        return main()
+    except Terminated:
+        print("stopped by SIGTERM; finished runs are kept", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C; finished runs are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _worker_context():
