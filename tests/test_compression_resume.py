@@ -12,6 +12,7 @@ from naslib_bayes.compression import CompressionConfig, compress, train_dense
 from naslib_bayes.compression.resume import StageCheckpoint
 from naslib_bayes.data import default_augment, load_dataset
 from naslib_bayes.errors import UserError
+from naslib_bayes.training import checkpoint as ckpt
 from cli_runner import run_cli
 from resume_helpers import Killed, count_epochs, killed_after_saves
 
@@ -177,6 +178,21 @@ def test_compress_command_resumes_a_killed_run(capsys, tmp_path, monkeypatch):
     assert _result(tmp_path / "killed") == _result(tmp_path / "full")
     weights = [torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("killed", "full")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_resumed_compression_counts_the_wall_time_its_checkpoint_had_run(capsys, tmp_path, monkeypatch):
+    """As a resumed search does: the killed process's time up to its last save is carried over."""
+    torch.set_num_threads(1)
+    with killed_after_saves(monkeypatch, 9), pytest.raises(Killed):
+        run_cli(capsys, *ARGS, "--out", tmp_path / "killed")
+    path = tmp_path / "killed" / "checkpoint.pt"
+    state = ckpt.load(path)
+    assert 0 < state["wall_s"] < 600
+    state["wall_s"] = 1000.0  # as if the killed process had run for 1000 s
+    ckpt.save(path, state)
+    code, _, err = run_cli(capsys, *ARGS, "--out", tmp_path / "killed", "--resume")
+    assert code == 0, err
+    assert 1000.0 < json.loads((tmp_path / "killed" / "result.json").read_text())["wall_time_s"] < 1600.0
 
 
 def test_compress_resume_errors_are_one_line(capsys, tmp_path):

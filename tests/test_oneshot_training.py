@@ -363,6 +363,19 @@ def test_numpy_integer_seeds_search_as_python_ints_and_the_result_writes(tmp_pat
     with pytest.raises(UserError, match="seed must be a whole number, got 0.5"):
         SearchConfig(optimizer="random-cell", seed=0.5)
 
+
+def test_a_resumed_training_counts_the_wall_time_its_checkpoint_had_run(capsys, tmp_path, monkeypatch):
+    """As a resumed search does: the killed process's time up to its last checkpoint is carried over."""
+    checkpoint = killed_run(capsys, monkeypatch, train_args(epochs=2), tmp_path / "killed")
+    state = ckpt.load(checkpoint)
+    assert 0 < state["wall_s"] < 600
+    state["wall_s"] = 1000.0  # as if the killed process had run for 1000 s
+    ckpt.save(checkpoint, state)
+    code, _, err = run_cli(capsys, *train_args(epochs=2), "--out", tmp_path / "killed", "--resume")
+    assert code == 0, err
+    assert 1000.0 < json.loads((tmp_path / "killed" / results.RESULT_FILE).read_text())["wall_time_s"] < 1600.0
+
+
 def test_train_statistics_count_the_images_trained_on(tmp_path):
     """A batch larger than the dataset trains on every image once per epoch, as a batch of exactly
     the dataset's size does: the same statistics, not ones divided by the unused part of the batch."""

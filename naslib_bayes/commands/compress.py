@@ -167,8 +167,8 @@ def kept_channels(outcome) -> dict:
 
 
 def compression_result(args, cfg, splits, outcome, baseline: Baseline, accuracy_compressed: float,
-                       start: float) -> dict:
-    """result.json of the run, its wall time counted from ``start``."""
+                       wall_time_s: float) -> dict:
+    """result.json of the run (``wall_time_s``: the run's, earlier processes of a resumed one included)."""
     from naslib_bayes.compression.compressor import evaluate
 
     return results.new_result(
@@ -198,7 +198,7 @@ def compression_result(args, cfg, splits, outcome, baseline: Baseline, accuracy_
         compression_history=outcome.history,
         config={**cfg.as_dict(), "model": args.model, "val_size": args.val_size,
                 "train_images": len(splits.train), "test_images": len(splits.test)},
-        wall_time_s=time.perf_counter() - start,
+        wall_time_s=wall_time_s,
     )
 
 
@@ -230,7 +230,8 @@ def run(args) -> int:
     accuracy_compressed = evaluate(outcome.model, splits.test)
     save_compressed(outcome.model, out, splits.train.image_shape, model=args.model, dataset=args.dataset,
                     kept_channels=kept_channels(outcome), inputs=outcome.inputs_after)
-    result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed, start)
+    result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,
+                                time.perf_counter() - start + checkpoint.earlier_wall_s)
     path = results.write_result(out, result)
     print(summary_line(result, path))
     return 0

@@ -7,6 +7,7 @@ settings of the run: a checkpoint continues only the run it was written by.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +25,31 @@ class StageCheckpoint:
         run: the settings that define the run (JSON-like), keyed by the names a user set them
             with (e.g. command-line options); a resumed checkpoint must match them.
         resume: load ``path`` (it must exist and be of this run); otherwise start empty.
+
+    ``earlier_wall_s`` is the wall time of the run's earlier processes up to their last save (0
+    for a fresh run); each save records it plus this process's time since the checkpoint was made.
     """
 
     def __init__(self, path: str | Path, run: dict[str, Any], resume: bool = False):
         self.path = Path(path)
         self.run = run
         self.stages: dict[str, dict[str, Any]] = {}
+        self.earlier_wall_s, self._process_start = 0.0, time.perf_counter()
         if resume:
-            self.stages = self._load()
+            self._load()
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> None:
         if not self.path.exists():
             raise UserError(f"--resume: no checkpoint {self.path}")
-        return ckpt.load_run_checkpoint(self.path, FORMAT, "compression", self.run)["stages"]
+        state = ckpt.load_run_checkpoint(self.path, FORMAT, "compression", self.run)
+        self.stages = state["stages"]
+        self.earlier_wall_s = float(state.get("wall_s", 0.0))  # older checkpoints did not record it
 
     def get(self, stage: str) -> dict[str, Any] | None:
         return self.stages.get(stage)
 
     def put(self, stage: str, state: dict[str, Any]) -> None:
         self.stages[stage] = state
-        ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages})
+        wall_s = self.earlier_wall_s + time.perf_counter() - self._process_start
+        ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages, "wall_s": wall_s})
 

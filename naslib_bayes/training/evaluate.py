@@ -249,6 +249,8 @@ class Training:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
+    #: wall time of the earlier processes of a resumed run, up to their last checkpoint
+    earlier_wall_s: float = 0.0
 
 
 def build_training(settings: TrainSettings, data: TrainingData, device: torch.device) -> Training:
@@ -261,10 +263,12 @@ def build_training(settings: TrainSettings, data: TrainingData, device: torch.de
     return Training(model, optimizer, scheduler)
 
 
-def save_checkpoint(path: Path, training: Training, settings: TrainSettings) -> None:
+def save_checkpoint(path: Path, training: Training, settings: TrainSettings, wall_s: float) -> None:
+    """Write the run's state; ``wall_s``: its wall time so far, earlier processes included."""
     ckpt.save(path, {"format": FORMAT, "run": settings.run(), "model": training.model.state_dict(),
                      "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
-                     "epoch": training.epoch, "history": training.history, "epoch_times": training.epoch_times})
+                     "epoch": training.epoch, "history": training.history, "epoch_times": training.epoch_times,
+                     "wall_s": wall_s})
 
 
 def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) -> None:
@@ -279,6 +283,7 @@ def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) 
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
     training.epoch, training.history, training.epoch_times = state["epoch"], state["history"], state["epoch_times"]
+    training.earlier_wall_s = float(state.get("wall_s", 0.0))  # older checkpoints did not record it
 
 
 def train_epoch(training: Training, settings: TrainSettings, data: TrainingData,
@@ -375,5 +380,6 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         training.scheduler.step()
         training.epoch += 1
         training.epoch_times.append(time.perf_counter() - started)
-        save_checkpoint(path, training, settings)
-    return training_result(cfg, settings, data, training, time.perf_counter() - start_time)
+        save_checkpoint(path, training, settings, training.earlier_wall_s + time.perf_counter() - start_time)
+    # resumed: the earlier processes' time too, as a resumed search counts it
+    return training_result(cfg, settings, data, training, training.earlier_wall_s + time.perf_counter() - start_time)
