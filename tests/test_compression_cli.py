@@ -308,6 +308,22 @@ def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 
 
+def test_compress_command_runs_on_the_threads_it_is_given_whatever_torch_had(capsys, tmp_path, digits):
+    """As train and search: one torch thread by default, so the command's numbers are the benchmark
+    script's (thread counts change float reductions) on any machine."""
+    argv = ["compress", "--model", "lenet5", "--dataset", "digits", "--lambda", "0.02", "--epochs", "3",
+            "--finetune-epochs", "1", "--batch-size", "64", "--seed", "0"]
+    torch.set_num_threads(2)
+    try:
+        assert run_cli(capsys, *argv, "--out", str(tmp_path / "default"))[0] == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert run_cli(capsys, *argv, "--threads", "2", "--out", str(tmp_path / "two"))[0] == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, digits):
     torch.set_num_threads(1)
     out_dir = tmp_path / "run"

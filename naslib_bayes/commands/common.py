@@ -162,7 +162,13 @@ def add_device(parser, default: str | None = "cpu", threads: int | None = 1) -> 
     """``--device`` and ``--threads`` of the commands that train networks (None defaults: the
     command fills them in, after telling a given value from an absent one)."""
     parser.add_argument("--device", type=torch_device, default=default, help="torch device (default cpu)")
-    parser.add_argument("--threads", type=positive_int, default=threads,
+    add_threads(parser, threads)
+
+
+def add_threads(parser, default: int | None = 1) -> None:
+    """``--threads``: torch's CPU threads. The count changes the order of float reductions, so a
+    command's numbers repeat bit for bit only at one count: 1 unless the user says otherwise."""
+    parser.add_argument("--threads", type=positive_int, default=default,
                         help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
                              "thread avoids OpenMP spin-waiting on a shared machine)")
 

@@ -80,6 +80,7 @@ def register(subparsers) -> None:
                              f"0: no clipping (default {d.grad_clip:g})")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip training the dense baseline (accuracy_dense is then null)")
+    common.add_threads(parser)
     common.add_seed(parser)
     common.add_out(parser)
     parser.add_argument("--resume", action="store_true",
@@ -217,6 +218,9 @@ def run(args) -> int:
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment
 
+    import torch
+
+    torch.set_num_threads(args.threads)  # the benchmark's count: its numbers, bit for bit
     start = time.perf_counter()
     cfg = compression_config(args)
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
