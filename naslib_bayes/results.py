@@ -90,6 +90,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     return path
 
 
+def remove_killed_writes(folder: str | os.PathLike) -> None:
+    """Delete the temporaries (``.NAME.<random>.tmp``) that :func:`atomic_write` calls killed before
+    their rename left in ``folder``; the files they were to replace are whole. Call it only where
+    no write to ``folder`` is under way (a run starting in its own folder)."""
+    for stale in Path(folder).glob(".*.*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
 def _system_error(exc: BaseException) -> OSError | None:
     """The OSError behind ``exc``, if any: torch.save reports a full disk as a RuntimeError of its
     own, raised while handling the OSError of the failed write."""

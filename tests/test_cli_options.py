@@ -275,6 +275,22 @@ def test_overwrite_replaces_the_unfinished_runs_checkpoint_with_its_own(capsys, 
     assert state["run"]["--seed"] == 2 and state["run"]["--epochs"] == 1
 
 
+def test_preparing_out_removes_the_temporaries_of_writes_that_were_killed(tmp_path):
+    """A write killed before its rename leaves '.NAME.<random>.tmp' (a checkpoint's size) beside the
+    intact file; the next run in the folder removes those, and nothing else."""
+    from naslib_bayes.commands.common import prepare_resumable_out
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"the last whole checkpoint")
+    (out / ".checkpoint.pt.k3j2h1.tmp").write_bytes(b"half a checkpoint")
+    (out / ".result.json.x9y8.tmp").write_text("{")
+    (out / "notes.tmp").write_text("the user's own file")
+    assert prepare_resumable_out(out, overwrite=False, resume=True) == out
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.tmp"]
+    assert (out / "checkpoint.pt").read_bytes() == b"the last whole checkpoint"
+
+
 def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
     from naslib_bayes.commands.common import prepare_resumable_out
     from naslib_bayes.errors import UserError

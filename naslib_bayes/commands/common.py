@@ -195,6 +195,7 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")
     results.make_folder(out, "--out")
+    results.remove_killed_writes(out)  # a killed run's half-written checkpoint, say
     return out
 
 

@@ -529,8 +529,7 @@ def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec]
 
 def remove_partial_files(out: Path) -> None:
     """Delete what a writer killed mid-write left behind; no reader ever takes it for a result."""
-    for stale in Path(out, RUNS_DIR).glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    results.remove_killed_writes(Path(out, RUNS_DIR))
     # preparations build in ".<optimizer>.*" folders beside their final one
     for stale in [*Path(out, SURROGATES_DIR).glob("*/.*"), *Path(out, SURROGATES_DIR).glob("*/*/.*")]:
         if stale.is_dir():
