@@ -83,7 +83,7 @@ def run_one(job: dict) -> dict:
     from naslib_bayes.compression import CompressionConfig, build_model, compress, evaluate, train_dense
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment, load_dataset
-    from naslib_bayes.results import atomic_write_json, source_fingerprint
+    from naslib_bayes.results import atomic_write_json, read_json_record, source_fingerprint
 
     start = time.perf_counter()
     cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
@@ -100,7 +100,7 @@ def run_one(job: dict) -> dict:
     progress = checkpoint = None
     if run_dir is not None:
         record_file = run_dir / f"record-{job['split']}.json"
-        finished = _read_record(record_file)
+        finished = read_json_record(record_file)
         if finished is not None and finished.get("settings") == settings:
             return finished
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,14 +163,6 @@ def _fewer_training_images(splits, count: int | None, seed: int):
     (rows,) = partition(len(train), [count], make_generator(10_000 + seed))  # nested: the first count of one order
     subset = dataclasses.replace(train, images=train.images[rows], labels=train.labels[rows], indices=train.indices[rows])
     return dataclasses.replace(splits, train=subset)
-
-
-def _read_record(path: Path) -> dict | None:
-    """A finished run's record, or None (absent or unreadable: the run is done again)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _checkpoint(path: Path, settings: dict):

@@ -50,6 +50,8 @@ import numpy as np
 # Use the checkout this script belongs to, whichever naslib-bayes is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from naslib_bayes.results import read_json_record  # noqa: E402  (light: no torch)
+
 METHODS = {
     "tnas": ("tnas", {}),
     "tnas k=1": ("tnas", {"initial_design": 1}),
@@ -152,7 +154,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     out_dir = Path(out)
     done = out_dir / "meta.json"
-    record = read_record(done)
+    record = read_json_record(done)
     if record is not None:  # one meta-trained by other code, on other data or with other settings is made again
         made_for = {"code": code, "benchmark_sha256": benchmark_sha256, "target": target, "settings": settings or {}}
         if all(record.get(key) == value for key, value in json.loads(json.dumps(made_for)).items()):
@@ -246,7 +248,7 @@ def cached_run(path: Path, surrogate: str | None, code: str | None = None, setti
     """The run cached in ``path`` if it searched with ``surrogate`` and, when ``code`` and ``settings``
     are given, was made by the code of that fingerprint with those :func:`run_settings` (None: absent,
     another surrogate's, other code's or other settings')."""
-    record = read_record(path)
+    record = read_json_record(path)
     if record is None:
         return None
     if record.get("surrogate") != surrogate_id(surrogate) or (code is not None and record.get("code") != code):
@@ -254,16 +256,6 @@ def cached_run(path: Path, surrogate: str | None, code: str | None = None, setti
     if settings is not None and record.get("settings") != settings:
         return None
     return record
-
-
-def read_record(path: Path) -> dict | None:
-    """A cached record, or None when it is absent or unreadable: a record torn by a kill or a full
-    disk (written by an older version of this script, in place) is made again, not a traceback."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def other_code(records: list[dict], benchmark_sha256: str | None = None) -> int:
@@ -402,7 +394,7 @@ def load_cache(args, targets, methods, seeds, n_surrogates) -> tuple[dict, dict]
     for folder in sorted({surrogate_folder(m) for m in methods if METHODS[m][0] == "tnas"}):
         for t in targets:
             for s in range(min(n_surrogates, args.seeds)):
-                record = read_record(args.cache / folder / t / f"seed{s}" / "meta.json")
+                record = read_json_record(args.cache / folder / t / f"seed{s}" / "meta.json")
                 if record is not None:
                     meta[(t, s, folder)] = record
     for t in targets:

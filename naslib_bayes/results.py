@@ -142,6 +142,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, write)
 
 
+def read_json_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object written by :func:`atomic_write_json`, or None when it is absent or unreadable
+    (torn by a kill or a full disk in a version that wrote in place): a cache's caller makes it again."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_result(out_dir: str | os.PathLike, result: Mapping[str, Any]) -> Path:
     """Write ``out_dir/result.json`` atomically and return its path."""
     return atomic_write_json(Path(out_dir) / RESULT_FILE, dict(result))
