@@ -52,13 +52,22 @@ def exponent_text_float(value: Any) -> float | None:
     return None
 
 
+def _as_whole(value: Any) -> int | None:
+    """``value`` as a Python int when it is a whole number (numpy's integers and whole floats
+    too, never a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral) or float(value).is_integer():
+        return int(value)
+    return None
+
+
 def whole_number(name: str, value: Any) -> int:
     """``value`` as a Python int (numpy's integers and whole floats too); a UserError naming ``name`` otherwise."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return int(value)
-    raise UserError(f"{name} must be a whole number, got {value!r}")
+    whole = _as_whole(value)
+    if whole is None:
+        raise UserError(f"{name} must be a whole number, got {value!r}")
+    return whole
 
 
 def whole_numbers(config: Any, names: tuple[str, ...]) -> None:
@@ -117,11 +126,10 @@ def _typed(owner: str, name: str, value: Any, default: Any) -> Any:
         text = str(value).lower()
         if isinstance(value, bool) or text in ("true", "false"):
             return value if isinstance(value, bool) else text == "true"
-    elif kind is int:  # numbers.Integral / Real: numpy's numbers too (np.int64, np.float32), returned as Python's
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-            return int(value)
+    elif kind is int:  # numpy's numbers too (np.int64, np.float32), returned as Python's
+        whole = _as_whole(value)
+        if whole is not None:
+            return whole
     elif kind is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 from naslib_bayes.threads import torch_threads
@@ -211,7 +212,7 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     """
     if not datasets:
         raise UserError("meta-training needs at least one dataset")
-    seed = int(seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
+    seed = whole_number("seed", seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
     start = time.perf_counter()
     with torch_threads(config.threads):
         np_rng = np.random.default_rng(seed)

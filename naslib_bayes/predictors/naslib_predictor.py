@@ -34,6 +34,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.deep_kernel_bo import finetune_gp, transform_observations
+from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -145,7 +146,7 @@ class TNASPredictor:
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
         self.set_ss_type(ss_type)
-        seed = int(seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
+        seed = whole_number("seed", seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
         self.hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
         if target_transform != "surrogate":
