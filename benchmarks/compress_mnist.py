@@ -135,7 +135,7 @@ def run_one(job: dict) -> dict:
         "masked_max_abs_diff": outcome.masked_max_abs_diff,
         "history": outcome.history, "config": cfg.as_dict(), "settings": settings,
         # a continued run: the killed processes' time to their last save too
-        "wall_time_s": time.perf_counter() - start + (checkpoint.earlier_wall_s if checkpoint is not None else 0.0),
+        "wall_time_s": time.perf_counter() - start + (checkpoint.clock.earlier_s if checkpoint is not None else 0.0),
     }
     if run_dir is not None:
         save_compressed(outcome.model, run_dir, shape, network=job["model"], inputs=outcome.inputs_after,

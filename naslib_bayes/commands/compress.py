@@ -235,7 +235,7 @@ def run(args) -> int:
     save_compressed(outcome.model, out, splits.train.image_shape, model=args.model, dataset=args.dataset,
                     kept_channels=kept_channels(outcome), inputs=outcome.inputs_after)
     result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,
-                                time.perf_counter() - start + checkpoint.earlier_wall_s)
+                                time.perf_counter() - start + checkpoint.clock.earlier_s)
     path = results.write_result(out, result)
     print(summary_line(result, path))
     return 0

@@ -7,7 +7,6 @@ settings of the run: a checkpoint continues only the run it was written by.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,15 @@ class StageCheckpoint:
             with (e.g. command-line options); a resumed checkpoint must match them.
         resume: load ``path`` (it must exist and be of this run); otherwise start empty.
 
-    ``earlier_wall_s`` is the wall time of the run's earlier processes up to their last save (0
-    for a fresh run); each save records it plus this process's time since the checkpoint was made.
+    ``clock`` counts the run's wall time over its processes (each save records it): since the
+    checkpoint was made, plus what a resumed checkpoint had recorded.
     """
 
     def __init__(self, path: str | Path, run: dict[str, Any], resume: bool = False):
         self.path = Path(path)
         self.run = run
         self.stages: dict[str, dict[str, Any]] = {}
-        self.earlier_wall_s, self._process_start = 0.0, time.perf_counter()
+        self.clock = ckpt.RunClock()
         if resume:
             self._load()
 
@@ -43,13 +42,12 @@ class StageCheckpoint:
             raise UserError(f"--resume: no checkpoint {self.path}")
         state = ckpt.load_run_checkpoint(self.path, FORMAT, "compression", self.run)
         self.stages = state["stages"]
-        self.earlier_wall_s = float(state.get("wall_s", 0.0))  # older checkpoints did not record it
+        self.clock.earlier_s = float(state.get("wall_s", 0.0))  # older checkpoints did not record it
 
     def get(self, stage: str) -> dict[str, Any] | None:
         return self.stages.get(stage)
 
     def put(self, stage: str, state: dict[str, Any]) -> None:
         self.stages[stage] = state
-        wall_s = self.earlier_wall_s + time.perf_counter() - self._process_start
-        ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages, "wall_s": wall_s})
+        ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages, "wall_s": self.clock.total_s()})
 

@@ -8,6 +8,8 @@ one. Each records its format and the settings of the run that wrote it
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,18 @@ def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, ru
     check_format(path, state, file_format, what)
     check_same_run(path, state.get("run"), run)
     return state
+
+
+@dataclass
+class RunClock:
+    """Wall time of a run over the processes it took: ``earlier_s``, what the earlier ones had run
+    up to the checkpoint this one resumed (0 for a fresh run), plus this process's since ``started``."""
+
+    earlier_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def total_s(self) -> float:
+        return self.earlier_s + time.perf_counter() - self.started
 
 
 def derived_seed(seed: int, *keys: int) -> int:

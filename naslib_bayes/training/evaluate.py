@@ -249,8 +249,6 @@ class Training:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
-    #: wall time of the earlier processes of a resumed run, up to their last checkpoint
-    earlier_wall_s: float = 0.0
 
 
 def build_training(settings: TrainSettings, data: TrainingData, device: torch.device) -> Training:
@@ -271,8 +269,9 @@ def save_checkpoint(path: Path, training: Training, settings: TrainSettings, wal
                      "wall_s": wall_s})
 
 
-def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) -> None:
-    """Continue from the checkpoint at ``path``; one of another kind or run is a :class:`UserError`.
+def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) -> float:
+    """Continue from the checkpoint at ``path``; returns the wall time the run had taken up to it.
+    One of another kind or run is a :class:`UserError`.
 
     The run's settings are checked before anything is restored: the scheduler's state holds the
     number of epochs it anneals over, so a run resumed with other ``--epochs`` would follow the
@@ -283,7 +282,7 @@ def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) 
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
     training.epoch, training.history, training.epoch_times = state["epoch"], state["history"], state["epoch_times"]
-    training.earlier_wall_s = float(state.get("wall_s", 0.0))  # older checkpoints did not record it
+    return float(state.get("wall_s", 0.0))  # older checkpoints did not record it
 
 
 def train_epoch(training: Training, settings: TrainSettings, data: TrainingData,
@@ -366,20 +365,19 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
     another kind or of a run with other settings (:meth:`TrainSettings.run`) is a :class:`UserError`.
     """
-    start_time = time.perf_counter()
+    clock = ckpt.RunClock()  # resumed: the earlier processes' time too, as a resumed search counts it
     settings = resolve_settings(cfg)
     device = torch.device(cfg.device)
     data = load_training_data(cfg, settings, device)
     training = build_training(settings, data, device)
     path = Path(out_dir) / ckpt.CHECKPOINT_FILE
     if resume and path.exists():
-        restore_checkpoint(path, training, settings)
+        clock.earlier_s = restore_checkpoint(path, training, settings)
     while training.epoch < settings.epochs:
         started = time.perf_counter()
         training.history.append(train_epoch(training, settings, data, progress))
         training.scheduler.step()
         training.epoch += 1
         training.epoch_times.append(time.perf_counter() - started)
-        save_checkpoint(path, training, settings, training.earlier_wall_s + time.perf_counter() - start_time)
-    # resumed: the earlier processes' time too, as a resumed search counts it
-    return training_result(cfg, settings, data, training, training.earlier_wall_s + time.perf_counter() - start_time)
+        save_checkpoint(path, training, settings, clock.total_s())
+    return training_result(cfg, settings, data, training, clock.total_s())

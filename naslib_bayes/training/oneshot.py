@@ -112,7 +112,7 @@ class OneShotTrainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer.op_optimizer, T_max=total, eta_min=float(optimizer.config["lr_min"]))
         self.state = SearchState()
-        self._earlier_wall_s, self._process_start = 0.0, time.perf_counter()
+        self.clock = ckpt.RunClock()
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -134,12 +134,12 @@ class OneShotTrainer:
     @property
     def earlier_wall_s(self) -> float:
         """Wall time of the earlier processes of a resumed run, up to the checkpoint it resumed (0 if none)."""
-        return self._earlier_wall_s
+        return self.clock.earlier_s
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None:
             return
-        self.state.wall_s_before = self._earlier_wall_s + time.perf_counter() - self._process_start
+        self.state.wall_s_before = self.clock.total_s()
         ckpt.save(self.checkpoint_path, {
             "format": FORMAT,
             "run": self.run,
@@ -167,7 +167,7 @@ class OneShotTrainer:
         opt = self.optimizer
         if resume:
             self.load_checkpoint()
-        self._earlier_wall_s, self._process_start = self.state.wall_s_before, time.perf_counter()
+        self.clock = ckpt.RunClock(self.state.wall_s_before)
         if self.state.epoch == 0 and self.state.step == 0:
             opt.before_training()
         steps_this_call = 0
