@@ -84,6 +84,21 @@ def test_auxiliary_head_reads_the_second_reduction_cell_with_darts_widths():
     assert [(c.in_channels, c.out_channels) for c in convs] == [(288, 64), (64, 384)]
 
 
+def test_eval_network_of_darts_v2_has_the_published_parameter_count():
+    """DARTS (second order)'s CIFAR-10 cell in the 20-cell, C = 36 evaluation network: DARTS's
+    training script reports 3,349,342 parameters outside the auxiliary head (the paper's 3.3M).
+    Equality checks every op's layers, the preprocessing and reduction widths and the classifier."""
+    darts_v2 = Genotype.from_json({
+        "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
+                   ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
+        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
+                   ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
+    })
+    net = DartsEvalNetwork(darts_v2, 36, 10, 20, auxiliary=True)
+    outside_head = sum(p.numel() for name, p in net.named_parameters() if not name.startswith("auxiliary_head."))
+    assert outside_head == 3_349_342
+
+
 def test_drop_path_spares_identity_edges_and_drops_the_others():
     """As in DARTS, drop path zeroes whole samples of an edge's output, but never of an identity edge."""
     from naslib_bayes.search_spaces.darts.eval_network import EvalCell
