@@ -100,7 +100,8 @@ def sigterm_as_interrupt():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
-    with _command_logging(args.verbose), sigterm_as_interrupt():
+    args.held_folders = contextlib.ExitStack()  # the --out folders this command holds, released on return
+    with _command_logging(args.verbose), sigterm_as_interrupt(), args.held_folders:
         try:
             return int(args.run(args) or 0)
         except UserError as exc:

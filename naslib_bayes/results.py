@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,6 +15,8 @@ from naslib_bayes.errors import UserError, cause
 
 SCHEMA_VERSION = "1.0"
 RESULT_FILE = "result.json"
+#: The file in an output folder that the process writing there holds a lock on.
+LOCK_FILE = ".naslib-bayes.lock"
 _COMMON_KEYS = (
     "schema_version", "command", "optimizer", "search_space", "dataset", "seed", "budget",
     "search_metric", "report_metric", "final_architecture", "final_architecture_op_indices",
@@ -93,10 +96,51 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
 def remove_killed_writes(folder: str | os.PathLike) -> None:
     """Delete the temporaries (``.NAME.<random>.tmp``) that :func:`atomic_write` calls killed before
     their rename left in ``folder``; the files they were to replace are whole. Call it only where
-    no write to ``folder`` is under way (a run starting in its own folder)."""
+    no write to ``folder`` is under way: a run starting in its own folder, held by :func:`exclusive_use`."""
     for stale in Path(folder).glob(".*.*.tmp"):
         if stale.is_file():
             stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_use(folder: str | os.PathLike, what: str = "--out"):
+    """Hold ``folder`` for this process while the block runs; a second process asking for it
+    meanwhile gets a :class:`UserError` naming the folder and the process that holds it.
+
+    Two runs in one folder (a job submitted again while it still runs, ``--resume`` of a run
+    that is not dead) would interleave their checkpoints and results, and each would delete
+    the other's half-written files as a killed run's leftovers. The lock is an advisory
+    ``flock`` on :data:`LOCK_FILE`: the system drops it when the process ends, killed or not,
+    so no stale lock outlives a run. Where there is no ``flock`` (Windows, some network file
+    systems) the folder is used unlocked, as before.
+    """
+    path = Path(folder, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot write the folder ({cause(exc)})") from None
+    try:
+        _lock_or_refuse(fd, folder, what)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_or_refuse(fd: int, folder: str | os.PathLike, what: str) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        raise UserError(f"{what} {folder} is in use by another naslib-bayes process (pid {holder}); "
+                        f"wait for it to end or choose another {what}") from None
+    except OSError:
+        return  # a file system without locks
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def _system_error(exc: BaseException) -> OSError | None:

@@ -3,15 +3,19 @@ devices this machine lacks, output folders that cannot exist, unfinished runs, f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from naslib_bayes import results
+from naslib_bayes.errors import UserError
 from cli_runner import run_cli
 
 ONE_SHOT_FAST = ["--search-images", "128", "--batch-size", "64", "--warmup-epochs", "0", "--seed", "3"]
@@ -126,6 +130,53 @@ def test_an_unfinished_run_is_not_thrown_away_without_overwrite(capsys, tmp_path
     assert checkpoint.read_bytes() == b"an unfinished run"
     code, _, err = run_cli(capsys, *argv, "--resume", "--out", tmp_path / "empty")
     assert code == 2 and "--resume: no checkpoint.pt in" in one_error_line(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2", "--overwrite"],
+    ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST, "--resume"],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+     "--epochs", "1", "--resume"],
+    ["compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "4", "--overwrite"],
+    ["meta-train", "--benchmark", "{csv}", "--datasets", "cifar100", "--overwrite"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1",
+     "--budget", "2"],
+    ["compare", "--benchmark", "{csv}", "--oneshot", "random-cell", "--dataset", "digits", "--seeds", "1",
+     "--epochs", "1"],
+])
+def test_a_folder_another_run_is_writing_in_is_refused_and_left_as_it_is(capsys, tmp_path, nats_csv, argv):
+    # A job submitted again while it still runs, or --resume of a run that is not dead: the two
+    # would interleave their checkpoints, and each would delete the other's write under way as
+    # a killed run's leftover. The holder here is this process (flock excludes a second open).
+    out = tmp_path / "out"
+    out.mkdir()
+    files = {"checkpoint.pt": b"the running job's checkpoint", ".checkpoint.pt.k3j2h1.tmp": b"its write under way",
+             "result.json": b"{}"}
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+    argv = [a.format(csv=nats_csv) for a in argv]
+    with results.exclusive_use(out):
+        code, _, err = run_cli(capsys, *argv, "--out", out)
+    assert code == 2
+    assert one_error_line(err) == (f"naslib-bayes: error: --out {out} is in use by another naslib-bayes process "
+                                   f"(pid {os.getpid()}); wait for it to end or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != results.LOCK_FILE} == files
+
+
+def test_a_folder_is_free_again_once_its_holder_is_killed(tmp_path):
+    hold = ("import sys, time; from naslib_bayes import results; "
+            "held = results.exclusive_use(sys.argv[1]); held.__enter__(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"is in use by another naslib-bayes process \(pid {holder.pid}\)"):
+            with results.exclusive_use(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with results.exclusive_use(tmp_path):  # the system dropped the killed process's lock
+        assert (tmp_path / results.LOCK_FILE).read_text() == f"{os.getpid()}\n"
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -286,8 +337,9 @@ def test_preparing_out_removes_the_temporaries_of_writes_that_were_killed(tmp_pa
     (out / ".checkpoint.pt.k3j2h1.tmp").write_bytes(b"half a checkpoint")
     (out / ".result.json.x9y8.tmp").write_text("{")
     (out / "notes.tmp").write_text("the user's own file")
-    assert prepare_resumable_out(out, overwrite=False, resume=True) == out
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.tmp"]
+    with contextlib.ExitStack() as held:
+        assert prepare_resumable_out(out, overwrite=False, resume=True, held=held) == out
+    assert sorted(p.name for p in out.iterdir()) == [results.LOCK_FILE, "checkpoint.pt", "notes.tmp"]
     assert (out / "checkpoint.pt").read_bytes() == b"the last whole checkpoint"
 
 
@@ -299,12 +351,14 @@ def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
     out.mkdir()
     checkpoint = out / "checkpoint.pt"
     checkpoint.write_bytes(b"an unfinished run")
-    with pytest.raises(UserError, match="holds an unfinished run"):
-        prepare_resumable_out(out, overwrite=False, resume=False)
+    with contextlib.ExitStack() as held, pytest.raises(UserError, match="holds an unfinished run"):
+        prepare_resumable_out(out, overwrite=False, resume=False, held=held)
     (out / "result.json").write_text("{}")  # an earlier run's result, being replaced by the unfinished one
-    assert prepare_resumable_out(out, overwrite=False, resume=True) == out
+    with contextlib.ExitStack() as held:
+        assert prepare_resumable_out(out, overwrite=False, resume=True, held=held) == out
     assert checkpoint.read_bytes() == b"an unfinished run"  # --resume continues it
-    assert prepare_resumable_out(out, overwrite=True, resume=False) == out
+    with contextlib.ExitStack() as held:
+        assert prepare_resumable_out(out, overwrite=True, resume=False, held=held) == out
     assert checkpoint.read_bytes() == b"an unfinished run"  # until the new run writes its own
     assert (out / "result.json").read_text() == "{}"  # the finished result stays until the new one replaces it
 
@@ -315,8 +369,8 @@ def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path):
 
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
-    with pytest.raises(UserError, match="^--out .*a-file is a file, not a directory$"):
-        prepare_out(blocker, overwrite=True)
+    with contextlib.ExitStack() as held, pytest.raises(UserError, match="^--out .*a-file is a file, not a directory$"):
+        prepare_out(blocker, overwrite=True, held=held)
     assert blocker.read_text() == "in the way"
 
 
@@ -403,7 +457,7 @@ def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_from_its_la
     assert code == 2
     assert one_error_line(err) == (f"naslib-bayes: error: {tmp_path / 'full' / 'checkpoint.pt'}: cannot write the file "
                                    "(OSError: [Errno 28] No space left on device)")
-    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == [results.LOCK_FILE, "checkpoint.pt"]
     code, _, err = run_cli(capsys, *train, "--out", tmp_path / "full", "--resume")  # space freed
     assert code == 0, err
     whole, resumed = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("whole", "full"))

@@ -7,6 +7,7 @@ N (seeds 0..N-1) or a list ``0,3,7``; ``--out`` is always a directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -188,18 +189,20 @@ def step_bar(description: str):
     return bar, progress
 
 
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse to replace a result already written there unless asked."""
+def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
+    """Create ``out`` and hold it for this process until ``held`` closes (another process given
+    it meanwhile stops in one line); refuse to replace a result already written there unless asked."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
+    results.make_folder(out, "--out")
+    held.enter_context(results.exclusive_use(out, "--out"))
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")
-    results.make_folder(out, "--out")
     results.remove_killed_writes(out)  # a killed run's half-written checkpoint, say
     return out
 
 
-def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
+def prepare_resumable_out(out: Path, overwrite: bool, resume: bool, held: contextlib.ExitStack) -> Path:
     """``--out`` of a command that checkpoints: ``--resume`` needs the checkpoint there, and a fresh
     start refuses to replace an unfinished run's checkpoint unless ``--overwrite`` says so.
 
@@ -213,7 +216,7 @@ def prepare_resumable_out(out: Path, overwrite: bool, resume: bool) -> Path:
     checkpoint = out / CHECKPOINT_FILE
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")
-    out = prepare_out(out, overwrite or resume)
+    out = prepare_out(out, overwrite or resume, held)
     if not resume and checkpoint.exists() and not overwrite:
         raise UserError(f"{checkpoint} holds an unfinished run: continue it with --resume "
                         "or start over with --overwrite")

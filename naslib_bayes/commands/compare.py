@@ -146,7 +146,8 @@ def run_black_box(args) -> int:
             optimizer, dataset, seed = key
             bar.write(f"{optimizer}: meta-trained for {dataset}, seed {seed} ({done} of {total})", file=sys.stderr)
 
-        report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress, on_prepared=prepared)
+        report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress, on_prepared=prepared,
+                                       held=args.held_folders)
     result = summary.summarize(args.out, settings.optimizers, settings.datasets, settings.seeds)
     summary.write_csv(result, args.out / "summary.csv")
     summary.write_markdown(result, args.out / "summary.md", (len(report.ran), len(report.skipped), report.elapsed_s))

@@ -124,7 +124,7 @@ def prepare_out_and_checkpoint(args, cfg):
     from naslib_bayes.compression.resume import StageCheckpoint
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
-    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     return out, StageCheckpoint(out / CHECKPOINT_FILE, _run_settings(args, cfg), resume=args.resume)
 
 

@@ -73,7 +73,7 @@ def run(args) -> int:
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
     common.check_image_options(args.dataset_encoder or "off", args.image_root, args.feature_extractor)
-    out = common.prepare_out(args.out, args.overwrite)
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     start = time.perf_counter()
     encoder = args.dataset_encoder or "off"
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)

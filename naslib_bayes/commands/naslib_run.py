@@ -55,7 +55,7 @@ def run(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     benchmark = load_benchmark(args.benchmark) if args.benchmark is not None else None
-    out = common.prepare_out(args.out, args.overwrite)
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     overrides = list(args.overrides)
     if args.surrogate is not None:
         overrides.append(("search.surrogate", str(args.surrogate)))

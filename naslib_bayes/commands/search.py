@@ -125,7 +125,7 @@ def run_one_shot(args) -> int:
         channels=args.channels, cells=args.cells, batch_size=args.batch_size, search_images=args.search_images,
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
-    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     if args.resume and benchmark is None:
         _refuse_unscored_resume_of_a_scored_run(out)
     bar, progress = common.step_bar(f"{args.optimizer} {args.dataset}")
@@ -180,7 +180,7 @@ def run_black_box(args) -> int:
     search = plan_blackbox_search(benchmark, args.optimizer, args.dataset, args.budget, args.seed,
                                   search_metric=args.search_metric, report_metric=args.report_metric,
                                   hyperparameters=hyperparameters)
-    out = common.prepare_out(args.out, args.overwrite)  # after every check of the arguments
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)  # after every check of the arguments
     for message in search.warnings:
         common.warn(message)
     with tqdm(total=args.budget, desc=f"{args.optimizer} {args.dataset}", unit="query", disable=None) as bar:

@@ -40,7 +40,7 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     parse_arch(args.arch)  # a bad architecture is an error before anything is written
-    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume)
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     cfg = TrainConfig(
         arch=args.arch, dataset=args.dataset, epochs=args.epochs,
         data_root=None if args.data_root is None else str(args.data_root), seed=args.seed, channels=args.channels,

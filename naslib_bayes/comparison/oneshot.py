@@ -11,6 +11,8 @@ time.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import sys
@@ -160,16 +162,29 @@ def plan_oneshot(settings: OneShotSettings, fingerprint: str) -> tuple[list[RunS
 # ---- the grid --------------------------------------------------------------------------------
 def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | None = None,
                            search_fn: SearchFn = search_via_cli,
-                           on_run_done: Callable[[RunSpec], None] | None = None) -> tuple[list[RunSpec], list[RunSpec], float]:
-    """Run the missing runs; returns (runs done now, runs reused, elapsed seconds)."""
+                           on_run_done: Callable[[RunSpec], None] | None = None,
+                           held: contextlib.ExitStack | None = None) -> tuple[list[RunSpec], list[RunSpec], float]:
+    """Run the missing runs; returns (runs done now, runs reused, elapsed seconds).
+
+    ``held``: where the lock on ``settings.out`` goes (see :func:`results.exclusive_use`), for a
+    caller that writes there afterwards too; by default it is released on return.
+    """
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     start = time.perf_counter()
     benchmark = benchmark or load_benchmark(settings.benchmark)
     fingerprint = benchmark_fingerprint(benchmark)
     todo, done = plan_oneshot(settings, fingerprint)
-    results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
-    Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as own:
+        results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
+        (held or own).enter_context(results.exclusive_use(settings.out))
+        Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        ran = _run_missing(settings, todo, search_fn, fingerprint, benchmark, on_run_done)
+    return ran, done, time.perf_counter() - start
+
+
+def _run_missing(settings: OneShotSettings, todo: list[RunSpec], search_fn: SearchFn, fingerprint: str,
+                 benchmark: Benchmark, on_run_done: Callable[[RunSpec], None] | None) -> list[RunSpec]:
     ran: list[RunSpec] = []
     if settings.jobs == 1:
         with torch_threads(1):  # as a worker would have
@@ -185,7 +200,7 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
 
         tasks = [(spec, _execute, (settings, spec, search_fn, fingerprint)) for spec in todo]
         run_in_workers(settings.jobs, settings.benchmark, settings.out, [tasks], on_result)
-    return ran, done, time.perf_counter() - start
+    return ran
 
 
 # ---- summary ---------------------------------------------------------------------------------
@@ -283,7 +298,8 @@ def run_command(args) -> int:
         raise UserError(f"--dataset {settings.dataset} needs --data-root (the folder holding its files)")
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
-        ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update())
+        ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update(),
+                                                   held=args.held_folders)
     rows = summarize_oneshot(args.out, settings.optimizers, settings.dataset, settings.seeds)
     write_oneshot_summary(rows, settings.dataset, Path(args.out), settings.epochs)
     code_note = oneshot_code_note(rows)

@@ -542,6 +542,7 @@ def run_comparison(
     on_progress: Callable[[int, int], None] | None = None,
     on_run_done: Callable[[RunSpec], None] | None = None,
     on_prepared: Callable[[PrepKey, int, int], None] | None = None,
+    held: contextlib.ExitStack | None = None,
 ) -> CompareReport:
     """Run what is missing of the comparison.
 
@@ -553,21 +554,25 @@ def run_comparison(
         on_run_done: called with each finished run's spec after its file is written.
         on_prepared: called with (preparation, finished, total) after each preparation: with
             one per seed they can take most of a comparison's first minutes.
+        held: where the lock on ``settings.out`` goes (see :func:`results.exclusive_use`), for a
+            caller that writes there afterwards too; by default it is released on return.
     """
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     start = time.perf_counter()
     benchmark = benchmark or load_benchmark(settings.benchmark)
     todo, done, missing = plan(settings, benchmark)
-    results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
-    Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    remove_partial_files(settings.out)
-    total = len(todo) + len(done)
-    progress = _Progress(len(done), total, on_progress, on_run_done, on_prepared, len(missing))
-    if settings.jobs == 1:
-        _run_serially(settings, benchmark, todo, missing, progress)
-    else:
-        _run_in_pool(settings, todo, missing, progress)
+    with contextlib.ExitStack() as own:
+        results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
+        (held or own).enter_context(results.exclusive_use(settings.out))
+        Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        remove_partial_files(settings.out)
+        total = len(todo) + len(done)
+        progress = _Progress(len(done), total, on_progress, on_run_done, on_prepared, len(missing))
+        if settings.jobs == 1:
+            _run_serially(settings, benchmark, todo, missing, progress)
+        else:
+            _run_in_pool(settings, todo, missing, progress)
     return CompareReport(ran=progress.ran, skipped=done, prepared=missing, elapsed_s=time.perf_counter() - start)
 
 
