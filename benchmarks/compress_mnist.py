@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -283,11 +284,32 @@ def main(argv=None) -> int:
                                           **options},
                                  data_root=str(args.data_root), threads=args.threads,
                                  out=str(args.out) if args.out else None))
-    records = []
     start = time.perf_counter()
-    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+    from naslib_bayes import results  # torch: not for --help
 
-    with worker_pool(args.jobs) as pool:
+    with contextlib.ExitStack() as held:
+        if args.out:  # one benchmark at a time in a folder: two would train the same runs' checkpoints
+            results.make_folder(args.out, "--out")
+            held.enter_context(results.exclusive_use(args.out, "--out"))
+        records = run_jobs(jobs, args.jobs)
+        if not records:
+            return 1
+        text = table(records)
+        print(text)
+        print(f"total wall time {time.perf_counter() - start:.0f}s")
+        if args.out:
+            (args.out / f"table-{args.split}.txt").write_text(text + "\n")
+            (args.out / f"records-{args.split}.json").write_text(json.dumps(
+                [{k: v for k, v in r.items() if k != "history"} for r in records], indent=1))
+    return 0
+
+
+def run_jobs(jobs: list[dict], processes: int) -> list[dict]:
+    """The records of the runs that finished, each printed as it does; a failed run is reported."""
+    from naslib_bayes.comparison.runner import worker_pool
+
+    records = []
+    with worker_pool(processes) as pool:
         futures = {pool.submit(run_one, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
@@ -300,17 +322,7 @@ def main(argv=None) -> int:
             print(f"done {record['model']} lambda {record['lam']:g} seed {record['seed']}: dense "
                   f"{record['accuracy_dense']:.2f} compressed {record['accuracy_compressed']:.2f} params "
                   f"{record['params_before']} -> {record['params_after']} ({record['wall_time_s']:.0f}s)", flush=True)
-    if not records:
-        return 1
-    text = table(records)
-    print(text)
-    print(f"total wall time {time.perf_counter() - start:.0f}s")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"table-{args.split}.txt").write_text(text + "\n")
-        (args.out / f"records-{args.split}.json").write_text(json.dumps(
-            [{k: v for k, v in r.items() if k != "history"} for r in records], indent=1))
-    return 0
+    return records
 
 
 if __name__ == "__main__":

@@ -455,3 +455,27 @@ def test_a_terminated_benchmark_leaves_no_worker_running(mnist_dir, tmp_path):
     assert alive == []
     err = process.stderr.read().decode()
     assert "Traceback" not in err and "stopped by SIGTERM; finished runs are kept" in err
+
+
+@pytest.mark.parametrize("script, folder_option", [("compress_mnist", "--out"), ("tnas_nb201", "--cache"),
+                                                   ("tnas_nb201_validate", "--cache")])
+def test_a_benchmark_folder_in_use_by_another_benchmark_is_refused_in_one_line(
+        script, folder_option, mnist_dir, nats_csv, tmp_path, capsys, monkeypatch):
+    """Two benchmarks in one folder would train the same runs' checkpoints beside each other."""
+    import importlib
+    import os
+
+    from naslib_bayes import results
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    module = importlib.import_module(script)
+    data = ["--data-root", str(mnist_dir)] if script == "compress_mnist" else ["--benchmark", str(nats_csv)]
+    argv = [*data, "--seeds", "1" if script != "compress_mnist" else "0", folder_option, str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    with results.exclusive_use(tmp_path):
+        code = script_exit_code(lambda: module.main(argv))
+    assert code == 2
+    assert capsys.readouterr().err == (f"{script}.py: error: {folder_option} {tmp_path} is in use by another "
+                                       f"naslib-bayes process (pid {os.getpid()}); wait for it to end or choose "
+                                       f"another {folder_option}\n")
+    assert [p.name for p in tmp_path.iterdir()] == [results.LOCK_FILE]

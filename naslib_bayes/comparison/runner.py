@@ -740,11 +740,15 @@ def _leave_signals_to_the_parent() -> None:
 
 
 def script_exit_code(main: Callable[[], int]) -> int:
-    """``main()``'s exit code, or 130 / 143 (one line on stderr) when Ctrl-C / SIGTERM stopped it."""
+    """``main()``'s exit code, or 130 / 143 (one line on stderr) when Ctrl-C / SIGTERM stopped it,
+    or 2 with the message of bad input (a :class:`UserError`)."""
     from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
     try:
         return main()
+    except UserError as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2
     except Terminated:
         print("stopped by SIGTERM; finished runs are kept", file=sys.stderr)
         return EXIT_TERMINATED
