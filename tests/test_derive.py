@@ -101,6 +101,24 @@ def test_disconnected_survivors_restore_the_path_of_largest_total_gamma():
     assert all(d.decision == "repair" for d in decisions if d.kept)
 
 
+def test_a_restored_path_avoids_edges_pruned_in_an_earlier_round():
+    """Edge 1->2 was pruned in an earlier round (gamma 0: not computed since, no op to rank).
+    Nothing survives now; 0->1->2->3 has the largest sum (0.05 + 0 + 0.04) only because the
+    pruned edge links two strong ones. The restore must take a path of unpruned edges,
+    0->1->3 (0.05 + 0.002), rather than a cell with an arbitrary op on the pruned edge."""
+    gp = torch.tensor([0.05, 0.05, 0.0, 0.01, 0.05, 0.05], dtype=torch.float64)
+    gc = torch.full((6, 4), 0.01, dtype=torch.float64)
+    gc[0, 2] = 0.05
+    gc[2] = 0.0
+    gc[4] = 0.001
+    gc[4, 1] = 0.002
+    gc[5, 1] = 0.04
+    cell, decisions = derive.derive_nb201(gp, gc)
+    check_cell(cell, gp, gc, decisions)
+    assert cell == (nb201.CONV3X3, nb201.NONE, nb201.NONE, nb201.NONE, nb201.CONV1X1, nb201.NONE)
+    assert not any(d.kept for d in decisions if d.edge == 2)
+
+
 def test_several_survivors_keep_largest_gamma():
     gp = torch.full((6,), HIGH, dtype=torch.float64)
     gc = torch.tensor([[0.1, 0.2, 0.3, 0.05]] * 6, dtype=torch.float64)

@@ -9,7 +9,8 @@ derivation *repairs* it where needed and records which decisions were repairs:
 NAS-Bench-201 (:func:`derive_nb201`): one op per edge. When several ops survive on an edge
 the one with the largest gamma is kept; when nothing connects the output to the input, the
 input-to-output path of largest total gamma (edge gamma = its best op's coupled gamma) is
-restored, each restored edge taking its largest-gamma op. The result is always a connected
+restored, each restored edge taking its largest-gamma op; paths through an edge masked in an
+earlier round (gamma 0) come last. The result is always a connected
 cell.
 
 DARTS (:func:`derive_darts_cell`): each intermediate node keeps the two strongest surviving
@@ -145,7 +146,10 @@ def derive_nb201(
     restored: set[int] = set()
     if not any(live):
         present = [p > threshold and any(g > threshold for g in row) for p, row in zip(gp, gc)]
-        best = max(_NB201_PATHS, key=lambda path: sum(strength[e] for e in path))
+        # gamma 0 marks an edge pruned in an earlier round (no longer trained): a path through
+        # it is taken only when no path of unpruned edges exists, however large its sum
+        best = max(_NB201_PATHS, key=lambda path: (all(strength[e] > 0 for e in path),
+                                                   sum(strength[e] for e in path)))
         restored = set(best)
         present = [p or e in restored for e, p in enumerate(present)]
         final_live = hard_prior.live_edge_mask(edges, present, inputs, outputs)
