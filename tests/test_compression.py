@@ -283,8 +283,23 @@ class _TiedConv(nn.Module):
         return self.fc(torch.flatten(self.relu(self.conv(self.relu(self.conv(x)))), 1))
 
 
+class _TiedLinears(nn.Module):
+    """Two linear layers sharing one weight tensor (the module of each is called once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(128, 128)
+        self.fc2 = nn.Linear(128, 128)
+        self.fc2.weight = self.fc1.weight
+        self.head = nn.Linear(128, 3)
+
+    def forward(self, x):
+        return self.head(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
 @pytest.mark.parametrize("model, words", [
     (_Sigmoid(), ["'features.1'", "Sigmoid"]),
+    (_TiedLinears(), ["'fc1'", "'fc2'", "share", "weight"]),
     (_TiedConv(), ["'conv'", "Conv2d", "2 times"]),
     (_Residual(), ["sequential chains"]),
     (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), _Block(), nn.Flatten(), nn.Linear(72, 3)),

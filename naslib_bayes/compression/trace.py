@@ -13,11 +13,12 @@ previous one's output. The supported modules are
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
-function or method, a branch, a second input, a layer with weights called twice — is an
-:class:`UnsupportedModelError` that names the module it occurs in. :func:`analyse_chain`
-derives the layer structure that switches, pruning and slimming need (where each layer's units
-are, how a linear layer's inputs group into the producing convolution's channels after a
-``Flatten``) by running the chain once on a zero input of the given shape.
+function or method, a branch, a second input, a layer with weights called twice, two layers
+sharing a weight tensor — is an :class:`UnsupportedModelError` that names the module it
+occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
+slimming need (where each layer's units are, how a linear layer's inputs group into the
+producing convolution's channels after a ``Flatten``) by running the chain once on a zero input
+of the given shape.
 """
 
 from __future__ import annotations
@@ -160,7 +161,23 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                     f"{_supported_names()} (and torch.flatten / relu functions)")
             chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
         current = node
+    _check_no_shared_tensors(chain)
     return chain
+
+
+def _check_no_shared_tensors(chain: list[tuple[str, nn.Module]]) -> None:
+    """Refuse two modules of the chain holding one parameter or buffer (``fc2.weight = fc1.weight``):
+    switches, pruning and slimming work on a copy of each module and would untie them."""
+    owners: dict[int, tuple[str, str]] = {}
+    for name, module in chain:
+        tensors = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers())
+        for tensor_name, tensor in tensors:
+            first_module, first_tensor = owners.setdefault(id(tensor), (name, tensor_name))
+            if first_module != name:
+                raise UnsupportedModelError(
+                    f"modules '{first_module}' and '{name}' share one tensor ('{first_module}.{first_tensor}' is "
+                    f"'{name}.{tensor_name}'); compression needs every layer to have weights of its own "
+                    "(no tied weights)")
 
 
 def _check_called_once(node: fx.Node, module: nn.Module, called: set[int], modules: dict[str, nn.Module],
