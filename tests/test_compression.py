@@ -339,6 +339,28 @@ def test_functional_flatten_and_relu_are_read_as_modules():
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
 
 
+
+@pytest.mark.parametrize("relu", [lambda x: F.relu(x, inplace=True), lambda x: F.relu(x, True),
+                                  lambda x: x.relu_(), torch.relu_])
+def test_an_in_place_functional_relu_is_read_as_a_relu_module(relu):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.fc = nn.Linear(3 * 36, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(relu(self.conv(x)), 1))
+
+    torch.manual_seed(0)
+    model = Net()
+    chain = trace_chain(model)
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():  # the chain computes what the model does
+        assert torch.equal(nn.Sequential(*[m for _, m in chain])(x), model(x))
+
+
 # ------------------------------------------------------------------------------ HARD update
 def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     torch.manual_seed(0)

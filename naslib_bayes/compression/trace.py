@@ -8,8 +8,9 @@ previous one's output. The supported modules are
 * ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (at most one per layer, after it), ``nn.ReLU``,
   ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
   ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
-* the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` and the tensor methods
-  ``x.flatten(1)``/``x.relu()``, which are read as the equivalent modules.
+* the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
+  tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, which are read as the equivalent
+  modules.
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
@@ -90,7 +91,8 @@ def _module_from_function(node: fx.Node) -> nn.Module | None:
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
             return nn.Flatten(int(start), int(end)) if not kwargs else None
-        if target in (torch.relu, F.relu) and not args and not kwargs.get("inplace", False):
+        kwargs.pop("inplace", None)  # in place or not, the chain's ReLU computes the same values
+        if target in (torch.relu, F.relu, torch.relu_, F.relu_) and not args and not kwargs:
             return nn.ReLU()
         return None
     if node.op == "call_method":
@@ -99,7 +101,7 @@ def _module_from_function(node: fx.Node) -> nn.Module | None:
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
             return nn.Flatten(int(start), int(end)) if not kwargs else None
-        if node.target == "relu" and not args and not kwargs:
+        if node.target in ("relu", "relu_") and not args and not kwargs:
             return nn.ReLU()
     return None
 
