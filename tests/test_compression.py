@@ -361,6 +361,49 @@ def test_an_in_place_functional_relu_is_read_as_a_relu_module(relu):
         assert torch.equal(nn.Sequential(*[m for _, m in chain])(x), model(x))
 
 
+
+class _ViewFlatten(nn.Module):
+    """conv ReLU pool, flattened by ``flatten(x)`` (a view written by hand), then a linear layer."""
+
+    def __init__(self, flatten):
+        super().__init__()
+        self.flatten = flatten
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(3 * 16, 4)
+
+    def forward(self, x):
+        batch = x.size(0)
+        x = self.pool(F.relu(self.conv(x)))
+        return self.fc(self.flatten(x, batch))
+
+
+@pytest.mark.parametrize("flatten", [
+    lambda x, batch: x.view(x.size(0), -1), lambda x, batch: x.reshape(x.shape[0], -1),
+    lambda x, batch: x.view(x.size()[0], -1), lambda x, batch: x.view((x.size(0), -1)),
+    lambda x, batch: torch.reshape(x, (x.shape[0], -1)), lambda x, batch: x.view(batch, -1),
+])
+def test_a_view_to_the_batch_size_by_minus_one_is_read_as_a_flatten(flatten):
+    torch.manual_seed(0)
+    model = _ViewFlatten(flatten)
+    chain = trace_chain(model)
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear"]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():  # the chain computes what the model does
+        assert torch.equal(nn.Sequential(*[m for _, m in chain])(x), model(x))
+
+
+@pytest.mark.parametrize("flatten, words", [
+    (lambda x, batch: x.view(x.size(1), -1), ["used 2 times", "'size", "'view'"]),  # rows of channels
+    (lambda x, batch: x.view(-1, 48), ["'view'"]),
+])
+def test_a_view_that_is_not_a_flatten_to_the_batch_size_is_refused(flatten, words):
+    with pytest.raises(UnsupportedModelError) as info:
+        trace_chain(_ViewFlatten(flatten))
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
 # ------------------------------------------------------------------------------ HARD update
 def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     torch.manual_seed(0)

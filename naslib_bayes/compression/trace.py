@@ -9,8 +9,9 @@ previous one's output. The supported modules are
   ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
   ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
 * the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
-  tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, which are read as the equivalent
-  modules.
+  tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, and a view to the batch size by
+  -1 (``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), which are read as the
+  equivalent modules.
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
@@ -24,6 +25,7 @@ of the given shape.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -84,6 +86,8 @@ def _where(node: fx.Node) -> str:
 
 def _module_from_function(node: fx.Node) -> nn.Module | None:
     """The module equivalent of a supported function/method call on the activation."""
+    if _is_flatten_view(node):
+        return nn.Flatten(1, -1)
     if node.op == "call_function":
         target = node.target
         args, kwargs = node.args[1:], dict(node.kwargs)
@@ -104,6 +108,38 @@ def _module_from_function(node: fx.Node) -> nn.Module | None:
         if node.target in ("relu", "relu_") and not args and not kwargs:
             return nn.ReLU()
     return None
+
+
+def _is_batch_size(node: fx.Node) -> bool:
+    """``x.size(0)``, ``x.shape[0]`` or ``x.size()[0]``: the batch size, which every step of a chain keeps."""
+    if node.op == "call_method" and node.target == "size":
+        return (node.args[1:], node.kwargs) in (((0,), {}), ((), {"dim": 0}))
+    if node.op != "call_function" or node.target is not operator.getitem or node.args[1:] != (0,):
+        return False
+    shape = node.args[0]
+    return isinstance(shape, fx.Node) and (
+        (shape.op == "call_function" and shape.target is getattr and shape.args[1:] == ("shape",))
+        or (shape.op == "call_method" and shape.target == "size" and len(shape.args) == 1 and not shape.kwargs))
+
+
+def _is_flatten_view(node: fx.Node) -> bool:
+    """``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``, ``torch.reshape(x, (n, -1))`` with
+    ``n`` the batch size: a ``Flatten(1, -1)`` written by hand."""
+    if node.kwargs or not ((node.op == "call_method" and node.target in ("view", "reshape"))
+                           or (node.op == "call_function" and node.target is torch.reshape)):
+        return False
+    shape = node.args[1:]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return len(shape) == 2 and isinstance(shape[0], fx.Node) and _is_batch_size(shape[0]) and shape[1] == -1
+
+
+def _batch_size_reads(nodes: Sequence[fx.Node]) -> set[fx.Node]:
+    """The nodes that read an activation's batch size only for flattening views (``x.size(0)`` and
+    the ``x.shape`` it comes from): not steps of the chain, nor other uses of the activation."""
+    reads = {node for node in nodes if _is_batch_size(node) and all(_is_flatten_view(u) for u in node.users)}
+    shapes = {node.args[0] for node in reads if node.op == "call_function"}
+    return reads | {shape for shape in shapes if set(shape.users) <= reads}
 
 
 def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -128,8 +164,9 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     chain: list[tuple[str, nn.Module]] = []
     called: set[int] = set()
     current = placeholders[0]
+    batch_reads = _batch_size_reads(nodes)
     for node in nodes:
-        if node.op == "placeholder":
+        if node.op == "placeholder" or node in batch_reads:
             continue
         if node.op == "output":
             if node.args[0] is not current:
@@ -139,13 +176,15 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise UnsupportedModelError(f"{_where(node)} reads the tensor attribute '{node.target}' inside "
                                         "forward; only chains of modules are supported")
         if not node.args or node.args[0] is not current or any(
-                isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+                isinstance(a, fx.Node) and a not in batch_reads for a in list(node.args[1:]) + list(node.kwargs.values())):
             raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
                                         "(branches, skip connections and several inputs are not supported)")
-        if len(current.users) != 1:
-            users = ", ".join(sorted({_where(user) for user in current.users}))
-            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(current.users)} times "
-                                        f"(in {users}); only sequential chains are supported")
+        users = [user for user in current.users if user not in batch_reads]
+        if len(users) != 1:
+            names = ", ".join(repr(user.name) for user in users)
+            places = ", ".join(sorted({_where(user) for user in users}))
+            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(users)} times "
+                                        f"(by {names}, in {places}); only sequential chains are supported")
         if node.op == "call_module":
             module = modules[node.target]
             if type(module) not in SUPPORTED_TYPES or (node.args[1:] or node.kwargs):
@@ -160,7 +199,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                 what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
                 raise UnsupportedModelError(
                     f"unsupported operation '{what}' in {_where(node)}; compression supports chains of "
-                    f"{_supported_names()} (and torch.flatten / relu functions)")
+                    f"{_supported_names()} (and torch.flatten, x.view(x.size(0), -1) and relu functions)")
             chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
         current = node
     _check_no_shared_tensors(chain)
