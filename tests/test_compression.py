@@ -283,8 +283,23 @@ class _TiedConv(nn.Module):
         return self.fc(torch.flatten(self.relu(self.conv(self.relu(self.conv(x)))), 1))
 
 
+class _TiedLinears(nn.Module):
+    """Two linear layers sharing one weight tensor (the module of each is called once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(128, 128)
+        self.fc2 = nn.Linear(128, 128)
+        self.fc2.weight = self.fc1.weight
+        self.head = nn.Linear(128, 3)
+
+    def forward(self, x):
+        return self.head(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
 @pytest.mark.parametrize("model, words", [
     (_Sigmoid(), ["'features.1'", "Sigmoid"]),
+    (_TiedLinears(), ["'fc1'", "'fc2'", "share", "weight"]),
     (_TiedConv(), ["'conv'", "Conv2d", "2 times"]),
     (_Residual(), ["sequential chains"]),
     (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), _Block(), nn.Flatten(), nn.Linear(72, 3)),
@@ -322,6 +337,71 @@ def test_functional_flatten_and_relu_are_read_as_modules():
     relu = nn.ReLU()  # a module without weights may be reused
     chain = trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 2, 3), relu))
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
+
+
+
+@pytest.mark.parametrize("relu", [lambda x: F.relu(x, inplace=True), lambda x: F.relu(x, True),
+                                  lambda x: x.relu_(), torch.relu_])
+def test_an_in_place_functional_relu_is_read_as_a_relu_module(relu):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.fc = nn.Linear(3 * 36, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(relu(self.conv(x)), 1))
+
+    torch.manual_seed(0)
+    model = Net()
+    chain = trace_chain(model)
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():  # the chain computes what the model does
+        assert torch.equal(nn.Sequential(*[m for _, m in chain])(x), model(x))
+
+
+
+class _ViewFlatten(nn.Module):
+    """conv ReLU pool, flattened by ``flatten(x)`` (a view written by hand), then a linear layer."""
+
+    def __init__(self, flatten):
+        super().__init__()
+        self.flatten = flatten
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(3 * 16, 4)
+
+    def forward(self, x):
+        batch = x.size(0)
+        x = self.pool(F.relu(self.conv(x)))
+        return self.fc(self.flatten(x, batch))
+
+
+@pytest.mark.parametrize("flatten", [
+    lambda x, batch: x.view(x.size(0), -1), lambda x, batch: x.reshape(x.shape[0], -1),
+    lambda x, batch: x.view(x.size()[0], -1), lambda x, batch: x.view((x.size(0), -1)),
+    lambda x, batch: torch.reshape(x, (x.shape[0], -1)), lambda x, batch: x.view(batch, -1),
+])
+def test_a_view_to_the_batch_size_by_minus_one_is_read_as_a_flatten(flatten):
+    torch.manual_seed(0)
+    model = _ViewFlatten(flatten)
+    chain = trace_chain(model)
+    assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear"]
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():  # the chain computes what the model does
+        assert torch.equal(nn.Sequential(*[m for _, m in chain])(x), model(x))
+
+
+@pytest.mark.parametrize("flatten, words", [
+    (lambda x, batch: x.view(x.size(1), -1), ["used 2 times", "'size", "'view'"]),  # rows of channels
+    (lambda x, batch: x.view(-1, 48), ["'view'"]),
+])
+def test_a_view_that_is_not_a_flatten_to_the_batch_size_is_refused(flatten, words):
+    with pytest.raises(UnsupportedModelError) as info:
+        trace_chain(_ViewFlatten(flatten))
+    for word in words:
+        assert word in str(info.value), str(info.value)
 
 
 # ------------------------------------------------------------------------------ HARD update

@@ -379,3 +379,27 @@ def test_mnist_split_keeps_the_held_out_images_apart(mnist_dir):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (7000, 1000, 2000)
     seen = set(splits.train.indices.tolist()) | set(splits.val.indices.tolist())
     assert seen.isdisjoint(splits.test.indices.tolist())
+
+
+def test_parameters_before_are_those_of_the_layers_the_forward_pass_uses(digits):
+    """A module the model holds but never calls (an unused head) is no part of the network that
+    compression sees, slims and counts after: counting it before would overstate what was removed."""
+    torch.set_num_threads(1)
+
+    class WithUnusedHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = build_model("lenet300", digits.train.image_shape, 10)
+            self.unused_head = torch.nn.Linear(300, 10)
+
+        def forward(self, x):
+            return self.body(x)
+
+    torch.manual_seed(0)
+    model = WithUnusedHead()
+    used = sum(p.numel() for p in model.body.parameters())
+    cfg = CompressionConfig(lam=1e-6, epochs=2, finetune_epochs=0, batch_size=64, lr=0.01, augment=False)
+    outcome = compress(model, digits.train, cfg, seed=0)
+    assert outcome.params_before == used
+    assert outcome.widths_after == outcome.widths_before and outcome.inputs_after == outcome.inputs_before
+    assert outcome.params_after == outcome.params_before  # nothing pruned: nothing removed

@@ -63,8 +63,9 @@ class CompressionOutcome:
         layer_names: names of the conv/linear layers in the original model.
         widths_before, widths_after: units per layer.
         inputs_before, inputs_after: input features (or channels) of the first layer.
-        params_before/after, flops_before/after: counts per sample (FLOPs: multiply-accumulates
-            of the conv and linear layers).
+        params_before/after, flops_before/after: parameters of the layers the forward pass uses
+            (a module the model holds but never calls is left out), FLOPs per sample
+            (multiply-accumulates of the conv and linear layers).
         history: one entry per HARD update and one per epoch.
         masked_max_abs_diff: largest |output difference| (eval mode) between the slimmed network
             of the last pruning and the masked network it was derived from, or between the final
@@ -371,7 +372,9 @@ class _CompressionRun:
         chain = trace_chain(model)
         info = analyse_chain(chain, self.input_shape)
         self.layer_names = [chain[l.step][0] for l in info.layers]
-        self.params_before, self.flops_before = model_costs(model, self.input_shape)
+        # the chain's parameters: a module the model holds but never calls is not compressed (nor counted after)
+        self.params_before = count_parameters(nn.ModuleList(dict.fromkeys(module for _, module in chain)))
+        self.flops_before = count_flops(model, self.input_shape)
         self.net = SwitchedNetwork(chain, self.input_shape, gamma_init=cfg.gamma_init)
         self.widths_before, self.inputs_before = self.net.widths(), self.net.info.layers[0].in_groups
         self.drop_last = _lone_image_sits_out(self.net, train, cfg.batch_size)  # pruning keeps every BatchNorm

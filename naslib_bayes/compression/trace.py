@@ -8,20 +8,24 @@ previous one's output. The supported modules are
 * ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (at most one per layer, after it), ``nn.ReLU``,
   ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
   ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
-* the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` and the tensor methods
-  ``x.flatten(1)``/``x.relu()``, which are read as the equivalent modules.
+* the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
+  tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, and a view to the batch size by
+  -1 (``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), which are read as the
+  equivalent modules.
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
-function or method, a branch, a second input, a layer with weights called twice — is an
-:class:`UnsupportedModelError` that names the module it occurs in. :func:`analyse_chain`
-derives the layer structure that switches, pruning and slimming need (where each layer's units
-are, how a linear layer's inputs group into the producing convolution's channels after a
-``Flatten``) by running the chain once on a zero input of the given shape.
+function or method, a branch, a second input, a layer with weights called twice, two layers
+sharing a weight tensor — is an :class:`UnsupportedModelError` that names the module it
+occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
+slimming need (where each layer's units are, how a linear layer's inputs group into the
+producing convolution's channels after a ``Flatten``) by running the chain once on a zero input
+of the given shape.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -82,6 +86,8 @@ def _where(node: fx.Node) -> str:
 
 def _module_from_function(node: fx.Node) -> nn.Module | None:
     """The module equivalent of a supported function/method call on the activation."""
+    if _is_flatten_view(node):
+        return nn.Flatten(1, -1)
     if node.op == "call_function":
         target = node.target
         args, kwargs = node.args[1:], dict(node.kwargs)
@@ -89,7 +95,8 @@ def _module_from_function(node: fx.Node) -> nn.Module | None:
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
             return nn.Flatten(int(start), int(end)) if not kwargs else None
-        if target in (torch.relu, F.relu) and not args and not kwargs.get("inplace", False):
+        kwargs.pop("inplace", None)  # in place or not, the chain's ReLU computes the same values
+        if target in (torch.relu, F.relu, torch.relu_, F.relu_) and not args and not kwargs:
             return nn.ReLU()
         return None
     if node.op == "call_method":
@@ -98,9 +105,41 @@ def _module_from_function(node: fx.Node) -> nn.Module | None:
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
             return nn.Flatten(int(start), int(end)) if not kwargs else None
-        if node.target == "relu" and not args and not kwargs:
+        if node.target in ("relu", "relu_") and not args and not kwargs:
             return nn.ReLU()
     return None
+
+
+def _is_batch_size(node: fx.Node) -> bool:
+    """``x.size(0)``, ``x.shape[0]`` or ``x.size()[0]``: the batch size, which every step of a chain keeps."""
+    if node.op == "call_method" and node.target == "size":
+        return (node.args[1:], node.kwargs) in (((0,), {}), ((), {"dim": 0}))
+    if node.op != "call_function" or node.target is not operator.getitem or node.args[1:] != (0,):
+        return False
+    shape = node.args[0]
+    return isinstance(shape, fx.Node) and (
+        (shape.op == "call_function" and shape.target is getattr and shape.args[1:] == ("shape",))
+        or (shape.op == "call_method" and shape.target == "size" and len(shape.args) == 1 and not shape.kwargs))
+
+
+def _is_flatten_view(node: fx.Node) -> bool:
+    """``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``, ``torch.reshape(x, (n, -1))`` with
+    ``n`` the batch size: a ``Flatten(1, -1)`` written by hand."""
+    if node.kwargs or not ((node.op == "call_method" and node.target in ("view", "reshape"))
+                           or (node.op == "call_function" and node.target is torch.reshape)):
+        return False
+    shape = node.args[1:]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return len(shape) == 2 and isinstance(shape[0], fx.Node) and _is_batch_size(shape[0]) and shape[1] == -1
+
+
+def _batch_size_reads(nodes: Sequence[fx.Node]) -> set[fx.Node]:
+    """The nodes that read an activation's batch size only for flattening views (``x.size(0)`` and
+    the ``x.shape`` it comes from): not steps of the chain, nor other uses of the activation."""
+    reads = {node for node in nodes if _is_batch_size(node) and all(_is_flatten_view(u) for u in node.users)}
+    shapes = {node.args[0] for node in reads if node.op == "call_function"}
+    return reads | {shape for shape in shapes if set(shape.users) <= reads}
 
 
 def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -125,8 +164,9 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     chain: list[tuple[str, nn.Module]] = []
     called: set[int] = set()
     current = placeholders[0]
+    batch_reads = _batch_size_reads(nodes)
     for node in nodes:
-        if node.op == "placeholder":
+        if node.op == "placeholder" or node in batch_reads:
             continue
         if node.op == "output":
             if node.args[0] is not current:
@@ -136,13 +176,15 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise UnsupportedModelError(f"{_where(node)} reads the tensor attribute '{node.target}' inside "
                                         "forward; only chains of modules are supported")
         if not node.args or node.args[0] is not current or any(
-                isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+                isinstance(a, fx.Node) and a not in batch_reads for a in list(node.args[1:]) + list(node.kwargs.values())):
             raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
                                         "(branches, skip connections and several inputs are not supported)")
-        if len(current.users) != 1:
-            users = ", ".join(sorted({_where(user) for user in current.users}))
-            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(current.users)} times "
-                                        f"(in {users}); only sequential chains are supported")
+        users = [user for user in current.users if user not in batch_reads]
+        if len(users) != 1:
+            names = ", ".join(repr(user.name) for user in users)
+            places = ", ".join(sorted({_where(user) for user in users}))
+            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(users)} times "
+                                        f"(by {names}, in {places}); only sequential chains are supported")
         if node.op == "call_module":
             module = modules[node.target]
             if type(module) not in SUPPORTED_TYPES or (node.args[1:] or node.kwargs):
@@ -157,10 +199,26 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                 what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
                 raise UnsupportedModelError(
                     f"unsupported operation '{what}' in {_where(node)}; compression supports chains of "
-                    f"{_supported_names()} (and torch.flatten / relu functions)")
+                    f"{_supported_names()} (and torch.flatten, x.view(x.size(0), -1) and relu functions)")
             chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
         current = node
+    _check_no_shared_tensors(chain)
     return chain
+
+
+def _check_no_shared_tensors(chain: list[tuple[str, nn.Module]]) -> None:
+    """Refuse two modules of the chain holding one parameter or buffer (``fc2.weight = fc1.weight``):
+    switches, pruning and slimming work on a copy of each module and would untie them."""
+    owners: dict[int, tuple[str, str]] = {}
+    for name, module in chain:
+        tensors = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers())
+        for tensor_name, tensor in tensors:
+            first_module, first_tensor = owners.setdefault(id(tensor), (name, tensor_name))
+            if first_module != name:
+                raise UnsupportedModelError(
+                    f"modules '{first_module}' and '{name}' share one tensor ('{first_module}.{first_tensor}' is "
+                    f"'{name}.{tensor_name}'); compression needs every layer to have weights of its own "
+                    "(no tied weights)")
 
 
 def _check_called_once(node: fx.Node, module: nn.Module, called: set[int], modules: dict[str, nn.Module],
