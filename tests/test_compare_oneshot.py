@@ -75,6 +75,17 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
             "0123456789ab: 1 run, not recorded: 7 runs)") in (tmp_path / "summary.md").read_text()
 
 
+def test_the_order_seeds_are_given_in_does_not_change_the_summary(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    """The same runs give the same intervals: --seeds 7,6,...,0 resamples the seeds as --seeds 8 does."""
+    seeds = list(range(8))
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES, dataset="mnist",
+                                       data_root=None, seeds=seeds, epochs=1)
+    oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search([]))
+    in_order = oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", seeds)
+    reversed_seeds = oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", seeds[::-1])
+    assert [row.accuracy for row in reversed_seeds] == [row.accuracy for row in in_order]
+
+
 def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
     from naslib_bayes.errors import UserError
 

@@ -202,11 +202,15 @@ class OneShotRow:
 
 
 def summarize_oneshot(out: Path, optimizers: Sequence[str], dataset: str, seeds: Sequence[int]) -> list[OneShotRow]:
-    """Per optimizer: benchmark accuracy of the derived cells (mean [95% CI]) and search time."""
+    """Per optimizer: benchmark accuracy of the derived cells (mean [95% CI]) and search time.
+
+    Seeds are taken in increasing order, as :func:`~naslib_bayes.comparison.summary.summarize`
+    takes them, so the same runs get the same interval whatever order the seeds were given in.
+    """
     rows = []
     for optimizer in optimizers:
         runs = []
-        for seed in seeds:
+        for seed in sorted(seeds):
             result = load_run(out, RunSpec(optimizer, dataset, seed))
             if result is None:
                 raise UserError(f"{run_path(out, RunSpec(optimizer, dataset, seed))} is missing: run the comparison to finish it")
