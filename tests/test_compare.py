@@ -137,6 +137,15 @@ def test_a_rerun_skips_everything_and_other_settings_are_refused(serial, nats_be
         runner.run_comparison(other, benchmark=nats_benchmark)
 
 
+def test_the_order_seeds_are_given_in_does_not_change_the_summary(nats_csv, nats_benchmark, tmp_path):
+    """The same runs give the same table: --seeds 7,6,...,0 resamples the seeds as --seeds 8 does."""
+    settings = settings_for(nats_csv, tmp_path, budget=10, optimizers=["rs"], seeds=range(8), datasets=["cifar100"])
+    _, result = finish(settings, nats_benchmark)
+    reversed_seeds = summary.summarize(settings.out, settings.optimizers, settings.datasets, list(range(8))[::-1])
+    assert summary.csv_rows(reversed_seeds) == summary.csv_rows(result)
+    assert summary.markdown(reversed_seeds) == summary.markdown(result)
+
+
 def test_summary_numbers_follow_from_the_run_files(serial, nats_benchmark):
     settings, _, _ = serial
     rows = {(r["optimizer"], r["dataset"]): r for r in read_csv(settings.out / "summary.csv", drop=())}

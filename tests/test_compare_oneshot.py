@@ -75,6 +75,43 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
             "0123456789ab: 1 run, not recorded: 7 runs)") in (tmp_path / "summary.md").read_text()
 
 
+def test_the_order_seeds_are_given_in_does_not_change_the_summary(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    """The same runs give the same intervals: --seeds 7,6,...,0 resamples the seeds as --seeds 8 does."""
+    seeds = list(range(8))
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES, dataset="mnist",
+                                       data_root=None, seeds=seeds, epochs=1)
+    oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search([]))
+    in_order = oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", seeds)
+    reversed_seeds = oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", seeds[::-1])
+    assert [row.accuracy for row in reversed_seeds] == [row.accuracy for row in in_order]
+
+
+def test_runs_made_without_epochs_are_the_runs_of_the_default_epochs(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    """--epochs 1, the default typed out, reuses the runs made without --epochs, those of files that
+    recorded no epochs (epochs None) included, and the summary says how long every run searched."""
+    calls = []
+    implicit = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset="mnist",
+                                       data_root=None, seeds=[0, 1], epochs=None)
+    oneshot.run_oneshot_comparison(implicit, nats_benchmark, fake_search(calls))
+    spec = RunSpec(NAMES[0], "mnist", 1)
+    recorded_without_epochs = [run_path(tmp_path, spec), tmp_path / oneshot.WORK_DIR / spec.name / oneshot.DETERMINANTS_FILE]
+    for path in recorded_without_epochs:
+        record = json.loads(path.read_text())
+        determinants = record.get(oneshot.DETERMINANTS_KEY, record)
+        determinants["epochs"] = None
+        path.write_text(json.dumps(record))
+    explicit = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset="mnist",
+                                       data_root=None, seeds=[0, 1], epochs=1)
+    ran, done, _ = oneshot.run_oneshot_comparison(explicit, nats_benchmark, fake_search(calls))
+    assert (len(ran), len(done), len(calls)) == (0, 2, 2)
+    recorded_without_epochs[0].unlink()  # its work folder, which recorded no epochs, is continued
+    ran, done, _ = oneshot.run_oneshot_comparison(explicit, nats_benchmark, fake_search(calls))
+    assert (ran, len(done), len(calls)) == ([spec], 1, 3)
+    oneshot.write_oneshot_summary(oneshot.summarize_oneshot(tmp_path, NAMES[:1], "mnist", [0, 1]), "mnist", tmp_path,
+                                  implicit.epochs)
+    assert "for 1 joint epochs after a warm-up epoch" in (tmp_path / "summary.md").read_text()
+
+
 def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
     from naslib_bayes.errors import UserError
 

@@ -32,6 +32,7 @@ from naslib_bayes.comparison.runner import (
 from naslib_bayes.data import canonical_name
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.oneshot import OneShotOptimizer
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 from naslib_bayes.threads import torch_threads
@@ -41,6 +42,8 @@ REPORT_METRIC = "test_accuracy"
 #: Key of the determinants in a run file, and the file holding them in a run's work folder.
 DETERMINANTS_KEY = "comparison"
 DETERMINANTS_FILE = "comparison.json"
+#: Joint epochs of a run when ``--epochs`` is not given: the one-shot optimizers' default.
+DEFAULT_EPOCHS = OneShotOptimizer.common_defaults["epochs"]
 #: ``search_fn(settings, spec, work_dir) -> result dict`` runs one one-shot search.
 SearchFn = Callable[["OneShotSettings", RunSpec, Path], dict]
 
@@ -64,6 +67,8 @@ class OneShotSettings:
         for name in self.optimizers:
             registry.get_spec(name, registry.ONE_SHOT)  # the registry's one-line error
         canonical_name(self.dataset)  # once here, not in every run's search after --out is made
+        if self.epochs is None:  # named, so that a run is the same run whether --epochs 1 was typed or not
+            self.epochs = DEFAULT_EPOCHS
 
     def runs(self) -> list[RunSpec]:
         return [RunSpec(o, self.dataset, s) for s in self.seeds for o in self.optimizers]
@@ -142,18 +147,26 @@ def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
     """A run's work folder continues only a search made with the same settings."""
     record = work / DETERMINANTS_FILE
     if record.exists():
-        refuse_other_settings(record, json.loads(record.read_text()), determinants)
+        refuse_other_settings(record, with_default_epochs(json.loads(record.read_text())), determinants)
     elif work.exists() and any(work.iterdir()):
         raise UserError(f"{work} holds a search that does not record its settings ({DETERMINANTS_FILE}); "
                         "use another --out")
     results.atomic_write_json(record, determinants)
 
 
+def with_default_epochs(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Recorded determinants, with the epochs of a run made without ``--epochs`` before they were
+    recorded as :data:`DEFAULT_EPOCHS` (such files say None) read as the default it searched for."""
+    if "epochs" in recorded and recorded["epochs"] is None:
+        return {**recorded, "epochs": DEFAULT_EPOCHS}
+    return recorded
+
+
 def plan_oneshot(settings: OneShotSettings, fingerprint: str) -> tuple[list[RunSpec], list[RunSpec]]:
     """Runs to do and runs done; a run file made with other settings is refused before anything runs."""
 
     def check(spec: RunSpec, result: dict[str, Any]) -> None:
-        refuse_other_settings(run_path(settings.out, spec), result.get(DETERMINANTS_KEY) or {},
+        refuse_other_settings(run_path(settings.out, spec), with_default_epochs(result.get(DETERMINANTS_KEY) or {}),
                               settings.determinants(spec, fingerprint))
 
     return split_finished(settings.out, settings.runs(), check)
@@ -217,11 +230,15 @@ class OneShotRow:
 
 
 def summarize_oneshot(out: Path, optimizers: Sequence[str], dataset: str, seeds: Sequence[int]) -> list[OneShotRow]:
-    """Per optimizer: benchmark accuracy of the derived cells (mean [95% CI]) and search time."""
+    """Per optimizer: benchmark accuracy of the derived cells (mean [95% CI]) and search time.
+
+    Seeds are taken in increasing order, as :func:`~naslib_bayes.comparison.summary.summarize`
+    takes them, so the same runs get the same interval whatever order the seeds were given in.
+    """
     rows = []
     for optimizer in optimizers:
         runs = []
-        for seed in seeds:
+        for seed in sorted(seeds):
             result = load_run(out, RunSpec(optimizer, dataset, seed))
             if result is None:
                 raise UserError(f"{run_path(out, RunSpec(optimizer, dataset, seed))} is missing: run the comparison to finish it")

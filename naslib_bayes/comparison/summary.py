@@ -163,7 +163,12 @@ class Summary:
 
 
 def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> Summary:
-    """Summary of the comparison in ``out`` over the given grid (every run must be finished)."""
+    """Summary of the comparison in ``out`` over the given grid (every run must be finished).
+
+    Seeds are taken in increasing order whatever order they were given in: the bootstrap pairs
+    its draws with row positions, so the same runs in another order would get another interval.
+    """
+    seeds = sorted(seeds)
     runs = {}
     for dataset in datasets:
         for optimizer in optimizers:
