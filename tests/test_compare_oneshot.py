@@ -112,6 +112,15 @@ def test_runs_made_without_epochs_are_the_runs_of_the_default_epochs(fake_onesho
     assert "for 1 joint epochs after a warm-up epoch" in (tmp_path / "summary.md").read_text()
 
 
+def test_another_spelling_of_the_dataset_reuses_its_runs(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    calls = []
+    for spelling in ("mnist", "MNIST"):
+        settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset=spelling,
+                                           data_root=None, seeds=[0], epochs=1)
+        ran, done, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    assert (ran, done, len(calls)) == ([], [RunSpec(NAMES[0], "mnist", 0)], 1)
+
+
 def test_runs_and_work_folders_of_other_settings_are_refused(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
     from naslib_bayes.errors import UserError
 

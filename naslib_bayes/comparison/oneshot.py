@@ -66,7 +66,9 @@ class OneShotSettings:
         require_distinct("seeds", self.seeds)
         for name in self.optimizers:
             registry.get_spec(name, registry.ONE_SHOT)  # the registry's one-line error
-        canonical_name(self.dataset)  # once here, not in every run's search after --out is made
+        # once here, not in every run's search after --out is made; and one spelling names the
+        # run files, so a re-run typing MNIST reuses the runs made as mnist
+        self.dataset = canonical_name(self.dataset)
         if self.epochs is None:  # named, so that a run is the same run whether --epochs 1 was typed or not
             self.epochs = DEFAULT_EPOCHS
 
