@@ -740,3 +740,11 @@ def test_runs_record_their_code_and_a_summary_of_mixed_code_says_so(capsys, nats
             f"{source_fingerprint()}: 1 run, not recorded: 1 run)")
     assert note in (out / "summary.md").read_text() and f"warning: {note}" in err
     assert run_files(out) == before and read_csv(out / "summary.csv") == table  # reused, not changed
+
+
+@pytest.mark.parametrize("seeds, text", [([5], "1 seed (5)"), ([0, 1, 2], "3 seeds (0–2)"), ([0, 3, 7], "3 seeds (0, 3, 7)")])
+def test_the_summary_names_the_seeds_it_averages(nats_csv, tmp_path, seeds, text):
+    settings = settings_for(nats_csv, tmp_path, optimizers=["rs"], datasets=["cifar10"], seeds=seeds, budget=2)
+    _, result = finish(settings)
+    assert f"budget 2 queries per run (initial designs included); {text}, the same for every optimizer" in \
+        (tmp_path / "summary.md").read_text()

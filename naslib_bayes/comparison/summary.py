@@ -348,12 +348,19 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _seeds_text(seeds: list[int]) -> str:
+    """``1 seed (5)``, ``5 seeds (0–4)``, ``3 seeds (0, 3, 7)``."""
+    if len(seeds) == 1:
+        return f"1 seed ({seeds[0]})"
+    listed = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    return f"{len(seeds)} seeds ({listed})"
+
+
 def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
     seeds = summary.seeds
-    seed_text = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
     lines = [
         f"Benchmark `{summary.benchmark}`; budget {summary.budget} queries per run (initial designs included); "
-        f"{len(seeds)} seeds ({seed_text}), the same for every optimizer; search metric `{summary.search_metric}`, "
+        f"{_seeds_text(seeds)}, the same for every optimizer; search metric `{summary.search_metric}`, "
         f"report metric `{summary.report_metric}`.",
         "",
         f"Regret after t queries = best `{summary.report_metric}` on the dataset − `{summary.report_metric}` of the "
