@@ -99,6 +99,14 @@ def test_eval_network_of_darts_v2_has_the_published_parameter_count():
     assert outside_head == 3_349_342
 
 
+def test_search_network_has_the_parameter_count_of_darts_search_model():
+    """DARTS's search model on CIFAR-10 (C = 16, 8 cells, 4 steps) logs 1,930,618 weights (its
+    architecture parameters are kept apart): every mixed op's candidate ops, with their
+    non-affine BatchNorms, and the preprocessing and reduction widths are DARTS's."""
+    net = DartsSearchNetwork(16, 10, layers=8)
+    assert sum(p.numel() for p in net.parameters()) == 1_930_618
+
+
 def test_drop_path_spares_identity_edges_and_drops_the_others():
     """As in DARTS, drop path zeroes whole samples of an edge's output, but never of an identity edge."""
     from naslib_bayes.search_spaces.darts.eval_network import EvalCell
