@@ -343,6 +343,20 @@ def test_log_expected_improvement_is_accurate_far_below_the_incumbent():
     assert torch.allclose(torch.log(ei[:4]), log_ei[:4], rtol=0, atol=1e-9)  # EI keeps its digits until it underflows
 
 
+def test_log_expected_improvement_stays_finite_and_monotone_however_far_below_the_incumbent():
+    """log EI rises with the mean at any distance below the incumbent; from 5e7 standard deviations
+    down, 1 + z * Phi(z) / phi(z) (about 1 / z^2) rounds to 0 and its log1p was -inf."""
+    z = -torch.logspace(0, 12, 20001, dtype=torch.float64).flip(0)
+    log_ei = acquisition.log_expected_improvement(z, torch.ones_like(z), best=0.0)
+    assert bool(torch.isfinite(log_ei).all())
+    assert bool((log_ei.diff() > 0).all())
+    for zi in (-6e7, -1e9):  # h(z) = phi(z) / z^2 * (1 - 3 / z^2 + ...): the correction is below rounding
+        expected = -0.5 * zi * zi - 0.5 * math.log(2 * math.pi) - 2 * math.log(-zi)
+        value = float(acquisition.log_expected_improvement(torch.tensor([zi], dtype=torch.float64),
+                                                           torch.ones(1, dtype=torch.float64), best=0.0))
+        assert value == pytest.approx(expected, rel=1e-15)
+
+
 def test_ei_scores_keep_ranking_cells_where_ei_underflows():
     """gp-bo and tnas without the prior score EI by its log: cells 40 and 45 standard deviations
     below the incumbent (EI = 0 in double precision) are still told apart."""
