@@ -171,7 +171,8 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
 
 @pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
-                                    "state_dict_a_list", "meta_phi_a_list"])
+                                    "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
+                                    "op_index_too_large", "dataset_index_too_large", "value_nan"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
     if damage == "encoder_size":
@@ -192,6 +193,12 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["info"] = [1, 2]
     elif damage == "state_dict_a_list":
         payload["state_dict"] = [1, 2]
+    elif damage.startswith("op_index"):  # -1 would index the last cell's encoding, 5 past the end
+        payload["evidence"]["cells"][3, 2] = -1 if damage == "op_index_negative" else 5
+    elif damage == "dataset_index_too_large":  # two meta-training datasets: indices 0 and 1
+        payload["evidence"]["dataset"][0] = 2
+    elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
+        payload["evidence"]["values"][0] = float("nan")
     else:
         payload["meta_phi"] = [[0.0]]
     bad = tmp_path / "surrogate.pt"
