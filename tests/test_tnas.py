@@ -171,7 +171,8 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
 
 @pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
-                                    "state_dict_a_list", "meta_phi_a_list"])
+                                    "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
+                                    "op_index_too_large", "dataset_index_too_large", "value_nan"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
     if damage == "encoder_size":
@@ -192,6 +193,12 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["info"] = [1, 2]
     elif damage == "state_dict_a_list":
         payload["state_dict"] = [1, 2]
+    elif damage.startswith("op_index"):  # -1 would index the last cell's encoding, 5 past the end
+        payload["evidence"]["cells"][3, 2] = -1 if damage == "op_index_negative" else 5
+    elif damage == "dataset_index_too_large":  # two meta-training datasets: indices 0 and 1
+        payload["evidence"]["dataset"][0] = 2
+    elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
+        payload["evidence"]["values"][0] = float("nan")
     else:
         payload["meta_phi"] = [[0.0]]
     bad = tmp_path / "surrogate.pt"
@@ -341,6 +348,20 @@ def test_log_expected_improvement_is_accurate_far_below_the_incumbent():
         assert float(value) == pytest.approx(math.log(0.13) + _log_ei_by_quadrature(float(zi)), abs=1e-6)
     ei = acquisition.expected_improvement(0.5 + std * z, std, best=0.5)
     assert torch.allclose(torch.log(ei[:4]), log_ei[:4], rtol=0, atol=1e-9)  # EI keeps its digits until it underflows
+
+
+def test_log_expected_improvement_stays_finite_and_monotone_however_far_below_the_incumbent():
+    """log EI rises with the mean at any distance below the incumbent; from 5e7 standard deviations
+    down, 1 + z * Phi(z) / phi(z) (about 1 / z^2) rounds to 0 and its log1p was -inf."""
+    z = -torch.logspace(0, 12, 20001, dtype=torch.float64).flip(0)
+    log_ei = acquisition.log_expected_improvement(z, torch.ones_like(z), best=0.0)
+    assert bool(torch.isfinite(log_ei).all())
+    assert bool((log_ei.diff() > 0).all())
+    for zi in (-6e7, -1e9):  # h(z) = phi(z) / z^2 * (1 - 3 / z^2 + ...): the correction is below rounding
+        expected = -0.5 * zi * zi - 0.5 * math.log(2 * math.pi) - 2 * math.log(-zi)
+        value = float(acquisition.log_expected_improvement(torch.tensor([zi], dtype=torch.float64),
+                                                           torch.ones(1, dtype=torch.float64), best=0.0))
+        assert value == pytest.approx(expected, rel=1e-15)
 
 
 def test_ei_scores_keep_ranking_cells_where_ei_underflows():

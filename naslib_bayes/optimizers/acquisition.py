@@ -48,16 +48,21 @@ def _log_h(z: torch.Tensor) -> torch.Tensor:
     """``log(phi(z) + z * Phi(z))``, elementwise.
 
     For z > -1 directly. Below, ``h = phi(z) * (1 + z * Phi(z) / phi(z))`` with
-    ``Phi(z) / phi(z) = sqrt(pi / 2) * erfcx(-z / sqrt(2))`` (no underflow), whose ``log1p`` loses
-    no digits until ``1 + z * Phi / phi ~ 1 / z^2`` nears rounding (|z| ~ 1e8), where
-    ``h ~ phi(z) / z^2`` takes over.
+    ``Phi(z) / phi(z) = sqrt(pi / 2) * erfcx(-z / sqrt(2))`` (no underflow). That sum is about
+    ``1 / z^2`` and its rounding error about 1e-16, so its ``log1p`` loses digits as |z| grows and
+    is -inf from |z| ~ 5e7; below ``_TAIL_FROM`` the asymptotic series
+    ``h = phi(z) / z^2 * (1 - 3 / z^2 + 15 / z^4 - ...)`` takes over, exact to rounding there.
     """
     log_phi = -0.5 * z * z - _LOG_SQRT_2PI
     direct = torch.log(torch.exp(log_phi) + z * torch.special.ndtr(z))
     ratio = math.sqrt(math.pi / 2) * torch.special.erfcx(-z / math.sqrt(2))
     middle = log_phi + torch.log1p(z * ratio)
-    tail = log_phi - 2 * torch.log(z.abs())
-    return torch.where(z > -1, direct, torch.where(z > -1e8, middle, tail))
+    inverse_square = 1.0 / (z * z)
+    tail = log_phi + torch.log(inverse_square) + torch.log1p(-3 * inverse_square + 15 * inverse_square**2)
+    return torch.where(z > -1, direct, torch.where(z > _TAIL_FROM, middle, tail))
+
+
+_TAIL_FROM = -1e3  # the series' first omitted term, 105 / z^6, is 1e-16 here
 
 
 def upper_confidence_bound(mean: torch.Tensor, std: torch.Tensor, beta: float = 2.0) -> torch.Tensor:

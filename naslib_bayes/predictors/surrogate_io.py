@@ -28,6 +28,7 @@ import torch
 from naslib_bayes.errors import UserError, cause
 from naslib_bayes.results import atomic_write
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate
+from naslib_bayes.search_spaces.nasbench201.cell import NUM_OPS
 
 FORMAT = "naslib-bayes/tnas-surrogate"
 FORMAT_VERSION = 1
@@ -107,7 +108,8 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
         surrogate.load_state_dict(_of_type(payload, "state_dict", dict))
         if "evidence" in payload:
             meta_phi = _of_type(payload, "meta_phi", torch.Tensor, None)
-            surrogate.set_evidence(_evidence(_of_type(payload, "evidence", dict)), meta_phi)
+            evidence = _evidence(_of_type(payload, "evidence", dict), len(config.meta_datasets))
+            surrogate.set_evidence(evidence, meta_phi)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
     return surrogate, info
@@ -150,11 +152,28 @@ def _of_type(stored: dict[str, Any], key: str, kind: type, default: Any = _MISSI
     return value
 
 
-def _evidence(stored: dict[str, Any]) -> Evidence:
-    """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must be tensors that agree."""
+def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
+    """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must be tensors that
+    agree, hold op indices, finite values and indices of the ``num_datasets`` meta-training datasets.
+
+    Indices are used to look rows up: an op index of -1 or 5 would silently stand for another cell,
+    and one NaN value would make the prior NaN for every cell.
+    """
     cells, values, dataset = (_of_type(stored, key, torch.Tensor) for key in ("cells", "values", "dataset"))
     m = cells.shape[0] if cells.dim() else 0
     if cells.dim() != 2 or cells.shape[1] != 6 or values.shape != (m,) or dataset.shape != (m,):
         raise ValueError(f"evidence shapes cells {tuple(cells.shape)}, values {tuple(values.shape)}, "
                          f"dataset {tuple(dataset.shape)} do not agree")
+    _require_indices("evidence cells", cells, NUM_OPS)
+    _require_indices("evidence dataset", dataset, num_datasets)
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("evidence values are not all finite")
     return Evidence(cells, values, dataset)
+
+
+def _require_indices(name: str, indices: torch.Tensor, size: int) -> None:
+    """A ValueError unless ``indices`` are integers in 0..size-1."""
+    if indices.is_floating_point() or indices.is_complex():
+        raise ValueError(f"{name}: {indices.dtype}, not integers")
+    if indices.numel() and not (0 <= int(indices.min()) and int(indices.max()) < size):
+        raise ValueError(f"{name}: {int(indices.min())}..{int(indices.max())}, not indices in 0..{size - 1}")
