@@ -322,6 +322,26 @@ def test_unsupported_models_give_an_error_naming_the_module(model, words):
         assert word in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("model, name, shape", [
+    (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(),
+                   nn.Linear(8, 3)), "'2' (BatchNorm1d)", "(8,)"),
+    (nn.Sequential(nn.Conv2d(2, 4, 8), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(),
+                   nn.Linear(4, 3)), "'1' (BatchNorm2d)", "(4, 1, 1)"),
+])
+def test_a_batchnorm_without_running_statistics_on_one_value_per_channel_is_refused_saying_why(model, name, shape):
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(model), (2, 8, 8))
+    message = str(info.value)
+    for words in (name, "track_running_stats=False", "one value per channel", shape, "single image"):
+        assert words in message, message
+    assert "Expected more than 1 value" not in message and "\n" not in message
+    with_statistics = nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    assert SwitchedNetwork(trace_chain(with_statistics), (2, 8, 8)).info.layers[0].bn == 2
+    on_a_map = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(),
+                             nn.Linear(144, 3))  # many values per channel: batch statistics of one image work
+    assert SwitchedNetwork(trace_chain(on_a_map), (2, 8, 8)).info.layers[0].bn == 1
+
+
 def test_functional_flatten_and_relu_are_read_as_modules():
     class Net(nn.Module):
         def __init__(self):

@@ -452,6 +452,12 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
         if x.dim() != 2:
             raise UnsupportedModelError(f"module '{name}' (Linear) gets a {x.dim()}-d input; flatten the "
                                         "feature map first")
+    elif isinstance(module, BN_TYPES) and _normalises_one_value_per_channel(module, x):
+        raise UnsupportedModelError(
+            f"module '{name}' ({type(module).__name__}) has track_running_stats=False, so it normalises with the "
+            f"statistics of the batch it gets, in eval mode too, and it gets one value per channel of an image "
+            f"(input shape {tuple(x.shape[1:])}): a single image, which compression runs to analyse and prune the "
+            "network, cannot be normalised; use track_running_stats=True")
     elif isinstance(module, nn.MaxPool2d) and module.return_indices:
         raise UnsupportedModelError(f"module '{name}' (MaxPool2d) has return_indices=True; its output is a "
                                     "pair, not the next layer's input")
@@ -461,13 +467,21 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
                                         f"not {module.start_dim}..{module.end_dim}")
 
 
+def _normalises_one_value_per_channel(bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a BatchNorm without running statistics (batch statistics in eval mode too) gets one value
+    per channel of a sample: it then cannot normalise the single-image batches of the analysis."""
+    without_statistics = bn.running_mean is None and bn.running_var is None
+    return without_statistics and x.dim() >= 2 and x[0, 0].numel() == 1
+
+
 def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
                   input_shape: Sequence[int]) -> ChainInfo:
     """Layer structure of a chain for inputs of ``input_shape`` (one sample, e.g. (1, 28, 28)).
 
     Raises :class:`UnsupportedModelError` for chains that compression cannot handle: no layer,
     a BatchNorm not directly serving one layer (before the first layer, or two in one layer),
-    a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map.
+    a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map,
+    a BatchNorm without running statistics that gets one value per channel of a sample.
     """
     named = [(item if isinstance(item, tuple) else (f"[{i}]", item)) for i, item in enumerate(chain)]
     shape = tuple(int(s) for s in input_shape)
