@@ -469,6 +469,20 @@ def test_functional_pooling_dropout_and_mean_are_read_as_the_modules_they_stand_
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_telling_dropouts_training_apart_leaves_the_models_own_train_method_uncalled():
+    class FreezesOnTrain(_Functional):
+        calls = 0
+
+        def train(self, mode=True):  # a user's train() with side effects
+            type(self).calls += 1
+            return super().train(mode)
+
+    model = FreezesOnTrain(lambda x, t: F.dropout(x, 0.25, t), 192).eval()
+    calls = FreezesOnTrain.calls
+    assert isinstance(trace_chain(model)[1][1], nn.Dropout)
+    assert FreezesOnTrain.calls == calls and not any(m.training for m in model.modules())
+
+
 @pytest.mark.parametrize("step, words", [
     (lambda x, t: F.max_pool2d(x, 2, return_indices=True)[0], ["'max_pool2d_with_indices'", "pair"]),
     (lambda x, t: F.dropout(x, 0.5), ["'dropout'", "training=True", "eval mode"]),

@@ -211,7 +211,8 @@ def _dropout_training(model: nn.Module, nodes: Sequence[fx.Node]) -> dict[str, d
     modes = {m: m.training for m in model.modules()}
     try:
         for mode in (True, False):
-            model.train(mode)
+            for module in modes:  # the flag only: a train() of the user's with side effects is not called
+                module.training = mode
             try:
                 graph = fx.symbolic_trace(model).graph
             except Exception:  # untraceable in this mode: its dropouts' training stays unknown
