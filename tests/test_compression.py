@@ -322,6 +322,26 @@ def test_unsupported_models_give_an_error_naming_the_module(model, words):
         assert word in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("model, name, shape", [
+    (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.ReLU(),
+                   nn.Linear(8, 3)), "'2' (BatchNorm1d)", "(8,)"),
+    (nn.Sequential(nn.Conv2d(2, 4, 8), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(), nn.Flatten(),
+                   nn.Linear(4, 3)), "'1' (BatchNorm2d)", "(4, 1, 1)"),
+])
+def test_a_batchnorm_without_running_statistics_on_one_value_per_channel_is_refused_saying_why(model, name, shape):
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(model), (2, 8, 8))
+    message = str(info.value)
+    for words in (name, "track_running_stats=False", "one value per channel", shape, "single image"):
+        assert words in message, message
+    assert "Expected more than 1 value" not in message and "\n" not in message
+    with_statistics = nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    assert SwitchedNetwork(trace_chain(with_statistics), (2, 8, 8)).info.layers[0].bn == 2
+    on_a_map = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(),
+                             nn.Linear(144, 3))  # many values per channel: batch statistics of one image work
+    assert SwitchedNetwork(trace_chain(on_a_map), (2, 8, 8)).info.layers[0].bn == 1
+
+
 def test_functional_flatten_and_relu_are_read_as_modules():
     class Net(nn.Module):
         def __init__(self):
@@ -402,6 +422,87 @@ def test_a_view_that_is_not_a_flatten_to_the_batch_size_is_refused(flatten, word
         trace_chain(_ViewFlatten(flatten))
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+class _Functional(nn.Module):
+    """conv, then ``step(x, training)`` written in forward, then a linear layer on what it flattens to."""
+
+    def __init__(self, step, features):
+        super().__init__()
+        self.step = step
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(features, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.step(self.conv(x), self.training), 1))
+
+
+@pytest.mark.parametrize("step, features, modules", [
+    (lambda x, t: F.max_pool2d(x, 2), 48, [nn.MaxPool2d(2)]),
+    (lambda x, t: F.max_pool2d(x, (3, 2), stride=(1, 2), padding=1, dilation=(1, 1), ceil_mode=True), 120,
+     [nn.MaxPool2d((3, 2), (1, 2), 1, (1, 1), ceil_mode=True)]),
+    (lambda x, t: torch.max_pool2d(x, 2, [], 0, 1, False), 48, [nn.MaxPool2d(2)]),
+    (lambda x, t: F.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=False, count_include_pad=False,
+                               divisor_override=None), 48, [nn.AvgPool2d(3, 2, 1, count_include_pad=False)]),
+    (lambda x, t: F.adaptive_avg_pool2d(x, (2, None)), 48, [nn.AdaptiveAvgPool2d((2, None))]),
+    (lambda x, t: F.dropout(x, 0.25, t, True), 192, [nn.Dropout(0.25)]),
+    (lambda x, t: F.dropout(x, p=0.25, training=False), 192, [nn.Identity()]),  # never drops
+    (lambda x, t: x.mean((3, 2)), 3, [nn.AdaptiveAvgPool2d(1), nn.Flatten()]),
+    (lambda x, t: torch.mean(x, dim=[2, -1], keepdim=True), 3, [nn.AdaptiveAvgPool2d(1)]),
+])
+def test_functional_pooling_dropout_and_mean_are_read_as_the_modules_they_stand_for(step, features, modules):
+    torch.manual_seed(0)
+    model = _Functional(step, features)
+    chain = [m for _, m in trace_chain(model)]
+    expected = [nn.Conv2d] + [type(m) for m in modules] + [nn.Flatten, nn.Linear]
+    assert [type(m) for m in chain] == expected
+    for got, want in zip(chain[1:], modules):
+        assert repr(got) == repr(want) and vars(got) == vars(want) | {"training": got.training}
+    x = torch.randn(4, 1, 8, 8)
+    for training in (True, False):  # dropout follows the model's mode, as nn.Dropout does
+        model.train(training)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            want = model(x)
+            torch.manual_seed(1)
+            got = nn.Sequential(*chain).train(training)(x)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_telling_dropouts_training_apart_leaves_the_models_own_train_method_uncalled():
+    class FreezesOnTrain(_Functional):
+        calls = 0
+
+        def train(self, mode=True):  # a user's train() with side effects
+            type(self).calls += 1
+            return super().train(mode)
+
+    model = FreezesOnTrain(lambda x, t: F.dropout(x, 0.25, t), 192).eval()
+    calls = FreezesOnTrain.calls
+    assert isinstance(trace_chain(model)[1][1], nn.Dropout)
+    assert FreezesOnTrain.calls == calls and not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("step, words", [
+    (lambda x, t: F.max_pool2d(x, 2, return_indices=True)[0], ["'max_pool2d_with_indices'", "pair"]),
+    (lambda x, t: F.dropout(x, 0.5), ["'dropout'", "training=True", "eval mode"]),
+    (lambda x, t: F.dropout(x, 0.5, training=True), ["'dropout'", "training=True", "eval mode"]),
+    (lambda x, t: torch.dropout(x, 0.5, True), ["'dropout'", "training=True", "eval mode"]),
+    (lambda x, t: F.dropout(x, 1.5, t), ["'dropout'", "1.5"]),
+    (lambda x, t: x.mean(1, keepdim=True), ["'mean'", "dim=1"]),
+    (lambda x, t: x.mean((1, 2, 3)), ["'mean'", "(1, 2, 3)"]),
+    (lambda x, t: x.mean(), ["'mean'", "dims"]),
+    (lambda x, t: torch.mean(x, (2, 3), dtype=torch.float64), ["'mean'", "dtype"]),
+])
+def test_functional_pooling_dropout_or_mean_that_no_module_computes_is_refused_naming_the_call(step, words):
+    model = _Functional(step, 3).train()
+    with pytest.raises(UnsupportedModelError) as info:
+        trace_chain(model)
+    message = str(info.value)
+    assert "\n" not in message and "the model's forward" in message
+    for word in words:
+        assert word in message, message
+    assert model.training and all(m.training for m in model.modules())  # the model's mode is given back
 
 
 # ------------------------------------------------------------------------------ HARD update

@@ -403,3 +403,85 @@ def test_parameters_before_are_those_of_the_layers_the_forward_pass_uses(digits)
     assert outcome.params_before == used
     assert outcome.widths_after == outcome.widths_before and outcome.inputs_after == outcome.inputs_before
     assert outcome.params_after == outcome.params_before  # nothing pruned: nothing removed
+
+
+class _Written(torch.nn.Module):
+    """conv ReLU POOL, conv ReLU HEAD, linear ReLU DROP, linear on 8x8 digits, where POOL, HEAD and
+    DROP are modules or functions written in forward (DROP functions take the model's mode)."""
+
+    def __init__(self, pool, head, drop):
+        super().__init__()
+        self.pool, self.head, self.drop = pool, head, drop
+        self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 12, 3, padding=1)
+        with torch.no_grad():
+            features = self._features(torch.zeros(1, 1, 8, 8)).shape[1]
+        self.fc1 = torch.nn.Linear(features, 24)
+        self.fc2 = torch.nn.Linear(24, 10)
+
+    def _features(self, x):
+        x = self.pool(torch.nn.functional.relu(self.conv1(x)))
+        return self.head(torch.nn.functional.relu(self.conv2(x)))
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(self.fc1(self._features(x)))
+        x = self.drop(x) if isinstance(self.drop, torch.nn.Module) else self.drop(x, self.training)
+        return self.fc2(x)
+
+
+def _flat(*modules):
+    return torch.nn.Sequential(*modules, torch.nn.Flatten())
+
+
+_F = torch.nn.functional
+_MAX, _FLAT, _DROP = torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Dropout(0.3)
+# (pool, head, drop) written with functions, then with the modules they stand for
+FUNCTIONAL_TWINS = {
+    "F.max_pool2d(x, 2)": ((lambda x: _F.max_pool2d(x, 2), _FLAT, _DROP), (torch.nn.MaxPool2d(2), _FLAT, _DROP)),
+    "F.max_pool2d(x, (2, 2))": ((lambda x: _F.max_pool2d(x, (2, 2)), _FLAT, _DROP),
+                                (torch.nn.MaxPool2d((2, 2)), _FLAT, _DROP)),
+    "torch.max_pool2d(x, 2)": ((lambda x: torch.max_pool2d(x, 2), _FLAT, _DROP),
+                               (torch.nn.MaxPool2d(2), _FLAT, _DROP)),
+    "F.max_pool2d keywords": (
+        (lambda x: _F.max_pool2d(x, kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True), _FLAT, _DROP),
+        (torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), _FLAT, _DROP)),
+    "F.avg_pool2d(x, 2)": ((lambda x: _F.avg_pool2d(x, 2), _FLAT, _DROP), (torch.nn.AvgPool2d(2), _FLAT, _DROP)),
+    "F.avg_pool2d positional": ((lambda x: _F.avg_pool2d(x, 3, 2, 1, True, False, 4), _FLAT, _DROP),
+                                (torch.nn.AvgPool2d(3, 2, 1, True, False, 4), _FLAT, _DROP)),
+    "F.adaptive_avg_pool2d(x, 2)": ((_MAX, lambda x: torch.flatten(_F.adaptive_avg_pool2d(x, 2), 1), _DROP),
+                                    (_MAX, _flat(torch.nn.AdaptiveAvgPool2d(2)), _DROP)),
+    "x.mean((2, 3))": ((_MAX, lambda x: x.mean((2, 3)), _DROP), (_MAX, _flat(torch.nn.AdaptiveAvgPool2d(1)), _DROP)),
+    "x.mean(dim=[2, 3], keepdim=True)": ((_MAX, lambda x: x.mean(dim=[2, 3], keepdim=True).flatten(1), _DROP),
+                                         (_MAX, _flat(torch.nn.AdaptiveAvgPool2d(1)), _DROP)),
+    "torch.mean(x, (-2, -1))": ((_MAX, lambda x: torch.mean(x, (-2, -1)), _DROP),
+                                (_MAX, _flat(torch.nn.AdaptiveAvgPool2d(1)), _DROP)),
+    "F.dropout(x, p, training=self.training)": (
+        (_MAX, _FLAT, lambda x, training: _F.dropout(x, 0.3, training=training)), (_MAX, _FLAT, torch.nn.Dropout(0.3))),
+    "torch.dropout(x, p, self.training)": ((_MAX, _FLAT, lambda x, training: torch.dropout(x, 0.3, training)),
+                                           (_MAX, _FLAT, torch.nn.Dropout(0.3))),
+}
+
+
+@pytest.mark.parametrize("form", list(FUNCTIONAL_TWINS))
+def test_functional_pooling_dropout_and_mean_compress_as_the_modules_they_stand_for(digits, tmp_path, form):
+    from naslib_bayes.compression.io import save_compressed
+
+    torch.set_num_threads(1)
+    written, modules = FUNCTIONAL_TWINS[form]
+    torch.manual_seed(0)
+    functional = _Written(*written)
+    twin = _Written(*modules)
+    twin.load_state_dict(functional.state_dict())
+    cfg = CompressionConfig(**{**FAST, "lam": 0.6, "epochs": 4, "finetune_epochs": 1})  # prunes every form
+    outcome, expected = (compress(model, digits.train, cfg, seed=0) for model in (functional, twin))
+    assert outcome.widths_after == expected.widths_after != outcome.widths_before  # something was pruned
+    counts = lambda o: (o.params_before, o.params_after, o.flops_before, o.flops_after)  # noqa: E731
+    assert counts(outcome) == counts(expected)
+    x = digits.val.images[:128]
+    with torch.no_grad():
+        assert torch.equal(outcome.model(x), expected.model(x))
+        scale = max(1.0, float(outcome.model(x).abs().max()))
+    assert outcome.masked_max_abs_diff < 1e-5 * scale
+    save_compressed(outcome.model, tmp_path, digits.train.image_shape)
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path)(x), outcome.model.eval()(x))  # weights_only=True load

@@ -11,7 +11,14 @@ previous one's output. The supported modules are
 * the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
   tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, and a view to the batch size by
   -1 (``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), which are read as the
-  equivalent modules.
+  equivalent modules; so are ``F.max_pool2d``/``torch.max_pool2d``, ``F.avg_pool2d`` and
+  ``F.adaptive_avg_pool2d`` (same arguments, positional or keyword),
+  ``F.dropout(x, p, training=self.training)``/``torch.dropout(x, p, self.training)`` (as
+  ``nn.Dropout(p)``: the model is traced in train and eval mode to check that ``training``
+  follows the mode) and the global mean ``x.mean((2, 3))`` (``nn.AdaptiveAvgPool2d(1)``, then
+  ``nn.Flatten()`` unless ``keepdim=True``). Arguments no module reproduces
+  (``return_indices=True``, a mean over other dims, a dropout that drops in eval mode too) are
+  refused naming the call.
 
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
@@ -84,29 +91,175 @@ def _where(node: fx.Node) -> str:
     return f"module '{path}' ({getattr(cls, '__name__', cls)})"
 
 
-def _module_from_function(node: fx.Node) -> nn.Module | None:
-    """The module equivalent of a supported function/method call on the activation."""
+class _Unreadable(Exception):
+    """A supported function called with arguments that no module computes; the message says which."""
+
+
+def _bind(node: fx.Node, names: Sequence[str], defaults: dict | None = None) -> dict:
+    """The call's arguments after the activation by name, positional or keyword, defaults filled in."""
+    args = node.args[1:]
+    if len(args) > len(names):
+        raise _Unreadable(f"it takes {len(args)} arguments after the input, more than {', '.join(names)}")
+    bound = {**(defaults or {}), **dict(zip(names, args))}
+    for key, value in node.kwargs.items():
+        if key not in names:
+            raise _Unreadable(f"the argument {key}={value!r} has no module equivalent")
+        bound[key] = value
+    missing = [name for name in names if name not in bound]
+    if missing:
+        raise _Unreadable(f"it is called without {', '.join(missing)}")
+    return bound
+
+
+def _size(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _stride(value):
+    """PyTorch's default stride (None, or ``[]`` for ``torch.max_pool2d``) is the kernel size."""
+    return None if value is None or (isinstance(value, (list, tuple)) and not value) else _size(value)
+
+
+_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False,
+                  "count_include_pad": True, "divisor_override": None}
+_MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG_POOL_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+
+
+def _max_pool(node: fx.Node) -> list[nn.Module]:
+    a = _bind(node, _MAX_POOL_ARGS, _POOL_DEFAULTS)
+    if a["return_indices"]:
+        raise _Unreadable("return_indices=True makes its output a pair, not the next layer's input")
+    return [nn.MaxPool2d(_size(a["kernel_size"]), _stride(a["stride"]), _size(a["padding"]), _size(a["dilation"]),
+                         ceil_mode=a["ceil_mode"])]
+
+
+def _max_pool_with_indices(node: fx.Node) -> list[nn.Module]:
+    raise _Unreadable("its output is a pair (values, indices), not the next layer's input")
+
+
+def _avg_pool(node: fx.Node) -> list[nn.Module]:
+    a = _bind(node, _AVG_POOL_ARGS, _POOL_DEFAULTS)
+    return [nn.AvgPool2d(_size(a["kernel_size"]), _stride(a["stride"]), _size(a["padding"]), a["ceil_mode"],
+                         a["count_include_pad"], a["divisor_override"])]
+
+
+def _adaptive_avg_pool(node: fx.Node) -> list[nn.Module]:
+    return [nn.AdaptiveAvgPool2d(_size(_bind(node, ("output_size",))["output_size"]))]
+
+
+def _global_mean(node: fx.Node) -> list[nn.Module]:
+    """``x.mean((2, 3))``: global average pooling, then (without keepdim) the flatten it implies."""
+    a = _bind(node, ("dim", "keepdim", "dtype"), {"dim": None, "keepdim": False, "dtype": None})
+    dim, keepdim = a["dim"], a["keepdim"]
+    if a["dtype"] is not None:
+        raise _Unreadable(f"dtype={a['dtype']} changes the dtype, which no pooling module does")
+    if dim is None:
+        raise _Unreadable("a mean over all dims; compression reads a mean over dims (2, 3) (global average pooling)")
+    dims = tuple(dim) if isinstance(dim, (list, tuple)) else (dim,)
+    if len(dims) != 2 or {d + 4 if isinstance(d, int) and d < 0 else d for d in dims} != {2, 3}:
+        raise _Unreadable(f"a mean over dim={dim!r}; only the mean over a feature map's height and width, "
+                          "dims (2, 3), is a module (global average pooling)")
+    return [nn.AdaptiveAvgPool2d(1)] + ([] if keepdim else [nn.Flatten(1, -1)])
+
+
+def _dropout_args(node: fx.Node) -> dict:
+    if node.target is torch.dropout:  # torch.dropout(input, p, train)
+        bound = _bind(node, ("p", "train"))
+        return {"p": bound["p"], "training": bound["train"]}
+    return _bind(node, ("p", "training", "inplace"), {"p": 0.5, "training": True, "inplace": False})
+
+
+def _dropout(node: fx.Node, training_by_mode: dict[bool, object]) -> list[nn.Module]:
+    """``F.dropout(x, p, training=self.training)`` as ``nn.Dropout(p)``: its ``training`` argument, read
+    in a trace of the model in train mode and one in eval mode, must follow the mode (in place or not,
+    the values are the same); never training is an identity."""
+    p = _dropout_args(node)["p"]
+    try:
+        module = nn.Dropout(p)
+    except (TypeError, ValueError) as exc:
+        raise _Unreadable(f"p={p!r}: {exc}") from None
+    in_train, in_eval = training_by_mode.get(True), training_by_mode.get(False)
+    if (in_train, in_eval) == (True, False):
+        return [module]
+    if (in_train, in_eval) == (False, False):
+        return [nn.Identity()]
+    if (in_train, in_eval) == (True, True):
+        raise _Unreadable("training=True in train and in eval mode: it drops in eval mode too, which nn.Dropout "
+                          "does not; pass training=self.training")
+    raise _Unreadable(f"its training argument does not follow the model's mode (training={in_train!r} in train "
+                      f"mode, {in_eval!r} in eval mode); pass training=self.training")
+
+
+_POOLING_FUNCTIONS = {F.max_pool2d: _max_pool, torch.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
+                      F.max_pool2d_with_indices: _max_pool_with_indices,
+                      F.adaptive_avg_pool2d: _adaptive_avg_pool, torch.mean: _global_mean}
+_DROPOUT_FUNCTIONS = (F.dropout, torch.dropout)
+
+
+def _is_dropout(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS
+
+
+def _dropout_training(model: nn.Module, nodes: Sequence[fx.Node]) -> dict[str, dict[bool, object]]:
+    """The ``training`` argument of every dropout call, by node name, in a trace of the model in train
+    mode and one in eval mode: ``self.training`` becomes a constant when traced, so ``training=True``
+    written by hand is told apart from the model's mode only by tracing in both. Modes are restored."""
+    if not any(_is_dropout(node) for node in nodes):
+        return {}
+    found: dict[str, dict[bool, object]] = {}
+    modes = {m: m.training for m in model.modules()}
+    try:
+        for mode in (True, False):
+            for module in modes:  # the flag only: a train() of the user's with side effects is not called
+                module.training = mode
+            try:
+                graph = fx.symbolic_trace(model).graph
+            except Exception:  # untraceable in this mode: its dropouts' training stays unknown
+                continue
+            for node in filter(_is_dropout, graph.nodes):
+                try:
+                    found.setdefault(node.name, {})[mode] = _dropout_args(node)["training"]
+                except _Unreadable:
+                    pass
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return found
+
+
+def _modules_from_function(node: fx.Node, dropout_training: dict[str, dict[bool, object]]) -> list[nn.Module] | None:
+    """The modules equivalent to a supported function/method call on the activation (None: not one).
+
+    Raises :class:`_Unreadable` for a supported function whose arguments no module reproduces.
+    """
     if _is_flatten_view(node):
-        return nn.Flatten(1, -1)
+        return [nn.Flatten(1, -1)]
     if node.op == "call_function":
         target = node.target
         args, kwargs = node.args[1:], dict(node.kwargs)
+        if target in _POOLING_FUNCTIONS:
+            return _POOLING_FUNCTIONS[target](node)
+        if target in _DROPOUT_FUNCTIONS:
+            return _dropout(node, dropout_training.get(node.name, {}))
         if target is torch.flatten:
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
-            return nn.Flatten(int(start), int(end)) if not kwargs else None
+            return [nn.Flatten(int(start), int(end))] if not kwargs else None
         kwargs.pop("inplace", None)  # in place or not, the chain's ReLU computes the same values
         if target in (torch.relu, F.relu, torch.relu_, F.relu_) and not args and not kwargs:
-            return nn.ReLU()
+            return [nn.ReLU()]
         return None
     if node.op == "call_method":
         args, kwargs = node.args[1:], dict(node.kwargs)
+        if node.target == "mean":
+            return _global_mean(node)
         if node.target == "flatten":
             start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
             end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
-            return nn.Flatten(int(start), int(end)) if not kwargs else None
+            return [nn.Flatten(int(start), int(end))] if not kwargs else None
         if node.target in ("relu", "relu_") and not args and not kwargs:
-            return nn.ReLU()
+            return [nn.ReLU()]
     return None
 
 
@@ -165,6 +318,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     called: set[int] = set()
     current = placeholders[0]
     batch_reads = _batch_size_reads(nodes)
+    dropout_training = _dropout_training(model, nodes)
     for node in nodes:
         if node.op == "placeholder" or node in batch_reads:
             continue
@@ -194,16 +348,27 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             _check_called_once(node, module, called, modules, nodes)
             chain.append((str(node.target), module))
         else:
-            module = _module_from_function(node)
-            if module is None:
-                what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
-                raise UnsupportedModelError(
-                    f"unsupported operation '{what}' in {_where(node)}; compression supports chains of "
-                    f"{_supported_names()} (and torch.flatten, x.view(x.size(0), -1) and relu functions)")
-            chain.append((f"{node.name} ({node.op.replace('call_', '')})", module))
+            chain += _function_steps(node, dropout_training)
         current = node
     _check_no_shared_tensors(chain)
     return chain
+
+
+def _function_steps(node: fx.Node, dropout_training: dict[str, dict[bool, object]]) -> list[tuple[str, nn.Module]]:
+    """The chain steps of a function or method call, named after its node; refused in one line naming it."""
+    what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+    try:
+        modules = _modules_from_function(node, dropout_training)
+    except _Unreadable as exc:
+        raise UnsupportedModelError(f"'{what}' in {_where(node)} cannot be read as a module: {exc}") from None
+    if modules is None:
+        raise UnsupportedModelError(
+            f"unsupported operation '{what}' in {_where(node)}; compression supports chains of "
+            f"{_supported_names()} (and, written in forward, torch.flatten, x.view(x.size(0), -1), relu, "
+            "max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout and a mean over dims (2, 3))")
+    kind = node.op.replace("call_", "")
+    return [(f"{node.name} ({kind})" if i == 0 else f"{node.name} ({kind}, {type(m).__name__})", m)
+            for i, m in enumerate(modules)]
 
 
 def _check_no_shared_tensors(chain: list[tuple[str, nn.Module]]) -> None:
@@ -288,6 +453,12 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
         if x.dim() != 2:
             raise UnsupportedModelError(f"module '{name}' (Linear) gets a {x.dim()}-d input; flatten the "
                                         "feature map first")
+    elif isinstance(module, BN_TYPES) and _normalises_one_value_per_channel(module, x):
+        raise UnsupportedModelError(
+            f"module '{name}' ({type(module).__name__}) has track_running_stats=False, so it normalises with the "
+            f"statistics of the batch it gets, in eval mode too, and it gets one value per channel of an image "
+            f"(input shape {tuple(x.shape[1:])}): a single image, which compression runs to analyse and prune the "
+            "network, cannot be normalised; use track_running_stats=True")
     elif isinstance(module, nn.MaxPool2d) and module.return_indices:
         raise UnsupportedModelError(f"module '{name}' (MaxPool2d) has return_indices=True; its output is a "
                                     "pair, not the next layer's input")
@@ -297,13 +468,21 @@ def _check_module(name: str, module: nn.Module, x: torch.Tensor) -> None:
                                         f"not {module.start_dim}..{module.end_dim}")
 
 
+def _normalises_one_value_per_channel(bn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a BatchNorm without running statistics (batch statistics in eval mode too) gets one value
+    per channel of a sample: it then cannot normalise the single-image batches of the analysis."""
+    without_statistics = bn.running_mean is None and bn.running_var is None
+    return without_statistics and x.dim() >= 2 and x[0, 0].numel() == 1
+
+
 def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
                   input_shape: Sequence[int]) -> ChainInfo:
     """Layer structure of a chain for inputs of ``input_shape`` (one sample, e.g. (1, 28, 28)).
 
     Raises :class:`UnsupportedModelError` for chains that compression cannot handle: no layer,
     a BatchNorm not directly serving one layer (before the first layer, or two in one layer),
-    a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map.
+    a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map,
+    a BatchNorm without running statistics that gets one value per channel of a sample.
     """
     named = [(item if isinstance(item, tuple) else (f"[{i}]", item)) for i, item in enumerate(chain)]
     shape = tuple(int(s) for s in input_shape)
