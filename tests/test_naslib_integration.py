@@ -768,6 +768,29 @@ def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benc
         predictor.query([whole + 0.5])  # read as NASLib's op indices, never truncated
 
 
+def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_evaluator(naslib, api, tiny_surrogate,
+                                                                                         tmp_path):
+    """NASLib's PredictorEvaluator calls reset_hyperparams() before every fit: the settings the predictor
+    was made with are its defaults, as for NASLib's own predictors, not the class's 50 steps at lr 0.01."""
+    from fvcore.common.config import CfgNode
+    from naslib.defaults.predictor_evaluator import PredictorEvaluator
+
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+
+    predictor = DeepKernelGPPredictor(surrogate=tiny_surrogate, finetune_steps=3, lr=0.05)
+    config = CfgNode(dict(experiment_type="single", test_size=10, train_size_single=10, train_size_list=[10],
+                          fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0, dataset="cifar10",
+                          uniform_random=1, save=str(tmp_path / "pe"), seed=0, search_space="nasbench201"))
+    naslib.utils.set_seed(0)
+    evaluator = PredictorEvaluator(predictor, config=config)
+    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
+    scores = evaluator.evaluate()[-1]
+    assert (scores["hp_finetune_steps"], scores["hp_lr"]) == (3, 0.05)
+    predictor.set_hyperparams({"finetune_steps": 7})
+    predictor.reset_hyperparams()
+    assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.05}
+
+
 def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
     import jsonschema
 
