@@ -374,6 +374,32 @@ def test_naslib_bayes_black_box_resumed_by_naslibs_trainer_goes_on_where_it_stop
         resumed.new_epoch(3)
 
 
+def test_naslib_bayes_black_box_evaluates_a_search_checkpoint_in_a_fresh_optimizer(naslib, api, tmp_path):
+    """Trainer.evaluate(search_model=...) with an optimizer that has not searched (a later process) loads
+    the search's checkpoint: the wrapper replays the queries it counts, so the final architecture is the
+    search's, as BayesNAS's wrapper derives its search's from the loaded gammas."""
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nseed: 4\n"
+                     "search:\n  epochs: 9\n")
+
+    def adapted():
+        optimizer = NaslibBlackBox(config, optimizer="re", population_size=4, sample_size=2)
+        optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+        return optimizer
+
+    searched = adapted()
+    trainer = naslib.trainer.Trainer(searched, config, lightweight_output=True)
+    trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
+    evaluation = trainer.evaluate(resume_from="", dataset_api=api, metric=None)
+    fresh = adapted()
+    evaluator = naslib.trainer.Trainer(fresh, config, lightweight_output=True)
+    again = evaluator.evaluate(search_model=str(tmp_path / "out" / "search" / "model_final.pth"), dataset_api=api)
+    assert again == evaluation
+    assert [m.arch_hash for m in fresh.history] == [m.arch_hash for m in searched.history]
+    assert fresh.get_final_architecture().get_hash() == searched.get_final_architecture().get_hash()
+
+
 def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib, zc_json, tmp_path):
     from naslib_bayes.integration.blackbox import NaslibBlackBox
     from naslib_bayes.integration.dataset_api import naslib_dataset_api
