@@ -160,6 +160,23 @@ def test_naslib_run_rs_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_bench
     assert result["seed"] == 3 and result["budget"] == 8
 
 
+@pytest.mark.parametrize("fidelity, curve, served", [(0, 1, -1), (5, 1, -1), (-1, 1, -1), (0, 200, 0), (199, 200, 199),
+                                                     (200, 200, -1), (-200, 200, -200)])
+def test_search_fidelity_is_kept_only_where_the_curves_hold_that_epoch(naslib, api, tmp_path, fidelity, curve, served):
+    """search.fidelity is the epoch NASLib's random search reads. A naslib-bayes dataset_api's curves
+    hold the final value only: epoch 0 there is not the accuracy after one epoch, so only -1 is kept."""
+    from naslib_bayes.integration.run import _clamp_fidelity
+
+    config = _config(tmp_path, f"optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  fidelity: {fidelity}\n")
+    naslib_pickle = {"nb201_data": {"|none~0|+|none~0|none~1|+|none~0|none~1|none~2|": {
+        "cifar10-valid": {"eval_acc1es": [10.0] * 200}}}}
+    warnings = []
+    _clamp_fidelity(config, api if curve == 1 else naslib_pickle, warnings.append)
+    assert config.search.fidelity == served
+    assert bool(warnings) == (served != fidelity)
+    assert all(f"search.fidelity {fidelity} " in w and "using -1 (final)" in w for w in warnings)
+
+
 def test_naslib_run_bananas_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
     import jsonschema
 

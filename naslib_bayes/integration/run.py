@@ -238,7 +238,12 @@ def _require_every_cell(benchmark, dataset: str) -> None:
 def _clamp_fidelity(config, dataset_api, warn) -> None:
     length = curve_length(dataset_api) if dataset_api is not None else None
     fidelity = int(config.search.get("fidelity", -1))
-    if length is not None and not -length <= fidelity < length:
+    if length == 1 and fidelity != -1:
+        # a one-entry curve holds the final value: its index 0 is not the accuracy after one epoch
+        warn(f"search.fidelity {fidelity} is not an epoch the benchmark's learning curves hold "
+             "(the final value only): using -1 (final)")
+        config.search.fidelity = -1
+    elif length is not None and not -length <= fidelity < length:
         warn(f"search.fidelity {fidelity} is beyond the benchmark's {length}-entry learning curves: using -1 (final)")
         config.search.fidelity = -1
 
