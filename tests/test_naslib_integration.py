@@ -242,6 +242,10 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
          "seed must be a whole number from 0 to 4294967295, got -1"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.checkpoint_freq=0"],
          "search.checkpoint_freq must be a whole number of at least 1, got 0"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=abc"],
+         "search.fidelity must be a whole number (an epoch; -1: final), got 'abc'"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=1.5"],
+         "search.fidelity must be a whole number (an epoch; -1: final), got 1.5"),
         # what the image loaders are built with: a traceback from torch or int() otherwise
         ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
          ["--search-data", "digits", "--set", "search.batch_size=0"],

@@ -237,7 +237,9 @@ def _require_every_cell(benchmark, dataset: str) -> None:
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:
     length = curve_length(dataset_api) if dataset_api is not None else None
-    fidelity = int(config.search.get("fidelity", -1))
+    fidelity = config.search.get("fidelity", -1)
+    if isinstance(fidelity, bool) or not isinstance(fidelity, int):
+        raise UserError(f"search.fidelity must be a whole number (an epoch; -1: final), got {fidelity!r}")
     if length == 1 and fidelity != -1:
         # a one-entry curve holds the final value: its index 0 is not the accuracy after one epoch
         warn(f"search.fidelity {fidelity} is not an epoch the benchmark's learning curves hold "
