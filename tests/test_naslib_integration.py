@@ -160,6 +160,23 @@ def test_naslib_run_rs_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_bench
     assert result["seed"] == 3 and result["budget"] == 8
 
 
+@pytest.mark.parametrize("fidelity, curve, served", [(0, 1, -1), (5, 1, -1), (-1, 1, -1), (0, 200, 0), (199, 200, 199),
+                                                     (200, 200, -1), (-200, 200, -200)])
+def test_search_fidelity_is_kept_only_where_the_curves_hold_that_epoch(naslib, api, tmp_path, fidelity, curve, served):
+    """search.fidelity is the epoch NASLib's random search reads. A naslib-bayes dataset_api's curves
+    hold the final value only: epoch 0 there is not the accuracy after one epoch, so only -1 is kept."""
+    from naslib_bayes.integration.run import _clamp_fidelity
+
+    config = _config(tmp_path, f"optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  fidelity: {fidelity}\n")
+    naslib_pickle = {"nb201_data": {"|none~0|+|none~0|none~1|+|none~0|none~1|none~2|": {
+        "cifar10-valid": {"eval_acc1es": [10.0] * 200}}}}
+    warnings = []
+    _clamp_fidelity(config, api if curve == 1 else naslib_pickle, warnings.append)
+    assert config.search.fidelity == served
+    assert bool(warnings) == (served != fidelity)
+    assert all(f"search.fidelity {fidelity} " in w and "using -1 (final)" in w for w in warnings)
+
+
 def test_naslib_run_bananas_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
     import jsonschema
 
@@ -225,6 +242,29 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
          "seed must be a whole number from 0 to 4294967295, got -1"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.checkpoint_freq=0"],
          "search.checkpoint_freq must be a whole number of at least 1, got 0"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=abc"],
+         "search.fidelity must be a whole number (an epoch; -1: final), got 'abc'"),
+        ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=1.5"],
+         "search.fidelity must be a whole number (an epoch; -1: final), got 1.5"),
+        # what the image loaders are built with: a traceback from torch or int() otherwise
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "search.batch_size=0"],
+         "search.batch_size must be a whole number of at least 1, got 0"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "search.batch_size=abc"],
+         "search.batch_size must be a whole number of at least 1, got 'abc'"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "evaluation.batch_size=32.5"],
+         "evaluation.batch_size must be a whole number of at least 1, got 32.5"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "search.data_size=abc"],
+         "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "search.train_portion=abc"],
+         "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+         ["--search-data", "digits", "--set", "search.train_portion=0"],
+         "search.train_portion must be a number above 0 and at most 1, got 0"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
@@ -353,6 +393,32 @@ def test_naslib_bayes_black_box_resumed_by_naslibs_trainer_goes_on_where_it_stop
     assert resumed.get_final_architecture().get_hash() == whole.get_final_architecture().get_hash()
     with pytest.raises(UserError, match="epoch 3 was run already"):
         resumed.new_epoch(3)
+
+
+def test_naslib_bayes_black_box_evaluates_a_search_checkpoint_in_a_fresh_optimizer(naslib, api, tmp_path):
+    """Trainer.evaluate(search_model=...) with an optimizer that has not searched (a later process) loads
+    the search's checkpoint: the wrapper replays the queries it counts, so the final architecture is the
+    search's, as BayesNAS's wrapper derives its search's from the loaded gammas."""
+    from naslib_bayes.integration.blackbox import NaslibBlackBox
+
+    config = _config(tmp_path, "optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nseed: 4\n"
+                     "search:\n  epochs: 9\n")
+
+    def adapted():
+        optimizer = NaslibBlackBox(config, optimizer="re", population_size=4, sample_size=2)
+        optimizer.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), dataset_api=api)
+        return optimizer
+
+    searched = adapted()
+    trainer = naslib.trainer.Trainer(searched, config, lightweight_output=True)
+    trainer.search(resume_from="", summary_writer=None, report_incumbent=True)
+    evaluation = trainer.evaluate(resume_from="", dataset_api=api, metric=None)
+    fresh = adapted()
+    evaluator = naslib.trainer.Trainer(fresh, config, lightweight_output=True)
+    again = evaluator.evaluate(search_model=str(tmp_path / "out" / "search" / "model_final.pth"), dataset_api=api)
+    assert again == evaluation
+    assert [m.arch_hash for m in fresh.history] == [m.arch_hash for m in searched.history]
+    assert fresh.get_final_architecture().get_hash() == searched.get_final_architecture().get_hash()
 
 
 def test_naslib_bayes_black_box_on_a_partial_api_picks_cells_with_a_value(naslib, zc_json, tmp_path):
@@ -766,6 +832,29 @@ def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benc
     assert np.allclose(predictor.query([whole]), by_graph[:1])
     with pytest.raises(Exception, match="integer op indices"):
         predictor.query([whole + 0.5])  # read as NASLib's op indices, never truncated
+
+
+def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_evaluator(naslib, api, tiny_surrogate,
+                                                                                         tmp_path):
+    """NASLib's PredictorEvaluator calls reset_hyperparams() before every fit: the settings the predictor
+    was made with are its defaults, as for NASLib's own predictors, not the class's 50 steps at lr 0.01."""
+    from fvcore.common.config import CfgNode
+    from naslib.defaults.predictor_evaluator import PredictorEvaluator
+
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+
+    predictor = DeepKernelGPPredictor(surrogate=tiny_surrogate, finetune_steps=3, lr=0.05)
+    config = CfgNode(dict(experiment_type="single", test_size=10, train_size_single=10, train_size_list=[10],
+                          fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0, dataset="cifar10",
+                          uniform_random=1, save=str(tmp_path / "pe"), seed=0, search_space="nasbench201"))
+    naslib.utils.set_seed(0)
+    evaluator = PredictorEvaluator(predictor, config=config)
+    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
+    scores = evaluator.evaluate()[-1]
+    assert (scores["hp_finetune_steps"], scores["hp_lr"]) == (3, 0.05)
+    predictor.set_hyperparams({"finetune_steps": 7})
+    predictor.reset_hyperparams()
+    assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.05}
 
 
 def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):

@@ -95,6 +95,9 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         self.source = source
         self.performance_metric = Metric.VAL_ACCURACY
         self.history = torch.nn.ModuleList()
+        # The history's graphs hold no tensors, so NASLib's checkpoint of it would be empty; this
+        # count is what it holds, so that an optimizer loading it replays the queries (_catch_up).
+        self.history.register_buffer("queries", torch.zeros((), dtype=torch.long))
         self.search_space = None
         self.dataset_api = None
 
@@ -118,9 +121,9 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         """Query the cell of ``epoch``, after replaying the epochs before it that this object has not run.
 
         NASLib's Trainer resumed from a checkpoint starts at the epoch after the checkpoint's with
-        this object fresh: the history it checkpoints holds no tensors, so loading it restores
-        nothing. The seeded optimizer on the benchmark's fixed values queries the same cells
-        again, so replaying makes the resumed search the uninterrupted one.
+        this object fresh: the history it checkpoints holds no tensors (only the count of queries),
+        so loading it restores no query. The seeded optimizer on the benchmark's fixed values
+        queries the same cells again, so replaying makes the resumed search the uninterrupted one.
         """
         if epoch < len(self.history):
             raise UserError(f"epoch {epoch} was run already ({len(self.history)} queries made): "
@@ -136,6 +139,13 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         model.arch_hash = nb201.to_naslib(cell)
         model.accuracy = value
         self.history.append(model)
+        self.history.queries.fill_(len(self.history))
+
+    def _catch_up(self) -> None:
+        """Replay the queries a loaded checkpoint counts that this object has not made: Trainer.evaluate
+        in a later process loads the search's checkpoint into a fresh optimizer (seeded, on fixed values)."""
+        for epoch in range(len(self.history), int(self.history.queries)):
+            self._query(epoch)
 
     def _graph(self, cell: nb201.Cell):
         graph = self.search_space.clone()
@@ -173,6 +183,7 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         return self._best().arch.query(Metric.RAW, self.dataset, dataset_api=self.dataset_api)
 
     def get_final_architecture(self):
+        self._catch_up()
         return self._best().arch
 
     def get_op_optimizer(self):

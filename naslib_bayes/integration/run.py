@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,8 +237,15 @@ def _require_every_cell(benchmark, dataset: str) -> None:
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:
     length = curve_length(dataset_api) if dataset_api is not None else None
-    fidelity = int(config.search.get("fidelity", -1))
-    if length is not None and not -length <= fidelity < length:
+    fidelity = config.search.get("fidelity", -1)
+    if isinstance(fidelity, bool) or not isinstance(fidelity, int):
+        raise UserError(f"search.fidelity must be a whole number (an epoch; -1: final), got {fidelity!r}")
+    if length == 1 and fidelity != -1:
+        # a one-entry curve holds the final value: its index 0 is not the accuracy after one epoch
+        warn(f"search.fidelity {fidelity} is not an epoch the benchmark's learning curves hold "
+             "(the final value only): using -1 (final)")
+        config.search.fidelity = -1
+    elif length is not None and not -length <= fidelity < length:
         warn(f"search.fidelity {fidelity} is beyond the benchmark's {length}-entry learning curves: using -1 (final)")
         config.search.fidelity = -1
 
@@ -292,17 +300,41 @@ def _adapted_optimizer(spec: NaslibOptimizer, config, benchmark, image_data, dat
     return optimizer
 
 
+def _whole_setting(config, key: str, low: int, unset_means: str | None = None, default=None) -> int | None:
+    """``config``'s ``section.name`` as a whole number of at least ``low``, or one line naming the key
+    (instead of int()'s or torch's traceback, or a fraction truncated without a word). With
+    ``unset_means``, an absent, None or 0 value is None (e.g. every image)."""
+    section, name = key.split(".")
+    value = config[section].get(name, default)
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if unset_means is not None and (value is None or (whole and value == 0)):
+        return None
+    if not whole or value < low:
+        unset = f" (unset: {unset_means})" if unset_means is not None else ""
+        raise UserError(f"{key} must be a whole number of at least {low}{unset}, got {value!r}")
+    return value
+
+
+def _train_portion(config) -> float:
+    value = config.search.get("train_portion")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise UserError(f"search.train_portion must be a number above 0 and at most 1, got {value!r}")
+    return float(value)
+
+
 def _image_loaders(config, image_data) -> tuple[Any, Any]:
     """(search loaders, evaluation loaders) over ``image_data`` for NASLib's Trainer; (None, None) without it."""
     from naslib_bayes.integration import data as image_loaders
 
     if image_data is None:
         return None, None
-    batch_size = int(config.search.batch_size)
-    loaders = image_loaders.search_loaders(image_data, batch_size, float(config.search.train_portion),
-                                           int(config.seed), config.search.get("data_size"))
-    eval_loaders = image_loaders.eval_loaders(image_data, int(config.evaluation.get("batch_size", batch_size)),
-                                              int(config.seed), config.evaluation.get("data_size"))
+    batch_size = _whole_setting(config, "search.batch_size", 1)
+    loaders = image_loaders.search_loaders(image_data, batch_size, _train_portion(config), int(config.seed),
+                                           _whole_setting(config, "search.data_size", 2, unset_means="every image"))
+    eval_loaders = image_loaders.eval_loaders(image_data,
+                                              _whole_setting(config, "evaluation.batch_size", 1, default=batch_size),
+                                              int(config.seed),
+                                              _whole_setting(config, "evaluation.data_size", 1, unset_means="every image"))
     return loaders, eval_loaders
 
 

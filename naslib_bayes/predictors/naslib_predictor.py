@@ -148,7 +148,10 @@ class TNASPredictor:
         self.set_ss_type(ss_type)
         seed = whole_number("seed", seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
-        self.hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
+        # the instance's defaults, as NASLib's predictors keep theirs: NASLib's PredictorEvaluator
+        # calls reset_hyperparams() before every fit, which must not undo the settings given here
+        self.default_hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
+        self.hyperparams = dict(self.default_hyperparams)
         if target_transform != "surrogate":
             from naslib_bayes.predictors.meta_train import check_output_transform
 
