@@ -911,3 +911,17 @@ def test_naslib_run_tnas_end_to_end_meta_training_or_with_a_surrogate_file(nasli
     code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
                               "--surrogate", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "bad"))
     assert code == 2 and "no such file" in err
+
+
+@pytest.mark.parametrize("bayesnas, expected", [
+    ("    rounds: null\n", (1, 1, 3)),  # YAML's "no value": the count is filled in as if left out
+    ("    rounds: null\n    warmup_epochs: 2\n", (2, 1, 2)),
+    ("    epochs: null\n    rounds: 2\n", (2, 2, 1)),
+])
+def test_a_bayesnas_schedule_count_given_as_null_is_filled_in_as_if_left_out(naslib, tmp_path, bayesnas, expected):
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     f"search:\n  epochs: 4\n  bayesnas:\n{bayesnas}")
+    core = BayesNASOptimizer(config).core.config
+    assert (core["warmup_epochs"], core["rounds"], core["epochs"]) == expected

@@ -404,11 +404,13 @@ class CheckpointModel(nn.Module):
 
 
 def _fit_schedule(own: dict, total: int) -> dict:
-    """Fill the unspecified BayesNAS schedule counts so that the schedule lasts ``total`` epochs."""
-    own = dict(own)
+    """Fill the unspecified BayesNAS schedule counts so that the schedule lasts ``total`` epochs
+    (a count given as None, YAML's ``null``, is unspecified too)."""
+    schedule = ("warmup_epochs", "epochs", "rounds")
+    own = {key: value for key, value in own.items() if key not in schedule or value is not None}
     if total < 1:
         raise UserError(f"search.epochs must be at least 1 for BayesNAS, got {total}")
-    given = {k for k in ("warmup_epochs", "epochs", "rounds") if own.get(k) is not None}
+    given = set(schedule) & set(own)
     if given == {"warmup_epochs", "epochs", "rounds"}:
         pass
     elif "warmup_epochs" not in given:
