@@ -16,7 +16,7 @@ from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 @pytest.fixture(scope="module")
 def split(nats_benchmark):
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])[0]
-    return mt._splits([data], 0.1, "copula", np.random.default_rng(0))[0]
+    return mt._split(0, data, 0.1, "copula", np.random.default_rng(0))
 
 
 def _params(model):
@@ -77,7 +77,7 @@ def test_robust_clips_degenerate_cells_and_keeps_the_top_spaced_by_accuracy():
 
 def test_robust_split_uses_training_cells_only(nats_benchmark):
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10"])[0]
-    split = mt._splits([data], 0.1, "robust", np.random.default_rng(0))[0]
+    split = mt._split(0, data, 0.1, "robust", np.random.default_rng(0))
     values = split.standardised(split.held_out).numpy()
     expected = mt.robust_standardise(data.values[split.held_out], data.values[split.train])
     assert np.allclose(values, expected) and values.min() == mt.ROBUST_CLIP
@@ -119,7 +119,7 @@ def test_robust_observations_use_their_own_statistics():
     assert float(transform_observations(torch.tensor([71.0], dtype=torch.float64), "robust")[0]) == 0.0
 
 
-def test_held_out_cells_never_reach_tasks_and_the_evidence_takes_the_best_of_all_cells(split):
+def test_held_out_cells_never_reach_tasks_or_evidence(split):
     assert len(np.intersect1d(split.train, split.held_out)) == 0
     assert len(split.held_out) == pytest.approx(0.1 * 15625, abs=1)
     rng = np.random.default_rng(1)
@@ -130,27 +130,9 @@ def test_held_out_cells_never_reach_tasks_and_the_evidence_takes_the_best_of_all
     evidence = mt._select_evidence([split], config, rng)
     index = {tuple(c): i for i, c in enumerate(split.data.cells.tolist())}
     rows = np.array([index[tuple(c)] for c in evidence.cells.tolist()])
-    best = np.argsort(-split.data.values, kind="stable")[:50]  # meta-training is over: held-out cells count too
-    assert len(rows) == 80 and set(best) <= set(rows) and np.isin(best, split.held_out).any()
-
-
-def test_the_held_out_cells_are_the_same_on_every_dataset(nats_benchmark):
-    """A cell held out on CIFAR-10 but trained on through its CIFAR-100 value (accuracies of one
-    cell on two datasets correlate at 0.96) would be validated as if unseen."""
-    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10", "cifar100", "ImageNet16-120"])
-    splits = mt._splits(data, 0.1, "copula", np.random.default_rng(0))
-    held = [{tuple(c) for c in s.data.cells[s.held_out].tolist()} for s in splits]
-    assert held[0] == held[1] == held[2] and len(held[0]) == round(0.1 * 15625)
-    for split in splits:
-        assert not held[0] & {tuple(c) for c in split.data.cells[split.train].tolist()}
-
-
-@pytest.mark.parametrize("shared", [False, True])
-def test_a_dataset_with_none_or_only_shared_held_out_cells_holds_out_a_share_of_its_own(nats_benchmark, shared):
-    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10"])[0]
-    few = mt.MetaDataset("few", data.cells[:40], data.values[:40])
-    split = mt._split(0, few, np.arange(40), np.full(40, shared), 0.1, "copula", np.random.default_rng(0))
-    assert len(split.held_out) == 4 and len(split.train) == 36
+    assert len(rows) == 80 and np.isin(rows, split.train).all()
+    best_train = split.train[np.argsort(-split.data.values[split.train])[:50]]
+    assert set(best_train) <= set(rows)
 
 
 
@@ -162,7 +144,7 @@ def test_every_evidence_cell_carries_every_datasets_value(nats_benchmark):
     """
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10", "cifar100"])
     rng = np.random.default_rng(0)
-    splits = mt._splits(data, 0.1, "copula", rng)
+    splits = [mt._split(i, d, 0.1, "copula", rng) for i, d in enumerate(data)]
     config = mt.MetaTrainConfig(evidence_top=50, evidence_random=30)
     evidence = mt._select_evidence(splits, config, rng)
     rows = {}
@@ -171,13 +153,13 @@ def test_every_evidence_cell_carries_every_datasets_value(nats_benchmark):
         rows[tuple(cell), owner] = value
     for split in splits:
         index = {tuple(c): i for i, c in enumerate(split.data.cells.tolist())}
-        evaluated = set(split.evaluated.tolist())
-        best = np.argsort(-split.data.values, kind="stable")[:50]
+        train = set(split.train.tolist())
+        best = split.train[np.argsort(-split.data.values[split.train])[:50]]
         for other in splits:
-            # every cell the other dataset chose is here with this dataset's own value, where it has one
+            # every cell the other dataset chose is here with this dataset's own value, where it trains on it
             chosen_by_other = {cell for cell, owner in rows if owner == other.index}
             for cell in chosen_by_other:
-                if index[cell] in evaluated:
+                if index[cell] in train:
                     expected = float(split.standardised(np.array([index[cell]]))[0])
                     assert rows[cell, split.index] == pytest.approx(expected)
         # and its own best cells are all there
@@ -310,7 +292,7 @@ def test_early_stopping_keeps_the_best_weights_and_halves_the_rate_on_plateaus(n
 
 def test_standardise_uses_the_training_cells_statistics_only(nats_benchmark):
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])[0]
-    split = mt._splits([data], 0.1, "standardise", np.random.default_rng(0))[0]
+    split = mt._split(0, data, 0.1, "standardise", np.random.default_rng(0))
     train = data.values[split.train]
     mean, std = train.sum() / train.size, np.sqrt(((train - train.mean()) ** 2).mean())
     assert (split.mean, split.std) == pytest.approx((mean, std), rel=1e-12)

@@ -58,7 +58,7 @@ def test_images_mode_learns_phi_from_image_sets(nats_benchmark, mnist_dir, tmp_p
     # phi is trained through the marginal likelihood: a task's loss reaches its weights.
     from naslib_bayes.predictors import meta_train as mt
 
-    splits = mt._splits(datasets, 0.1, "copula", np.random.default_rng(0))
+    splits = [mt._split(i, d, 0.1, "copula", np.random.default_rng(0)) for i, d in enumerate(datasets)]
     loss = mt.batch_loss(surrogate, [(splits[1], splits[1].train[:25])], torch.Generator().manual_seed(0))
     loss.backward()
     grads = [p.grad for p in surrogate.dataset_encoder.parameters()]

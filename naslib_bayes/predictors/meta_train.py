@@ -20,16 +20,11 @@ Outer updates:
 * ``joint`` (the public code, default): one Adam step per batch of ``tasks_per_step`` tasks
   on the shared weights.
 
-``holdout_fraction`` of the cells are kept out of training, the same cells on every
-meta-training dataset: the kernel sees the cell (and at most a dataset context), so a cell held
-out on one dataset but trained on through another's value would be scored as if unseen while
-its accuracy, nearly the same on every dataset, had been fitted. Fixed validation tasks
-condition the GP on training cells and score the held-out ones (predictive negative log
-likelihood, GP units). Training stops when that loss has not improved for ``patience``
-evaluations, and the best weights are kept. ReduceLROnPlateau lowers the inner learning rate
-on the same signal. The target dataset is never seen. The evidence the trained surrogate keeps
-for its prior is drawn from every evaluated cell, held-out ones included: the split has done
-its work by then.
+Each meta-training dataset keeps ``holdout_fraction`` of its cells out of training; fixed
+validation tasks condition the GP on training cells and score the held-out ones (predictive
+negative log likelihood, GP units). Training stops when that loss has not improved
+for ``patience`` evaluations, and the best weights are kept. ReduceLROnPlateau lowers the inner
+learning rate on the same signal. The target dataset is never seen.
 """
 
 from __future__ import annotations
@@ -85,7 +80,7 @@ class MetaTrainConfig:
         inner_steps: ``reptile``: Adam steps per task.
         outer_step: ``reptile``: the fraction of the way theta moves towards theta'.
         task_size: inclusive range of cells per task.
-        holdout_fraction: share of the cells held out for early stopping (the same cells on every dataset).
+        holdout_fraction: share of each dataset's cells held out for early stopping.
         eval_every: outer iterations between validations.
         patience: validations without improvement before stopping.
         lr_patience: validations without improvement before the learning rate is halved.
@@ -188,11 +183,6 @@ class _Split:
             return torch.as_tensor(transform(values, self.data.values[self.train]), dtype=torch.float64)
         return torch.as_tensor((values - self.mean) / self.std, dtype=torch.float64)
 
-    @property
-    def evaluated(self) -> np.ndarray:
-        """Positions of every cell with a value, training and held-out, in order."""
-        return np.sort(np.concatenate([self.train, self.held_out]))
-
     def cells(self, positions: np.ndarray) -> list[tuple[int, ...]]:
         return [tuple(int(op) for op in c) for c in self.data.cells[positions]]
 
@@ -230,7 +220,7 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
         surrogate_config = dataclasses.replace(surrogate_config, meta_datasets=tuple(d.name for d in datasets),
                                                output_transform=config.output_transform)
         surrogate = TNASSurrogate(surrogate_config, generator=torch_gen)
-        splits = _splits(datasets, config.holdout_fraction, config.output_transform, np_rng)
+        splits = [_split(i, d, config.holdout_fraction, config.output_transform, np_rng) for i, d in enumerate(datasets)]
         validation = _validation_tasks(splits, config, np_rng)
         log = MetaTrainLog(datasets={s.data.name: {"mean": s.mean, "std": s.std, "train_cells": len(s.train),
                                                    "held_out_cells": len(s.held_out)} for s in splits})
@@ -240,67 +230,40 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     return surrogate, log
 
 
-def _splits(datasets: Sequence[MetaDataset], holdout_fraction: float, transform: str,
-            rng: np.random.Generator) -> list[_Split]:
-    """Each dataset's training and held-out cells, the held-out cells drawn once for all datasets
-    (``holdout_fraction`` of every cell any of them evaluated)."""
-    evaluated = [_evaluated(data) for data in datasets]
-    union = np.unique(np.concatenate([_keys(data, finite) for data, finite in zip(datasets, evaluated)]))
-    held = rng.permutation(union)[: _held_out_count(holdout_fraction, union.size)]
-    return [_split(i, data, finite, np.isin(_keys(data, finite), held), holdout_fraction, transform, rng)
-            for i, (data, finite) in enumerate(zip(datasets, evaluated))]
-
-
-def _evaluated(data: MetaDataset) -> np.ndarray:
+def _split(index: int, data: MetaDataset, holdout_fraction: float, transform: str,
+           rng: np.random.Generator) -> _Split:
     finite = np.flatnonzero(np.isfinite(data.values))
     if finite.size < 10:
         raise UserError(f"meta-training dataset {data.name!r} has only {finite.size} evaluated cells")
-    return finite
-
-
-def _keys(data: MetaDataset, positions: np.ndarray) -> np.ndarray:
-    return cell_index(torch.as_tensor(data.cells[positions], dtype=torch.long)).numpy()
-
-
-def _held_out_count(holdout_fraction: float, cells: int) -> int:
-    return max(1, int(round(holdout_fraction * cells)))
-
-
-def _split(index: int, data: MetaDataset, finite: np.ndarray, held: np.ndarray, holdout_fraction: float,
-           transform: str, rng: np.random.Generator) -> _Split:
-    """``held`` marks the shared held-out cells among ``finite``. A dataset that evaluated none
-    of them, or only them (a few cells of a partial benchmark), holds out a share of its own."""
-    if held.all() or not held.any():
-        held = np.zeros(finite.size, dtype=bool)
-        held[rng.permutation(finite.size)[: _held_out_count(holdout_fraction, finite.size)]] = True
-    train, held_out = finite[~held], finite[held]
+    order = rng.permutation(finite)
+    n_out = max(1, int(round(holdout_fraction * finite.size)))
+    train, held_out = np.sort(order[n_out:]), np.sort(order[:n_out])
     values = data.values[train]
     return _Split(index, data, train, held_out, float(values.mean()), float(values.std()) or 1.0, transform)
 
 
 def _select_evidence(splits: Sequence[_Split], config: MetaTrainConfig, rng) -> Evidence:
-    """The best and some random evaluated cells of each dataset, each with every dataset's value.
+    """The best and some random training cells of each dataset, each with every dataset's value.
 
-    Each dataset chooses its ``evidence_top`` best and ``evidence_random`` random cells among all
-    it evaluated (held-out ones included: meta-training is over); every chosen cell then enters
-    with its value on *every* meta-training dataset that evaluated it, not only on the dataset
-    that chose it. Otherwise a cell among one dataset's best but not drawn by another would be
-    seen with its high value alone, and the prior (which, without a dataset context, averages a
-    cell's values over the datasets) would rank cells good on one dataset above cells good on
-    all: a selection on the values themselves.
+    Each dataset chooses its ``evidence_top`` best and ``evidence_random`` random training cells;
+    every chosen cell then enters with its value on *every* meta-training dataset that has it
+    among its training cells, not only on the dataset that chose it. Otherwise a cell among one
+    dataset's best but not drawn by another would be seen with its high value alone, and the
+    prior (which, without a dataset context, averages a cell's values over the datasets) would
+    rank cells good on one dataset above cells good on all: a selection on the values themselves.
     """
     chosen_keys = []
     for split in splits:
-        evaluated = split.evaluated
-        ranked = evaluated[np.argsort(-split.data.values[evaluated], kind="stable")]
+        ranked = split.train[np.argsort(-split.data.values[split.train], kind="stable")]
         top = ranked[: config.evidence_top]
         rest = ranked[config.evidence_top :]
         extra = rng.choice(rest, size=min(config.evidence_random, len(rest)), replace=False)
-        chosen_keys.append(_keys(split.data, np.concatenate([top, extra])))
-    chosen = np.unique(np.concatenate(chosen_keys))
+        chosen_keys.append(cell_index(torch.as_tensor(split.data.cells[np.concatenate([top, extra])], dtype=torch.long)))
+    chosen = torch.unique(torch.cat(chosen_keys))
     cells, values, owner = [], [], []
     for split in splits:
-        rows = split.evaluated[np.isin(_keys(split.data, split.evaluated), chosen)]
+        train_keys = cell_index(torch.as_tensor(split.data.cells[split.train], dtype=torch.long))
+        rows = split.train[torch.isin(train_keys, chosen).numpy()]
         cells.append(torch.as_tensor(split.data.cells[rows], dtype=torch.long))
         values.append(split.standardised(rows))
         owner.append(torch.full((len(rows),), split.index, dtype=torch.long))
