@@ -20,9 +20,13 @@ Outer updates:
 * ``joint`` (the public code, default): one Adam step per batch of ``tasks_per_step`` tasks
   on the shared weights.
 
-Each meta-training dataset keeps ``holdout_fraction`` of its cells out of training; fixed
-validation tasks condition the GP on training cells and score the held-out ones (predictive
-negative log likelihood, GP units). Training stops when that loss has not improved
+Each meta-training dataset keeps ``holdout_fraction`` of its cells out of training, drawn per
+dataset; fixed validation tasks condition the GP on training cells and score the held-out ones
+(predictive negative log likelihood, GP units). Most cells held out on one dataset are trained
+on through another's value: that is the target's situation in BO (every cell known from the
+sources, its value on the new dataset unseen), so the validation measures the transfer the
+surrogate is for. One set of held-out cells shared by the datasets would validate unseen cells
+instead; measured, it searched worse (docs/tnas.md, "The held-out split"). Training stops when that loss has not improved
 for ``patience`` evaluations, and the best weights are kept. ReduceLROnPlateau lowers the inner
 learning rate on the same signal. The target dataset is never seen.
 """
