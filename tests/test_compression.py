@@ -342,17 +342,21 @@ def test_a_batchnorm_without_running_statistics_on_one_value_per_channel_is_refu
     assert SwitchedNetwork(trace_chain(on_a_map), (2, 8, 8)).info.layers[0].bn == 1
 
 
+class ConvActivationNet(nn.Module):
+    """conv -> ``activation`` -> torch.flatten -> linear, written in forward as users write it."""
+
+    def __init__(self, activation=F.relu):
+        super().__init__()
+        self.activation = activation
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.fc = nn.Linear(3 * 36, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.activation(self.conv(x)), 1))
+
+
 def test_functional_flatten_and_relu_are_read_as_modules():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 3, 3)
-            self.fc = nn.Linear(3 * 36, 4)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(F.relu(self.conv(x)), 1))
-
-    chain = trace_chain(Net())
+    chain = trace_chain(ConvActivationNet())
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
     relu = nn.ReLU()  # a module without weights may be reused
     chain = trace_chain(nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 2, 3), relu))
@@ -363,17 +367,8 @@ def test_functional_flatten_and_relu_are_read_as_modules():
 @pytest.mark.parametrize("relu", [lambda x: F.relu(x, inplace=True), lambda x: F.relu(x, True),
                                   lambda x: x.relu_(), torch.relu_])
 def test_an_in_place_functional_relu_is_read_as_a_relu_module(relu):
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 3, 3)
-            self.fc = nn.Linear(3 * 36, 4)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(relu(self.conv(x)), 1))
-
     torch.manual_seed(0)
-    model = Net()
+    model = ConvActivationNet(relu)
     chain = trace_chain(model)
     assert [type(m).__name__ for _, m in chain] == ["Conv2d", "ReLU", "Flatten", "Linear"]
     x = torch.randn(4, 1, 8, 8)

@@ -219,6 +219,12 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
     assert final is not opt.graph and final.get_hash() is not None
 
 
+def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
+    """A DARTS naslib-run on digits with one image-loader ``--set``, and the one line it must give."""
+    return ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
+            ["--search-data", "digits", "--set", setting], message)
+
+
 @pytest.mark.parametrize(
     "yaml_text, extra, message",
     [
@@ -247,24 +253,12 @@ def test_graph_clone_fix_lets_darts_space_final_architecture_be_derived(naslib):
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=1.5"],
          "search.fidelity must be a whole number (an epoch; -1: final), got 1.5"),
         # what the image loaders are built with: a traceback from torch or int() otherwise
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "search.batch_size=0"],
-         "search.batch_size must be a whole number of at least 1, got 0"),
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "search.batch_size=abc"],
-         "search.batch_size must be a whole number of at least 1, got 'abc'"),
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "evaluation.batch_size=32.5"],
-         "evaluation.batch_size must be a whole number of at least 1, got 32.5"),
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "search.data_size=abc"],
-         "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "search.train_portion=abc"],
-         "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
-        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n",
-         ["--search-data", "digits", "--set", "search.train_portion=0"],
-         "search.train_portion must be a number above 0 and at most 1, got 0"),
+        _on_digits("search.batch_size=0", "search.batch_size must be a whole number of at least 1, got 0"),
+        _on_digits("search.batch_size=abc", "search.batch_size must be a whole number of at least 1, got 'abc'"),
+        _on_digits("evaluation.batch_size=32.5", "evaluation.batch_size must be a whole number of at least 1, got 32.5"),
+        _on_digits("search.data_size=abc", "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
+        _on_digits("search.train_portion=abc", "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
+        _on_digits("search.train_portion=0", "search.train_portion must be a number above 0 and at most 1, got 0"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
