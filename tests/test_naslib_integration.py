@@ -785,22 +785,29 @@ def tiny_surrogate(tmp_path_factory, nats_benchmark):
                              {"meta_datasets": list(source.datasets)})
 
 
-def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benchmark, tiny_surrogate, tmp_path):
+def _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size: int, test_size: int) -> dict:
+    """The scores of NASLib's PredictorEvaluator for ``predictor``: one fit on ``train_size`` random
+    NB201 cells of CIFAR-10 (final accuracies), tested on ``test_size`` others."""
     from fvcore.common.config import CfgNode
     from naslib.defaults.predictor_evaluator import PredictorEvaluator
+
+    config = CfgNode(dict(experiment_type="single", test_size=test_size, train_size_single=train_size,
+                          train_size_list=[train_size], fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0,
+                          dataset="cifar10", uniform_random=1, save=str(tmp_path / "pe"), seed=0,
+                          search_space="nasbench201"))
+    naslib.utils.set_seed(0)
+    evaluator = PredictorEvaluator(predictor, config=config)
+    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
+    return evaluator.evaluate()[-1]
+
+
+def test_gp_predictor_through_naslibs_predictor_evaluator(naslib, api, nats_benchmark, tiny_surrogate, tmp_path):
     from naslib.search_spaces.nasbench201.conversions import convert_op_indices_to_str
 
     from naslib_bayes.integration.tnas import DeepKernelGPPredictor
 
     predictor = DeepKernelGPPredictor(surrogate=tiny_surrogate)
-    config = CfgNode(dict(experiment_type="single", test_size=40, train_size_single=30, train_size_list=[30],
-                          fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0, dataset="cifar10",
-                          uniform_random=1, save=str(tmp_path / "pe"), seed=0, search_space="nasbench201"))
-    naslib.utils.set_seed(0)
-    evaluator = PredictorEvaluator(predictor, config=config)
-    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
-    results = evaluator.evaluate()
-    scores = results[-1]
+    scores = _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size=30, test_size=40)
     assert scores["train_size"] == 30 and np.isfinite(scores["mae"])
     assert scores["spearman"] > 0.7, scores  # the meta-learned GP ranks unseen architectures
     # graphs, strings and NASLib op-index tuples are the same architectures to it
@@ -832,19 +839,10 @@ def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_e
                                                                                          tmp_path):
     """NASLib's PredictorEvaluator calls reset_hyperparams() before every fit: the settings the predictor
     was made with are its defaults, as for NASLib's own predictors, not the class's 50 steps at lr 0.01."""
-    from fvcore.common.config import CfgNode
-    from naslib.defaults.predictor_evaluator import PredictorEvaluator
-
     from naslib_bayes.integration.tnas import DeepKernelGPPredictor
 
     predictor = DeepKernelGPPredictor(surrogate=tiny_surrogate, finetune_steps=3, lr=0.05)
-    config = CfgNode(dict(experiment_type="single", test_size=10, train_size_single=10, train_size_list=[10],
-                          fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0, dataset="cifar10",
-                          uniform_random=1, save=str(tmp_path / "pe"), seed=0, search_space="nasbench201"))
-    naslib.utils.set_seed(0)
-    evaluator = PredictorEvaluator(predictor, config=config)
-    evaluator.adapt_search_space(naslib.search_spaces.NasBench201SearchSpace(), load_labeled=False, dataset_api=api)
-    scores = evaluator.evaluate()[-1]
+    scores = _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size=10, test_size=10)
     assert (scores["hp_finetune_steps"], scores["hp_lr"]) == (3, 0.05)
     predictor.set_hyperparams({"finetune_steps": 7})
     predictor.reset_hyperparams()
