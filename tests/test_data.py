@@ -216,6 +216,20 @@ def test_mnist_float_labels_must_be_whole_numbers(tmp_path, values, message):
         load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
 
 
+@pytest.mark.parametrize("empty", ["t10k", "train"])
+def test_mnist_file_holding_no_images_is_a_user_error_naming_it(tmp_path, empty):
+    """A header-only IDX file (0 images) would make an empty split: accuracy 0% on no test images."""
+    rng = np.random.default_rng(7)
+    for prefix in ("train", "t10k"):
+        count = 0 if prefix == empty else 12
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 4, 4)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / f"{empty}-images-idx3-ubyte.gz"))
+    assert "no images" in str(info.value)
+
+
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
         load_mnist(tmp_path)
@@ -302,6 +316,16 @@ def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
     (folder / "data_batch_4").unlink()
     with pytest.raises(UserError, match="data_batch_4"):
         load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["test_batch", "data_batch_3"])
+def test_cifar_batch_holding_no_images_is_a_user_error_naming_it(tmp_path, name):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(8))
+    write_pickle(folder / name, {b"data": np.zeros((0, 3072), np.uint8), b"labels": []})
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    assert str(info.value).startswith(str(folder / name)) and "no images" in str(info.value)
 
 
 @pytest.mark.parametrize("data, labels, message", [

@@ -82,6 +82,8 @@ def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     if labels_path is None:
         raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if images.size == 0:  # a header alone: an empty split would train or test on nothing without a word
+        raise UserError(f"{images_path}: holds no images (dims {images.shape})")
     if len(images) != len(labels):
         raise UserError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
     if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # 2.7 must not become 2
@@ -153,6 +155,8 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
         raise UserError(f"{path}: field 'data' must be uint8 (N, {3 * side * side}), got {data.dtype} {data.shape}")
     if len(labels) != len(data):
         raise UserError(f"{path}: field {label_key!r} has {len(labels)} labels for {len(data)} images")
+    if len(data) == 0:  # never so in a release: an empty split would train or test on nothing without a word
+        raise UserError(f"{path}: field 'data' holds no images")
     return data.reshape(-1, 3, side, side), labels
 
 
