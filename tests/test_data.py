@@ -379,6 +379,20 @@ def test_imagenet16_keeps_120_classes_shifted_to_zero_based(tmp_path):
         assert torch.nonzero(splits.test.images[1]).tolist() == [[2, 15, 0]]
 
 
+@pytest.mark.parametrize("part", ["train", "val"])
+def test_imagenet16_files_without_any_of_the_120_classes_are_named(tmp_path, part):
+    """Files of the other 880 classes only (e.g. a later slice of ImageNet) leave an empty split."""
+    rng = np.random.default_rng(9)
+    for i in range(1, 11):
+        labels = [121, 500] if part == "train" else [3, 700]
+        write_pickle(tmp_path / f"train_data_batch_{i}", {"data": random_pixels(rng, 2, 16), "labels": labels})
+    write_pickle(tmp_path / "val_data", {"data": random_pixels(rng, 2, 16), "labels": [4, 121] if part == "train" else [999, 121]})
+    first = "train_data_batch_1" if part == "train" else "val_data"
+    with pytest.raises(UserError) as info:
+        load_imagenet16(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / first)) and "1..120" in str(info.value)
+
+
 def test_pickle_with_foreign_globals_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):

@@ -219,6 +219,9 @@ def _read_imagenet16(folder: Path, names: Sequence[str], num_classes: int = 120)
         label_arrays.append(labels[keep] - 1)
         index_arrays.append(keep + offset)
         offset += len(labels)
+    if not sum(len(kept) for kept in index_arrays):  # an empty split would train or test on nothing
+        files = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        raise UserError(f"{folder / files}: no image of the {num_classes} classes (labels 1..{num_classes})")
     pixels, labels, indices = (torch.from_numpy(np.concatenate(a)) for a in (arrays, label_arrays, index_arrays))
     return RawPart(pixels, labels, indices.to(torch.int64))
 
