@@ -187,6 +187,19 @@ def test_mnist_with_training_files_uses_them(tmp_path):
     assert set(splits.train.indices.tolist()).isdisjoint(splits.val.indices.tolist())
 
 
+def test_mnist_test_images_of_another_size_than_the_training_images_are_named(tmp_path):
+    """t10k files of another dataset (e.g. MNIST padded to 32x32): a pooled network would test on them silently."""
+    rng = np.random.default_rng(10)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (12, 5, 5)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 12))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (6, 7, 7)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 6))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "t10k-images-idx3-ubyte.gz")) and "7x7" in message and "5x5" in message
+
+
 def test_mnist_t10k_split_sizes_are_checked(tmp_path):
     rng = np.random.default_rng(1)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 3, 3)))

@@ -119,8 +119,20 @@ def load_mnist(
         sizes = [test_size, train_size]
         test_rows, train_rows = partition(len(test.labels), sizes, generator, f"t10k_split={t10k_split}")
         train, test = test.select(train_rows), test.select(test_rows)
+    else:
+        _check_same_image_size(folder, train, test)
     train, val = carve_validation(train, val_size, generator)
     return build_splits("mnist", {"train": train, "val": val, "test": test}, 10, 255.0, stats)
+
+
+def _check_same_image_size(folder: Path, train: RawPart, test: RawPart) -> None:
+    """Refuse t10k images of another size than the training images: files of two datasets."""
+    (height, width), (test_height, test_width) = train.pixels.shape[-2:], test.pixels.shape[-2:]
+    if (height, width) != (test_height, test_width):
+        test_path = find_file(folder, _idx_names("t10k-images-idx3-ubyte"))
+        train_name = find_file(folder, _idx_names("train-images-idx3-ubyte")).name
+        raise UserError(f"{test_path}: images are {test_height}x{test_width}, those of {train_name} "
+                        f"{height}x{width}: the two files come from different datasets")
 
 
 def _two_sizes(value, option: str) -> tuple[int, int]:
