@@ -344,6 +344,8 @@ def test_cifar_batch_holding_no_images_is_a_user_error_naming_it(tmp_path, name)
 @pytest.mark.parametrize("data, labels, message", [
     ([[0] * 3072, [0] * 5], [1, 2], "field 'data' is not an array of images"),
     (None, [3, 2.7], "field 'labels' is not a list of integer labels"),
+    (None, [3, 2**70], "field 'labels' is not a list of integer labels"),  # past int64: OverflowError
+    (None, np.array([3, 2**63], dtype=np.uint64), "field 'labels' is not a list of integer labels"),  # wraps
 ])
 def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file(tmp_path, data, labels, message):
     folder = tmp_path / "cifar-10-batches-py"

@@ -159,9 +159,9 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
     try:
         raw = np.asarray(pickle_field(content, label_key, path)).reshape(-1)
         labels = raw.astype(np.int64)
-        if raw.dtype.kind not in "iu" and not np.array_equal(labels, raw):  # 2.7 must not become 2
-            raise ValueError("a label is not an integer")
-    except (TypeError, ValueError) as exc:
+        if not np.array_equal(labels, raw):  # 2.7 must not become 2, nor a uint64 2**63 wrap to -2**63
+            raise ValueError("a label is not an integer of int64's range")
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a Python int past int64
         raise UserError(f"{path}: field {label_key!r} is not a list of integer labels ({exc})") from None
     if data.ndim != 2 or data.shape[1] != 3 * side * side or data.dtype != np.uint8:
         raise UserError(f"{path}: field 'data' must be uint8 (N, {3 * side * side}), got {data.dtype} {data.shape}")
