@@ -357,6 +357,17 @@ def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file
     assert str(info.value).startswith(str(folder / "test_batch")) and message in str(info.value)
 
 
+def test_cifar100_file_read_as_cifar10_names_the_missing_field_once(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(11))
+    write_pickle(folder / "test_batch", {b"data": random_pixels(np.random.default_rng(12), 2, 32),
+                                         b"fine_labels": [1, 2], b"coarse_labels": [0, 0]})
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    message = str(info.value)
+    assert message == f"{folder / 'test_batch'}: missing field 'labels' (has ['coarse_labels', 'data', 'fine_labels'])"
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     rng = np.random.default_rng(5)
     train_x, fine = random_pixels(rng, 12, 32), rng.integers(0, 100, 12)

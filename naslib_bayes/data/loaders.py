@@ -152,12 +152,14 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
     Each row of ``data`` stores the red plane, then green, then blue, each row-major.
     """
     content = read_pickle_dict(path)
+    # Fields looked up outside the try blocks: a missing one is its own error, not "not an array".
+    data_field, label_field = pickle_field(content, "data", path), pickle_field(content, label_key, path)
     try:
-        data = np.asarray(pickle_field(content, "data", path))
+        data = np.asarray(data_field)
     except (TypeError, ValueError) as exc:  # e.g. rows of different lengths
         raise UserError(f"{path}: field 'data' is not an array of images ({exc})") from None
     try:
-        raw = np.asarray(pickle_field(content, label_key, path)).reshape(-1)
+        raw = np.asarray(label_field).reshape(-1)
         labels = raw.astype(np.int64)
         if not np.array_equal(labels, raw):  # 2.7 must not become 2, nor a uint64 2**63 wrap to -2**63
             raise ValueError("a label is not an integer of int64's range")
