@@ -320,6 +320,15 @@ def test_cifar10_validation_split_and_train_statistics(tmp_path):
     assert splits.train.std == pytest.approx(channels.std(axis=(0, 2)).tolist(), rel=1e-6)
 
 
+@pytest.mark.parametrize("stats", [((0.5, 0.5, float("nan")), (1.0, 1.0, 1.0)),
+                                   ((0.5, 0.5, 0.5), (1.0, float("inf"), 1.0))])
+def test_fixed_statistics_that_are_not_finite_are_refused(tmp_path, stats):
+    """A NaN mean or infinite std would turn every image of that channel into NaN or 0."""
+    write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(13))
+    with pytest.raises(UserError, match="stats=.*finite"):
+        load_cifar10(tmp_path, stats=stats)
+
+
 def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder, np.random.default_rng(3))
