@@ -243,6 +243,22 @@ def test_mnist_file_holding_no_images_is_a_user_error_naming_it(tmp_path, empty)
     assert "no images" in str(info.value)
 
 
+def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
+    """t10k files in the folder and a full set in its mnist/: which one trains must not be a silent guess."""
+    rng = np.random.default_rng(14)
+    for folder, prefixes in ((tmp_path, ["t10k"]), (tmp_path / "mnist", ["train", "t10k"])):
+        folder.mkdir(exist_ok=True)
+        for prefix in prefixes:
+            write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (12, 4, 4)))
+            write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, 12))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(8, 4))
+    message = str(info.value)
+    assert str(tmp_path / "t10k-images-idx3-ubyte.gz") in message
+    assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+    assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
+
+
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
         load_mnist(tmp_path)
@@ -327,6 +343,15 @@ def test_fixed_statistics_that_are_not_finite_are_refused(tmp_path, stats):
     write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(13))
     with pytest.raises(UserError, match="stats=.*finite"):
         load_cifar10(tmp_path, stats=stats)
+
+
+def test_folder_holding_cifar10_twice_is_refused_naming_both_copies(tmp_path):
+    write_cifar10(tmp_path, np.random.default_rng(15))
+    write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(16))
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "test_batch") in message and str(tmp_path / "cifar-10-batches-py" / "test_batch") in message
 
 
 def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):

@@ -31,11 +31,15 @@ def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
 
 
 def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path:
-    """``root`` or the first ``root/name`` holding one of the files ``markers``."""
-    for folder in [root, *(root / name for name in names)]:
-        if find_file(folder, tuple(markers)) is not None:
-            return folder
-    raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
+    """``root`` or the ``root/name`` holding one of the files ``markers``; two of them holding one is
+    a :class:`UserError`, since which copy (a full set or a partial one) is read must not be a guess."""
+    found = [find_file(folder, tuple(markers)) for folder in [root, *(root / name for name in names)]]
+    found = list({path.parent.resolve(): path for path in found if path is not None}.values())  # mnist -> .: one
+    if not found:
+        raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
+    if len(found) > 1:
+        raise UserError(f"{found[0]} and {found[1]}: two copies of the dataset; name the folder of one")
+    return found[0].parent
 
 
 # ---------------------------------------------------------------------------- digits
