@@ -187,6 +187,19 @@ def test_mnist_with_training_files_uses_them(tmp_path):
     assert set(splits.train.indices.tolist()).isdisjoint(splits.val.indices.tolist())
 
 
+def test_mnist_test_images_of_another_size_than_the_training_images_are_named(tmp_path):
+    """t10k files of another dataset (e.g. MNIST padded to 32x32): a pooled network would test on them silently."""
+    rng = np.random.default_rng(10)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (12, 5, 5)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 12))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (6, 7, 7)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 6))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "t10k-images-idx3-ubyte.gz")) and "7x7" in message and "5x5" in message
+
+
 def test_mnist_t10k_split_sizes_are_checked(tmp_path):
     rng = np.random.default_rng(1)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 3, 3)))
@@ -214,6 +227,36 @@ def test_mnist_float_labels_must_be_whole_numbers(tmp_path, values, message):
         return
     with pytest.raises(UserError, match=f"t10k-labels-idx1-ubyte.*{message}"):
         load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
+
+
+@pytest.mark.parametrize("empty", ["t10k", "train"])
+def test_mnist_file_holding_no_images_is_a_user_error_naming_it(tmp_path, empty):
+    """A header-only IDX file (0 images) would make an empty split: accuracy 0% on no test images."""
+    rng = np.random.default_rng(7)
+    for prefix in ("train", "t10k"):
+        count = 0 if prefix == empty else 12
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 4, 4)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / f"{empty}-images-idx3-ubyte.gz"))
+    assert "no images" in str(info.value)
+
+
+def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
+    """t10k files in the folder and a full set in its mnist/: which one trains must not be a silent guess."""
+    rng = np.random.default_rng(14)
+    for folder, prefixes in ((tmp_path, ["t10k"]), (tmp_path / "mnist", ["train", "t10k"])):
+        folder.mkdir(exist_ok=True)
+        for prefix in prefixes:
+            write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (12, 4, 4)))
+            write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, 12))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(8, 4))
+    message = str(info.value)
+    assert str(tmp_path / "t10k-images-idx3-ubyte.gz") in message
+    assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+    assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
 
 
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
@@ -293,6 +336,24 @@ def test_cifar10_validation_split_and_train_statistics(tmp_path):
     assert splits.train.std == pytest.approx(channels.std(axis=(0, 2)).tolist(), rel=1e-6)
 
 
+@pytest.mark.parametrize("stats", [((0.5, 0.5, float("nan")), (1.0, 1.0, 1.0)),
+                                   ((0.5, 0.5, 0.5), (1.0, float("inf"), 1.0))])
+def test_fixed_statistics_that_are_not_finite_are_refused(tmp_path, stats):
+    """A NaN mean or infinite std would turn every image of that channel into NaN or 0."""
+    write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(13))
+    with pytest.raises(UserError, match="stats=.*finite"):
+        load_cifar10(tmp_path, stats=stats)
+
+
+def test_folder_holding_cifar10_twice_is_refused_naming_both_copies(tmp_path):
+    write_cifar10(tmp_path, np.random.default_rng(15))
+    write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(16))
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "test_batch") in message and str(tmp_path / "cifar-10-batches-py" / "test_batch") in message
+
+
 def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder, np.random.default_rng(3))
@@ -304,9 +365,21 @@ def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
         load_cifar10(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["test_batch", "data_batch_3"])
+def test_cifar_batch_holding_no_images_is_a_user_error_naming_it(tmp_path, name):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(8))
+    write_pickle(folder / name, {b"data": np.zeros((0, 3072), np.uint8), b"labels": []})
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    assert str(info.value).startswith(str(folder / name)) and "no images" in str(info.value)
+
+
 @pytest.mark.parametrize("data, labels, message", [
     ([[0] * 3072, [0] * 5], [1, 2], "field 'data' is not an array of images"),
     (None, [3, 2.7], "field 'labels' is not a list of integer labels"),
+    (None, [3, 2**70], "field 'labels' is not a list of integer labels"),  # past int64: OverflowError
+    (None, np.array([3, 2**63], dtype=np.uint64), "field 'labels' is not a list of integer labels"),  # wraps
 ])
 def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file(tmp_path, data, labels, message):
     folder = tmp_path / "cifar-10-batches-py"
@@ -316,6 +389,17 @@ def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file
     with pytest.raises(UserError) as info:
         load_cifar10(tmp_path)
     assert str(info.value).startswith(str(folder / "test_batch")) and message in str(info.value)
+
+
+def test_cifar100_file_read_as_cifar10_names_the_missing_field_once(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(11))
+    write_pickle(folder / "test_batch", {b"data": random_pixels(np.random.default_rng(12), 2, 32),
+                                         b"fine_labels": [1, 2], b"coarse_labels": [0, 0]})
+    with pytest.raises(UserError) as info:
+        load_cifar10(tmp_path)
+    message = str(info.value)
+    assert message == f"{folder / 'test_batch'}: missing field 'labels' (has ['coarse_labels', 'data', 'fine_labels'])"
 
 
 def test_cifar100_uses_fine_labels(tmp_path):
@@ -353,6 +437,20 @@ def test_imagenet16_keeps_120_classes_shifted_to_zero_based(tmp_path):
         kept = np.concatenate(batch_x)[splits.train.indices.numpy()]
         assert torch.equal(as_pixels(splits.train).reshape(30, -1), torch.from_numpy(kept).float())
         assert torch.nonzero(splits.test.images[1]).tolist() == [[2, 15, 0]]
+
+
+@pytest.mark.parametrize("part", ["train", "val"])
+def test_imagenet16_files_without_any_of_the_120_classes_are_named(tmp_path, part):
+    """Files of the other 880 classes only (e.g. a later slice of ImageNet) leave an empty split."""
+    rng = np.random.default_rng(9)
+    for i in range(1, 11):
+        labels = [121, 500] if part == "train" else [3, 700]
+        write_pickle(tmp_path / f"train_data_batch_{i}", {"data": random_pixels(rng, 2, 16), "labels": labels})
+    write_pickle(tmp_path / "val_data", {"data": random_pixels(rng, 2, 16), "labels": [4, 121] if part == "train" else [999, 121]})
+    first = "train_data_batch_1" if part == "train" else "val_data"
+    with pytest.raises(UserError) as info:
+        load_imagenet16(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / first)) and "1..120" in str(info.value)
 
 
 def test_pickle_with_foreign_globals_is_refused(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -168,6 +169,8 @@ def _check_stats(stats: Sequence[Sequence[float]], channels: int) -> Stats:
         raise UserError(f"stats={stats!r} must be (mean, std), each a sequence of {channels} numbers") from None
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
         raise UserError(f"stats={stats!r} must give {channels} means and {channels} positive stds")
+    if not all(math.isfinite(value) for value in mean + std):  # NaN slips past "<= 0" and blanks a channel
+        raise UserError(f"stats={stats!r} must be finite numbers")
     return mean, std
 
 

@@ -31,11 +31,15 @@ def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
 
 
 def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path:
-    """``root`` or the first ``root/name`` holding one of the files ``markers``."""
-    for folder in [root, *(root / name for name in names)]:
-        if find_file(folder, tuple(markers)) is not None:
-            return folder
-    raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
+    """``root`` or the ``root/name`` holding one of the files ``markers``; two of them holding one is
+    a :class:`UserError`, since which copy (a full set or a partial one) is read must not be a guess."""
+    found = [find_file(folder, tuple(markers)) for folder in [root, *(root / name for name in names)]]
+    found = list({path.parent.resolve(): path for path in found if path is not None}.values())  # mnist -> .: one
+    if not found:
+        raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
+    if len(found) > 1:
+        raise UserError(f"{found[0]} and {found[1]}: two copies of the dataset; name the folder of one")
+    return found[0].parent
 
 
 # ---------------------------------------------------------------------------- digits
@@ -82,6 +86,8 @@ def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     if labels_path is None:
         raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if images.size == 0:  # a header alone: an empty split would train or test on nothing without a word
+        raise UserError(f"{images_path}: holds no images (dims {images.shape})")
     if len(images) != len(labels):
         raise UserError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path.name}")
     if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # 2.7 must not become 2
@@ -117,8 +123,20 @@ def load_mnist(
         sizes = [test_size, train_size]
         test_rows, train_rows = partition(len(test.labels), sizes, generator, f"t10k_split={t10k_split}")
         train, test = test.select(train_rows), test.select(test_rows)
+    else:
+        _check_same_image_size(folder, train, test)
     train, val = carve_validation(train, val_size, generator)
     return build_splits("mnist", {"train": train, "val": val, "test": test}, 10, 255.0, stats)
+
+
+def _check_same_image_size(folder: Path, train: RawPart, test: RawPart) -> None:
+    """Refuse t10k images of another size than the training images: files of two datasets."""
+    (height, width), (test_height, test_width) = train.pixels.shape[-2:], test.pixels.shape[-2:]
+    if (height, width) != (test_height, test_width):
+        test_path = find_file(folder, _idx_names("t10k-images-idx3-ubyte"))
+        train_name = find_file(folder, _idx_names("train-images-idx3-ubyte")).name
+        raise UserError(f"{test_path}: images are {test_height}x{test_width}, those of {train_name} "
+                        f"{height}x{width}: the two files come from different datasets")
 
 
 def _two_sizes(value, option: str) -> tuple[int, int]:
@@ -138,21 +156,25 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
     Each row of ``data`` stores the red plane, then green, then blue, each row-major.
     """
     content = read_pickle_dict(path)
+    # Fields looked up outside the try blocks: a missing one is its own error, not "not an array".
+    data_field, label_field = pickle_field(content, "data", path), pickle_field(content, label_key, path)
     try:
-        data = np.asarray(pickle_field(content, "data", path))
+        data = np.asarray(data_field)
     except (TypeError, ValueError) as exc:  # e.g. rows of different lengths
         raise UserError(f"{path}: field 'data' is not an array of images ({exc})") from None
     try:
-        raw = np.asarray(pickle_field(content, label_key, path)).reshape(-1)
+        raw = np.asarray(label_field).reshape(-1)
         labels = raw.astype(np.int64)
-        if raw.dtype.kind not in "iu" and not np.array_equal(labels, raw):  # 2.7 must not become 2
-            raise ValueError("a label is not an integer")
-    except (TypeError, ValueError) as exc:
+        if not np.array_equal(labels, raw):  # 2.7 must not become 2, nor a uint64 2**63 wrap to -2**63
+            raise ValueError("a label is not an integer of int64's range")
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a Python int past int64
         raise UserError(f"{path}: field {label_key!r} is not a list of integer labels ({exc})") from None
     if data.ndim != 2 or data.shape[1] != 3 * side * side or data.dtype != np.uint8:
         raise UserError(f"{path}: field 'data' must be uint8 (N, {3 * side * side}), got {data.dtype} {data.shape}")
     if len(labels) != len(data):
         raise UserError(f"{path}: field {label_key!r} has {len(labels)} labels for {len(data)} images")
+    if len(data) == 0:  # never so in a release: an empty split would train or test on nothing without a word
+        raise UserError(f"{path}: field 'data' holds no images")
     return data.reshape(-1, 3, side, side), labels
 
 
@@ -215,6 +237,9 @@ def _read_imagenet16(folder: Path, names: Sequence[str], num_classes: int = 120)
         label_arrays.append(labels[keep] - 1)
         index_arrays.append(keep + offset)
         offset += len(labels)
+    if not sum(len(kept) for kept in index_arrays):  # an empty split would train or test on nothing
+        files = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        raise UserError(f"{folder / files}: no image of the {num_classes} classes (labels 1..{num_classes})")
     pixels, labels, indices = (torch.from_numpy(np.concatenate(a)) for a in (arrays, label_arrays, index_arrays))
     return RawPart(pixels, labels, indices.to(torch.int64))
 
