@@ -196,7 +196,12 @@ def resolve_settings(cfg: TrainConfig) -> TrainSettings:
         raise UserError("drop-path and the auxiliary head apply to DARTS networks only")
     dataset = canonical_name(cfg.dataset)
     cells, batch_size = cfg.cells or d["cells"], cfg.batch_size or d["batch_size"]
-    if kind == "darts" and aux_weight and batch_size < 2 and reduction_layers(cells):
+    if kind == "darts" and aux_weight and not reduction_layers(cells):  # the head reads the second reduction cell
+        if cfg.auxiliary_weight is not None:
+            raise UserError(f"--auxiliary-weight {aux_weight}: a DARTS network of {cells} cells has no reduction "
+                            "cell for the auxiliary head to read; use --cells 3 or more, or --auxiliary-weight 0")
+        aux_weight = 0.0  # so result.json does not record a loss that was never added
+    if kind == "darts" and aux_weight and batch_size < 2:
         raise UserError(f"--batch-size {batch_size}: the DARTS auxiliary head normalises one value per channel "
                         "(1x1 maps), which a batch of one image cannot; use --batch-size 2 or more, "
                         "or --auxiliary-weight 0")
