@@ -267,6 +267,28 @@ def test_train_refuses_a_cutout_larger_than_the_images(capsys, tmp_path):
     assert not (tmp_path / "out" / "result.json").exists()
 
 
+DARTS_GENOTYPE = json.dumps({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                             "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]] * 4})
+
+
+def test_train_refuses_batches_of_one_image_for_the_darts_auxiliary_head(capsys, tmp_path):
+    # the head pools to 2x2 and convolves to 1x1, so its last BatchNorm saw one value per channel
+    # and torch's ValueError came out as a traceback after the network was built
+    argv = ["train", "--arch", DARTS_GENOTYPE, "--dataset", "digits", "--epochs", "1", "--channels", "4",
+            "--cells", "3", "--batch-size", "1"]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "aux")
+    assert code == 2
+    assert one_error_line(err) == ("naslib-bayes: error: --batch-size 1: the DARTS auxiliary head normalises "
+                                   "one value per channel (1x1 maps), which a batch of one image cannot; "
+                                   "use --batch-size 2 or more, or --auxiliary-weight 0")
+    assert not (tmp_path / "aux").exists()
+    from naslib_bayes.training.evaluate import TrainConfig, resolve_settings
+
+    for batch_size, weight, cells in ((2, None, 3), (1, 0.0, 3), (1, None, 2)):  # a head that can train, or none
+        resolve_settings(TrainConfig(DARTS_GENOTYPE, "digits", 1, cells=cells, batch_size=batch_size,
+                                     auxiliary_weight=weight))
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--weight-decay", "-1", "argument --weight-decay: expected a non-negative number, got '-1'"),
     ("--weight-decay", "nan", "argument --weight-decay: expected a non-negative number, got 'nan'"),

@@ -173,6 +173,16 @@ def test_genotype_validation():
         Genotype.from_json({"normal": [["skip_connect", 2], ["skip_connect", 1]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]})
 
 
+
+def test_genotype_without_concat_concatenates_every_node_of_each_cell_type():
+    """A reduction cell with fewer nodes than the normal cell concatenates its own nodes, instead of
+    being refused for a reduce_concat the genotype never listed (taken from the normal cell)."""
+    g = Genotype.from_json({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                            "reduce": [["max_pool_3x3", 0], ["skip_connect", 1]] * 2})
+    assert (g.normal_concat, g.reduce_concat) == ((2, 3, 4, 5), (2, 3))
+    net = DartsEvalNetwork(g, 4, 10, 3, auxiliary=False, in_channels=1)
+    assert net(torch.randn(2, 1, 8, 8))[0].shape == (2, 10)
+
 @pytest.mark.parametrize("optimizer", ["bayesnas", "darts"])
 def test_digits_search_genotype_trains_to_90_percent(optimizer, tmp_path):
     """A search on digits with a small 5-cell DARTS supernet, then training the genotype."""

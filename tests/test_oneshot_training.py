@@ -491,3 +491,18 @@ def test_search_trains_each_epoch_at_the_cosine_rate_from_lr_to_lr_min():
     result = run_oneshot_search(cfg)
     lrs = [s["lr"] for s in result["epoch_stats"]]
     assert lrs == pytest.approx([0.002 + 0.078 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)
+
+
+def test_a_darts_network_without_reduction_cells_trains_and_records_no_auxiliary_head(capsys, tmp_path):
+    """The head reads the second reduction cell: with fewer than 3 cells there is none, so the
+    default weight is 0 in result.json (not 0.4 for a loss never added) and a weight asked for is refused."""
+    result = run_training(TrainConfig(GENOTYPE, "digits", epochs=1, channels=4, cells=2, batch_size=512), tmp_path)
+    assert result["config"]["auxiliary_weight"] == 0.0
+    model = torch.load(tmp_path / ckpt.CHECKPOINT_FILE, weights_only=False)["model"]
+    assert not any(name.startswith("auxiliary_head") for name in model)
+    code, _, err = run_cli(capsys, "train", "--arch", GENOTYPE, "--dataset", "digits", "--epochs", "1", "--cells", "2",
+                           "--auxiliary-weight", "0.4", "--out", tmp_path / "asked")
+    assert code == 2 and not (tmp_path / "asked").exists()
+    assert one_line(err) == ("naslib-bayes: error: --auxiliary-weight 0.4: a DARTS network of 2 cells has no "
+                             "reduction cell for the auxiliary head to read; use --cells 3 or more, "
+                             "or --auxiliary-weight 0")

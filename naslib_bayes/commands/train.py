@@ -34,19 +34,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from naslib_bayes.training.evaluate import TrainConfig, parse_arch, run_training
+    from naslib_bayes.training.evaluate import TrainConfig, resolve_settings, run_training
 
     import torch
 
     torch.set_num_threads(args.threads)
-    parse_arch(args.arch)  # a bad architecture is an error before anything is written
-    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     cfg = TrainConfig(
         arch=args.arch, dataset=args.dataset, epochs=args.epochs,
         data_root=None if args.data_root is None else str(args.data_root), seed=args.seed, channels=args.channels,
         cells=args.cells, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, cutout=args.cutout,
         auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path, device=args.device,
     )
+    resolve_settings(cfg)  # a bad architecture or setting is an error before anything is written
+    out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     bar, progress = common.step_bar(f"train {args.dataset}")
 
     with bar:

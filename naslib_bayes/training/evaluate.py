@@ -31,6 +31,7 @@ from naslib_bayes import results
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import whole_numbers
 from naslib_bayes.search_spaces.darts.genotype import Genotype
+from naslib_bayes.search_spaces.darts.search_network import reduction_layers
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.training import checkpoint as ckpt
 
@@ -194,10 +195,20 @@ def resolve_settings(cfg: TrainConfig) -> TrainSettings:
     if kind == "nasbench201" and (aux_weight or drop_path):
         raise UserError("drop-path and the auxiliary head apply to DARTS networks only")
     dataset = canonical_name(cfg.dataset)
+    cells, batch_size = cfg.cells or d["cells"], cfg.batch_size or d["batch_size"]
+    if kind == "darts" and aux_weight and not reduction_layers(cells):  # the head reads the second reduction cell
+        if cfg.auxiliary_weight is not None:
+            raise UserError(f"--auxiliary-weight {aux_weight}: a DARTS network of {cells} cells has no reduction "
+                            "cell for the auxiliary head to read; use --cells 3 or more, or --auxiliary-weight 0")
+        aux_weight = 0.0  # so result.json does not record a loss that was never added
+    if kind == "darts" and aux_weight and batch_size < 2:
+        raise UserError(f"--batch-size {batch_size}: the DARTS auxiliary head normalises one value per channel "
+                        "(1x1 maps), which a batch of one image cannot; use --batch-size 2 or more, "
+                        "or --auxiliary-weight 0")
     return TrainSettings(
         kind=kind, arch=arch, dataset=dataset, epochs=cfg.epochs, seed=cfg.seed, data_seed=cfg.data_seed,
-        channels=cfg.channels or d["channels"], cells=cfg.cells or d["cells"],
-        batch_size=cfg.batch_size or d["batch_size"], lr=given_or_default("lr"), momentum=cfg.momentum,
+        channels=cfg.channels or d["channels"], cells=cells, batch_size=batch_size, lr=given_or_default("lr"),
+        momentum=cfg.momentum,
         weight_decay=given_or_default("weight_decay"), grad_clip=cfg.grad_clip,
         cutout=CUTOUT.get(dataset, 0) if cfg.cutout is None else cfg.cutout,
         auxiliary_weight=aux_weight, drop_path=drop_path)

@@ -46,10 +46,8 @@ class Genotype:
         try:
             normal = tuple((str(op), int(i)) for op, i in data["normal"])
             reduce = tuple((str(op), int(i)) for op, i in data["reduce"])
-            steps = len(normal) // 2
-            default_concat = list(range(2, steps + 2))
-            genotype = cls(normal, tuple(int(i) for i in data.get("normal_concat", default_concat)),
-                           reduce, tuple(int(i) for i in data.get("reduce_concat", default_concat)))
+            genotype = cls(normal, tuple(int(i) for i in data.get("normal_concat", _every_node(normal))),
+                           reduce, tuple(int(i) for i in data.get("reduce_concat", _every_node(reduce))))
         except (TypeError, ValueError):
             raise UserError(f"{source}: genotype edges must be [op, input] pairs") from None
         genotype.validate(source)
@@ -77,6 +75,11 @@ class Genotype:
         for op, _ in (*self.normal, *self.reduce):
             counts[op] += 1
         return counts
+
+
+def _every_node(edges: Sequence[tuple[str, int]]) -> list[int]:
+    """The default concat of a cell: each of its intermediate nodes (two edges per node)."""
+    return list(range(2, len(edges) // 2 + 2))
 
 
 def from_cells(normal: Sequence[tuple[str, int]], normal_concat: Sequence[int],
