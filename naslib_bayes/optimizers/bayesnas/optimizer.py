@@ -126,7 +126,7 @@ class BayesNAS(OneShotOptimizer):
             penalty = lambda: self.bank.penalty(float(c["lambda_origin"]), float(c["lambda_child"]))
         logits, loss = self.weight_step(x, y, extra_loss=penalty)
         self._epoch_images += int(x.shape[0])
-        if joint and self.ends_round(self.epoch):
+        if joint:  # the round's last batches, which span its epochs when one has fewer steps
             self._curvature_inputs.append(x.detach())
             del self._curvature_inputs[: -int(self.config["curvature_batches"])]
         logits_val = val_loss = None
