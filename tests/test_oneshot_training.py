@@ -190,6 +190,7 @@ def test_list_shows_the_one_shot_optimizers(capsys):
     (["--optimizer", "bayesnas", "--resume"], "--resume: no checkpoint.pt"),
     (["--optimizer", "bayesnas", "--lambda", "-1"], "--lambda"),
     (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs the folder holding its files: --data-root DIR"),
+    (["--optimizer", "darts", "--search-images", "5000"], "--search-images 5000: digits has only 1079 search images"),
 ])
 def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
     argv = list(argv)

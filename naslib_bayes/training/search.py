@@ -96,6 +96,9 @@ def load_search_data(cfg: SearchConfig):
     if cfg.search_images is not None:
         if cfg.search_images < 2:
             raise UserError("--search-images must be at least 2")
+        if cfg.search_images > len(labels):  # a subset cannot be larger; taking them all would say otherwise
+            raise UserError(f"--search-images {cfg.search_images}: {cfg.dataset} has only {len(labels)} search "
+                            "images (its training split)")
         keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.data_seed))[: cfg.search_images]
         images, labels = images[keep], labels[keep]
     return images, labels, splits.describe(), train
