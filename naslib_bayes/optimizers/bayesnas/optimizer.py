@@ -169,7 +169,9 @@ class BayesNAS(OneShotOptimizer):
         reduction = self.config["curvature_reduction"]
         by_type = curvature_by_type(self.bank, total.sums, "sum" if reduction == "sum" else "mean", total.num_samples)
         if reduction == "dataset":
-            n = max(self._epoch_images, total.num_samples)
+            # the batches may span the round's epochs: the search set is still one epoch's images
+            # (none counted only in checkpoints of versions that did not record them)
+            n = self._epoch_images or total.num_samples
             by_type = {name: (hp * n, hc * n) for name, (hp, hc) in by_type.items()}
         return by_type
 
