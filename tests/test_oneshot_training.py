@@ -492,3 +492,13 @@ def test_search_trains_each_epoch_at_the_cosine_rate_from_lr_to_lr_min():
     result = run_oneshot_search(cfg)
     lrs = [s["lr"] for s in result["epoch_stats"]]
     assert lrs == pytest.approx([0.002 + 0.078 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer, split", [("bayesnas", "all images train weights and switches"),
+                                              ("darts", "50/50 weights/architecture"),
+                                              ("random-cell", "all images train the weights")])
+def test_result_config_says_what_the_search_images_trained(optimizer, split):
+    """random-cell has no switches: its result.json must not say the images trained them."""
+    cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=0, channels=4, cells=1,
+                       batch_size=32, search_images=64, hyperparameters={"warmup_epochs": 0})
+    assert run_oneshot_search(cfg)["config"]["search_split"] == split
