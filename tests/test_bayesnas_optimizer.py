@@ -284,3 +284,32 @@ def test_curvature_reduction_scales_the_summed_gauss_newton_diagonal(digits, red
         want = (sums[0].get(param, "sum") + sums[1].get(param, "sum")) * scale
         assert bool((want > 0).any())
         assert torch.allclose(got_h, want, rtol=1e-9)
+
+
+def test_curvature_batches_are_the_last_of_the_round_across_its_epochs(digits):
+    """A round of 2 joint epochs of 4 steps with curvature_batches 6: the curvature is computed on
+    the round's last 6 training batches (2 of its first epoch, 4 of its second), not only on the
+    4 of its last epoch."""
+    opt = make(epochs=2, curvature_batches=6)
+    trainer = OneShotTrainer(opt, *digits, batch_size=48, seed=0)
+    seen = []
+    compute = opt.compute_curvature
+    opt.compute_curvature = lambda inputs: (seen.extend(inputs), compute(inputs))[1]
+    trainer.search()
+    assert trainer.steps_per_epoch == 4 and opt.rounds_done == 1
+    expected = [trainer._batch(trainer._order(trainer.train_index, epoch, 0), step, epoch, 0)[0]
+                for epoch, step in [(1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)]]
+    assert len(seen) == 6 and all(torch.equal(a, b) for a, b in zip(seen, expected))
+
+
+def test_dataset_reduction_scales_by_the_images_of_an_epoch_when_the_batches_span_epochs(digits):
+    """Curvature batches from two epochs of 16 images hold 24 samples: ``dataset`` is still their
+    mean times the 16 images of an epoch (the search set), not their sum."""
+    opt = make(curvature_reduction="dataset")
+    batches = [digits[0][:8], digits[0][8:24]]
+    opt._epoch_images = 16
+    got = opt.compute_curvature(batches)["normal"]
+    sums = [gauss_newton_diagonal(opt.model, x) for x in batches]
+    for got_h, param in zip(got, (opt.bank.parent["normal"], opt.bank.child["normal"])):
+        want = (sums[0].get(param, "sum") + sums[1].get(param, "sum")) * (16 / 24)
+        assert torch.allclose(got_h, want, rtol=1e-9)

@@ -190,6 +190,7 @@ def test_list_shows_the_one_shot_optimizers(capsys):
     (["--optimizer", "bayesnas", "--resume"], "--resume: no checkpoint.pt"),
     (["--optimizer", "bayesnas", "--lambda", "-1"], "--lambda"),
     (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs the folder holding its files: --data-root DIR"),
+    (["--optimizer", "darts", "--search-images", "5000"], "--search-images 5000: digits has only 1079 search images"),
 ])
 def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
     argv = list(argv)
@@ -506,3 +507,13 @@ def test_a_darts_network_without_reduction_cells_trains_and_records_no_auxiliary
     assert one_line(err) == ("naslib-bayes: error: --auxiliary-weight 0.4: a DARTS network of 2 cells has no "
                              "reduction cell for the auxiliary head to read; use --cells 3 or more, "
                              "or --auxiliary-weight 0")
+
+
+@pytest.mark.parametrize("optimizer, split", [("bayesnas", "all images train weights and switches"),
+                                              ("darts", "50/50 weights/architecture"),
+                                              ("random-cell", "all images train the weights")])
+def test_result_config_says_what_the_search_images_trained(optimizer, split):
+    """random-cell has no switches: its result.json must not say the images trained them."""
+    cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=0, channels=4, cells=1,
+                       batch_size=32, search_images=64, hyperparameters={"warmup_epochs": 0})
+    assert run_oneshot_search(cfg)["config"]["search_split"] == split

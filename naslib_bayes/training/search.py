@@ -96,6 +96,9 @@ def load_search_data(cfg: SearchConfig):
     if cfg.search_images is not None:
         if cfg.search_images < 2:
             raise UserError("--search-images must be at least 2")
+        if cfg.search_images > len(labels):  # a subset cannot be larger; taking them all would say otherwise
+            raise UserError(f"--search-images {cfg.search_images}: {cfg.dataset} has only {len(labels)} search "
+                            "images (its training split)")
         keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.data_seed))[: cfg.search_images]
         images, labels = images[keep], labels[keep]
     return images, labels, splits.describe(), train
@@ -205,8 +208,16 @@ def result_config(cfg: SearchConfig, search: PreparedSearch) -> dict[str, Any]:
         "augmentation": None if search.augment is None else asdict(search.augment),
         "total_epochs": opt.total_epochs,
         "steps_per_epoch": search.trainer.steps_per_epoch,
-        "search_split": "50/50 weights/architecture" if opt.uses_validation_split else "all images train weights and switches",
+        "search_split": search_split(opt),
     }
+
+
+def search_split(opt) -> str:
+    """What the search images train: halves for weights and architecture (DARTS), else all of them."""
+    if opt.uses_validation_split:
+        return "50/50 weights/architecture"
+    trains_switches = bool(getattr(opt, "architectural_weights", None))  # random-cell has none
+    return "all images train weights and switches" if trains_switches else "all images train the weights"
 
 
 def architecture_fields(space: str, arch) -> dict[str, Any]:

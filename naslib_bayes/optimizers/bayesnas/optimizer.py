@@ -126,7 +126,7 @@ class BayesNAS(OneShotOptimizer):
             penalty = lambda: self.bank.penalty(float(c["lambda_origin"]), float(c["lambda_child"]))
         logits, loss = self.weight_step(x, y, extra_loss=penalty)
         self._epoch_images += int(x.shape[0])
-        if joint and self.ends_round(self.epoch):
+        if joint:  # the round's last batches, which span its epochs when one has fewer steps
             self._curvature_inputs.append(x.detach())
             del self._curvature_inputs[: -int(self.config["curvature_batches"])]
         logits_val = val_loss = None
@@ -169,7 +169,9 @@ class BayesNAS(OneShotOptimizer):
         reduction = self.config["curvature_reduction"]
         by_type = curvature_by_type(self.bank, total.sums, "sum" if reduction == "sum" else "mean", total.num_samples)
         if reduction == "dataset":
-            n = max(self._epoch_images, total.num_samples)
+            # the batches may span the round's epochs: the search set is still one epoch's images
+            # (none counted only in checkpoints of versions that did not record them)
+            n = self._epoch_images or total.num_samples
             by_type = {name: (hp * n, hc * n) for name, (hp, hc) in by_type.items()}
         return by_type
 
