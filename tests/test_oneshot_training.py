@@ -191,6 +191,7 @@ def test_list_shows_the_one_shot_optimizers(capsys):
     (["--optimizer", "bayesnas", "--lambda", "-1"], "--lambda"),
     (["--optimizer", "bayesnas", "--dataset", "mnist"], "needs the folder holding its files: --data-root DIR"),
     (["--optimizer", "darts", "--search-images", "5000"], "--search-images 5000: digits has only 1079 search images"),
+    (["--optimizer", "bayesnas", "--opt", "lr_min=0.1"], "lr_min=0.1 must not exceed lr=0.05"),  # a rising cosine
 ])
 def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
     argv = list(argv)

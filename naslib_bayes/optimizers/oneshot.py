@@ -89,6 +89,8 @@ class OneShotOptimizer(abc.ABC):
         for key in ("epochs", "rounds"):
             if int(self.config[key]) < 1:
                 raise UserError(f"{key} must be >= 1")
+        if float(self.config["lr_min"]) > float(self.config["lr"]):  # the cosine would raise the rate
+            raise UserError(f"lr_min={self.config['lr_min']} must not exceed lr={self.config['lr']}")
         self.seed = int(seed)
         self.model: OneShotModel | None = None
         self.op_optimizer: torch.optim.Optimizer | None = None
