@@ -230,15 +230,25 @@ def _comma_list(convert, what: str, accept=lambda value: True):
             values = None
         if not values or not all(accept(v) for v in values):
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
-        return values
+        return _each_once(values, text)
     return parse
+
+
+def _each_once(values: list, text: str) -> list:
+    """``values``, refused if one is given twice: its runs would be counted twice in the means."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise argparse.ArgumentTypeError(f"{value!r} given twice in {text!r}: its runs would count twice in the means")
+        seen.add(value)
+    return values
 
 
 def _models(text: str) -> list[str]:
     for name in text.split(","):
         if name not in DEFAULTS:
             raise argparse.ArgumentTypeError(f"{name!r} has no benchmark settings; choose among {', '.join(DEFAULTS)}")
-    return text.split(",")
+    return _each_once(text.split(","), text)
 
 
 def main(argv=None) -> int:

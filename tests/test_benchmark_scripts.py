@@ -356,6 +356,10 @@ def test_the_compression_benchmark_refuses_a_validation_split_without_images(mni
     ("--seeds", "0,1,...,11", "argument --seeds: expected comma-separated seeds (integers), got '0,1,...,11'"),
     ("--models", "lenet5,vgg", "argument --models: 'vgg' has no benchmark settings; choose among lenet5, lenet300"),
     ("--lambdas", "0.02,-1", "argument --lambdas: expected comma-separated positive numbers, got '0.02,-1'"),
+    # the same run twice would be one run counted twice in the means ("2 seeds")
+    ("--seeds", "0,1,0", "argument --seeds: 0 given twice in '0,1,0'"),
+    ("--lambdas", "0.02,2e-2", "argument --lambdas: 0.02 given twice in '0.02,2e-2'"),
+    ("--models", "lenet5,lenet5", "argument --models: 'lenet5' given twice in 'lenet5,lenet5'"),
 ])
 def test_the_compression_benchmark_refuses_a_bad_list_in_one_line(mnist_dir, capsys, option, value, message):
     with pytest.raises(SystemExit) as info:

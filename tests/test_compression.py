@@ -700,6 +700,32 @@ def test_budget_cut_back_removes_the_least_relevant_units_and_inputs_first():
     assert plan.keep_inputs[0].tolist() == [False, True, True, True]
 
 
+def test_budget_cut_back_keeps_no_unit_whose_switches_are_both_zero_unless_retraining_revives_it():
+    """4 inputs -> 6 hidden -> 2 outputs (44 parameters, 7 per hidden unit). The update removes
+    hidden units 0-3, all scored 0, and units 2 and 3 have both switches at exactly 0: fine-tuning
+    gives them no gradient (ReLU(0) = 0), so keeping them back to just meet a budget of 37 (one
+    removal, unit 0) would count 14 parameters that compute nothing; both go, the budget
+    undershot (30). From scratch their switches start again at 1 and the cut back stands."""
+    from naslib_bayes.compression.compressor import _pruning, prune_to_budget
+    from naslib_bayes.compression.switched import LayerUpdate
+
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))),
+                          (1, 2, 2))
+    with torch.no_grad():
+        net.parent[0][2:4] = 0.0
+        net.child[1][2:4] = 0.0
+    keep_units = torch.tensor([False, False, False, False, True, True])
+    updates = [LayerUpdate(keep_units, torch.ones(4, dtype=torch.bool), unit_scores=torch.tensor([0.0] * 4 + [1.0] * 2),
+                           input_scores=torch.ones(4)),
+               LayerUpdate(None, keep_units.clone())]
+    full = _pruning(net, [keep_units, None], [torch.ones(4, dtype=torch.bool), keep_units])
+    _, _, plan, _, params = prune_to_budget(net, updates, 37, full)
+    assert plan.keep_units[0].tolist() == [True, True, False, False, True, True] and params == 30
+    _, _, plan, _, params = prune_to_budget(net, updates, 37, full, revived=True)
+    assert plan.keep_units[0].tolist() == [False, True, True, True, True, True] and params == 37
+
+
 def test_switches_get_no_weight_decay():
     from naslib_bayes.compression.compressor import _optimizer
     from naslib_bayes.compression.config import CompressionConfig

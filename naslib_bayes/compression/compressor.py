@@ -538,7 +538,7 @@ def _update_and_prune(net: SwitchedNetwork, last: Sequence[torch.Tensor], lams, 
     updates = net.hard_update(hp, hc, lams, cfg.min_units)  # the network is still the one lams were for
     pruning = _pruning(net, [u.keep_units for u in updates], [u.keep_inputs for u in updates])
     if params_limit is not None and pruning[-1] <= params_limit:
-        pruning = prune_to_budget(net, updates, params_limit, pruning)
+        pruning = prune_to_budget(net, updates, params_limit, pruning, revived=cfg.retrain == "scratch")
     keep_units, keep_inputs, plan, slimmed, params = pruning
     with torch.no_grad():  # the slimmed network computes what the masked one does
         probe = last[-1][:128]
@@ -563,7 +563,8 @@ def _pruning(net: SwitchedNetwork, keep_units: list, keep_inputs: list) -> tuple
     return keep_units, keep_inputs, plan, slimmed, count_parameters(slimmed.to_dense())
 
 
-def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float, full: tuple):
+def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params_limit: float, full: tuple,
+                    revived: bool = False):
     """The update's pruning, cut back to the least relevant units that bring the network within budget.
 
     One update can remove many units at once and overshoot a parameter budget by far. Of the
@@ -571,25 +572,35 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
     the entropy criterion's own measure) are removed, with the smallest ``k`` that meets the
     budget (bisection: removing more never adds parameters). ``full`` is the update's whole
     pruning, which meets the budget, as :func:`_pruning` gives it; the result has the same form.
+
+    A unit whose parent and child switches are both exactly 0 (the lasso's proximal step leaves
+    such units) gets no gradient in fine-tuning, nor do its weights: kept back, it would count
+    parameters that compute nothing. Such units are removed even below the budget, unless
+    retraining starts from fresh weights and switches (``revived``).
     """
-    candidates = []  # (gamma, kind, layer, index) of every unit and input the update removes
+    candidates = []  # (dead, gamma, kind, layer, index) of every unit and input the update removes
     for l, update in enumerate(updates):
         if update.keep_units is not None:
-            candidates += [(float(update.unit_scores[j]), "unit", l, j)
+            candidates += [(not revived and _dead_unit(net, l, j), float(update.unit_scores[j]), "unit", l, j)
                            for j in torch.nonzero(~update.keep_units).flatten().tolist()]
     if updates[0].input_scores is not None:
-        candidates += [(float(updates[0].input_scores[j]), "input", 0, j)
+        candidates += [(False, float(updates[0].input_scores[j]), "input", 0, j)
                        for j in torch.nonzero(~updates[0].keep_inputs).flatten().tolist()]
-    candidates.sort(key=lambda c: c[0])
+    candidates.sort(key=lambda c: (not c[0], c[1]))  # dead units first, then by gamma
+    dead = sum(c[0] for c in candidates)
 
     def attempt(k: int):
         keep_units = [None if u.keep_units is None else torch.ones_like(u.keep_units) for u in updates]
         keep_inputs = [torch.ones_like(updates[0].keep_inputs)] + [None] * (len(updates) - 1)
-        for _, kind, l, j in candidates[:k]:
+        for _, _, kind, l, j in candidates[:k]:
             (keep_units if kind == "unit" else keep_inputs)[l][j] = False
         return _pruning(net, keep_units, keep_inputs)
 
-    low, high, best = 0, len(candidates), full  # removing all of them (the full pruning) meets the budget
+    low, high, best = dead, len(candidates), full  # removing all of them (the full pruning) meets the budget
+    if 0 < dead < len(candidates):
+        trial = attempt(dead)
+        if trial[-1] <= params_limit:
+            return trial
     while high - low > 1:
         mid = (low + high) // 2
         trial = attempt(mid)
@@ -598,6 +609,11 @@ def prune_to_budget(net: SwitchedNetwork, updates: Sequence[LayerUpdate], params
         else:
             low = mid
     return best
+
+
+def _dead_unit(net: SwitchedNetwork, l: int, j: int) -> bool:
+    """Whether unit ``j`` of layer ``l`` has its parent switch and its consumers' child switch both at 0."""
+    return bool(net.parent[l][j] == 0) and bool(net.child[l + 1][j] == 0)
 
 
 def _epoch_record(net: nn.Module, phase: str, epoch: int, loss: float, cfg: CompressionConfig, val, log,
