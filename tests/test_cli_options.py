@@ -59,6 +59,21 @@ def test_one_shot_search_refuses_black_box_options(capsys, tmp_path, optimizer, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--opt", "curvature_batches=0"], "curvature_batches must be >= 1"),
+    (["--opt", "no_such_setting=1"], "BayesNAS: unknown hyper-parameter 'no_such_setting'"),
+    (["--dataset", "cifar 10"], "unknown dataset 'cifar 10'"),
+    (["--dataset", "mnist"], "dataset mnist needs the folder holding its files: --data-root DIR"),
+    (["--search-images", "1"], "--search-images must be at least 2"),
+])
+def test_one_shot_settings_are_refused_before_out_is_made(capsys, tmp_path, extra, message):
+    # they were refused only once the search was being built, beside an --out folder made for it
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", *extra,
+                           "--out", tmp_path / "out")
+    assert code == 2 and message in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_shot_report_metric_is_checked_before_training(capsys, tmp_path, zc_json):
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
                            "--report-metric", "val_accuracy", "--out", tmp_path / "a")

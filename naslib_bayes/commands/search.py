@@ -96,7 +96,7 @@ def _refuse_options_of_the_other_kind(args, kind: str) -> None:
 
 def run_one_shot(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-    from naslib_bayes.training.search import SearchConfig, canonical_space, run_oneshot_search
+    from naslib_bayes.training.search import SearchConfig, canonical_space, check_search_config, run_oneshot_search
 
     import torch
 
@@ -125,6 +125,7 @@ def run_one_shot(args) -> int:
         channels=args.channels, cells=args.cells, batch_size=args.batch_size, search_images=args.search_images,
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
+    check_search_config(cfg)
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     if args.resume and benchmark is None:
         _refuse_unscored_resume_of_a_scored_run(out)
