@@ -130,6 +130,21 @@ def test_an_out_folder_that_cannot_be_made_is_a_one_line_error(capsys, tmp_path,
 
 
 @pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1", "--budget", "2"],
+])
+@pytest.mark.parametrize("out", ["", " "])
+def test_a_blank_out_is_refused_instead_of_writing_into_the_working_folder(capsys, tmp_path, monkeypatch, nats_csv,
+                                                                             argv, out):
+    # Path("") is ".": an unset variable in --out "$RUN_DIR" wrote the results where the command was typed
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in argv], "--out", out)
+    assert code == 2
+    assert one_error_line(err) == f"naslib-bayes: error: argument --out: expected a folder, got {out!r}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
     ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST],
     ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
      "--epochs", "1"],

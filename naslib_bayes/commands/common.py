@@ -135,8 +135,16 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
 
+def out_folder(text: str) -> Path:
+    """An argparse type for ``--out``: blank text is refused, as ``Path("")`` is the working folder
+    (an unset variable in ``--out "$RUN_DIR"`` would write the results wherever the command ran)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r}")
+    return Path(text)
+
+
 def add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    parser.add_argument("--out", type=out_folder, required=True, help="output directory (created if missing)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
 
 

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=common.parse_seeds, default=common.parse_seeds("20"),
                         help="seed count N (0..N-1) or list, the same for every optimizer (default 20)")
     parser.add_argument("--jobs", type=common.positive_int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder; re-running resumes it")
+    parser.add_argument("--out", type=common.out_folder, required=True, help="output folder; re-running resumes it")
     parser.add_argument("--readme", type=Path, help="rewrite this README's results section from the summary")
     parser.set_defaults(run=run)
 
