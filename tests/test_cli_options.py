@@ -145,6 +145,18 @@ def test_a_blank_out_is_refused_instead_of_writing_into_the_working_folder(capsy
 
 
 @pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1", "--budget", "2"],
+])
+def test_an_out_name_too_long_for_the_file_system_is_a_one_line_error(capsys, tmp_path, nats_csv, argv):
+    # checking whether it existed raised OSError's traceback before the folder was ever made
+    out = tmp_path / ("x" * 300)
+    code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in argv], "--out", out)
+    assert code == 2
+    assert one_error_line(err).startswith(f"naslib-bayes: error: --out {out}: cannot create the folder (OSError: ")
+
+
+@pytest.mark.parametrize("argv", [
     ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST],
     ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
      "--epochs", "1"],

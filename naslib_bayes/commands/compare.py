@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from naslib_bayes import results
 from naslib_bayes.commands import common
 from naslib_bayes.errors import UserError
 
@@ -131,8 +132,7 @@ def run_black_box(args) -> int:
     )
     benchmark = load_benchmark(args.benchmark)
     runner.grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} is a file, not a directory")
+    results.check_folder(args.out, "--out")  # made only once the runs start
     if args.readme is not None:
         from naslib_bayes.comparison.readme import check_readme
 
