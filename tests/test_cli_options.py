@@ -74,6 +74,19 @@ def test_one_shot_settings_are_refused_before_out_is_made(capsys, tmp_path, extr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "0.1", "--opt", "lr=0.2"], "--lr and --opt lr both set lr; give one"),
+    (["--epochs", "1", "--opt", "epochs=2"], "--epochs and --opt epochs both set epochs; give one"),
+    (["--lambda", "0.1", "--opt", "lambda_origin=0.2"], "--lambda and --opt lambda_origin both set lambda_origin; give one"),
+])
+def test_a_one_shot_setting_given_by_its_option_and_by_opt_is_refused(capsys, tmp_path, extra, message):
+    # --opt silently won: the search ran with the --opt value, ignoring the option typed beside it
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", *extra,
+                           "--out", tmp_path / "out")
+    assert code == 2 and one_error_line(err) == f"naslib-bayes: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_shot_report_metric_is_checked_before_training(capsys, tmp_path, zc_json):
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
                            "--report-metric", "val_accuracy", "--out", tmp_path / "a")
