@@ -252,6 +252,9 @@ def _models(text: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from naslib_bayes.commands.common import non_negative_int, positive_int  # light: no torch
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_root = os.environ.get("NASLIB_BAYES_DATA")
     parser.add_argument("--data-root", type=Path, default=Path(default_root) / "mnist" if default_root else None,
@@ -260,15 +263,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=_comma_list(int, "seeds (integers)", lambda s: s >= 0), default="0,1,2")
     parser.add_argument("--lambdas", type=_comma_list(float, "positive numbers", lambda v: 0 < v < float("inf")),
                         help="comma-separated lambdas (default: the per-model DEFAULTS)")
-    parser.add_argument("--epochs", type=int, help="total epochs (default: per model)")
-    parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: per model)")
-    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=positive_int, help="total epochs (default: per model)")
+    parser.add_argument("--finetune-epochs", type=non_negative_int, help="fine-tuning epochs (default: per model)")
+    parser.add_argument("--val-size", type=non_negative_int, default=1000)
     parser.add_argument("--train-images", type=int,
                         help="train on a seeded subset of this many training images (default: all)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="report held-out test accuracy (default) or validation accuracy (for choices)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a CompressionConfig field for every run (repeatable)")
     parser.add_argument("--out", type=Path, help="folder for per-run records, compressed models and the table")
@@ -279,7 +282,6 @@ def main(argv=None) -> int:
         parser.error(f"--split val needs validation images: --val-size {args.val_size}")
     if args.train_images is not None and args.train_images < 1:
         parser.error(f"--train-images {args.train_images}: expected a positive number of images")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     options = dict(_parse_option(item) for item in args.opt)
     jobs = []
     for model in args.models:

@@ -64,10 +64,19 @@ def new_result(command: str, **fields: Any) -> dict[str, Any]:
     return result
 
 
+def check_folder(folder: Path, what: str) -> None:
+    """A one-line error naming ``folder`` when it cannot be one: a file in the way, or a name the file
+    system refuses (``exists()`` raises for a name longer than it allows)."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{what} {folder} is a file, not a directory")
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot create the folder ({cause(exc)})") from None
+
+
 def make_folder(folder: Path, what: str) -> None:
     """``mkdir -p`` whose failure (a file in the way, no permission) is a one-line error naming the folder."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{what} {folder} is a file, not a directory")
+    check_folder(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

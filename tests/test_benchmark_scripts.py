@@ -352,6 +352,20 @@ def test_the_compression_benchmark_refuses_a_validation_split_without_images(mni
     assert info.value.code == 2 and "--split val needs validation images: --val-size 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("--jobs", "0"), ("--threads", "0"), ("--epochs", "0"), ("--epochs", "-1"),
+                                           ("--finetune-epochs", "-1"), ("--val-size", "-1")])
+def test_the_compression_benchmark_refuses_a_count_out_of_range_before_out_is_made(mnist_dir, tmp_path, capsys,
+                                                                                     option, value):
+    # --jobs 0 was ValueError's traceback beside a --out already made; --epochs 0 ran each model's
+    # default epochs instead, as if the option had not been given
+    with pytest.raises(SystemExit) as info:
+        compress_mnist.main(["--data-root", str(mnist_dir), "--split", "val", "--seeds", "0", option, value,
+                             "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: expected a " in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--seeds", "0,1,...,11", "argument --seeds: expected comma-separated seeds (integers), got '0,1,...,11'"),
     ("--models", "lenet5,vgg", "argument --models: 'vgg' has no benchmark settings; choose among lenet5, lenet300"),

@@ -59,6 +59,34 @@ def test_one_shot_search_refuses_black_box_options(capsys, tmp_path, optimizer, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--opt", "curvature_batches=0"], "curvature_batches must be >= 1"),
+    (["--opt", "no_such_setting=1"], "BayesNAS: unknown hyper-parameter 'no_such_setting'"),
+    (["--dataset", "cifar 10"], "unknown dataset 'cifar 10'"),
+    (["--dataset", "mnist"], "dataset mnist needs the folder holding its files: --data-root DIR"),
+    (["--search-images", "1"], "--search-images must be at least 2"),
+])
+def test_one_shot_settings_are_refused_before_out_is_made(capsys, tmp_path, extra, message):
+    # they were refused only once the search was being built, beside an --out folder made for it
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", *extra,
+                           "--out", tmp_path / "out")
+    assert code == 2 and message in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "0.1", "--opt", "lr=0.2"], "--lr and --opt lr both set lr; give one"),
+    (["--epochs", "1", "--opt", "epochs=2"], "--epochs and --opt epochs both set epochs; give one"),
+    (["--lambda", "0.1", "--opt", "lambda_origin=0.2"], "--lambda and --opt lambda_origin both set lambda_origin; give one"),
+])
+def test_a_one_shot_setting_given_by_its_option_and_by_opt_is_refused(capsys, tmp_path, extra, message):
+    # --opt silently won: the search ran with the --opt value, ignoring the option typed beside it
+    code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits", *extra,
+                           "--out", tmp_path / "out")
+    assert code == 2 and one_error_line(err) == f"naslib-bayes: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_shot_report_metric_is_checked_before_training(capsys, tmp_path, zc_json):
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
                            "--report-metric", "val_accuracy", "--out", tmp_path / "a")
@@ -112,6 +140,33 @@ def test_an_out_folder_that_cannot_be_made_is_a_one_line_error(capsys, tmp_path,
     code, _, err = run_cli(capsys, *argv, "--out", blocker / "sub")
     assert code == 2
     assert f"--out {blocker / 'sub'}: cannot create the folder (NotADirectoryError" in one_error_line(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1", "--budget", "2"],
+])
+@pytest.mark.parametrize("out", ["", " "])
+def test_a_blank_out_is_refused_instead_of_writing_into_the_working_folder(capsys, tmp_path, monkeypatch, nats_csv,
+                                                                             argv, out):
+    # Path("") is ".": an unset variable in --out "$RUN_DIR" wrote the results where the command was typed
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in argv], "--out", out)
+    assert code == 2
+    assert one_error_line(err) == f"naslib-bayes: error: argument --out: expected a folder, got {out!r}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["compare", "--benchmark", "{csv}", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1", "--budget", "2"],
+])
+def test_an_out_name_too_long_for_the_file_system_is_a_one_line_error(capsys, tmp_path, nats_csv, argv):
+    # checking whether it existed raised OSError's traceback before the folder was ever made
+    out = tmp_path / ("x" * 300)
+    code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in argv], "--out", out)
+    assert code == 2
+    assert one_error_line(err).startswith(f"naslib-bayes: error: --out {out}: cannot create the folder (OSError: ")
 
 
 @pytest.mark.parametrize("argv", [

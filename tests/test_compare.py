@@ -432,6 +432,21 @@ def test_readme_without_markers_is_an_error(capsys, nats_csv, tmp_path):
     assert code == 2 and "results:start" in err
 
 
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda path: path.mkdir(), "IsADirectoryError"),
+    (lambda path: path.write_bytes(b"\xff\xfe not text"), "UnicodeDecodeError"),
+])
+def test_a_readme_that_cannot_be_read_as_text_is_one_line_before_any_run(capsys, nats_csv, tmp_path, make, cause):
+    # a folder, or a binary file, given to --readme raised its traceback from read_text
+    readme = tmp_path / "README.md"
+    make(readme)
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
+                           "--seeds", "1", "--budget", "3", "--out", tmp_path / "o", "--readme", readme)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().startswith(f"naslib-bayes: error: --readme {readme}: cannot read it as text ({cause}")
+    assert not (tmp_path / "o").exists()
+
 # ---- what a reused run must share with the current settings -------------------------------------
 def run_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / runner.RUNS_DIR).glob("*.json"))}

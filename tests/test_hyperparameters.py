@@ -94,6 +94,8 @@ def test_lower_bounds_refuse_values_below_them_and_nan():
     ("gp-bo", "encoder_hidden", 0, "GPBO: hyper-parameter encoder_hidden=0: expected a number >= 1"),
     ("tnas", "finetune_lr", 0, "TNAS: hyper-parameter finetune_lr=0.0: expected a number > 0"),  # DeepKernelBO's bounds
     ("tnas", "initial_design", 0, "TNAS: hyper-parameter initial_design=0: expected a number >= 1"),
+    # the GRU of the surrogate meta-trained at setup: 0 ended in a ZeroDivisionError traceback there
+    ("tnas", "encoder_hidden", 0, "TNAS: hyper-parameter encoder_hidden=0: expected a number >= 1"),
 ])
 def test_values_below_an_optimizers_bounds_are_named(optimizer, name, value, message):
     from naslib_bayes.optimizers import registry

@@ -605,9 +605,11 @@ def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
     """`meta-train` with no options gives the surrogate `search --optimizer tnas` would meta-train."""
     from naslib_bayes.cli import build_parser
 
+    from naslib_bayes.commands.meta_train import reptile_settings
+
     args = build_parser().parse_args(["meta-train", "--benchmark", "b.csv", "--datasets", "cifar10", "--out", "o"])
     config = MetaTrainConfig()
-    assert (args.outer, args.iterations, args.lr, args.outer_step, args.inner_steps, args.output_transform,
+    assert (args.outer, args.iterations, args.lr, *reptile_settings(args), args.output_transform,
             args.evidence_top) == (config.outer, config.iterations, config.lr, config.outer_step, config.inner_steps,
                                    config.output_transform, config.evidence_top)
     assert (TNAS.defaults["meta_outer"], TNAS.defaults["meta_iterations"], TNAS.defaults["meta_lr"],
@@ -624,6 +626,15 @@ def test_meta_train_refuses_a_step_size_out_of_range_before_writing(capsys, tmp_
     code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100",
                            option, value, "--out", str(tmp_path / "o"))
     assert code == 2 and option in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--outer-step", "0.5"), ("--inner-steps", "3")])
+def test_meta_train_refuses_reptile_settings_with_the_joint_outer_update(capsys, tmp_path, nats_csv, option, value):
+    # joint training never reads them, yet result.json's config recorded them as if used
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100",
+                           option, value, "--out", str(tmp_path / "o"))
+    assert code == 2 and err.strip() == f"naslib-bayes: error: {option} applies with --outer reptile, not joint"
     assert not (tmp_path / "o").exists()
 
 

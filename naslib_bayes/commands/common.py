@@ -135,8 +135,16 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
 
+def out_folder(text: str) -> Path:
+    """An argparse type for ``--out``: blank text is refused, as ``Path("")`` is the working folder
+    (an unset variable in ``--out "$RUN_DIR"`` would write the results wherever the command ran)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a folder, got {text!r}")
+    return Path(text)
+
+
 def add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    parser.add_argument("--out", type=out_folder, required=True, help="output directory (created if missing)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
 
 
@@ -192,9 +200,7 @@ def step_bar(description: str):
 def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
     """Create ``out`` and hold it for this process until ``held`` closes (another process given
     it meanwhile stops in one line); refuse to replace a result already written there unless asked."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory")
-    results.make_folder(out, "--out")
+    results.make_folder(out, "--out")  # a file in the way is refused there
     held.enter_context(results.exclusive_use(out, "--out"))
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")

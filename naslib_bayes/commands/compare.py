@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from naslib_bayes import results
 from naslib_bayes.commands import common
 from naslib_bayes.errors import UserError
 
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=common.parse_seeds, default=common.parse_seeds("20"),
                         help="seed count N (0..N-1) or list, the same for every optimizer (default 20)")
     parser.add_argument("--jobs", type=common.positive_int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder; re-running resumes it")
+    parser.add_argument("--out", type=common.out_folder, required=True, help="output folder; re-running resumes it")
     parser.add_argument("--readme", type=Path, help="rewrite this README's results section from the summary")
     parser.set_defaults(run=run)
 
@@ -131,8 +132,7 @@ def run_black_box(args) -> int:
     )
     benchmark = load_benchmark(args.benchmark)
     runner.grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} is a file, not a directory")
+    results.check_folder(args.out, "--out")  # made only once the runs start
     if args.readme is not None:
         from naslib_bayes.comparison.readme import check_readme
 

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
     mt.add_argument("--iterations", type=common.positive_int, default=800,
                     help="maximum outer iterations; early stopping may end it sooner (default 800)")
     mt.add_argument("--lr", type=common.positive_float, default=0.01, help="Adam learning rate (default 0.01)")
-    mt.add_argument("--outer-step", type=common.non_negative_float, default=0.1, help="REPTILE outer step size (default 0.1)")
-    mt.add_argument("--inner-steps", type=common.positive_int, default=5, help="REPTILE inner Adam steps per task (default 5)")
+    # None: not given, which --outer joint (that never reads them) needs to tell apart (reptile_settings)
+    mt.add_argument("--outer-step", type=common.non_negative_float, help="REPTILE outer step size (default 0.1)")
+    mt.add_argument("--inner-steps", type=common.positive_int, help="REPTILE inner Adam steps per task (default 5)")
     mt.add_argument("--output-transform", choices=("standardise", "copula", "robust"), default="copula",
                     help="accuracies to GP units: per-dataset standardisation, normal quantiles of ranks (default), "
                          "or median/IQR standardisation with the low tail clipped")
@@ -56,6 +57,19 @@ def add_surrogate_options(parser) -> None:
                        help="GRU size of the architecture encoder (default 64; the paper's is 512)")
 
 
+def reptile_settings(args) -> tuple[float, int]:
+    """``(outer_step, inner_steps)``, MetaTrainConfig's defaults where not given; given beside
+    ``--outer joint``, which never reads them, they are refused (result.json would record them as used)."""
+    from naslib_bayes.predictors.meta_train import MetaTrainConfig
+
+    if args.outer != "reptile":
+        for flag, value in (("--outer-step", args.outer_step), ("--inner-steps", args.inner_steps)):
+            if value is not None:
+                raise UserError(f"{flag} applies with --outer reptile, not {args.outer}")
+    return (MetaTrainConfig.outer_step if args.outer_step is None else args.outer_step,
+            MetaTrainConfig.inner_steps if args.inner_steps is None else args.inner_steps)
+
+
 def run(args) -> int:
     from naslib_bayes.predictors import surrogate_io
     from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
@@ -73,14 +87,15 @@ def run(args) -> int:
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
     common.check_image_options(args.dataset_encoder or "off", args.image_root, args.feature_extractor)
+    outer_step, inner_steps = reptile_settings(args)
     out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     start = time.perf_counter()
     encoder = args.dataset_encoder or "off"
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
-    config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=args.outer_step,
-                             inner_steps=args.inner_steps, output_transform=args.output_transform,
+    config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=outer_step,
+                             inner_steps=inner_steps, output_transform=args.output_transform,
                              evidence_top=args.evidence_top, threads=args.threads)
     common.logger.info("meta-training on %s", ", ".join(names))
     surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,

@@ -96,7 +96,7 @@ def _refuse_options_of_the_other_kind(args, kind: str) -> None:
 
 def run_one_shot(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-    from naslib_bayes.training.search import SearchConfig, canonical_space, run_oneshot_search
+    from naslib_bayes.training.search import SearchConfig, canonical_space, check_search_config, run_oneshot_search
 
     import torch
 
@@ -105,13 +105,15 @@ def run_one_shot(args) -> int:
     hyper = {"lambda_origin": args.lambda_, "lambda_child": args.lambda_child, "warmup_epochs": args.warmup_epochs,
              "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
     if args.optimizer != "bayesnas":
-        given = [f"--{k.replace('_origin', '').replace('_', '-')}" for k in ("lambda_origin", "lambda_child")
-                 if hyper[k] is not None]
+        given = [_flag(k) for k in ("lambda_origin", "lambda_child") if hyper[k] is not None]
         if given:
             raise UserError(f"{given[0]} only applies to --optimizer bayesnas")
         hyper.pop("lambda_origin")
         hyper.pop("lambda_child")
     hyper = {k: v for k, v in hyper.items() if v is not None}
+    twice = sorted(set(hyper) & set(dict(args.opt)))  # one would silently win over the other
+    if twice:
+        raise UserError(f"{_flag(twice[0])} and --opt {twice[0]} both set {twice[0]}; give one")
     hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
     benchmark = None
     if args.benchmark is not None:
@@ -125,6 +127,7 @@ def run_one_shot(args) -> int:
         channels=args.channels, cells=args.cells, batch_size=args.batch_size, search_images=args.search_images,
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
+    check_search_config(cfg)
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     if args.resume and benchmark is None:
         _refuse_unscored_resume_of_a_scored_run(out)
@@ -138,6 +141,11 @@ def run_one_shot(args) -> int:
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
     print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
+
+
+def _flag(hyperparameter: str) -> str:
+    """The option that sets a one-shot hyper-parameter (``lambda_origin`` -> ``--lambda``)."""
+    return f"--{hyperparameter.replace('_origin', '').replace('_', '-')}"
 
 
 def _refuse_unscored_resume_of_a_scored_run(out: Path) -> None:

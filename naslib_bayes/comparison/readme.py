@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from naslib_bayes.comparison.summary import Summary, markdown
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -28,7 +28,10 @@ def check_readme(readme: Path) -> tuple[str, int, int]:
     readme = Path(readme)
     if not readme.exists():
         raise UserError(f"--readme {readme} does not exist")
-    text = readme.read_text()
+    try:
+        text = readme.read_text()
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, a binary file
+        raise UserError(f"--readme {readme}: cannot read it as text ({cause(exc)})") from None
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         raise UserError(f"{readme} has no '{START}' ... '{END}' section to rewrite")

@@ -305,7 +305,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
         raise UserError(f"dataset {canonical}: unknown option(s) {unknown}; accepted: {sorted(accepted)}")
     if canonical == "digits":
         return loader(seed=seed, **options)
-    if root is None:
-        raise UserError(f"dataset {canonical} needs the folder holding its files: --data-root DIR "
-                        "(root= from Python)")
+    require_root(canonical, root)
     return loader(root, seed=seed, **options)
+
+
+def require_root(name: str, root: str | os.PathLike | None) -> None:
+    """A :class:`UserError` when dataset ``name`` (canonical) is read from files and ``root`` names none."""
+    if name != "digits" and root is None:
+        raise UserError(f"dataset {name} needs the folder holding its files: --data-root DIR (root= from Python)")

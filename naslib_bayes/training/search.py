@@ -94,14 +94,25 @@ def load_search_data(cfg: SearchConfig):
     train = splits.train
     images, labels = train.images, train.labels
     if cfg.search_images is not None:
-        if cfg.search_images < 2:
-            raise UserError("--search-images must be at least 2")
         if cfg.search_images > len(labels):  # a subset cannot be larger; taking them all would say otherwise
             raise UserError(f"--search-images {cfg.search_images}: {cfg.dataset} has only {len(labels)} search "
                             "images (its training split)")
         keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.data_seed))[: cfg.search_images]
         images, labels = images[keep], labels[keep]
     return images, labels, splits.describe(), train
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """Refuse the settings that are wrong whatever the data holds (search space, optimizer and its
+    hyper-parameters, dataset name, a missing data folder, fewer than 2 search images), so that a
+    command refuses them before it makes its output folder."""
+    from naslib_bayes.data.loaders import canonical_name, require_root
+
+    canonical_space(cfg.search_space)
+    registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT).load()(seed=cfg.seed, **cfg.hyperparameters)
+    require_root(canonical_name(cfg.dataset), cfg.data_root)
+    if cfg.search_images is not None and cfg.search_images < 2:
+        raise UserError("--search-images must be at least 2")
 
 
 def build_supernet(space: str, channels: int, cells: int, num_classes: int, in_channels: int, seed: int):
@@ -288,6 +299,7 @@ def run_oneshot_search(
     every dataset that has it.
     """
     start = time.perf_counter()
+    check_search_config(cfg)
     scored_by = report_metric if benchmark is not None else None
     search = prepare_search(cfg, out_dir, progress, stop_after_steps, scored_by)
     state = search.trainer.search(resume=resume)
