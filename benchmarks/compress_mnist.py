@@ -301,7 +301,6 @@ def main(argv=None) -> int:
 
     with contextlib.ExitStack() as held:
         if args.out:  # one benchmark at a time in a folder: two would train the same runs' checkpoints
-            results.make_folder(args.out, "--out")
             held.enter_context(results.exclusive_use(args.out, "--out"))
         records = run_jobs(jobs, args.jobs)
         if not records:

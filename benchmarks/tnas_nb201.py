@@ -50,7 +50,7 @@ import numpy as np
 # Use the checkout this script belongs to, whichever naslib-bayes is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from naslib_bayes.results import read_json_record  # noqa: E402  (light: no torch)
+from naslib_bayes.results import exclusive_use, read_json_record  # noqa: E402  (light: no torch)
 
 METHODS = {
     "tnas": ("tnas", {}),
@@ -338,7 +338,8 @@ def main(argv=None) -> int:
 
     from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
 
-    with held_cache(args.cache), worker_pool(max(1, args.jobs)) as pool:
+    # one benchmark per cache: two would meta-train and search the same units over each other's files
+    with exclusive_use(args.cache, "--cache"), worker_pool(max(1, args.jobs)) as pool:
         meta = {}
         if folders:
             futures = {(t, s, folder): pool.submit(meta_train_unit, path, t, s, str(args.cache / folder / t / f"seed{s}"),
@@ -364,15 +365,6 @@ def main(argv=None) -> int:
     _progress("searches done", started)
     print_report(benchmark, targets, methods, seeds, runs, meta, args)
     return 0
-
-
-def held_cache(cache: Path):
-    """Hold ``cache`` while the block runs: two benchmarks in one cache would meta-train and search
-    the same units beside each other, each writing over the other's files."""
-    from naslib_bayes import results
-
-    results.make_folder(cache, "--cache")
-    return results.exclusive_use(cache, "--cache")
 
 
 def surrogate_path(args, target: str, seed: int, n_surrogates: int, method: str = "tnas") -> Path:

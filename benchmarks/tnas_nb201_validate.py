@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     folders = {tnas_nb201.surrogate_folder(m): tnas_nb201.meta_settings(m) for m in methods}
     from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
 
-    with tnas_nb201.held_cache(args.cache), worker_pool(max(1, args.jobs)) as pool:
+    with tnas_nb201.exclusive_use(args.cache, "--cache"), worker_pool(max(1, args.jobs)) as pool:
         meta = [pool.submit(tnas_nb201.meta_train_unit, path, tuple(o for o in DATASETS if o != d), s,  # d alone
                             str(args.cache / folder / d / f"seed{s}"), settings, fingerprint)
                 for folder, settings in folders.items() for d in DATASETS for s in seeds]

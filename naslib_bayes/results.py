@@ -113,8 +113,9 @@ def remove_killed_writes(folder: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def exclusive_use(folder: str | os.PathLike, what: str = "--out"):
-    """Hold ``folder`` for this process while the block runs; a second process asking for it
-    meanwhile gets a :class:`UserError` naming the folder and the process that holds it.
+    """Make ``folder`` (:func:`make_folder`) and hold it for this process while the block runs; a
+    second process asking for it meanwhile gets a :class:`UserError` naming the folder and the
+    process that holds it.
 
     Two runs in one folder (a job submitted again while it still runs, ``--resume`` of a run
     that is not dead) would interleave their checkpoints and results, and each would delete
@@ -123,6 +124,7 @@ def exclusive_use(folder: str | os.PathLike, what: str = "--out"):
     so no stale lock outlives a run. Where there is no ``flock`` (Windows, some network file
     systems) the folder is used unlocked, as before.
     """
+    make_folder(Path(folder), what)
     path = Path(folder, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -200,8 +200,7 @@ def step_bar(description: str):
 def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
     """Create ``out`` and hold it for this process until ``held`` closes (another process given
     it meanwhile stops in one line); refuse to replace a result already written there unless asked."""
-    results.make_folder(out, "--out")  # a file in the way is refused there
-    held.enter_context(results.exclusive_use(out, "--out"))
+    held.enter_context(results.exclusive_use(out, "--out"))  # makes it; a file in the way is refused there
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")
     results.remove_killed_writes(out)  # a killed run's half-written checkpoint, say

@@ -12,7 +12,6 @@ time.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import math
 import sys
@@ -26,8 +25,8 @@ import numpy as np
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
 from naslib_bayes.comparison.runner import (
-    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, load_run, refuse_other_settings, require_distinct,
-    run_in_workers, run_path, split_finished, worker_benchmark,
+    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, holding, load_run, refuse_other_settings,
+    require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.data import canonical_name
 from naslib_bayes.errors import UserError
@@ -190,9 +189,7 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
     benchmark = benchmark or load_benchmark(settings.benchmark)
     fingerprint = benchmark_fingerprint(benchmark)
     todo, done = plan_oneshot(settings, fingerprint)
-    with contextlib.ExitStack() as own:
-        results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
-        (held or own).enter_context(results.exclusive_use(settings.out))
+    with holding(settings.out, held):  # made after every check: refused settings leave no folder
         Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
         ran = _run_missing(settings, todo, search_fn, fingerprint, benchmark, on_run_done)
     return ran, done, time.perf_counter() - start

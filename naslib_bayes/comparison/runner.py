@@ -527,6 +527,19 @@ def plan(settings: CompareSettings, benchmark: Benchmark) -> tuple[list[RunSpec]
     return todo, done, missing
 
 
+@contextlib.contextmanager
+def holding(out: Path, held: contextlib.ExitStack | None = None):
+    """``out`` made and held (:func:`results.exclusive_use`) while the block runs, or, entered into a
+    caller's ``held`` stack, until that closes (a caller that writes summaries there afterwards)."""
+    lock = results.exclusive_use(out, "--out")
+    if held is None:
+        with lock:
+            yield
+    else:
+        held.enter_context(lock)
+        yield
+
+
 def remove_partial_files(out: Path) -> None:
     """Delete what a writer killed mid-write left behind; no reader ever takes it for a result."""
     results.remove_killed_writes(Path(out, RUNS_DIR))
@@ -562,9 +575,7 @@ def run_comparison(
     start = time.perf_counter()
     benchmark = benchmark or load_benchmark(settings.benchmark)
     todo, done, missing = plan(settings, benchmark)
-    with contextlib.ExitStack() as own:
-        results.make_folder(Path(settings.out), "--out")  # after every check: refused settings leave no folder
-        (held or own).enter_context(results.exclusive_use(settings.out))
+    with holding(settings.out, held):  # made after every check: refused settings leave no folder
         Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
         remove_partial_files(settings.out)
         total = len(todo) + len(done)
