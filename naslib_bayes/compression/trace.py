@@ -243,9 +243,7 @@ def _modules_from_function(node: fx.Node, dropout_training: dict[str, dict[bool,
         if target in _DROPOUT_FUNCTIONS:
             return _dropout(node, dropout_training.get(node.name, {}))
         if target is torch.flatten:
-            start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
-            end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
-            return [nn.Flatten(int(start), int(end))] if not kwargs else None
+            return _flatten(args, kwargs)
         kwargs.pop("inplace", None)  # in place or not, the chain's ReLU computes the same values
         if target in (torch.relu, F.relu, torch.relu_, F.relu_) and not args and not kwargs:
             return [nn.ReLU()]
@@ -255,12 +253,18 @@ def _modules_from_function(node: fx.Node, dropout_training: dict[str, dict[bool,
         if node.target == "mean":
             return _global_mean(node)
         if node.target == "flatten":
-            start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
-            end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
-            return [nn.Flatten(int(start), int(end))] if not kwargs else None
+            return _flatten(args, kwargs)
         if node.target in ("relu", "relu_") and not args and not kwargs:
             return [nn.ReLU()]
     return None
+
+
+def _flatten(args: tuple, kwargs: dict) -> list[nn.Module] | None:
+    """``torch.flatten(x, ...)`` / ``x.flatten(...)`` with the arguments after ``x`` as a Flatten
+    (None: an argument it has no counterpart for)."""
+    start = kwargs.pop("start_dim", args[0] if len(args) > 0 else 0)
+    end = kwargs.pop("end_dim", args[1] if len(args) > 1 else -1)
+    return [nn.Flatten(int(start), int(end))] if not kwargs else None
 
 
 def _is_batch_size(node: fx.Node) -> bool:

@@ -94,8 +94,9 @@ class TNAS(DeepKernelBO):
         "local_centres": 3,
     }
 
-    lower_bounds = {**DeepKernelBO.lower_bounds, "prior_top": at_least(1), "meta_lr": above(0), "encoder_hidden": at_least(1),
-                    "meta_outer_step": at_least(0), "meta_iterations": at_least(1), "meta_evidence_top": at_least(1)}
+    lower_bounds = {**DeepKernelBO.lower_bounds, "prior_top": at_least(1), "meta_lr": above(0),
+                    "encoder_hidden": at_least(1), "meta_outer_step": at_least(0), "meta_iterations": at_least(1),
+                    "meta_evidence_top": at_least(1)}
 
     TARGET_UNITS = ("own", "prior")
     PRIOR_FORMS = ("mean", "top")

@@ -26,9 +26,10 @@ dataset; fixed validation tasks condition the GP on training cells and score the
 on through another's value: that is the target's situation in BO (every cell known from the
 sources, its value on the new dataset unseen), so the validation measures the transfer the
 surrogate is for. One set of held-out cells shared by the datasets would validate unseen cells
-instead; measured, it searched worse (docs/tnas.md, "The held-out split"). Training stops when that loss has not improved
-for ``patience`` evaluations, and the best weights are kept. ReduceLROnPlateau lowers the inner
-learning rate on the same signal. The target dataset is never seen.
+instead; measured, it searched worse (docs/tnas.md, "The held-out split"). Training stops when
+that loss has not improved for ``patience`` evaluations, and the best weights are kept.
+ReduceLROnPlateau lowers the inner learning rate on the same signal. The target dataset is
+never seen.
 """
 
 from __future__ import annotations
