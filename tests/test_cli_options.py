@@ -74,6 +74,22 @@ def test_one_shot_settings_are_refused_before_out_is_made(capsys, tmp_path, extr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("optimizer, setting, message", [
+    ("re", "sample_size=30", "sample_size must be in 1..population_size, got 30 and 20"),
+    ("ls", "improvement=worst", "improvement 'worst': expected one of best, first"),
+    ("bananas", "acq_fn_type=ucb", "acq_fn_type 'ucb': expected one of its, ei"),
+    ("gp-bo", "acquisition=pi", "acquisition 'pi': expected one of ei, ucb"),
+    ("tnas", "prior_beta=-1", "prior_beta=-1: expected a number >= 0"),
+    ("tnas", "target_units=raw", "target_units 'raw': expected one of own, prior"),
+])
+def test_black_box_settings_are_refused_before_out_is_made(capsys, tmp_path, nats_csv, optimizer, setting, message):
+    # they were checked once the search was bound to its problem, beside an --out folder made for it
+    code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--opt", setting, "--out", tmp_path / "out")
+    assert code == 2 and message in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--lr", "0.1", "--opt", "lr=0.2"], "--lr and --opt lr both set lr; give one"),
     (["--epochs", "1", "--opt", "epochs=2"], "--epochs and --opt epochs both set epochs; give one"),

@@ -23,9 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
-from naslib_bayes.optimizers.hyperparameters import above, at_least
+from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 from naslib_bayes.search_spaces.nasbench201.encodings import path_encodings
@@ -56,9 +55,10 @@ class Bananas(BlackBoxOptimizer):
         "lr": above(0),
     }
 
+    def check_config(self) -> None:
+        require_choice("acq_fn_type", self.config["acq_fn_type"], ACQUISITIONS)
+
     def setup(self) -> None:
-        if self.config["acq_fn_type"] not in ACQUISITIONS:
-            raise UserError(f"acq_fn_type must be one of {', '.join(ACQUISITIONS)}, got {self.config['acq_fn_type']!r}")
         self.next_batch: list[Cell] = []
         self.num_fits = 0
 

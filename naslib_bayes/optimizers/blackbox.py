@@ -200,6 +200,7 @@ class BlackBoxOptimizer(abc.ABC):
 
     def __init__(self, seed: int = 0, **hyperparameters: Any):
         self.config = merge_hyperparameters(type(self).__name__, self.defaults, hyperparameters, self.lower_bounds)
+        self.check_config()  # on construction, so that a command refuses a bad setting before it writes
         self.seed = int(seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
@@ -296,6 +297,10 @@ class BlackBoxOptimizer(abc.ABC):
     def has_preparation(cls) -> bool:
         """True when the class overrides :meth:`prepare` (a comparison then caches its output)."""
         return cls.prepare.__func__ is not BlackBoxOptimizer.prepare.__func__
+
+    def check_config(self) -> None:
+        """A UserError for settings that the per-value checks of ``lower_bounds`` cannot see (a
+        variant's name, a relation between two settings); subclasses extend it."""
 
     def setup(self) -> None:
         """Called once the problem is bound (meta-train, precompute encodings, ...)."""

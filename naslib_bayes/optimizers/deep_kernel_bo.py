@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
-from naslib_bayes.optimizers.hyperparameters import above, at_least
+from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.threads import torch_threads
 
@@ -98,9 +97,10 @@ class DeepKernelBO(BlackBoxOptimizer):
         return encodings
 
     # ---- setup -----------------------------------------------------------------------------
+    def check_config(self) -> None:
+        require_choice("acquisition", self.config["acquisition"], acquisition.ACQUISITIONS)
+
     def setup(self) -> None:
-        if self.config["acquisition"] not in acquisition.ACQUISITIONS:
-            raise UserError(f"acquisition {self.config['acquisition']!r}: expected one of {', '.join(acquisition.ACQUISITIONS)}")
         with torch_threads(self.config["threads"]):
             self.cells: list[nb201.Cell] = list(nb201.all_cells())
             self._index = {c: i for i, c in enumerate(self.cells)}

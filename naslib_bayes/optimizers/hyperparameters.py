@@ -102,6 +102,12 @@ def merge_hyperparameters(owner: str, defaults: dict[str, Any], given: dict[str,
     return {**defaults, **typed}
 
 
+def require_choice(name: str, value: Any, choices) -> None:
+    """A UserError unless ``value`` is one of ``choices`` (a setting that names a variant)."""
+    if value not in choices:
+        raise UserError(f"{name} {value!r}: expected one of {', '.join(map(str, choices))}")
+
+
 def _check_finite(owner: str, name: str, value: Any, default: Any) -> None:
     """inf and nan (``--opt lr=.inf``) would run to the end, whose result.json JSON cannot hold."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
-from naslib_bayes.optimizers.hyperparameters import at_least
+from naslib_bayes.optimizers.hyperparameters import at_least, require_choice
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
 
@@ -27,9 +26,10 @@ class LocalSearch(BlackBoxOptimizer):
     defaults = {"num_init": 10, "improvement": "best"}
     lower_bounds = {"num_init": at_least(1)}  # the first centre is the best initial cell
 
+    def check_config(self) -> None:
+        require_choice("improvement", self.config["improvement"], ("best", "first"))
+
     def setup(self) -> None:
-        if self.config["improvement"] not in ("best", "first"):
-            raise UserError(f"improvement must be 'best' or 'first', got {self.config['improvement']!r}")
         self.known: dict[Cell, float] = {}
         self.centre: Cell | None = None
         self.queue: deque[Cell] = deque()

@@ -31,10 +31,12 @@ class RegularizedEvolution(BlackBoxOptimizer):
     defaults = {"population_size": 20, "sample_size": 5}
     lower_bounds = {"population_size": at_least(1), "sample_size": at_least(1)}
 
-    def setup(self) -> None:
+    def check_config(self) -> None:
         population, sample = self.config["population_size"], self.config["sample_size"]
         if not 1 <= sample <= population:
             raise UserError(f"sample_size must be in 1..population_size, got {sample} and {population}")
+
+    def setup(self) -> None:
         self.population: deque[tuple[Cell, float]] = deque()
 
     def propose(self) -> Cell:

@@ -29,7 +29,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
-from naslib_bayes.optimizers.hyperparameters import above, at_least
+from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -206,15 +206,13 @@ class TNAS(DeepKernelBO):
         self.initial = torch.cat([order[with_value], order[~with_value]])[:k].tolist()
         return list(self.initial)
 
-    def setup(self) -> None:
-        if self.config["prior_form"] not in self.PRIOR_FORMS:
-            raise UserError(f"prior_form {self.config['prior_form']!r}: expected one of {', '.join(self.PRIOR_FORMS)}")
-        if self.config["target_units"] not in self.TARGET_UNITS:
-            raise UserError(f"target_units {self.config['target_units']!r}: expected one of {', '.join(self.TARGET_UNITS)}")
+    def check_config(self) -> None:
+        super().check_config()
+        require_choice("prior_form", self.config["prior_form"], self.PRIOR_FORMS)
+        require_choice("target_units", self.config["target_units"], self.TARGET_UNITS)
         beta = self.config["prior_beta"]
         if beta is not None and not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta >= 0):
             raise UserError(f"prior_beta={beta!r}: expected a number >= 0 (0: plain EI), or None for budget / 10")
-        super().setup()
 
     # ---- target_units=prior ------------------------------------------------------------------
     def gp_targets(self, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
