@@ -15,11 +15,16 @@ of BayesNAS's mean epoch time to DARTS's, paired per seed (same process, interle
 and the targets.
 
     python benchmarks/oneshot_nb201.py --data-root MNIST_DIR --benchmark nats_bench.csv [--seeds 5] [--out DIR]
+
+With ``--out`` each run checkpoints in ``DIR/<method>-<seed>/`` and writes its result.json there:
+the same command run again continues a killed run from its last checkpoint and reads a finished
+one back (a folder holding a run of other settings is refused, naming the setting).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -30,12 +35,14 @@ import torch
 from scipy import stats
 
 from naslib_bayes import results
-from naslib_bayes.commands.common import key_value
+from naslib_bayes.commands.common import key_value, positive_float, positive_int
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-from naslib_bayes.training.search import SearchConfig, run_oneshot_search
+from naslib_bayes.optimizers import registry
+from naslib_bayes.training.search import SearchConfig, check_search_config, run_oneshot_search
 
 METHODS = ("bayesnas", "darts", "random-cell")
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
@@ -59,19 +66,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", required=True, help="folder with the MNIST IDX files")
     p.add_argument("--benchmark", required=True, help="NAS-Bench-201 table (file or folder) to score cells")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--channels", type=int, default=8, help="supernet C (default 8)")
-    p.add_argument("--cells", type=int, default=1, help="supernet cells per stage N (default 1)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--lambda", dest="lambda_", type=float, help="BayesNAS lambda (default: the optimizer's, 0.01)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
+    p.add_argument("--channels", type=positive_int, default=8, help="supernet C (default 8)")
+    p.add_argument("--cells", type=positive_int, default=1, help="supernet cells per stage N (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--lambda", dest="lambda_", type=positive_float,
+                   help="BayesNAS lambda (default: the optimizer's, 0.01)")
     p.add_argument("--opt", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra hyper-parameter for every method (e.g. lr=0.1), repeatable")
-    p.add_argument("--out", type=Path, help="also write each run's result.json under DIR/<method>-<seed>/")
+    p.add_argument("--out", type=Path, help="also checkpoint each run and write its result.json under "
+                                            "DIR/<method>-<seed>/; the same command again resumes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = one_shot_methods(args.methods)
     bench = load_benchmark(args.benchmark)
     # every derived cell is scored on all three datasets: say before hours of searches, not after
     lacking = [d for d in DATASETS if not bench.has_metric(d, "test_accuracy") or not bench.is_complete(d, "test_accuracy")]
@@ -82,48 +91,92 @@ def main(argv=None) -> int:
     # BayesNAS's own lambda, printed with the shared settings whichever method runs first
     bayesnas_lambda = args.lambda_ if args.lambda_ is not None else shared.get("lambda_origin", BayesNAS.defaults["lambda_origin"])
     darts = {key: shared.get(key, default) for key, default in DARTS.defaults.items()}  # its Adam on alpha, as searched
+    configs = {(method, seed): run_config(args, method, seed, shared, bayesnas_lambda)
+               for seed in range(args.seeds) for method in methods}
+    for cfg in configs.values():
+        check_search_config(cfg)  # a bad setting is refused before any search, not after the first
+    started = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        if args.out is not None:
+            held.enter_context(results.exclusive_use(args.out, "--out"))
+        runs = run_all(args, bench, configs, bayesnas_lambda, darts)
+    report(runs, methods)
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    return 0
 
+
+def one_shot_methods(text: str) -> list[str]:
+    """The comma-separated one-shot optimizers of ``--methods``, each known and named once."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods names no optimizer")
+    for method in methods:
+        registry.get_spec(method, kind=registry.ONE_SHOT)
+    if len(set(methods)) < len(methods):
+        raise UserError(f"--methods {text}: an optimizer named twice would run twice in one folder")
+    return methods
+
+
+def run_config(args, method: str, seed: int, shared: dict, bayesnas_lambda) -> SearchConfig:
+    """The search settings of one run: the same for every method but BayesNAS's lambda."""
+    hyper = dict(shared)
+    if method == "bayesnas":
+        hyper["lambda_origin"] = bayesnas_lambda
+    return SearchConfig(optimizer=method, search_space="nb201", dataset="mnist", data_root=args.data_root,
+                        seed=seed, channels=args.channels, cells=args.cells, batch_size=args.batch_size,
+                        hyperparameters=hyper)
+
+
+def run_all(args, bench, configs: dict, bayesnas_lambda, darts: dict) -> list[dict]:
+    """Run (or, with ``--out``, resume or read back) every search, printing a line per run."""
     runs: list[dict] = []
     print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "
           f"cells scored by {bench.source}", flush=True)
-    started = time.perf_counter()
-    for seed in range(args.seeds):
-        for method in methods:
-            hyper = dict(shared)
-            if method == "bayesnas":
-                hyper["lambda_origin"] = bayesnas_lambda
-            cfg = SearchConfig(optimizer=method, search_space="nb201", dataset="mnist", data_root=args.data_root,
-                               seed=seed, channels=args.channels, cells=args.cells, batch_size=args.batch_size,
-                               hyperparameters=hyper)
-            t0 = time.perf_counter()
-            result = run_oneshot_search(cfg, benchmark=bench)
-            result["search_time_s"] = time.perf_counter() - t0
-            if args.out is not None:
-                results.write_result(args.out / f"{method}-{seed}", result)
-            if not runs:
-                c = result["config"]
-                oc = c["optimizer_config"]
-                print(f"# shared training: {c['lr_schedule']}, weight decay {oc['weight_decay']}, grad clip "
-                      f"{oc['grad_clip']}, batch {c['batch_size']}, {c['total_epochs']} epochs "
-                      f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {c['steps_per_epoch']} "
-                      f"steps/epoch, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
-                      f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
-                      flush=True)
-                print(f"# DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "
-                      f"({darts['arch_beta1']:g}, {darts['arch_beta2']:g}), wd {darts['arch_weight_decay']:g}) "
-                      f"on alpha with the other half; BayesNAS: lambda {bayesnas_lambda}, switches in "
-                      f"the SGD optimiser without weight decay", flush=True)
-                print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "
-                      f"{'search_s':>8} {'epoch_s':>7} {'cpu_s':>6}", flush=True)
-            runs.append(result)
-            cell = result["final_architecture"]
-            counts = " ".join(f"{SHORT[k]}:{v}" for k, v in result["op_counts"].items() if v)
-            acc = result["benchmark_accuracy"]
-            mean_epoch = statistics.fmean(result["epoch_times_s"])
-            mean_cpu = statistics.fmean(result["epoch_cpu_times_s"])
-            print(f"{method:<12} {seed:>4}  {cell:<88} {counts:<28} {acc['cifar10']:6.2f} {acc['cifar100']:6.2f} "
-                  f"{acc['ImageNet16-120']:6.2f} {result['search_time_s']:8.1f} {mean_epoch:7.1f} {mean_cpu:6.1f}", flush=True)
+    for (method, seed), cfg in configs.items():
+        folder = None if args.out is None else args.out / f"{method}-{seed}"
+        result = run_oneshot_search(cfg, out_dir=folder, resume=folder is not None, benchmark=bench)
+        result["search_time_s"] = result["wall_time_s"]  # a resumed run's earlier processes included
+        if folder is not None:
+            results.write_result(folder, result)
+        if not runs:
+            print_shared_settings(result, bayesnas_lambda, darts)
+        runs.append(result)
+        print_run(result)
+    return runs
 
+
+def print_shared_settings(result: dict, bayesnas_lambda, darts: dict) -> None:
+    """The training settings every run shares, read from the first run's record, and the table's head."""
+    c = result["config"]
+    oc = c["optimizer_config"]
+    print(f"# shared training: {c['lr_schedule']}, weight decay {oc['weight_decay']}, grad clip "
+          f"{oc['grad_clip']}, batch {c['batch_size']}, {c['total_epochs']} epochs "
+          f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {c['steps_per_epoch']} "
+          f"steps/epoch, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
+          f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
+          flush=True)
+    print(f"# DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "
+          f"({darts['arch_beta1']:g}, {darts['arch_beta2']:g}), wd {darts['arch_weight_decay']:g}) "
+          f"on alpha with the other half; BayesNAS: lambda {bayesnas_lambda}, switches in "
+          f"the SGD optimiser without weight decay", flush=True)
+    print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "
+          f"{'search_s':>8} {'epoch_s':>7} {'cpu_s':>6}", flush=True)
+
+
+def print_run(result: dict) -> None:
+    """One run's line: its cell, op counts, benchmark accuracies and times."""
+    method, seed = result["optimizer"], result["seed"]
+    cell = result["final_architecture"]
+    counts = " ".join(f"{SHORT[k]}:{v}" for k, v in result["op_counts"].items() if v)
+    acc = result["benchmark_accuracy"]
+    mean_epoch = statistics.fmean(result["epoch_times_s"])
+    mean_cpu = statistics.fmean(result["epoch_cpu_times_s"])
+    print(f"{method:<12} {seed:>4}  {cell:<88} {counts:<28} {acc['cifar10']:6.2f} {acc['cifar100']:6.2f} "
+          f"{acc['ImageNet16-120']:6.2f} {result['search_time_s']:8.1f} {mean_epoch:7.1f} {mean_cpu:6.1f}", flush=True)
+
+
+def report(runs: list[dict], methods: list[str]) -> None:
+    """Per-method means with 95% t-intervals, BayesNAS's diagnostics, the epoch-time ratio and the targets."""
     print()
     print(f"{'method':<12} {'CIFAR-10':>16} {'CIFAR-100':>16} {'ImageNet16-120':>16} {'search_s':>14} "
           f"{'param-free':>10}")
@@ -178,9 +231,9 @@ def main(argv=None) -> int:
                       f"({means['bayesnas']:.2f} vs {means[other]:.2f})")
         print(f"  aspiration: BayesNAS mean CIFAR-10 >= 93.0: {'met' if means['bayesnas'] >= 93.0 else 'missed'} "
               f"({means['bayesnas']:.2f})")
-    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    sys.exit(script_exit_code(main))

@@ -311,7 +311,7 @@ def test_the_oneshot_benchmark_refuses_an_incomplete_file_before_any_search(zc_j
 
 
 
-def _fake_oneshot_result(cfg, benchmark=None):
+def _fake_oneshot_result(cfg, benchmark=None, out_dir=None, resume=False):
     """A finished one-shot search's result, as much of it as the one-shot benchmark prints."""
     lam = cfg.hyperparameters.get("lambda_origin", 0.01)
     config = {"lr_schedule": "SGD", "batch_size": cfg.batch_size, "total_epochs": 2, "steps_per_epoch": 1,
@@ -322,7 +322,7 @@ def _fake_oneshot_result(cfg, benchmark=None):
     return {"optimizer": cfg.optimizer, "seed": cfg.seed, "config": config, "search_data": {"search_images": 2},
             "final_architecture": cell, "op_counts": {"nor_conv_3x3": 6}, "parameter_free": False,
             "benchmark_accuracy": {"cifar10": 93.0, "cifar100": 70.0, "ImageNet16-120": 40.0},
-            "epoch_times_s": [1.0, 1.0], "epoch_cpu_times_s": [1.0, 1.0], "repair_fraction": 0.6,
+            "epoch_times_s": [1.0, 1.0], "epoch_cpu_times_s": [1.0, 1.0], "repair_fraction": 0.6, "wall_time_s": 2.5,
             "architecture_update_times_s": [0.5], "relevance": [{"op": "nor_conv_3x3", "gamma": 1.0, "entropy": 1.0}],
             "architecture_updates": [{"mean_curvature": {"normal": [0.001, 0.001]}}]}
 
@@ -344,6 +344,64 @@ def test_the_oneshot_benchmark_prints_the_darts_optimiser_it_searched_with(nats_
     oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
                         "--methods", "darts", "--opt", "arch_lr=0.001", "--opt", "arch_beta1=0.9"])
     assert "Adam(lr 0.001, betas (0.9, 0.999), wd 0.001)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--threads", "0"], "argument --threads: expected a positive integer, got '0'"),  # was set_num_threads' traceback
+    (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),  # was fmean's traceback
+    (["--channels", "0"], "argument --channels: expected a positive integer, got '0'"),  # ran the default C=8
+    (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
+    (["--lambda", "0"], "argument --lambda: expected a positive number, got '0'"),
+    (["--methods", "darts,darts"], "--methods darts,darts: an optimizer named twice"),
+    (["--methods", "bayesnas,enas"], "unknown one-shot optimizer 'enas'"),
+    # refused before the first search, not when the method it applies to comes up
+    (["--methods", "random-cell,bayesnas", "--opt", "lr_min=1"], "lr_min=1.0 must not exceed lr=0.05"),
+])
+def test_the_oneshot_benchmark_refuses_bad_settings_before_any_search(nats_csv, tmp_path, capsys, monkeypatch,
+                                                                       extra, message):
+    import oneshot_nb201
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", lambda *args, **kwargs: pytest.fail("searched"))
+    argv = ["--benchmark", str(nats_csv), "--data-root", str(tmp_path), *extra, "--out", str(tmp_path / "out")]
+    try:
+        code = script_exit_code(lambda: oneshot_nb201.main(argv))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _tiny_mnist(mnist_dir: Path, folder: Path, train: int = 128, test: int = 32) -> Path:
+    """A train and a test file cut from the MNIST test file: ``train`` images, then ``test``."""
+    from naslib_bayes.data.formats import read_idx
+
+    folder.mkdir()
+    for kind, ndim in (("images-idx3", 3), ("labels-idx1", 1)):
+        array = read_idx(mnist_dir / f"t10k-{kind}-ubyte.gz", ndim=ndim)
+        for split, part in (("train", array[:train]), ("t10k", array[train:train + test])):
+            header = bytes([0, 0, 0x08, part.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in part.shape)
+            (folder / f"{split}-{kind}-ubyte").write_bytes(header + part.astype("uint8").tobytes())
+    return folder
+
+
+def test_the_oneshot_benchmark_reads_finished_runs_back_from_out(mnist_dir, nats_csv, tmp_path, capsys, monkeypatch):
+    # every run of the 15-run benchmark used to start again from scratch when the command was repeated
+    import oneshot_nb201
+    from naslib_bayes.training.oneshot import OneShotTrainer
+
+    argv = ["--benchmark", str(nats_csv), "--data-root", str(_tiny_mnist(mnist_dir, tmp_path / "mnist")),
+            "--seeds", "1", "--methods", "random-cell", "--channels", "2", "--batch-size", "32",
+            "--out", str(tmp_path / "out")]
+    assert oneshot_nb201.main(argv) == 0
+    first = json.loads((tmp_path / "out" / "random-cell-0" / "result.json").read_text())
+    capsys.readouterr()
+    monkeypatch.setattr(OneShotTrainer, "_batch", lambda *args: pytest.fail("trained again"))
+    assert oneshot_nb201.main(argv) == 0
+    again = json.loads((tmp_path / "out" / "random-cell-0" / "result.json").read_text())
+    assert again["final_architecture"] == first["final_architecture"] in capsys.readouterr().out
+    assert again["epoch_stats"] == first["epoch_stats"]
 
 
 def test_the_compression_benchmark_refuses_a_validation_split_without_images(mnist_dir, capsys):
