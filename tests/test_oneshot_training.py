@@ -518,3 +518,18 @@ def test_result_config_says_what_the_search_images_trained(optimizer, split):
     cfg = SearchConfig(optimizer=optimizer, search_space="nb201", dataset="digits", seed=0, channels=4, cells=1,
                        batch_size=32, search_images=64, hyperparameters={"warmup_epochs": 0})
     assert run_oneshot_search(cfg)["config"]["search_split"] == split
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("channels", 0, "--channels 0: expected a positive integer"),  # ran the default supernet size
+    ("cells", -1, "--cells -1: expected a positive integer"),
+    ("batch_size", 0, "--batch-size 0: expected a positive integer"),
+    ("checkpoint_every", -5, "checkpoint_every -5: expected 0 (epochs only) or a positive integer"),
+])
+def test_a_search_config_out_of_range_is_refused_before_any_data_is_read(field, value, message):
+    from naslib_bayes.training.search import SearchConfig, check_search_config
+
+    cfg = SearchConfig(optimizer="random-cell", dataset="digits", **{field: value})
+    with pytest.raises(UserError) as info:
+        check_search_config(cfg)
+    assert str(info.value) == message

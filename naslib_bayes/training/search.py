@@ -109,6 +109,12 @@ def check_search_config(cfg: SearchConfig) -> None:
     from naslib_bayes.data.loaders import canonical_name, require_root
 
     canonical_space(cfg.search_space)
+    for name in ("channels", "cells", "batch_size"):  # channels=0 would fall back to the default size
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise UserError(f"{OPTION_OF_FIELD[name]} {value}: expected a positive integer")
+    if cfg.checkpoint_every < 0:
+        raise UserError(f"checkpoint_every {cfg.checkpoint_every}: expected 0 (epochs only) or a positive integer")
     registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT).load()(seed=cfg.seed, **cfg.hyperparameters)
     require_root(canonical_name(cfg.dataset), cfg.data_root)
     if cfg.search_images is not None and cfg.search_images < 2:
