@@ -92,20 +92,22 @@ DEFAULT_METHODS = ("tnas", "tnas k=1", "tnas init-only", "tnas global", "tnas no
 
 
 def parse_args(argv=None):
+    from naslib_bayes.commands.common import positive_int  # light: no torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", type=Path, required=True, help="NAS-Bench-201 benchmark file (e.g. nats_bench.csv)")
-    parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
-    parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50)")
+    parser.add_argument("--seeds", type=positive_int, default=20, help="seeds 0..N-1 (default 20)")
+    parser.add_argument("--budget", type=positive_int, default=50, help="queries per run (default 50)")
     parser.add_argument("--datasets", default="cifar10,cifar100,ImageNet16-120", help="target datasets")
     default = ",".join(DEFAULT_METHODS)
     parser.add_argument("--methods", default=default,
                         help="comma-separated subset of: " + ", ".join(METHODS) + f" (default: {default})")
-    parser.add_argument("--surrogate-seeds", type=int, default=None,
+    parser.add_argument("--surrogate-seeds", type=positive_int, default=None,
                         help="meta-train this many surrogates per target and give seed s the one of seed s mod N "
                              "(default: one per seed)")
     parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201"),
                         help="folder for surrogates and per-run results (reused when present)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (each single-threaded)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="parallel worker processes (each single-threaded)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: print the table from the runs already in --cache (seeds counted per row)")
     return parser.parse_args(argv)
@@ -317,7 +319,8 @@ def main(argv=None) -> int:
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.comparison.runner import benchmark_fingerprint, require_distinct
+    from naslib_bayes.errors import UserError
 
     benchmark = load_benchmark(args.benchmark)
     args.benchmark_sha256 = benchmark_fingerprint(benchmark)  # once, not per run
@@ -325,7 +328,10 @@ def main(argv=None) -> int:
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        sys.exit(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        raise UserError(f"--methods: unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+    # a row given twice would be searched twice into the same cache files by concurrent workers
+    require_distinct("--methods", methods)
+    require_distinct("--datasets", args.datasets.split(","), targets)
     seeds = list(range(args.seeds))
     n_surrogates = args.surrogate_seeds or args.seeds
     path = str(args.benchmark)

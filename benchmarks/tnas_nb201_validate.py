@@ -36,16 +36,18 @@ DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 
 
 def parse_args(argv=None):
+    from naslib_bayes.commands.common import non_negative_int, positive_int  # light: no torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", type=Path, required=True, help="NAS-Bench-201 benchmark file (e.g. nats_bench.csv)")
-    parser.add_argument("--seeds", type=int, default=5, help="how many seeds, one surrogate each (default 5)")
-    parser.add_argument("--first-seed", type=int, default=0,
+    parser.add_argument("--seeds", type=positive_int, default=5, help="how many seeds, one surrogate each (default 5)")
+    parser.add_argument("--first-seed", type=non_negative_int, default=0,
                         help="seeds FIRST..FIRST+N-1 (default 0): fresh seeds judge a setting against a default "
                              "that was itself chosen on the lower ones")
-    parser.add_argument("--budget", type=int, default=50, help="queries per run (default 50; pi-BO's beta depends on it)")
+    parser.add_argument("--budget", type=positive_int, default=50, help="queries per run (default 50; pi-BO's beta depends on it)")
     parser.add_argument("--methods", default="tnas", help="comma-separated methods of tnas_nb201.py (tnas variants)")
     parser.add_argument("--cache", type=Path, default=Path("runs/tnas_nb201_validate"), help="folder for surrogates and runs")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (each single-threaded)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="parallel worker processes (each single-threaded)")
     return parser.parse_args(argv)
 
 
@@ -53,14 +55,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.comparison.runner import benchmark_fingerprint, require_distinct
+    from naslib_bayes.errors import UserError
 
     benchmark = load_benchmark(args.benchmark)
     fingerprint = benchmark_fingerprint(benchmark)  # once, not per run
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in tnas_nb201.METHODS or tnas_nb201.METHODS[m][0] != "tnas"]
     if unknown:
-        sys.exit(f"not a tnas method of tnas_nb201.py: {unknown}")
+        raise UserError(f"--methods: {unknown[0]!r} is not a tnas method of tnas_nb201.py")
+    require_distinct("--methods", methods)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     path = str(args.benchmark)
     pairs = list(itertools.permutations(DATASETS, 2))

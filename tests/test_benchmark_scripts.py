@@ -534,7 +534,7 @@ def test_a_terminated_benchmark_leaves_no_worker_running(mnist_dir, tmp_path):
 
 
 @pytest.mark.parametrize("script, folder_option", [("compress_mnist", "--out"), ("tnas_nb201", "--cache"),
-                                                   ("tnas_nb201_validate", "--cache")])
+                                                   ("tnas_nb201_validate", "--cache"), ("oneshot_nb201", "--out")])
 def test_a_benchmark_folder_in_use_by_another_benchmark_is_refused_in_one_line(
         script, folder_option, mnist_dir, nats_csv, tmp_path, capsys, monkeypatch):
     """Two benchmarks in one folder would train the same runs' checkpoints beside each other."""
@@ -545,7 +545,9 @@ def test_a_benchmark_folder_in_use_by_another_benchmark_is_refused_in_one_line(
     from naslib_bayes.comparison.runner import script_exit_code
 
     module = importlib.import_module(script)
-    data = ["--data-root", str(mnist_dir)] if script == "compress_mnist" else ["--benchmark", str(nats_csv)]
+    data = {"compress_mnist": ["--data-root", str(mnist_dir)],
+            "oneshot_nb201": ["--data-root", str(mnist_dir), "--benchmark", str(nats_csv)]}.get(
+        script, ["--benchmark", str(nats_csv)])
     argv = [*data, "--seeds", "1" if script != "compress_mnist" else "0", folder_option, str(tmp_path)]
     monkeypatch.setattr(sys, "argv", [f"{script}.py"])
     with results.exclusive_use(tmp_path):
@@ -555,3 +557,34 @@ def test_a_benchmark_folder_in_use_by_another_benchmark_is_refused_in_one_line(
                                        f"naslib-bayes process (pid {os.getpid()}); wait for it to end or choose "
                                        f"another {folder_option}\n")
     assert [p.name for p in tmp_path.iterdir()] == [results.LOCK_FILE]
+
+
+@pytest.mark.parametrize("script, extra, message", [
+    ("tnas_nb201", ["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
+    ("tnas_nb201", ["--budget", "0"], "argument --budget: expected a positive integer, got '0'"),
+    # 0 silently meant one surrogate per seed, the default
+    ("tnas_nb201", ["--surrogate-seeds", "0"], "argument --surrogate-seeds: expected a positive integer, got '0'"),
+    ("tnas_nb201", ["--jobs", "-2"], "argument --jobs: expected a positive integer, got '-2'"),
+    # the same row twice: two workers searching into one cache file
+    ("tnas_nb201", ["--methods", "tnas,gp-bo,tnas"], "--methods: tnas is given 2 times; give each once"),
+    ("tnas_nb201", ["--datasets", "cifar10,CIFAR10"], "--datasets: cifar10, CIFAR10 all name cifar10; give each once"),
+    ("tnas_nb201", ["--methods", "bananas"], "--methods: unknown method 'bananas'"),
+    ("tnas_nb201_validate", ["--first-seed", "-1"], "argument --first-seed: expected a non-negative integer, got '-1'"),
+    ("tnas_nb201_validate", ["--methods", "gp-bo"], "--methods: 'gp-bo' is not a tnas method of tnas_nb201.py"),
+])
+def test_the_tnas_benchmarks_refuse_bad_input_in_one_line_before_the_cache_is_made(
+        script, extra, message, nats_csv, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    argv = ["--benchmark", str(nats_csv), *extra, "--cache", str(tmp_path / "cache")]
+    try:
+        code = script_exit_code(lambda: module.main(argv))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
