@@ -684,6 +684,26 @@ def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("encoder, extra, message", [
+    # the images surrogate failed only once the search was set up, beside an --out made for it
+    ("images", [], "encodes a dataset by its images: give the target's with --image-root"),
+    # a surrogate of another encoder ignored the root and recorded it as if used
+    ("off", ["--image-root", "{tmp}"], "has the off dataset encoder, which reads no images"),
+])
+def test_a_surrogate_file_and_the_image_root_are_checked_together_before_out_is_made(
+        capsys, tmp_path, nats_csv, encoder, extra, message):
+    from naslib_bayes.predictors.surrogate import TNASSurrogate
+
+    config = SurrogateConfig(dataset_encoder=encoder, meta_datasets=("cifar100", "ImageNet16-120"),
+                             **({"feature_extractor": "pixels"} if encoder == "images" else {}))
+    path = surrogate_io.save(TNASSurrogate(config), tmp_path / "s" / "surrogate.pt")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", str(path.parent),
+                           *[a.format(tmp=tmp_path) for a in extra], "--benchmark", str(nats_csv),
+                           "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_prior_weight_ranks_equal_ei_by_prior_and_fades_with_observations():
     from types import SimpleNamespace
 

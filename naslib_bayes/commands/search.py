@@ -220,6 +220,7 @@ def _surrogate_hyperparameters(args) -> dict:
         from naslib_bayes.predictors.surrogate_io import existing
 
         existing(given["surrogate"])  # before any warning is printed or folder made
+        _check_image_root_for(given["surrogate"], given.get("image_root", dict(args.opt).get("image_root")))
         # What a meta-trained file already fixes would be ignored (and recorded as if used).
         for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
             if given.get(key) is not None:
@@ -228,6 +229,18 @@ def _surrogate_hyperparameters(args) -> dict:
     opts = dict(args.opt)
     common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": given.get("surrogate", opts.get("surrogate"))})
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
+
+
+def _check_image_root_for(surrogate: Path, image_root) -> None:
+    """A surrogate that encodes datasets by their images needs the target's images; any other
+    would ignore an image root (and record it as if used)."""
+    from naslib_bayes.predictors.surrogate_io import read_config, resolve
+
+    encoder = read_config(surrogate).dataset_encoder
+    if encoder == "images" and image_root is None:
+        raise UserError(f"{resolve(surrogate)} encodes a dataset by its images: give the target's with --image-root")
+    if encoder != "images" and image_root is not None:
+        raise UserError(f"--image-root: {resolve(surrogate)} has the {encoder} dataset encoder, which reads no images")
 
 
 def _require(args, *names: str) -> None:

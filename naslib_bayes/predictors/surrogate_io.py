@@ -87,19 +87,7 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
     True, or is that extractor's name (a TNAS search trusts the one its ``feature_extractor``
     hyper-parameter names). Built-in extractors need no trust.
     """
-    file = existing(path)
-    try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"{file}: not a readable surrogate file ({cause(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{file}: not a naslib-bayes TNAS surrogate (no format {FORMAT!r})")
-    if payload.get("version") != FORMAT_VERSION:
-        raise UserError(f"{file}: surrogate format version {payload.get('version')!r}; this naslib-bayes reads {FORMAT_VERSION}")
-    try:  # a file of the right format whose contents were edited or damaged
-        config = SurrogateConfig.from_dict(_of_type(payload, "surrogate_config", dict))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
+    file, payload, config = _read(path)
     _refuse_untrusted_extractor(file, config, trust_feature_extractor)
     try:
         info = dict(_of_type(payload, "info", dict, {}))
@@ -113,6 +101,30 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
     return surrogate, info
+
+
+def read_config(path: str | os.PathLike) -> SurrogateConfig:
+    """The settings a surrogate file was meta-trained with (its encoders, meta-training datasets),
+    read without rebuilding it: what a command checks its other arguments against before it writes."""
+    return _read(path)[2]
+
+
+def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any], SurrogateConfig]:
+    """(file, stored payload, surrogate config) of a surrogate file or its folder, each checked."""
+    file = existing(path)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"{file}: not a readable surrogate file ({cause(exc)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{file}: not a naslib-bayes TNAS surrogate (no format {FORMAT!r})")
+    if payload.get("version") != FORMAT_VERSION:
+        raise UserError(f"{file}: surrogate format version {payload.get('version')!r}; this naslib-bayes reads {FORMAT_VERSION}")
+    try:  # a file of the right format whose contents were edited or damaged
+        config = SurrogateConfig.from_dict(_of_type(payload, "surrogate_config", dict))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
+    return file, payload, config
 
 
 def refuse_other_meta_training(path: str | os.PathLike, info: dict[str, Any], target: str | None = None,
