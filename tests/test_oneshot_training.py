@@ -142,9 +142,11 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 @pytest.mark.parametrize("saved, current, named", [
     ({"--seed": 1}, {"--seed": 1, "--epochs": 3}, "--epochs None, not 3"),  # a setting the saved run lacked
     ({"--seed": 1, "--epochs": 3}, {"--seed": 1}, "--epochs 3, not None"),  # one the current run lacks
-    ({"--b": 1, "--a": 1, "--c": 1}, {"--b": 2, "--a": 1, "--c": 2}, "--b 1, not 2"),  # the first in sorted order
+    # every one that differs, in sorted order: --lambda sets lambda_origin and lambda_child, and
+    # naming only the first in sorted order named lambda_child, which the user had not typed
+    ({"--b": 1, "--a": 1, "--c": 1}, {"--b": 2, "--a": 1, "--c": 2}, "--b 1, not 2; --c 1, not 2"),
 ])
-def test_check_same_run_names_the_first_differing_setting(saved, current, named):
+def test_check_same_run_names_every_differing_setting(saved, current, named):
     from naslib_bayes.errors import UserError
 
     ckpt.check_same_run("ck.pt", saved, saved)  # the same settings: no error
@@ -286,6 +288,7 @@ def one_line(err: str) -> str:
     (["--seed", "4"], "--seed 3, not 4"),
     (["--opt", "curvature_batches=2"], "--opt curvature_batches 1, not 2"),
     (["--channels", "6"], "--channels 4, not 6"),  # another supernet: its weights would not even load
+    (["--lambda", "0.02"], "--opt lambda_child 0.01, not 0.02; --opt lambda_origin 0.01, not 0.02"),
 ])
 def test_search_resumed_with_other_settings_is_refused_naming_the_setting(capsys, tmp_path, monkeypatch, change,
                                                                           setting):

@@ -47,18 +47,20 @@ def check_format(path: str | os.PathLike, state: dict[str, Any], file_format: st
 def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[str, Any]) -> None:
     """A :class:`UserError` unless the run a checkpoint was written by had the current settings.
 
-    Both runs map setting names (as a user set them, e.g. ``--seed``) to values; the first name,
-    in sorted order, whose values differ is named with both values. A checkpoint without its
-    run's settings (written by an older version) cannot be checked and is refused too.
+    Both runs map setting names (as a user set them, e.g. ``--seed``) to values; every name whose
+    values differ is named with both values, in sorted order (one option may set several, as
+    BayesNAS's ``--lambda`` sets ``lambda_origin`` and ``lambda_child``: naming only the first
+    would name one the user never typed). A checkpoint without its run's settings (written by an
+    older version) cannot be checked and is refused too.
     """
     if not isinstance(saved_run, dict):
         raise UserError(f"{path}: the checkpoint does not record the settings of its run (an older file); "
                         "start anew")
-    for key in sorted(set(saved_run) | set(current_run)):
-        saved, current = saved_run.get(key), current_run.get(key)
-        if saved != current:
-            raise UserError(f"{path}: the checkpoint is of a run with {key} {saved!r}, not {current!r}; "
-                            "resume with the same settings or start anew")
+    differing = [f"{key} {saved_run.get(key)!r}, not {current_run.get(key)!r}"
+                 for key in sorted(set(saved_run) | set(current_run)) if saved_run.get(key) != current_run.get(key)]
+    if differing:
+        raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; "
+                        "resume with the same settings or start anew")
 
 
 def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, run: dict[str, Any]) -> dict[str, Any]:
