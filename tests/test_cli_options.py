@@ -90,6 +90,22 @@ def test_black_box_settings_are_refused_before_out_is_made(capsys, tmp_path, nat
     assert not (tmp_path / "out").exists()
 
 
+NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "--optimizer", "bayesnas"],
+    ["compress", "--model", "lenet5"],
+    ["train", "--arch", NB201_CELL, "--epochs", "1"],
+])
+def test_a_data_root_given_with_digits_is_refused_before_out_is_made(capsys, tmp_path, command):
+    # digits comes with scikit-learn: the folder was ignored, yet recorded in result.json as the data's
+    code, _, err = run_cli(capsys, *command, "--dataset", "digits", "--data-root", tmp_path, "--out", tmp_path / "out")
+    assert code == 2
+    assert f"--data-root {tmp_path}: dataset digits comes with scikit-learn and reads no folder" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--lr", "0.1", "--opt", "lr=0.2"], "--lr and --opt lr both set lr; give one"),
     (["--epochs", "1", "--opt", "epochs=2"], "--epochs and --opt epochs both set epochs; give one"),

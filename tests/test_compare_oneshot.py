@@ -182,7 +182,9 @@ def test_a_search_stopped_by_a_signal_stops_the_comparison(monkeypatch, nats_csv
 
 @pytest.mark.parametrize("data, message", [
     (["--dataset", "nope"], "unknown dataset 'nope'; known: "),
-    (["--dataset", "mnist"], "--dataset mnist needs --data-root (the folder holding its files)"),
+    (["--dataset", "mnist"], "dataset mnist needs the folder holding its files: --data-root DIR"),
+    # digits reads no folder: the runs recorded one they never read
+    (["--dataset", "digits", "--data-root", "somewhere"], "--data-root somewhere: dataset digits comes with scikit-learn"),
 ])
 def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_path, capsys, data, message):
     # each run's search refused it in its own error line, followed by the comparison's, after --out was made

@@ -95,7 +95,7 @@ def load_splits(dataset: str, root, seed: int, val_size: int):
     from naslib_bayes.errors import UserError
 
     if dataset == "digits":
-        return load_dataset("digits", seed=seed)
+        return load_dataset("digits", root, seed=seed)
     if root is None:
         raise UserError(f"--data-root is required with --dataset {dataset}")
     return load_dataset(dataset, root, seed=seed, val_size=val_size)

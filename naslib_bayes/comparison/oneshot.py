@@ -29,6 +29,7 @@ from naslib_bayes.comparison.runner import (
     require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.data import canonical_name
+from naslib_bayes.data.loaders import require_root
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
@@ -310,8 +311,7 @@ def run_command(args) -> int:
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
-    if canonical_name(settings.dataset) != "digits" and settings.data_root is None:  # as every search would refuse it
-        raise UserError(f"--dataset {settings.dataset} needs --data-root (the folder holding its files)")
+    require_root(canonical_name(settings.dataset), settings.data_root)  # as every search would refuse it
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update(),

@@ -294,7 +294,8 @@ def canonical_name(name: str) -> str:
 def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0, **options) -> DataSplits:
     """Load dataset ``name`` from ``root`` with a seeded split; ``options`` go to its loader.
 
-    ``digits`` ships with scikit-learn and ignores ``root``; the others need it. Unknown
+    ``digits`` ships with scikit-learn and refuses a ``root`` (see :func:`require_root`); the
+    others need it. Unknown
     names and options are a :class:`UserError` naming them.
     """
     canonical = canonical_name(name)
@@ -303,13 +304,18 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise UserError(f"dataset {canonical}: unknown option(s) {unknown}; accepted: {sorted(accepted)}")
+    require_root(canonical, root)
     if canonical == "digits":
         return loader(seed=seed, **options)
-    require_root(canonical, root)
     return loader(root, seed=seed, **options)
 
 
 def require_root(name: str, root: str | os.PathLike | None) -> None:
-    """A :class:`UserError` when dataset ``name`` (canonical) is read from files and ``root`` names none."""
+    """A :class:`UserError` when dataset ``name`` (canonical) is read from files and ``root`` names
+    none, or is scikit-learn's digits, which reads no files, and ``root`` names one (a run would
+    record a folder it never read)."""
     if name != "digits" and root is None:
         raise UserError(f"dataset {name} needs the folder holding its files: --data-root DIR (root= from Python)")
+    if name == "digits" and root is not None:
+        raise UserError(f"--data-root {root}: dataset digits comes with scikit-learn and reads no folder; "
+                        "leave it out (root= from Python)")

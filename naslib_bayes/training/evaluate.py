@@ -183,6 +183,7 @@ class TrainSettings:
 def resolve_settings(cfg: TrainConfig) -> TrainSettings:
     """Parse ``cfg.arch`` and fill in the defaults of its kind (:data:`DEFAULTS`, :data:`CUTOUT`)."""
     from naslib_bayes.data import canonical_name
+    from naslib_bayes.data.loaders import require_root
 
     kind, arch = parse_arch(cfg.arch)
     d = DEFAULTS[kind]
@@ -195,6 +196,7 @@ def resolve_settings(cfg: TrainConfig) -> TrainSettings:
     if kind == "nasbench201" and (aux_weight or drop_path):
         raise UserError("drop-path and the auxiliary head apply to DARTS networks only")
     dataset = canonical_name(cfg.dataset)
+    require_root(dataset, cfg.data_root)  # before a command makes its folder, not once the data loads
     cells, batch_size = cfg.cells or d["cells"], cfg.batch_size or d["batch_size"]
     if kind == "darts" and aux_weight and not reduction_layers(cells):  # the head reads the second reduction cell
         if cfg.auxiliary_weight is not None:
