@@ -90,6 +90,18 @@ def test_black_box_settings_are_refused_before_out_is_made(capsys, tmp_path, nat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["search", "--optimizer", "rs", "--dataset", "cifar10", "--budget", "3"],
+    ["search", "--optimizer", "bayesnas", "--dataset", "digits"],
+    ["compare", "--optimizers", "rs", "--seeds", "1", "--budget", "3"],
+])
+def test_an_empty_report_metric_is_refused_not_taken_for_the_default(capsys, tmp_path, nats_csv, command):
+    # an unset variable ($METRIC) silently reported test accuracy
+    code, _, err = run_cli(capsys, *command, "--benchmark", nats_csv, "--report-metric", "", "--out", tmp_path / "out")
+    assert code == 2 and "''" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
 

@@ -168,11 +168,11 @@ def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
         if report_metric is not None:
             raise UserError("--report-metric scores the derived cell on --benchmark; give --benchmark too")
         return "test_accuracy"
-    metric = report_metric or "test_accuracy"
+    metric = "test_accuracy" if report_metric is None else report_metric  # "" is an error, not the default
     require_accuracy_like("report", metric)
     if not any(benchmark.has_metric(d, metric) for d in benchmark.datasets):
         available = sorted({m for d in benchmark.datasets for m in benchmark.metrics(d)} - set(COST_METRICS))
-        raise UserError(f"{benchmark.source} has no {metric} for any dataset: choose --report-metric among "
+        raise UserError(f"{benchmark.source} has no {metric!r} for any dataset: choose --report-metric among "
                         f"{', '.join(available)}")
     return metric
 

@@ -231,7 +231,7 @@ def resolve_metrics(
     warnings = []
     if search_metric is None:
         search_metric = _default_search_metric(benchmark, dataset, warnings)
-    report_metric = report_metric or "test_accuracy"
+    report_metric = "test_accuracy" if report_metric is None else report_metric  # "" is an error, not the default
     for role, metric in (("search", search_metric), ("report", report_metric)):
         require_accuracy_like(role, metric)
         _require_values(benchmark, dataset, metric)
