@@ -617,3 +617,21 @@ def test_batches_apply_augmentation():
     data = numbered_dataset(6)
     x, _ = next(batches(data, 6, gen(0), shuffle=False, augment=Augment(cutout=2)))
     assert (x == 0).sum() > 0 and x.shape == (6, 1, 4, 4)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"val_size": 2.5}, "val_size must be a whole number, got 2.5"),  # was slicing's TypeError
+    ({"val_size": "10"}, "val_size must be a whole number, got '10'"),
+    ({"seed": "a"}, "seed must be a whole number, got 'a'"),  # was int()'s ValueError
+    ({"seed": 1.5}, "seed must be a whole number, got 1.5"),  # was silently seed 1
+])
+def test_load_dataset_refuses_counts_that_are_not_whole_numbers(mnist_dir, options, message):
+    with pytest.raises(UserError) as info:
+        load_dataset("mnist", mnist_dir, **options)
+    assert str(info.value) == message
+
+
+def test_load_dataset_takes_whole_floats_and_numpy_integers_as_counts(mnist_dir):
+    splits = load_dataset("mnist", mnist_dir, seed=np.int64(2), val_size=10.0)
+    same = load_dataset("mnist", mnist_dir, seed=2, val_size=10)
+    assert torch.equal(splits.val.labels, same.val.labels) and len(splits.val.labels) == 10

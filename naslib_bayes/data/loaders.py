@@ -19,6 +19,7 @@ import torch
 from naslib_bayes.data.dataset import DataSplits, RawPart, build_splits, carve_validation, make_generator, partition
 from naslib_bayes.data.formats import find_file, pickle_field, read_idx, read_pickle_dict
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import whole_number
 
 StatsArg = Sequence[Sequence[float]] | None
 
@@ -305,6 +306,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     if unknown:
         raise UserError(f"dataset {canonical}: unknown option(s) {unknown}; accepted: {sorted(accepted)}")
     require_root(canonical, root)
+    # counts as Python ints, or one line naming them (val_size=2.5 was a TypeError from slicing)
+    seed = whole_number("seed", seed)
+    if "val_size" in options:
+        options["val_size"] = whole_number("val_size", options["val_size"])
+    if "t10k_split" in options:
+        options["t10k_split"] = tuple(whole_number("t10k_split", n) for n in options["t10k_split"])
     if canonical == "digits":
         return loader(seed=seed, **options)
     return loader(root, seed=seed, **options)
