@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -320,6 +322,41 @@ def test_unsupported_models_give_an_error_naming_the_module(model, words):
         SwitchedNetwork(trace_chain(model), (2, 8, 8) if not isinstance(model, _Sigmoid | _Residual) else (1, 8, 8))
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+def _doubled_output(module, inputs, output):
+    return output * 2
+
+
+def _with_output_hook(model: nn.Module, module: nn.Module) -> nn.Module:
+    module.register_forward_hook(_doubled_output)
+    return model
+
+
+def _weight_normed() -> nn.Module:
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated, not gone
+        warnings.simplefilter("ignore")
+        conv = torch.nn.utils.weight_norm(nn.Conv2d(2, 4, 3))
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+
+def _hooked_chain(where: str) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    return _with_output_hook(model, model if where == "root" else model[0])
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: _hooked_chain("layer"), ["module '0' (Conv2d)", "hook"]),
+    (lambda: _hooked_chain("root"), ["Sequential", "hook"]),
+    (_weight_normed, ["module '0' (Conv2d)", "hook", "weight_norm"]),
+], ids=["on a layer", "on the model", "weight_norm"])
+def test_a_module_with_forward_hooks_is_refused_naming_it(make, words):
+    """The slimmed network is built from fresh modules, without the hooks that change what the
+    user's layers compute (a doubled output, weight_norm's weight from weight_g and weight_v)."""
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(make()), (2, 8, 8))
+    message = str(info.value)
+    assert "\n" not in message and all(word in message for word in words), message
 
 
 @pytest.mark.parametrize("model, name, shape", [

@@ -23,8 +23,8 @@ previous one's output. The supported modules are
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
 function or method, a branch, a second input, a layer with weights called twice, two layers
-sharing a weight tensor — is an :class:`UnsupportedModelError` that names the module it
-occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
+sharing a weight tensor, a forward hook on the model or a layer — is an
+:class:`UnsupportedModelError` that names the module it occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
 slimming need (where each layer's units are, how a linear layer's inputs group into the
 producing convolution's channels after a ``Flatten``) by running the chain once on a zero input
 of the given shape.
@@ -355,6 +355,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             chain += _function_steps(node, dropout_training)
         current = node
     _check_no_shared_tensors(chain)
+    _check_no_hooks(model, chain)
     return chain
 
 
@@ -373,6 +374,18 @@ def _function_steps(node: fx.Node, dropout_training: dict[str, dict[bool, object
     kind = node.op.replace("call_", "")
     return [(f"{node.name} ({kind})" if i == 0 else f"{node.name} ({kind}, {type(m).__name__})", m)
             for i, m in enumerate(modules)]
+
+
+def _check_no_hooks(model: nn.Module, chain: list[tuple[str, nn.Module]]) -> None:
+    """Refuse forward (pre-)hooks on the model or a module of the chain: tracing does not see them
+    (fx keeps a layer as one call and traces the model's forward, not its __call__), and the
+    slimmed network is built from fresh modules without them, so what they change is lost."""
+    for name, module in [("", model)] + chain:
+        if module._forward_hooks or module._forward_pre_hooks:
+            what = f"module '{name}' ({type(module).__name__})" if name else f"the model ({type(module).__name__})"
+            raise UnsupportedModelError(
+                f"{what} has forward hooks, which the compressed network would not have (torch.nn.utils."
+                "weight_norm's, say, which computes the weight in one); remove them before compressing")
 
 
 def _check_no_shared_tensors(chain: list[tuple[str, nn.Module]]) -> None:
