@@ -199,6 +199,27 @@ def test_inputs_pruned_twice_select_the_original_inputs_that_survived_both():
         assert torch.allclose(twice.eval()(x), net.masked([None] * 3, [both, None, None]).eval()(x), atol=1e-5)
 
 
+def test_a_compressed_network_that_dropped_inputs_is_compressed_again_from_its_saved_files(tmp_path):
+    """compress() traces the networks it is given: its own output, with an InputSelect in front
+    of the first layer, is one of them (a second round of pruning, say)."""
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 8, 8), 10)), (1, 8, 8))
+    first = torch.arange(64) % 3 != 0
+    save_compressed(slim(net, plan_pruning(net, [None] * 3, [first, None, None])).to_dense(), tmp_path, (1, 8, 8))
+    loaded = load_compressed(tmp_path)
+    chain = trace_chain(loaded)
+    assert [type(m) for _, m in chain][:3] == [nn.Flatten, InputSelect, nn.Linear]
+    again = SwitchedNetwork(chain, (1, 8, 8))
+    second = torch.arange(int(first.sum())) % 2 == 1
+    twice = slim(again, plan_pruning(again, [None] * 3, [second, None, None]))
+    selects = [m for m in twice.to_dense() if isinstance(m, InputSelect)]
+    assert len(selects) == 1 and selects[0].index.tolist() == [i for i in range(64) if i % 3][1::2]
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = again.masked([None] * 3, [second, None, None]).eval()(x)
+        assert torch.allclose(twice.eval()(x), expected, atol=1e-5)
+
+
 def test_slimming_carries_the_hard_state_of_the_surviving_switches():
     torch.manual_seed(0)
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
@@ -316,6 +337,8 @@ class _TiedLinears(nn.Module):
     (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm2d(8), nn.Linear(8, 3)), ["'2'", "BatchNorm2d"]),
     (nn.Sequential(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(36, 3)),
      ["'1'", "MaxPool2d", "return_indices"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), InputSelect(4, [0, 2]), nn.Flatten(), nn.Linear(72, 3)),
+     ["'1'", "InputSelect", "after the first layer"]),
 ])
 def test_unsupported_models_give_an_error_naming_the_module(model, words):
     with pytest.raises(UnsupportedModelError) as info:

@@ -7,7 +7,9 @@ previous one's output. The supported modules are
   neurons are the *units* that compression can remove;
 * ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (at most one per layer, after it), ``nn.ReLU``,
   ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
-  ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
+  ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers — and the
+  :class:`InputSelect` that a compressed network which lost inputs starts with (so that it can be
+  compressed again);
 * the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
   tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, and a view to the batch size by
   -1 (``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), which are read as the
@@ -83,6 +85,18 @@ def _supported_names() -> str:
 
 
 # ------------------------------------------------------------------------------- tracing
+class _ChainTracer(fx.Tracer):
+    """fx's tracer, keeping an :class:`InputSelect` as one call: a compressed network starts with
+    one when it lost inputs, and compressing it again must read it as the module, not its index."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, InputSelect) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace_graph(model: nn.Module) -> fx.Graph:
+    return _ChainTracer().trace(model)
+
+
 def _where(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
@@ -214,7 +228,7 @@ def _dropout_training(model: nn.Module, nodes: Sequence[fx.Node]) -> dict[str, d
             for module in modes:  # the flag only: a train() of the user's with side effects is not called
                 module.training = mode
             try:
-                graph = fx.symbolic_trace(model).graph
+                graph = _trace_graph(model)
             except Exception:  # untraceable in this mode: its dropouts' training stays unknown
                 continue
             for node in filter(_is_dropout, graph.nodes):
@@ -308,7 +322,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected an nn.Module, got {type(model).__name__}")
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = _trace_graph(model)
     except Exception as exc:  # fx raises many kinds of errors on untraceable code
         raise UnsupportedModelError(
             f"{type(model).__name__} cannot be traced with torch.fx as a chain of layers: {exc}") from None
@@ -532,6 +546,10 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
         if isinstance(m, BN_TYPES):
             raise UnsupportedModelError(f"module '{name}' ({type(m).__name__}) comes before the first layer; "
                                         "a BatchNorm must follow the conv/linear layer it normalises")
+    for name, m in named[first:]:
+        if isinstance(m, InputSelect):  # between layers it would renumber the units the next layer reads
+            raise UnsupportedModelError(f"module '{name}' (InputSelect) comes after the first layer; it selects "
+                                        "the network's inputs, before the first layer")
     layers = []
     for n, step in enumerate(layer_steps):
         end = layer_steps[n + 1] if n + 1 < len(layer_steps) else len(named)
