@@ -220,6 +220,25 @@ def test_a_compressed_network_that_dropped_inputs_is_compressed_again_from_its_s
         assert torch.allclose(twice.eval()(x), expected, atol=1e-5)
 
 
+def test_slimming_keeps_layers_the_user_froze_frozen():
+    """A frozen layer stays frozen through pruning, as its BatchNorm does: fine-tuning the slimmed
+    network must not train weights that the uncompressed network kept fixed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3, bias=False),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(48, 3))
+    for module in (model[0], model[1], model[3]):
+        module.requires_grad_(False)
+    net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
+    with torch.no_grad():
+        net.layer(0).weight[1].zero_()  # a constant unit: its bias is folded into the bias-free conv
+    keep = [torch.tensor([True, True, False, True]), torch.tensor([True, False, True]), None]
+    small = slim(net, plan_pruning(net, keep, [None, None, None]))
+    assert small.layer(1).bias is not None
+    frozen = [small.layer(0), small.bn(0), small.layer(1)]
+    assert [p.requires_grad for m in frozen for p in m.parameters()] == [False] * 6
+    assert all(p.requires_grad for p in small.layer(2).parameters())
+
+
 def test_slimming_carries_the_hard_state_of_the_surviving_switches():
     torch.manual_seed(0)
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
