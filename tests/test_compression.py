@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -197,6 +199,46 @@ def test_inputs_pruned_twice_select_the_original_inputs_that_survived_both():
         assert torch.allclose(twice.eval()(x), net.masked([None] * 3, [both, None, None]).eval()(x), atol=1e-5)
 
 
+def test_a_compressed_network_that_dropped_inputs_is_compressed_again_from_its_saved_files(tmp_path):
+    """compress() traces the networks it is given: its own output, with an InputSelect in front
+    of the first layer, is one of them (a second round of pruning, say)."""
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 8, 8), 10)), (1, 8, 8))
+    first = torch.arange(64) % 3 != 0
+    save_compressed(slim(net, plan_pruning(net, [None] * 3, [first, None, None])).to_dense(), tmp_path, (1, 8, 8))
+    loaded = load_compressed(tmp_path)
+    chain = trace_chain(loaded)
+    assert [type(m) for _, m in chain][:3] == [nn.Flatten, InputSelect, nn.Linear]
+    again = SwitchedNetwork(chain, (1, 8, 8))
+    second = torch.arange(int(first.sum())) % 2 == 1
+    twice = slim(again, plan_pruning(again, [None] * 3, [second, None, None]))
+    selects = [m for m in twice.to_dense() if isinstance(m, InputSelect)]
+    assert len(selects) == 1 and selects[0].index.tolist() == [i for i in range(64) if i % 3][1::2]
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = again.masked([None] * 3, [second, None, None]).eval()(x)
+        assert torch.allclose(twice.eval()(x), expected, atol=1e-5)
+
+
+def test_slimming_keeps_layers_the_user_froze_frozen():
+    """A frozen layer stays frozen through pruning, as its BatchNorm does: fine-tuning the slimmed
+    network must not train weights that the uncompressed network kept fixed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3, bias=False),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(48, 3))
+    for module in (model[0], model[1], model[3]):
+        module.requires_grad_(False)
+    net = SwitchedNetwork(trace_chain(model), (1, 8, 8))
+    with torch.no_grad():
+        net.layer(0).weight[1].zero_()  # a constant unit: its bias is folded into the bias-free conv
+    keep = [torch.tensor([True, True, False, True]), torch.tensor([True, False, True]), None]
+    small = slim(net, plan_pruning(net, keep, [None, None, None]))
+    assert small.layer(1).bias is not None
+    frozen = [small.layer(0), small.bn(0), small.layer(1)]
+    assert [p.requires_grad for m in frozen for p in m.parameters()] == [False] * 6
+    assert all(p.requires_grad for p in small.layer(2).parameters())
+
+
 def test_slimming_carries_the_hard_state_of_the_surviving_switches():
     torch.manual_seed(0)
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
@@ -314,12 +356,49 @@ class _TiedLinears(nn.Module):
     (nn.Sequential(nn.Flatten(), nn.Linear(128, 8), nn.BatchNorm2d(8), nn.Linear(8, 3)), ["'2'", "BatchNorm2d"]),
     (nn.Sequential(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(36, 3)),
      ["'1'", "MaxPool2d", "return_indices"]),
+    (nn.Sequential(nn.Conv2d(2, 4, 3), InputSelect(4, [0, 2]), nn.Flatten(), nn.Linear(72, 3)),
+     ["'1'", "InputSelect", "after the first layer"]),
 ])
 def test_unsupported_models_give_an_error_naming_the_module(model, words):
     with pytest.raises(UnsupportedModelError) as info:
         SwitchedNetwork(trace_chain(model), (2, 8, 8) if not isinstance(model, _Sigmoid | _Residual) else (1, 8, 8))
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+def _doubled_output(module, inputs, output):
+    return output * 2
+
+
+def _with_output_hook(model: nn.Module, module: nn.Module) -> nn.Module:
+    module.register_forward_hook(_doubled_output)
+    return model
+
+
+def _weight_normed() -> nn.Module:
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated, not gone
+        warnings.simplefilter("ignore")
+        conv = torch.nn.utils.weight_norm(nn.Conv2d(2, 4, 3))
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+
+def _hooked_chain(where: str) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    return _with_output_hook(model, model if where == "root" else model[0])
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: _hooked_chain("layer"), ["module '0' (Conv2d)", "hook"]),
+    (lambda: _hooked_chain("root"), ["Sequential", "hook"]),
+    (_weight_normed, ["module '0' (Conv2d)", "hook", "weight_norm"]),
+], ids=["on a layer", "on the model", "weight_norm"])
+def test_a_module_with_forward_hooks_is_refused_naming_it(make, words):
+    """The slimmed network is built from fresh modules, without the hooks that change what the
+    user's layers compute (a doubled output, weight_norm's weight from weight_g and weight_v)."""
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(make()), (2, 8, 8))
+    message = str(info.value)
+    assert "\n" not in message and all(word in message for word in words), message
 
 
 @pytest.mark.parametrize("model, name, shape", [

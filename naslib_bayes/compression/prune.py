@@ -203,6 +203,9 @@ def _slim_layer(layer: nn.Module, rows: torch.Tensor, cols: torch.Tensor, shift:
         base = layer.bias.detach()[rows].double() if layer.bias is not None else torch.zeros(len(rows), dtype=torch.float64,
                                                                                           device=weight.device)
         new.bias.copy_((base + shift[rows]).to(weight.dtype))
+    new.weight.requires_grad_(layer.weight.requires_grad)  # a layer the user froze stays frozen
+    if bias:  # a bias added for folded constants trains as the layer's weight does
+        new.bias.requires_grad_((layer.bias if layer.bias is not None else layer.weight).requires_grad)
     new.train(layer.training)
     return new
 

@@ -7,7 +7,9 @@ previous one's output. The supported modules are
   neurons are the *units* that compression can remove;
 * ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (at most one per layer, after it), ``nn.ReLU``,
   ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Flatten`` (``start_dim=1``),
-  ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers;
+  ``nn.Dropout`` and ``nn.Identity`` — per-channel operations between layers — and the
+  :class:`InputSelect` that a compressed network which lost inputs starts with (so that it can be
+  compressed again);
 * the functions ``torch.flatten(x, 1)``, ``torch.relu``/``F.relu`` (in place or not) and the
   tensor methods ``x.flatten(1)``/``x.relu()``/``x.relu_()``, and a view to the batch size by
   -1 (``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``), which are read as the
@@ -23,8 +25,8 @@ previous one's output. The supported modules are
 :func:`trace_chain` traces a model with ``torch.fx`` (custom container modules are traced
 through) and returns the chain as a list of modules; anything else — an unsupported module,
 function or method, a branch, a second input, a layer with weights called twice, two layers
-sharing a weight tensor — is an :class:`UnsupportedModelError` that names the module it
-occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
+sharing a weight tensor, a forward hook on the model or a layer — is an
+:class:`UnsupportedModelError` that names the module it occurs in. :func:`analyse_chain` derives the layer structure that switches, pruning and
 slimming need (where each layer's units are, how a linear layer's inputs group into the
 producing convolution's channels after a ``Flatten``) by running the chain once on a zero input
 of the given shape.
@@ -83,6 +85,18 @@ def _supported_names() -> str:
 
 
 # ------------------------------------------------------------------------------- tracing
+class _ChainTracer(fx.Tracer):
+    """fx's tracer, keeping an :class:`InputSelect` as one call: a compressed network starts with
+    one when it lost inputs, and compressing it again must read it as the module, not its index."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, InputSelect) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace_graph(model: nn.Module) -> fx.Graph:
+    return _ChainTracer().trace(model)
+
+
 def _where(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
@@ -214,7 +228,7 @@ def _dropout_training(model: nn.Module, nodes: Sequence[fx.Node]) -> dict[str, d
             for module in modes:  # the flag only: a train() of the user's with side effects is not called
                 module.training = mode
             try:
-                graph = fx.symbolic_trace(model).graph
+                graph = _trace_graph(model)
             except Exception:  # untraceable in this mode: its dropouts' training stays unknown
                 continue
             for node in filter(_is_dropout, graph.nodes):
@@ -308,7 +322,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected an nn.Module, got {type(model).__name__}")
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = _trace_graph(model)
     except Exception as exc:  # fx raises many kinds of errors on untraceable code
         raise UnsupportedModelError(
             f"{type(model).__name__} cannot be traced with torch.fx as a chain of layers: {exc}") from None
@@ -355,6 +369,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             chain += _function_steps(node, dropout_training)
         current = node
     _check_no_shared_tensors(chain)
+    _check_no_hooks(model, chain)
     return chain
 
 
@@ -373,6 +388,18 @@ def _function_steps(node: fx.Node, dropout_training: dict[str, dict[bool, object
     kind = node.op.replace("call_", "")
     return [(f"{node.name} ({kind})" if i == 0 else f"{node.name} ({kind}, {type(m).__name__})", m)
             for i, m in enumerate(modules)]
+
+
+def _check_no_hooks(model: nn.Module, chain: list[tuple[str, nn.Module]]) -> None:
+    """Refuse forward (pre-)hooks on the model or a module of the chain: tracing does not see them
+    (fx keeps a layer as one call and traces the model's forward, not its __call__), and the
+    slimmed network is built from fresh modules without them, so what they change is lost."""
+    for name, module in [("", model)] + chain:
+        if module._forward_hooks or module._forward_pre_hooks:
+            what = f"module '{name}' ({type(module).__name__})" if name else f"the model ({type(module).__name__})"
+            raise UnsupportedModelError(
+                f"{what} has forward hooks, which the compressed network would not have (torch.nn.utils."
+                "weight_norm's, say, which computes the weight in one); remove them before compressing")
 
 
 def _check_no_shared_tensors(chain: list[tuple[str, nn.Module]]) -> None:
@@ -519,6 +546,10 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
         if isinstance(m, BN_TYPES):
             raise UnsupportedModelError(f"module '{name}' ({type(m).__name__}) comes before the first layer; "
                                         "a BatchNorm must follow the conv/linear layer it normalises")
+    for name, m in named[first:]:
+        if isinstance(m, InputSelect):  # between layers it would renumber the units the next layer reads
+            raise UnsupportedModelError(f"module '{name}' (InputSelect) comes after the first layer; it selects "
+                                        "the network's inputs, before the first layer")
     layers = []
     for n, step in enumerate(layer_steps):
         end = layer_steps[n + 1] if n + 1 < len(layer_steps) else len(named)
