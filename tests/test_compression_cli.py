@@ -131,6 +131,24 @@ def test_a_budget_pruning_never_reaches_is_reported_not_silent(digits, caplog):
     assert "budget was not reached" in warning and f"{outcome.params_after} of {outcome.params_before}" in warning
 
 
+def test_a_compressed_network_that_answers_every_image_alike_is_reported_with_its_cause(digits, caplog):
+    # lambda 3 zeroes every switch; min_units keeps one unit per layer, whose switch is 0: the
+    # network's output is a constant (chance accuracy), which was reported without a word
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, 10)
+    cfg = CompressionConfig(**{**FAST, "lam": 3.0, "finetune_epochs": 1})
+    with caplog.at_level("WARNING", logger="naslib_bayes.compression.compressor"):
+        outcome = compress(model, digits.train, cfg, seed=0)
+    output = outcome.model.eval()(digits.test.images)
+    assert bool((output == output[:1]).all())
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "the same output for every image: every unit kept in layer" in warning and "lambda 3 pruned" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="naslib_bayes.compression.compressor"):
+        compress(model, digits.train, CompressionConfig(**FAST), seed=0)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # a working network: nothing to say
+
+
 def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digits):
     torch.set_num_threads(1)
     outcomes = {}

@@ -499,13 +499,24 @@ class _CompressionRun:
                                               finetune_start=self.finetune_start))
             self._save("finetune", epoch + 1)
 
+    def _warn_constant_output(self) -> None:
+        """Say why a compressed network answers every image alike: the units ``min_units`` kept in
+        some layer have switches of 0 (too large a lambda zeroed them all), so its accuracy is chance's."""
+        dead = [name for name, switch in zip(self.layer_names, self.net.parent) if not bool(switch.detach().any())]
+        where = f": every unit kept in layer '{dead[0]}' has a switch of 0" if dead else ""
+        logger.warning("the compressed network gives the same output for every image%s; lambda %g pruned too "
+                       "much (a smaller lambda, or a larger min_units)", where, self.cfg.lam)
+
     def outcome(self) -> CompressionOutcome:
         """Fold the switches into a dense network, check the folding and the budget, and report."""
         net = self.net
         dense = net.to_dense()
         with torch.no_grad():  # folding the switches into the weights changes nothing
             probe = self.train.images[:256].to(input_dtype(net))
-            fold_diff = float((dense.eval()(probe) - net.eval()(probe)).abs().max())
+            dense_out = dense.eval()(probe)
+            fold_diff = float((dense_out - net.eval()(probe)).abs().max())
+        if len(probe) > 1 and bool((dense_out == dense_out[:1]).all()):
+            self._warn_constant_output()
         diffs = [h["masked_max_abs_diff"] for h in self.history if h["phase"] == "update"]
         masked_diff = max([fold_diff] + diffs[-1:])
         dense.eval()
