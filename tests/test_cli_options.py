@@ -262,6 +262,26 @@ def test_a_folder_another_run_is_writing_in_is_refused_and_left_as_it_is(capsys,
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != results.LOCK_FILE} == files
 
 
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+     "--epochs", "1"],
+    ["compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "4"],
+])
+def test_a_resume_of_a_run_still_before_its_first_checkpoint_names_the_process_that_holds_it(capsys, tmp_path, argv):
+    # A job submitted again with --resume while the first is in its first epoch: "no checkpoint.pt"
+    # would send the user to start a run over beside the one still writing there.
+    out = tmp_path / "out"
+    out.mkdir()
+    with results.exclusive_use(out):
+        code, _, err = run_cli(capsys, *argv, "--resume", "--out", out)
+    assert code == 2
+    assert one_error_line(err) == (f"naslib-bayes: error: --out {out} is in use by another naslib-bayes process "
+                                   f"(pid {os.getpid()}); wait for it to end or choose another --out")
+    code, _, err = run_cli(capsys, *argv, "--resume", "--out", out)  # once free, the folder has no run to resume
+    assert code == 2 and "--resume: no checkpoint.pt in" in one_error_line(err)
+
+
 def test_a_folder_is_free_again_once_its_holder_is_killed(tmp_path):
     hold = ("import sys, time; from naslib_bayes import results; "
             "held = results.exclusive_use(sys.argv[1]); held.__enter__(); print('held', flush=True); time.sleep(120)")

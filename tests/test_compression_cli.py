@@ -392,6 +392,17 @@ def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     assert not (tmp_path / "out" / "result.json").exists()
 
 
+def test_val_size_with_digits_is_refused_before_out_is_made(capsys, tmp_path):
+    """digits comes split 60/20/20 (359 validation images) whatever --val-size says: a value given
+    there was ignored while result.json's config recorded it (--val-size 0 still held out 359)."""
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--val-size", "0",
+                           "--epochs", "3", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--val-size" in errors[0] and "digits" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_mnist_split_keeps_the_held_out_images_apart(mnist_dir):
     splits = load_dataset("mnist", mnist_dir, seed=1, val_size=1000)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (7000, 1000, 2000)

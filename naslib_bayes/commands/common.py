@@ -219,9 +219,12 @@ def prepare_resumable_out(out: Path, overwrite: bool, resume: bool, held: contex
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.exists() and not out.is_dir():
+        raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")  # and no folder made for nothing
+    # Held first: a run still before its first checkpoint has none yet, and its process is the answer.
+    out = prepare_out(out, overwrite or resume, held)
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")
-    out = prepare_out(out, overwrite or resume, held)
     if not resume and checkpoint.exists() and not overwrite:
         raise UserError(f"{checkpoint} holds an unfinished run: continue it with --resume "
                         "or start over with --overwrite")
