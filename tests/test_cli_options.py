@@ -139,7 +139,7 @@ def test_one_shot_report_metric_is_checked_before_training(capsys, tmp_path, zc_
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
                            "--benchmark", zc_json, "--out", tmp_path / "b")
     line = one_error_line(err)
-    assert code == 2 and "has no test_accuracy for any dataset" in line and "val_accuracy" in line
+    assert code == 2 and "has no 'test_accuracy' for any dataset" in line and "val_accuracy" in line
     code, _, err = run_cli(capsys, "search", "--optimizer", "bayesnas", "--dataset", "digits",
                            "--benchmark", zc_json, "--report-metric", "flops", "--out", tmp_path / "c")
     assert code == 2 and "is a cost" in one_error_line(err)

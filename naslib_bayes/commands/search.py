@@ -220,14 +220,16 @@ def _surrogate_hyperparameters(args) -> dict:
         from naslib_bayes.predictors.surrogate_io import existing
 
         existing(given["surrogate"])  # before any warning is printed or folder made
-        _check_image_root_for(given["surrogate"], given.get("image_root", dict(args.opt).get("image_root")))
         # What a meta-trained file already fixes would be ignored (and recorded as if used).
         for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
             if given.get(key) is not None:
                 raise UserError(f"--{key.replace('_', '-')} applies when meta-training here; "
                                 "a --surrogate file already has one")
     opts = dict(args.opt)
-    common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": given.get("surrogate", opts.get("surrogate"))})
+    surrogate = given.get("surrogate", opts.get("surrogate"))
+    common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": surrogate})
+    if surrogate is not None:  # the file is read last: the settings above are refused whatever it holds
+        _check_image_root_for(surrogate, given.get("image_root", opts.get("image_root")))
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 
