@@ -360,17 +360,25 @@ def test_the_oneshot_benchmark_prints_the_darts_optimiser_it_searched_with(nats_
 def test_the_oneshot_benchmark_refuses_bad_settings_before_any_search(nats_csv, tmp_path, capsys, monkeypatch,
                                                                        extra, message):
     import oneshot_nb201
-    from naslib_bayes.comparison.runner import script_exit_code
 
     monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", lambda *args, **kwargs: pytest.fail("searched"))
     argv = ["--benchmark", str(nats_csv), "--data-root", str(tmp_path), *extra, "--out", str(tmp_path / "out")]
+    assert message in _one_line_refusal(oneshot_nb201, argv, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def _one_line_refusal(script, argv: list[str], capsys) -> str:
+    """The error line of a benchmark script refusing ``argv`` with exit 2, as its command line would."""
+    from naslib_bayes.comparison.runner import script_exit_code
+
     try:
-        code = script_exit_code(lambda: oneshot_nb201.main(argv))
+        code = script_exit_code(lambda: script.main(argv))
     except SystemExit as exc:  # argparse's own errors
         code = exc.code
     err = capsys.readouterr().err
-    assert code == 2 and message in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+    errors = [line for line in err.splitlines() if "error:" in line]  # argparse prints its usage first
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 def _tiny_mnist(mnist_dir: Path, folder: Path, train: int = 128, test: int = 32) -> Path:
@@ -576,15 +584,7 @@ def test_the_tnas_benchmarks_refuse_bad_input_in_one_line_before_the_cache_is_ma
         script, extra, message, nats_csv, tmp_path, capsys, monkeypatch):
     import importlib
 
-    from naslib_bayes.comparison.runner import script_exit_code
-
-    module = importlib.import_module(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py"])
     argv = ["--benchmark", str(nats_csv), *extra, "--cache", str(tmp_path / "cache")]
-    try:
-        code = script_exit_code(lambda: module.main(argv))
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and "Traceback" not in err
+    assert message in _one_line_refusal(importlib.import_module(script), argv, capsys)
     assert not (tmp_path / "cache").exists()
