@@ -268,6 +268,29 @@ def test_naslib_predictor_refuses_fitting_settings_out_of_range_in_one_line(sett
     assert type(predictor.get_hyperparams()["finetune_steps"]) is int
 
 
+def test_a_naslib_predictor_whose_fit_failed_refuses_to_query_until_fitted_again(monkeypatch):
+    # The failed fit had already replaced the accuracy map and reset the GP: a query would have
+    # mapped the first fit's conditioning through the second fit's map, and answered silently.
+    from naslib_bayes.predictors import naslib_predictor
+
+    cells = list(nb201.all_cells())[:2800:700]
+    predictor = TNASPredictor(seed=0, finetune_steps=3)
+    predictor.fit(cells, [60.0, 70.0, 80.0, 90.0])
+    first = predictor.query(cells)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the fit broke down")
+
+    monkeypatch.setattr(naslib_predictor, "finetune_gp", broken)
+    with pytest.raises(RuntimeError, match="broke down"):
+        predictor.fit(cells, [0.6, 0.7, 0.8, 0.9])
+    with pytest.raises(UserError, match="call fit"):
+        predictor.query(cells)
+    monkeypatch.undo()
+    predictor.fit(cells, [60.0, 70.0, 80.0, 90.0])
+    np.testing.assert_array_equal(predictor.query(cells), first)
+
+
 def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nats_benchmark, learned_surrogate):
     # A toy case: the copula predictor queried on its own training cells. Its predictions are a
     # strictly increasing map of the GP's posterior mean, and rank the cells as their accuracies do.

@@ -239,6 +239,7 @@ class TNASPredictor:
             raise UserError("fit needs at least one finite accuracy")
         cells, y = [c for c, ok in zip(cells, finite) if ok], y[finite]
         kind = self.surrogate.config.output_transform if self.target_transform == "surrogate" else self.target_transform
+        self._fitted = False  # until this fit is through: its map would not match the GP an error leaves behind
         self.output_map = AccuracyMap(y, kind)
         target = self.output_map.targets
         encodings = self._encodings(cells)
