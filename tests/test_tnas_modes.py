@@ -246,6 +246,51 @@ def test_naslib_predictor_refuses_an_unknown_target_transform():
         TNASPredictor(seed=0, target_transform="ranks")
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"lr": -0.01}, "lr=-0.01: expected a number > 0"),
+    ({"lr": 0.0}, "lr=0.0: expected a number > 0"),  # Adam would take 50 steps that change nothing
+    ({"lr": float("nan")}, "lr=nan"),
+    ({"finetune_steps": -3}, "finetune_steps=-3: expected a number >= 0"),
+    ({"finetune_steps": 2.5}, "finetune_steps=2.5: expected int"),  # not silently 2 steps
+    ({"finetune_steps": "many"}, "finetune_steps='many': expected int"),
+])
+def test_naslib_predictor_refuses_fitting_settings_out_of_range_in_one_line(setting, message):
+    # As TNAS bounds finetune_steps and finetune_lr: refused where they are given, naming them,
+    # instead of torch's ValueError at fit, or a fit that silently trains nothing.
+    with pytest.raises(UserError, match=f"TNASPredictor: hyper-parameter {message}"):
+        TNASPredictor(seed=0, **setting)
+    predictor = TNASPredictor(seed=0, finetune_steps=3)
+    with pytest.raises(UserError, match=f"TNASPredictor: hyper-parameter {message}"):
+        predictor.set_hyperparams(setting)
+    assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.01}  # a refused setting changes nothing
+    predictor.set_hyperparams({"finetune_steps": np.int64(4), "lr": 1e-3, "other": "kept"})
+    assert predictor.get_hyperparams() == {"finetune_steps": 4, "lr": 1e-3, "other": "kept"}
+    assert type(predictor.get_hyperparams()["finetune_steps"]) is int
+
+
+def test_a_naslib_predictor_whose_fit_failed_refuses_to_query_until_fitted_again(monkeypatch):
+    # The failed fit had already replaced the accuracy map and reset the GP: a query would have
+    # mapped the first fit's conditioning through the second fit's map, and answered silently.
+    from naslib_bayes.predictors import naslib_predictor
+
+    cells = list(nb201.all_cells())[:2800:700]
+    predictor = TNASPredictor(seed=0, finetune_steps=3)
+    predictor.fit(cells, [60.0, 70.0, 80.0, 90.0])
+    first = predictor.query(cells)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the fit broke down")
+
+    monkeypatch.setattr(naslib_predictor, "finetune_gp", broken)
+    with pytest.raises(RuntimeError, match="broke down"):
+        predictor.fit(cells, [0.6, 0.7, 0.8, 0.9])
+    with pytest.raises(UserError, match="call fit"):
+        predictor.query(cells)
+    monkeypatch.undo()
+    predictor.fit(cells, [60.0, 70.0, 80.0, 90.0])
+    np.testing.assert_array_equal(predictor.query(cells), first)
+
+
 def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nats_benchmark, learned_surrogate):
     # A toy case: the copula predictor queried on its own training cells. Its predictions are a
     # strictly increasing map of the GP's posterior mean, and rank the cells as their accuracies do.

@@ -34,7 +34,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.deep_kernel_bo import finetune_gp, transform_observations
-from naslib_bayes.optimizers.hyperparameters import whole_number
+from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, whole_number
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -117,7 +117,8 @@ class TNASPredictor:
         ss_type: NASLib's search-space type; only ``nasbench201`` is supported.
         encoding_type: accepted for NASLib compatibility (the GP encodes cells itself).
         finetune_steps, lr: Adam steps and learning rate of ``fit`` (TNAS's ``finetune_steps``
-            and ``finetune_lr``).
+            and ``finetune_lr``, bounded alike: a whole number >= 0 and a number > 0, here and
+            in ``set_hyperparams``).
         seed: seeds the fresh surrogate and (``images`` mode) the target's image samples, as a
             TNAS search's ``--seed`` does.
         dataset: ``images`` mode (required there): the target dataset whose images give its
@@ -137,6 +138,8 @@ class TNASPredictor:
     """
 
     default_hyperparams = {"finetune_steps": 50, "lr": 0.01}
+    # TNAS's bounds of finetune_steps and finetune_lr: a zero rate or a negative count would fit nothing
+    hyperparameter_bounds = {"finetune_steps": at_least(0), "lr": above(0)}
 
     def __init__(self, surrogate=None, ss_type: str = "nasbench201", encoding_type=None,
                  finetune_steps: int = 50, lr: float = 0.01, seed: int = 0,
@@ -150,7 +153,7 @@ class TNASPredictor:
         self.encoding_type = encoding_type
         # the instance's defaults, as NASLib's predictors keep theirs: NASLib's PredictorEvaluator
         # calls reset_hyperparams() before every fit, which must not undo the settings given here
-        self.default_hyperparams = {"finetune_steps": int(finetune_steps), "lr": float(lr)}
+        self.default_hyperparams = self._checked({"finetune_steps": finetune_steps, "lr": lr})
         self.hyperparams = dict(self.default_hyperparams)
         if target_transform != "surrogate":
             from naslib_bayes.predictors.meta_train import check_output_transform
@@ -203,7 +206,15 @@ class TNASPredictor:
                 "hyperparams": None, "unlabeled": False, "unlabeled_factor": 0}
 
     def set_hyperparams(self, params: dict[str, Any]) -> None:
-        self.hyperparams.update(params)
+        self.hyperparams.update(self._checked(params))
+
+    def _checked(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with ``finetune_steps`` and ``lr`` typed and bounded (a UserError naming a bad one);
+        other names pass as given."""
+        known = {name: value for name, value in params.items() if name in self.hyperparameter_bounds}
+        checked = merge_hyperparameters(type(self).__name__, type(self).default_hyperparams, known,
+                                        self.hyperparameter_bounds)
+        return {**params, **{name: checked[name] for name in known}}
 
     def get_hyperparams(self) -> dict[str, Any]:
         return dict(self.hyperparams)
@@ -228,6 +239,7 @@ class TNASPredictor:
             raise UserError("fit needs at least one finite accuracy")
         cells, y = [c for c, ok in zip(cells, finite) if ok], y[finite]
         kind = self.surrogate.config.output_transform if self.target_transform == "surrogate" else self.target_transform
+        self._fitted = False  # until this fit is through: its map would not match the GP an error leaves behind
         self.output_map = AccuracyMap(y, kind)
         target = self.output_map.targets
         encodings = self._encodings(cells)
