@@ -877,3 +877,11 @@ def test_a_used_up_neighbourhood_opens_every_cell_again(nats_benchmark, surrogat
 def test_local_search_settings_are_bounded(nats_benchmark, surrogate_file, name, value):
     with pytest.raises(UserError, match=name):
         _run(nats_benchmark, "cifar10", 3, 0, surrogate=str(surrogate_file), **{name: value})
+
+
+def test_fine_tuning_that_diverges_at_too_large_a_rate_is_one_line_naming_the_rate(nats_benchmark):
+    # Adam at rate 1000 throws the kernel's hyper-parameters where its matrix has no Cholesky
+    # factor; that was torch's LinAlgError traceback, saying nothing of the setting behind it
+    with pytest.raises(UserError, match="fine-tuning the GP diverged after 1 steps at learning rate 1000"):
+        run_blackbox_search(nats_benchmark, "gp-bo", "cifar10", budget=12, seed=0,
+                            hyperparameters={"finetune_lr": 1000.0})

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
@@ -269,10 +270,18 @@ def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: to
     params += [context] if context is not None else []
     optimizer = torch.optim.Adam(params, lr=lr)
     loss = torch.zeros(())
-    for _ in range(steps):
+    for step in range(steps):
         optimizer.zero_grad()
         x = surrogate.kernel_inputs(encodings, context)
-        loss = gp.neg_mll(x, y)
+        try:
+            loss = gp.neg_mll(x, y)
+        except torch.linalg.LinAlgError as exc:
+            if step == 0:  # the starting state itself: not the fine-tuning's doing
+                raise
+            # Adam's steps took the kernel where it has no Cholesky factor even with jitter: too
+            # large a learning rate, the user's setting, not a numerical accident
+            raise UserError(f"fine-tuning the GP diverged after {step} steps at learning rate {lr:g} ({exc}); "
+                            "use a smaller fine-tuning learning rate") from None
         loss.backward()
         optimizer.step()
     return loss.detach()
