@@ -195,3 +195,18 @@ def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"naslib-bayes: error: {message}" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
+    """A kill inside the atomic write of comparison.json leaves only its temporary in the run's work
+    folder: the folder holds no search yet, so the re-run searches there instead of refusing it."""
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset="mnist",
+                                       data_root=None, seeds=[0], epochs=1)
+    spec = RunSpec(NAMES[0], "mnist", 0)
+    work = tmp_path / oneshot.WORK_DIR / spec.name
+    work.mkdir(parents=True)
+    (work / f".{oneshot.DETERMINANTS_FILE}.k1ll3d.tmp").write_text('{"optimizer": "fa')
+    calls = []
+    ran, _, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    assert ran == [spec] and calls == [spec] and run_path(tmp_path, spec).exists()
+    assert sorted(p.name for p in work.iterdir()) == [oneshot.DETERMINANTS_FILE]

@@ -148,6 +148,8 @@ def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, fing
 def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
     """A run's work folder continues only a search made with the same settings."""
     record = work / DETERMINANTS_FILE
+    if work.is_dir():  # a kill inside the write of the record leaves only its temporary: no search yet
+        results.remove_killed_writes(work)
     if record.exists():
         refuse_other_settings(record, with_default_epochs(json.loads(record.read_text())), determinants)
     elif work.exists() and any(work.iterdir()):
