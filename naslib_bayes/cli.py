@@ -98,21 +98,32 @@ def sigterm_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: a command's exit code, with one line on stderr for bad input (2), Ctrl-C
+    (:data:`EXIT_INTERRUPTED`) or SIGTERM (:data:`EXIT_TERMINATED`)."""
+    try:
+        with sigterm_as_interrupt():
+            return run_command(argv)
+    except Terminated:
+        sys.stderr.write(f"{PROG}: terminated\n")
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    """One command's exit code, or 2 with its line for bad input. Ctrl-C and SIGTERM
+    (:class:`Terminated`) propagate: a command running others within it (a one-shot comparison's
+    searches) stops as a whole and says so once."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
     args.held_folders = contextlib.ExitStack()  # the --out folders this command holds, released on return
-    with _command_logging(args.verbose), sigterm_as_interrupt(), args.held_folders:
+    with _command_logging(args.verbose), args.held_folders:
         try:
             return int(args.run(args) or 0)
         except UserError as exc:
             sys.stderr.write(f"{PROG}: error: {exc}\n")
             return 2
-        except Terminated:
-            sys.stderr.write(f"{PROG}: terminated\n")
-            return EXIT_TERMINATED
-        except KeyboardInterrupt:
-            sys.stderr.write(f"{PROG}: interrupted\n")
-            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

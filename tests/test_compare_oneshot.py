@@ -166,18 +166,28 @@ def test_a_seed_or_optimizer_given_twice_is_refused(fake_oneshot, nats_csv, tmp_
                                 data_root=None, seeds=[0])
 
 
-@pytest.mark.parametrize("code, stopped", [(130, "KeyboardInterrupt"), (143, "Terminated")])
-def test_a_search_stopped_by_a_signal_stops_the_comparison(monkeypatch, nats_csv, tmp_path, code, stopped):
-    """Not "search failed (exit code 143)": the comparison unwinds as its search did."""
+@pytest.mark.parametrize("stopped, code, said", [("KeyboardInterrupt", 130, "interrupted"), ("Terminated", 143, "terminated")])
+def test_a_search_stopped_by_a_signal_stops_the_comparison_which_says_so_once(monkeypatch, nats_csv, tmp_path, capsys,
+                                                                               stopped, code, said):
+    """Not "search failed (exit code 143)": the comparison unwinds as its search did, and the line
+    saying why is written once (the search and the comparison each wrote it)."""
     from naslib_bayes import cli
+    from naslib_bayes.commands import search
 
-    expected = {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stopped]
-    monkeypatch.setattr(cli, "main", lambda argv: code)
-    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=["darts"], dataset="mnist",
+    signal_raised = {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": cli.Terminated}[stopped]
+
+    def stopped_search(args):
+        raise signal_raised()
+
+    monkeypatch.setattr(search, "run", stopped_search)
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=["darts"], dataset="digits",
                                        data_root=None, seeds=[0])
     with pytest.raises(KeyboardInterrupt) as raised:
-        oneshot.search_via_cli(settings, RunSpec("darts", "mnist", 0), tmp_path / "work")
-    assert type(raised.value) is expected
+        oneshot.search_via_cli(settings, RunSpec("darts", "digits", 0), tmp_path / "work")
+    assert type(raised.value) is signal_raised
+    assert cli.main(["compare", "--oneshot", "darts", "--dataset", "digits", "--benchmark", str(nats_csv),
+                     "--seeds", "1", "--out", str(tmp_path / "out")]) == code
+    assert capsys.readouterr().err.count(f"naslib-bayes: {said}") == 1
 
 
 @pytest.mark.parametrize("data, message", [

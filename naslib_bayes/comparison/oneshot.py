@@ -85,7 +85,7 @@ class OneShotSettings:
 # ---- one run ---------------------------------------------------------------------------------
 def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict:
     """One ``naslib-bayes search`` in this process; its ``result.json`` is the run's result."""
-    from naslib_bayes.cli import main
+    from naslib_bayes.cli import run_command
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     done = work / results.RESULT_FILE
@@ -98,21 +98,10 @@ def search_via_cli(settings: OneShotSettings, spec: RunSpec, work: Path) -> dict
             argv += ["--data-root", str(settings.data_root)]
         if settings.epochs is not None:
             argv += ["--epochs", str(settings.epochs)]
-        code = main(argv)
-        _pass_on_interruption(code)
+        code = run_command(argv)  # Ctrl-C or SIGTERM stops the comparison too, which says so once
         if code != 0 or not done.exists():
             raise UserError(f"one-shot search {spec.name} failed (exit code {code}); see the error above")
     return json.loads(done.read_text())
-
-
-def _pass_on_interruption(code: int) -> None:
-    """A search stopped by Ctrl-C or SIGTERM stops the comparison too, not only its own run."""
-    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
-
-    if code == EXIT_TERMINATED:
-        raise Terminated()
-    if code == EXIT_INTERRUPTED:
-        raise KeyboardInterrupt()
 
 
 def derived_cell(result: dict) -> nb201.Cell:
