@@ -885,3 +885,23 @@ def test_fine_tuning_that_diverges_at_too_large_a_rate_is_one_line_naming_the_ra
     with pytest.raises(UserError, match="fine-tuning the GP diverged after 1 steps at learning rate 1000"):
         run_blackbox_search(nats_benchmark, "gp-bo", "cifar10", budget=12, seed=0,
                             hyperparameters={"finetune_lr": 1000.0})
+
+
+def test_meta_train_overwrite_stopped_after_the_new_surrogate_leaves_no_old_result_beside_it(capsys, tmp_path,
+                                                                                             nats_csv, monkeypatch):
+    # the old result.json (seed 1's meta-training) stayed beside seed 2's surrogate when the
+    # process stopped between writing the one and the other
+    from naslib_bayes import results
+    from naslib_bayes.predictors import surrogate_io
+
+    argv = ["meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100", "--iterations", "3",
+            "--encoder-hidden", "8", "--out", str(tmp_path / "mt")]
+    assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "write_result", stopped)
+    code, _, _ = run_cli(capsys, *argv, "--seed", "2", "--overwrite")
+    assert code == 130
+    assert surrogate_io.load(tmp_path / "mt")[1]["seed"] == 2 and not (tmp_path / "mt" / "result.json").exists()
