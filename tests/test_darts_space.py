@@ -186,6 +186,16 @@ def test_genotype_input_that_is_not_a_whole_number_is_refused_naming_the_edge(so
 
 
 
+@pytest.mark.parametrize("concat", [5, None, "2345", {"2": 3}])
+def test_genotype_concat_that_is_not_a_list_is_refused_naming_the_concat(concat):
+    """A concat of 5 or null was refused as 'genotype edges must be [op, input] pairs', sending the
+    user to the edges, which were right."""
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": concat,
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError, match=r"^g.json: normal_concat must be a list of node indices"):
+        Genotype.from_json(data, source="g.json")
+
+
 def test_genotype_without_concat_concatenates_every_node_of_each_cell_type():
     """A reduction cell with fewer nodes than the normal cell concatenates its own nodes, instead of
     being refused for a reduce_concat the genotype never listed (taken from the normal cell)."""

@@ -48,10 +48,7 @@ class Genotype:
         for name in ("normal", "reduce"):
             edges = _edges(data[name], f"{source}: {name}")
             key = f"{name}_concat"
-            try:
-                concat = _nodes(data[key], f"{source}: {key}") if key in data else tuple(_every_node(edges))
-            except TypeError:
-                raise UserError(f"{source}: genotype edges must be [op, input] pairs") from None
+            concat = _nodes(data[key], f"{source}: {key}") if key in data else tuple(_every_node(edges))
             cells += [edges, concat]
         genotype = cls(*cells)
         genotype.validate(source)
@@ -90,6 +87,8 @@ def _edges(value: Any, where: str) -> tuple[tuple[str, int], ...]:
 
 def _nodes(value: Any, where: str) -> tuple[int, ...]:
     """A list of node indices, each a whole number."""
+    if not isinstance(value, (list, tuple)):  # a string or a dict would be read item by item
+        raise UserError(f"{where} must be a list of node indices, got {value!r}")
     return tuple(whole_number(f"{where}[{k}]", node) for k, node in enumerate(value))
 
 
