@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.curvature import gauss_newton_diagonal
 from naslib_bayes.optimizers.bayesnas.switches import SwitchBank
 from naslib_bayes.optimizers.darts import DARTS, SoftmaxMixer
@@ -172,6 +173,27 @@ def test_genotype_validation():
     with pytest.raises(ValueError, match="not an earlier node"):
         Genotype.from_json({"normal": [["skip_connect", 2], ["skip_connect", 1]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]})
 
+
+@pytest.mark.parametrize("source", [0.7, 1.5, True, "1", float("inf")])
+def test_genotype_input_that_is_not_a_whole_number_is_refused_naming_the_edge(source):
+    """int() made 0.7 input 0 and true input 1: a network other than the one written trained silently
+    (and Infinity was an OverflowError traceback)."""
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", source]], "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError, match=r"^g.json: normal\[1\] input must be a whole number"):
+        Genotype.from_json(data, source="g.json")
+    whole = {**data, "normal": [["sep_conv_3x3", 0], ["skip_connect", 1.0]]}
+    assert Genotype.from_json(whole).normal == (("sep_conv_3x3", 0), ("skip_connect", 1))
+
+
+
+@pytest.mark.parametrize("concat", [5, None, "2345", {"2": 3}])
+def test_genotype_concat_that_is_not_a_list_is_refused_naming_the_concat(concat):
+    """A concat of 5 or null was refused as 'genotype edges must be [op, input] pairs', sending the
+    user to the edges, which were right."""
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": concat,
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError, match=r"^g.json: normal_concat must be a list of node indices"):
+        Genotype.from_json(data, source="g.json")
 
 
 def test_genotype_without_concat_concatenates_every_node_of_each_cell_type():

@@ -536,3 +536,28 @@ def test_a_search_config_out_of_range_is_refused_before_any_data_is_read(field, 
     with pytest.raises(UserError) as info:
         check_search_config(cfg)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("channels", 0, "--channels 0: expected a positive integer"),  # trained C=36 and recorded it
+    ("cells", 0, "--cells 0: expected a positive integer"),  # trained the 20-cell network
+    ("batch_size", 0, "--batch-size 0: expected a positive integer"),  # trained at batch 96
+    ("channels", -2, "--channels -2: expected a positive integer"),  # torch's negative-dimension traceback
+    ("epochs", 0, "--epochs 0: expected a positive integer"),  # reported an untrained network's accuracy
+    ("lr", 0.0, "--lr 0.0: expected a positive number"),
+    ("lr", float("nan"), "--lr nan: expected a positive number"),
+    ("weight_decay", -1.0, "--weight-decay -1.0: expected a non-negative number"),
+    ("auxiliary_weight", -1.0, "--auxiliary-weight -1.0: expected a non-negative number"),  # no head, -1 recorded
+    ("drop_path", 1.0, "--drop-path 1.0: expected a probability in [0, 1)"),
+    ("drop_path", -0.5, "--drop-path -0.5: expected a probability in [0, 1)"),
+    ("cutout", -1, "--cutout -1: expected a non-negative integer"),
+])
+def test_a_train_config_out_of_range_is_refused_naming_the_option(field, value, message):
+    """run_training from Python (as examples/bayesnas_darts.py calls it) checks what the command's
+    argument types check: a size of 0 fell back to the default network, 0 epochs tested an untrained one."""
+    from naslib_bayes.training.evaluate import resolve_settings
+
+    cfg = TrainConfig(GENOTYPE, "digits", **{"epochs": 1, field: value})
+    with pytest.raises(UserError) as info:
+        resolve_settings(cfg)
+    assert str(info.value) == message

@@ -18,6 +18,7 @@ A checkpoint (``checkpoint.pt``) is written after every epoch with the run's set
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -180,11 +181,35 @@ class TrainSettings:
                 "--auxiliary-weight": self.auxiliary_weight, "--drop-path": self.drop_path}
 
 
+#: The range of each :class:`TrainConfig` setting the command's argument types check, by option:
+#: from Python a size of 0 fell back to the default network, and 0 epochs tested an untrained one.
+_RANGES = {
+    "epochs": ("--epochs", "a positive integer", lambda v: v >= 1),
+    "channels": ("--channels", "a positive integer", lambda v: v >= 1),
+    "cells": ("--cells", "a positive integer", lambda v: v >= 1),
+    "batch_size": ("--batch-size", "a positive integer", lambda v: v >= 1),
+    "lr": ("--lr", "a positive number", lambda v: 0 < v < math.inf),
+    "weight_decay": ("--weight-decay", "a non-negative number", lambda v: 0 <= v < math.inf),
+    "cutout": ("--cutout", "a non-negative integer", lambda v: v >= 0),
+    "auxiliary_weight": ("--auxiliary-weight", "a non-negative number", lambda v: 0 <= v < math.inf),
+    "drop_path": ("--drop-path", "a probability in [0, 1)", lambda v: 0 <= v < 1),
+}
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Refuse a given setting out of its range, naming its option (None: the per-kind default)."""
+    for name, (option, expected, valid) in _RANGES.items():
+        value = getattr(cfg, name)
+        if value is not None and not valid(value):
+            raise UserError(f"{option} {value}: expected {expected}")
+
+
 def resolve_settings(cfg: TrainConfig) -> TrainSettings:
     """Parse ``cfg.arch`` and fill in the defaults of its kind (:data:`DEFAULTS`, :data:`CUTOUT`)."""
     from naslib_bayes.data import canonical_name
     from naslib_bayes.data.loaders import require_root
 
+    check_ranges(cfg)
     kind, arch = parse_arch(cfg.arch)
     d = DEFAULTS[kind]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.search_spaces.darts.ops import NONZERO_PRIMITIVES, PARAMETER_FREE
 
 
@@ -43,13 +44,13 @@ class Genotype:
         """Parse and validate a genotype object; :class:`UserError` names what is wrong."""
         if not isinstance(data, dict) or not {"normal", "reduce"} <= set(data):
             raise UserError(f"{source}: a DARTS genotype needs 'normal' and 'reduce' lists")
-        try:
-            normal = tuple((str(op), int(i)) for op, i in data["normal"])
-            reduce = tuple((str(op), int(i)) for op, i in data["reduce"])
-            genotype = cls(normal, tuple(int(i) for i in data.get("normal_concat", _every_node(normal))),
-                           reduce, tuple(int(i) for i in data.get("reduce_concat", _every_node(reduce))))
-        except (TypeError, ValueError):
-            raise UserError(f"{source}: genotype edges must be [op, input] pairs") from None
+        cells = []
+        for name in ("normal", "reduce"):
+            edges = _edges(data[name], f"{source}: {name}")
+            key = f"{name}_concat"
+            concat = _nodes(data[key], f"{source}: {key}") if key in data else tuple(_every_node(edges))
+            cells += [edges, concat]
+        genotype = cls(*cells)
         genotype.validate(source)
         return genotype
 
@@ -75,6 +76,20 @@ class Genotype:
         for op, _ in (*self.normal, *self.reduce):
             counts[op] += 1
         return counts
+
+
+def _edges(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """``[[op, input], ...]`` as (op, input) pairs; an input must be a whole number (int() made 0.7 input 0)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(e, (list, tuple)) and len(e) == 2 for e in value):
+        raise UserError(f"{where}: genotype edges must be [op, input] pairs")
+    return tuple((str(op), whole_number(f"{where}[{k}] input", src)) for k, (op, src) in enumerate(value))
+
+
+def _nodes(value: Any, where: str) -> tuple[int, ...]:
+    """A list of node indices, each a whole number."""
+    if not isinstance(value, (list, tuple)):  # a string or a dict would be read item by item
+        raise UserError(f"{where} must be a list of node indices, got {value!r}")
+    return tuple(whole_number(f"{where}[{k}]", node) for k, node in enumerate(value))
 
 
 def _every_node(edges: Sequence[tuple[str, int]]) -> list[int]:
