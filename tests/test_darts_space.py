@@ -352,3 +352,16 @@ def test_search_cell_concatenates_its_last_nodes(multiplier, expected_nodes):
     assert out.shape == (1, 2 * multiplier, 3, 3)
     expected = torch.cat([torch.full((1, 2, 3, 3), value) for value in expected_nodes], dim=1)
     torch.testing.assert_close(out, expected)
+
+
+def test_a_genotype_key_it_does_not_know_is_refused_naming_it():
+    # a misspelt concat was ignored: the cell silently concatenated every node instead
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concta": [2],
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError) as info:
+        Genotype.from_json(data, source="g.json")
+    assert str(info.value) == ("g.json: unknown genotype key 'normal_concta'; a genotype has normal, normal_concat, "
+                               "reduce, reduce_concat")
+    data["normal_concat"] = data.pop("normal_concta")
+    genotype = Genotype.from_json(data)
+    assert Genotype.from_json(genotype.to_json()) == genotype

@@ -19,6 +19,9 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import whole_number
 from naslib_bayes.search_spaces.darts.ops import NONZERO_PRIMITIVES, PARAMETER_FREE
 
+#: The keys of a genotype's JSON form (the concats may be left out: every intermediate node).
+GENOTYPE_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
 
 @dataclass(frozen=True)
 class Genotype:
@@ -44,6 +47,9 @@ class Genotype:
         """Parse and validate a genotype object; :class:`UserError` names what is wrong."""
         if not isinstance(data, dict) or not {"normal", "reduce"} <= set(data):
             raise UserError(f"{source}: a DARTS genotype needs 'normal' and 'reduce' lists")
+        unknown = sorted(set(data) - set(GENOTYPE_KEYS), key=str)
+        if unknown:  # a misspelt 'normal_concta' would leave the default concat in its place
+            raise UserError(f"{source}: unknown genotype key {unknown[0]!r}; a genotype has {', '.join(GENOTYPE_KEYS)}")
         cells = []
         for name in ("normal", "reduce"):
             edges = _edges(data[name], f"{source}: {name}")
