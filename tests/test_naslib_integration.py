@@ -121,6 +121,15 @@ def test_config_takes_naslib_defaults_and_sets_what_the_trainer_reads(naslib, tm
     assert bbo.evaluation.epochs == 600
 
 
+def test_config_numbers_of_the_other_kind_are_taken_as_naslib_takes_them(naslib, tmp_path):
+    """NASLib reads a config file as written: ``train_portion: 1`` where its defaults say 0.5, or
+    ``grad_clip: 5.0`` where they say 5, are numbers it runs with, not a type mismatch."""
+    config = _config(tmp_path, "optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n"
+                     "search:\n  train_portion: 1\n  learning_rate_min: 0\nevaluation:\n  grad_clip: 5.0\n")
+    assert (config.search.train_portion, config.search.learning_rate_min, config.evaluation.grad_clip) == (1, 0, 5.0)
+    assert config.search.learning_rate == 0.025  # the keys not given keep NASLib's defaults
+
+
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment

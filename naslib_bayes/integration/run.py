@@ -129,6 +129,22 @@ def _set_dotted(config, key: str, value) -> None:
     node[leaf] = value
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _take_numbers_of_either_kind(user, defaults) -> None:
+    """Clear each default number that ``user`` gives as a number of the other kind, so that the merge
+    takes the user's: NASLib reads a config file as written and runs with ``train_portion: 1`` or
+    ``grad_clip: 5.0``, which the merge's type check refuses next to its 0.5 and 5."""
+    for key, value in user.items():
+        value, default = CfgNode._decode_cfg_value(value), defaults.get(key)
+        if isinstance(value, CfgNode) and isinstance(default, CfgNode):
+            _take_numbers_of_either_kind(value, default)
+        elif _is_number(value) and _is_number(default) and type(value) is not type(default):
+            defaults[key] = None  # the merge takes any value in place of None
+
+
 def build_config(config_file: str | Path, out: str | Path, optimizer: str | None = None, seed: int | None = None,
                  overrides: Iterable[tuple[str, Any]] = ()):
     """A NASLib ``CfgNode`` ready for NASLib's Trainer.
@@ -148,6 +164,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         if section not in config:
             config[section] = CfgNode(new_allowed=True)
         config[section].set_new_allowed(True)
+    _take_numbers_of_either_kind(user, config)
     try:
         config.merge_from_other_cfg(user)
     except (KeyError, ValueError, TypeError, AssertionError) as exc:
