@@ -130,6 +130,25 @@ def test_config_numbers_of_the_other_kind_are_taken_as_naslib_takes_them(naslib,
     assert config.search.learning_rate == 0.025  # the keys not given keep NASLib's defaults
 
 
+def test_an_empty_config_section_keeps_naslibs_defaults(naslib, tmp_path):
+    config = _config(tmp_path, "optimizer: re\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\nevaluation:\n")
+    assert config.search.population_size == 30 and config.search.epochs == 10 and config.evaluation.epochs == 600
+
+
+@pytest.mark.parametrize("yaml_text, overrides, message", [
+    ("optimizer: rs\nsearch: 5\n", [], "search is a section of NASLib's config, got 5"),
+    ("optimizer: rs\nsearch:\n  fidelity: {epoch: 3}\n", [], "search.fidelity is a section here, NASLib's is 108"),
+    ("optimizer: rs\n", [("search", 5)], "--set search: a section of NASLib's config, set its keys (search.KEY=VALUE)"),
+])
+def test_a_config_section_where_naslib_has_a_value_or_the_reverse_is_one_line(naslib, tmp_path, yaml_text, overrides,
+                                                                               message):
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        _config(tmp_path, yaml_text, overrides=overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment
