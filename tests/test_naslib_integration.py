@@ -287,6 +287,14 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         _on_digits("search.data_size=abc", "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
         _on_digits("search.train_portion=abc", "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
         _on_digits("search.train_portion=0", "search.train_portion must be a number above 0 and at most 1, got 0"),
+        # an optimizer's hyper-parameters are a mapping under its name: a TypeError traceback otherwise
+        ("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  rs: [1, 2]\n", [],
+         "search.rs must be a mapping of rs's hyper-parameters (search: {rs: {NAME: VALUE}}), got [1, 2]"),
+        ("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  tnas: 5\n", [],
+         "search.tnas must be a mapping of tnas's hyper-parameters (search: {tnas: {NAME: VALUE}}), got 5"),
+        ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas: [0.01]\n",
+         ["--search-data", "digits"],
+         "search.bayesnas must be a mapping of bayesnas's hyper-parameters (search: {bayesnas: {NAME: VALUE}}), got [0.01]"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.integration import load_naslib
+from naslib_bayes.integration import hyperparameter_section, load_naslib
 from naslib_bayes.integration.blackbox import NaslibBlackBox
 from naslib_bayes.integration.dataset_api import NB201Data
 from naslib_bayes.predictors.naslib_predictor import TNASPredictor, to_cell
@@ -55,7 +55,7 @@ class TNASOptimizer(NaslibBlackBox):
             raise UserError(f"TNASOptimizer runs tnas, not {optimizer!r} (use NaslibBlackBox for other optimizers)")
         search = config.search
         if surrogate is None:
-            surrogate = search.get("surrogate") or (search.get("tnas") or {}).get("surrogate")
+            surrogate = search.get("surrogate") or hyperparameter_section(search, "tnas").get("surrogate")
         if surrogate is not None:
             hyperparameters["surrogate"] = str(surrogate)
         super().__init__(config, optimizer="tnas", source=source, **hyperparameters)
