@@ -308,6 +308,29 @@ def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats
     assert not (tmp_path / "out" / "result.json").exists()
 
 
+@pytest.mark.parametrize("optimizer, extra, message", [
+    ("rs", ["--surrogate", "{config}"], "--surrogate: rs reads no surrogate (only tnas does)"),
+    ("naslib-bayes:re", ["--surrogate", "{config}"], "--surrogate: naslib-bayes:re reads no surrogate (only tnas does)"),
+    ("bananas", ["--search-data", "digits"],
+     "--search-data: bananas is a black-box optimizer; it queries the benchmark and trains on no images"),
+    ("tnas", ["--search-data", "digits"],
+     "--search-data: tnas is a black-box optimizer; it queries the benchmark and trains on no images"),
+    ("rs", ["--data-root", "{config}"], "--data-root: it holds the --search-data files; no --search-data is given"),
+])
+def test_naslib_run_refuses_an_option_the_run_would_ignore(naslib, tmp_path, capsys, nats_csv, optimizer, extra,
+                                                           message):
+    """An option the optimizer never reads was ignored while result.json recorded it (search_data: digits
+    for a random search, a surrogate in its config): the run did not do what its record says."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"optimizer: {optimizer}\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 3\n")
+    extra = [arg.format(config=config) for arg in extra]
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                            "--out", str(tmp_path / "out"), *extra)
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
 def test_naslib_run_without_benchmark_uses_naslibs_data_or_says_what_is_missing(naslib, tmp_path, capsys):
     from pathlib import Path
 
