@@ -80,4 +80,5 @@ def _refuse_unread_options(args, name: str) -> None:
     if args.surrogate is not None and name != "tnas":
         raise UserError(f"--surrogate: {name} reads no surrogate (only tnas does)")
     if args.search_data is not None and get_optimizer(name).kind == BLACK_BOX:
-        raise UserError(f"--search-data: {name} is a black-box optimizer; it queries the benchmark and trains on no images")
+        raise UserError(f"--search-data: {name} is a black-box optimizer; "
+                        "it queries the benchmark and trains on no images")
