@@ -908,6 +908,26 @@ def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_e
     assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.05}
 
 
+def test_gp_predictor_loads_a_surrogate_whose_feature_extractor_the_user_trusts(naslib, tmp_path, monkeypatch):
+    """The refusal of a surrogate file naming a user's feature extractor says to pass
+    trust_feature_extractor=True: the NASLib predictor takes it, as TNASPredictor does."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
+
+    module = "user_extractor_for_naslib_predictor_tests"
+    (tmp_path / f"{module}.py").write_text("from naslib_bayes.predictors.encoders.set_transformer import PixelFeatures\n"
+                                           "def make():\n    return PixelFeatures(4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor=f"{module}:make", meta_datasets=("cifar100",))
+    path = surrogate_io.save(TNASSurrogate(config, generator=torch.Generator().manual_seed(0)), tmp_path / "s.pt")
+    with pytest.raises(UserError, match="trust_feature_extractor=True"):
+        DeepKernelGPPredictor(surrogate=path, dataset="digits")
+    predictor = DeepKernelGPPredictor(surrogate=path, dataset="digits", trust_feature_extractor=True)
+    assert predictor.surrogate.config.feature_extractor == f"{module}:make" and predictor.context is not None
+
+
 def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
     import jsonschema
 
