@@ -121,6 +121,34 @@ def test_config_takes_naslib_defaults_and_sets_what_the_trainer_reads(naslib, tm
     assert bbo.evaluation.epochs == 600
 
 
+def test_config_numbers_of_the_other_kind_are_taken_as_naslib_takes_them(naslib, tmp_path):
+    """NASLib reads a config file as written: ``train_portion: 1`` where its defaults say 0.5, or
+    ``grad_clip: 5.0`` where they say 5, are numbers it runs with, not a type mismatch."""
+    config = _config(tmp_path, "optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\n"
+                     "search:\n  train_portion: 1\n  learning_rate_min: 0\nevaluation:\n  grad_clip: 5.0\n")
+    assert (config.search.train_portion, config.search.learning_rate_min, config.evaluation.grad_clip) == (1, 0, 5.0)
+    assert config.search.learning_rate == 0.025  # the keys not given keep NASLib's defaults
+
+
+def test_an_empty_config_section_keeps_naslibs_defaults(naslib, tmp_path):
+    config = _config(tmp_path, "optimizer: re\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\nevaluation:\n")
+    assert config.search.population_size == 30 and config.search.epochs == 10 and config.evaluation.epochs == 600
+
+
+@pytest.mark.parametrize("yaml_text, overrides, message", [
+    ("optimizer: rs\nsearch: 5\n", [], "search is a section of NASLib's config, got 5"),
+    ("optimizer: rs\nsearch:\n  fidelity: {epoch: 3}\n", [], "search.fidelity is a section here, NASLib's is 108"),
+    ("optimizer: rs\n", [("search", 5)], "--set search: a section of NASLib's config, set its keys (search.KEY=VALUE)"),
+])
+def test_a_config_section_where_naslib_has_a_value_or_the_reverse_is_one_line(naslib, tmp_path, yaml_text, overrides,
+                                                                               message):
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        _config(tmp_path, yaml_text, overrides=overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment
@@ -259,6 +287,14 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         _on_digits("search.data_size=abc", "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
         _on_digits("search.train_portion=abc", "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
         _on_digits("search.train_portion=0", "search.train_portion must be a number above 0 and at most 1, got 0"),
+        # an optimizer's hyper-parameters are a mapping under its name: a TypeError traceback otherwise
+        ("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  rs: [1, 2]\n", [],
+         "search.rs must be a mapping of rs's hyper-parameters (search: {rs: {NAME: VALUE}}), got [1, 2]"),
+        ("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  tnas: 5\n", [],
+         "search.tnas must be a mapping of tnas's hyper-parameters (search: {tnas: {NAME: VALUE}}), got 5"),
+        ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas: [0.01]\n",
+         ["--search-data", "digits"],
+         "search.bayesnas must be a mapping of bayesnas's hyper-parameters (search: {bayesnas: {NAME: VALUE}}), got [0.01]"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
@@ -269,6 +305,29 @@ def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats
     assert code == 2
     errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
     assert len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
+@pytest.mark.parametrize("optimizer, extra, message", [
+    ("rs", ["--surrogate", "{config}"], "--surrogate: rs reads no surrogate (only tnas does)"),
+    ("naslib-bayes:re", ["--surrogate", "{config}"], "--surrogate: naslib-bayes:re reads no surrogate (only tnas does)"),
+    ("bananas", ["--search-data", "digits"],
+     "--search-data: bananas is a black-box optimizer; it queries the benchmark and trains on no images"),
+    ("tnas", ["--search-data", "digits"],
+     "--search-data: tnas is a black-box optimizer; it queries the benchmark and trains on no images"),
+    ("rs", ["--data-root", "{config}"], "--data-root: it holds the --search-data files; no --search-data is given"),
+])
+def test_naslib_run_refuses_an_option_the_run_would_ignore(naslib, tmp_path, capsys, nats_csv, optimizer, extra,
+                                                           message):
+    """An option the optimizer never reads was ignored while result.json recorded it (search_data: digits
+    for a random search, a surrogate in its config): the run did not do what its record says."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"optimizer: {optimizer}\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 3\n")
+    extra = [arg.format(config=config) for arg in extra]
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                            "--out", str(tmp_path / "out"), *extra)
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
 
 
@@ -847,6 +906,26 @@ def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_e
     predictor.set_hyperparams({"finetune_steps": 7})
     predictor.reset_hyperparams()
     assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.05}
+
+
+def test_gp_predictor_loads_a_surrogate_whose_feature_extractor_the_user_trusts(naslib, tmp_path, monkeypatch):
+    """The refusal of a surrogate file naming a user's feature extractor says to pass
+    trust_feature_extractor=True: the NASLib predictor takes it, as TNASPredictor does."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
+
+    module = "user_extractor_for_naslib_predictor_tests"
+    (tmp_path / f"{module}.py").write_text("from naslib_bayes.predictors.encoders.set_transformer import PixelFeatures\n"
+                                           "def make():\n    return PixelFeatures(4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor=f"{module}:make", meta_datasets=("cifar100",))
+    path = surrogate_io.save(TNASSurrogate(config, generator=torch.Generator().manual_seed(0)), tmp_path / "s.pt")
+    with pytest.raises(UserError, match="trust_feature_extractor=True"):
+        DeepKernelGPPredictor(surrogate=path, dataset="digits")
+    predictor = DeepKernelGPPredictor(surrogate=path, dataset="digits", trust_feature_extractor=True)
+    assert predictor.surrogate.config.feature_extractor == f"{module}:make" and predictor.context is not None
 
 
 def test_naslib_run_bayesnas_end_to_end_on_digits(naslib, tmp_path, capsys, nats_csv, nats_benchmark):

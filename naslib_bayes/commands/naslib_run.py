@@ -49,6 +49,8 @@ def run(args) -> int:
     load_naslib(announce=False)  # NaslibUnavailable (a UserError) names what to install; fixes are logged
     if args.surrogate is not None and not args.surrogate.exists():
         raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
+    if args.data_root is not None and args.search_data is None:
+        raise UserError("--data-root: it holds the --search-data files; no --search-data is given")
 
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import build_config, run_experiment
@@ -60,6 +62,7 @@ def run(args) -> int:
     if args.surrogate is not None:
         overrides.append(("search.surrogate", str(args.surrogate)))
     config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=overrides)
+    _refuse_unread_options(args, config.optimizer)
     image_data = None
     if args.search_data is not None:
         image_data = load_image_data(args.search_data, args.data_root, seed=int(config.seed))
@@ -68,3 +71,14 @@ def run(args) -> int:
     evaluation = result["naslib"]["evaluation"]
     print(f"{result['final_architecture']}  evaluation={evaluation}  -> {path}")
     return 0
+
+
+def _refuse_unread_options(args, name: str) -> None:
+    """Refuse an option optimizer ``name`` never reads: the run would ignore it while result.json records it."""
+    from naslib_bayes.integration.run import BLACK_BOX, get_optimizer
+
+    if args.surrogate is not None and name != "tnas":
+        raise UserError(f"--surrogate: {name} reads no surrogate (only tnas does)")
+    if args.search_data is not None and get_optimizer(name).kind == BLACK_BOX:
+        raise UserError(f"--search-data: {name} is a black-box optimizer; "
+                        "it queries the benchmark and trains on no images")

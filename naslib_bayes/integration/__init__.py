@@ -132,6 +132,19 @@ def naslib_available() -> tuple[bool, str]:
         return False, str(exc)
 
 
+def hyperparameter_section(search, name: str) -> dict:
+    """``search.<name>``, optimizer ``name``'s hyper-parameters in a NASLib config's ``search`` (a
+    mapping, or the keyword arguments an optimizer was given), as a dict: ``{}`` when absent or
+    empty; anything but a mapping is one line naming the key, not a TypeError from ``dict()``."""
+    section = search.get(name) if hasattr(search, "get") else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise UserError(f"search.{name} must be a mapping of {name}'s hyper-parameters "
+                        f"(search: {{{name}: {{NAME: VALUE}}}}), got {section!r}")
+    return dict(section)
+
+
 _LAZY = {
     "naslib_dataset_api": "naslib_bayes.integration.dataset_api",
 }

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.integration import load_naslib
+from naslib_bayes.integration import hyperparameter_section, load_naslib
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.bayesnas.switches import CellTopology, SwitchBank
 from naslib_bayes.search_spaces.darts.search_network import cell_edges
@@ -209,8 +209,9 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
     def __init__(self, config=None, **hyperparameters: Any):
         super().__init__()
         search = dict(config.search) if config is not None else {}
-        own = dict(search.get("bayesnas") or {})
-        own.update(hyperparameters.pop("bayesnas", None) or {})
+        own = hyperparameter_section(search, "bayesnas")
+        own.update(hyperparameter_section(hyperparameters, "bayesnas"))
+        hyperparameters.pop("bayesnas", None)
         naslib_side = {**search, **hyperparameters}
         self.search_epochs = int(naslib_side.get("epochs", 0) or 0) or None
         seed = int(naslib_side.get("seed", getattr(config, "seed", 0) if config is not None else 0) or 0)

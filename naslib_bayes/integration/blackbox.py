@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.integration import load_naslib
+from naslib_bayes.integration import hyperparameter_section, load_naslib
 from naslib_bayes.integration.dataset_api import served_domain
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.blackbox import BlackBoxProblem, Objective
@@ -89,8 +89,7 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         self.budget = int(config.search.epochs)
         self.optimizer_name = optimizer
         spec = registry.get_spec(optimizer, kind=registry.BLACK_BOX)
-        from_config = config.search.get(optimizer) if hasattr(config.search, "get") else None
-        params = {**dict(from_config or {}), **hyperparameters}
+        params = {**hyperparameter_section(config.search, optimizer), **hyperparameters}
         self.core = spec.load()(seed=int(config.seed), **params)
         self.source = source
         self.performance_metric = Metric.VAL_ACCURACY

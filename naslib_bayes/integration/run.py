@@ -126,7 +126,39 @@ def _set_dotted(config, key: str, value) -> None:
         node = node[part]
         if not isinstance(node, CfgNode):
             raise UserError(f"--set {key}: {part} is not a section")
+    if isinstance(node.get(leaf), CfgNode):  # replaced whole, it would lose NASLib's defaults of its keys
+        raise UserError(f"--set {key}: a section of NASLib's config, set its keys ({key}.KEY=VALUE)")
     node[leaf] = value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fit_to_defaults(user, defaults, config_file, path: str = "") -> None:
+    """Make ``user`` merge onto NASLib's ``defaults`` as NASLib, which reads a config file as written, runs it.
+
+    A default number that ``user`` gives as a number of the other kind (``train_portion: 1``,
+    ``grad_clip: 5.0``) is cleared, so that the merge takes the user's instead of refusing it
+    beside 0.5 and 5; an empty section (``search:`` with no keys) keeps the defaults. A section
+    in one where the other has a value is one line naming the key, instead of the merge's
+    message quoting the whole section.
+    """
+    for key, value in list(user.items()):
+        if not isinstance(value, dict):  # a section as it is: decoding copies it
+            value = CfgNode._decode_cfg_value(value)
+        default, name = defaults.get(key), path + key
+        if isinstance(default, CfgNode):
+            if value is None:
+                del user[key]
+            elif not isinstance(value, CfgNode):
+                raise UserError(f"{config_file}: {name} is a section of NASLib's config, got {value!r}")
+            else:
+                _fit_to_defaults(value, default, config_file, name + ".")
+        elif isinstance(value, CfgNode) and default is not None:
+            raise UserError(f"{config_file}: {name} is a section here, NASLib's is {default!r}")
+        elif _is_number(value) and _is_number(default) and type(value) is not type(default):
+            defaults[key] = None  # the merge takes any value in place of None
 
 
 def build_config(config_file: str | Path, out: str | Path, optimizer: str | None = None, seed: int | None = None,
@@ -148,6 +180,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         if section not in config:
             config[section] = CfgNode(new_allowed=True)
         config[section].set_new_allowed(True)
+    _fit_to_defaults(user, config, config_file)
     try:
         config.merge_from_other_cfg(user)
     except (KeyError, ValueError, TypeError, AssertionError) as exc:

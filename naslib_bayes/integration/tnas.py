@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.integration import load_naslib
+from naslib_bayes.integration import hyperparameter_section, load_naslib
 from naslib_bayes.integration.blackbox import NaslibBlackBox
 from naslib_bayes.integration.dataset_api import NB201Data
 from naslib_bayes.predictors.naslib_predictor import TNASPredictor, to_cell
@@ -55,7 +55,7 @@ class TNASOptimizer(NaslibBlackBox):
             raise UserError(f"TNASOptimizer runs tnas, not {optimizer!r} (use NaslibBlackBox for other optimizers)")
         search = config.search
         if surrogate is None:
-            surrogate = search.get("surrogate") or (search.get("tnas") or {}).get("surrogate")
+            surrogate = search.get("surrogate") or hyperparameter_section(search, "tnas").get("surrogate")
         if surrogate is not None:
             hyperparameters["surrogate"] = str(surrogate)
         super().__init__(config, optimizer="tnas", source=source, **hyperparameters)
@@ -89,8 +89,9 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
         encoding_type: accepted as NASLib's predictors take it; the GP encodes cells itself.
         finetune_steps, lr: Adam steps and learning rate of ``fit``.
         seed: seeds an untrained surrogate (and an ``images`` surrogate's image samples).
-        dataset, image_root, target_transform: as :class:`TNASPredictor` takes them (the target
-            dataset and its images for an ``images`` surrogate; the GP units of ``fit``).
+        dataset, image_root, target_transform, trust_feature_extractor: as :class:`TNASPredictor`
+            takes them (the target dataset and its images for an ``images`` surrogate; the GP
+            units of ``fit``; whether a surrogate file's user feature extractor may be imported).
 
     ``xtrain``/``xtest`` hold NASLib ``NasBench201SearchSpace`` graphs (read through
     ``get_hash()``), NB201 strings (``|nor_conv_3x3~0|+|...``) or op-index tuples in NASLib's
@@ -100,10 +101,11 @@ class DeepKernelGPPredictor(TNASPredictor, _naslib.predictor.Predictor):
 
     def __init__(self, surrogate=None, ss_type: str = "nasbench201", encoding_type=None,
                  finetune_steps: int = 50, lr: float = 0.01, seed: int = 0, dataset: str | None = None,
-                 image_root=None, target_transform: str = "standardise"):
+                 image_root=None, target_transform: str = "standardise", trust_feature_extractor: bool | str = False):
         TNASPredictor.__init__(self, surrogate=surrogate, ss_type=ss_type, encoding_type=encoding_type,
                                finetune_steps=finetune_steps, lr=lr, seed=seed, dataset=dataset,
-                               image_root=image_root, target_transform=target_transform)
+                               image_root=image_root, target_transform=target_transform,
+                               trust_feature_extractor=trust_feature_extractor)
 
     @staticmethod
     def to_cells(archs: Sequence[Any]) -> list[nb201.Cell]:
