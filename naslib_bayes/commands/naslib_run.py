@@ -53,20 +53,24 @@ def run(args) -> int:
         raise UserError("--data-root: it holds the --search-data files; no --search-data is given")
 
     from naslib_bayes.integration.data import load_image_data
-    from naslib_bayes.integration.run import build_config, run_experiment
+    from naslib_bayes.integration.run import build_config, make_output_folders, plan_experiment, run_experiment
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     benchmark = load_benchmark(args.benchmark) if args.benchmark is not None else None
-    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     overrides = list(args.overrides)
     if args.surrogate is not None:
         overrides.append(("search.surrogate", str(args.surrogate)))
-    config = build_config(args.config, out, optimizer=args.optimizer, seed=args.seed, overrides=overrides)
+    # the config and the data are checked before --out is made: a refusal leaves no folder behind
+    config = build_config(args.config, args.out, optimizer=args.optimizer, seed=args.seed, overrides=overrides,
+                          make_folders=False)
     _refuse_unread_options(args, config.optimizer)
     image_data = None
     if args.search_data is not None:
         image_data = load_image_data(args.search_data, args.data_root, seed=int(config.seed))
-    result = run_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn)
+    plan = plan_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn)
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
+    make_output_folders(config)
+    result = run_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn, plan=plan)
     path = results.write_result(out, result)
     evaluation = result["naslib"]["evaluation"]
     print(f"{result['final_architecture']}  evaluation={evaluation}  -> {path}")

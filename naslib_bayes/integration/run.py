@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable
 
 from naslib_bayes import results
 from naslib_bayes.errors import UserError, cause
-from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, load_naslib
+from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, hyperparameter_section, load_naslib
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
@@ -162,12 +162,14 @@ def _fit_to_defaults(user, defaults, config_file, path: str = "") -> None:
 
 
 def build_config(config_file: str | Path, out: str | Path, optimizer: str | None = None, seed: int | None = None,
-                 overrides: Iterable[tuple[str, Any]] = ()):
+                 overrides: Iterable[tuple[str, Any]] = (), make_folders: bool = True):
     """A NASLib ``CfgNode`` ready for NASLib's Trainer.
 
     ``config_file`` is merged onto NASLib's defaults for the optimizer's kind; ``optimizer`` and
     ``seed`` override its keys, then ``overrides`` (``("search.epochs", 20)`` pairs). ``save``
-    (NASLib's output folder) is ``out``.
+    (NASLib's output folder) is ``out``, with the Trainer's folders made in it unless
+    ``make_folders`` is False (a command checks the config before it makes ``out``; then
+    :func:`make_output_folders`).
     """
     user = _read_yaml(Path(config_file))
     name = optimizer or user.get("optimizer")
@@ -206,9 +208,15 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     config.out_dir = str(out)
     config.save = str(out)
     config.setdefault("data", str(Path(_naslib.utils.get_project_root()) / "data"))
+    if make_folders:
+        make_output_folders(config)
+    return config
+
+
+def make_output_folders(config) -> None:
+    """The ``search`` and ``eval`` folders NASLib's Trainer writes into, under ``config.save``."""
     for sub in ("search", "eval"):
         (Path(config.save) / sub).mkdir(parents=True, exist_ok=True)
-    return config
 
 
 #: Whole numbers NASLib's Trainer counts with, and their ranges: otherwise a traceback after the
@@ -228,11 +236,17 @@ def _check_counts(config, config_file) -> None:
 
 
 # ---- the experiment ---------------------------------------------------------------------
-def _search_space(config, num_classes: int | None, in_channels: int | None):
+def _supported_space(config) -> str:
+    """The NASLib class name of ``config.search_space``, or one line naming the supported ones."""
     cls_name = SEARCH_SPACES.get(config.search_space)
     if cls_name is None:
         raise UserError(f"search_space {config.search_space!r} is not supported by naslib-run; "
                         f"supported: {', '.join(SEARCH_SPACES)}")
+    return cls_name
+
+
+def _search_space(config, num_classes: int | None, in_channels: int | None):
+    cls_name = _supported_space(config)
     kwargs = {}
     if num_classes is not None:
         kwargs.update(n_classes=num_classes, in_channels=in_channels)
@@ -355,19 +369,25 @@ def _train_portion(config) -> float:
     return float(value)
 
 
+def _loader_settings(config) -> dict[str, Any]:
+    """The image loaders' settings, each checked (a one-line UserError naming the key)."""
+    batch_size = _whole_setting(config, "search.batch_size", 1)
+    return {"batch_size": batch_size, "train_portion": _train_portion(config),
+            "data_size": _whole_setting(config, "search.data_size", 2, unset_means="every image"),
+            "eval_batch_size": _whole_setting(config, "evaluation.batch_size", 1, default=batch_size),
+            "eval_data_size": _whole_setting(config, "evaluation.data_size", 1, unset_means="every image")}
+
+
 def _image_loaders(config, image_data) -> tuple[Any, Any]:
     """(search loaders, evaluation loaders) over ``image_data`` for NASLib's Trainer; (None, None) without it."""
     from naslib_bayes.integration import data as image_loaders
 
     if image_data is None:
         return None, None
-    batch_size = _whole_setting(config, "search.batch_size", 1)
-    loaders = image_loaders.search_loaders(image_data, batch_size, _train_portion(config), int(config.seed),
-                                           _whole_setting(config, "search.data_size", 2, unset_means="every image"))
-    eval_loaders = image_loaders.eval_loaders(image_data,
-                                              _whole_setting(config, "evaluation.batch_size", 1, default=batch_size),
-                                              int(config.seed),
-                                              _whole_setting(config, "evaluation.data_size", 1, unset_means="every image"))
+    s = _loader_settings(config)
+    loaders = image_loaders.search_loaders(image_data, s["batch_size"], s["train_portion"], int(config.seed),
+                                           s["data_size"])
+    eval_loaders = image_loaders.eval_loaders(image_data, s["eval_batch_size"], int(config.seed), s["eval_data_size"])
     return loaders, eval_loaders
 
 
@@ -433,7 +453,35 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: t
     )
 
 
-def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning) -> dict:
+@dataclass
+class ExperimentPlan:
+    """An experiment whose settings are checked, before anything is trained or written: its
+    optimizer, NASLib's ``dataset_api`` and when the experiment started."""
+
+    spec: NaslibOptimizer
+    dataset_api: Any
+    started: float
+
+
+def plan_experiment(config, benchmark=None, image_data=None,
+                    warn: Callable[[str], None] = logger.warning) -> ExperimentPlan:
+    """Check one experiment (arguments as :func:`run_experiment`): the optimizer, the benchmark
+    and data it needs, the search space and the image loaders' settings, so that a command
+    refuses them before it makes its output folder."""
+    started = time.perf_counter()
+    spec = get_optimizer(config.optimizer)
+    dataset_api = _dataset_api(config, benchmark, warn)
+    _check_runnable(spec, config, dataset_api, image_data, warn)
+    _supported_space(config)
+    if image_data is not None:
+        _loader_settings(config)
+    if spec.origin == "naslib-bayes":  # its hyper-parameters, under its name in search
+        hyperparameter_section(config.search, spec.core or spec.name)
+    return ExperimentPlan(spec, dataset_api, started)
+
+
+def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning,
+                   plan: ExperimentPlan | None = None) -> dict:
     """Search and evaluate one NASLib experiment; returns a ``result.json`` dict.
 
     Args:
@@ -442,13 +490,12 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
             (None: NASLib's own ``get_dataset_api``).
         image_data: :class:`naslib_bayes.integration.data.ImageData` for one-shot search and for
             retraining non-queryable architectures.
+        plan: from :func:`plan_experiment` with the same arguments (None: made here).
     """
     from naslib_bayes.integration.trainer import LoaderTrainer
 
-    start = time.perf_counter()
-    spec = get_optimizer(config.optimizer)
-    dataset_api = _dataset_api(config, benchmark, warn)
-    _check_runnable(spec, config, dataset_api, image_data, warn)
+    plan = plan or plan_experiment(config, benchmark, image_data, warn)
+    start, spec, dataset_api = plan.started, plan.spec, plan.dataset_api
     optimizer = _adapted_optimizer(spec, config, benchmark, image_data, dataset_api)
     loaders, eval_loaders = _image_loaders(config, image_data)
     trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
