@@ -306,3 +306,19 @@ def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nat
     np.testing.assert_array_equal(np.argsort(prediction), np.argsort(latent.numpy()))
     assert spearmanr(prediction, accuracy)[0] > 0.9
     assert accuracy.min() <= prediction.min() and prediction.max() <= accuracy.max()  # shrunk toward the middle
+
+
+def test_naslib_predictor_takes_one_accuracy_per_architecture_or_refuses_the_shape():
+    # a (2, 10) table was flattened into 20 accuracies for 20 architectures, and text was a
+    # numpy ValueError traceback
+    cells = list(nb201.all_cells())[:20]
+    y = np.linspace(60.0, 70.0, 20)
+    predictor = TNASPredictor(seed=0, finetune_steps=2)
+    with pytest.raises(UserError, match=r"one accuracy per architecture, got an array of shape \(2, 10\)"):
+        predictor.fit(cells, y.reshape(2, 10))
+    with pytest.raises(UserError, match="ytrain must be numbers, one per architecture"):
+        predictor.fit(cells[:2], ["high", "low"])
+    as_column = TNASPredictor(seed=0, finetune_steps=2)
+    as_column.fit(cells, y.reshape(20, 1))
+    predictor.fit(cells, y)
+    np.testing.assert_array_equal(as_column.query(cells[:5]), predictor.query(cells[:5]))

@@ -231,7 +231,7 @@ class TNASPredictor:
         their starting state.
         """
         cells = [to_cell(a) for a in xtrain]
-        y = np.asarray(ytrain, dtype=np.float64).reshape(-1)
+        y = _accuracies(ytrain)
         if len(cells) != len(y) or len(cells) == 0:
             raise UserError(f"fit needs as many accuracies as architectures (got {len(cells)} and {len(y)})")
         finite = np.isfinite(y)
@@ -300,3 +300,17 @@ class TNASPredictor:
         encodings = self.surrogate.encode_all(cells)
         encodings = (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
         self._encoding_cache = dict(zip(cells, encodings))
+
+
+def _accuracies(ytrain: Sequence[float]) -> np.ndarray:
+    """``ytrain`` as a (n,) float64 array: one number per architecture, or a one-line error (a
+    (2, 10) table was flattened into 20 accuracies, and text was numpy's ValueError traceback)."""
+    try:
+        y = np.asarray(ytrain, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"fit: ytrain must be numbers, one per architecture ({exc})") from None
+    if y.ndim == 2 and y.shape[1] == 1:  # a column, as scikit-learn's targets may come
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"fit: ytrain must be one accuracy per architecture, got an array of shape {y.shape}")
+    return y
