@@ -298,3 +298,19 @@ def test_standardise_uses_the_training_cells_statistics_only(nats_benchmark):
     assert (split.mean, split.std) == pytest.approx((mean, std), rel=1e-12)
     held_out = split.standardised(split.held_out).numpy()
     np.testing.assert_allclose(held_out, (data.values[split.held_out] - mean) / std, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-13, 1e6])
+def test_the_observation_transforms_read_ties_in_the_values_own_units(scale):
+    # an absolute threshold of 1e-12 on the spread took accuracies given in units of 1e-13 for
+    # ties (a gp-bo search then differed from query 4 on), and kept rounding noise of equal
+    # values apart at a large scale
+    from naslib_bayes.optimizers.deep_kernel_bo import standardise
+    from naslib_bayes.predictors.meta_train import robust_standardise
+
+    values = np.array([46.3, 46.5, 47.1, 45.0, 46.3, 44.2])
+    torch.testing.assert_close(standardise(torch.tensor(values * scale)), standardise(torch.tensor(values)))
+    np.testing.assert_allclose(robust_standardise(values * scale, values * scale), robust_standardise(values, values),
+                               atol=1e-9)
+    tied = torch.tensor([46.3, 46.3 + 7e-15]) * scale  # one value, rounded two ways
+    assert float(standardise(tied).abs().max()) < 1e-6 * scale

@@ -304,8 +304,13 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     return torch.as_tensor(REFERENCE_TRANSFORMS[kind](array, array), dtype=values.dtype)
 
 
+#: Values whose spread is at most this fraction of their magnitude are ties (rounding of equal numbers).
+TIED = 1e-12
+
+
 def standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std of the given values; std taken as 1 when fewer than two distinct values."""
-    std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros(())
-    std = std if float(std) > 1e-12 else torch.ones((), dtype=values.dtype)
+    """(v - mean) / std of the given values; std taken as 1 when they are tied up to rounding."""
+    std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
+    if not float(std) > TIED * float(values.abs().max()):  # relative: the values' units are the user's
+        return values - values.mean()
     return (values - values.mean()) / std

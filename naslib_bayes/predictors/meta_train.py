@@ -430,9 +430,10 @@ def robust_standardise(values: np.ndarray, reference: np.ndarray, clip: float | 
     values = np.asarray(values, dtype=np.float64)
     q1, median, q3 = np.percentile(reference, [25, 50, 75])
     scale = (q3 - q1) / IQR_TO_STD
-    if not scale > 1e-12:
+    tied = 1e-12 * float(np.abs(reference).max())  # relative: the values' units are the user's
+    if not scale > tied:
         scale = float(reference.std())
-    if not scale > 1e-12:
+    if not scale > tied:
         scale = 1.0
     return np.maximum((values - median) / scale, clip)
 
