@@ -418,6 +418,11 @@ def test_cli_writes_summary_plots_and_readme_section(capsys, nats_csv, tmp_path)
     assert "old text" not in text and "](docs/cmp/regret_cifar100.png)" in text
     assert f"--benchmark {nats_csv.name} " in text and str(nats_csv.parent) not in text
     assert "regret @20" in text and "test accuracy only" in text
+    # the same folder with another dataset: the summary is this grid's, and so are the plots (the
+    # earlier grid's plot stayed beside a summary that no longer reported its runs)
+    code, _, err = run_cli(capsys, *[("cifar10" if a == "cifar100" else a) for a in argv[:-4]])
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == ["regret_cifar10.png"]
     first = text
     code, stdout, _ = run_cli(capsys, *argv)  # regenerated from the same runs: same section
     assert code == 0 and "0 runs done, 6 reused" in stdout

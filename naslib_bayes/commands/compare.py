@@ -151,6 +151,7 @@ def run_black_box(args) -> int:
     result = summary.summarize(args.out, settings.optimizers, settings.datasets, settings.seeds)
     summary.write_csv(result, args.out / "summary.csv")
     summary.write_markdown(result, args.out / "summary.md", (len(report.ran), len(report.skipped), report.elapsed_s))
+    _remove_other_plots(args.out, settings.datasets)
     for dataset in settings.datasets:
         plots.plot_regret(result, dataset, args.out / f"regret_{dataset}.png")
     if args.readme is not None:
@@ -159,6 +160,15 @@ def run_black_box(args) -> int:
         print(f"warning: {result.code_note}", file=sys.stderr)
     print(f"{len(report.ran)} runs done, {len(report.skipped)} reused, {report.elapsed_s:.0f} s -> {args.out / 'summary.md'}")
     return 0
+
+
+def _remove_other_plots(out: Path, datasets) -> None:
+    """Remove the regret plots of datasets an earlier grid in ``out`` had and this one has not: the
+    summary is rewritten for this grid, and a plot left beside it would show runs it no longer reports."""
+    wanted = {f"regret_{dataset}.png" for dataset in datasets}
+    for plot in out.glob("regret_*.png"):
+        if plot.name not in wanted:
+            plot.unlink()
 
 
 def _update_readme(args, result) -> None:
