@@ -84,7 +84,7 @@ def run_one(job: dict) -> dict:
     from naslib_bayes.compression import CompressionConfig, build_model, compress, evaluate, train_dense
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment, load_dataset
-    from naslib_bayes.results import atomic_write_json, read_json_record, source_fingerprint
+    from naslib_bayes.results import atomic_write_json, read_json_record, remove_killed_writes, source_fingerprint
 
     start = time.perf_counter()
     cfg = CompressionConfig(lam=job["lam"], epochs=job["epochs"], finetune_epochs=job["finetune_epochs"],
@@ -105,6 +105,7 @@ def run_one(job: dict) -> dict:
         if finished is not None and finished.get("settings") == settings:
             return finished
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_killed_writes(run_dir)  # this job's folder alone (the benchmark holds --out): a killed write's temporary
         checkpoint = _checkpoint(run_dir / f"checkpoint-{job['split']}.pt", settings)
         log_file = open(run_dir / f"progress-{job['split']}.log", "a")
 

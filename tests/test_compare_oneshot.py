@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from naslib_bayes.comparison import oneshot
-from naslib_bayes.comparison.runner import RunSpec, run_path
+from naslib_bayes.comparison.runner import RUNS_DIR, RunSpec, run_path
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
@@ -216,7 +216,11 @@ def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_one
     work = tmp_path / oneshot.WORK_DIR / spec.name
     work.mkdir(parents=True)
     (work / f".{oneshot.DETERMINANTS_FILE}.k1ll3d.tmp").write_text('{"optimizer": "fa')
+    runs = tmp_path / RUNS_DIR
+    runs.mkdir()
+    (runs / f".{spec.name}.json.k1ll3d.tmp").write_text('{"optimizer"')  # a run record's write, killed too
     calls = []
     ran, _, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
     assert ran == [spec] and calls == [spec] and run_path(tmp_path, spec).exists()
     assert sorted(p.name for p in work.iterdir()) == [oneshot.DETERMINANTS_FILE]
+    assert not list(runs.glob(".*.tmp"))

@@ -183,6 +183,7 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
     todo, done = plan_oneshot(settings, fingerprint)
     with holding(settings.out, held):  # made after every check: refused settings leave no folder
         Path(settings.out, RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        results.remove_killed_writes(Path(settings.out, RUNS_DIR))  # a killed write's temporary: no write under way
         ran = _run_missing(settings, todo, search_fn, fingerprint, benchmark, on_run_done)
     return ran, done, time.perf_counter() - start
 
