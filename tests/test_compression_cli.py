@@ -166,6 +166,19 @@ def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digi
     assert evaluate(scratch.model, digits.test) > 80.0
 
 
+def test_scratch_retraining_without_retraining_epochs_is_refused(capsys, tmp_path):
+    """--retrain scratch replaces the pruned weights by fresh ones: with --finetune-epochs 0 no epoch
+    trains them, and the run reported an untrained network's accuracy as the compressed one."""
+    with pytest.raises(UserError, match="finetune_epochs"):
+        CompressionConfig(epochs=3, finetune_epochs=0, retrain="scratch")
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "0", "--retrain", "scratch", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--retrain scratch" in errors[0] and "--finetune-epochs" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
     from naslib_bayes.compression.switched import SwitchedNetwork
 

@@ -59,7 +59,7 @@ class CompressionConfig:
             Weights that went through the lasso's shrinkage and many prunings can sit in a
             worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
             "Rethinking the value of network pruning"); ``scratch`` uses the search only for
-            the architecture.
+            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch).
         distill: weight ``alpha`` of knowledge distillation (Hinton et al., 2015) during the
             retraining: the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
             with both networks' softmax at temperature ``T`` on the same (augmented) batch. Needs
@@ -136,6 +136,10 @@ class CompressionConfig:
             raise UserError(f"lr must be positive, got {self.lr}")
         if self.retrain not in RETRAIN_MODES:
             raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
+        if self.retrain == "scratch" and self.finetune_epochs == 0:
+            # the fresh weights would be what the run reports: no epoch is sure to train them
+            raise UserError("retrain='scratch' needs finetune_epochs >= 1 (--retrain scratch, --finetune-epochs): "
+                            "the fresh weights would otherwise never be trained")
         if not 0 <= self.distill <= 1:
             raise UserError(f"distill must be a weight in [0, 1], got {self.distill}")
         if not self.distill_temperature > 0:
