@@ -405,6 +405,23 @@ def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     assert not (tmp_path / "out" / "result.json").exists()
 
 
+def test_compress_overwrite_stopped_after_the_new_model_leaves_no_old_result_beside_it(capsys, tmp_path,
+                                                                                       monkeypatch):
+    """The old result.json (seed 1's network) stayed beside seed 2's model.pt and widths.json when
+    the process stopped between writing the model files and the result."""
+    argv = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.5", "--epochs", "3",
+            "--finetune-epochs", "1", "--batch-size", "32", "--no-baseline", "--out", str(tmp_path / "run")]
+    assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "write_result", stopped)
+    code, _, _ = run_cli(capsys, *argv, "--seed", "2", "--overwrite")
+    assert code == 130
+    assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "result.json").exists()
+
+
 def test_val_size_with_digits_is_refused_before_out_is_made(capsys, tmp_path):
     """digits comes split 60/20/20 (359 validation images) whatever --val-size says: a value given
     there was ignored while result.json's config recorded it (--val-size 0 still held out 359)."""
