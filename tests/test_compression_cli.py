@@ -179,6 +179,21 @@ def test_scratch_retraining_without_retraining_epochs_is_refused(capsys, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_distillation_without_retraining_epochs_is_refused(capsys, tmp_path):
+    """The teacher is distilled while the pruned network retrains: with --finetune-epochs 0 (and no
+    budget that can end pruning sooner) it was never consulted, while result.json recorded distill."""
+    with pytest.raises(UserError, match="finetune_epochs"):
+        CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5)
+    CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, max_params=0.5)  # retraining after the budget
+    CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, distill_sparse=True)  # distilled while pruning
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "0", "--distill", "0.5", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--distill" in errors[0] and "--finetune-epochs" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
     from naslib_bayes.compression.switched import SwitchedNetwork
 
