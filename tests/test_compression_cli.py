@@ -166,6 +166,34 @@ def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digi
     assert evaluate(scratch.model, digits.test) > 80.0
 
 
+def test_scratch_retraining_without_retraining_epochs_is_refused(capsys, tmp_path):
+    """--retrain scratch replaces the pruned weights by fresh ones: with --finetune-epochs 0 no epoch
+    trains them, and the run reported an untrained network's accuracy as the compressed one."""
+    with pytest.raises(UserError, match="finetune_epochs"):
+        CompressionConfig(epochs=3, finetune_epochs=0, retrain="scratch")
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "0", "--retrain", "scratch", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--retrain scratch" in errors[0] and "--finetune-epochs" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_distillation_without_retraining_epochs_is_refused(capsys, tmp_path):
+    """The teacher is distilled while the pruned network retrains: with --finetune-epochs 0 (and no
+    budget that can end pruning sooner) it was never consulted, while result.json recorded distill."""
+    with pytest.raises(UserError, match="finetune_epochs"):
+        CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5)
+    CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, max_params=0.5)  # retraining after the budget
+    CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, distill_sparse=True)  # distilled while pruning
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "0", "--distill", "0.5", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--distill" in errors[0] and "--finetune-epochs" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
     from naslib_bayes.compression.switched import SwitchedNetwork
 
@@ -390,6 +418,23 @@ def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     errors = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_compress_overwrite_stopped_after_the_new_model_leaves_no_old_result_beside_it(capsys, tmp_path,
+                                                                                       monkeypatch):
+    """The old result.json (seed 1's network) stayed beside seed 2's model.pt and widths.json when
+    the process stopped between writing the model files and the result."""
+    argv = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.5", "--epochs", "3",
+            "--finetune-epochs", "1", "--batch-size", "32", "--no-baseline", "--out", str(tmp_path / "run")]
+    assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "write_result", stopped)
+    code, _, _ = run_cli(capsys, *argv, "--seed", "2", "--overwrite")
+    assert code == 130
+    assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "result.json").exists()
 
 
 def test_val_size_with_digits_is_refused_before_out_is_made(capsys, tmp_path):

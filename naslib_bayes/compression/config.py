@@ -59,14 +59,15 @@ class CompressionConfig:
             Weights that went through the lasso's shrinkage and many prunings can sit in a
             worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
             "Rethinking the value of network pruning"); ``scratch`` uses the search only for
-            the architecture.
+            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch).
         distill: weight ``alpha`` of knowledge distillation (Hinton et al., 2015) during the
             retraining: the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
             with both networks' softmax at temperature ``T`` on the same (augmented) batch. Needs
             a teacher (the trained dense network) passed to :func:`compress`; 0 (default): the
-            cross-entropy alone. A network cut to a tenth of its parameters learns from the
-            dense network's full output distribution what it cannot from the labels of a small
-            training set.
+            cross-entropy alone; refused with ``finetune_epochs`` 0 unless ``max_params`` or
+            ``distill_sparse`` gives it epochs to act in. A network cut to a tenth of its
+            parameters learns from the dense network's full output distribution what it cannot
+            from the labels of a small training set.
         distill_temperature: the temperature ``T``.
         distill_mixup: if true, the distillation term is evaluated on mixup images (each
             image of the batch blended with another one of the batch, weight uniform in [0, 1])
@@ -136,12 +137,20 @@ class CompressionConfig:
             raise UserError(f"lr must be positive, got {self.lr}")
         if self.retrain not in RETRAIN_MODES:
             raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
+        if self.retrain == "scratch" and self.finetune_epochs == 0:
+            # the fresh weights would be what the run reports: no epoch is sure to train them
+            raise UserError("retrain='scratch' needs finetune_epochs >= 1 (--retrain scratch, --finetune-epochs): "
+                            "the fresh weights would otherwise never be trained")
         if not 0 <= self.distill <= 1:
             raise UserError(f"distill must be a weight in [0, 1], got {self.distill}")
         if not self.distill_temperature > 0:
             raise UserError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if self.distill_sparse and self.distill == 0:
             raise UserError("distill_sparse needs distill > 0: it names when the teacher is distilled, not how much")
+        if self.distill > 0 and self.finetune_epochs == 0 and self.max_params is None and not self.distill_sparse:
+            # only a budget met before the last sparse epoch leaves retraining epochs to distil in
+            raise UserError("distill needs finetune_epochs >= 1 (--distill, --finetune-epochs): the teacher is "
+                            "distilled while the pruned network retrains, and no epoch would retrain it")
         if self.distill_mixup and self.distill == 0:
             raise UserError("distill_mixup needs distill > 0: it changes the images the teacher is matched on")
         if not self.grad_clip >= 0:
