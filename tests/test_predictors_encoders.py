@@ -209,3 +209,33 @@ def test_phi_is_two_set_blocks_of_attention_pooling():
     encoder(features).pow(2).sum().backward()
     still = [name for name, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not still  # every weight of phi shapes it
+
+
+class _MisshapenFeatures(torch.nn.Module):
+    """A user extractor claiming ``out_dim`` 6 whose output breaks the (n, out_dim) contract."""
+
+    out_dim = 6
+    name = "misshapen:make"
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = PixelFeatures(3)(images)[:, :6]  # (n, 6)
+        return {"narrow": features[:, :4], "transposed": features.t().contiguous(), "flat": features.flatten()}[self.form]
+
+
+@pytest.mark.parametrize("form", ["narrow", "transposed", "flat"])
+def test_phi_refuses_features_not_of_shape_n_by_out_dim_naming_the_extractor(form):
+    """A transposed or flattened output reshaped silently into scrambled features; a narrower one
+    was torch's matrix-shape traceback from deep inside the Set Transformer."""
+    from naslib_bayes.errors import UserError
+
+    extractor = _MisshapenFeatures(form)
+    encoder = DatasetEncoder(extractor.out_dim, generator=torch.Generator().manual_seed(0)).double()
+    images = torch.rand(3, 5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(UserError) as info:
+        encode_dataset(encoder, extractor, images)
+    message = str(info.value)
+    assert "misshapen:make" in message and "(15, 6)" in message and "\n" not in message
