@@ -239,3 +239,33 @@ def test_phi_refuses_features_not_of_shape_n_by_out_dim_naming_the_extractor(for
         encode_dataset(encoder, extractor, images)
     message = str(info.value)
     assert "misshapen:make" in message and "(15, 6)" in message and "\n" not in message
+
+
+@pytest.fixture
+def extractor_modules(tmp_path, monkeypatch):
+    """Importable modules of user extractors: one that cannot be imported, one whose factory raises."""
+    (tmp_path / "extractor_with_a_typo.py").write_text("def make(:\n")
+    (tmp_path / "extractor_factories.py").write_text(
+        "import torch\n"
+        "NOT_A_FACTORY = 3\n"
+        "def broken():\n"
+        "    raise RuntimeError('no weights file here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.parametrize("name, cause", [
+    ("extractor_with_a_typo:make", "SyntaxError"),
+    (":make", "module"),
+    ("extractor_factories:NOT_A_FACTORY", "not callable"),
+    ("extractor_factories:broken", "no weights file here"),
+])
+def test_a_user_extractor_that_cannot_be_built_is_one_line_naming_it(extractor_modules, name, cause):
+    """Only a missing module or attribute was one line; a module that fails to import, an empty
+    module name, an attribute that is no factory or a factory that raises were tracebacks."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.predictors.dataset_context import build_feature_extractor
+
+    with pytest.raises(UserError) as info:
+        build_feature_extractor(name)
+    message = str(info.value)
+    assert message.startswith(f"feature extractor {name!r}") and cause in message and "\n" not in message
