@@ -98,6 +98,8 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
             meta_phi = _of_type(payload, "meta_phi", torch.Tensor, None)
             evidence = _evidence(_of_type(payload, "evidence", dict), len(config.meta_datasets))
             surrogate.set_evidence(evidence, meta_phi)
+    except UserError as exc:  # the feature extractor the file names cannot be built here: the file is whole
+        raise UserError(f"{file}: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
     return surrogate, info
