@@ -306,3 +306,36 @@ def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nat
     np.testing.assert_array_equal(np.argsort(prediction), np.argsort(latent.numpy()))
     assert spearmanr(prediction, accuracy)[0] > 0.9
     assert accuracy.min() <= prediction.min() and prediction.max() <= accuracy.max()  # shrunk toward the middle
+
+
+# ---- meta-train --dataset-encoder images: inputs refused before --out is made ---------------
+def _write_cifar100_images(root) -> None:
+    """A CIFAR-100 folder of 12 training and 4 test images, as the loaders read it."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 12), ("test", 4)):
+        content = {b"data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
+                   b"fine_labels": rng.integers(0, 100, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(content))
+
+
+@pytest.mark.parametrize("datasets, extractor, named", [
+    ("cifar100,ImageNet16-120", "random-conv", "ImageNet16"),  # the image root lacks ImageNet16-120
+    ("cifar100", "no_module_of_that_name:make", "no_module_of_that_name:make"),
+])
+def test_meta_train_refuses_missing_images_or_extractor_before_making_out(capsys, tmp_path, nats_csv, datasets,
+                                                                          extractor, named):
+    """Both were refused only after --out was made, leaving a folder behind that held no run."""
+    from cli_runner import run_cli
+
+    _write_cifar100_images(tmp_path / "images")
+    out = tmp_path / "meta"
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", nats_csv, "--datasets", datasets,
+                           "--dataset-encoder", "images", "--image-root", tmp_path / "images",
+                           "--feature-extractor", extractor, "--iterations", 1, "--out", out)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err
+    assert not out.exists()
