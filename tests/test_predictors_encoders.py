@@ -209,3 +209,63 @@ def test_phi_is_two_set_blocks_of_attention_pooling():
     encoder(features).pow(2).sum().backward()
     still = [name for name, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not still  # every weight of phi shapes it
+
+
+class _MisshapenFeatures(torch.nn.Module):
+    """A user extractor claiming ``out_dim`` 6 whose output breaks the (n, out_dim) contract."""
+
+    out_dim = 6
+    name = "misshapen:make"
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = PixelFeatures(3)(images)[:, :6]  # (n, 6)
+        return {"narrow": features[:, :4], "transposed": features.t().contiguous(), "flat": features.flatten()}[self.form]
+
+
+@pytest.mark.parametrize("form", ["narrow", "transposed", "flat"])
+def test_phi_refuses_features_not_of_shape_n_by_out_dim_naming_the_extractor(form):
+    """A transposed or flattened output reshaped silently into scrambled features; a narrower one
+    was torch's matrix-shape traceback from deep inside the Set Transformer."""
+    from naslib_bayes.errors import UserError
+
+    extractor = _MisshapenFeatures(form)
+    encoder = DatasetEncoder(extractor.out_dim, generator=torch.Generator().manual_seed(0)).double()
+    images = torch.rand(3, 5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(UserError) as info:
+        encode_dataset(encoder, extractor, images)
+    message = str(info.value)
+    assert "misshapen:make" in message and "(15, 6)" in message and "\n" not in message
+
+
+@pytest.fixture
+def extractor_modules(tmp_path, monkeypatch):
+    """Importable modules of user extractors: one that cannot be imported, one whose factory raises."""
+    (tmp_path / "extractor_with_a_typo.py").write_text("def make(:\n")
+    (tmp_path / "extractor_factories.py").write_text(
+        "import torch\n"
+        "NOT_A_FACTORY = 3\n"
+        "def broken():\n"
+        "    raise RuntimeError('no weights file here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.parametrize("name, cause", [
+    ("extractor_with_a_typo:make", "SyntaxError"),
+    (":make", "module"),
+    ("extractor_factories:NOT_A_FACTORY", "not callable"),
+    ("extractor_factories:broken", "no weights file here"),
+])
+def test_a_user_extractor_that_cannot_be_built_is_one_line_naming_it(extractor_modules, name, cause):
+    """Only a missing module or attribute was one line; a module that fails to import, an empty
+    module name, an attribute that is no factory or a factory that raises were tracebacks."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.predictors.dataset_context import build_feature_extractor
+
+    with pytest.raises(UserError) as info:
+        build_feature_extractor(name)
+    message = str(info.value)
+    assert message.startswith(f"feature extractor {name!r}") and cause in message and "\n" not in message

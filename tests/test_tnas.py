@@ -261,6 +261,18 @@ def test_a_user_feature_extractor_in_a_surrogate_file_runs_only_when_trusted(use
             assert opt.build_surrogate().config.feature_extractor == name
 
 
+def test_a_trusted_user_extractor_that_no_longer_imports_is_named_not_the_file_called_damaged(user_extractor_file):
+    """The file is whole; the module its extractor names is gone (another machine, a renamed
+    package). That was 'a damaged surrogate file', which sent the user to the file."""
+    path, name, _ = user_extractor_file
+    (path.parent / f"{name.partition(':')[0]}.py").unlink()
+    with pytest.raises(UserError) as info:
+        surrogate_io.load(path, trust_feature_extractor=True)
+    message = str(info.value)
+    assert message.startswith(f"{path}: feature extractor {name!r}: cannot import it") and "\n" not in message
+    assert "damaged" not in message
+
+
 def test_same_seed_same_trajectory_and_no_repeats(nats_benchmark, surrogate_file):
     results = [_run(nats_benchmark, "ImageNet16-120", 9, seed, surrogate=str(surrogate_file), initial_design=2,
                     finetune_steps=5) for seed in (3, 3)]

@@ -322,3 +322,65 @@ def test_naslib_predictor_takes_one_accuracy_per_architecture_or_refuses_the_sha
     as_column.fit(cells, y.reshape(20, 1))
     predictor.fit(cells, y)
     np.testing.assert_array_equal(as_column.query(cells[:5]), predictor.query(cells[:5]))
+
+
+# ---- meta-train --dataset-encoder images: inputs refused before --out is made ---------------
+def _write_cifar100_images(root) -> None:
+    """A CIFAR-100 folder of 12 training and 4 test images, as the loaders read it."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 12), ("test", 4)):
+        content = {b"data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
+                   b"fine_labels": rng.integers(0, 100, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(content))
+
+
+@pytest.mark.parametrize("datasets, extractor, named", [
+    ("cifar100,ImageNet16-120", "random-conv", "ImageNet16"),  # the image root lacks ImageNet16-120
+    ("cifar100", "no_module_of_that_name:make", "no_module_of_that_name:make"),
+])
+def test_meta_train_refuses_missing_images_or_extractor_before_making_out(capsys, tmp_path, nats_csv, datasets,
+                                                                          extractor, named):
+    """Both were refused only after --out was made, leaving a folder behind that held no run."""
+    from cli_runner import run_cli
+
+    _write_cifar100_images(tmp_path / "images")
+    out = tmp_path / "meta"
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", nats_csv, "--datasets", datasets,
+                           "--dataset-encoder", "images", "--image-root", tmp_path / "images",
+                           "--feature-extractor", extractor, "--iterations", 1, "--out", out)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+# ---- images-mode surrogate files: each meta-training dataset's phi ---------------------------
+@pytest.mark.parametrize("damage", ["missing", "one_row_for_two_datasets", "too_wide", "nan"])
+def test_a_damaged_meta_phi_in_an_images_surrogate_file_is_one_line(tmp_path, damage):
+    """The phi each meta-training dataset's evidence is seen with was loaded unchecked: the search
+    then failed with a TypeError, IndexError or matrix-shape traceback, or a kernel with no
+    Cholesky factor from a NaN, after --out was made."""
+    from naslib_bayes.predictors.surrogate import Evidence, TNASSurrogate
+
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor="pixels", meta_datasets=("cifar100", "mnist"))
+    surrogate = TNASSurrogate(config, generator=torch.Generator().manual_seed(0))
+    evidence = Evidence(torch.tensor([[0, 1, 2, 3, 4, 0], [1, 1, 1, 1, 1, 1]]), torch.tensor([0.5, -0.5], dtype=torch.float64),
+                        torch.tensor([0, 1]))
+    surrogate.set_evidence(evidence, torch.randn(2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    payload = torch.load(surrogate_io.save(surrogate, tmp_path / "good.pt"), weights_only=True)
+    phi = payload["meta_phi"]
+    damaged = {"missing": None, "one_row_for_two_datasets": phi[:1], "too_wide": torch.zeros(2, 7, dtype=torch.float64),
+               "nan": phi.clone().fill_(float("nan")), "integers": torch.zeros(2, 4, dtype=torch.long)}[damage]
+    if damaged is None:
+        del payload["meta_phi"]
+    else:
+        payload["meta_phi"] = damaged
+    bad = tmp_path / "surrogate.pt"
+    torch.save(payload, bad)
+    with pytest.raises(UserError) as info:
+        surrogate_io.load(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: a damaged surrogate file") and "meta_phi" in message and "\n" not in message

@@ -86,14 +86,20 @@ def run(args) -> int:
         raise UserError(f"--datasets {args.datasets}: names {', '.join(repeated)} more than once")
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
-    common.check_image_options(args.dataset_encoder or "off", args.image_root, args.feature_extractor)
-    outer_step, inner_steps = reptile_settings(args)
-    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
-    start = time.perf_counter()
     encoder = args.dataset_encoder or "off"
+    common.check_image_options(encoder, args.image_root, args.feature_extractor)
+    outer_step, inner_steps = reptile_settings(args)
+    start = time.perf_counter()
+    # images and extractor before --out is made: a dataset missing from --image-root or an extractor
+    # that cannot be built would otherwise leave a folder holding no run
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
+    if encoder == "images":
+        from naslib_bayes.predictors.dataset_context import build_feature_extractor
+
+        build_feature_extractor(surrogate_config.feature_extractor)
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=outer_step,
                              inner_steps=inner_steps, output_transform=args.output_transform,
                              evidence_top=args.evidence_top, threads=args.threads)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.errors import UserError, cause
 from naslib_bayes.predictors.encoders.set_transformer import (
     PixelFeatures, RandomConvFeatures, class_sets, encode_dataset)
 
@@ -32,13 +32,19 @@ def build_feature_extractor(name: str) -> nn.Module:
     if name == "pixels":
         return PixelFeatures(8)
     module_name, sep, attr = name.partition(":")
-    if not sep:
+    if not (module_name and sep and attr):
         raise UserError(f"feature extractor {name!r}: expected 'random-conv', 'pixels' or 'module:factory'")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"feature extractor {name!r}: cannot import it ({exc})") from None
-    extractor = factory()
+    except Exception as exc:  # importing runs the user's module: a SyntaxError in it, say, as much as a missing one
+        raise UserError(f"feature extractor {name!r}: cannot import it ({cause(exc)})") from None
+    if not callable(factory):
+        raise UserError(f"feature extractor {name!r}: {attr} is a {type(factory).__name__}, not callable; "
+                        "name a function returning the extractor")
+    try:
+        extractor = factory()
+    except Exception as exc:  # the user's code: its own error, in one line naming where it came from
+        raise UserError(f"feature extractor {name!r}: its factory raised ({cause(exc)})") from None
     if not isinstance(extractor, nn.Module) or not isinstance(getattr(extractor, "out_dim", None), int):
         raise UserError(f"feature extractor {name!r}: the factory must return an nn.Module with an int 'out_dim'")
     extractor.name = getattr(extractor, "name", name)

@@ -95,9 +95,10 @@ def load(path: str | os.PathLike, trust_feature_extractor: bool | str = False) -
             surrogate = TNASSurrogate(config)
         surrogate.load_state_dict(_of_type(payload, "state_dict", dict))
         if "evidence" in payload:
-            meta_phi = _of_type(payload, "meta_phi", torch.Tensor, None)
             evidence = _evidence(_of_type(payload, "evidence", dict), len(config.meta_datasets))
-            surrogate.set_evidence(evidence, meta_phi)
+            surrogate.set_evidence(evidence, _meta_phi(payload, config))
+    except UserError as exc:  # the feature extractor the file names cannot be built here: the file is whole
+        raise UserError(f"{file}: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
     return surrogate, info
@@ -181,6 +182,21 @@ def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
     if not bool(torch.isfinite(values).all()):
         raise ValueError("evidence values are not all finite")
     return Evidence(cells, values, dataset)
+
+
+def _meta_phi(stored: dict[str, Any], config: SurrogateConfig) -> torch.Tensor | None:
+    """``images`` mode: the stored phi of each meta-training dataset, checked to be finite and
+    (n_meta, context_dim): its rows are the contexts the evidence is seen with."""
+    meta_phi = _of_type(stored, "meta_phi", torch.Tensor, None)
+    if config.dataset_encoder != "images":
+        return meta_phi
+    expected = (len(config.meta_datasets), config.context_dim)
+    if meta_phi is None or tuple(meta_phi.shape) != expected:
+        found = "none" if meta_phi is None else f"shape {tuple(meta_phi.shape)}"
+        raise ValueError(f"meta_phi: {found}, not the {expected} of one phi per meta-training dataset")
+    if not bool(torch.isfinite(meta_phi).all()):
+        raise ValueError("meta_phi values are not all finite")
+    return meta_phi
 
 
 def _require_indices(name: str, indices: torch.Tensor, size: int) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from naslib_bayes.errors import UserError
 from naslib_bayes.predictors.seeding import reset_parameters_
 
 
@@ -169,5 +170,11 @@ def class_sets(images: torch.Tensor, labels: torch.Tensor, per_class: int,
 def encode_dataset(encoder: DatasetEncoder, extractor: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """phi of class-grouped images (n_classes, per_class, ...) through ``extractor`` -> (out_dim,)."""
     n_classes, per_class = images.shape[:2]
-    features = extractor(images.flatten(0, 1)).reshape(n_classes, per_class, -1)
-    return encoder(features.to(encoder.head.weight.dtype))
+    features = extractor(images.flatten(0, 1))
+    expected = (n_classes * per_class, encoder.in_dim)
+    # checked, not reshaped: a transposed or flattened output would reshape into scrambled features
+    if tuple(features.shape) != expected:
+        name = getattr(extractor, "name", type(extractor).__name__)
+        raise UserError(f"feature extractor {name!r} returned features of shape {tuple(features.shape)} for "
+                        f"{expected[0]} images; expected {expected} (images, out_dim)")
+    return encoder(features.reshape(n_classes, per_class, -1).to(encoder.head.weight.dtype))
