@@ -14,7 +14,7 @@ from naslib_bayes.compression import MODEL_NAMES, MODELS, CompressionConfig, bui
 from naslib_bayes.compression.io import load_compressed
 from naslib_bayes.data import load_dataset
 from naslib_bayes.errors import UserError
-from cli_runner import run_cli
+from cli_runner import run_cli, run_cli_stopped_before_its_result
 
 # Strong sparsity so that a few epochs on the 1,078 training digits already prune units. With
 # ``rebalance`` (the default) a unit is pruned only when its share of its layer's scale is small,
@@ -166,32 +166,28 @@ def test_scratch_retraining_keeps_the_found_architecture_with_fresh_weights(digi
     assert evaluate(scratch.model, digits.test) > 80.0
 
 
-def test_scratch_retraining_without_retraining_epochs_is_refused(capsys, tmp_path):
-    """--retrain scratch replaces the pruned weights by fresh ones: with --finetune-epochs 0 no epoch
-    trains them, and the run reported an untrained network's accuracy as the compressed one."""
+@pytest.mark.parametrize("setting, flags, named", [
+    # --retrain scratch replaces the pruned weights by fresh ones: no epoch trained them, and the
+    # run reported an untrained network's accuracy as the compressed one
+    ({"retrain": "scratch"}, ["--retrain", "scratch"], "--retrain scratch"),
+    # the teacher is distilled while the pruned network retrains: it was never consulted, while
+    # result.json recorded the distillation
+    ({"distill": 0.5}, ["--distill", "0.5"], "--distill"),
+])
+def test_retraining_settings_without_retraining_epochs_are_refused(capsys, tmp_path, setting, flags, named):
     with pytest.raises(UserError, match="finetune_epochs"):
-        CompressionConfig(epochs=3, finetune_epochs=0, retrain="scratch")
+        CompressionConfig(epochs=3, finetune_epochs=0, **setting)
     code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
-                           "--finetune-epochs", "0", "--retrain", "scratch", "--out", str(tmp_path / "out"))
+                           "--finetune-epochs", "0", *flags, "--out", str(tmp_path / "out"))
     assert code == 2
     errors = [line for line in err.strip().splitlines() if "error:" in line]
-    assert len(errors) == 1 and "--retrain scratch" in errors[0] and "--finetune-epochs" in errors[0], err
+    assert len(errors) == 1 and named in errors[0] and "--finetune-epochs" in errors[0], err
     assert not (tmp_path / "out").exists()
 
 
-def test_distillation_without_retraining_epochs_is_refused(capsys, tmp_path):
-    """The teacher is distilled while the pruned network retrains: with --finetune-epochs 0 (and no
-    budget that can end pruning sooner) it was never consulted, while result.json recorded distill."""
-    with pytest.raises(UserError, match="finetune_epochs"):
-        CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5)
+def test_distillation_with_epochs_to_act_in_is_taken_without_retraining_epochs():
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, max_params=0.5)  # retraining after the budget
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, distill_sparse=True)  # distilled while pruning
-    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
-                           "--finetune-epochs", "0", "--distill", "0.5", "--out", str(tmp_path / "out"))
-    assert code == 2
-    errors = [line for line in err.strip().splitlines() if "error:" in line]
-    assert len(errors) == 1 and "--distill" in errors[0] and "--finetune-epochs" in errors[0], err
-    assert not (tmp_path / "out").exists()
 
 
 def test_reinitialise_is_seeded_and_leaves_the_global_random_state_alone():
@@ -427,13 +423,7 @@ def test_compress_overwrite_stopped_after_the_new_model_leaves_no_old_result_bes
     argv = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.5", "--epochs", "3",
             "--finetune-epochs", "1", "--batch-size", "32", "--no-baseline", "--out", str(tmp_path / "run")]
     assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
-
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(results, "write_result", stopped)
-    code, _, _ = run_cli(capsys, *argv, "--seed", "2", "--overwrite")
-    assert code == 130
+    assert run_cli_stopped_before_its_result(capsys, monkeypatch, *argv, "--seed", "2", "--overwrite") == 130
     assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "result.json").exists()
 
 

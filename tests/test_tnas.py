@@ -22,7 +22,7 @@ from naslib_bayes.predictors.surrogate import SurrogateConfig
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-from cli_runner import run_cli
+from cli_runner import run_cli, run_cli_stopped_before_its_result
 from partial_benchmark import write_partial_csv
 from strict_objective import StrictObjective
 
@@ -903,17 +903,8 @@ def test_meta_train_overwrite_stopped_after_the_new_surrogate_leaves_no_old_resu
                                                                                              nats_csv, monkeypatch):
     # the old result.json (seed 1's meta-training) stayed beside seed 2's surrogate when the
     # process stopped between writing the one and the other
-    from naslib_bayes import results
-    from naslib_bayes.predictors import surrogate_io
-
     argv = ["meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100", "--iterations", "3",
             "--encoder-hidden", "8", "--out", str(tmp_path / "mt")]
     assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
-
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(results, "write_result", stopped)
-    code, _, _ = run_cli(capsys, *argv, "--seed", "2", "--overwrite")
-    assert code == 130
+    assert run_cli_stopped_before_its_result(capsys, monkeypatch, *argv, "--seed", "2", "--overwrite") == 130
     assert surrogate_io.load(tmp_path / "mt")[1]["seed"] == 2 and not (tmp_path / "mt" / "result.json").exists()
