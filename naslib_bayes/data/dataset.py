@@ -9,6 +9,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import whole_number
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -120,8 +121,9 @@ class RawPart(NamedTuple):
 
 
 def make_generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed``: split draws never touch the global RNG."""
-    return torch.Generator().manual_seed(int(seed))
+    """A CPU generator seeded with ``seed``: split draws never touch the global RNG. A seed that
+    is not a whole number is refused in one line (int() ran seed 1.5 as seed 1)."""
+    return torch.Generator().manual_seed(whole_number("seed", seed))
 
 
 def partition(
@@ -142,6 +144,7 @@ def partition(
 
 def carve_validation(train: RawPart, val_size: int, generator: torch.Generator) -> tuple[RawPart, RawPart | None]:
     """Split ``val_size`` random images off ``train``: (rest of train, val or None when 0)."""
+    val_size = whole_number("val_size", val_size)  # 2.5 was a TypeError from slicing
     if not 0 <= val_size < len(train.labels):
         raise UserError(f"val_size={val_size} must be in 0 .. {len(train.labels) - 1} (training images available)")
     if val_size == 0:

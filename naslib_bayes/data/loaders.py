@@ -142,10 +142,10 @@ def _check_same_image_size(folder: Path, train: RawPart, test: RawPart) -> None:
 
 def _two_sizes(value, option: str) -> tuple[int, int]:
     try:
-        first, second = (int(size) for size in value)
+        first, second = value
     except (TypeError, ValueError):
         raise UserError(f"{option}={value!r} must be two image counts, e.g. (8000, 2000)") from None
-    return first, second
+    return whole_number(option, first), whole_number(option, second)  # int() made 7000.5 into 7000
 
 
 # ---------------------------------------------------------------------------- pickled RGB sets
@@ -306,12 +306,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0
     if unknown:
         raise UserError(f"dataset {canonical}: unknown option(s) {unknown}; accepted: {sorted(accepted)}")
     require_root(canonical, root)
-    # counts as Python ints, or one line naming them (val_size=2.5 was a TypeError from slicing)
-    seed = whole_number("seed", seed)
-    if "val_size" in options:
-        options["val_size"] = whole_number("val_size", options["val_size"])
-    if "t10k_split" in options:
-        options["t10k_split"] = tuple(whole_number("t10k_split", n) for n in options["t10k_split"])
     if canonical == "digits":
         return loader(seed=seed, **options)
     return loader(root, seed=seed, **options)
