@@ -36,6 +36,7 @@ from scipy import stats
 
 from naslib_bayes import results
 from naslib_bayes.commands.common import key_value, positive_float, positive_int
+from naslib_bayes.comparison.runner import require_distinct
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.darts import DARTS
@@ -112,8 +113,7 @@ def one_shot_methods(text: str) -> list[str]:
         raise UserError("--methods names no optimizer")
     for method in methods:
         registry.get_spec(method, kind=registry.ONE_SHOT)
-    if len(set(methods)) < len(methods):
-        raise UserError(f"--methods {text}: an optimizer named twice would run twice in one folder")
+    require_distinct("--methods", methods)  # twice, it would run twice in one folder
     return methods
 
 

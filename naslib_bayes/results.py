@@ -102,6 +102,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     return path
 
 
+def retire_result(folder: str | os.PathLike) -> None:
+    """Delete ``folder``'s result.json before a command writes the other files its new result will
+    describe (a model, a surrogate): an ``--overwrite`` stopped between those writes would otherwise
+    leave the old result beside the new files, describing what they replaced."""
+    Path(folder, RESULT_FILE).unlink(missing_ok=True)
+
+
 def remove_killed_writes(folder: str | os.PathLike) -> None:
     """Delete the temporaries (``.NAME.<random>.tmp``) that :func:`atomic_write` calls killed before
     their rename left in ``folder``; the files they were to replace are whole. Call it only where

@@ -355,7 +355,7 @@ def test_the_oneshot_benchmark_prints_the_darts_optimiser_it_searched_with(nats_
     (["--channels", "0"], "argument --channels: expected a positive integer, got '0'"),  # ran the default C=8
     (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
     (["--lambda", "0"], "argument --lambda: expected a positive number, got '0'"),
-    (["--methods", "darts,darts"], "--methods darts,darts: an optimizer named twice"),
+    (["--methods", "darts,darts"], "--methods: darts is given 2 times; give each once"),
     (["--methods", "bayesnas,enas"], "unknown one-shot optimizer 'enas'"),
     # refused before the first search, not when the method it applies to comes up
     (["--methods", "random-cell,bayesnas", "--opt", "lr_min=1"], "lr_min=1.0 must not exceed lr=0.05"),

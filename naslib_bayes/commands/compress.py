@@ -247,9 +247,7 @@ def run(args) -> int:
     outcome = compress(model, splits.train, cfg, args.seed, augment=augment, val=splits.val, log=logger.info,
                        teacher=baseline.model, checkpoint=checkpoint)
     accuracy_compressed = evaluate(outcome.model, splits.test)
-    # an --overwrite's old result.json describes the model files about to be replaced: stopped
-    # between the writes, the folder would pair it with the new ones
-    (out / results.RESULT_FILE).unlink(missing_ok=True)
+    results.retire_result(out)
     save_compressed(outcome.model, out, splits.train.image_shape, model=args.model, dataset=args.dataset,
                     kept_channels=kept_channels(outcome), inputs=outcome.inputs_after)
     result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,

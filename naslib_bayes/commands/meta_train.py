@@ -108,9 +108,7 @@ def run(args) -> int:
                                 progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))
     info = {"meta_datasets": names, "seed": args.seed, "benchmark": benchmark.source, "metric": args.metric,
             "meta_train_config": config.to_dict(), "meta_train": log.to_dict()}
-    # an --overwrite's old result.json describes the surrogate about to be replaced: stopped between
-    # the two writes, the folder would pair it with the new one
-    (out / results.RESULT_FILE).unlink(missing_ok=True)
+    results.retire_result(out)
     path = surrogate_io.save(surrogate, out / surrogate_io.FILE_NAME, info)
     result = results.new_result(
         "meta-train", search_space="nasbench201", seed=args.seed, wall_time_s=time.perf_counter() - start,
