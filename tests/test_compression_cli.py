@@ -438,6 +438,18 @@ def test_val_size_with_digits_is_refused_before_out_is_made(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_result_records_the_validation_images_digits_really_holds_out(capsys, tmp_path, digits):
+    """digits holds out its fixed 20% (359 images) for validation: result.json's config recorded
+    --val-size's default of 1000, which digits never uses."""
+    torch.set_num_threads(1)
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "1", "--no-baseline", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
+    assert config["val_size"] == len(digits.val) == 359
+    assert config["train_images"] + config["val_size"] + config["test_images"] == 1797
+
+
 def test_mnist_split_keeps_the_held_out_images_apart(mnist_dir):
     splits = load_dataset("mnist", mnist_dir, seed=1, val_size=1000)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (7000, 1000, 2000)
