@@ -185,6 +185,29 @@ def test_retraining_settings_without_retraining_epochs_are_refused(capsys, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, named", [(["--distill-temperature", "2"], "--distill-temperature"),
+                                          (["--distill-mixup"], "--distill-mixup")])
+def test_distillation_settings_without_distill_are_refused_before_out_is_made(capsys, tmp_path, flags, named):
+    """--distill-temperature without --distill did nothing while result.json recorded it."""
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           *flags, "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and named in errors[0] and "--distill ALPHA" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_temperature_keeps_its_default_when_not_given():
+    from types import SimpleNamespace
+
+    from naslib_bayes.commands.compress import compression_config
+
+    args = SimpleNamespace(lam=1e-3, epochs=3, finetune_epochs=None, batch_size=64, lr=0.02, lam_scale="none",
+                           max_params=None, retrain="finetune", distill=0.5, distill_temperature=None,
+                           distill_mixup=False, grad_clip=10.0, no_baseline=False)
+    assert compression_config(args).distill_temperature == CompressionConfig().distill_temperature
+
+
 def test_distillation_with_epochs_to_act_in_is_taken_without_retraining_epochs():
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, max_params=0.5)  # retraining after the budget
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, distill_sparse=True)  # distilled while pruning

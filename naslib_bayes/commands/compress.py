@@ -64,8 +64,8 @@ def register(subparsers) -> None:
                         metavar="ALPHA",
                         help="weight of distilling the dense baseline into the pruned network while it is retrained: "
                              "(1 - ALPHA) cross-entropy + ALPHA soft-target loss (default 0: off; needs the baseline)")
-    parser.add_argument("--distill-temperature", type=common.positive_float, default=d.distill_temperature,
-                        metavar="T", help=f"softmax temperature of distillation (default {d.distill_temperature:g})")
+    parser.add_argument("--distill-temperature", type=common.positive_float, metavar="T",
+                        help=f"softmax temperature of distillation; needs --distill (default {d.distill_temperature:g})")
     parser.add_argument("--distill-mixup", action="store_true",
                         help="match the teacher on mixup images of each batch (the cross-entropy stays on the batch); "
                              "needs --distill and works best with long retraining")
@@ -123,11 +123,16 @@ def compression_config(args):
 
     if args.distill_mixup and args.distill == 0:
         raise UserError("--distill-mixup needs --distill ALPHA > 0 (it changes the images the teacher is matched on)")
+    if args.distill_temperature is not None and args.distill == 0:
+        # without distillation no temperature is used, while result.json would record the one given
+        raise UserError(f"--distill-temperature {args.distill_temperature:g} needs --distill ALPHA > 0 "
+                        "(it is the temperature of the distillation, which is off)")
+    temperature = args.distill_temperature or CompressionConfig.distill_temperature  # a given T is positive
     finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
                             retrain=args.retrain, distill=args.distill,
-                            distill_temperature=args.distill_temperature, distill_mixup=args.distill_mixup,
+                            distill_temperature=temperature, distill_mixup=args.distill_mixup,
                             grad_clip=args.grad_clip)
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
