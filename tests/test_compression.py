@@ -826,6 +826,22 @@ def test_lambda_scale_must_be_known():
 
 
 # ------------------------------------------------------------------------------ saving
+@pytest.mark.parametrize("height, width", [(4, 4), (4, 7), (7, 7), (5, 40)])
+def test_lenet5_takes_inputs_down_to_4x4_pixels(height, width):
+    """Below 28 pixels both convolutions are padded, so a side of 4 still leaves one pixel after
+    the two poolings: the error said 'at least 8x8' although these inputs work."""
+    model = build_model("lenet5", (1, height, width), 10)
+    assert model(torch.zeros(2, 1, height, width)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("height, width", [(3, 3), (3, 10), (10, 3)])
+def test_lenet5_refuses_inputs_below_4x4_naming_that_limit(height, width):
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=f"at least 4x4 pixels, got {height}x{width}"):
+        build_model("lenet5", (1, height, width), 10)
+
+
 def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     torch.manual_seed(2)
     shape = (3, 16, 16)
