@@ -239,6 +239,23 @@ def test_slimming_keeps_layers_the_user_froze_frozen():
     assert all(p.requires_grad for p in small.layer(2).parameters())
 
 
+def test_reinitialise_keeps_the_hard_state_and_resets_weights_and_switches():
+    """Scratch retraining (the one caller) trains without the sparsity term and makes no further
+    update, so the HARD state stays as the last update left it, as the docstring says."""
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    g = torch.Generator().manual_seed(0)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0)
+    with torch.no_grad():
+        net.parent[0].mul_(0.3)
+    before = {name: b.clone() for name, b in net.named_buffers()}
+    net.reinitialise(0)
+    assert all(torch.equal(b, before[name]) for name, b in net.named_buffers())
+    assert int(net.num_updates) == 1 and not bool((net.state("gamma", "parent", 0) == 1).all())
+    assert all(bool((s == 1).all()) for s in net.switch_parameters())
+
+
 def test_slimming_carries_the_hard_state_of_the_surviving_switches():
     torch.manual_seed(0)
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
