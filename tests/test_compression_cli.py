@@ -369,6 +369,33 @@ def test_a_lone_last_image_sits_out_when_batchnorm_sees_one_value_per_channel(di
     assert len(train_dense(model, digits.train, cfg, seed=0)) == cfg.epochs
 
 
+def test_batches_of_one_image_are_refused_when_batchnorm_sees_one_value_per_channel(digits, capsys, tmp_path):
+    """Every batch of one image fails there in training: the run stopped at its first step with
+    torch's 'Expected more than 1 value per channel' traceback."""
+    from naslib_bayes.compression import train_dense
+    from naslib_bayes.compression.models import vgg
+
+    cfg = CompressionConfig(lam=0.5, epochs=3, finetune_epochs=1, batch_size=1)
+    torch.manual_seed(0)
+    model = vgg(digits.train.image_shape, 10, config=(8, "M", 8, "M", 8, "M", 8), hidden=8)
+    for train in (compress, train_dense):
+        with pytest.raises(UserError, match="batch_size 1"):
+            train(model, digits.train, cfg, seed=0)
+    code, _, err = run_cli(capsys, "compress", "--model", "vgg", "--dataset", "digits", "--epochs", "3",
+                           "--batch-size", "1", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--batch-size" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batches_of_one_image_train_a_network_without_batchnorm(digits):
+    cfg = CompressionConfig(lam=0.5, epochs=2, finetune_epochs=0, batch_size=1)
+    small = load_dataset("digits", seed=0, val_fraction=0.7)  # 180 training images: a quick epoch
+    torch.manual_seed(0)
+    compress(build_model("lenet300", small.train.image_shape, 10), small.train, cfg, seed=0)
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 

@@ -240,7 +240,7 @@ def summary_line(result: dict, path: Path) -> str:
 
 def run(args) -> int:
     """Train the baseline, compress the network, write its files and result.json, print a summary."""
-    from naslib_bayes.compression.compressor import compress, evaluate
+    from naslib_bayes.compression.compressor import check_batch_size, compress, evaluate
     from naslib_bayes.compression.io import save_compressed
     from naslib_bayes.data import default_augment
 
@@ -251,8 +251,9 @@ def run(args) -> int:
     resolve_val_size(args)
     cfg = compression_config(args)
     splits = load_splits(args.dataset, args.data_root, args.seed, args.val_size)
-    out, checkpoint = prepare_out_and_checkpoint(args, cfg)
     model, initial = seeded_model(args, splits.train)
+    check_batch_size(model, splits.train, cfg.batch_size)
+    out, checkpoint = prepare_out_and_checkpoint(args, cfg)
     augment = default_augment(args.dataset, splits.train) if cfg.augment else None
     # the baseline is trained first: it is the teacher when distilling
     baseline = train_baseline(args, cfg, splits, initial, augment, checkpoint)
