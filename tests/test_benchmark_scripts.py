@@ -245,6 +245,42 @@ def test_compress_benchmark_reuses_a_run_only_for_the_same_data(mnist_dir, tmp_p
         compress_mnist.run_one(_job(copy, tmp_path / "a"))
 
 
+def _changed_label(labels: Path) -> None:
+    import gzip
+
+    payload = bytearray(gzip.decompress(labels.read_bytes()))
+    payload[8] = (payload[8] + 1) % 10  # the first image's label
+    labels.write_bytes(gzip.compress(bytes(payload)))
+
+
+@pytest.mark.parametrize("layout", ["mnist", "MNIST/raw"])
+def test_compress_benchmark_fingerprints_the_files_of_a_data_root_subfolder(mnist_dir, tmp_path, layout):
+    """The loader reads DIR/mnist or DIR/MNIST/raw: the fingerprint saw DIR's own files only, none,
+    so a run made on other images there was read back as this data's."""
+    import shutil
+
+    roots = [tmp_path / name for name in ("a", "b")]
+    for root in roots:
+        shutil.copytree(mnist_dir, root / layout)
+    assert compress_mnist.data_fingerprint(str(roots[0])) == compress_mnist.data_fingerprint(str(mnist_dir))
+    _changed_label(roots[1] / layout / "t10k-labels-idx1-ubyte.gz")
+    assert compress_mnist.data_fingerprint(str(roots[0])) != compress_mnist.data_fingerprint(str(roots[1]))
+
+
+def test_compress_benchmark_fingerprints_mirror_named_files(mnist_dir, tmp_path):
+    """Mirrors name the files t10k-images.idx3-ubyte(.gz), which the loader reads and the
+    fingerprint, looking for '-idx', skipped."""
+    import shutil
+
+    roots = [tmp_path / name for name in ("a", "b")]
+    for root in roots:
+        root.mkdir()
+        for path in mnist_dir.iterdir():
+            shutil.copy(path, root / path.name.replace("-idx", ".idx"))
+    _changed_label(roots[1] / "t10k-labels.idx1-ubyte.gz")
+    assert compress_mnist.data_fingerprint(str(roots[0])) != compress_mnist.data_fingerprint(str(roots[1]))
+
+
 def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_dir, tmp_path, monkeypatch):
     import naslib_bayes.compression as compression
 

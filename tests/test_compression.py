@@ -239,6 +239,23 @@ def test_slimming_keeps_layers_the_user_froze_frozen():
     assert all(p.requires_grad for p in small.layer(2).parameters())
 
 
+def test_reinitialise_keeps_the_hard_state_and_resets_weights_and_switches():
+    """Scratch retraining (the one caller) trains without the sparsity term and makes no further
+    update, so the HARD state stays as the last update left it, as the docstring says."""
+    torch.manual_seed(0)
+    net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
+    g = torch.Generator().manual_seed(0)
+    h = lambda n: torch.rand(n, generator=g, dtype=torch.float64) * 100  # noqa: E731
+    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0)
+    with torch.no_grad():
+        net.parent[0].mul_(0.3)
+    before = {name: b.clone() for name, b in net.named_buffers()}
+    net.reinitialise(0)
+    assert all(torch.equal(b, before[name]) for name, b in net.named_buffers())
+    assert int(net.num_updates) == 1 and not bool((net.state("gamma", "parent", 0) == 1).all())
+    assert all(bool((s == 1).all()) for s in net.switch_parameters())
+
+
 def test_slimming_carries_the_hard_state_of_the_surviving_switches():
     torch.manual_seed(0)
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
@@ -826,6 +843,22 @@ def test_lambda_scale_must_be_known():
 
 
 # ------------------------------------------------------------------------------ saving
+@pytest.mark.parametrize("height, width", [(4, 4), (4, 7), (7, 7), (5, 40)])
+def test_lenet5_takes_inputs_down_to_4x4_pixels(height, width):
+    """Below 28 pixels both convolutions are padded, so a side of 4 still leaves one pixel after
+    the two poolings: the error said 'at least 8x8' although these inputs work."""
+    model = build_model("lenet5", (1, height, width), 10)
+    assert model(torch.zeros(2, 1, height, width)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("height, width", [(3, 3), (3, 10), (10, 3)])
+def test_lenet5_refuses_inputs_below_4x4_naming_that_limit(height, width):
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=f"at least 4x4 pixels, got {height}x{width}"):
+        build_model("lenet5", (1, height, width), 10)
+
+
 def test_saved_compressed_model_loads_back_with_identical_outputs(tmp_path):
     torch.manual_seed(2)
     shape = (3, 16, 16)

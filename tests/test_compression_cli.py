@@ -185,6 +185,29 @@ def test_retraining_settings_without_retraining_epochs_are_refused(capsys, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, named", [(["--distill-temperature", "2"], "--distill-temperature"),
+                                          (["--distill-mixup"], "--distill-mixup")])
+def test_distillation_settings_without_distill_are_refused_before_out_is_made(capsys, tmp_path, flags, named):
+    """--distill-temperature without --distill did nothing while result.json recorded it."""
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           *flags, "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and named in errors[0] and "--distill ALPHA" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_temperature_keeps_its_default_when_not_given():
+    from types import SimpleNamespace
+
+    from naslib_bayes.commands.compress import compression_config
+
+    args = SimpleNamespace(lam=1e-3, epochs=3, finetune_epochs=None, batch_size=64, lr=0.02, lam_scale="none",
+                           max_params=None, retrain="finetune", distill=0.5, distill_temperature=None,
+                           distill_mixup=False, grad_clip=10.0, no_baseline=False)
+    assert compression_config(args).distill_temperature == CompressionConfig().distill_temperature
+
+
 def test_distillation_with_epochs_to_act_in_is_taken_without_retraining_epochs():
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, max_params=0.5)  # retraining after the budget
     CompressionConfig(epochs=3, finetune_epochs=0, distill=0.5, distill_sparse=True)  # distilled while pruning
@@ -346,6 +369,33 @@ def test_a_lone_last_image_sits_out_when_batchnorm_sees_one_value_per_channel(di
     assert len(train_dense(model, digits.train, cfg, seed=0)) == cfg.epochs
 
 
+def test_batches_of_one_image_are_refused_when_batchnorm_sees_one_value_per_channel(digits, capsys, tmp_path):
+    """Every batch of one image fails there in training: the run stopped at its first step with
+    torch's 'Expected more than 1 value per channel' traceback."""
+    from naslib_bayes.compression import train_dense
+    from naslib_bayes.compression.models import vgg
+
+    cfg = CompressionConfig(lam=0.5, epochs=3, finetune_epochs=1, batch_size=1)
+    torch.manual_seed(0)
+    model = vgg(digits.train.image_shape, 10, config=(8, "M", 8, "M", 8, "M", 8), hidden=8)
+    for train in (compress, train_dense):
+        with pytest.raises(UserError, match="batch_size 1"):
+            train(model, digits.train, cfg, seed=0)
+    code, _, err = run_cli(capsys, "compress", "--model", "vgg", "--dataset", "digits", "--epochs", "3",
+                           "--batch-size", "1", "--out", str(tmp_path / "out"))
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--batch-size" in errors[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batches_of_one_image_train_a_network_without_batchnorm(digits):
+    cfg = CompressionConfig(lam=0.5, epochs=2, finetune_epochs=0, batch_size=1)
+    small = load_dataset("digits", seed=0, val_fraction=0.7)  # 180 training images: a quick epoch
+    torch.manual_seed(0)
+    compress(build_model("lenet300", small.train.image_shape, 10), small.train, cfg, seed=0)
+
+
 def test_shipped_model_names_match_the_factories():
     assert tuple(MODELS) == MODEL_NAMES
 
@@ -436,6 +486,18 @@ def test_val_size_with_digits_is_refused_before_out_is_made(capsys, tmp_path):
     errors = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(errors) == 1 and "--val-size" in errors[0] and "digits" in errors[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_result_records_the_validation_images_digits_really_holds_out(capsys, tmp_path, digits):
+    """digits holds out its fixed 20% (359 images) for validation: result.json's config recorded
+    --val-size's default of 1000, which digits never uses."""
+    torch.set_num_threads(1)
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", "3",
+                           "--finetune-epochs", "1", "--no-baseline", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "result.json").read_text())["config"]
+    assert config["val_size"] == len(digits.val) == 359
+    assert config["train_images"] + config["val_size"] + config["test_images"] == 1797
 
 
 def test_mnist_split_keeps_the_held_out_images_apart(mnist_dir):

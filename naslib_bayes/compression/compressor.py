@@ -197,9 +197,19 @@ def _batchnorm_sees_one_value(model: nn.Module, input_shape: Sequence[int]) -> b
     return any(flags)
 
 
+def check_batch_size(model: nn.Module, data: ImageDataset, batch_size: int) -> None:
+    """Refuse batches of one image when a BatchNorm of ``model`` gets one value per channel from
+    an image: it cannot normalise them in training, so every step would fail."""
+    if batch_size == 1 and _batchnorm_sees_one_value(model, data.image_shape):
+        raise UserError("batch_size 1 (--batch-size): a BatchNorm of the network gets one value per channel "
+                        "from an image, which it cannot normalise in training; use batches of 2 or more images")
+
+
 def _lone_image_sits_out(model: nn.Module, data: ImageDataset, batch_size: int) -> bool:
     """Whether each epoch drops its last batch: one image, which a BatchNorm of ``model`` cannot
-    normalise in training (shuffling makes it a different image every epoch)."""
+    normalise in training (shuffling makes it a different image every epoch). Batches of one
+    image alone are refused (:func:`check_batch_size`)."""
+    check_batch_size(model, data, batch_size)
     return len(data) % batch_size == 1 and _batchnorm_sees_one_value(model, data.image_shape)
 
 

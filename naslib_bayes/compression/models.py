@@ -28,8 +28,8 @@ def lenet5(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> n
     padding = 0 if min(height, width) >= 28 else 2
     size = lambda n: ((n + 2 * padding - 4) // 2 + 2 * padding - 4) // 2  # noqa: E731
     h, w = size(height), size(width)
-    if h < 1 or w < 1:
-        raise UserError(f"lenet5 needs inputs of at least 8x8 pixels, got {height}x{width}")
+    if h < 1 or w < 1:  # padded below 28 pixels: a side of 4 keeps one pixel through both poolings
+        raise UserError(f"lenet5 needs inputs of at least 4x4 pixels, got {height}x{width}")
     return nn.Sequential(
         nn.Conv2d(channels, 20, 5, padding=padding), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(20, 50, 5, padding=padding), nn.ReLU(), nn.MaxPool2d(2),

@@ -309,7 +309,9 @@ class SwitchedNetwork(nn.Module):
     @torch.no_grad()
     def reinitialise(self, seed: int) -> None:
         """Fresh weights for the same architecture: every module's own initialisation (seeded,
-        without touching the global random state), switches back to 1, HARD state to its start."""
+        without touching the global random state) and switches back to 1. The HARD state
+        (gamma, omega, C, ``num_updates``) stays as the last update left it: scratch retraining,
+        which calls this after pruning, uses no sparsity term and makes no further update."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed) + 7919)
             for module in self.steps.modules():
