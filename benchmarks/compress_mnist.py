@@ -63,12 +63,14 @@ COMMON = dict(batch_size=64, optimizer="sgd", lr=0.02, momentum=0.9, weight_deca
 
 
 def data_fingerprint(root: str) -> str:
-    """SHA-256 of the MNIST files in ``root`` (names and bytes): other images, labels or added
-    training files (which change the split) make other runs, wherever the folder lies."""
+    """SHA-256 of the MNIST files the loader reads from ``root`` (names and bytes), in a subfolder
+    (``mnist/``, ``MNIST/raw/``) too: other images, labels or added training files (which change
+    the split) make other runs, wherever the folder lies."""
+    from naslib_bayes.data.loaders import mnist_files
+
     digest = hashlib.sha256()
-    for path in sorted(Path(root).iterdir()):
-        if path.is_file() and path.name.startswith(("t10k-", "train-")) and "-idx" in path.name:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(mnist_files(root), key=lambda path: path.name):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -279,6 +281,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("--data-root is required (or set NASLIB_BAYES_DATA)")
+    from naslib_bayes.data.loaders import mnist_folder
+
+    mnist_folder(args.data_root)  # a missing folder or files: one line now, not one failed run per job
     if args.split == "val" and args.val_size < 1:
         parser.error(f"--split val needs validation images: --val-size {args.val_size}")
     if args.train_images is not None and args.train_images < 1:

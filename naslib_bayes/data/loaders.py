@@ -113,8 +113,7 @@ def load_mnist(
     the validation part, if ``val_size`` > 0, is then carved from the train part.
     ``root`` may also be a folder holding ``mnist/`` or ``MNIST/raw/``.
     """
-    base = _existing_dir(root, "mnist")
-    folder = _subfolder(base, ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
+    folder = mnist_folder(root)
     test = _read_mnist_pair(folder, "t10k")
     generator = make_generator(seed)
     train = _read_mnist_pair(folder, "train")
@@ -128,6 +127,19 @@ def load_mnist(
         _check_same_image_size(folder, train, test)
     train, val = carve_validation(train, val_size, generator)
     return build_splits("mnist", {"train": train, "val": val, "test": test}, 10, 255.0, stats)
+
+
+def mnist_folder(root: str | os.PathLike) -> Path:
+    """The folder :func:`load_mnist` reads: ``root``, ``root/mnist`` or ``root/MNIST/raw``, the one
+    holding the t10k images (a :class:`UserError` naming ``root`` when none or two do)."""
+    return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
+
+
+def mnist_files(root: str | os.PathLike) -> list[Path]:
+    """The IDX files :func:`load_mnist` reads from ``root``, by the names it looks for."""
+    folder = mnist_folder(root)
+    stems = [f"{split}-{kind}" for split in ("t10k", "train") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return [path for path in (find_file(folder, _idx_names(stem)) for stem in stems) if path is not None]
 
 
 def _check_same_image_size(folder: Path, train: RawPart, test: RawPart) -> None:
