@@ -262,8 +262,11 @@ def main(argv=None) -> int:
     default_root = os.environ.get("NASLIB_BAYES_DATA")
     parser.add_argument("--data-root", type=Path, default=Path(default_root) / "mnist" if default_root else None,
                         help="MNIST folder (default: $NASLIB_BAYES_DATA/mnist)")
-    parser.add_argument("--models", type=_models, default="lenet5,lenet300")
-    parser.add_argument("--seeds", type=_comma_list(int, "seeds (integers)", lambda s: s >= 0), default="0,1,2")
+    parser.add_argument("--models", type=_models, default="lenet5,lenet300",
+                        help="comma-separated, among lenet5, lenet300 (default: both)")
+    # a list, unlike the count of the other benchmarks' --seeds: "--seeds 3" is seed 3 alone
+    parser.add_argument("--seeds", type=_comma_list(int, "seeds (integers)", lambda s: s >= 0), default="0,1,2",
+                        help="comma-separated seeds (default 0,1,2); one number is that seed alone, not a count")
     parser.add_argument("--lambdas", type=_comma_list(float, "positive numbers", lambda v: 0 < v < float("inf")),
                         help="comma-separated lambdas (default: the per-model DEFAULTS)")
     parser.add_argument("--epochs", type=positive_int, help="total epochs (default: per model)")
@@ -281,6 +284,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("--data-root is required (or set NASLIB_BAYES_DATA)")
+    from naslib_bayes.data.loaders import mnist_folder
+
+    mnist_folder(args.data_root)  # a missing folder or files: one line now, not one failed run per job
     if args.split == "val" and args.val_size < 1:
         parser.error(f"--split val needs validation images: --val-size {args.val_size}")
     if args.train_images is not None and args.train_images < 1:

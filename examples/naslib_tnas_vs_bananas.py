@@ -78,7 +78,7 @@ def tnas_surrogate(args, benchmark, seed: int) -> Path:
 
     if args.surrogate is not None:
         _, info = surrogate_io.load(args.surrogate)
-        surrogate_io.refuse_other_meta_training(args.surrogate, info, args.dataset)
+        surrogate_io.refuse_other_meta_training(args.surrogate, info, args.dataset, "--surrogate")
         return args.surrogate
     directory = args.out / f"surrogate-{args.dataset}-seed{seed}"  # one per target: it must never see it
     if (directory / "surrogate.pt").exists():

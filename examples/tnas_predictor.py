@@ -106,7 +106,8 @@ def surrogate_path(benchmark, target: str, metric: str, args) -> tuple[Path, lis
         _, info = surrogate_io.load(path)
         # a given --surrogate is the user's choice; one left in --out must be of this seed and budget
         expected = {} if args.surrogate is not None else {"seed": args.seed, "iterations": args.meta_iterations}
-        surrogate_io.refuse_other_meta_training(path, info, target, **expected)
+        option = "--surrogate" if args.surrogate is not None else "--out"
+        surrogate_io.refuse_other_meta_training(path, info, target, option, **expected)
         print(f"using {path} (meta-trained on {', '.join(info['meta_datasets'])})")
     else:
         info = meta_train_and_save(benchmark, target, metric, args)

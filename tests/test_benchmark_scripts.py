@@ -245,40 +245,43 @@ def test_compress_benchmark_reuses_a_run_only_for_the_same_data(mnist_dir, tmp_p
         compress_mnist.run_one(_job(copy, tmp_path / "a"))
 
 
-def _changed_label(labels: Path) -> None:
+@pytest.mark.parametrize("subfolder, name", [("MNIST/raw", "t10k-labels-idx1-ubyte.gz"),
+                                             ("mnist", "t10k-labels-idx1-ubyte.gz"),
+                                             (".", "t10k-labels.idx1-ubyte.gz")])
+def test_the_data_fingerprint_covers_the_files_the_loader_reads(mnist_dir, tmp_path, subfolder, name):
+    """Wherever and however the loader finds MNIST (a subfolder of --data-root, the dotted names
+    of some mirrors), another label file is another fingerprint, so a run of the old data is not reused."""
     import gzip
-
-    payload = bytearray(gzip.decompress(labels.read_bytes()))
-    payload[8] = (payload[8] + 1) % 10  # the first image's label
-    labels.write_bytes(gzip.compress(bytes(payload)))
-
-
-@pytest.mark.parametrize("layout", ["mnist", "MNIST/raw"])
-def test_compress_benchmark_fingerprints_the_files_of_a_data_root_subfolder(mnist_dir, tmp_path, layout):
-    """The loader reads DIR/mnist or DIR/MNIST/raw: the fingerprint saw DIR's own files only, none,
-    so a run made on other images there was read back as this data's."""
     import shutil
 
-    roots = [tmp_path / name for name in ("a", "b")]
-    for root in roots:
-        shutil.copytree(mnist_dir, root / layout)
-    assert compress_mnist.data_fingerprint(str(roots[0])) == compress_mnist.data_fingerprint(str(mnist_dir))
-    _changed_label(roots[1] / layout / "t10k-labels-idx1-ubyte.gz")
-    assert compress_mnist.data_fingerprint(str(roots[0])) != compress_mnist.data_fingerprint(str(roots[1]))
+    folder = tmp_path / "root" / subfolder
+    folder.mkdir(parents=True)
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", folder / name.replace("labels", "images").replace("idx1", "idx3"))
+    labels = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (folder / name).write_bytes(gzip.compress(labels))
+    before = compress_mnist.data_fingerprint(str(tmp_path / "root"))
+    (folder / name).write_bytes(gzip.compress(labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]))
+    assert compress_mnist.data_fingerprint(str(tmp_path / "root")) != before
 
 
-def test_compress_benchmark_fingerprints_mirror_named_files(mnist_dir, tmp_path):
-    """Mirrors name the files t10k-images.idx3-ubyte(.gz), which the loader reads and the
-    fingerprint, looking for '-idx', skipped."""
-    import shutil
+def test_the_data_fingerprint_of_the_documented_layout_is_unchanged(mnist_dir):
+    # runs recorded before keep their folders: files in --data-root itself hash as they always did
+    import hashlib
 
-    roots = [tmp_path / name for name in ("a", "b")]
-    for root in roots:
-        root.mkdir()
-        for path in mnist_dir.iterdir():
-            shutil.copy(path, root / path.name.replace("-idx", ".idx"))
-    _changed_label(roots[1] / "t10k-labels.idx1-ubyte.gz")
-    assert compress_mnist.data_fingerprint(str(roots[0])) != compress_mnist.data_fingerprint(str(roots[1]))
+    digest = hashlib.sha256()
+    for path in sorted(mnist_dir.iterdir()):
+        if path.name.startswith(("t10k-", "train-")) and "-idx" in path.name:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    assert compress_mnist.data_fingerprint(str(mnist_dir)) == digest.hexdigest()
+
+
+def test_the_compression_benchmark_refuses_a_missing_data_root_in_one_line(tmp_path, capsys):
+    # every run failed alike with "FileNotFoundError(2, 'No such file or directory')", naming no file
+    missing = tmp_path / "no-mnist"
+    message = _one_line_refusal(compress_mnist, ["--data-root", str(missing), "--split", "val", "--seeds", "0",
+                                                 "--out", str(tmp_path / "out")], capsys)
+    assert str(missing) in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_dir, tmp_path, monkeypatch):

@@ -199,6 +199,16 @@ def test_the_predictor_meta_trains_into_out_without_the_target_then_reuses_it(pr
         np.testing.assert_array_equal(second["predictors"][name]["query"], row["query"])
 
 
+def test_a_given_surrogate_that_has_seen_the_target_is_refused_naming_surrogate(first_run, predictor, nats_csv,
+                                                                               capsys):
+    out, _ = first_run  # meta-trained on cifar10 and ImageNet16-120
+    argv = predictor_argv(nats_csv, "--surrogate", str(out))
+    argv[argv.index(TARGET)] = "cifar10"
+    with pytest.raises(SystemExit) as exit_info:
+        predictor.main(argv)
+    assert_one_line_error(capsys, exit_info, "cifar10", "--surrogate")  # the option to change, not --out
+
+
 def test_a_missing_surrogate_is_a_one_line_error_naming_it(predictor, nats_csv, tmp_path, capsys):
     missing = tmp_path / "no-surrogate"
     with pytest.raises(SystemExit) as exit_info:

@@ -130,17 +130,16 @@ def load_mnist(
 
 
 def mnist_folder(root: str | os.PathLike) -> Path:
-    """The folder :func:`load_mnist` reads: ``root``, ``root/mnist`` or ``root/MNIST/raw``."""
+    """The folder :func:`load_mnist` reads: ``root``, ``root/mnist`` or ``root/MNIST/raw``, the one
+    holding the t10k images (a :class:`UserError` naming ``root`` when none or two do)."""
     return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
 
 
 def mnist_files(root: str | os.PathLike) -> list[Path]:
-    """The IDX files :func:`load_mnist` reads from ``root``: the t10k pair, and the train pair
-    when its images are there (whatever the names' gzip or mirror spelling)."""
+    """The IDX files :func:`load_mnist` reads from ``root``, by the names it looks for."""
     folder = mnist_folder(root)
-    prefixes = ("t10k", "train") if find_file(folder, _idx_names("train-images-idx3-ubyte")) else ("t10k",)
-    stems = [f"{prefix}-{kind}" for prefix in prefixes for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
-    return [path for stem in stems if (path := find_file(folder, _idx_names(stem))) is not None]
+    stems = [f"{split}-{kind}" for split in ("t10k", "train") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return [path for path in (find_file(folder, _idx_names(stem)) for stem in stems) if path is not None]
 
 
 def _check_same_image_size(folder: Path, train: RawPart, test: RawPart) -> None:

@@ -129,16 +129,18 @@ def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any], SurrogateConfi
 
 
 def refuse_other_meta_training(path: str | os.PathLike, info: dict[str, Any], target: str | None = None,
-                               **expected: Any) -> None:
+                               option: str = "--out", **expected: Any) -> None:
     """Before reusing the surrogate at ``path`` (``info`` as :func:`load` returns it): a one-line
     :class:`UserError` if it was meta-trained on ``target`` (searching with it would not be
-    transfer) or with another ``seed`` or ``iterations`` (the cap) than ``expected``."""
+    transfer) or with another ``seed`` or ``iterations`` (the cap) than ``expected``. The message
+    sends the user to ``option``, the one that named ``path`` (a surrogate left in an output
+    folder, or a file given as ``--surrogate``)."""
     if target is not None and target in (info.get("meta_datasets") or []):
-        raise UserError(f"{path} was meta-trained on {target}, the target: give another --out")
+        raise UserError(f"{path} was meta-trained on {target}, the target: give another {option}")
     recorded = {"seed": info.get("seed"), "iterations": (info.get("meta_train_config") or {}).get("iterations")}
     for key, value in expected.items():
         if recorded[key] != value:
-            raise UserError(f"{path} was meta-trained with {key} {recorded[key]!r}, not {value!r}: give another --out")
+            raise UserError(f"{path} was meta-trained with {key} {recorded[key]!r}, not {value!r}: give another {option}")
 
 
 BUILT_IN_EXTRACTORS = ("random-conv", "pixels")
