@@ -993,3 +993,14 @@ def test_a_float64_model_is_trained_compressed_and_evaluated_in_float64():
     for network in (dense, outcome.model):
         assert {p.dtype for p in network.parameters()} == {torch.float64}
         assert evaluate(network, digits.test) > 80  # trained, not merely run: chance is 10%
+
+
+@pytest.mark.parametrize("epochs, finetune, least", [(2, 1, 3), (4, 3, 5)])
+def test_too_few_epochs_for_a_sparse_one_name_the_epochs_that_would_do(epochs, finetune, least):
+    # the warm-up epoch has no option of the command: the message says what epochs would leave a sparse one
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=rf"epochs={epochs} with finetune_epochs={finetune}.*at least {least} epochs"):
+        CompressionConfig(lam=0.1, epochs=epochs, finetune_epochs=finetune)
+    CompressionConfig(lam=0.1, epochs=least, finetune_epochs=finetune)  # the number it names is enough

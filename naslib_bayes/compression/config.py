@@ -122,9 +122,11 @@ class CompressionConfig:
             raise UserError(f"need epochs >= 1 and 0 <= finetune_epochs < epochs, got epochs={self.epochs}, "
                             f"finetune_epochs={self.finetune_epochs}")
         if not 0 <= self.warmup_epochs < self.sparse_epochs:
-            raise UserError(f"warmup_epochs={self.warmup_epochs} must be below the {self.sparse_epochs} sparse epochs "
-                            f"(epochs={self.epochs} minus finetune_epochs={self.finetune_epochs}): give more epochs "
-                            f"or fewer finetune epochs")
+            # the message speaks of epochs and finetune_epochs, which users set, before the warm-up, which they rarely do
+            raise UserError(f"epochs={self.epochs} with finetune_epochs={self.finetune_epochs} leaves "
+                            f"{self.sparse_epochs} epoch(s) before retraining, none of them sparse after the "
+                            f"first warmup_epochs={self.warmup_epochs}: give at least "
+                            f"{self.warmup_epochs + self.finetune_epochs + 1} epochs or fewer finetune epochs")
         if self.update_every < 1 or self.curvature_batches < 1 or self.batch_size < 1 or self.min_units < 1:
             raise UserError("update_every, curvature_batches, batch_size and min_units must be >= 1")
         if self.curvature_reduction not in ("mean", "sum"):
