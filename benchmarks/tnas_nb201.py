@@ -462,7 +462,7 @@ def print_timings(targets, methods, seeds, runs, meta) -> None:
         enc_cpu = [r["timing"].get("encode_all_cells_cpu_s") for r in tnas]
         print(f"encode all 15,625 cells (psi, hidden 64): median {np.median(enc):.2f} s wall, "
               f"{np.median([e for e in enc_cpu if e is not None]):.2f} s CPU")
-    print_iteration_times("one TNAS BO iteration (fine-tune 50 steps + EI over all cells)", tnas)
+    print_iteration_times("one TNAS BO iteration (fine-tune 50 steps + EI over the candidate cells)", tnas)
     print_iteration_times("one gp-bo iteration (fit 100 steps from scratch + EI)",
                           [r for (t, m, s), r in runs.items() if m == "gp-bo" and r.get("timing")])
     for folder in sorted({key[2] for key in meta}):

@@ -267,7 +267,7 @@ class TNASPredictor:
         the mean is the mapped posterior mean and the std follows the map's local slope).
         """
         if not self._fitted:
-            raise UserError("call fit(xtrain, ytrain) before query")
+            raise UserError("call fit(xtrain, ytrain) before query or predict_dist")
         if len(xtest) == 0:
             return np.zeros(0), np.zeros(0)
         gp = self.surrogate.gp
