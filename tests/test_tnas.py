@@ -696,6 +696,18 @@ def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     assert code == 2 and message in err, err
 
 
+def test_search_with_no_dataset_to_meta_train_on_is_refused_before_out_is_made(capsys, tmp_path, nats_csv):
+    # refused only once the search was set up, beside an --out made (and locked) for it
+    rows = nats_csv.read_text().splitlines()
+    column = rows[0].split(",").index("ArchitectureString")
+    cifar10_only = tmp_path / "cifar10.csv"
+    cifar10_only.write_text("\n".join(f"{row.split(',')[0]},{row.split(',')[column]}" for row in rows) + "\n")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(cifar10_only),
+                           "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
+    assert code == 2 and "a benchmark with datasets other than the target to meta-train on" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("encoder, extra, message", [
     # the images surrogate failed only once the search was set up, beside an --out made for it
     ("images", [], "encodes a dataset by its images: give the target's with --image-root"),
