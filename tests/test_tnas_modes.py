@@ -366,6 +366,30 @@ def test_meta_train_refuses_missing_images_or_extractor_before_making_out(capsys
     assert not out.exists()
 
 
+def test_meta_train_records_the_images_it_read(capsys, tmp_path, nats_csv, monkeypatch):
+    """result.json recorded the extractor but not the image root, so the run could not be
+    repeated from its record; a relative root is recorded resolved, as the run read it."""
+    import json
+
+    import jsonschema
+    from cli_runner import run_cli
+    from naslib_bayes import results
+
+    _write_cifar100_images(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", nats_csv, "--datasets", "cifar100",
+                           "--dataset-encoder", "images", "--image-root", "images", "--feature-extractor", "pixels",
+                           "--iterations", 1, "--out", "meta")
+    assert code == 0, err
+    result = json.loads((tmp_path / "meta" / "result.json").read_text())
+    jsonschema.validate(result, results.load_schema())
+    assert result["config"]["image_root"] == str((tmp_path / "images").resolve())
+    assert result["config"]["surrogate_config"]["feature_extractor"] == "pixels"
+    assert result["dataset_encoder"] == {"mode": "images", "feature_extractor": "pixels"}
+    _, info = surrogate_io.load(tmp_path / "meta")
+    assert info["image_root"] == result["config"]["image_root"]  # a search with the file records it too
+
+
 # ---- search --optimizer tnas: a surrogate's inputs refused before --out is made ------------
 def _images_surrogate_file(folder, feature_extractor="pixels"):
     """An images-mode surrogate file meta-trained (in name) on cifar100 and ImageNet16-120."""
