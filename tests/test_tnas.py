@@ -696,6 +696,23 @@ def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("argv, key", [
+    (["--encoder-hidden", "8", "--opt", "encoder_hidden=16"], "encoder_hidden"),
+    (["--dataset-encoder", "images", "--image-root", "{tmp}", "--opt", "dataset_encoder=learned"], "dataset_encoder"),
+    (["--surrogate", "{surrogate}", "--opt", "surrogate={tmp}/other.pt"], "surrogate"),
+])
+def test_search_refuses_a_surrogate_setting_given_as_a_flag_and_as_opt(capsys, tmp_path, nats_csv, surrogate_file,
+                                                                       argv, key):
+    # --opt silently won: the flag's value was checked (an image root against its encoder, a
+    # surrogate file for existence) and the other one used, the flag's ignored
+    argv = [a.format(tmp=tmp_path, surrogate=surrogate_file) for a in argv]
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", *argv, "--benchmark", str(nats_csv),
+                           "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
+    flag = f"--{key.replace('_', '-')}"
+    assert code == 2 and err.strip() == f"naslib-bayes: error: {flag} and --opt {key} both set {key}; give one", err
+    assert not (tmp_path / "o").exists()
+
+
 def test_search_with_no_dataset_to_meta_train_on_is_refused_before_out_is_made(capsys, tmp_path, nats_csv):
     # refused only once the search was set up, beside an --out made (and locked) for it
     rows = nats_csv.read_text().splitlines()

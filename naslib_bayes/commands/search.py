@@ -216,6 +216,9 @@ def _surrogate_hyperparameters(args) -> dict:
     for key in given:
         if key not in accepted:
             raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
+    twice = sorted(set(given) & set(dict(args.opt)))  # --opt would silently win over the checked flag
+    if twice:
+        raise UserError(f"--{twice[0].replace('_', '-')} and --opt {twice[0]} both set {twice[0]}; give one")
     if given.get("surrogate") is None:  # a surrogate file fixes its encoder; else it is meta-trained here
         encoder = given.get("dataset_encoder") or dict(args.opt).get("dataset_encoder") or "off"
         common.check_image_options(encoder, given.get("image_root"), given.get("feature_extractor"))
