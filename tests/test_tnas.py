@@ -688,6 +688,8 @@ def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv
     (["--optimizer", "tnas", "--image-root", "{tmp}"], "--image-root applies with --dataset-encoder images, not off"),
     (["--optimizer", "tnas", "--dataset-encoder", "learned", "--feature-extractor", "pixels"],
      "--feature-extractor applies with --dataset-encoder images, not learned"),
+    # as --opt too: the root was recorded in result.json's config, unread
+    (["--optimizer", "tnas", "--opt", "image_root={tmp}"], "--image-root applies with --dataset-encoder images, not off"),
 ])
 def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -710,6 +712,22 @@ def test_search_refuses_a_surrogate_setting_given_as_a_flag_and_as_opt(capsys, t
                            "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
     flag = f"--{key.replace('_', '-')}"
     assert code == 2 and err.strip() == f"naslib-bayes: error: {flag} and --opt {key} both set {key}; give one", err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--encoder-hidden", "8"], "--encoder-hidden applies when meta-training here; a --surrogate file already has one"),
+    (["--image-root", "{tmp}"], "has the off dataset encoder, which reads no images"),
+])
+def test_a_surrogate_given_by_opt_is_checked_as_one_given_by_flag(capsys, tmp_path, nats_csv, surrogate_file,
+                                                                  argv, message):
+    # with --opt surrogate=FILE the flags were checked as if meta-training here: --encoder-hidden
+    # was ignored beside the file's (and recorded as used)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--opt", f"surrogate={surrogate_file}", *argv,
+                           "--benchmark", str(nats_csv), "--dataset", "cifar10", "--budget", "3",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
 
 

@@ -330,6 +330,12 @@ def _write_cifar100_images(root) -> None:
     _write_pickled_images(root / "cifar-100-python", {"train": 12, "test": 4}, 32, b"fine_labels", range(100))
 
 
+def _write_cifar10_images(root) -> None:
+    """A CIFAR-10 folder of 5 training batches of 3 images and 4 test images."""
+    files = {**{f"data_batch_{i}": 3 for i in range(1, 6)}, "test_batch": 4}
+    _write_pickled_images(root / "cifar-10-batches-py", files, 32, b"labels", range(10))
+
+
 def _write_imagenet16_images(root) -> None:
     """An ImageNet16 folder of 10 training batches of 2 images and 4 validation images."""
     files = {**{f"train_data_batch_{i}": 2 for i in range(1, 11)}, "val_data": 4}
@@ -364,6 +370,23 @@ def test_meta_train_refuses_missing_images_or_extractor_before_making_out(capsys
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err
     assert not out.exists()
+
+
+def test_search_meta_trains_on_images_named_by_opt_alone(capsys, tmp_path, nats_csv):
+    """``--opt dataset_encoder=images --opt image_root=DIR`` was refused as lacking --image-root."""
+    import json
+
+    from cli_runner import run_cli
+
+    for write in (_write_cifar10_images, _write_cifar100_images, _write_imagenet16_images):
+        write(tmp_path / "images")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--opt", "dataset_encoder=images",
+                           "--opt", f"image_root={tmp_path / 'images'}", "--opt", "feature_extractor=pixels",
+                           "--opt", "meta_iterations=1", "--opt", "finetune_steps=1", "--benchmark", nats_csv,
+                           "--dataset", "cifar10", "--budget", 3, "--out", tmp_path / "o")
+    assert code == 0, err
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["dataset_encoder"]["mode"] == "images" and result["config"]["image_root"] == str(tmp_path / "images")
 
 
 def test_meta_train_records_the_images_it_read(capsys, tmp_path, nats_csv, monkeypatch):

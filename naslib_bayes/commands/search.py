@@ -219,23 +219,25 @@ def _surrogate_hyperparameters(args) -> dict:
     twice = sorted(set(given) & set(dict(args.opt)))  # --opt would silently win over the checked flag
     if twice:
         raise UserError(f"--{twice[0].replace('_', '-')} and --opt {twice[0]} both set {twice[0]}; give one")
-    if given.get("surrogate") is None:  # a surrogate file fixes its encoder; else it is meta-trained here
-        encoder = given.get("dataset_encoder") or dict(args.opt).get("dataset_encoder") or "off"
-        common.check_image_options(encoder, given.get("image_root"), given.get("feature_extractor"))
+    opts = dict(args.opt)
+    chosen = {**opts, **given}  # what the search uses, however given (no key both ways: refused above)
+    surrogate = chosen.get("surrogate")
+    if surrogate is None:  # meta-trained here, with the encoder and images chosen
+        encoder = chosen.get("dataset_encoder") or "off"
+        common.check_image_options(encoder, chosen.get("image_root"), chosen.get("feature_extractor"))
     else:
         from naslib_bayes.predictors.surrogate_io import existing
 
-        existing(given["surrogate"])  # before any warning is printed or folder made
-        # What a meta-trained file already fixes would be ignored (and recorded as if used).
+        existing(surrogate)  # before any warning is printed or folder made
+        # What a meta-trained file already fixes would be ignored (and recorded as if used);
+        # --opt feature_extractor stays allowed: it names the extractor a file's is trusted as.
         for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
             if given.get(key) is not None:
                 raise UserError(f"--{key.replace('_', '-')} applies when meta-training here; "
                                 "a --surrogate file already has one")
-    opts = dict(args.opt)
-    surrogate = given.get("surrogate", opts.get("surrogate"))
     common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": surrogate})
     if surrogate is not None:  # the file is read last: the settings above are refused whatever it holds
-        _check_image_root_for(surrogate, given.get("image_root", opts.get("image_root")))
+        _check_image_root_for(surrogate, chosen.get("image_root"))
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 
