@@ -467,6 +467,21 @@ def test_search_refuses_a_surrogate_it_cannot_use_before_making_out(capsys, tmp_
     assert not out.exists()
 
 
+def test_search_refuses_a_feature_extractor_other_than_its_surrogate_files(capsys, tmp_path, nats_csv):
+    """--opt feature_extractor names the extractor a file's is trusted as; naming another one was
+    silently ignored (the file's was used) while result.json's config recorded it as used."""
+    from cli_runner import run_cli
+
+    _write_cifar10_images(tmp_path / "images")
+    path = _images_surrogate_file(tmp_path / "s")  # its extractor: pixels
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", path,
+                           "--image-root", tmp_path / "images", "--opt", "feature_extractor=random-conv",
+                           "--benchmark", nats_csv, "--dataset", "cifar10", "--budget", 3, "--out", tmp_path / "o")
+    assert code == 2 and err.strip() == (f"naslib-bayes: error: --opt feature_extractor=random-conv: {path} has "
+                                         "the feature extractor 'pixels'"), err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("write_images, extractor, named", [
     ([_write_cifar100_images], "pixels", "ImageNet16"),  # a meta-training dataset's images are missing
     ([_write_cifar100_images, _write_imagenet16_images], "pixels", "cifar-10-batches-py"),  # the target's

@@ -237,20 +237,30 @@ def _surrogate_hyperparameters(args) -> dict:
                                 "a --surrogate file already has one")
     common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": surrogate})
     if surrogate is not None:  # the file is read last: the settings above are refused whatever it holds
-        _check_image_root_for(surrogate, chosen.get("image_root"))
+        _check_image_settings_for(surrogate, chosen.get("image_root"), chosen.get("feature_extractor"))
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 
-def _check_image_root_for(surrogate: Path, image_root) -> None:
+def _check_image_settings_for(surrogate: Path, image_root, feature_extractor) -> None:
     """A surrogate that encodes datasets by their images needs the target's images; any other
-    would ignore an image root (and record it as if used)."""
+    would ignore an image root (and record it as if used). An extractor named beside the file
+    is the one its own is trusted as: another would be ignored as well."""
     from naslib_bayes.predictors.surrogate_io import read_config, resolve
 
-    encoder = read_config(surrogate).dataset_encoder
+    config = read_config(surrogate)
+    encoder = config.dataset_encoder
     if encoder == "images" and image_root is None:
         raise UserError(f"{resolve(surrogate)} encodes a dataset by its images: give the target's with --image-root")
     if encoder != "images" and image_root is not None:
         raise UserError(f"--image-root: {resolve(surrogate)} has the {encoder} dataset encoder, which reads no images")
+    if feature_extractor is None:
+        return
+    if encoder != "images":
+        raise UserError(f"--opt feature_extractor={feature_extractor}: {resolve(surrogate)} has the {encoder} "
+                        "dataset encoder, which reads no images")
+    if feature_extractor != config.feature_extractor:
+        raise UserError(f"--opt feature_extractor={feature_extractor}: {resolve(surrogate)} has the feature "
+                        f"extractor {config.feature_extractor!r}")
 
 
 def _require(args, *names: str) -> None:
