@@ -641,6 +641,17 @@ def test_meta_train_refuses_a_step_size_out_of_range_before_writing(capsys, tmp_
     assert not (tmp_path / "o").exists()
 
 
+def test_meta_train_refuses_a_dataset_with_too_few_evaluated_cells_before_writing(capsys, tmp_path):
+    # refused only once meta-training began, beside an --out made (and locked) for it
+    from partial_benchmark import write_partial_csv
+
+    benchmark = write_partial_csv(tmp_path / "partial.csv", n=5, cifar100_everywhere=True)
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(benchmark), "--datasets", "cifar10",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and "meta-training dataset 'cifar10' has only 5 evaluated cells" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("option, value", [("--outer-step", "0.5"), ("--inner-steps", "3")])
 def test_meta_train_refuses_reptile_settings_with_the_joint_outer_update(capsys, tmp_path, nats_csv, option, value):
     # joint training never reads them, yet result.json's config recorded them as if used

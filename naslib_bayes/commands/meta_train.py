@@ -72,7 +72,8 @@ def reptile_settings(args) -> tuple[float, int]:
 
 def run(args) -> int:
     from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, meta_datasets_from_benchmark,
+                                                     meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
@@ -93,6 +94,8 @@ def run(args) -> int:
     # images and extractor before --out is made: a dataset missing from --image-root or an extractor
     # that cannot be built would otherwise leave a folder holding no run
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)
+    for dataset in datasets:  # too few to split into training and held-out cells: refused now too
+        evaluated_cells(dataset)
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
     if encoder == "images":
