@@ -641,6 +641,17 @@ def test_meta_train_refuses_a_step_size_out_of_range_before_writing(capsys, tmp_
     assert not (tmp_path / "o").exists()
 
 
+def test_meta_train_refuses_a_dataset_with_too_few_evaluated_cells_before_writing(capsys, tmp_path):
+    # refused only once meta-training began, beside an --out made (and locked) for it
+    from partial_benchmark import write_partial_csv
+
+    benchmark = write_partial_csv(tmp_path / "partial.csv", n=5, cifar100_everywhere=True)
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(benchmark), "--datasets", "cifar10",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and "meta-training dataset 'cifar10' has only 5 evaluated cells" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("option, value", [("--outer-step", "0.5"), ("--inner-steps", "3")])
 def test_meta_train_refuses_reptile_settings_with_the_joint_outer_update(capsys, tmp_path, nats_csv, option, value):
     # joint training never reads them, yet result.json's config recorded them as if used
@@ -688,12 +699,59 @@ def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv
     (["--optimizer", "tnas", "--image-root", "{tmp}"], "--image-root applies with --dataset-encoder images, not off"),
     (["--optimizer", "tnas", "--dataset-encoder", "learned", "--feature-extractor", "pixels"],
      "--feature-extractor applies with --dataset-encoder images, not learned"),
+    # as --opt too: the root was recorded in result.json's config, unread
+    (["--optimizer", "tnas", "--opt", "image_root={tmp}"], "--image-root applies with --dataset-encoder images, not off"),
 ])
 def test_search_flag_errors(capsys, tmp_path, nats_csv, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
     code, _, err = run_cli(capsys, "search", *argv, "--benchmark", str(nats_csv), "--dataset", "cifar10",
                         "--budget", "3", "--out", str(tmp_path / "o"))
     assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--encoder-hidden", "8", "--opt", "encoder_hidden=16"], "encoder_hidden"),
+    (["--dataset-encoder", "images", "--image-root", "{tmp}", "--opt", "dataset_encoder=learned"], "dataset_encoder"),
+    (["--surrogate", "{surrogate}", "--opt", "surrogate={tmp}/other.pt"], "surrogate"),
+])
+def test_search_refuses_a_surrogate_setting_given_as_a_flag_and_as_opt(capsys, tmp_path, nats_csv, surrogate_file,
+                                                                       argv, key):
+    # --opt silently won: the flag's value was checked (an image root against its encoder, a
+    # surrogate file for existence) and the other one used, the flag's ignored
+    argv = [a.format(tmp=tmp_path, surrogate=surrogate_file) for a in argv]
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", *argv, "--benchmark", str(nats_csv),
+                           "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
+    flag = f"--{key.replace('_', '-')}"
+    assert code == 2 and err.strip() == f"naslib-bayes: error: {flag} and --opt {key} both set {key}; give one", err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--encoder-hidden", "8"], "--encoder-hidden applies when meta-training here; a --surrogate file already has one"),
+    (["--image-root", "{tmp}"], "has the off dataset encoder, which reads no images"),
+])
+def test_a_surrogate_given_by_opt_is_checked_as_one_given_by_flag(capsys, tmp_path, nats_csv, surrogate_file,
+                                                                  argv, message):
+    # with --opt surrogate=FILE the flags were checked as if meta-training here: --encoder-hidden
+    # was ignored beside the file's (and recorded as used)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--opt", f"surrogate={surrogate_file}", *argv,
+                           "--benchmark", str(nats_csv), "--dataset", "cifar10", "--budget", "3",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_search_with_no_dataset_to_meta_train_on_is_refused_before_out_is_made(capsys, tmp_path, nats_csv):
+    # refused only once the search was set up, beside an --out made (and locked) for it
+    rows = nats_csv.read_text().splitlines()
+    column = rows[0].split(",").index("ArchitectureString")
+    cifar10_only = tmp_path / "cifar10.csv"
+    cifar10_only.write_text("\n".join(f"{row.split(',')[0]},{row.split(',')[column]}" for row in rows) + "\n")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", str(cifar10_only),
+                           "--dataset", "cifar10", "--budget", "3", "--out", str(tmp_path / "o"))
+    assert code == 2 and "a benchmark with datasets other than the target to meta-train on" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("encoder, extra, message", [

@@ -327,14 +327,29 @@ def test_naslib_predictor_takes_one_accuracy_per_architecture_or_refuses_the_sha
 # ---- meta-train --dataset-encoder images: inputs refused before --out is made ---------------
 def _write_cifar100_images(root) -> None:
     """A CIFAR-100 folder of 12 training and 4 test images, as the loaders read it."""
+    _write_pickled_images(root / "cifar-100-python", {"train": 12, "test": 4}, 32, b"fine_labels", range(100))
+
+
+def _write_cifar10_images(root) -> None:
+    """A CIFAR-10 folder of 5 training batches of 3 images and 4 test images."""
+    files = {**{f"data_batch_{i}": 3 for i in range(1, 6)}, "test_batch": 4}
+    _write_pickled_images(root / "cifar-10-batches-py", files, 32, b"labels", range(10))
+
+
+def _write_imagenet16_images(root) -> None:
+    """An ImageNet16 folder of 10 training batches of 2 images and 4 validation images."""
+    files = {**{f"train_data_batch_{i}": 2 for i in range(1, 11)}, "val_data": 4}
+    _write_pickled_images(root / "ImageNet16", files, 16, b"labels", range(1, 121))
+
+
+def _write_pickled_images(folder, files: dict, side: int, label_key: bytes, labels) -> None:
     import pickle
 
     rng = np.random.default_rng(0)
-    folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
-    for name, n in (("train", 12), ("test", 4)):
-        content = {b"data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
-                   b"fine_labels": rng.integers(0, 100, n).tolist()}
+    for name, n in files.items():
+        content = {b"data": rng.integers(0, 256, size=(n, 3 * side * side), dtype=np.uint8),
+                   label_key: rng.choice(list(labels), n).tolist()}
         (folder / name).write_bytes(pickle.dumps(content))
 
 
@@ -354,6 +369,139 @@ def test_meta_train_refuses_missing_images_or_extractor_before_making_out(capsys
                            "--feature-extractor", extractor, "--iterations", 1, "--out", out)
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_search_meta_trains_on_images_named_by_opt_alone(capsys, tmp_path, nats_csv):
+    """``--opt dataset_encoder=images --opt image_root=DIR`` was refused as lacking --image-root."""
+    import json
+
+    from cli_runner import run_cli
+
+    for write in (_write_cifar10_images, _write_cifar100_images, _write_imagenet16_images):
+        write(tmp_path / "images")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--opt", "dataset_encoder=images",
+                           "--opt", f"image_root={tmp_path / 'images'}", "--opt", "feature_extractor=pixels",
+                           "--opt", "meta_iterations=1", "--opt", "finetune_steps=1", "--benchmark", nats_csv,
+                           "--dataset", "cifar10", "--budget", 3, "--out", tmp_path / "o")
+    assert code == 0, err
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["dataset_encoder"]["mode"] == "images" and result["config"]["image_root"] == str(tmp_path / "images")
+
+
+def test_meta_train_records_the_images_it_read(capsys, tmp_path, nats_csv, monkeypatch):
+    """result.json recorded the extractor but not the image root, so the run could not be
+    repeated from its record; a relative root is recorded resolved, as the run read it."""
+    import json
+
+    import jsonschema
+    from cli_runner import run_cli
+    from naslib_bayes import results
+
+    _write_cifar100_images(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", nats_csv, "--datasets", "cifar100",
+                           "--dataset-encoder", "images", "--image-root", "images", "--feature-extractor", "pixels",
+                           "--iterations", 1, "--out", "meta")
+    assert code == 0, err
+    result = json.loads((tmp_path / "meta" / "result.json").read_text())
+    jsonschema.validate(result, results.load_schema())
+    assert result["config"]["image_root"] == str((tmp_path / "images").resolve())
+    assert result["config"]["surrogate_config"]["feature_extractor"] == "pixels"
+    assert result["dataset_encoder"] == {"mode": "images", "feature_extractor": "pixels"}
+    _, info = surrogate_io.load(tmp_path / "meta")
+    assert info["image_root"] == result["config"]["image_root"]  # a search with the file records it too
+
+
+# ---- search --optimizer tnas: a surrogate's inputs refused before --out is made ------------
+def _images_surrogate_file(folder, feature_extractor="pixels"):
+    """An images-mode surrogate file meta-trained (in name) on cifar100 and ImageNet16-120."""
+    from naslib_bayes.predictors.surrogate import Evidence, TNASSurrogate
+
+    config = SurrogateConfig(dataset_encoder="images", feature_extractor=feature_extractor,
+                             meta_datasets=("cifar100", "ImageNet16-120"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        surrogate = TNASSurrogate(config)
+    evidence = Evidence(torch.tensor([[0, 1, 2, 3, 4, 0], [1, 1, 1, 1, 1, 1]]),
+                        torch.tensor([0.5, -0.5], dtype=torch.float64), torch.tensor([0, 1]))
+    surrogate.set_evidence(evidence, torch.zeros(2, config.context_dim, dtype=torch.float64))
+    return surrogate_io.save(surrogate, folder / "surrogate.pt")
+
+
+def _untrusted_extractor_file(folder):
+    """A surrogate file naming a user extractor that the search does not trust."""
+    path = _images_surrogate_file(folder)
+    payload = torch.load(path, weights_only=True)
+    payload["surrogate_config"]["feature_extractor"] = "someone_elses_module:make"
+    torch.save(payload, path)
+    return path
+
+
+def _damaged_weights_file(folder):
+    path = _images_surrogate_file(folder)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {"not_a_weight": torch.zeros(1)}
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("make_file, named", [
+    (_images_surrogate_file, "cifar-10-batches-py"),  # the image root lacks the target's, cifar10
+    (_untrusted_extractor_file, "someone_elses_module:make"),
+    (_damaged_weights_file, "a damaged surrogate file"),
+])
+def test_search_refuses_a_surrogate_it_cannot_use_before_making_out(capsys, tmp_path, nats_csv, make_file, named):
+    """Each was refused only once the search set up its surrogate, beside an --out made (and
+    locked) for a run that never started."""
+    from cli_runner import run_cli
+
+    _write_cifar100_images(tmp_path / "images")
+    path = make_file(tmp_path / "s")
+    out = tmp_path / "search"
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", path,
+                           "--image-root", tmp_path / "images", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", 3, "--out", out)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_search_refuses_a_feature_extractor_other_than_its_surrogate_files(capsys, tmp_path, nats_csv):
+    """--opt feature_extractor names the extractor a file's is trusted as; naming another one was
+    silently ignored (the file's was used) while result.json's config recorded it as used."""
+    from cli_runner import run_cli
+
+    _write_cifar10_images(tmp_path / "images")
+    path = _images_surrogate_file(tmp_path / "s")  # its extractor: pixels
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", path,
+                           "--image-root", tmp_path / "images", "--opt", "feature_extractor=random-conv",
+                           "--benchmark", nats_csv, "--dataset", "cifar10", "--budget", 3, "--out", tmp_path / "o")
+    assert code == 2 and err.strip() == (f"naslib-bayes: error: --opt feature_extractor=random-conv: {path} has "
+                                         "the feature extractor 'pixels'"), err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("write_images, extractor, named", [
+    ([_write_cifar100_images], "pixels", "ImageNet16"),  # a meta-training dataset's images are missing
+    ([_write_cifar100_images, _write_imagenet16_images], "pixels", "cifar-10-batches-py"),  # the target's
+    ([_write_cifar100_images, _write_imagenet16_images], "no_module_of_that_name:make", "no_module_of_that_name"),
+])
+def test_search_meta_training_on_images_refuses_its_inputs_before_making_out(capsys, tmp_path, nats_csv,
+                                                                             write_images, extractor, named):
+    """The images were read, and the extractor built, only once the search set up, beside an
+    --out made for it; the target's images after the whole meta-training."""
+    from cli_runner import run_cli
+
+    for write in write_images:
+        write(tmp_path / "images")
+    out = tmp_path / "search"
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--dataset-encoder", "images",
+                           "--image-root", tmp_path / "images", "--feature-extractor", extractor,
+                           "--opt", "meta_iterations=1", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", 3, "--out", out)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err, err
     assert not out.exists()
 
 

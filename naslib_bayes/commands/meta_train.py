@@ -72,7 +72,8 @@ def reptile_settings(args) -> tuple[float, int]:
 
 def run(args) -> int:
     from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, meta_datasets_from_benchmark,
+                                                     meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
@@ -93,6 +94,8 @@ def run(args) -> int:
     # images and extractor before --out is made: a dataset missing from --image-root or an extractor
     # that cannot be built would otherwise leave a folder holding no run
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)
+    for dataset in datasets:  # too few to split into training and held-out cells: refused now too
+        evaluated_cells(dataset)
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
     if encoder == "images":
@@ -103,16 +106,18 @@ def run(args) -> int:
     config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=outer_step,
                              inner_steps=inner_steps, output_transform=args.output_transform,
                              evidence_top=args.evidence_top, threads=args.threads)
+    # resolved, as the images were read: the record repeats the run from any folder
+    image_root = None if args.image_root is None else str(args.image_root.expanduser().resolve())
     common.logger.info("meta-training on %s", ", ".join(names))
     surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,
                                 progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))
     info = {"meta_datasets": names, "seed": args.seed, "benchmark": benchmark.source, "metric": args.metric,
-            "meta_train_config": config.to_dict(), "meta_train": log.to_dict()}
+            "image_root": image_root, "meta_train_config": config.to_dict(), "meta_train": log.to_dict()}
     results.retire_result(out)
     path = surrogate_io.save(surrogate, out / surrogate_io.FILE_NAME, info)
     result = results.new_result(
         "meta-train", search_space="nasbench201", seed=args.seed, wall_time_s=time.perf_counter() - start,
-        config={"benchmark": benchmark.source, "metric": args.metric, **config.to_dict(),
+        config={"benchmark": benchmark.source, "metric": args.metric, "image_root": image_root, **config.to_dict(),
                 "surrogate_config": surrogate.config.to_dict()},
         meta_datasets=names, meta_train=log.to_dict(),
         surrogate={"path": str(path), "format_version": surrogate_io.FORMAT_VERSION, "meta_datasets": names},

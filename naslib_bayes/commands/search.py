@@ -179,6 +179,7 @@ def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
 
 def run_black_box(args) -> int:
     from naslib_bayes.experiment import plan_blackbox_search
+    from naslib_bayes.optimizers.tnas import TNAS
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     _require(args, "benchmark", "budget")
@@ -188,6 +189,8 @@ def run_black_box(args) -> int:
     search = plan_blackbox_search(benchmark, args.optimizer, args.dataset, args.budget, args.seed,
                                   search_metric=args.search_metric, report_metric=args.report_metric,
                                   hyperparameters=hyperparameters)
+    if isinstance(search.optimizer, TNAS):  # its surrogate file and images, read at setup, are read now
+        search.optimizer.check_inputs(search.problem)
     out = common.prepare_out(args.out, args.overwrite, args.held_folders)  # after every check of the arguments
     for message in search.warnings:
         common.warn(message)
@@ -213,36 +216,51 @@ def _surrogate_hyperparameters(args) -> dict:
     for key in given:
         if key not in accepted:
             raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
-    if given.get("surrogate") is None:  # a surrogate file fixes its encoder; else it is meta-trained here
-        encoder = given.get("dataset_encoder") or dict(args.opt).get("dataset_encoder") or "off"
-        common.check_image_options(encoder, given.get("image_root"), given.get("feature_extractor"))
+    twice = sorted(set(given) & set(dict(args.opt)))  # --opt would silently win over the checked flag
+    if twice:
+        raise UserError(f"--{twice[0].replace('_', '-')} and --opt {twice[0]} both set {twice[0]}; give one")
+    opts = dict(args.opt)
+    chosen = {**opts, **given}  # what the search uses, however given (no key both ways: refused above)
+    surrogate = chosen.get("surrogate")
+    if surrogate is None:  # meta-trained here, with the encoder and images chosen
+        encoder = chosen.get("dataset_encoder") or "off"
+        common.check_image_options(encoder, chosen.get("image_root"), chosen.get("feature_extractor"))
     else:
         from naslib_bayes.predictors.surrogate_io import existing
 
-        existing(given["surrogate"])  # before any warning is printed or folder made
-        # What a meta-trained file already fixes would be ignored (and recorded as if used).
+        existing(surrogate)  # before any warning is printed or folder made
+        # What a meta-trained file already fixes would be ignored (and recorded as if used);
+        # --opt feature_extractor stays allowed: it names the extractor a file's is trusted as.
         for key in ("dataset_encoder", "encoder_hidden", "feature_extractor"):
             if given.get(key) is not None:
                 raise UserError(f"--{key.replace('_', '-')} applies when meta-training here; "
                                 "a --surrogate file already has one")
-    opts = dict(args.opt)
-    surrogate = given.get("surrogate", opts.get("surrogate"))
     common.refuse_meta_training_beside_a_surrogate({**opts, "surrogate": surrogate})
     if surrogate is not None:  # the file is read last: the settings above are refused whatever it holds
-        _check_image_root_for(surrogate, given.get("image_root", opts.get("image_root")))
+        _check_image_settings_for(surrogate, chosen.get("image_root"), chosen.get("feature_extractor"))
     return {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
 
 
-def _check_image_root_for(surrogate: Path, image_root) -> None:
+def _check_image_settings_for(surrogate: Path, image_root, feature_extractor) -> None:
     """A surrogate that encodes datasets by their images needs the target's images; any other
-    would ignore an image root (and record it as if used)."""
+    would ignore an image root (and record it as if used). An extractor named beside the file
+    is the one its own is trusted as: another would be ignored as well."""
     from naslib_bayes.predictors.surrogate_io import read_config, resolve
 
-    encoder = read_config(surrogate).dataset_encoder
+    config = read_config(surrogate)
+    encoder = config.dataset_encoder
     if encoder == "images" and image_root is None:
         raise UserError(f"{resolve(surrogate)} encodes a dataset by its images: give the target's with --image-root")
     if encoder != "images" and image_root is not None:
         raise UserError(f"--image-root: {resolve(surrogate)} has the {encoder} dataset encoder, which reads no images")
+    if feature_extractor is None:
+        return
+    if encoder != "images":
+        raise UserError(f"--opt feature_extractor={feature_extractor}: {resolve(surrogate)} has the {encoder} "
+                        "dataset encoder, which reads no images")
+    if feature_extractor != config.feature_extractor:
+        raise UserError(f"--opt feature_extractor={feature_extractor}: {resolve(surrogate)} has the feature "
+                        f"extractor {config.feature_extractor!r}")
 
 
 def _require(args, *names: str) -> None:

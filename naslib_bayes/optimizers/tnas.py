@@ -123,10 +123,29 @@ class TNAS(DeepKernelBO):
                            self.problem.dataset)
         return surrogate
 
+    def check_inputs(self, problem) -> None:
+        """Read now what :meth:`setup` will read for ``problem``: a command calls this before it
+        makes its output folder, so that a surrogate file it cannot load, images missing from
+        ``image_root``, an extractor that cannot be built or no dataset to meta-train on are
+        refused before anything is written (the target's images are otherwise first read after
+        the whole meta-training)."""
+        from naslib_bayes.predictors import surrogate_io
+        from naslib_bayes.predictors.dataset_context import build_feature_extractor, dataset_images
+
+        path = self.config["surrogate"] if self.config["surrogate"] is not None else problem.prepared
+        if path is not None:
+            surrogate, _ = surrogate_io.load(path, trust_feature_extractor=self.config["feature_extractor"])
+            encoder, datasets = surrogate.config.dataset_encoder, [problem.dataset]
+        else:
+            encoder, datasets = self.config["dataset_encoder"], [*_meta_training_source(problem).datasets, problem.dataset]
+            if encoder == "images":
+                build_feature_extractor(self.config["feature_extractor"])
+        if encoder == "images":
+            for name in datasets:
+                dataset_images(name, self.config["image_root"])
+
     def _meta_train_here(self):
-        source = self.problem.source
-        if source is None or not source.datasets:
-            raise UserError("tnas needs --surrogate or a benchmark with datasets other than the target to meta-train on")
+        source = _meta_training_source(self.problem)
         logger.warning("no --surrogate given: meta-training leave-one-dataset-out on %s (target %s left out)",
                        ", ".join(source.datasets), self.problem.dataset)
         return meta_train_surrogate(source, self.problem.objective.metric, self.config, self.seed)
@@ -294,6 +313,14 @@ class TNAS(DeepKernelBO):
         if config.dataset_encoder == "learned":
             info["target_context"] = "mean of the meta-training contexts, fine-tuned on the target's observations"
         return info
+
+
+def _meta_training_source(problem):
+    """The benchmark's datasets other than the target, which a search without a surrogate file
+    meta-trains on; a :class:`UserError` when there is none."""
+    if problem.source is None or not problem.source.datasets:
+        raise UserError("tnas needs --surrogate or a benchmark with datasets other than the target to meta-train on")
+    return problem.source
 
 
 def prior_quantiles(order: torch.Tensor) -> torch.Tensor:

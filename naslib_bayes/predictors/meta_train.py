@@ -235,11 +235,21 @@ def meta_train(datasets: Sequence[MetaDataset], surrogate_config: SurrogateConfi
     return surrogate, log
 
 
+MIN_EVALUATED_CELLS = 10
+
+
+def evaluated_cells(data: MetaDataset) -> np.ndarray:
+    """Positions of ``data``'s cells with a value; a :class:`UserError` when there are too few to
+    split into training and held-out cells (a command asks before it writes)."""
+    finite = np.flatnonzero(np.isfinite(data.values))
+    if finite.size < MIN_EVALUATED_CELLS:
+        raise UserError(f"meta-training dataset {data.name!r} has only {finite.size} evaluated cells")
+    return finite
+
+
 def _split(index: int, data: MetaDataset, holdout_fraction: float, transform: str,
            rng: np.random.Generator) -> _Split:
-    finite = np.flatnonzero(np.isfinite(data.values))
-    if finite.size < 10:
-        raise UserError(f"meta-training dataset {data.name!r} has only {finite.size} evaluated cells")
+    finite = evaluated_cells(data)
     order = rng.permutation(finite)
     n_out = max(1, int(round(holdout_fraction * finite.size)))
     train, held_out = np.sort(order[n_out:]), np.sort(order[:n_out])
