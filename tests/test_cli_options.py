@@ -659,3 +659,23 @@ def test_torch_threads_restores_the_callers_count_even_after_an_error():
     with torch_threads(0):  # a count below one means one thread
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("word", ["off", "on", "yes", "no", "Off", "NO"])
+def test_opt_keeps_yaml_1_1_boolean_words_as_text(word):
+    # YAML 1.1 reads off/on/yes/no as booleans, so --opt dataset_encoder=off, the flag's own
+    # value, was refused as "dataset_encoder=False: expected str"
+    from naslib_bayes.commands.common import key_value
+
+    assert key_value(f"dataset_encoder={word}") == ("dataset_encoder", word)
+    assert key_value("initial_design_only=true") == ("initial_design_only", True)
+    assert key_value("initial_design_only=False") == ("initial_design_only", False)
+
+
+def test_search_takes_the_off_dataset_encoder_through_opt(capsys, tmp_path, nats_csv):
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--opt", "dataset_encoder=off", "--opt", "meta_iterations=2", "--budget", "6",
+                           "--out", tmp_path / "out")
+    assert code == 0, err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["dataset_encoder"]["mode"] == "off"

@@ -104,18 +104,41 @@ _ValueLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(rf"^{EXPONENT_FLOAT.pattern}$"), list("-+0123456789"))
 
 
+class _OptionLoader(_ValueLoader):
+    """:class:`_ValueLoader` whose only booleans are true and false (as in YAML 1.2): YAML 1.1 also
+    reads off, on, yes and no as booleans, which turned ``--opt dataset_encoder=off`` (the value
+    of the flag ``--dataset-encoder off``) into False."""
+
+
+_OptionLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _ValueLoader.yaml_implicit_resolvers.items()}
+_OptionLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def key_value(text: str) -> tuple[str, Any]:
-    """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, booleans, lists).
+    """``--opt k=5`` -> ("k", 5); the value is read as YAML (numbers, true/false, lists).
 
     Hyphens in the key's name become underscores (``initial-design`` = ``initial_design``), but not
     in an ``OPTIMIZER.`` prefix: ``gp-bo.finetune-steps`` -> ``gp-bo.finetune_steps``.
     """
+    return _key_value(text, _OptionLoader)
+
+
+def naslib_key_value(text: str) -> tuple[str, Any]:
+    """``--set search.k=5`` -> ("search.k", 5): as :func:`key_value`, but with YAML 1.1's booleans
+    (yes/no/on/off too), as NASLib reads its config files."""
+    return _key_value(text, _ValueLoader)
+
+
+def _key_value(text: str, loader: type[yaml.SafeLoader]) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")  # argparse names the option
     prefix, dot, name = key.rpartition(".")
     try:
-        return prefix + dot + name.replace("-", "_"), yaml.load(value, Loader=_ValueLoader)
+        return prefix + dot + name.replace("-", "_"), yaml.load(value, Loader=loader)
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"{key}: cannot parse value {value!r}") from None
 

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--surrogate", type=Path, metavar="PATH",
                         help="tnas: a surrogate.pt (or its folder) from naslib-bayes meta-train; without it, tnas "
                              "meta-trains leave-one-dataset-out on the --benchmark's other datasets")
-    parser.add_argument("--set", dest="overrides", type=common.key_value, action="append", default=[],
+    parser.add_argument("--set", dest="overrides", type=common.naslib_key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable (e.g. --set search.epochs=20)")
     common.add_out(parser)
     parser.set_defaults(run=run)
