@@ -716,6 +716,36 @@ def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_pat
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_ctrl_c_early_in_a_comparison_prints_one_line_and_the_rerun_finishes_it(nats_csv, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group; the workers, still loading the benchmark,
+    printed a KeyboardInterrupt traceback of their own beside the command's line."""
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
+               "--optimizers", "rs", "--seeds", "4", "--budget", "5", "--jobs", "2", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own group, as a terminal's job is
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
+        workers = grandchildren(proc.pid)
+        for pid in workers:  # the workers may see the Ctrl-C before the command does
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (130, "naslib-bayes: interrupted\n")
+        assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
+    finally:  # a failed test leaves no process of its own behind
+        for pid in [proc.pid, *workers]:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0 and rerun.stdout.startswith("4 runs done, 0 reused"), rerun.stderr
+    assert len(run_files(out)) == 4
+
+
 def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benchmark):
     # Where the README's run files are present (after its command ran), they must be what that
     # command makes with this code: a default changed without regenerating them is caught here.
