@@ -8,13 +8,16 @@ Ctrl-C and SIGTERM stop a command the same way (one line, exit code 130 or 143).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from naslib_bayes.errors import UserError
 
@@ -111,6 +114,52 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def run_program() -> NoReturn:
+    """The ``naslib-bayes`` program: :func:`main` on the command line, and the process ends with its code.
+
+    Python's own exit after a command (torch's teardown) takes a second or more, most of it with
+    Ctrl-C and SIGTERM back at their default action: a Ctrl-C then killed the finished program by
+    its signal, saying nothing. Here a signal until the end is answered as during the command (one
+    line, 130 or 143; every file is written by then), and the process ends once the exit handlers
+    (``atexit``) have run, without the teardown.
+    """
+    code = main()
+    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code)
+    _exit_now(code)
+
+
+def _answer_late_signals(already_said: bool, code: int) -> None:
+    """Ctrl-C or SIGTERM from now on ends the process at once: with its line and code, or, after a
+    command that already said it was stopped, quietly with that command's code."""
+
+    def answer(signum, frame):
+        stopped = (EXIT_TERMINATED, "terminated") if signum == signal.SIGTERM else (EXIT_INTERRUPTED, "interrupted")
+        if not already_said:
+            sys.stderr.write(f"{PROG}: {stopped[1]}\n")
+        _flush_standard_streams()
+        os._exit(code if already_said else stopped[0])
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, answer)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """What the interpreter's exit does that matters here (waiting for threads, ``atexit`` handlers,
+    flushing the output), then the end of the process."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    _flush_standard_streams()
+    os._exit(code)
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader gone (a closed pipe) has nothing left to lose
+            stream.flush()
+
+
 def run_command(argv: list[str] | None = None) -> int:
     """One command's exit code, or 2 with its line for bad input. Ctrl-C and SIGTERM
     (:class:`Terminated`) propagate: a command running others within it (a one-shot comparison's
@@ -127,4 +176,4 @@ def run_command(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program()

@@ -115,6 +115,35 @@ def test_sigterm_unwinds_a_command_like_ctrl_c(capsys, monkeypatch, nats_csv, tm
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_as_the_program_exits_after_its_result_is_one_line_and_the_result_stays(signum, code, said, nats_csv,
+                                                                                         tmp_path):
+    """The interpreter's exit after a command (torch's teardown) takes a second or more, most of it with the
+    signals back at their default action: a Ctrl-C then killed the finished program by its signal (-2),
+    saying nothing. It is answered as during the command, or finds the program already ended (0)."""
+    import os
+    import signal
+    import time
+
+    for delay_s in (0.02, 0.2):
+        out = tmp_path / f"run-{delay_s}"
+        proc = subprocess.Popen([sys.executable, "-m", "naslib_bayes", "search", "--optimizer", "rs", "--benchmark",
+                                 str(nats_csv), "--dataset", "cifar10", "--budget", "5", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while not (out / "result.json").exists() and proc.poll() is None:
+                time.sleep(0.002)
+            time.sleep(delay_s)
+            os.killpg(proc.pid, getattr(signal, signum))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said_lines = [line for line in err.splitlines() if "warning:" not in line]
+        assert (proc.returncode, said_lines) in ((code, [f"naslib-bayes: {said}"]), (0, [])), (delay_s, err)
+        assert json.loads((out / "result.json").read_text())["budget"] == 5
+
+
 # ---- benchmarks with values for some cells only, and metrics a search must not maximise ---------
 CSV_HEADER = "ArchitectureString,CIFAR10TestAccuracy200Epochs,CIFAR100TestAccuracy200Epochs"
 
