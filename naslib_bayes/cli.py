@@ -7,6 +7,7 @@ Ctrl-C and SIGTERM stop a command the same way (one line, exit code 130 or 143).
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import atexit
 import contextlib
@@ -100,11 +101,62 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Seconds before a stop dropped in a finalizer is delivered again: long enough for the unraisable
+#: hook that saw it to have returned (raised inside the hook, it would be dropped again).
+REDELIVERY_DELAY_S = 0.05
+
+
+@contextlib.contextmanager
+def stops_in_finalizers_delivered_again():
+    """Deliver Ctrl-C and SIGTERM again when their handler ran inside a finalizer, for one command.
+
+    Python runs a signal's handler at the next bytecode it executes, often a finalizer's (a
+    progress bar's ``__del__`` as a function returns); the exception raised there cannot
+    propagate, so Python printed it with a traceback ('Exception ignored in ...') and dropped it,
+    and the command went on as if never stopped. Here it is raised again outside the finalizer,
+    at the latest as the command ends.
+    """
+    previous = sys.unraisablehook
+    undelivered: dict[str, type[KeyboardInterrupt] | None] = {"stop": None}  # dropped, not yet delivered again
+    timers: list[threading.Timer] = []
+
+    def deliver(signum: int) -> None:
+        if undelivered.pop("stop", None) is None:  # delivered already, or the command has ended
+            return
+        if hasattr(signal, "pthread_kill"):  # a signal proper, which also cuts a blocking call (a sleep) short
+            signal.pthread_kill(threading.main_thread().ident, signum)
+        else:
+            _thread.interrupt_main(signum)
+
+    def redeliver(unraisable) -> None:
+        stop = unraisable.exc_value
+        if not isinstance(stop, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+            return previous(unraisable)
+        undelivered["stop"] = type(stop)
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, _raise_terminated)  # it stood aside for a second SIGTERM
+        timers.append(threading.Timer(REDELIVERY_DELAY_S, deliver, (signum,)))
+        timers[-1].start()
+
+    sys.unraisablehook = redeliver
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        stop = undelivered.pop("stop", None)  # from now on no timer delivers it
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+    if stop is not None:  # the command ended before it was delivered again: it was stopped all the same
+        raise stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: a command's exit code, with one line on stderr for bad input (2), Ctrl-C
     (:data:`EXIT_INTERRUPTED`) or SIGTERM (:data:`EXIT_TERMINATED`)."""
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), stops_in_finalizers_delivered_again():
             return run_command(argv)
     except Terminated:
         sys.stderr.write(f"{PROG}: terminated\n")
