@@ -377,6 +377,34 @@ def test_regret_plot_is_written(serial, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_regret_plot_stopped_mid_write_leaves_the_previous_plot_whole(serial, tmp_path, monkeypatch):
+    """Ctrl-C inside the PNG's write (the last files a comparison writes, beside a README it may
+    rewrite) left a truncated image in place of the previous one."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    _, _, result = serial
+    path = plot_regret(result, "cifar10", tmp_path / "regret.png")
+    before = path.read_bytes()
+    savefig = Figure.savefig
+
+    def stopped_halfway(self, target, **kwargs):
+        whole = io.BytesIO()
+        savefig(self, whole, format="png", **{k: v for k, v in kwargs.items() if k != "format"})
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(target, (str, os.PathLike)):
+            Path(target).write_bytes(half)
+        else:
+            target.write(half)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        plot_regret(result, "cifar10", path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["regret.png"]
+
+
 # ---- command line -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "extra, message",
