@@ -1,5 +1,3 @@
-import sys
+from naslib_bayes.cli import run_program
 
-from naslib_bayes.cli import main
-
-sys.exit(main())
+run_program()

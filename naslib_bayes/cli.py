@@ -7,14 +7,18 @@ Ctrl-C and SIGTERM stop a command the same way (one line, exit code 130 or 143).
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import atexit
 import contextlib
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from naslib_bayes.errors import UserError
 
@@ -97,11 +101,62 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Seconds before a stop dropped in a finalizer is delivered again: long enough for the unraisable
+#: hook that saw it to have returned (raised inside the hook, it would be dropped again).
+REDELIVERY_DELAY_S = 0.05
+
+
+@contextlib.contextmanager
+def stops_in_finalizers_delivered_again():
+    """Deliver Ctrl-C and SIGTERM again when their handler ran inside a finalizer, for one command.
+
+    Python runs a signal's handler at the next bytecode it executes, often a finalizer's (a
+    progress bar's ``__del__`` as a function returns); the exception raised there cannot
+    propagate, so Python printed it with a traceback ('Exception ignored in ...') and dropped it,
+    and the command went on as if never stopped. Here it is raised again outside the finalizer,
+    at the latest as the command ends.
+    """
+    previous = sys.unraisablehook
+    undelivered: dict[str, type[KeyboardInterrupt] | None] = {"stop": None}  # dropped, not yet delivered again
+    timers: list[threading.Timer] = []
+
+    def deliver(signum: int) -> None:
+        if undelivered.pop("stop", None) is None:  # delivered already, or the command has ended
+            return
+        if hasattr(signal, "pthread_kill"):  # a signal proper, which also cuts a blocking call (a sleep) short
+            signal.pthread_kill(threading.main_thread().ident, signum)
+        else:
+            _thread.interrupt_main(signum)
+
+    def redeliver(unraisable) -> None:
+        stop = unraisable.exc_value
+        if not isinstance(stop, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+            return previous(unraisable)
+        undelivered["stop"] = type(stop)
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, _raise_terminated)  # it stood aside for a second SIGTERM
+        timers.append(threading.Timer(REDELIVERY_DELAY_S, deliver, (signum,)))
+        timers[-1].start()
+
+    sys.unraisablehook = redeliver
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        stop = undelivered.pop("stop", None)  # from now on no timer delivers it
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+    if stop is not None:  # the command ended before it was delivered again: it was stopped all the same
+        raise stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: a command's exit code, with one line on stderr for bad input (2), Ctrl-C
     (:data:`EXIT_INTERRUPTED`) or SIGTERM (:data:`EXIT_TERMINATED`)."""
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), stops_in_finalizers_delivered_again():
             return run_command(argv)
     except Terminated:
         sys.stderr.write(f"{PROG}: terminated\n")
@@ -109,6 +164,52 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def run_program() -> NoReturn:
+    """The ``naslib-bayes`` program: :func:`main` on the command line, and the process ends with its code.
+
+    Python's own exit after a command (torch's teardown) takes a second or more, most of it with
+    Ctrl-C and SIGTERM back at their default action: a Ctrl-C then killed the finished program by
+    its signal, saying nothing. Here a signal until the end is answered as during the command (one
+    line, 130 or 143; every file is written by then), and the process ends once the exit handlers
+    (``atexit``) have run, without the teardown.
+    """
+    code = main()
+    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code)
+    _exit_now(code)
+
+
+def _answer_late_signals(already_said: bool, code: int) -> None:
+    """Ctrl-C or SIGTERM from now on ends the process at once: with its line and code, or, after a
+    command that already said it was stopped, quietly with that command's code."""
+
+    def answer(signum, frame):
+        stopped = (EXIT_TERMINATED, "terminated") if signum == signal.SIGTERM else (EXIT_INTERRUPTED, "interrupted")
+        if not already_said:
+            sys.stderr.write(f"{PROG}: {stopped[1]}\n")
+        _flush_standard_streams()
+        os._exit(code if already_said else stopped[0])
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, answer)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """What the interpreter's exit does that matters here (waiting for threads, ``atexit`` handlers,
+    flushing the output), then the end of the process."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    _flush_standard_streams()
+    os._exit(code)
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader gone (a closed pipe) has nothing left to lose
+            stream.flush()
 
 
 def run_command(argv: list[str] | None = None) -> int:
@@ -127,4 +228,4 @@ def run_command(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program()

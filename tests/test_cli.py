@@ -115,6 +115,100 @@ def test_sigterm_unwinds_a_command_like_ctrl_c(capsys, monkeypatch, nats_csv, tm
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_as_the_program_exits_after_its_result_is_one_line_and_the_result_stays(signum, code, said, nats_csv,
+                                                                                         tmp_path):
+    """The interpreter's exit after a command (torch's teardown) takes a second or more, most of it with the
+    signals back at their default action: a Ctrl-C then killed the finished program by its signal (-2),
+    saying nothing. It is answered as during the command, or finds the program already ended (0)."""
+    import os
+    import signal
+    import time
+
+    for delay_s in (0.02, 0.2):
+        out = tmp_path / f"run-{delay_s}"
+        proc = subprocess.Popen([sys.executable, "-m", "naslib_bayes", "search", "--optimizer", "rs", "--benchmark",
+                                 str(nats_csv), "--dataset", "cifar10", "--budget", "5", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while not (out / "result.json").exists() and proc.poll() is None:
+                time.sleep(0.002)
+            time.sleep(delay_s)
+            os.killpg(proc.pid, getattr(signal, signum))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said_lines = [line for line in err.splitlines() if "warning:" not in line]
+        assert (proc.returncode, said_lines) in ((code, [f"naslib-bayes: {said}"]), (0, [])), (delay_s, err)
+        assert json.loads((out / "result.json").read_text())["budget"] == 5
+
+
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_whose_handler_runs_in_a_finalizer_still_stops_the_command(signum, code, said, capsys, monkeypatch,
+                                                                             nats_csv, tmp_path):
+    """Python runs a signal's handler at the next bytecode it executes, often a finalizer (a progress
+    bar's ``__del__`` as the search's function returns, just after result.json); the exception it raises
+    there is printed as 'Exception ignored' with a traceback and dropped, and the command went on as if
+    never stopped (exit code 0). It is delivered again, outside the finalizer."""
+    import signal
+
+    from naslib_bayes import cli, results
+
+    handler = {"SIGINT": signal.default_int_handler, "SIGTERM": cli._raise_terminated}[signum]
+    write_result = results.write_result
+
+    class StoppedWhileFinalized:
+        def __del__(self):
+            handler(getattr(signal, signum), None)  # what the signal's handler does when it runs here
+
+    def written_then_stopped(*args, **kwargs):
+        path = write_result(*args, **kwargs)
+        StoppedWhileFinalized()  # dropped at once: its finalizer runs now
+        return path
+
+    monkeypatch.setattr(results, "write_result", written_then_stopped)
+    out = tmp_path / "run"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a program
+    try:
+        returned, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", nats_csv, "--dataset",
+                                   "cifar10", "--budget", "5", "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (returned, [line for line in err.splitlines() if "warning:" not in line]) == (code, [f"naslib-bayes: {said}"])
+    assert json.loads((out / "result.json").read_text())["budget"] == 5
+
+
+def test_a_ctrl_c_dropped_in_a_finalizer_mid_work_stops_the_work_at_once(capsys, monkeypatch, nats_csv, tmp_path):
+    """Not only once the command has ended: the work it was doing (here, before writing result.json)
+    stops within moments, as for any Ctrl-C."""
+    import signal
+    import time
+
+    from naslib_bayes import results
+
+    class StoppedWhileFinalized:
+        def __del__(self):
+            signal.default_int_handler(signal.SIGINT, None)
+
+    def stopped_mid_work(*args, **kwargs):
+        StoppedWhileFinalized()
+        time.sleep(30)  # the work goes on; the Ctrl-C ends it long before
+        raise AssertionError("the Ctrl-C was lost")
+
+    monkeypatch.setattr(results, "write_result", stopped_mid_work)
+    out = tmp_path / "run"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    start = time.monotonic()
+    try:
+        code, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", nats_csv, "--dataset", "cifar10",
+                               "--budget", "5", "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130 and err.splitlines()[-1] == "naslib-bayes: interrupted" and time.monotonic() - start < 20
+    assert not (out / "result.json").exists()
+
+
 # ---- benchmarks with values for some cells only, and metrics a search must not maximise ---------
 CSV_HEADER = "ArchitectureString,CIFAR10TestAccuracy200Epochs,CIFAR100TestAccuracy200Epochs"
 

@@ -377,6 +377,34 @@ def test_regret_plot_is_written(serial, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_regret_plot_stopped_mid_write_leaves_the_previous_plot_whole(serial, tmp_path, monkeypatch):
+    """Ctrl-C inside the PNG's write (the last files a comparison writes, beside a README it may
+    rewrite) left a truncated image in place of the previous one."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    _, _, result = serial
+    path = plot_regret(result, "cifar10", tmp_path / "regret.png")
+    before = path.read_bytes()
+    savefig = Figure.savefig
+
+    def stopped_halfway(self, target, **kwargs):
+        whole = io.BytesIO()
+        savefig(self, whole, format="png", **{k: v for k, v in kwargs.items() if k != "format"})
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(target, (str, os.PathLike)):
+            Path(target).write_bytes(half)
+        else:
+            target.write(half)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        plot_regret(result, "cifar10", path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["regret.png"]
+
+
 # ---- command line -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "extra, message",
@@ -714,6 +742,36 @@ def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_pat
         for pid in [proc.pid, *workers]:
             if is_running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_ctrl_c_early_in_a_comparison_prints_one_line_and_the_rerun_finishes_it(nats_csv, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group; the workers, still loading the benchmark,
+    printed a KeyboardInterrupt traceback of their own beside the command's line."""
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
+               "--optimizers", "rs", "--seeds", "4", "--budget", "5", "--jobs", "2", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own group, as a terminal's job is
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
+        workers = grandchildren(proc.pid)
+        for pid in workers:  # the workers may see the Ctrl-C before the command does
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (130, "naslib-bayes: interrupted\n")
+        assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
+    finally:  # a failed test leaves no process of its own behind
+        for pid in [proc.pid, *workers]:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0 and rerun.stdout.startswith("4 runs done, 0 reused"), rerun.stderr
+    assert len(run_files(out)) == 4
 
 
 def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benchmark):

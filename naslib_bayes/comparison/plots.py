@@ -9,6 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from naslib_bayes.comparison.summary import CONFIDENCE, Summary
+from naslib_bayes.results import atomic_write
 
 #: Below this regret the y axis is linear, above it logarithmic (regrets reach 0 exactly).
 SYMLOG_LINTHRESH = 0.1
@@ -41,9 +42,11 @@ def plot_regret(summary: Summary, dataset: str, path: Path) -> Path:
     ax.legend(title=f"optimizer (regret @{summary.budget})", fontsize=9, title_fontsize=9,
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
+    # Atomically: stopped mid-write (Ctrl-C), the previous plot stays whole rather than truncated.
     path = Path(path)
-    fig.savefig(path, metadata={"Software": None})
-    return path
+    image_format = path.suffix.lstrip(".").lower() or "png"  # as savefig would infer it from the name
+    return atomic_write(path, lambda handle: fig.savefig(handle, format=image_format, metadata={"Software": None}),
+                        binary=True)
 
 
 def _colours(optimizers: list[str]) -> dict[str, tuple]:

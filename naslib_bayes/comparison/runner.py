@@ -414,10 +414,16 @@ _WORKER_BENCHMARK: Benchmark | None = None
 
 
 def _init_worker(benchmark_path: str) -> None:
-    """Worker start: one torch thread (runs share the cores) and the benchmark loaded once."""
+    """Worker start: one torch thread (runs share the cores) and the benchmark loaded once.
+
+    Ctrl-C, which a terminal sends to the workers too, is the main process's to act on: it stops
+    the workers (:func:`stop_workers`). Acted on here, it printed a worker's traceback beside the
+    command's one line, or broke the pool mid-start (a ``BrokenProcessPool`` traceback).
+    """
     global _WORKER_BENCHMARK
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
+    _leave_signals_to_the_parent()
     torch.set_num_threads(1)
     _WORKER_BENCHMARK = load_benchmark(benchmark_path)
 
