@@ -175,9 +175,20 @@ def run_program() -> NoReturn:
     line, 130 or 143; every file is written by then), and the process ends once the exit handlers
     (``atexit``) have run, without the teardown.
     """
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:
+        code = _reader_gone()
     _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code)
     _exit_now(code)
+
+
+def _reader_gone() -> int:
+    """Exit code 1 once the reader of the output has gone (``naslib-bayes list | head -1``), without
+    the traceback of the BrokenPipeError: later writes and the final flush go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def _answer_late_signals(already_said: bool, code: int) -> None:

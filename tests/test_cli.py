@@ -307,3 +307,13 @@ def test_a_bad_key_value_names_the_option_it_was_given_to(capsys, tmp_path, argv
     # naslib-run's --set shares --opt's parser, whose messages named --opt
     code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
     assert code == 2 and err.strip() == f"naslib-bayes: error: {message}"
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly():
+    # `naslib-bayes list | head -1`: the reader gone, print raised BrokenPipeError with a traceback
+    process = subprocess.Popen([sys.executable, "-m", "naslib_bayes", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # before the program has written anything: every write meets a closed pipe
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert err == ""
