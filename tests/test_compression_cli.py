@@ -448,7 +448,7 @@ def test_compress_command_writes_result_and_a_loadable_model(capsys, tmp_path, d
     (["--model", "lenet5", "--dataset", "digits", "--lambda", "0"], "positive"),
     (["--model", "lenet5", "--dataset", "digits", "--epochs", "3", "--finetune-epochs", "3"], "finetune_epochs"),
     (["--model", "lenet5", "--dataset", "digits", "--epochs", "2", "--finetune-epochs", "1"],
-     "epochs=2 minus finetune_epochs=1"),
+     "epochs=2 with finetune_epochs=1 leaves 1 epoch(s)"),
     (["--model", "lenet5", "--dataset", "digits", "--max-params", "1.5"], "--max-params"),
     (["--model", "lenet5", "--dataset", "digits", "--retrain", "rewind"], "--retrain"),
     (["--model", "lenet5", "--dataset", "digits", "--distill", "1.5"], "--distill"),
