@@ -783,7 +783,7 @@ def _worker_context():
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, "naslib_bayes.comparison.worker_start"])
         return context
     return multiprocessing.get_context("spawn")
 
