@@ -325,24 +325,26 @@ def main(argv=None) -> int:
 
 
 def run_jobs(jobs: list[dict], processes: int) -> list[dict]:
-    """The records of the runs that finished, each printed as it does; a failed run is reported."""
+    """The records of the runs that finished, in the order of ``jobs`` (the order they finish in
+    depends on ``processes`` and on which runs were read back), each printed as it finishes; a
+    failed run is reported."""
     from naslib_bayes.comparison.runner import worker_pool
 
-    records = []
+    finished = {}
     with worker_pool(processes) as pool:
-        futures = {pool.submit(run_one, job): job for job in jobs}
+        futures = {pool.submit(run_one, job): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):
-            job = futures[future]
+            job = jobs[futures[future]]
             try:
                 record = future.result()
             except Exception as exc:  # report and go on with the other runs
                 print(f"FAILED {job['model']} lambda {job['lam']:g} seed {job['seed']}: {exc!r}", flush=True)
                 continue
-            records.append(record)
+            finished[futures[future]] = record
             print(f"done {record['model']} lambda {record['lam']:g} seed {record['seed']}: dense "
                   f"{record['accuracy_dense']:.2f} compressed {record['accuracy_compressed']:.2f} params "
                   f"{record['params_before']} -> {record['params_after']} ({record['wall_time_s']:.0f}s)", flush=True)
-    return records
+    return [finished[index] for index in sorted(finished)]
 
 
 if __name__ == "__main__":

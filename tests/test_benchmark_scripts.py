@@ -321,6 +321,27 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
 
 
+def test_the_compression_benchmark_lists_its_records_in_the_order_of_its_runs_whatever_finishes_first(monkeypatch):
+    """records-<split>.json held the runs in the order they finished, which --jobs and reused runs
+    change: the first run finishing last here was listed last."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import naslib_bayes.comparison.runner as runner
+
+    jobs = [dict(model="lenet5", lam=0.02, seed=seed) for seed in range(3)]
+
+    def slower_the_earlier(job: dict) -> dict:
+        time.sleep(0.1 * (len(jobs) - job["seed"]))
+        return {**job, "accuracy_dense": 99.0, "accuracy_compressed": 98.0, "params_before": 10, "params_after": 1,
+                "wall_time_s": 0.0}
+
+    monkeypatch.setattr(compress_mnist, "run_one", slower_the_earlier)
+    monkeypatch.setattr(runner, "worker_pool", lambda jobs: ThreadPoolExecutor(max_workers=jobs))
+    records = compress_mnist.run_jobs(jobs, processes=len(jobs))
+    assert [r["seed"] for r in records] == [0, 1, 2]
+
+
 def test_fewer_training_images_keep_the_validation_and_held_out_images(mnist_dir):
     from naslib_bayes.data import load_dataset
     from naslib_bayes.errors import UserError

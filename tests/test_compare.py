@@ -774,6 +774,53 @@ def test_ctrl_c_early_in_a_comparison_prints_one_line_and_the_rerun_finishes_it(
     assert len(run_files(out)) == 4
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_a_comparison_killed_by_sigkill_leaves_no_worker_running(nats_csv, tmp_path):
+    """SIGKILL (the out-of-memory killer, a scheduler) gives the command no chance to stop its
+    workers: orphaned, they went on with the runs queued for them, holding a one-shot run's
+    folder against the re-run, and then waited for work for good."""
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
+               "--optimizers", "bananas", "--seeds", "12", "--budget", "30", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
+        time.sleep(1.0)  # they load the benchmark and start a run
+        workers = grandchildren(proc.pid)
+        proc.kill()
+        proc.wait(timeout=60)
+        assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
+    finally:  # a failed test leaves no process of its own behind
+        for pid in workers:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+def test_a_benchmark_script_killed_by_sigkill_leaves_no_worker_running():
+    """The benchmark scripts' pool (runner.worker_pool) likewise."""
+    script = ("import time\nfrom naslib_bayes.comparison.runner import worker_pool\n"
+              "with worker_pool(2) as pool:\n    futures = [pool.submit(time.sleep, 60) for _ in range(4)]\n"
+              "    [f.result() for f in futures]\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        def children() -> list[int]:
+            return [p for p, parent in process_table().items() if parent == proc.pid]
+
+        assert wait_for(lambda: len(children()) >= 2, timeout_s=60), "the workers never started"
+        workers = children()
+        proc.kill()
+        proc.wait(timeout=60)
+        assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the script"
+    finally:
+        for pid in workers:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benchmark):
     # Where the README's run files are present (after its command ran), they must be what that
     # command makes with this code: a default changed without regenerating them is caught here.

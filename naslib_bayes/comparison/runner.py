@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -423,9 +424,29 @@ def _init_worker(benchmark_path: str) -> None:
     global _WORKER_BENCHMARK
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    _leave_signals_to_the_parent()
+    _leave_signals_to_the_parent()  # and exit with the command
     torch.set_num_threads(1)
     _WORKER_BENCHMARK = load_benchmark(benchmark_path)
+
+
+def _exit_with_the_command() -> None:
+    """End this worker as soon as the command that started it has ended.
+
+    Ctrl-C and SIGTERM stop the workers from the command (:func:`stop_workers`); SIGKILL gives
+    it no chance, and orphaned workers went on with the runs queued for them (holding a one-shot
+    run's folder against the re-run) and then waited for work for good. The parent's sentinel
+    (a pipe whose other end the command holds, also through a forkserver) becomes readable
+    when it ends; a run cut short leaves only a temporary file or a checkpoint, as a kill does.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-the-command", daemon=True).start()
 
 
 def worker_benchmark(benchmark: Benchmark | None = None) -> Benchmark:
@@ -751,9 +772,11 @@ def worker_pool(jobs: int) -> Iterable[ProcessPoolExecutor]:
 
 def _leave_signals_to_the_parent() -> None:
     """In a worker: Ctrl-C (sent to the whole terminal group) is the main process's to act on,
-    and SIGTERM, from :func:`stop_workers`, ends the worker at once."""
+    and SIGTERM, from :func:`stop_workers`, ends the worker at once; a main process killed
+    outright ends it too (:func:`_exit_with_the_command`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_the_command()
 
 
 def script_exit_code(main: Callable[[], int]) -> int:
