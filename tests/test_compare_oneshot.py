@@ -207,6 +207,21 @@ def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("root, message", [("missing", "data folder for mnist does not exist"),
+                                           ("empty", "no t10k-images-idx3-ubyte.gz or")])
+def test_a_data_root_without_the_dataset_is_one_line_before_any_run(nats_csv, tmp_path, capsys, root, message):
+    # the first run's search refused it after --out and the run's work folder were made, in a line of
+    # its own followed by the comparison's
+    from naslib_bayes.cli import main
+
+    (tmp_path / "empty").mkdir()
+    code = main(["compare", "--oneshot", "bayesnas", "--dataset", "mnist", "--data-root", str(tmp_path / root),
+                 "--benchmark", str(nats_csv), "--seeds", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
     """A kill inside the atomic write of comparison.json leaves only its temporary in the run's work
     folder: the folder holds no search yet, so the re-run searches there instead of refusing it."""

@@ -29,7 +29,6 @@ from naslib_bayes.comparison.runner import (
     require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.data import canonical_name
-from naslib_bayes.data.loaders import require_root
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
@@ -303,7 +302,7 @@ def run_command(args) -> int:
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
-    require_root(canonical_name(settings.dataset), settings.data_root)  # as every search would refuse it
+    check_search_data(settings)
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update(),
@@ -315,6 +314,15 @@ def run_command(args) -> int:
         print(f"warning: {code_note}", file=sys.stderr)
     print(f"{len(ran)} runs done, {len(done)} reused, {elapsed:.0f} s -> {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def check_search_data(settings: OneShotSettings) -> None:
+    """Load the data once as every run's search would: data they cannot read is one error before
+    --out is made, not one per search after its folder and the comparison's were made."""
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.training.search import SearchConfig
+
+    load_dataset(settings.dataset, settings.data_root, seed=SearchConfig.data_seed)
 
 
 def _required(args, name: str):
