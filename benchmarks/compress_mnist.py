@@ -66,12 +66,9 @@ def data_fingerprint(root: str) -> str:
     """SHA-256 of the MNIST files the loader reads from ``root`` (names and bytes; in a subfolder
     ``mnist/`` or ``MNIST/raw/``, or mirror-named, too): other images, labels or added training
     files (which change the split) make other runs, wherever the folder lies."""
-    from naslib_bayes.data.loaders import mnist_files
+    from naslib_bayes.data.loaders import files_fingerprint, mnist_files
 
-    digest = hashlib.sha256()
-    for path in sorted(mnist_files(root), key=lambda path: path.name):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return files_fingerprint(mnist_files(root))
 
 
 def run_one(job: dict) -> dict:

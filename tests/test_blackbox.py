@@ -113,6 +113,7 @@ def test_schema_rejects_a_broken_result(nats_benchmark):
     ("benchmark_accuracy", {"cifar10": "93.1"}), ("config", None), ("trajectory", [{"architecture": "x"}]),
     ("trajectory", [{"architecture": 3, "accuracy": 1.0, "incumbent_accuracy": 1.0}]),
     ("accuracy_compressed", 100.5), ("params_after", -1), ("notes", ["fine", 3]),
+    ("meta_metrics", {"cifar100": 3}), ("surrogate", {"meta_metrics": ["test_accuracy"]}),
 ])
 def test_schema_rejects_a_field_out_of_its_range(nats_benchmark, key, bad):
     # budgets count queries (at least one), op indices are 6 edges of 5 operations, accuracies are percent

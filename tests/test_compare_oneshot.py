@@ -207,6 +207,54 @@ def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("root, message", [("missing", "data folder for mnist does not exist"),
+                                           ("empty", "no t10k-images-idx3-ubyte.gz or")])
+def test_a_data_root_without_the_dataset_is_one_line_before_any_run(nats_csv, tmp_path, capsys, root, message):
+    # the first run's search refused it after --out and the run's work folder were made, in a line of
+    # its own followed by the comparison's
+    from naslib_bayes.cli import main
+
+    (tmp_path / "empty").mkdir()
+    code = main(["compare", "--oneshot", "bayesnas", "--dataset", "mnist", "--data-root", str(tmp_path / root),
+                 "--benchmark", str(nats_csv), "--seeds", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_made_on_other_images_in_the_same_folder_is_refused_for_reuse(fake_oneshot, nats_csv, mnist_dir, tmp_path,
+                                                                           capsys, monkeypatch):
+    # runs were told apart by the --data-root path only: other labels in the same folder reused them
+    import functools
+    import gzip
+    import shutil
+
+    from naslib_bayes.cli import main
+
+    calls = []
+    monkeypatch.setattr(oneshot, "run_oneshot_comparison",
+                        functools.partial(oneshot.run_oneshot_comparison, search_fn=fake_search(calls)))
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(mnist_dir / "t10k-images-idx3-ubyte.gz", data)
+    labels = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    argv = ["compare", "--oneshot", "fake-a", "--dataset", "mnist", "--data-root", str(data),
+            "--benchmark", str(nats_csv), "--seeds", "1", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0 and main(argv) == 0 and len(calls) == 1  # the same files: reused
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]))
+    capsys.readouterr()
+    assert main(argv) == 2 and len(calls) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fake-a-mnist-0.json was run on other data files (data_sha256 " in err, err
+    run = run_path(tmp_path / "out", RunSpec("fake-a", "mnist", 0))
+    recorded = json.loads(run.read_text())
+    del recorded[oneshot.DETERMINANTS_KEY][oneshot.DATA_FINGERPRINT_KEY]  # a run made before the files were hashed
+    run.write_text(json.dumps(recorded))
+    assert main(argv) == 2 and len(calls) == 1
+    assert "fake-a-mnist-0.json does not record its data files' contents (data_sha256)" in capsys.readouterr().err
+
+
 def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
     """A kill inside the atomic write of comparison.json leaves only its temporary in the run's work
     folder: the folder holds no search yet, so the re-run searches there instead of refusing it."""

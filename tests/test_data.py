@@ -365,6 +365,22 @@ def test_cifar10_missing_batch_and_bad_labels_name_the_file(tmp_path):
         load_cifar10(tmp_path)
 
 
+def test_the_data_fingerprint_covers_every_file_the_cifar10_loader_reads(tmp_path):
+    from naslib_bayes.data.loaders import data_fingerprint, dataset_files
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(3))
+    assert [p.name for p in dataset_files("cifar10", tmp_path)] == [*(f"data_batch_{i}" for i in range(1, 6)),
+                                                                    "test_batch"]
+    before = data_fingerprint("cifar10", tmp_path)
+    write_cifar10(folder, np.random.default_rng(4))  # other images under the same names
+    assert data_fingerprint("cifar10", folder) == data_fingerprint("cifar10", tmp_path) != before
+    assert data_fingerprint("digits", None) is None  # bundled with scikit-learn: no file read
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(UserError, match="data_batch_4: missing"):
+        data_fingerprint("cifar10", tmp_path)
+
+
 @pytest.mark.parametrize("name", ["test_batch", "data_batch_3"])
 def test_cifar_batch_holding_no_images_is_a_user_error_naming_it(tmp_path, name):
     folder = tmp_path / "cifar-10-batches-py"

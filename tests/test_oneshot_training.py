@@ -203,6 +203,34 @@ def test_search_errors_are_one_line(capsys, tmp_path, argv, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [
+    ["search", "--optimizer", "bayesnas"], ["search", "--optimizer", "darts"], ["search", "--optimizer", "random-cell"],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--epochs", "1"],
+])
+@pytest.mark.parametrize("root, message", [("missing", "data folder for mnist does not exist"),
+                                           ("empty", "no t10k-images-idx3-ubyte.gz or")])
+def test_a_data_root_without_the_dataset_is_refused_before_the_out_folder_is_made(capsys, tmp_path, command, root,
+                                                                                  message):
+    # the data was read after --out was made: the refusal left a folder holding only its lock file
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, *command, "--dataset", "mnist", "--data-root", tmp_path / root,
+                           "--out", tmp_path / "out")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--optimizer", "darts", "--dataset", "digits", "--search-images", "5000"],
+     "--search-images 5000: digits has only 1079 search images"),
+    (["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+      "--epochs", "1", "--cutout", "9"], "--cutout 9 is larger than the 8x8 images of digits"),
+])
+def test_settings_the_data_cannot_serve_are_refused_before_the_out_folder_is_made(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_parses_every_arch_form(tmp_path):
     s = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     assert parse_arch(s)[0] == "nasbench201"

@@ -691,6 +691,52 @@ def test_search_without_surrogate_says_it_meta_trains(capsys, tmp_path, nats_csv
     assert result["surrogate"]["meta_trained_here"] and result["surrogate"]["meta_datasets"] == ["cifar10", "ImageNet16-120"]
 
 
+def cifar100_without_validation_accuracy(nats_benchmark, path):
+    """A benchmark file whose cifar10 and ImageNet16-120 have validation accuracy and cifar100 only test accuracy."""
+    from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+    from naslib_bayes.search_spaces.nasbench201.loaders import save_npz
+
+    tables = {}
+    for dataset in nats_benchmark.datasets:
+        test = nats_benchmark.query_all(dataset, "test_accuracy")
+        tables[dataset] = {"test_accuracy": test} if dataset == "cifar100" else \
+            {"test_accuracy": test, "val_accuracy": test[::-1].copy()}
+    save_npz(Benchmark(nats_benchmark.cells, tables), path)
+    return path
+
+
+def test_a_search_records_the_metric_each_meta_training_dataset_was_learned_from(capsys, tmp_path, nats_benchmark):
+    # cifar100 lacks the search metric and is meta-trained on its test accuracy: only a log line said so
+    import jsonschema
+
+    from naslib_bayes import results
+
+    path = cifar100_without_validation_accuracy(nats_benchmark, tmp_path / "mixed.npz")
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", path, "--dataset", "cifar10",
+                           "--search-metric", "val_accuracy", "--budget", "6", "--opt", "meta_iterations=4",
+                           "--opt", "finetune_steps=2", "--out", tmp_path / "s")
+    assert code == 0, err
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    jsonschema.validate(result, results.load_schema())
+    assert result["surrogate"]["meta_metrics"] == {"cifar100": "test_accuracy", "ImageNet16-120": "val_accuracy"}
+
+
+def test_meta_train_records_the_metric_each_dataset_was_learned_from(capsys, tmp_path, nats_csv):
+    import jsonschema
+
+    from naslib_bayes import results
+    from naslib_bayes.predictors import surrogate_io
+
+    code, _, err = run_cli(capsys, "meta-train", "--benchmark", nats_csv, "--datasets", "cifar100,ImageNet16-120",
+                           "--iterations", "4", "--encoder-hidden", "8", "--out", tmp_path / "mt")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "mt" / "result.json").read_text())
+    jsonschema.validate(meta, results.load_schema())
+    learned_from = {"cifar100": "test_accuracy", "ImageNet16-120": "test_accuracy"}
+    assert meta["meta_metrics"] == meta["surrogate"]["meta_metrics"] == learned_from
+    assert surrogate_io.load(tmp_path / "mt")[1]["meta_metrics"] == learned_from
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--optimizer", "rs", "--surrogate", "x"], "--surrogate does not apply to --optimizer rs"),
     (["--optimizer", "tnas", "--dataset-encoder", "images"], "--dataset-encoder images needs --image-root"),

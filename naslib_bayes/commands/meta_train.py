@@ -72,8 +72,8 @@ def reptile_settings(args) -> tuple[float, int]:
 
 def run(args) -> int:
     from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, meta_datasets_from_benchmark,
-                                                     meta_train)
+    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, learned_from,
+                                                     meta_datasets_from_benchmark, meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
@@ -111,7 +111,8 @@ def run(args) -> int:
     common.logger.info("meta-training on %s", ", ".join(names))
     surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,
                                 progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))
-    info = {"meta_datasets": names, "seed": args.seed, "benchmark": benchmark.source, "metric": args.metric,
+    metrics = learned_from(datasets)
+    info = {"meta_datasets": names, "meta_metrics": metrics, "seed": args.seed, "benchmark": benchmark.source, "metric": args.metric,
             "image_root": image_root, "meta_train_config": config.to_dict(), "meta_train": log.to_dict()}
     results.retire_result(out)
     path = surrogate_io.save(surrogate, out / surrogate_io.FILE_NAME, info)
@@ -119,8 +120,9 @@ def run(args) -> int:
         "meta-train", search_space="nasbench201", seed=args.seed, wall_time_s=time.perf_counter() - start,
         config={"benchmark": benchmark.source, "metric": args.metric, "image_root": image_root, **config.to_dict(),
                 "surrogate_config": surrogate.config.to_dict()},
-        meta_datasets=names, meta_train=log.to_dict(),
-        surrogate={"path": str(path), "format_version": surrogate_io.FORMAT_VERSION, "meta_datasets": names},
+        meta_datasets=names, meta_metrics=metrics, meta_train=log.to_dict(),
+        surrogate={"path": str(path), "format_version": surrogate_io.FORMAT_VERSION, "meta_datasets": names,
+                   "meta_metrics": metrics},
         dataset_encoder={"mode": encoder, **({"feature_extractor": surrogate.config.feature_extractor}
                                              if encoder == "images" else {})},
         notes=list(benchmark.notes),

@@ -96,7 +96,8 @@ def _refuse_options_of_the_other_kind(args, kind: str) -> None:
 
 def run_one_shot(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
-    from naslib_bayes.training.search import SearchConfig, canonical_space, check_search_config, run_oneshot_search
+    from naslib_bayes.training.search import (SearchConfig, canonical_space, check_search_config, load_search_data,
+                                              run_oneshot_search)
 
     import torch
 
@@ -128,6 +129,7 @@ def run_one_shot(args) -> int:
         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, device=args.device, hyperparameters=hyper,
     )
     check_search_config(cfg)
+    data = load_search_data(cfg)  # before --out is made: data it cannot read leaves no folder behind
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     if args.resume and benchmark is None:
         _refuse_unscored_resume_of_a_scored_run(out)
@@ -135,7 +137,7 @@ def run_one_shot(args) -> int:
 
     with bar:
         result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress,
-                                    report_metric=report_metric)
+                                    report_metric=report_metric, data=data)
     path = results.write_result(out, result)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from naslib_bayes.training.evaluate import TrainConfig, resolve_settings, run_training
+    from naslib_bayes.training.evaluate import TrainConfig, load_training_data, resolve_settings, run_training
 
     import torch
 
@@ -45,12 +45,13 @@ def run(args) -> int:
         cells=args.cells, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, cutout=args.cutout,
         auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path, device=args.device,
     )
-    resolve_settings(cfg)  # a bad architecture or setting is an error before anything is written
+    settings = resolve_settings(cfg)  # a bad architecture or setting is an error before anything is written
+    data = load_training_data(cfg, settings, torch.device(args.device))  # so is data it cannot read
     out = common.prepare_resumable_out(args.out, args.overwrite, args.resume, args.held_folders)
     bar, progress = common.step_bar(f"train {args.dataset}")
 
     with bar:
-        result = run_training(cfg, out, resume=args.resume, progress=progress)
+        result = run_training(cfg, out, resume=args.resume, progress=progress, data=data)
     path = results.write_result(out, result)
     print(f"test accuracy {result['test_accuracy']:.2f}%  -> {path}")
     return 0

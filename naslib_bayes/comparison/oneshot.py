@@ -29,7 +29,6 @@ from naslib_bayes.comparison.runner import (
     require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.data import canonical_name
-from naslib_bayes.data.loaders import require_root
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.oneshot import OneShotOptimizer
@@ -42,6 +41,8 @@ REPORT_METRIC = "test_accuracy"
 #: Key of the determinants in a run file, and the file holding them in a run's work folder.
 DETERMINANTS_KEY = "comparison"
 DETERMINANTS_FILE = "comparison.json"
+#: Key of the determinants holding the SHA-256 of the data files the searches read.
+DATA_FINGERPRINT_KEY = "data_sha256"
 #: Joint epochs of a run when ``--epochs`` is not given: the one-shot optimizers' default.
 DEFAULT_EPOCHS = OneShotOptimizer.common_defaults["epochs"]
 #: ``search_fn(settings, spec, work_dir) -> result dict`` runs one one-shot search.
@@ -60,6 +61,9 @@ class OneShotSettings:
     seeds: list[int]
     epochs: int | None = None
     jobs: int = 1
+    #: SHA-256 of the data files the searches read (``data.loaders.data_fingerprint``; the command
+    #: sets it, hashing them once); None for digits, which reads none, or when not hashed.
+    data_sha256: str | None = None
 
     def __post_init__(self) -> None:
         require_distinct("optimizers", self.optimizers)
@@ -76,10 +80,13 @@ class OneShotSettings:
         return [RunSpec(o, self.dataset, s) for s in self.seeds for o in self.optimizers]
 
     def determinants(self, spec: RunSpec, fingerprint: str) -> dict[str, Any]:
-        """What decides a run's outcome: a finished or half-done run is reused only if they match."""
+        """What decides a run's outcome: a finished or half-done run is reused only if they match.
+        The data files' contents are among them when hashed (absent for digits: its runs made
+        before they were recorded stay reusable)."""
+        data = {} if self.data_sha256 is None else {DATA_FINGERPRINT_KEY: self.data_sha256}
         return {"optimizer": spec.optimizer, "dataset": spec.dataset, "seed": spec.seed, "epochs": self.epochs,
                 "data_root": None if self.data_root is None else str(Path(self.data_root).resolve()),
-                FINGERPRINT_KEY: fingerprint}
+                FINGERPRINT_KEY: fingerprint, **data}
 
 
 # ---- one run ---------------------------------------------------------------------------------
@@ -134,13 +141,26 @@ def _execute(settings: OneShotSettings, spec: RunSpec, search_fn: SearchFn, fing
     return spec
 
 
+def refuse_other_data(path: Path, recorded: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Refuse a run file or work folder made on other data files, or made before their contents
+    were recorded (it cannot be shown to match them), naming the data; then any other setting."""
+    key = DATA_FINGERPRINT_KEY
+    if key in expected and recorded.get(key) != expected[key]:
+        if recorded.get(key) is None:
+            raise UserError(f"{path} does not record its data files' contents ({key}), so it cannot be shown "
+                            "to match these; use another --out")
+        raise UserError(f"{path} was run on other data files ({key} {recorded[key][:12]}; these have "
+                        f"{expected[key][:12]}); use another --out")
+    refuse_other_settings(path, recorded, expected)
+
+
 def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
     """A run's work folder continues only a search made with the same settings."""
     record = work / DETERMINANTS_FILE
     if work.is_dir():  # a kill inside the write of the record leaves only its temporary: no search yet
         results.remove_killed_writes(work)
     if record.exists():
-        refuse_other_settings(record, with_default_epochs(json.loads(record.read_text())), determinants)
+        refuse_other_data(record, with_default_epochs(json.loads(record.read_text())), determinants)
     elif work.exists() and any(work.iterdir()):
         raise UserError(f"{work} holds a search that does not record its settings ({DETERMINANTS_FILE}); "
                         "use another --out")
@@ -159,8 +179,8 @@ def plan_oneshot(settings: OneShotSettings, fingerprint: str) -> tuple[list[RunS
     """Runs to do and runs done; a run file made with other settings is refused before anything runs."""
 
     def check(spec: RunSpec, result: dict[str, Any]) -> None:
-        refuse_other_settings(run_path(settings.out, spec), with_default_epochs(result.get(DETERMINANTS_KEY) or {}),
-                              settings.determinants(spec, fingerprint))
+        refuse_other_data(run_path(settings.out, spec), with_default_epochs(result.get(DETERMINANTS_KEY) or {}),
+                          settings.determinants(spec, fingerprint))
 
     return split_finished(settings.out, settings.runs(), check)
 
@@ -303,7 +323,7 @@ def run_command(args) -> int:
     settings = OneShotSettings(benchmark=args.benchmark, out=args.out, optimizers=args.oneshot,
                                dataset=_required(args, "dataset"), data_root=args.data_root, seeds=args.seeds,
                                epochs=args.epochs, jobs=args.jobs)
-    require_root(canonical_name(settings.dataset), settings.data_root)  # as every search would refuse it
+    check_search_data(settings)
     benchmark = load_benchmark(args.benchmark)
     with tqdm(desc="compare --oneshot", unit="run", total=len(settings.runs()), disable=None) as bar:
         ran, done, elapsed = run_oneshot_comparison(settings, benchmark=benchmark, on_run_done=lambda _: bar.update(),
@@ -315,6 +335,18 @@ def run_command(args) -> int:
         print(f"warning: {code_note}", file=sys.stderr)
     print(f"{len(ran)} runs done, {len(done)} reused, {elapsed:.0f} s -> {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def check_search_data(settings: OneShotSettings) -> None:
+    """Load the data once as every run's search would: data they cannot read is one error before
+    --out is made, not one per search after its folder and the comparison's were made. Then hash
+    the files read, once for all runs: a run made on other files in the same folder is not reused."""
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.data.loaders import data_fingerprint
+    from naslib_bayes.training.search import SearchConfig
+
+    load_dataset(settings.dataset, settings.data_root, seed=SearchConfig.data_seed)
+    settings.data_sha256 = data_fingerprint(settings.dataset, settings.data_root)
 
 
 def _required(args, name: str):

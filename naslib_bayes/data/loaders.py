@@ -8,10 +8,11 @@ pixel scale; by default they are computed from the training split only.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -206,11 +207,33 @@ def _read_cifar(folder: Path, names: Sequence[str], label_key: str, num_classes:
     return RawPart.whole(torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(label_arrays)))
 
 
-def _load_cifar(root, seed, val_size, stats, *, name, folder_name, train_files, test_file, label_key, num_classes):
-    base = _existing_dir(root, name)
-    folder = _subfolder(base, [folder_name], [test_file])
-    train = _read_cifar(folder, train_files, label_key, num_classes)
-    test = _read_cifar(folder, [test_file], label_key, num_classes)
+class _PickledFiles(NamedTuple):
+    """Where a pickled dataset's files lie: ``root`` or one of ``subfolders``, by its test file."""
+
+    subfolders: tuple[str, ...]
+    train: tuple[str, ...]
+    test: str
+
+
+_PICKLED = {
+    "cifar10": _PickledFiles(("cifar-10-batches-py",), tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch"),
+    "cifar100": _PickledFiles(("cifar-100-python",), ("train",), "test"),
+    "ImageNet16-120": _PickledFiles(("ImageNet16", "ImageNet16-120"),
+                                    tuple(f"train_data_batch_{i}" for i in range(1, 11)), "val_data"),
+}
+
+
+def _pickled_folder(root, name: str) -> Path:
+    """The folder the loader of pickled dataset ``name`` reads (a :class:`UserError` naming ``root``
+    when none or two hold its test file)."""
+    files = _PICKLED[name]
+    return _subfolder(_existing_dir(root, name), list(files.subfolders), [files.test])
+
+
+def _load_cifar(root, seed, val_size, stats, *, name, label_key, num_classes):
+    folder, files = _pickled_folder(root, name), _PICKLED[name]
+    train = _read_cifar(folder, files.train, label_key, num_classes)
+    test = _read_cifar(folder, [files.test], label_key, num_classes)
     train, val = carve_validation(train, val_size, make_generator(seed))
     return build_splits(name, {"train": train, "val": val, "test": test}, num_classes, 255.0, stats)
 
@@ -221,9 +244,7 @@ def load_cifar10(root: str | os.PathLike, seed: int = 0, val_size: int = 0, stat
     ``root`` is the ``cifar-10-batches-py`` folder or its parent. Train: 50,000 images minus
     ``val_size`` carved off at random for validation; test: the 10,000 test images.
     """
-    train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    return _load_cifar(root, seed, val_size, stats, name="cifar10", folder_name="cifar-10-batches-py",
-                       train_files=train_files, test_file="test_batch", label_key="labels", num_classes=10)
+    return _load_cifar(root, seed, val_size, stats, name="cifar10", label_key="labels", num_classes=10)
 
 
 def load_cifar100(root: str | os.PathLike, seed: int = 0, val_size: int = 0, stats: StatsArg = None) -> DataSplits:
@@ -231,8 +252,7 @@ def load_cifar100(root: str | os.PathLike, seed: int = 0, val_size: int = 0, sta
 
     ``root`` is the ``cifar-100-python`` folder or its parent; splits as for CIFAR-10.
     """
-    return _load_cifar(root, seed, val_size, stats, name="cifar100", folder_name="cifar-100-python",
-                       train_files=["train"], test_file="test", label_key="fine_labels", num_classes=100)
+    return _load_cifar(root, seed, val_size, stats, name="cifar100", label_key="fine_labels", num_classes=100)
 
 
 def _read_imagenet16(folder: Path, names: Sequence[str], num_classes: int = 120) -> RawPart:
@@ -265,9 +285,9 @@ def load_imagenet16(root: str | os.PathLike, seed: int = 0, val_size: int = 0, s
     classes. Only labels 1..120 are kept, shifted to 0..119.
     """
     name = "ImageNet16-120"
-    folder = _subfolder(_existing_dir(root, name), ["ImageNet16", "ImageNet16-120"], ["val_data"])
-    train = _read_imagenet16(folder, [f"train_data_batch_{i}" for i in range(1, 11)])
-    test = _read_imagenet16(folder, ["val_data"])
+    folder, files = _pickled_folder(root, name), _PICKLED[name]
+    train = _read_imagenet16(folder, files.train)
+    test = _read_imagenet16(folder, [files.test])
     train, val = carve_validation(train, val_size, make_generator(seed))
     return build_splits(name, {"train": train, "val": val, "test": test}, 120, 255.0, stats)
 
@@ -332,3 +352,44 @@ def require_root(name: str, root: str | os.PathLike | None) -> None:
     if name == "digits" and root is not None:
         raise UserError(f"--data-root {root}: dataset digits comes with scikit-learn and reads no folder; "
                         "leave it out (root= from Python)")
+
+
+# ---------------------------------------------------------------------------- what a loader reads
+
+
+def dataset_files(name: str, root: str | os.PathLike | None) -> list[Path]:
+    """The files :func:`load_dataset` reads for dataset ``name`` from ``root``, by the names it
+    looks for (digits, bundled with scikit-learn: none); a missing one is a :class:`UserError`."""
+    canonical = canonical_name(name)
+    require_root(canonical, root)
+    if canonical == "digits":
+        return []
+    if canonical == "mnist":
+        return mnist_files(root)
+    folder, files = _pickled_folder(root, canonical), _PICKLED[canonical]
+    paths = [folder / file for file in (*files.train, files.test)]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: missing; {canonical} reads {', '.join(p.name for p in paths)} in {folder}")
+    return paths
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """SHA-256 of files' names and bytes, in name order: their contents, wherever they lie."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda path: path.name):
+        digest.update(path.name.encode() + b"\0")
+        try:
+            with open(path, "rb") as handle:  # in chunks: CIFAR-10's files are 170 MB
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def data_fingerprint(name: str, root: str | os.PathLike | None) -> str | None:
+    """SHA-256 of the files :func:`load_dataset` reads for ``name`` from ``root`` (None for digits,
+    which reads none): other images, labels or added training files are another fingerprint."""
+    paths = dataset_files(name, root)
+    return files_fingerprint(paths) if paths else None

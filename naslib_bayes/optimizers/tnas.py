@@ -356,10 +356,11 @@ def reorder_to(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int):
     """Meta-train a surrogate on every dataset of ``source`` with TNAS's ``config``; (surrogate, info).
 
-    ``info`` holds the meta-training datasets, seed, log (``meta_train``) and configuration, as
-    ``naslib-bayes meta-train`` records them.
+    ``info`` holds the meta-training datasets and the metric each was learned from, seed, log
+    (``meta_train``) and configuration, as ``naslib-bayes meta-train`` records them.
     """
-    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_datasets_from_benchmark, meta_train
+    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, learned_from, meta_datasets_from_benchmark,
+                                                     meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
 
     datasets = meta_datasets_from_benchmark(source, source.datasets, metric, config["dataset_encoder"],
@@ -373,5 +374,6 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
                                   output_transform=str(config["meta_output_transform"]),
                                   evidence_top=int(config["meta_evidence_top"]))
     surrogate, log = meta_train(datasets, surrogate_config, meta_config, seed=seed)
-    return surrogate, {"meta_datasets": list(source.datasets), "seed": seed, "meta_train": log.to_dict(),
+    return surrogate, {"meta_datasets": list(source.datasets), "meta_metrics": learned_from(datasets), "seed": seed,
+                       "meta_train": log.to_dict(),
                        "meta_train_config": meta_config.to_dict()}

@@ -64,12 +64,14 @@ class MetaDataset:
         values: (n,) accuracies (percent), finite.
         images: ``images`` mode only: a callable ``generator -> (n_classes, per_class, ...)``
             images sampled per class (a fresh sample for each task).
+        metric: the benchmark metric ``values`` hold (None: not read from a benchmark).
     """
 
     name: str
     cells: np.ndarray
     values: np.ndarray
     images: Callable[[torch.Generator], torch.Tensor] | None = None
+    metric: str | None = None
 
 
 @dataclass
@@ -482,5 +484,12 @@ def meta_datasets_from_benchmark(benchmark, datasets: Sequence[str], metric: str
             from naslib_bayes.predictors.dataset_context import image_sampler
 
             images = image_sampler(name, image_root)
-        out.append(MetaDataset(name, np.asarray(benchmark.cells), np.asarray(benchmark.query_all(name, metric_used)), images))
+        out.append(MetaDataset(name, np.asarray(benchmark.cells), np.asarray(benchmark.query_all(name, metric_used)), images,
+                               metric_used))
     return out
+
+
+def learned_from(datasets: Sequence[MetaDataset]) -> dict[str, str | None]:
+    """The metric each meta-training dataset's values are, by dataset: one lacking the metric asked
+    for is learned from its test accuracy, which a record must say, not only a log line."""
+    return {dataset.name: dataset.metric for dataset in datasets}

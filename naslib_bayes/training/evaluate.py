@@ -252,12 +252,15 @@ class TrainingData:
     test_labels: torch.Tensor
     num_classes: int
     augment: Augment
+    load_started: float  # time.perf_counter() as loading began: a run counts it in its wall time
 
 
 def load_training_data(cfg: TrainConfig, settings: TrainSettings, device: torch.device) -> TrainingData:
-    """The training split (with the validation split when a test split is held out) and the test split."""
+    """The training split (with the validation split when a test split is held out) and the test split
+    (a command loads them before it makes its folder: data it cannot read leaves none behind)."""
     from naslib_bayes.data import default_augment, load_dataset
 
+    load_started = time.perf_counter()
     splits = load_dataset(cfg.dataset, cfg.data_root, seed=settings.data_seed)
     height, width = splits.train.image_shape[-2:]
     if settings.cutout > max(height, width):  # most images blanked; every one from twice the side on
@@ -274,6 +277,7 @@ def load_training_data(cfg: TrainConfig, settings: TrainSettings, device: torch.
         test_images=test.images, test_labels=test.labels,
         num_classes=splits.train.num_classes,
         augment=replace(default_augment(name, splits.train), cutout=settings.cutout),
+        load_started=load_started,
     )
 
 
@@ -397,16 +401,22 @@ def training_result(cfg: TrainConfig, settings: TrainSettings, data: TrainingDat
 
 
 def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
-                 progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[int, int, int], None] | None = None,
+                 data: TrainingData | None = None) -> dict[str, Any]:
     """Train ``cfg.arch`` from scratch; returns the result dict and writes ``checkpoint.pt`` after every epoch.
 
     ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
     another kind or of a run with other settings (:meth:`TrainSettings.run`) is a :class:`UserError`.
+    ``data``: the run's data, loaded already by :func:`load_training_data` (as a command does
+    before it makes ``out_dir``); its loading counts in the wall time.
     """
     clock = ckpt.RunClock()  # resumed: the earlier processes' time too, as a resumed search counts it
     settings = resolve_settings(cfg)
     device = torch.device(cfg.device)
-    data = load_training_data(cfg, settings, device)
+    if data is None:
+        data = load_training_data(cfg, settings, device)
+    else:
+        clock.started = data.load_started
     training = build_training(settings, data, device)
     path = Path(out_dir) / ckpt.CHECKPOINT_FILE
     if resume and path.exists():

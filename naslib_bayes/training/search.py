@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -86,10 +86,23 @@ class SearchConfig:
                              "checkpoint_every"))
 
 
-def load_search_data(cfg: SearchConfig):
-    """(images, labels, dataset description) of the search images."""
+class SearchData(NamedTuple):
+    """The search images and labels, the dataset's description and training split, and when their
+    loading began (``time.perf_counter()``: a search counts it in its wall time)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    description: dict[str, Any]
+    train: Any
+    load_started: float
+
+
+def load_search_data(cfg: SearchConfig) -> SearchData:
+    """The search images (a command loads them before it makes its folder: data it cannot read, or
+    too few images for ``search_images``, is refused without leaving one)."""
     from naslib_bayes.data import load_dataset
 
+    load_started = time.perf_counter()
     splits = load_dataset(cfg.dataset, cfg.data_root, seed=cfg.data_seed)
     train = splits.train
     images, labels = train.images, train.labels
@@ -99,7 +112,7 @@ def load_search_data(cfg: SearchConfig):
                             "images (its training split)")
         keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.data_seed))[: cfg.search_images]
         images, labels = images[keep], labels[keep]
-    return images, labels, splits.describe(), train
+    return SearchData(images, labels, splits.describe(), train, load_started)
 
 
 def check_search_config(cfg: SearchConfig) -> None:
@@ -192,14 +205,16 @@ def search_augmentation(cfg: SearchConfig, dataset: str, train):
 
 
 def prepare_search(cfg: SearchConfig, out_dir: str | Path | None, progress: Callable[[int, int, int], None] | None,
-                   stop_after_steps: int | None, scored_by: str | None = None) -> PreparedSearch:
-    """Search data, supernet, optimizer, augmentation and trainer of one search (nothing trained yet)."""
+                   stop_after_steps: int | None, scored_by: str | None = None,
+                   data: SearchData | None = None) -> PreparedSearch:
+    """Supernet, optimizer, augmentation and trainer of one search on ``data`` (loaded here when
+    None); nothing trained yet."""
     from naslib_bayes.training.oneshot import OneShotTrainer
 
     space = canonical_space(cfg.search_space)
     spec = registry.get_spec(cfg.optimizer, kind=registry.ONE_SHOT)
     channels, cells = supernet_size(cfg, space)
-    images, labels, description, train = load_search_data(cfg)
+    images, labels, description, train, _ = data or load_search_data(cfg)
     dataset = description["dataset"]
     device = torch.device(cfg.device)
     images, labels = images.to(device), labels.to(device)
@@ -294,6 +309,7 @@ def run_oneshot_search(
     progress: Callable[[int, int, int], None] | None = None,
     stop_after_steps: int | None = None,
     report_metric: str = "test_accuracy",
+    data: SearchData | None = None,
 ) -> dict[str, Any]:
     """Run one search and return its result (schema ``result.json``).
 
@@ -303,11 +319,14 @@ def run_oneshot_search(
 
     With a ``benchmark`` the derived NAS-Bench-201 cell is scored by its ``report_metric`` on
     every dataset that has it.
+
+    ``data``: the search images of ``cfg``, loaded already by :func:`load_search_data` (as a
+    command does before it makes ``out_dir``); their loading counts in the wall time.
     """
-    start = time.perf_counter()
+    start = time.perf_counter() if data is None else data.load_started
     check_search_config(cfg)
     scored_by = report_metric if benchmark is not None else None
-    search = prepare_search(cfg, out_dir, progress, stop_after_steps, scored_by)
+    search = prepare_search(cfg, out_dir, progress, stop_after_steps, scored_by, data)
     state = search.trainer.search(resume=resume)
     return search_result(cfg, search, state, start, benchmark, report_metric)
 
