@@ -20,7 +20,7 @@ LOCK_FILE = ".naslib-bayes.lock"
 _COMMON_KEYS = (
     "schema_version", "command", "optimizer", "search_space", "dataset", "seed", "budget",
     "search_metric", "report_metric", "final_architecture", "final_architecture_op_indices",
-    "benchmark_accuracy", "trajectory", "wall_time_s", "config", "versions",
+    "benchmark_accuracy", "trajectory", "wall_time_s", "config", "versions", "torch_threads",
 )
 
 
@@ -54,6 +54,14 @@ def source_fingerprint() -> str:
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def torch_threads() -> int:
+    """torch's CPU threads now: the count changes the order of float sums, and so the last digits
+    of what a network's training computes (recorded by the commands that train one)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def new_result(command: str, **fields: Any) -> dict[str, Any]:

@@ -679,3 +679,21 @@ def test_search_takes_the_off_dataset_encoder_through_opt(capsys, tmp_path, nats
     assert code == 0, err
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["dataset_encoder"]["mode"] == "off"
+
+
+@pytest.mark.parametrize("argv, threads", [
+    (["search", "--optimizer", "random-cell", "--dataset", "digits", *ONE_SHOT_FAST, "--threads", "2"], 2),
+    (["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+      "--epochs", "1"], 1),
+    (["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"], None),
+])
+def test_a_result_records_the_torch_threads_a_network_trained_with(capsys, tmp_path, nats_csv, argv, threads):
+    # the count changes the last digits of a trained network's numbers; a black-box search trains none
+    import torch
+
+    try:
+        code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in argv], "--out", tmp_path / "run")
+    finally:
+        torch.set_num_threads(1)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["torch_threads"] == threads

@@ -412,6 +412,9 @@ def test_compress_command_runs_on_the_threads_it_is_given_whatever_torch_had(cap
         torch.set_num_threads(2)
         assert run_cli(capsys, *argv, "--threads", "2", "--out", str(tmp_path / "two"))[0] == 0
         assert torch.get_num_threads() == 2
+        # the count changes the last digits of the numbers: each record says which it ran with
+        recorded = [json.loads((tmp_path / run / "result.json").read_text())["torch_threads"] for run in ("default", "two")]
+        assert recorded == [1, 2]
     finally:
         torch.set_num_threads(1)
 

@@ -194,6 +194,7 @@ def compression_result(args, cfg, splits, outcome, baseline: Baseline, accuracy_
 
     return results.new_result(
         "compress",
+        torch_threads=results.torch_threads(),
         optimizer="bayesnas",
         dataset=args.dataset,
         seed=args.seed,

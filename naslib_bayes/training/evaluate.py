@@ -384,6 +384,7 @@ def training_result(cfg: TrainConfig, settings: TrainSettings, data: TrainingDat
     nb201_cell = s.kind == "nasbench201"
     return results.new_result(
         "train",
+        torch_threads=results.torch_threads(),
         search_space=s.kind,
         dataset=data.name,
         seed=s.seed,

@@ -279,6 +279,7 @@ def search_result(cfg: SearchConfig, search: PreparedSearch, state, start: float
     config = result_config(cfg, search)
     result = results.new_result(
         "search",
+        torch_threads=results.torch_threads(),
         optimizer=cfg.optimizer,
         search_space=search.space,
         dataset=search.description["dataset"],
