@@ -610,7 +610,7 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     # a dataset named twice (an alias) would weigh its evaluations double
     code, out, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", "cifar100,CIFAR-100",
                              "--iterations", "6", "--out", str(tmp_path / "twice"))
-    assert code == 2 and "cifar100 more than once" in err and not (tmp_path / "twice" / "surrogate.pt").exists()
+    assert code == 2 and "--datasets: cifar100, CIFAR-100 all name cifar100; give each once" in err and not (tmp_path / "twice" / "surrogate.pt").exists()
 
 
 def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):

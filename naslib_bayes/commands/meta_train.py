@@ -72,6 +72,7 @@ def reptile_settings(args) -> tuple[float, int]:
 
 def run(args) -> int:
     from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.comparison.runner import require_distinct
     from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, learned_from,
                                                      meta_datasets_from_benchmark, meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
@@ -79,12 +80,12 @@ def run(args) -> int:
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     benchmark = load_benchmark(args.benchmark)
-    names = [canonical_dataset(n) for n in args.datasets.split(",") if n.strip()]
-    if not names:
+    given = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if not given:
         raise UserError("--datasets names no dataset")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:  # aliases too (cifar100, CIFAR-100): the same evaluations twice would weigh that dataset double
-        raise UserError(f"--datasets {args.datasets}: names {', '.join(repeated)} more than once")
+    names = [canonical_dataset(n) for n in given]
+    # aliases too (cifar100, CIFAR-100): the same evaluations twice would weigh that dataset double
+    require_distinct("--datasets", given, names)
     for name in names:
         benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
     encoder = args.dataset_encoder or "off"
