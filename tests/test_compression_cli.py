@@ -469,6 +469,30 @@ def test_compress_errors_are_one_line(capsys, tmp_path, argv, message):
     assert not (tmp_path / "out" / "result.json").exists()
 
 
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_too_few_epochs_name_an_epoch_count_the_command_takes(capsys, tmp_path, epochs):
+    """Without --finetune-epochs a third of --epochs retrains, so the least count is not this run's
+    finetune epochs plus the warm-up plus one: --epochs 1 was told to give 2, which was refused in
+    turn, asking for 3."""
+    import re
+    from types import SimpleNamespace
+
+    from naslib_bayes.commands.compress import compression_config
+
+    code, _, err = run_cli(capsys, "compress", "--model", "lenet300", "--dataset", "digits", "--epochs", str(epochs),
+                           "--out", str(tmp_path / "out"))
+    named = re.search(r"at least (\d+) epochs", err)
+    assert code == 2 and named is not None, err
+    least = int(named.group(1))
+    args = SimpleNamespace(lam=1e-3, epochs=least, finetune_epochs=None, batch_size=64, lr=0.02, lam_scale="none",
+                           max_params=None, retrain="finetune", distill=0.0, distill_temperature=None,
+                           distill_mixup=False, grad_clip=10.0, no_baseline=False)
+    compression_config(args)  # the count it names is taken
+    args.epochs = least - 1
+    with pytest.raises(UserError):
+        compression_config(args)  # and is the least
+
+
 def test_compress_overwrite_stopped_after_the_new_model_leaves_no_old_result_beside_it(capsys, tmp_path,
                                                                                        monkeypatch):
     """The old result.json (seed 1's network) stayed beside seed 2's model.pt and widths.json when

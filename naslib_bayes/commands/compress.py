@@ -128,7 +128,11 @@ def compression_config(args):
         raise UserError(f"--distill-temperature {args.distill_temperature:g} needs --distill ALPHA > 0 "
                         "(it is the temperature of the distillation, which is off)")
     temperature = args.distill_temperature or CompressionConfig.distill_temperature  # a given T is positive
-    finetune = round(args.epochs / 3) if args.finetune_epochs is None else args.finetune_epochs
+    if args.finetune_epochs is None:
+        finetune = default_finetune_epochs(args.epochs)
+        _refuse_too_few_epochs_for_the_default_finetune(args.epochs, finetune)
+    else:
+        finetune = args.finetune_epochs
     cfg = CompressionConfig(lam=args.lam, epochs=args.epochs, finetune_epochs=finetune, batch_size=args.batch_size,
                             lr=args.lr, lam_scale=args.lam_scale, max_params=args.max_params,
                             retrain=args.retrain, distill=args.distill,
@@ -137,6 +141,31 @@ def compression_config(args):
     if cfg.distill > 0 and args.no_baseline:
         raise UserError("--distill needs the dense baseline as its teacher: drop --no-baseline")
     return cfg
+
+
+def default_finetune_epochs(epochs: int) -> int:
+    """The retraining epochs when --finetune-epochs is not given: a third of --epochs."""
+    return round(epochs / 3)
+
+
+def _refuse_too_few_epochs_for_the_default_finetune(epochs: int, finetune: int) -> None:
+    """Too few --epochs for a sparse one after the warm-up, said with the least --epochs that
+    leaves one once its own third retrains (the configuration's message counts this run's
+    finetune epochs, which a larger --epochs changes: --epochs 1 named 2, itself refused)."""
+    import itertools
+
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    warmup = CompressionConfig.warmup_epochs
+    if epochs - finetune > warmup:
+        return
+    least = next(n for n in itertools.count(epochs + 1) if n - default_finetune_epochs(n) > warmup)
+    most_finetune = epochs - warmup - 1  # --finetune-epochs that leaves this --epochs a sparse one
+    fewer = f" or --finetune-epochs {most_finetune}" if most_finetune >= 0 else ""
+    raise UserError(f"epochs={epochs} with finetune_epochs={finetune} (a third of --epochs when --finetune-epochs is "
+                    f"not given) leaves {epochs - finetune} epoch(s) before retraining, none of them sparse after the "
+                    f"first warmup_epochs={warmup}: give at least {least} epochs{fewer}")
 
 
 def prepare_out_and_checkpoint(args, cfg):
