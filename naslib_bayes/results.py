@@ -20,7 +20,7 @@ LOCK_FILE = ".naslib-bayes.lock"
 _COMMON_KEYS = (
     "schema_version", "command", "optimizer", "search_space", "dataset", "seed", "budget",
     "search_metric", "report_metric", "final_architecture", "final_architecture_op_indices",
-    "benchmark_accuracy", "trajectory", "wall_time_s", "config", "versions", "torch_threads",
+    "benchmark_accuracy", "trajectory", "wall_time_s", "config", "versions",
 )
 
 

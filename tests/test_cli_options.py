@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import torch
 
@@ -696,4 +697,6 @@ def test_a_result_records_the_torch_threads_a_network_trained_with(capsys, tmp_p
     finally:
         torch.set_num_threads(1)
     assert code == 0, err
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["torch_threads"] == threads
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result.get("torch_threads") == threads
+    jsonschema.validate(result, results.load_schema())  # optional: results written before it still validate
