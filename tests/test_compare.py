@@ -3,6 +3,7 @@ that follow from the run files."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -716,9 +717,11 @@ def test_stopping_the_workers_also_ends_the_pools_manager_thread():
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
-def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_path):
-    out = tmp_path / "cmp"
-    # BANANAS runs take seconds each, so runs are in flight when the signal comes.
+@contextlib.contextmanager
+def runs_in_flight(nats_csv, out: Path):
+    """A two-worker comparison whose runs are under way: (its process, its workers' pids). Any of
+    them still running at the end is killed, so a failed test leaves no process behind."""
+    # BANANAS runs take seconds each, so runs are in flight when the test acts.
     command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
                "--optimizers", "bananas", "--seeds", "12", "--budget", "30", "--jobs", "2", "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -728,20 +731,28 @@ def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_pat
         assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
         time.sleep(1.0)  # they load the benchmark and start a run
         workers = grandchildren(proc.pid)
+        yield proc, workers
+    finally:
+        for pid in [proc.pid, *workers]:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_path):
+    out = tmp_path / "cmp"
+    with runs_in_flight(nats_csv, out) as (proc, workers):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 143 and err.strip().splitlines()[-1] == "naslib-bayes: terminated", err
         assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
-        written = run_files(out)
-        time.sleep(1.0)
-        assert run_files(out) == written  # nobody writes after the command has gone
-        assert not [p.name for p in (out / runner.RUNS_DIR).iterdir() if p.name.startswith(".")]  # no partial file
-        for text in written.values():
-            json.loads(text)  # every run file is whole
-    finally:  # a failed test leaves no process of its own behind
-        for pid in [proc.pid, *workers]:
-            if is_running(pid):
-                os.kill(pid, signal.SIGKILL)
+    written = run_files(out)
+    time.sleep(1.0)
+    assert run_files(out) == written  # nobody writes after the command has gone
+    assert not [p.name for p in (out / runner.RUNS_DIR).iterdir() if p.name.startswith(".")]  # no partial file
+    for text in written.values():
+        json.loads(text)  # every run file is whole
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
@@ -779,23 +790,10 @@ def test_a_comparison_killed_by_sigkill_leaves_no_worker_running(nats_csv, tmp_p
     """SIGKILL (the out-of-memory killer, a scheduler) gives the command no chance to stop its
     workers: orphaned, they went on with the runs queued for them, holding a one-shot run's
     folder against the re-run, and then waited for work for good."""
-    out = tmp_path / "cmp"
-    command = [sys.executable, "-m", "naslib_bayes", "compare", "--benchmark", str(nats_csv), "--datasets", "cifar10",
-               "--optimizers", "bananas", "--seeds", "12", "--budget", "30", "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    workers: list[int] = []
-    try:
-        assert wait_for(lambda: len(grandchildren(proc.pid)) >= 2, timeout_s=60), "the workers never started"
-        time.sleep(1.0)  # they load the benchmark and start a run
-        workers = grandchildren(proc.pid)
+    with runs_in_flight(nats_csv, tmp_path / "cmp") as (proc, workers):
         proc.kill()
-        proc.wait(timeout=60)
+        proc.wait(timeout=60)  # not communicate(): the dying workers hold its pipes a moment longer
         assert wait_for(lambda: not any(is_running(p) for p in workers), timeout_s=5), "a worker outlived the command"
-    finally:  # a failed test leaves no process of its own behind
-        for pid in workers:
-            if is_running(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
