@@ -781,11 +781,16 @@ def _leave_signals_to_the_parent() -> None:
 
 def script_exit_code(main: Callable[[], int]) -> int:
     """``main()``'s exit code, or 130 / 143 (one line on stderr) when Ctrl-C / SIGTERM stopped it,
-    or 2 with the message of bad input (a :class:`UserError`)."""
-    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+    or 2 with the message of bad input (a :class:`UserError`).
+
+    As for a command, SIGTERM is an interrupt throughout ``main`` (not only while workers run), and
+    a stop whose handler ran inside a finalizer is delivered again instead of dropped."""
+    from naslib_bayes.cli import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt,
+                                  stops_in_finalizers_delivered_again)
 
     try:
-        return main()
+        with sigterm_as_interrupt(), stops_in_finalizers_delivered_again():
+            return main()
     except UserError as exc:
         print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
         return 2
