@@ -708,3 +708,44 @@ def test_sigterm_outside_the_worker_pool_stops_a_benchmark_with_its_line(capsys)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert (returned, capsys.readouterr().err) == (143, "stopped by SIGTERM; finished runs are kept\n")
+
+
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_a_signal_as_a_benchmark_exits_after_its_records_is_one_line_and_the_records_stay(signum, code, said,
+                                                                                         mnist_dir, tmp_path):
+    """Python's own exit after a script's work (torch's teardown) takes a second or more, most of it with
+    the signals back at their default action: a Ctrl-C then killed the finished script by its signal
+    (-2), saying nothing. It is answered as during the work, or finds the script already ended (0)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compress_mnist.py"
+    for delay_s in (0.02, 0.2):
+        out = tmp_path / f"out-{delay_s}"
+        records = out / "records-val.json"
+        proc = subprocess.Popen([sys.executable, str(script), "--data-root", str(mnist_dir), "--split", "val",
+                                 "--models", "lenet300", "--seeds", "0", "--epochs", "3", "--finetune-epochs", "1",
+                                 "--train-images", "100", "--val-size", "50", "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while not records.exists() and proc.poll() is None:
+                time.sleep(0.002)
+            time.sleep(delay_s)
+            os.killpg(proc.pid, getattr(signal, signum))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said_lines = [line for line in err.splitlines() if "parameter budget was not reached" not in line]
+        assert (proc.returncode, said_lines) in ((code, [f"stopped by {said}; finished runs are kept"]), (0, [])), \
+            (delay_s, err)
+        assert len(json.loads(records.read_text())) == 1
+
+
+@pytest.mark.parametrize("script", ["compress_mnist", "tnas_nb201", "tnas_nb201_validate", "oneshot_nb201"])
+def test_every_benchmark_script_ends_as_run_script_ends_it(script):
+    """The answer to a late signal above is run_script's: each script's last line hands it its main."""
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py").read_text()
+    assert source.rstrip().splitlines()[-1].strip() == "run_script(main)"
