@@ -345,6 +345,6 @@ def run_jobs(jobs: list[dict], processes: int) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.runner import run_script
 
-    sys.exit(script_exit_code(main))
+    run_script(main)

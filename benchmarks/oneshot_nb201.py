@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -234,6 +233,6 @@ def report(runs: list[dict], methods: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.runner import run_script
 
-    sys.exit(script_exit_code(main))
+    run_script(main)

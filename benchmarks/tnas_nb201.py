@@ -495,6 +495,6 @@ def print_meta_training_times(folder: str, records: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.runner import run_script
 
-    sys.exit(script_exit_code(main))
+    run_script(main)

@@ -108,6 +108,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.runner import run_script
 
-    sys.exit(script_exit_code(main))
+    run_script(main)

@@ -191,16 +191,20 @@ def _reader_gone() -> int:
     return 1
 
 
-def _answer_late_signals(already_said: bool, code: int) -> None:
-    """Ctrl-C or SIGTERM from now on ends the process at once: with its line and code, or, after a
-    command that already said it was stopped, quietly with that command's code."""
+#: What ``naslib-bayes`` says when Ctrl-C or SIGTERM stops it.
+STOPPED_LINES = {signal.SIGINT: f"{PROG}: interrupted", signal.SIGTERM: f"{PROG}: terminated"}
+
+
+def _answer_late_signals(already_said: bool, code: int, lines: dict[int, str] = STOPPED_LINES) -> None:
+    """Ctrl-C or SIGTERM from now on ends the process at once: with its line (``lines``, by signal)
+    and code, or, after a program that already said it was stopped, quietly with that program's code."""
 
     def answer(signum, frame):
-        stopped = (EXIT_TERMINATED, "terminated") if signum == signal.SIGTERM else (EXIT_INTERRUPTED, "interrupted")
+        stopped = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
         if not already_said:
-            sys.stderr.write(f"{PROG}: {stopped[1]}\n")
+            sys.stderr.write(f"{lines[signum]}\n")
         _flush_standard_streams()
-        os._exit(code if already_said else stopped[0])
+        os._exit(code if already_said else stopped)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, answer)

@@ -651,3 +651,101 @@ def test_the_tnas_benchmarks_refuse_bad_input_in_one_line_before_the_cache_is_ma
     argv = ["--benchmark", str(nats_csv), *extra, "--cache", str(tmp_path / "cache")]
     assert message in _one_line_refusal(importlib.import_module(script), argv, capsys)
     assert not (tmp_path / "cache").exists()
+
+
+# ---- how a benchmark script ends when stopped -----------------------------------------------------
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_a_signal_whose_handler_runs_in_a_finalizer_still_stops_a_benchmark(signum, code, said, capsys):
+    """Python runs a signal's handler at the next bytecode it executes, often a finalizer's (a progress
+    bar's ``__del__``); the exception raised there was printed as 'Exception ignored' and dropped, and
+    the script went on as if never stopped (exit code 0). It is delivered again, as for the command."""
+    import signal
+
+    from naslib_bayes import cli
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    handler = {"SIGINT": signal.default_int_handler, "SIGTERM": cli._raise_terminated}[signum]
+
+    class StoppedWhileFinalized:
+        def __del__(self):
+            handler(getattr(signal, signum), None)  # what the signal's handler does when it runs here
+
+    def main() -> int:
+        StoppedWhileFinalized()  # dropped at once: its finalizer runs now
+        return 0
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a script
+    try:
+        returned = script_exit_code(main)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert (returned, capsys.readouterr().err) == (code, f"stopped by {said}; finished runs are kept\n")
+
+
+def test_sigterm_outside_the_worker_pool_stops_a_benchmark_with_its_line(capsys):
+    """SIGTERM was turned into an interrupt only while the workers ran: before (reading the benchmark)
+    or after them (the report) it ended the script where it stood, saying nothing (exit code -15)."""
+    import os
+    import signal
+    import time
+
+    from naslib_bayes.comparison.runner import script_exit_code
+
+    def main() -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not interrupt the script")
+
+    def outside_the_script(signum, frame):  # stands in for the default, which would end pytest
+        raise AssertionError("SIGTERM reached the handler of the caller, not the script's")
+
+    previous = signal.signal(signal.SIGTERM, outside_the_script)
+    try:
+        returned = script_exit_code(main)
+        assert signal.getsignal(signal.SIGTERM) is outside_the_script  # the script's handler is gone again
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (returned, capsys.readouterr().err) == (143, "stopped by SIGTERM; finished runs are kept\n")
+
+
+@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_a_signal_as_a_benchmark_exits_after_its_records_is_one_line_and_the_records_stay(signum, code, said,
+                                                                                         mnist_dir, tmp_path):
+    """Python's own exit after a script's work (torch's teardown) takes a second or more, most of it with
+    the signals back at their default action: a Ctrl-C then killed the finished script by its signal
+    (-2), saying nothing. It is answered as during the work, or finds the script already ended (0)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compress_mnist.py"
+    for delay_s in (0.02, 0.2):
+        out = tmp_path / f"out-{delay_s}"
+        records = out / "records-val.json"
+        proc = subprocess.Popen([sys.executable, str(script), "--data-root", str(mnist_dir), "--split", "val",
+                                 "--models", "lenet300", "--seeds", "0", "--epochs", "3", "--finetune-epochs", "1",
+                                 "--train-images", "100", "--val-size", "50", "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while not records.exists() and proc.poll() is None:
+                time.sleep(0.002)
+            time.sleep(delay_s)
+            os.killpg(proc.pid, getattr(signal, signum))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said_lines = [line for line in err.splitlines() if "parameter budget was not reached" not in line]
+        assert (proc.returncode, said_lines) in ((code, [f"stopped by {said}; finished runs are kept"]), (0, [])), \
+            (delay_s, err)
+        assert len(json.loads(records.read_text())) == 1
+
+
+@pytest.mark.parametrize("script", ["compress_mnist", "tnas_nb201", "tnas_nb201_validate", "oneshot_nb201"])
+def test_every_benchmark_script_ends_as_run_script_ends_it(script):
+    """The answer to a late signal above is run_script's: each script's last line hands it its main."""
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py").read_text()
+    assert source.rstrip().splitlines()[-1].strip() == "run_script(main)"

@@ -48,7 +48,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -779,21 +779,48 @@ def _leave_signals_to_the_parent() -> None:
     _exit_with_the_command()
 
 
+#: What a benchmark script says when Ctrl-C or SIGTERM stops it: the runs it finished are on disk.
+SCRIPT_STOPPED_LINES = {signal.SIGINT: "stopped by Ctrl-C; finished runs are kept",
+                        signal.SIGTERM: "stopped by SIGTERM; finished runs are kept"}
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """A benchmark script's end: :func:`script_exit_code`, and the process ends with it as the
+    ``naslib-bayes`` program does (:func:`naslib_bayes.cli.run_program`).
+
+    Python's own exit (torch's teardown) takes a second or more with Ctrl-C and SIGTERM back at
+    their default action: a Ctrl-C then killed the finished script by its signal, saying nothing.
+    Here a signal until the end is answered with the script's line (:data:`SCRIPT_STOPPED_LINES`)
+    and 130 / 143, and the process ends once the exit handlers have run, without the teardown.
+    """
+    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, _answer_late_signals, _exit_now
+
+    code = script_exit_code(main)
+    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code,
+                         lines=SCRIPT_STOPPED_LINES)
+    _exit_now(code)
+
+
 def script_exit_code(main: Callable[[], int]) -> int:
     """``main()``'s exit code, or 130 / 143 (one line on stderr) when Ctrl-C / SIGTERM stopped it,
-    or 2 with the message of bad input (a :class:`UserError`)."""
-    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+    or 2 with the message of bad input (a :class:`UserError`).
+
+    As for a command, SIGTERM is an interrupt throughout ``main`` (not only while workers run), and
+    a stop whose handler ran inside a finalizer is delivered again instead of dropped."""
+    from naslib_bayes.cli import (EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt,
+                                  stops_in_finalizers_delivered_again)
 
     try:
-        return main()
+        with sigterm_as_interrupt(), stops_in_finalizers_delivered_again():
+            return main()
     except UserError as exc:
         print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
-        print("stopped by SIGTERM; finished runs are kept", file=sys.stderr)
+        print(SCRIPT_STOPPED_LINES[signal.SIGTERM], file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("stopped by Ctrl-C; finished runs are kept", file=sys.stderr)
+        print(SCRIPT_STOPPED_LINES[signal.SIGINT], file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
