@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from naslib_bayes.errors import UserError
 
@@ -152,6 +152,10 @@ def stops_in_finalizers_delivered_again():
         raise stop()
 
 
+#: What ``naslib-bayes`` says when Ctrl-C or SIGTERM stops it.
+STOPPED_LINES = {signal.SIGINT: f"{PROG}: interrupted", signal.SIGTERM: f"{PROG}: terminated"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: a command's exit code, with one line on stderr for bad input (2), Ctrl-C
     (:data:`EXIT_INTERRUPTED`) or SIGTERM (:data:`EXIT_TERMINATED`)."""
@@ -159,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt(), stops_in_finalizers_delivered_again():
             return run_command(argv)
     except Terminated:
-        sys.stderr.write(f"{PROG}: terminated\n")
+        sys.stderr.write(f"{STOPPED_LINES[signal.SIGTERM]}\n")
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
+        sys.stderr.write(f"{STOPPED_LINES[signal.SIGINT]}\n")
         return EXIT_INTERRUPTED
 
 
@@ -175,11 +179,18 @@ def run_program() -> NoReturn:
     line, 130 or 143; every file is written by then), and the process ends once the exit handlers
     (``atexit``) have run, without the teardown.
     """
+    end_process_with(main)
+
+
+def end_process_with(run: Callable[[], int], lines: dict[int, str] = STOPPED_LINES) -> NoReturn:
+    """``run()``, then the end of the process with its exit code, a signal until then answered with
+    its line (``lines``, by signal) and 130 / 143, without the interpreter's teardown; the program
+    and the benchmark scripts end this way."""
     try:
-        code = main()
+        code = run()
     except BrokenPipeError:
         code = _reader_gone()
-    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code)
+    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code, lines=lines)
     _exit_now(code)
 
 
@@ -191,8 +202,6 @@ def _reader_gone() -> int:
     return 1
 
 
-#: What ``naslib-bayes`` says when Ctrl-C or SIGTERM stops it.
-STOPPED_LINES = {signal.SIGINT: f"{PROG}: interrupted", signal.SIGTERM: f"{PROG}: terminated"}
 
 
 def _answer_late_signals(already_said: bool, code: int, lines: dict[int, str] = STOPPED_LINES) -> None:

@@ -793,12 +793,9 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     Here a signal until the end is answered with the script's line (:data:`SCRIPT_STOPPED_LINES`)
     and 130 / 143, and the process ends once the exit handlers have run, without the teardown.
     """
-    from naslib_bayes.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, _answer_late_signals, _exit_now
+    from naslib_bayes.cli import end_process_with
 
-    code = script_exit_code(main)
-    _answer_late_signals(already_said=code in (EXIT_INTERRUPTED, EXIT_TERMINATED), code=code,
-                         lines=SCRIPT_STOPPED_LINES)
-    _exit_now(code)
+    end_process_with(lambda: script_exit_code(main), SCRIPT_STOPPED_LINES)
 
 
 def script_exit_code(main: Callable[[], int]) -> int:
