@@ -716,30 +716,18 @@ def test_a_signal_as_a_benchmark_exits_after_its_records_is_one_line_and_the_rec
     """Python's own exit after a script's work (torch's teardown) takes a second or more, most of it with
     the signals back at their default action: a Ctrl-C then killed the finished script by its signal
     (-2), saying nothing. It is answered as during the work, or finds the script already ended (0)."""
-    import os
-    import signal
-    import subprocess
-    import time
+    from cli_runner import signal_once_written
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "compress_mnist.py"
     for delay_s in (0.02, 0.2):
         out = tmp_path / f"out-{delay_s}"
         records = out / "records-val.json"
-        proc = subprocess.Popen([sys.executable, str(script), "--data-root", str(mnist_dir), "--split", "val",
-                                 "--models", "lenet300", "--seeds", "0", "--epochs", "3", "--finetune-epochs", "1",
-                                 "--train-images", "100", "--val-size", "50", "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            while not records.exists() and proc.poll() is None:
-                time.sleep(0.002)
-            time.sleep(delay_s)
-            os.killpg(proc.pid, getattr(signal, signum))
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        returncode, err = signal_once_written([sys.executable, str(script), "--data-root", str(mnist_dir), "--split",
+                                               "val", "--models", "lenet300", "--seeds", "0", "--epochs", "3",
+                                               "--finetune-epochs", "1", "--train-images", "100", "--val-size", "50",
+                                               "--out", str(out)], records, delay_s, signum)
         said_lines = [line for line in err.splitlines() if "parameter budget was not reached" not in line]
-        assert (proc.returncode, said_lines) in ((code, [f"stopped by {said}; finished runs are kept"]), (0, [])), \
+        assert (returncode, said_lines) in ((code, [f"stopped by {said}; finished runs are kept"]), (0, [])), \
             (delay_s, err)
         assert len(json.loads(records.read_text())) == 1
 

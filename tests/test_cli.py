@@ -10,7 +10,7 @@ import pytest
 
 from naslib_bayes.commands.common import parse_seeds
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
-from cli_runner import run_cli
+from cli_runner import run_cli, signal_once_written
 
 
 def test_list_prints_names_with_kinds(capsys):
@@ -121,26 +121,13 @@ def test_a_signal_as_the_program_exits_after_its_result_is_one_line_and_the_resu
     """The interpreter's exit after a command (torch's teardown) takes a second or more, most of it with the
     signals back at their default action: a Ctrl-C then killed the finished program by its signal (-2),
     saying nothing. It is answered as during the command, or finds the program already ended (0)."""
-    import os
-    import signal
-    import time
-
     for delay_s in (0.02, 0.2):
         out = tmp_path / f"run-{delay_s}"
-        proc = subprocess.Popen([sys.executable, "-m", "naslib_bayes", "search", "--optimizer", "rs", "--benchmark",
-                                 str(nats_csv), "--dataset", "cifar10", "--budget", "5", "--out", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            while not (out / "result.json").exists() and proc.poll() is None:
-                time.sleep(0.002)
-            time.sleep(delay_s)
-            os.killpg(proc.pid, getattr(signal, signum))
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        returncode, err = signal_once_written([sys.executable, "-m", "naslib_bayes", "search", "--optimizer", "rs",
+                                               "--benchmark", str(nats_csv), "--dataset", "cifar10", "--budget", "5",
+                                               "--out", str(out)], out / "result.json", delay_s, signum)
         said_lines = [line for line in err.splitlines() if "warning:" not in line]
-        assert (proc.returncode, said_lines) in ((code, [f"naslib-bayes: {said}"]), (0, [])), (delay_s, err)
+        assert (returncode, said_lines) in ((code, [f"naslib-bayes: {said}"]), (0, [])), (delay_s, err)
         assert json.loads((out / "result.json").read_text())["budget"] == 5
 
 
