@@ -24,6 +24,7 @@ import torch
 
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
 from naslib_bayes.optimizers.hyperparameters import at_least
+from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
 class GPBO(DeepKernelBO):
@@ -60,14 +61,13 @@ class GPBO(DeepKernelBO):
         return (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
 
     def initial_design(self) -> list[int]:
-        pool = torch.nonzero(self.in_domain).flatten().tolist()  # every cell on a complete benchmark
-        chosen: list[int] = []
-        while len(chosen) < min(int(self.config["initial_design"]), len(pool)):
-            index = pool[self.rng.randrange(len(pool))]
-            if index not in chosen:
-                chosen.append(index)
-        self.initial = chosen
-        return list(chosen)
+        # The random cells rs, re, ls and bananas start from for the same seed (the same draws of
+        # the same stream), so that rows of a comparison differ by the methods, not by their luck.
+        chosen: list[nb201.Cell] = []
+        for _ in range(min(int(self.config["initial_design"]), int(self.in_domain.sum()))):
+            chosen.append(self.random_unqueried(exclude=chosen))
+        self.initial = [self._index[cell] for cell in chosen]
+        return list(self.initial)
 
     def result_extras(self) -> dict[str, Any]:
         extras = super().result_extras()
