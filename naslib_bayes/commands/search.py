@@ -181,7 +181,6 @@ def _one_shot_report_metric(benchmark, report_metric: str | None) -> str:
 
 def run_black_box(args) -> int:
     from naslib_bayes.experiment import plan_blackbox_search
-    from naslib_bayes.optimizers.tnas import TNAS
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     _require(args, "benchmark", "budget")
@@ -191,8 +190,7 @@ def run_black_box(args) -> int:
     search = plan_blackbox_search(benchmark, args.optimizer, args.dataset, args.budget, args.seed,
                                   search_metric=args.search_metric, report_metric=args.report_metric,
                                   hyperparameters=hyperparameters)
-    if isinstance(search.optimizer, TNAS):  # its surrogate file and images, read at setup, are read now
-        search.optimizer.check_inputs(search.problem)
+    search.optimizer.check_inputs(search.problem)  # files its setup reads (tnas: surrogate, images), read now
     out = common.prepare_out(args.out, args.overwrite, args.held_folders)  # after every check of the arguments
     for message in search.warnings:
         common.warn(message)

@@ -302,6 +302,11 @@ class BlackBoxOptimizer(abc.ABC):
         """A UserError for settings that the per-value checks of ``lower_bounds`` cannot see (a
         variant's name, a relation between two settings); subclasses extend it."""
 
+    def check_inputs(self, problem: BlackBoxProblem) -> None:
+        """A UserError for inputs :meth:`setup` will read from outside the settings (files,
+        images) that it could not use: a command calls this before it writes anything. Nothing
+        by default; subclasses that read files extend it."""
+
     def setup(self) -> None:
         """Called once the problem is bound (meta-train, precompute encodings, ...)."""
 
