@@ -66,9 +66,9 @@ def data_fingerprint(root: str) -> str:
     """SHA-256 of the MNIST files the loader reads from ``root`` (names and bytes; in a subfolder
     ``mnist/`` or ``MNIST/raw/``, or mirror-named, too): other images, labels or added training
     files (which change the split) make other runs, wherever the folder lies."""
-    from naslib_bayes.data.loaders import files_fingerprint, mnist_files
+    from naslib_bayes.data.loaders import data_fingerprint as loaders_data_fingerprint
 
-    return files_fingerprint(mnist_files(root))
+    return loaders_data_fingerprint("mnist", root)
 
 
 def run_one(job: dict) -> dict:
