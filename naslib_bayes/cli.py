@@ -202,8 +202,6 @@ def _reader_gone() -> int:
     return 1
 
 
-
-
 def _answer_late_signals(already_said: bool, code: int, lines: dict[int, str] = STOPPED_LINES) -> None:
     """Ctrl-C or SIGTERM from now on ends the process at once: with its line (``lines``, by signal)
     and code, or, after a program that already said it was stopped, quietly with that program's code."""
