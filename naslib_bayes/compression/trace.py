@@ -519,6 +519,25 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise UserError(f"input_shape must be positive sizes without the batch dimension, got {tuple(input_shape)}")
+    step_inputs, outputs = _trace_shapes(named, shape)
+    layer_steps = [i for i, (_, m) in enumerate(named) if isinstance(m, LAYER_TYPES)]
+    if not layer_steps:
+        raise UnsupportedModelError("the model has no Conv2d or Linear layer to compress")
+    _check_first_layer_order(named, layer_steps[0])
+    layers = []
+    for n, step in enumerate(layer_steps):
+        end = layer_steps[n + 1] if n + 1 < len(layer_steps) else len(named)
+        layers.append(_layer_info(named, step, end, outputs[step], layers[-1] if layers else None))
+    return ChainInfo(layers=tuple(layers), input_shape=shape, output_shape=outputs[-1],
+                     step_inputs=tuple(step_inputs))
+
+
+def _trace_shapes(named, shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """Each step's input and output shape (without the batch dimension) for one zero sample.
+
+    The modules run in eval mode, so BatchNorm uses its running statistics and Dropout is off;
+    their training flags are restored afterwards.
+    """
     x = torch.zeros((1,) + shape, dtype=_dtype_of(named))
     step_inputs, outputs = [], []
     modes = [m.training for _, m in named]
@@ -538,11 +557,12 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
     finally:
         for (_, m), mode in zip(named, modes):
             m.train(mode)
-    layer_steps = [i for i, (_, m) in enumerate(named) if isinstance(m, LAYER_TYPES)]
-    if not layer_steps:
-        raise UnsupportedModelError("the model has no Conv2d or Linear layer to compress")
-    first = layer_steps[0]
-    for i, (name, m) in enumerate(named[:first]):
+    return step_inputs, outputs
+
+
+def _check_first_layer_order(named, first: int) -> None:
+    """No BatchNorm before the first layer, and no InputSelect after it."""
+    for name, m in named[:first]:
         if isinstance(m, BN_TYPES):
             raise UnsupportedModelError(f"module '{name}' ({type(m).__name__}) comes before the first layer; "
                                         "a BatchNorm must follow the conv/linear layer it normalises")
@@ -550,35 +570,37 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
         if isinstance(m, InputSelect):  # between layers it would renumber the units the next layer reads
             raise UnsupportedModelError(f"module '{name}' (InputSelect) comes after the first layer; it selects "
                                         "the network's inputs, before the first layer")
-    layers = []
-    for n, step in enumerate(layer_steps):
-        end = layer_steps[n + 1] if n + 1 < len(layer_steps) else len(named)
-        bns = [i for i in range(step + 1, end) if isinstance(named[i][1], BN_TYPES)]
-        if len(bns) > 1:
-            raise UnsupportedModelError(f"modules {', '.join(repr(named[i][0]) for i in bns)} are two BatchNorms "
-                                        f"after layer '{named[step][0]}'; at most one is supported")
-        bn = bns[0] if bns else None
-        module = named[step][1]
-        units = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-        if bn is not None and named[bn][1].num_features != units:
-            raise UnsupportedModelError(f"module '{named[bn][0]}' normalises {named[bn][1].num_features} features "
-                                        f"but layer '{named[step][0]}' has {units}")
-        if isinstance(module, nn.Conv2d):
-            in_groups, group_size = module.in_channels, 1
-        elif n == 0:
-            in_groups, group_size = module.in_features, 1
-        else:
-            producer = layers[-1]
-            in_groups = producer.units
-            if module.in_features % in_groups:
-                raise UnsupportedModelError(f"layer '{named[step][0]}' has {module.in_features} inputs, not a "
-                                            f"multiple of the {in_groups} units of the layer before it")
-            group_size = module.in_features // in_groups
-        layers.append(LayerInfo(step=step, bn=bn, end=end, switch_after=bn if bn is not None else step,
-                                units=units, in_groups=in_groups, group_size=group_size,
-                                out_shape=outputs[step]))
-    return ChainInfo(layers=tuple(layers), input_shape=shape, output_shape=outputs[-1],
-                     step_inputs=tuple(step_inputs))
+
+
+def _layer_info(named, step: int, end: int, out_shape: tuple[int, ...],
+                producer: LayerInfo | None) -> LayerInfo:
+    """The layer at ``step`` with the steps up to ``end`` that follow it, read by the next layer.
+
+    ``producer`` is the layer before it (None for the first): a linear layer after it reads
+    groups of its inputs, one group per unit of the producer (a flattened channel's pixels).
+    """
+    bns = [i for i in range(step + 1, end) if isinstance(named[i][1], BN_TYPES)]
+    if len(bns) > 1:
+        raise UnsupportedModelError(f"modules {', '.join(repr(named[i][0]) for i in bns)} are two BatchNorms "
+                                    f"after layer '{named[step][0]}'; at most one is supported")
+    bn = bns[0] if bns else None
+    module = named[step][1]
+    units = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+    if bn is not None and named[bn][1].num_features != units:
+        raise UnsupportedModelError(f"module '{named[bn][0]}' normalises {named[bn][1].num_features} features "
+                                    f"but layer '{named[step][0]}' has {units}")
+    if isinstance(module, nn.Conv2d):
+        in_groups, group_size = module.in_channels, 1
+    elif producer is None:
+        in_groups, group_size = module.in_features, 1
+    else:
+        in_groups = producer.units
+        if module.in_features % in_groups:
+            raise UnsupportedModelError(f"layer '{named[step][0]}' has {module.in_features} inputs, not a "
+                                        f"multiple of the {in_groups} units of the layer before it")
+        group_size = module.in_features // in_groups
+    return LayerInfo(step=step, bn=bn, end=end, switch_after=bn if bn is not None else step,
+                     units=units, in_groups=in_groups, group_size=group_size, out_shape=out_shape)
 
 
 def _dtype_of(named) -> torch.dtype:
