@@ -347,16 +347,7 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if node.op == "get_attr":
             raise UnsupportedModelError(f"{_where(node)} reads the tensor attribute '{node.target}' inside "
                                         "forward; only chains of modules are supported")
-        if not node.args or node.args[0] is not current or any(
-                isinstance(a, fx.Node) and a not in batch_reads for a in list(node.args[1:]) + list(node.kwargs.values())):
-            raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
-                                        "(branches, skip connections and several inputs are not supported)")
-        users = [user for user in current.users if user not in batch_reads]
-        if len(users) != 1:
-            names = ", ".join(repr(user.name) for user in users)
-            places = ", ".join(sorted({_where(user) for user in users}))
-            raise UnsupportedModelError(f"the output of '{current.name}' is used {len(users)} times "
-                                        f"(by {names}, in {places}); only sequential chains are supported")
+        _check_single_chain_step(node, current, batch_reads)
         if node.op == "call_module":
             module = modules[node.target]
             if type(module) not in SUPPORTED_TYPES or (node.args[1:] or node.kwargs):
@@ -371,6 +362,20 @@ def trace_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     _check_no_shared_tensors(chain)
     _check_no_hooks(model, chain)
     return chain
+
+
+def _check_single_chain_step(node: fx.Node, current: fx.Node, batch_reads: set[fx.Node]) -> None:
+    """``node`` reads only ``current`` (besides batch-size reads), and nothing else reads ``current``."""
+    if not node.args or node.args[0] is not current or any(
+            isinstance(a, fx.Node) and a not in batch_reads for a in list(node.args[1:]) + list(node.kwargs.values())):
+        raise UnsupportedModelError(f"{_where(node)}: '{node.name}' is not a step of a single chain "
+                                    "(branches, skip connections and several inputs are not supported)")
+    users = [user for user in current.users if user not in batch_reads]
+    if len(users) != 1:
+        names = ", ".join(repr(user.name) for user in users)
+        places = ", ".join(sorted({_where(user) for user in users}))
+        raise UnsupportedModelError(f"the output of '{current.name}' is used {len(users)} times "
+                                    f"(by {names}, in {places}); only sequential chains are supported")
 
 
 def _function_steps(node: fx.Node, dropout_training: dict[str, dict[bool, object]]) -> list[tuple[str, nn.Module]]:
