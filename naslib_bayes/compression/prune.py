@@ -130,44 +130,55 @@ def plan_pruning(net: SwitchedNetwork, keep_units: Sequence[torch.Tensor | None]
         input_alive[l] = input_alive[l] & unit_alive[l - 1]
     dep_out, need_in, need_out = _dependencies([connectivity(net, l) for l in range(n)], unit_alive, input_alive)
     keep_out = [dep_out[l] & need_out[l] for l in range(n - 1)] + [need_out[n - 1].clone()]
-    removed = []
-    for l in range(n):
-        constant = unit_alive[l] & need_out[l] & ~dep_out[l] if l < n - 1 else torch.zeros_like(keep_out[l])
-        pruned = ~unit_alive[l]
-        removed.append({"pruned": int(pruned.sum()),
-                        "no_consumer": int((unit_alive[l] & ~need_out[l]).sum()) if l < n - 1 else 0,
-                        "constant": int(constant.sum()), "constant_kept": 0})
+    # the last layer's units are the network's outputs: never constant, never folded
+    constant_units = ([unit_alive[l] & need_out[l] & ~dep_out[l] for l in range(n - 1)]
+                      + [torch.zeros_like(keep_out[-1])])
+    removed = [{"pruned": int((~unit_alive[l]).sum()),
+                "no_consumer": int((unit_alive[l] & ~need_out[l]).sum()) if l < n - 1 else 0,
+                "constant": int(constant_units[l].sum()), "constant_kept": 0} for l in range(n)]
+    shifts = _fold_constants(net, unit_alive, input_alive, constant_units, keep_out, removed)
+    keep_in = [input_alive[0] & need_in[0]] + [keep_out[l - 1].clone() for l in range(1, n)]
+    return PrunePlan(keep_units=keep_out, keep_inputs=keep_in, bias_shift=shifts, removed=removed)
 
-    # Constants: run the masked network (eval, float64) on a zero input and read every layer's input.
+
+def _fold_constants(net: SwitchedNetwork, unit_alive: list[torch.Tensor], input_alive: list[torch.Tensor],
+                    constant_units: list[torch.Tensor], keep_out: list[torch.Tensor],
+                    removed: list[dict[str, int]]) -> list[torch.Tensor]:
+    """Per layer, the bias shift (units,) that stands in for the removed inputs' constant outputs.
+
+    A removed unit whose contribution differs across a consumer's positions (zero padding at a
+    conv's border) cannot be folded exactly: a constant unit is then kept (``keep_out`` and
+    ``removed`` are updated in place).
+    """
+    layers = net.info.layers
+    device = net.child[0].device
+    # Run the masked network (eval, float64) on a zero input and read every layer's input.
     masked = net.masked(unit_alive, input_alive).double().eval()
     inputs: list[torch.Tensor] = []
     masked(torch.zeros((1,) + tuple(net.input_shape), dtype=torch.float64, device=device), capture=inputs)
     shifts = [torch.zeros(i.units, dtype=torch.float64, device=device) for i in layers]
     # From the output back: a constant unit of layer l that layer l+1 must keep is then already
     # among layer l's kept rows when its own constant inputs are checked for folding.
-    for l in range(n - 1, 0, -1):
+    for l in range(len(layers) - 1, 0, -1):
         info, layer = layers[l], masked.layer(l)
         gone = ~keep_out[l - 1]
         x = inputs[l][0]
         if info.group_size > 1:
             x = x.reshape(info.in_groups, info.group_size)
         active = gone & (x.reshape(info.in_groups, -1).abs().amax(dim=1) > 0)
-        constant_units = unit_alive[l - 1] & need_out[l - 1] & ~dep_out[l - 1]
         for j in torch.nonzero(active).flatten().tolist():
             contribution = _contribution(layer, x, j, info.group_size)  # (units, positions)
             rows = contribution[keep_out[l]]
             spread = (rows.amax(dim=1) - rows.amin(dim=1)).abs()
-            uniform = bool((spread <= UNIFORM_RTOL * (1.0 + rows.abs().amax(dim=1))).all())
-            if not uniform:
-                if not bool(constant_units[j]):
+            if not bool((spread <= UNIFORM_RTOL * (1.0 + rows.abs().amax(dim=1))).all()):
+                if not bool(constant_units[l - 1][j]):
                     raise AssertionError("a removed unit feeds a kept unit through non-zero weights")
                 keep_out[l - 1][j] = True  # cannot be folded exactly: keep the constant unit
                 removed[l - 1]["constant"] -= 1
                 removed[l - 1]["constant_kept"] += 1
                 continue
             shifts[l] += contribution[:, 0]
-    keep_in = [input_alive[0] & need_in[0]] + [keep_out[l - 1].clone() for l in range(1, n)]
-    return PrunePlan(keep_units=keep_out, keep_inputs=keep_in, bias_shift=shifts, removed=removed)
+    return shifts
 
 
 def _contribution(layer: nn.Module, x: torch.Tensor, j: int, group_size: int) -> torch.Tensor:
