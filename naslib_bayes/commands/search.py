@@ -103,19 +103,7 @@ def run_one_shot(args) -> int:
 
     torch.set_num_threads(args.threads)
     space = canonical_space(args.search_space)
-    hyper = {"lambda_origin": args.lambda_, "lambda_child": args.lambda_child, "warmup_epochs": args.warmup_epochs,
-             "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
-    if args.optimizer != "bayesnas":
-        given = [_flag(k) for k in ("lambda_origin", "lambda_child") if hyper[k] is not None]
-        if given:
-            raise UserError(f"{given[0]} only applies to --optimizer bayesnas")
-        hyper.pop("lambda_origin")
-        hyper.pop("lambda_child")
-    hyper = {k: v for k, v in hyper.items() if v is not None}
-    twice = sorted(set(hyper) & set(dict(args.opt)))  # one would silently win over the other
-    if twice:
-        raise UserError(f"{_flag(twice[0])} and --opt {twice[0]} both set {twice[0]}; give one")
-    hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
+    hyper = _one_shot_hyperparameters(args)
     benchmark = None
     if args.benchmark is not None:
         if space != "nasbench201":
@@ -143,6 +131,24 @@ def run_one_shot(args) -> int:
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
     print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
+
+
+def _one_shot_hyperparameters(args) -> dict:
+    """The optimizer's hyper-parameters given as flags or ``--opt`` (one of the two for each)."""
+    hyper = {"lambda_origin": args.lambda_, "lambda_child": args.lambda_child, "warmup_epochs": args.warmup_epochs,
+             "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
+    if args.optimizer != "bayesnas":
+        given = [_flag(k) for k in ("lambda_origin", "lambda_child") if hyper[k] is not None]
+        if given:
+            raise UserError(f"{given[0]} only applies to --optimizer bayesnas")
+        hyper.pop("lambda_origin")
+        hyper.pop("lambda_child")
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    twice = sorted(set(hyper) & set(dict(args.opt)))  # one would silently win over the other
+    if twice:
+        raise UserError(f"{_flag(twice[0])} and --opt {twice[0]} both set {twice[0]}; give one")
+    hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
+    return hyper
 
 
 def _flag(hyperparameter: str) -> str:
