@@ -120,7 +120,7 @@ def _command_line(args) -> str:
 
 # ---- black-box ------------------------------------------------------------------------------
 def run_black_box(args) -> int:
-    from naslib_bayes.comparison import plots, runner, summary
+    from naslib_bayes.comparison import runner
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     datasets = args.datasets or _names(DEFAULT_DATASETS)
@@ -148,6 +148,17 @@ def run_black_box(args) -> int:
 
         report = runner.run_comparison(settings, benchmark=benchmark, on_progress=progress, on_prepared=prepared,
                                        held=args.held_folders)
+    result = _write_reports(args, settings, report)
+    if result.code_note:
+        print(f"warning: {result.code_note}", file=sys.stderr)
+    print(f"{len(report.ran)} runs done, {len(report.skipped)} reused, {report.elapsed_s:.0f} s -> {args.out / 'summary.md'}")
+    return 0
+
+
+def _write_reports(args, settings, report):
+    """summary.csv, summary.md, one regret plot per dataset and the README section of the grid's runs."""
+    from naslib_bayes.comparison import plots, summary
+
     result = summary.summarize(args.out, settings.optimizers, settings.datasets, settings.seeds)
     summary.write_csv(result, args.out / "summary.csv")
     summary.write_markdown(result, args.out / "summary.md", (len(report.ran), len(report.skipped), report.elapsed_s))
@@ -156,10 +167,7 @@ def run_black_box(args) -> int:
         plots.plot_regret(result, dataset, args.out / f"regret_{dataset}.png")
     if args.readme is not None:
         _update_readme(args, result)
-    if result.code_note:
-        print(f"warning: {result.code_note}", file=sys.stderr)
-    print(f"{len(report.ran)} runs done, {len(report.skipped)} reused, {report.elapsed_s:.0f} s -> {args.out / 'summary.md'}")
-    return 0
+    return result
 
 
 def _remove_other_plots(out: Path, datasets) -> None:
