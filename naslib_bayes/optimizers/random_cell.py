@@ -3,7 +3,9 @@
 It trains the supernet's weights with every op at weight 1 (BayesNAS's supernet with its
 switches frozen at their initial value) for the same epochs on all search images, so its
 timings are comparable, and derives a random architecture from its seed: on NAS-Bench-201 a
-uniformly random *connected* cell (as NASLib's sampler), on the DARTS space a genotype with two
+uniformly random *connected* cell (stricter than NASLib's sampler, which refuses only cells whose
+three edges out of the input, or into the output, are all ``none``, and so can draw cells
+whose input does not reach the output), on the DARTS space a genotype with two
 distinct random predecessors and random non-``none`` ops per node. A search method is only
 worth its cost if it beats this.
 """

@@ -6,10 +6,10 @@ Algorithm 1 of the paper and of NASLib: each draw is a random element of the who
 mutates the best of them by changing the op on one random edge, queries the child, appends it
 and removes the *oldest* member (aging, not the worst: the regularisation of the paper).
 
-Defaults for a budget of 100 queries: NASLib's black-box config uses population 50 / sample 25
-for budgets of hundreds of queries, which would spend half of a budget of 100 on the random
-initial population. Population 20 / sample 5 keeps the paper's sample-to-population ratio of
-1/4 while leaving 80 queries for evolution.
+Defaults for a budget of 100 queries: the paper uses population 100 / sample 25, and NASLib's
+NAS-Bench-201 black-box config population 30 / sample 10, which would spend a third of a budget
+of 100 on the random initial population. Population 20 / sample 5 keeps the paper's
+sample-to-population ratio of 1/4 while leaving 80 queries for evolution.
 """
 
 from __future__ import annotations
