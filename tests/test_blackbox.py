@@ -236,3 +236,14 @@ def test_random_search_on_a_complete_benchmark_draws_as_before(nats_benchmark):
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|",
         "|avg_pool_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|",
     ]
+
+
+@pytest.mark.parametrize("seed, shown", [(-1, "-1"), (1.5, "1.5"), (2 ** 32, "4294967296")])
+def test_an_optimizer_built_from_python_refuses_a_seed_numpy_cannot_take(seed, shown):
+    # numpy's ValueError named no seed, and 1.5 silently ran seed 1
+    with pytest.raises(UserError, match=rf"seed must be an integer from 0 to 4294967295, got {shown}$"):
+        registry.create("rs", seed=seed)
+
+
+def test_an_optimizer_takes_a_numpy_integer_seed_as_that_seed():
+    assert registry.create("rs", seed=np.int64(7)).seed == 7

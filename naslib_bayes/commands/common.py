@@ -17,13 +17,10 @@ import yaml
 
 from naslib_bayes import results
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT
+from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT, MAX_SEED
 
 logger = logging.getLogger("naslib_bayes")
 
-#: Largest seed: torch's generators overflow on much larger ones (mid-run, after --out was made),
-#: and it is the bound NASLib's config seed has (numpy's legacy seeding).
-MAX_SEED = 2**32 - 1
 
 
 def parse_seeds(text: str) -> list[int]:

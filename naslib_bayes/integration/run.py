@@ -36,6 +36,7 @@ from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_ap
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
+from naslib_bayes.optimizers.hyperparameters import MAX_SEED
 
 logger = logging.getLogger(__name__)
 _naslib = load_naslib()
@@ -221,7 +222,7 @@ def make_output_folders(config) -> None:
 
 #: Whole numbers NASLib's Trainer counts with, and their ranges: otherwise a traceback after the
 #: search (no epochs: no model_final.pth to evaluate), a ZeroDivisionError or numpy's seed error.
-_COUNTS = (("seed", 0, 2**32 - 1), ("search.epochs", 1, None), ("search.checkpoint_freq", 1, None))
+_COUNTS = (("seed", 0, MAX_SEED), ("search.epochs", 1, None), ("search.checkpoint_freq", 1, None))
 
 
 def _check_counts(config, config_file) -> None:

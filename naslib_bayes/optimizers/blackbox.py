@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import LowerBound, merge_hyperparameters
+from naslib_bayes.optimizers.hyperparameters import LowerBound, merge_hyperparameters, seed_number
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark, canonical_dataset, finite_or_none
 from naslib_bayes.search_spaces.nasbench201.space import NasBench201Space
@@ -201,7 +201,7 @@ class BlackBoxOptimizer(abc.ABC):
     def __init__(self, seed: int = 0, **hyperparameters: Any):
         self.config = merge_hyperparameters(type(self).__name__, self.defaults, hyperparameters, self.lower_bounds)
         self.check_config()  # on construction, so that a command refuses a bad setting before it writes
-        self.seed = int(seed)
+        self.seed = seed_number(seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
         self.torch_gen = torch.Generator().manual_seed(self.seed)

@@ -70,6 +70,20 @@ def whole_number(name: str, value: Any) -> int:
     return whole
 
 
+#: Largest seed: torch's generators overflow on much larger ones (mid-run, after --out was made),
+#: and it is the bound NASLib's config seed has (numpy's legacy seeding).
+MAX_SEED = 2**32 - 1
+
+
+def seed_number(value: Any) -> int:
+    """``value`` as a Python int seed; a UserError naming it when it is not a whole number in
+    [0, MAX_SEED] (numpy's error names no seed, and ``int(1.5)`` would run seed 1)."""
+    whole = _as_whole(value)
+    if whole is None or not 0 <= whole <= MAX_SEED:
+        raise UserError(f"seed must be an integer from 0 to {MAX_SEED}, got {value!r}")
+    return whole
+
+
 def whole_numbers(config: Any, names: tuple[str, ...]) -> None:
     """Set each field ``names`` of ``config`` that is not None to :func:`whole_number` of it: numpy's
     integers (a sweep over ``np.arange``) become Python's, which torch's generators and JSON need."""
