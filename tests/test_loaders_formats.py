@@ -664,6 +664,20 @@ def test_zero_cost_json_score_objects_are_checked_like_numbers(tmp_path):
     assert load_error(path) == f"{path}: cifar10 {KEY_A}, flops: 'x' is not a number"
 
 
+def test_zero_cost_json_key_written_twice_is_refused_not_overwritten(tmp_path):
+    """json.load keeps the last of two equal keys: the first cell's numbers would vanish unseen."""
+    path = tmp_path / "zc.json"
+    path.write_text('{"cifar10": {"%s": {"val_accuracy": 91.0}, "%s": {"val_accuracy": 11.0}}}' % (KEY_A, KEY_A))
+    assert load_error(path) == f"{path}: key {KEY_A!r} appears twice in one object: keep one of them"
+
+
+def test_zero_cost_json_cell_spelled_twice_is_refused_not_overwritten(tmp_path):
+    path = tmp_path / "zc.json"
+    other_spelling = KEY_A.replace(" ", "")
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0}, other_spelling: {"val_accuracy": 11.0}}})
+    assert load_error(path) == f"{path}: cifar10 {other_spelling}: the same cell as {KEY_A!r}: keep one of them"
+
+
 def test_zero_cost_json_of_neither_layout_names_what_it_expected(tmp_path):
     path = tmp_path / "zc.json"
     path.write_text('{"nasbench101": {}}')

@@ -277,7 +277,7 @@ def load_zero_cost_json(path: Path) -> Benchmark:
     top-level ``nasbench201`` key; cells are NASLib op-index tuples as strings, and a value is a
     number or NASLib's ``{"score": ..., "time": ...}``."""
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+        data = json.load(handle, object_pairs_hook=partial(_object_of_distinct_keys, path))
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
@@ -286,9 +286,12 @@ def load_zero_cost_json(path: Path) -> Benchmark:
         metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
         if not isinstance(per_cell, dict):
             raise UserError(f"{path}: {ds_key!r} holds {type(per_cell).__name__}, not an object mapping cells to metrics")
+        key_of: dict[nb201.Cell, str] = {}  # a cell spelled twice would overwrite its values
         for key, entry in per_cell.items():
             where = f"{path}: {ds_key} {key}"
             cell = _json_cell(where, key)
+            if key_of.setdefault(cell, key) != key:
+                raise UserError(f"{where}: the same cell as {key_of[cell]!r}: keep one of them")
             if not isinstance(entry, dict):
                 raise UserError(f"{where}: {type(entry).__name__}, not an object of metrics")
             if cell not in index:
@@ -303,6 +306,16 @@ def load_zero_cost_json(path: Path) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=str(path), notes=[ZC_NOTE])
+
+
+def _object_of_distinct_keys(path: Path, pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict; a key written twice is a UserError (json.load keeps the last silently)."""
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise UserError(f"{path}: key {key!r} appears twice in one object: keep one of them")
+        obj[key] = value
+    return obj
 
 
 def _zc_datasets(path: Path, data) -> dict:
