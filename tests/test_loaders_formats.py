@@ -363,6 +363,18 @@ def test_zero_cost_json_with_two_keys_of_one_dataset_is_refused(tmp_path):
     assert load_error(path) == f"{path}: keys 'cifar10' and 'cifar10-valid' both hold cifar10 results: keep one of them"
 
 
+def test_naslib_pickle_with_one_cell_under_two_spellings_is_refused(tmp_path):
+    """The inputs of a node may be listed in any order: both strings are ARCH_A, and the second
+    entry would silently overwrite the first one's numbers."""
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    reordered = ARCH_A.replace("|nor_conv_3x3~0|avg_pool_3x3~1|", "|avg_pool_3x3~1|nor_conv_3x3~0|")
+    assert reordered != ARCH_A and nb201.from_string(reordered) == nb201.from_string(ARCH_A)
+    data = {ARCH_A: {"cifar10-valid": naslib_entry(90, 95, 1)}, reordered: {"cifar10-valid": naslib_entry(10, 15, 1)}}
+    with open(path, "wb") as handle:
+        pickle.dump(data, handle)
+    assert load_error(path) == f"{path}: {reordered} / cifar10-valid: the same cell as {ARCH_A}: keep one of them"
+
+
 def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     path = tmp_path / "nb201_cifar10_full_training.pickle"
     with open(path, "wb") as handle:

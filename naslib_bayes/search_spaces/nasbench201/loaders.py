@@ -215,6 +215,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
     origins: dict[str, tuple[Path, str]] = {}
+    arch_of: dict[tuple[str, nb201.Cell], str] = {}  # a cell spelled twice would overwrite its values
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
@@ -226,7 +227,11 @@ def load_naslib_pickles(paths) -> Benchmark:
                 index[cell] = len(cells)
                 cells.append(cell)
             for ds_key, entry in per_dataset.items():
-                metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
+                dataset = _single_origin(origins, path, ds_key)
+                if arch_of.setdefault((dataset, cell), arch) != arch:
+                    raise UserError(f"{path}: {arch} / {ds_key}: the same cell as {arch_of[dataset, cell]}: "
+                                    "keep one of them")
+                metrics = records.setdefault(dataset, {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
     tables = {
