@@ -89,7 +89,7 @@ def test_search_metric_falls_back_to_test_accuracy_with_a_warning(nats_benchmark
 
 def test_search_metric_prefers_complete_validation_accuracy():
     cells = list(nb201.all_cells())
-    bench = Benchmark(cells, {"cifar100": {"val_accuracy": np.linspace(0, 100, 15625), "test_accuracy": np.ones(15625)}})
+    bench = Benchmark(cells, {"cifar100": {"val_accuracy": np.linspace(0, 100, 15625), "test_accuracy": np.full(15625, 50.0)}})
     assert resolve_metrics(bench, "cifar100", None, None) == ("val_accuracy", "test_accuracy", [])
 
 
@@ -197,6 +197,21 @@ def test_an_accuracy_outside_0_to_100_percent_is_refused_naming_the_cell(metric,
         Benchmark(CELLS[:3], {"cifar100": {metric: [61.0, value, 100.0]}}, source="bad.csv")
     assert str(info.value) == (f"bad.csv: cifar100 {metric} of cell {nb201.to_string(CELLS[1])} is {value}, "
                                "outside 0..100 (accuracies are percentages)")
+
+
+def test_accuracies_given_as_fractions_are_refused_naming_the_largest():
+    """0.9437 for 94.37%: results would be written and labelled as percentages 100 times too small."""
+    nan = float("nan")
+    with pytest.raises(UserError) as info:
+        Benchmark(CELLS[:3], {"cifar10": {"test_accuracy": [0.9437, nan, 0.1]}}, source="fractions.csv")
+    assert str(info.value) == ("fractions.csv: every cifar10 test_accuracy lies within 0..1 (the largest is 0.9437), "
+                               "but accuracies are percentages: multiply the file's values by 100")
+
+
+def test_low_percentages_and_zeros_are_not_taken_for_fractions():
+    bench = Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [0.5, 1.5]}, "cifar100": {"test_accuracy": [0.0, 0.0]}},
+                      source="low.npz")
+    assert bench.best("cifar10") == 1.5 and bench.best("cifar100") == 0.0
 
 
 def test_accuracy_bounds_leave_other_metrics_alone():

@@ -23,7 +23,8 @@ In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; 
 or a non-finite number where a number belongs is an error naming the file and the place; so
 is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset and the field).
 An accuracy outside 0..100 (percent), from any file, is an error naming the file, the dataset
-and the cell (:class:`Benchmark` checks it).
+and the cell, and so are accuracies given as fractions (all within 0..1); :class:`Benchmark`
+checks both.
 A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
 two NASLib pickles, is an error too, rather than one overwriting the other.
 """
