@@ -384,6 +384,15 @@ def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     assert str(path) in str(err.value) and "|nor_conv_3x3~0|+|bogus~0|" in str(err.value)
 
 
+def test_naslib_pickle_keyed_by_op_index_tuples_names_the_key(tmp_path):
+    """NASLib's val_test pickles key cells by op-index tuples: a key must be named, not 'tuple has no strip'."""
+    path = tmp_path / "nb201_cifar10-valid_val_test_v1_0.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump({(0, 1, 2, 3, 4, 0): {"cifar10-valid": {"eval_acc1es": [90.1, 93.2]}}}, handle)
+    assert load_error(path) == (f"{path}: key (0, 1, 2, 3, 4, 0) is not an architecture string; NASLib's "
+                                "nb201_<dataset>_full_training.pickle maps strings like '|nor_conv_3x3~0|+...' to results")
+
+
 @pytest.mark.parametrize("entry, place", [
     ({"eval_acc1es": [True]}, "eval_acc1es: True is not a number"),
     ({"eval_acc1es": ["abc"]}, "eval_acc1es: 'abc' is not a number"),

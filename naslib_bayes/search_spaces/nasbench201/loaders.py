@@ -222,10 +222,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
-            try:
-                cell = nb201.from_string(arch)
-            except UserError as exc:
-                raise UserError(f"{path}: {exc}") from None
+            cell = _pickle_cell(path, arch)
             if cell not in index:
                 index[cell] = len(cells)
                 cells.append(cell)
@@ -242,6 +239,17 @@ def load_naslib_pickles(paths) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+
+
+def _pickle_cell(path: Path, arch) -> nb201.Cell:
+    """The cell of a NASLib pickle's key; anything but a well-formed architecture string is a UserError."""
+    if not isinstance(arch, str):  # NASLib's val_test pickles key cells by op-index tuples
+        raise UserError(f"{path}: key {arch!r} is not an architecture string; NASLib's "
+                        "nb201_<dataset>_full_training.pickle maps strings like '|nor_conv_3x3~0|+...' to results")
+    try:
+        return nb201.from_string(arch)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _unpickle(path: Path) -> dict:
