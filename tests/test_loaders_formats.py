@@ -627,6 +627,14 @@ def test_csv_cell_listed_twice_is_named_with_both_lines(tmp_path):
     assert load_error(path) == f"{path}, line 4: cell {ARCH_A} is listed twice (first on line 2)"
 
 
+@pytest.mark.parametrize("column", ["ArchitectureString", "CIFAR100TestAccuracy200Epochs"])
+def test_csv_with_a_column_named_twice_is_refused(tmp_path, column):
+    """Only the first of two equally named columns would be read, the other silently ignored."""
+    path = tmp_path / "twice.csv"
+    write_csv(path, f"{HEADER},{column}", [f"{ARCH_A},93.5,70.0,{ARCH_B if column == 'ArchitectureString' else 40.0}"])
+    assert load_error(path) == f"{path}: the CSV header names column {column!r} twice: keep one of them"
+
+
 def test_csv_with_a_header_only_is_refused(tmp_path):
     path = tmp_path / "header.csv"
     write_csv(path, HEADER, [])

@@ -159,6 +159,7 @@ def load_csv(path: Path) -> Benchmark:
         header = next(reader, [])
         if "ArchitectureString" not in header:
             raise UserError(f"{path}: CSV has no 'ArchitectureString' column")
+        _refuse_repeated_columns(path, header)
         arch_column = header.index("ArchitectureString")
         columns = {header.index(col): ds for col, ds in CSV_COLUMNS.items() if col in header}
         if not columns:
@@ -179,6 +180,13 @@ def load_csv(path: Path) -> Benchmark:
         raise UserError(f"{path}: the CSV has a header but no rows: no cell to search")
     tables = {ds: {"test_accuracy": vals} for ds, vals in values.items()}
     return Benchmark(cells, tables, source=str(path), notes=[CSV_NOTE])
+
+
+def _refuse_repeated_columns(path: Path, header: list[str]) -> None:
+    """A column the loader reads named twice: only the first would be read, the other ignored."""
+    for column in ("ArchitectureString", *CSV_COLUMNS):
+        if header.count(column) > 1:
+            raise UserError(f"{path}: the CSV header names column {column!r} twice: keep one of them")
 
 
 def _csv_cell(where: str, text: str, first_line: dict[nb201.Cell, int]) -> nb201.Cell:
