@@ -89,7 +89,7 @@ def test_search_metric_falls_back_to_test_accuracy_with_a_warning(nats_benchmark
 
 def test_search_metric_prefers_complete_validation_accuracy():
     cells = list(nb201.all_cells())
-    bench = Benchmark(cells, {"cifar100": {"val_accuracy": np.arange(15625.0), "test_accuracy": np.ones(15625)}})
+    bench = Benchmark(cells, {"cifar100": {"val_accuracy": np.linspace(0, 100, 15625), "test_accuracy": np.full(15625, 50.0)}})
     assert resolve_metrics(bench, "cifar100", None, None) == ("val_accuracy", "test_accuracy", [])
 
 
@@ -187,6 +187,37 @@ def test_an_infinite_value_is_refused_and_never_reaches_json():
     with pytest.raises(UserError, match=r"^inf.npz: cifar10 test_accuracy of cell .* is inf, not a finite number$"):
         Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [1.0, np.inf]}}, source="inf.npz")
     assert finite_or_none(float("inf")) is None and finite_or_none(float("nan")) is None and finite_or_none(2) == 2.0
+
+
+@pytest.mark.parametrize("metric", ["test_accuracy", "val_accuracy", "train_accuracy"])
+@pytest.mark.parametrize("value", [-5.0, 100.5, 250.0])
+def test_an_accuracy_outside_0_to_100_percent_is_refused_naming_the_cell(metric, value):
+    """250 would become the dataset's best value, and every regret measured from it wrong."""
+    with pytest.raises(UserError) as info:
+        Benchmark(CELLS[:3], {"cifar100": {metric: [61.0, value, 100.0]}}, source="bad.csv")
+    assert str(info.value) == (f"bad.csv: cifar100 {metric} of cell {nb201.to_string(CELLS[1])} is {value}, "
+                               "outside 0..100 (accuracies are percentages)")
+
+
+def test_accuracies_given_as_fractions_are_refused_naming_the_largest():
+    """0.9437 for 94.37%: results would be written and labelled as percentages 100 times too small."""
+    nan = float("nan")
+    with pytest.raises(UserError) as info:
+        Benchmark(CELLS[:3], {"cifar10": {"test_accuracy": [0.9437, nan, 0.1]}}, source="fractions.csv")
+    assert str(info.value) == ("fractions.csv: every cifar10 test_accuracy lies within 0..1 (the largest is 0.9437), "
+                               "but accuracies are percentages: multiply the file's values by 100")
+
+
+def test_low_percentages_and_zeros_are_not_taken_for_fractions():
+    bench = Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [0.5, 1.5]}, "cifar100": {"test_accuracy": [0.0, 0.0]}},
+                      source="low.npz")
+    assert bench.best("cifar10") == 1.5 and bench.best("cifar100") == 0.0
+
+
+def test_accuracy_bounds_leave_other_metrics_alone():
+    bench = Benchmark(CELLS[:2], {"cifar10": {"test_accuracy": [0.0, 100.0], "synflow": [-3.0, 250.0],
+                                              "flops": [150.0, 250.0]}}, source="ok.npz")
+    assert bench.query(CELLS[1], "cifar10", "synflow") == 250.0 and bench.best("cifar10") == 100.0
 
 
 def test_the_best_value_of_a_partial_file_is_that_of_its_cells_with_a_value():

@@ -363,6 +363,18 @@ def test_zero_cost_json_with_two_keys_of_one_dataset_is_refused(tmp_path):
     assert load_error(path) == f"{path}: keys 'cifar10' and 'cifar10-valid' both hold cifar10 results: keep one of them"
 
 
+def test_naslib_pickle_with_one_cell_under_two_spellings_is_refused(tmp_path):
+    """The inputs of a node may be listed in any order: both strings are ARCH_A, and the second
+    entry would silently overwrite the first one's numbers."""
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    reordered = ARCH_A.replace("|nor_conv_3x3~0|avg_pool_3x3~1|", "|avg_pool_3x3~1|nor_conv_3x3~0|")
+    assert reordered != ARCH_A and nb201.from_string(reordered) == nb201.from_string(ARCH_A)
+    data = {ARCH_A: {"cifar10-valid": naslib_entry(90, 95, 1)}, reordered: {"cifar10-valid": naslib_entry(10, 15, 1)}}
+    with open(path, "wb") as handle:
+        pickle.dump(data, handle)
+    assert load_error(path) == f"{path}: {reordered} / cifar10-valid: the same cell as {ARCH_A}: keep one of them"
+
+
 def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     path = tmp_path / "nb201_cifar10_full_training.pickle"
     with open(path, "wb") as handle:
@@ -370,6 +382,15 @@ def test_naslib_pickle_with_a_bad_arch_string(tmp_path):
     with pytest.raises(UserError) as err:
         loaders.load_benchmark(path)
     assert str(path) in str(err.value) and "|nor_conv_3x3~0|+|bogus~0|" in str(err.value)
+
+
+def test_naslib_pickle_keyed_by_op_index_tuples_names_the_key(tmp_path):
+    """NASLib's val_test pickles key cells by op-index tuples: a key must be named, not 'tuple has no strip'."""
+    path = tmp_path / "nb201_cifar10-valid_val_test_v1_0.pickle"
+    with open(path, "wb") as handle:
+        pickle.dump({(0, 1, 2, 3, 4, 0): {"cifar10-valid": {"eval_acc1es": [90.1, 93.2]}}}, handle)
+    assert load_error(path) == (f"{path}: key (0, 1, 2, 3, 4, 0) is not an architecture string; NASLib's "
+                                "nb201_<dataset>_full_training.pickle maps strings like '|nor_conv_3x3~0|+...' to results")
 
 
 @pytest.mark.parametrize("entry, place", [
@@ -606,6 +627,14 @@ def test_csv_cell_listed_twice_is_named_with_both_lines(tmp_path):
     assert load_error(path) == f"{path}, line 4: cell {ARCH_A} is listed twice (first on line 2)"
 
 
+@pytest.mark.parametrize("column", ["ArchitectureString", "CIFAR100TestAccuracy200Epochs"])
+def test_csv_with_a_column_named_twice_is_refused(tmp_path, column):
+    """Only the first of two equally named columns would be read, the other silently ignored."""
+    path = tmp_path / "twice.csv"
+    write_csv(path, f"{HEADER},{column}", [f"{ARCH_A},93.5,70.0,{ARCH_B if column == 'ArchitectureString' else 40.0}"])
+    assert load_error(path) == f"{path}: the CSV header names column {column!r} twice: keep one of them"
+
+
 def test_csv_with_a_header_only_is_refused(tmp_path):
     path = tmp_path / "header.csv"
     write_csv(path, HEADER, [])
@@ -662,6 +691,20 @@ def test_zero_cost_json_score_objects_are_checked_like_numbers(tmp_path):
     path = tmp_path / "zc.json"
     write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0, "flops": {"score": "x"}}}})
     assert load_error(path) == f"{path}: cifar10 {KEY_A}, flops: 'x' is not a number"
+
+
+def test_zero_cost_json_key_written_twice_is_refused_not_overwritten(tmp_path):
+    """json.load keeps the last of two equal keys: the first cell's numbers would vanish unseen."""
+    path = tmp_path / "zc.json"
+    path.write_text('{"cifar10": {"%s": {"val_accuracy": 91.0}, "%s": {"val_accuracy": 11.0}}}' % (KEY_A, KEY_A))
+    assert load_error(path) == f"{path}: key {KEY_A!r} appears twice in one object: keep one of them"
+
+
+def test_zero_cost_json_cell_spelled_twice_is_refused_not_overwritten(tmp_path):
+    path = tmp_path / "zc.json"
+    other_spelling = KEY_A.replace(" ", "")
+    write_zc(path, {"cifar10": {KEY_A: {"val_accuracy": 91.0}, other_spelling: {"val_accuracy": 11.0}}})
+    assert load_error(path) == f"{path}: cifar10 {other_spelling}: the same cell as {KEY_A!r}: keep one of them"
 
 
 def test_zero_cost_json_of_neither_layout_names_what_it_expected(tmp_path):

@@ -95,6 +95,8 @@ class Benchmark:
                     raise UserError(f"{self.source}: {dataset}/{metric} has shape {values.shape}, not one value for "
                                     f"each of its {self.num_in_file} cells")
                 _refuse_infinities(self.source, dataset, metric, values, ordered)
+                if metric in ACCURACY_METRICS:
+                    _refuse_impossible_accuracies(self.source, dataset, metric, values, ordered)
                 column[: self.num_in_file] = values
                 self._tables.setdefault(dataset, {})[metric] = column
 
@@ -214,6 +216,23 @@ def _refuse_infinities(source: str, dataset: str, metric: str, values: np.ndarra
     if infinite.size:
         i = int(infinite[0])
         raise UserError(f"{source}: {dataset} {metric} of cell {nb201.to_string(cells[i])} is {values[i]}, not a finite number")
+
+
+def _refuse_impossible_accuracies(source: str, dataset: str, metric: str, values: np.ndarray,
+                                  cells: list[nb201.Cell]) -> None:
+    """An accuracy below 0 or above 100 percent is a broken file: taken as it is, one such value
+    becomes the dataset's best, and every regret measured from it is wrong. A column whose
+    values all lie within 0..1 (some above 0) holds fractions, not percentages."""
+    with np.errstate(invalid="ignore"):  # NaN (no value) is neither
+        outside = np.flatnonzero((values < 0) | (values > 100))
+    if outside.size:
+        i = int(outside[0])
+        raise UserError(f"{source}: {dataset} {metric} of cell {nb201.to_string(cells[i])} is {values[i]}, "
+                        "outside 0..100 (accuracies are percentages)")
+    largest = np.nanmax(values, initial=0.0)  # initial: a column of NaN only has no largest
+    if 0 < largest <= 1:  # a fraction scale: results would be labelled percent, 100 times too small
+        raise UserError(f"{source}: every {dataset} {metric} lies within 0..1 (the largest is {largest}), "
+                        "but accuracies are percentages: multiply the file's values by 100")
 
 
 def resolve_metrics(

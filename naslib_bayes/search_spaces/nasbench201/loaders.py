@@ -22,6 +22,9 @@ unpickler that builds data only.
 In the text formats an empty field (CSV) or ``null`` (JSON) is a missing value; text, a boolean
 or a non-finite number where a number belongs is an error naming the file and the place; so
 is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset and the field).
+An accuracy outside 0..100 (percent), from any file, is an error naming the file, the dataset
+and the cell, and so are accuracies given as fractions (all within 0..1); :class:`Benchmark`
+checks both.
 A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
 two NASLib pickles, is an error too, rather than one overwriting the other.
 """
@@ -156,6 +159,7 @@ def load_csv(path: Path) -> Benchmark:
         header = next(reader, [])
         if "ArchitectureString" not in header:
             raise UserError(f"{path}: CSV has no 'ArchitectureString' column")
+        _refuse_repeated_columns(path, header)
         arch_column = header.index("ArchitectureString")
         columns = {header.index(col): ds for col, ds in CSV_COLUMNS.items() if col in header}
         if not columns:
@@ -176,6 +180,13 @@ def load_csv(path: Path) -> Benchmark:
         raise UserError(f"{path}: the CSV has a header but no rows: no cell to search")
     tables = {ds: {"test_accuracy": vals} for ds, vals in values.items()}
     return Benchmark(cells, tables, source=str(path), notes=[CSV_NOTE])
+
+
+def _refuse_repeated_columns(path: Path, header: list[str]) -> None:
+    """A column the loader reads named twice: only the first would be read, the other ignored."""
+    for column in ("ArchitectureString", *CSV_COLUMNS):
+        if header.count(column) > 1:
+            raise UserError(f"{path}: the CSV header names column {column!r} twice: keep one of them")
 
 
 def _csv_cell(where: str, text: str, first_line: dict[nb201.Cell, int]) -> nb201.Cell:
@@ -215,18 +226,20 @@ def load_naslib_pickles(paths) -> Benchmark:
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
     origins: dict[str, tuple[Path, str]] = {}
+    arch_of: dict[tuple[str, nb201.Cell], str] = {}  # a cell spelled twice would overwrite its values
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))
         for arch, per_dataset in data.items():
-            try:
-                cell = nb201.from_string(arch)
-            except UserError as exc:
-                raise UserError(f"{path}: {exc}") from None
+            cell = _pickle_cell(path, arch)
             if cell not in index:
                 index[cell] = len(cells)
                 cells.append(cell)
             for ds_key, entry in per_dataset.items():
-                metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
+                dataset = _single_origin(origins, path, ds_key)
+                if arch_of.setdefault((dataset, cell), arch) != arch:
+                    raise UserError(f"{path}: {arch} / {ds_key}: the same cell as {arch_of[dataset, cell]}: "
+                                    "keep one of them")
+                metrics = records.setdefault(dataset, {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
     tables = {
@@ -234,6 +247,17 @@ def load_naslib_pickles(paths) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+
+
+def _pickle_cell(path: Path, arch) -> nb201.Cell:
+    """The cell of a NASLib pickle's key; anything but a well-formed architecture string is a UserError."""
+    if not isinstance(arch, str):  # NASLib's val_test pickles key cells by op-index tuples
+        raise UserError(f"{path}: key {arch!r} is not an architecture string; NASLib's "
+                        "nb201_<dataset>_full_training.pickle maps strings like '|nor_conv_3x3~0|+...' to results")
+    try:
+        return nb201.from_string(arch)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _unpickle(path: Path) -> dict:
@@ -277,7 +301,7 @@ def load_zero_cost_json(path: Path) -> Benchmark:
     top-level ``nasbench201`` key; cells are NASLib op-index tuples as strings, and a value is a
     number or NASLib's ``{"score": ..., "time": ...}``."""
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+        data = json.load(handle, object_pairs_hook=partial(_object_of_distinct_keys, path))
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
     records: dict[str, dict[str, dict[int, float]]] = {}
@@ -286,9 +310,12 @@ def load_zero_cost_json(path: Path) -> Benchmark:
         metrics = records.setdefault(_single_origin(origins, path, ds_key), {})
         if not isinstance(per_cell, dict):
             raise UserError(f"{path}: {ds_key!r} holds {type(per_cell).__name__}, not an object mapping cells to metrics")
+        key_of: dict[nb201.Cell, str] = {}  # a cell spelled twice would overwrite its values
         for key, entry in per_cell.items():
             where = f"{path}: {ds_key} {key}"
             cell = _json_cell(where, key)
+            if key_of.setdefault(cell, key) != key:
+                raise UserError(f"{where}: the same cell as {key_of[cell]!r}: keep one of them")
             if not isinstance(entry, dict):
                 raise UserError(f"{where}: {type(entry).__name__}, not an object of metrics")
             if cell not in index:
@@ -303,6 +330,16 @@ def load_zero_cost_json(path: Path) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=str(path), notes=[ZC_NOTE])
+
+
+def _object_of_distinct_keys(path: Path, pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict; a key written twice is a UserError (json.load keeps the last silently)."""
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise UserError(f"{path}: key {key!r} appears twice in one object: keep one of them")
+        obj[key] = value
+    return obj
 
 
 def _zc_datasets(path: Path, data) -> dict:
