@@ -745,3 +745,13 @@ def test_folder_with_one_benchmark_file_loads_it_silently(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="naslib_bayes"):
         loaders.load_benchmark(tmp_path)
     assert not caplog.records
+
+
+def test_zero_cost_json_with_a_byte_order_mark_is_read_as_without(tmp_path):
+    """Editors on Windows write one; the CSV loader reads past it, and the JSON loader refused it."""
+    plain, marked = tmp_path / "zc.json", tmp_path / "zc_bom.json"
+    write_zc(plain, {"cifar10": {KEY_A: {"val_accuracy": 91.0}}})
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    read = loaders.load_benchmark(marked).query_all("cifar10", "val_accuracy")
+    assert np.nanmax(read) == 91.0  # the one cell with a value; the others have none (NaN)
+    np.testing.assert_array_equal(read, loaders.load_benchmark(plain).query_all("cifar10", "val_accuracy"))

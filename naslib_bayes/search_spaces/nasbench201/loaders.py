@@ -300,7 +300,8 @@ def load_zero_cost_json(path: Path) -> Benchmark:
     """NASLib's ``zc_nasbench201.json``: ``{dataset: {cell: {metric: value}}}``, optionally under a
     top-level ``nasbench201`` key; cells are NASLib op-index tuples as strings, and a value is a
     number or NASLib's ``{"score": ..., "time": ...}``."""
-    with open(path, encoding="utf-8") as handle:
+    # utf-8-sig: read past a byte-order mark (some editors write one), as the CSV loader does
+    with open(path, encoding="utf-8-sig") as handle:
         data = json.load(handle, object_pairs_hook=partial(_object_of_distinct_keys, path))
     cells: list[nb201.Cell] = []
     index: dict[nb201.Cell, int] = {}
