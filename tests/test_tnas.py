@@ -173,7 +173,7 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
                                     "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
                                     "op_index_too_large", "dataset_index_too_large", "value_nan",
-                                    "values_integers"])
+                                    "values_integers", "output_transform_unknown"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
     if damage == "encoder_size":
@@ -200,6 +200,8 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["evidence"]["dataset"][0] = 2
     elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
         payload["evidence"]["values"][0] = float("nan")
+    elif damage == "output_transform_unknown":  # else the search fails at its first BO step, budget spent
+        payload["surrogate_config"]["output_transform"] = "ranks"
     elif damage == "values_integers":  # GP units are real numbers
         payload["evidence"]["values"] = payload["evidence"]["values"].round().long()
     else:
