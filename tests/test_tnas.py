@@ -172,7 +172,8 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
 @pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
                                     "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
-                                    "op_index_too_large", "dataset_index_too_large", "value_nan"])
+                                    "op_index_too_large", "dataset_index_too_large", "value_nan",
+                                    "values_integers", "output_transform_unknown"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
     if damage == "encoder_size":
@@ -199,6 +200,10 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["evidence"]["dataset"][0] = 2
     elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
         payload["evidence"]["values"][0] = float("nan")
+    elif damage == "output_transform_unknown":  # else the search fails at its first BO step, budget spent
+        payload["surrogate_config"]["output_transform"] = "ranks"
+    elif damage == "values_integers":  # GP units are real numbers
+        payload["evidence"]["values"] = payload["evidence"]["values"].round().long()
     else:
         payload["meta_phi"] = [[0.0]]
     bad = tmp_path / "surrogate.pt"
@@ -421,6 +426,20 @@ def test_checkpoint_round_trip_gives_identical_predictions(surrogate_file, tmp_p
         s.gp.condition_on(enc[:30], y)
         means.append(s.gp.posterior(enc))
     assert torch.equal(means[0][0], means[1][0]) and torch.equal(means[0][1], means[1][1])
+
+
+def test_a_surrogate_file_with_single_precision_evidence_values_gives_the_prior_of_their_float64(
+        surrogate_file, tmp_path):
+    payload = torch.load(surrogate_file, weights_only=True)
+    payload["evidence"]["values"] = payload["evidence"]["values"].float()
+    torch.save(payload, tmp_path / "single.pt")
+    single, _ = surrogate_io.load(tmp_path / "single.pt")
+    encodings = single.encode_all(list(nb201.all_cells()))
+    _, values, _ = single.evidence_inputs(encodings)  # the prior's data: float32 rows once failed here
+    payload["evidence"]["values"] = payload["evidence"]["values"].double()
+    torch.save(payload, tmp_path / "double.pt")
+    double, _ = surrogate_io.load(tmp_path / "double.pt")
+    assert values.dtype == torch.float64 and torch.equal(values, double.evidence_inputs(encodings)[1])
 
 
 def test_loading_rejects_other_files(tmp_path):

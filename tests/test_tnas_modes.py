@@ -239,6 +239,24 @@ def test_accuracy_map_inverts_the_bo_transform_and_keeps_rankings():
     np.testing.assert_allclose(constant.to_accuracy(np.array([-1.0, 0.0, 2.0])), [4.0, 5.0, 7.0])
 
 
+@pytest.mark.parametrize("low_tail", [[10.0], [10.0, 12.0]])
+def test_accuracy_map_of_robust_units_is_affine_with_one_clipped_observation_or_several(low_tail):
+    # Clipping has no inverse: the clipped observations are no knots, one alone as much as
+    # several, or the segment to it bends the inverse of the other observations' affine map.
+    from naslib_bayes.predictors.meta_train import robust_standardise
+    from naslib_bayes.predictors.naslib_predictor import AccuracyMap
+
+    values = np.array([*low_tail, 88.0, 89.0, 90.0, 90.5, 91.0, 92.0, 93.0, 94.0])
+    mapping = AccuracyMap(values, "robust")
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    scale = (q3 - q1) / 1.349
+    assert robust_standardise(values, values)[: len(low_tail)] == pytest.approx([-3.0] * len(low_tail))
+    z = np.array([-2.5, -1.5, 0.0, 1.0])
+    np.testing.assert_allclose(mapping.to_accuracy(z), median + z * scale, rtol=0, atol=1e-9)
+    _, std = mapping.to_accuracy_dist(np.array([-1.5]), np.array([0.5]))
+    np.testing.assert_allclose(std, [0.5 * scale], rtol=0, atol=1e-9)
+
+
 def test_naslib_predictor_refuses_an_unknown_target_transform():
     from naslib_bayes.errors import UserError
 

@@ -35,6 +35,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.deep_kernel_bo import finetune_gp, transform_observations
 from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, whole_number
+from naslib_bayes.predictors.meta_train import ROBUST_CLIP
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -62,8 +63,8 @@ class AccuracyMap:
     continued linearly beyond the first and last knot with the slope of the end segment. It
     returns every observed value at its own target exactly and is strictly increasing, so it
     never changes a ranking. For ``standardise`` and ``robust`` (affine maps) the knots lie on a
-    line and the inverse is the exact affine one; ``robust``'s clipped observations (distinct
-    values sharing the clip's target) are left out of the knots while two others remain. With a
+    line and the inverse is the exact affine one; ``robust``'s clipped observations (those at the
+    clip's target, one or several) are left out of the knots while two others remain. With a
     single knot (one distinct value) the inverse has unit slope, as ``standardise`` takes the
     standard deviation of a constant sample as 1.
 
@@ -85,7 +86,11 @@ class AccuracyMap:
         keys = np.unique(z)
         groups = [values[z == key] for key in keys]
         injective = np.asarray([group.min() == group.max() for group in groups])
-        keep = injective if injective.sum() >= 2 else np.ones_like(injective)
+        # robust's clip has no inverse: an observation at it is no knot, even alone at the clip,
+        # else the segment to it bends the affine inverse of the others
+        unclipped = keys > ROBUST_CLIP if kind == "robust" else np.ones_like(injective)
+        usable = injective & unclipped
+        keep = usable if usable.sum() >= 2 else np.ones_like(injective)
         self.knots_z = keys[keep]  # (k,) strictly increasing
         self.knots_v = np.asarray([g.mean() for g, k in zip(groups, keep) if k])  # (k,) strictly increasing
 

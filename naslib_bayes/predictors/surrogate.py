@@ -68,6 +68,11 @@ class SurrogateConfig:
     def __post_init__(self):
         if self.dataset_encoder not in DATASET_ENCODER_MODES:
             raise UserError(f"dataset encoder {self.dataset_encoder!r}: expected one of {', '.join(DATASET_ENCODER_MODES)}")
+        # checked where a surrogate file is read, not at the first BO step that uses it (imported
+        # here: meta_train imports this module)
+        from naslib_bayes.predictors.meta_train import check_output_transform
+
+        check_output_transform(self.output_transform)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         self.meta_datasets = tuple(self.meta_datasets)
 

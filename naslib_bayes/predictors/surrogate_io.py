@@ -169,7 +169,8 @@ def _of_type(stored: dict[str, Any], key: str, kind: type, default: Any = _MISSI
 
 def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
     """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must be tensors that
-    agree, hold op indices, finite values and indices of the ``num_datasets`` meta-training datasets.
+    agree, hold op indices, finite real values (returned as float64) and indices of the
+    ``num_datasets`` meta-training datasets.
 
     Indices are used to look rows up: an op index of -1 or 5 would silently stand for another cell,
     and one NaN value would make the prior NaN for every cell.
@@ -181,9 +182,12 @@ def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
                          f"dataset {tuple(dataset.shape)} do not agree")
     _require_indices("evidence cells", cells, NUM_OPS)
     _require_indices("evidence dataset", dataset, num_datasets)
+    if not values.is_floating_point():
+        raise ValueError(f"evidence values: {values.dtype}, not real numbers")
     if not bool(torch.isfinite(values).all()):
         raise ValueError("evidence values are not all finite")
-    return Evidence(cells, values, dataset)
+    # the prior sums them into float64 (the GP's dtype), which refuses another float type
+    return Evidence(cells, values.to(torch.float64), dataset)
 
 
 def _meta_phi(stored: dict[str, Any], config: SurrogateConfig) -> torch.Tensor | None:
