@@ -314,3 +314,15 @@ def test_the_observation_transforms_read_ties_in_the_values_own_units(scale):
                                atol=1e-9)
     tied = torch.tensor([46.3, 46.3 + 7e-15]) * scale  # one value, rounded two ways
     assert float(standardise(tied).abs().max()) < 1e-6 * scale
+
+
+def test_image_samples_of_meta_datasets_take_the_sizes_given(nats_benchmark, monkeypatch, tmp_path):
+    """The surrogate config's images_per_class and max_classes size the target's samples in the
+    search; meta-training drew 20 x 20 whatever the config said."""
+    from naslib_bayes.predictors import dataset_context
+
+    labels = torch.arange(6).repeat_interleave(10)  # 6 classes of 10 images
+    monkeypatch.setattr(dataset_context, "dataset_images", lambda name, root: (torch.rand(60, 1, 4, 4), labels))
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"], dataset_encoder="images",
+                                           image_root=tmp_path, per_class=3, max_classes=2)[0]
+    assert tuple(data.images(torch.Generator().manual_seed(0)).shape) == (2, 3, 1, 4, 4)

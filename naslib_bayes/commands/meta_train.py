@@ -94,11 +94,12 @@ def run(args) -> int:
     start = time.perf_counter()
     # images and extractor before --out is made: a dataset missing from --image-root or an extractor
     # that cannot be built would otherwise leave a folder holding no run
-    datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root)
-    for dataset in datasets:  # too few to split into training and held-out cells: refused now too
-        evaluated_cells(dataset)
     surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
                                        feature_extractor=args.feature_extractor or "random-conv")
+    datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root,
+                                            surrogate_config.images_per_class, surrogate_config.max_classes)
+    for dataset in datasets:  # too few to split into training and held-out cells: refused now too
+        evaluated_cells(dataset)
     if encoder == "images":
         from naslib_bayes.predictors.dataset_context import build_feature_extractor
 

@@ -363,11 +363,12 @@ def meta_train_surrogate(source, metric: str, config: dict[str, Any], seed: int)
                                                      meta_train)
     from naslib_bayes.predictors.surrogate import SurrogateConfig
 
-    datasets = meta_datasets_from_benchmark(source, source.datasets, metric, config["dataset_encoder"],
-                                            config["image_root"])
     surrogate_config = SurrogateConfig(encoder_hidden=int(config["encoder_hidden"]),
                                        dataset_encoder=config["dataset_encoder"],
                                        feature_extractor=config["feature_extractor"])
+    datasets = meta_datasets_from_benchmark(source, source.datasets, metric, config["dataset_encoder"],
+                                            config["image_root"], surrogate_config.images_per_class,
+                                            surrogate_config.max_classes)
     meta_config = MetaTrainConfig(outer=config["meta_outer"], iterations=int(config["meta_iterations"]),
                                   lr=float(config["meta_lr"]), outer_step=float(config["meta_outer_step"]),
                                   threads=int(config["threads"]),

@@ -467,8 +467,13 @@ REFERENCE_TRANSFORMS = {"copula": copula, "robust": robust_standardise}
 
 
 def meta_datasets_from_benchmark(benchmark, datasets: Sequence[str], metric: str = "test_accuracy",
-                                 dataset_encoder: str = "off", image_root=None) -> list[MetaDataset]:
-    """:class:`MetaDataset` s for ``datasets`` of a benchmark (``images`` mode: with image samplers)."""
+                                 dataset_encoder: str = "off", image_root=None, per_class: int = 20,
+                                 max_classes: int | None = 20) -> list[MetaDataset]:
+    """:class:`MetaDataset` s for ``datasets`` of a benchmark (``images`` mode: with image samplers).
+
+    ``per_class`` and ``max_classes`` size the image samples; pass the surrogate config's
+    ``images_per_class`` and ``max_classes``, which size the target's samples in the search.
+    """
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
 
     out = []
@@ -483,7 +488,7 @@ def meta_datasets_from_benchmark(benchmark, datasets: Sequence[str], metric: str
         if dataset_encoder == "images":
             from naslib_bayes.predictors.dataset_context import image_sampler
 
-            images = image_sampler(name, image_root)
+            images = image_sampler(name, image_root, per_class, max_classes)
         out.append(MetaDataset(name, np.asarray(benchmark.cells), np.asarray(benchmark.query_all(name, metric_used)), images,
                                metric_used))
     return out
