@@ -193,6 +193,23 @@ def test_pooling_rules_match_squared_jacobian():
     assert torch.equal(ga, gy[:, :1]) and torch.equal(gb, gy[:, 1:])
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 2)])
+def test_conv_with_copying_padding_matches_squared_jacobian(mode, stride, groups):
+    """Reflect, replicate and (on a map no wider than the kernel) circular padding let one
+    window read an input element twice, so its Jacobian entry is a sum of two weights and
+    (J o J)^T G_y holds the cross product of the two; squared weights alone miss it."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 2, 3, dtype=torch.float64)  # circular padding copies into one window at height 2
+    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups, padding_mode=mode).double()
+    y = conv(x)
+    gy = torch.rand_like(y)
+    got = curvature.module_rule_for(conv)(conv, x, y, gy)
+    jac = torch.autograd.functional.jacobian(conv, x).reshape(y.numel(), x.numel())
+    want = ((jac**2).t() @ gy.reshape(-1)).reshape(x.shape)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_indexing_rule_matches_squared_jacobian_with_repeated_indices():
     """x[:, [0, 0, 2]] reads channel 0 twice: G_x = (J o J)^T G_y counts both copies."""
     torch.manual_seed(0)

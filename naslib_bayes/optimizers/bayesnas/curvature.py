@@ -168,9 +168,33 @@ def _conv_input(x, weight, g, stride, padding, dilation, groups, conv_fn=None):
 
 def _conv_module_rule(m: nn.Conv2d, x, y, g):
     if m.padding_mode != "zeros":
-        return _conv_input(x, m.weight, g, m.stride, m.padding, m.dilation, m.groups,
-                           conv_fn=lambda t, w2: m._conv_forward(t, w2, None))
+        squares = _conv_input(x, m.weight, g, m.stride, m.padding, m.dilation, m.groups,
+                              conv_fn=lambda t, w2: m._conv_forward(t, w2, None))
+        return squares + _shared_tap_terms(m, x, g)
     return _conv_input(x, m.weight, g, m.stride, m.padding, m.dilation, m.groups)
+
+
+def _shared_tap_terms(m: nn.Conv2d, x, g):
+    """The cross terms of ``(J o J)^T g`` that copying padding (reflect, replicate, circular) adds.
+
+    Such padding can feed one input element to two taps a, b of one window, whose Jacobian entry
+    is then ``w_a + w_b``: its square holds ``2 w_a w_b`` besides the squared weights.
+    """
+    n, c_in, h, w = x.shape
+    source = torch.arange(h * w, dtype=torch.float64, device=x.device).reshape(1, 1, h, w)
+    source = F.pad(source, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+    taps = F.unfold(source, m.kernel_size, dilation=m.dilation, stride=m.stride)[0].long()  # (taps, windows)
+    shared = taps[:, None, :] == taps[None, :, :]
+    groups, c_out = m.groups, m.out_channels
+    weight = m.weight.detach().to(g.dtype).reshape(groups, c_out // groups, c_in // groups, -1)
+    gy = g.reshape(n, groups, c_out // groups, -1)
+    out = torch.zeros(n, c_in, h * w, dtype=g.dtype, device=g.device)
+    for a, b in torch.triu(shared.any(dim=-1), diagonal=1).nonzero().tolist():
+        windows = shared[a, b].nonzero().squeeze(1)
+        pair = weight[..., a] * weight[..., b]
+        terms = torch.einsum("ngol,goi->ngil", gy[..., windows], pair).reshape(n, c_in, -1)
+        out.index_add_(2, taps[a, windows], 2 * terms)
+    return out.reshape(x.shape)
 
 
 def _bn_scale(x, running_var, weight, use_batch_stats, eps):
