@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -589,3 +590,24 @@ def test_a_train_config_out_of_range_is_refused_naming_the_option(field, value, 
     with pytest.raises(UserError) as info:
         resolve_settings(cfg)
     assert str(info.value) == message
+
+
+ARCH_WITH_CONVS = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--optimizer", "bayesnas"],
+    ["search", "--optimizer", "darts"],
+    ["train", "--arch", ARCH_WITH_CONVS],
+])
+def test_training_that_diverges_says_where_in_one_line(capsys, tmp_path, argv):
+    """At learning rate 1e6 the loss is NaN within an epoch: the run went on to its end on NaN
+    weights and then failed with a traceback, unable to write NaN statistics to result.json."""
+    code, _, err = run_cli(capsys, *argv, "--dataset", "digits", "--epochs", "1", "--lr", "1e6",
+                           "--out", tmp_path / "run")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert re.fullmatch(r"naslib-bayes: error: training diverged \(loss (nan|inf|-inf)\) in epoch 1, step \d+, "
+                        r"at learning rate 1e\+06: run again with a lower learning rate \(--lr\)", lines[0])
+    assert not (tmp_path / "run" / results.RESULT_FILE).exists()

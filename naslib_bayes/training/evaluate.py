@@ -35,6 +35,7 @@ from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.darts.search_network import reduction_layers
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.training import checkpoint as ckpt
+from naslib_bayes.training.divergence import require_finite_loss
 
 if TYPE_CHECKING:
     from naslib_bayes.data import Augment
@@ -355,6 +356,7 @@ def train_epoch(training: Training, settings: TrainSettings, data: TrainingData,
         loss = F.cross_entropy(logits, y)
         if aux is not None:
             loss = loss + settings.auxiliary_weight * F.cross_entropy(aux, y)
+        require_finite_loss(float(loss.detach()), epoch, step, optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip > 0:

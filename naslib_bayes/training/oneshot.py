@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from naslib_bayes.training import checkpoint as ckpt
+from naslib_bayes.training.divergence import require_finite_loss
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 FORMAT = "naslib-bayes one-shot search"
@@ -188,6 +189,7 @@ class OneShotTrainer:
                 data_train = self._batch(train_order, step, epoch, 0)
                 data_val = None if val_order is None else self._batch(val_order, step, epoch, 1)
                 logits, logits_val, loss, val_loss = opt.step(data_train, data_val)
+                require_finite_loss(float(loss), epoch, step, opt.op_optimizer.param_groups[0]["lr"])
                 self._accumulate(logits, data_train[1], loss, logits_val, None if data_val is None else data_val[1], val_loss)
                 st.step += 1
                 steps_this_call += 1
