@@ -360,7 +360,8 @@ def test_a_checkpoint_of_the_other_command_or_without_its_settings_is_refused(ca
     assert f"{search_checkpoint}: the checkpoint does not record the settings of its run" in one_line(err)
 
 
-MNIST_RUNS = {"search": [*SEARCH[:3], "--dataset", "mnist", *SEARCH[5:]], "train": train_args(epochs=2, dataset="mnist")}
+MNIST_RUNS = {"search": [*SEARCH[:3], "--dataset", "mnist", *SEARCH[5:]],
+              "train": train_args(epochs=2, dataset="mnist")}
 
 
 @pytest.mark.parametrize("command", ["search", "train"])

@@ -212,16 +212,16 @@ def prepared_dir(out: Path, optimizer: str, dataset: str, seed: int) -> Path:
 
 def load_run(out: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The finished run's result, or None when it has not finished."""
-    return _read_record(run_path(out, spec), "run file", "delete it to run it again")
+    return read_record(run_path(out, spec), "run file", "delete it to run it again")
 
 
 def load_preparation(out: Path, key: PrepKey) -> dict[str, Any] | None:
     """The finished preparation's record, or None when it has not finished."""
     path = prepared_dir(out, *key) / PREPARED_FILE
-    return _read_record(path, "preparation record", "delete its folder to prepare it again")
+    return read_record(path, "preparation record", "delete its folder to prepare it again")
 
 
-def _read_record(path: Path, what: str, remedy: str) -> dict[str, Any] | None:
+def read_record(path: Path, what: str, remedy: str) -> dict[str, Any] | None:
     """The JSON object in ``path``, None when there is no file; a file that cannot be read, or holds
     JSON other than an object (null would pass for a run not yet made, and be overwritten), is a
     :class:`UserError` naming it."""
