@@ -40,3 +40,18 @@ def count_epochs(monkeypatch) -> dict:
 
     monkeypatch.setattr(compressor, "_train_epoch", counted)
     return count
+
+
+def mnist_elsewhere(mnist_dir, tmp_path) -> tuple:
+    """(a copy of ``mnist_dir``'s files in another folder, a folder of other MNIST data: the same
+    test files with training files beside them, which the loader then trains on)."""
+    import shutil
+
+    moved, other = tmp_path / "moved-mnist", tmp_path / "other-mnist"
+    for folder in (moved, other):
+        folder.mkdir()
+        for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            shutil.copyfile(mnist_dir / name, folder / name)
+    for name in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
+        shutil.copyfile(mnist_dir / f"t10k-{name}", other / f"train-{name}")
+    return moved, other

@@ -521,6 +521,32 @@ def test_runs_made_with_other_hyperparameters_or_another_benchmark_are_refused(c
     assert code == 0 and "0 runs done, 2 reused" in stdout, err
 
 
+@pytest.mark.parametrize("content, held", [("[]", "a list"), ("null", "null"), ('"done"', "a str")])
+def test_a_run_file_that_holds_no_result_is_one_line_and_kept(capsys, nats_csv, tmp_path, content, held):
+    """A run file of valid JSON that is not a result (edited, or written by another tool) is refused
+    in one line naming it, and left as it is: read as a result it was a traceback (a list), or taken
+    for a run not yet made and overwritten (null)."""
+    out = tmp_path / "cmp"
+    code, _, err = compare_re(capsys, nats_csv, out)
+    assert code == 0, err
+    broken = out / runner.RUNS_DIR / "re-cifar10-0.json"
+    broken.write_text(content)
+    code, _, err = compare_re(capsys, nats_csv, out)
+    assert code == 2, err
+    assert one_error_line(err).endswith(f"{broken}: not a run file (holds {held}); delete it to run it again")
+    assert broken.read_text() == content
+
+
+def test_a_preparation_record_that_holds_no_record_is_one_line(fake_transfer, nats_csv, nats_benchmark, tmp_path):
+    made = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0], datasets=["cifar10"])
+    runner._execute_preparation(made, (fake_transfer, "cifar10", 0), nats_benchmark)
+    record = runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) / runner.PREPARED_FILE
+    record.write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"prepared\.json: not a preparation record \(holds a list\); delete its "
+                                        r"folder to prepare it again$"):
+        runner.run_comparison(made, benchmark=nats_benchmark)
+
+
 def test_a_preparation_made_with_other_settings_is_refused(fake_transfer, nats_csv, nats_benchmark, tmp_path):
     made = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0], datasets=["cifar10"])
     runner._execute_preparation(made, (fake_transfer, "cifar10", 0), nats_benchmark)

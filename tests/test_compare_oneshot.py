@@ -272,3 +272,25 @@ def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_one
     assert ran == [spec] and calls == [spec] and run_path(tmp_path, spec).exists()
     assert sorted(p.name for p in work.iterdir()) == [oneshot.DETERMINANTS_FILE]
     assert not list(runs.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"optimizer": "fa', r"comparison\.json: unreadable record of the run's settings \(.*\); delete the run's "
+                          r"folder to run it again$"),
+    ("[]", r"comparison\.json: not a record of the run's settings \(holds a list\); delete the run's folder to run "
+           r"it again$"),
+])
+def test_a_work_folder_whose_settings_record_is_broken_is_one_line_and_kept(fake_oneshot, nats_csv, nats_benchmark,
+                                                                            tmp_path, content, message):
+    """comparison.json torn or edited: one line naming it (a traceback before), the search left as it is."""
+    from naslib_bayes.errors import UserError
+
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path, optimizers=NAMES[:1], dataset="mnist",
+                                       data_root=None, seeds=[0], epochs=1)
+    work = tmp_path / oneshot.WORK_DIR / RunSpec(NAMES[0], "mnist", 0).name
+    work.mkdir(parents=True)
+    (work / oneshot.DETERMINANTS_FILE).write_text(content)
+    calls = []
+    with pytest.raises(UserError, match=message):
+        oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
+    assert calls == [] and (work / oneshot.DETERMINANTS_FILE).read_text() == content

@@ -14,7 +14,7 @@ from naslib_bayes.data import default_augment, load_dataset
 from naslib_bayes.errors import UserError
 from naslib_bayes.training import checkpoint as ckpt
 from cli_runner import run_cli
-from resume_helpers import Killed, count_epochs, killed_after_saves
+from resume_helpers import Killed, count_epochs, killed_after_saves, mnist_elsewhere
 
 # Sparse enough that the budget is met after a few updates, so a run passes through warm-up,
 # sparse epochs with updates, the cut-back to the budget and fine-tuning.
@@ -207,3 +207,23 @@ def test_compress_resume_errors_are_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, *ARGS, "--epochs", "3", "--finetune-epochs", "1", "--out", tmp_path / "run",
                            "--resume")
     assert code == 2 and "cannot read the checkpoint" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_resume_on_other_data_files_is_refused_and_on_moved_ones_continues(capsys, tmp_path, monkeypatch, mnist_dir):
+    """--data-root may change between a run and its resume (the files moved), the data may not:
+    resumed on MNIST with training files, a run begun on the test files' split trained its
+    remaining epochs on other images, and its result.json counted those alone."""
+    torch.set_num_threads(1)
+    argv = ["compress", "--model", "lenet300", "--dataset", "mnist", "--epochs", "3", "--finetune-epochs", "1",
+            "--no-baseline", "--out", tmp_path / "run"]
+    with killed_after_saves(monkeypatch, 1), pytest.raises(Killed):
+        run_cli(capsys, *argv, "--data-root", mnist_dir)
+    checkpoint = tmp_path / "run" / ckpt.CHECKPOINT_FILE
+    saved = checkpoint.read_bytes()
+    moved, other = mnist_elsewhere(mnist_dir, tmp_path)
+    code, _, err = run_cli(capsys, *argv, "--data-root", other, "--resume")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{checkpoint}: the checkpoint is of a run with --data-root contents 'sha256:" in err
+    assert checkpoint.read_bytes() == saved and not (tmp_path / "run" / "result.json").exists()
+    code, _, err = run_cli(capsys, *argv, "--data-root", moved, "--resume")
+    assert code == 0, err

@@ -28,7 +28,7 @@ from naslib_bayes.training.evaluate import TrainConfig, parse_arch, run_training
 from naslib_bayes.training.oneshot import Interrupted, OneShotTrainer
 from naslib_bayes.training.search import SearchConfig, run_oneshot_search, strip_timings
 from cli_runner import run_cli
-from resume_helpers import Killed
+from resume_helpers import Killed, mnist_elsewhere
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -281,8 +281,8 @@ SEARCH = ["search", "--optimizer", "bayesnas", "--dataset", "digits", "--channel
           "--seed", "3"]
 
 
-def train_args(epochs: int, arch: str = CELL) -> list[str]:
-    return ["train", "--arch", arch, "--dataset", "digits", "--epochs", str(epochs), "--channels", "4", "--cells", "1",
+def train_args(epochs: int, arch: str = CELL, dataset: str = "digits") -> list[str]:
+    return ["train", "--arch", arch, "--dataset", dataset, "--epochs", str(epochs), "--channels", "4", "--cells", "1",
             "--batch-size", "256"]
 
 
@@ -359,6 +359,27 @@ def test_a_checkpoint_of_the_other_command_or_without_its_settings_is_refused(ca
     code, _, err = run_cli(capsys, *SEARCH, "--out", tmp_path / "search", "--resume")
     assert code == 2
     assert f"{search_checkpoint}: the checkpoint does not record the settings of its run" in one_line(err)
+
+
+MNIST_RUNS = {"search": [*SEARCH[:3], "--dataset", "mnist", *SEARCH[5:]],
+              "train": train_args(epochs=2, dataset="mnist")}
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_resume_on_other_data_files_is_refused_and_on_moved_ones_continues(capsys, tmp_path, monkeypatch, mnist_dir,
+                                                                             command):
+    """--data-root may change between a run and its resume (the files moved), the data may not:
+    resumed on other MNIST files, the run trained the rest of its epochs on other images, silently."""
+    argv, out = MNIST_RUNS[command], tmp_path / "run"
+    checkpoint = killed_run(capsys, monkeypatch, [*argv, "--data-root", mnist_dir], out)
+    saved = checkpoint.read_bytes()
+    moved, other = mnist_elsewhere(mnist_dir, tmp_path)
+    code, _, err = run_cli(capsys, *argv, "--data-root", other, "--out", out, "--resume")
+    assert code == 2
+    assert f"{checkpoint}: the checkpoint is of a run with --data-root contents 'sha256:" in one_line(err)
+    assert checkpoint.read_bytes() == saved and not (out / results.RESULT_FILE).exists()
+    code, _, err = run_cli(capsys, *argv, "--data-root", moved, "--out", out, "--resume")
+    assert code == 0, err
 
 
 def test_train_killed_after_an_epoch_resumes_to_the_same_result(capsys, tmp_path, monkeypatch):

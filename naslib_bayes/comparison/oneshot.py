@@ -25,7 +25,7 @@ import numpy as np
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
 from naslib_bayes.comparison.runner import (
-    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, holding, load_run, refuse_other_settings,
+    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, holding, load_run, read_record, refuse_other_settings,
     require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
 )
 from naslib_bayes.data import canonical_name
@@ -159,8 +159,9 @@ def _claim_work_folder(work: Path, determinants: dict[str, Any]) -> None:
     record = work / DETERMINANTS_FILE
     if work.is_dir():  # a kill inside the write of the record leaves only its temporary: no search yet
         results.remove_killed_writes(work)
-    if record.exists():
-        refuse_other_data(record, with_default_epochs(json.loads(record.read_text())), determinants)
+    recorded = read_record(record, "record of the run's settings", "delete the run's folder to run it again")
+    if recorded is not None:
+        refuse_other_data(record, with_default_epochs(recorded), determinants)
     elif work.exists() and any(work.iterdir()):
         raise UserError(f"{work} holds a search that does not record its settings ({DETERMINANTS_FILE}); "
                         "use another --out")

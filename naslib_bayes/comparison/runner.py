@@ -212,24 +212,29 @@ def prepared_dir(out: Path, optimizer: str, dataset: str, seed: int) -> Path:
 
 def load_run(out: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The finished run's result, or None when it has not finished."""
-    path = run_path(out, spec)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable run file ({exc}); delete it to run it again") from None
+    return read_record(run_path(out, spec), "run file", "delete it to run it again")
 
 
 def load_preparation(out: Path, key: PrepKey) -> dict[str, Any] | None:
     """The finished preparation's record, or None when it has not finished."""
     path = prepared_dir(out, *key) / PREPARED_FILE
+    return read_record(path, "preparation record", "delete its folder to prepare it again")
+
+
+def read_record(path: Path, what: str, remedy: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, None when there is no file; a file that cannot be read, or holds
+    JSON other than an object (null would pass for a run not yet made, and be overwritten), is a
+    :class:`UserError` naming it."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable preparation record ({exc}); delete its folder to prepare it again") from None
+        raise UserError(f"{path}: unreadable {what} ({exc}); {remedy}") from None
+    if not isinstance(record, dict):
+        held = "null" if record is None else f"a {type(record).__name__}"
+        raise UserError(f"{path}: not a {what} (holds {held}); {remedy}")
+    return record
 
 
 def needs_preparation(settings: CompareSettings, optimizer: str) -> bool:

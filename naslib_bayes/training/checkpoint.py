@@ -63,6 +63,24 @@ def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[st
                         "resume with the same settings or start anew")
 
 
+#: The run settings' key of the contents of the data files a run reads (see :func:`data_setting`).
+DATA_KEY = "--data-root contents"
+
+
+def data_setting(dataset: str, root: str | os.PathLike | None) -> dict[str, str]:
+    """``{DATA_KEY: "sha256:..."}`` of the files a run of ``dataset`` reads from ``root`` (nothing
+    for digits, which reads none), for its run settings.
+
+    ``--data-root`` may change between a run and its resume (the files may have moved), but not
+    the data: other files (MNIST with training files beside the test files, say) would train the
+    rest of the run on other images. The path is not kept; the contents are.
+    """
+    from naslib_bayes.data.loaders import data_fingerprint
+
+    fingerprint = data_fingerprint(dataset, root)
+    return {} if fingerprint is None else {DATA_KEY: f"sha256:{fingerprint[:16]}"}
+
+
 def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, run: dict[str, Any]) -> dict[str, Any]:
     """:func:`load` a checkpoint of ``file_format`` written by a run with the settings ``run``.
 

@@ -304,23 +304,29 @@ def build_training(settings: TrainSettings, data: TrainingData, device: torch.de
     return Training(model, optimizer, scheduler)
 
 
-def save_checkpoint(path: Path, training: Training, settings: TrainSettings, wall_s: float) -> None:
-    """Write the run's state; ``wall_s``: its wall time so far, earlier processes included."""
-    ckpt.save(path, {"format": FORMAT, "run": settings.run(), "model": training.model.state_dict(),
+def save_checkpoint(path: Path, training: Training, run: dict[str, Any], wall_s: float) -> None:
+    """Write the run's state and its settings ``run`` (:func:`run_settings`); ``wall_s``: its wall time
+    so far, earlier processes included."""
+    ckpt.save(path, {"format": FORMAT, "run": run, "model": training.model.state_dict(),
                      "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
                      "epoch": training.epoch, "history": training.history, "epoch_times": training.epoch_times,
                      "wall_s": wall_s})
 
 
-def restore_checkpoint(path: Path, training: Training, settings: TrainSettings) -> float:
+def run_settings(cfg: TrainConfig, settings: TrainSettings) -> dict[str, Any]:
+    """What defines the run: its settings (:meth:`TrainSettings.run`) and the contents of its data files."""
+    return {**settings.run(), **ckpt.data_setting(cfg.dataset, cfg.data_root)}
+
+
+def restore_checkpoint(path: Path, training: Training, run: dict[str, Any]) -> float:
     """Continue from the checkpoint at ``path``; returns the wall time the run had taken up to it.
-    One of another kind or run is a :class:`UserError`.
+    One of another kind or of a run other than ``run`` (:func:`run_settings`) is a :class:`UserError`.
 
     The run's settings are checked before anything is restored: the scheduler's state holds the
     number of epochs it anneals over, so a run resumed with other ``--epochs`` would follow the
     old schedule.
     """
-    state = ckpt.load_run_checkpoint(path, FORMAT, "train", settings.run())
+    state = ckpt.load_run_checkpoint(path, FORMAT, "train", run)
     training.model.load_state_dict(state["model"])
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
@@ -409,7 +415,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     """Train ``cfg.arch`` from scratch; returns the result dict and writes ``checkpoint.pt`` after every epoch.
 
     ``resume`` continues the run checkpointed in ``out_dir``, if there is a checkpoint; one of
-    another kind or of a run with other settings (:meth:`TrainSettings.run`) is a :class:`UserError`.
+    another kind or of a run with other settings (:func:`run_settings`) is a :class:`UserError`.
     ``data``: the run's data, loaded already by :func:`load_training_data` (as a command does
     before it makes ``out_dir``); its loading counts in the wall time.
     """
@@ -421,14 +427,14 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     else:
         clock.started = data.load_started
     training = build_training(settings, data, device)
-    path = Path(out_dir) / ckpt.CHECKPOINT_FILE
+    path, run = Path(out_dir) / ckpt.CHECKPOINT_FILE, run_settings(cfg, settings)
     if resume and path.exists():
-        clock.earlier_s = restore_checkpoint(path, training, settings)
+        clock.earlier_s = restore_checkpoint(path, training, run)
     while training.epoch < settings.epochs:
         started = time.perf_counter()
         training.history.append(train_epoch(training, settings, data, progress))
         training.scheduler.step()
         training.epoch += 1
         training.epoch_times.append(time.perf_counter() - started)
-        save_checkpoint(path, training, settings, clock.total_s())
+        save_checkpoint(path, training, run, clock.total_s())
     return training_result(cfg, settings, data, training, clock.total_s())

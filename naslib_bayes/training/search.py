@@ -25,6 +25,7 @@ from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.hyperparameters import whole_numbers
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+from naslib_bayes.training import checkpoint as ckpt
 
 SEARCH_SPACES = {"nb201": "nasbench201", "nasbench201": "nasbench201", "nas-bench-201": "nasbench201", "darts": "darts"}
 #: CPU-sized supernet defaults per space: (channels, cells). NB201: cells per stage; DARTS: cells in all.
@@ -154,6 +155,7 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     Every :class:`SearchConfig` field but :data:`NOT_OF_THE_RUN`, with the values the search
     resolved (canonical space and dataset names, the supernet's size after its defaults); the
     optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``);
+    the contents of the data files (:func:`~naslib_bayes.training.checkpoint.data_setting`);
     ``--report-metric``, the metric the derived cell is scored by on a benchmark, if it is (the
     benchmark's path is not kept: the file may move, as the data may).
     """
@@ -161,6 +163,7 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     settings = {OPTION_OF_FIELD.get(name, name): value for name, value in resolved.items()
                 if name not in (*NOT_OF_THE_RUN, "hyperparameters", "augment")}
     settings["--no-augment"] = not cfg.augment
+    settings.update(ckpt.data_setting(cfg.dataset, cfg.data_root))
     settings.update({f"--opt {name}": value for name, value in optimizer_config.items()})
     if scored_by is not None:  # absent otherwise, as in checkpoints written before runs recorded it
         settings[SCORED_BY] = scored_by
