@@ -71,55 +71,85 @@ def reptile_settings(args) -> tuple[float, int]:
 
 
 def run(args) -> int:
-    from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.comparison.runner import require_distinct
-    from naslib_bayes.predictors.meta_train import (MetaTrainConfig, evaluated_cells, learned_from,
-                                                     meta_datasets_from_benchmark, meta_train)
+    from naslib_bayes.predictors.meta_train import MetaTrainConfig, meta_train
     from naslib_bayes.predictors.surrogate import SurrogateConfig
-    from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     benchmark = load_benchmark(args.benchmark)
-    given = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    names = _dataset_names(args.datasets, benchmark, args.metric)
+    encoder = args.dataset_encoder or "off"
+    common.check_image_options(encoder, args.image_root, args.feature_extractor)
+    outer_step, inner_steps = reptile_settings(args)
+    config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=outer_step,
+                             inner_steps=inner_steps, output_transform=args.output_transform,
+                             evidence_top=args.evidence_top, threads=args.threads)
+    start = time.perf_counter()
+    surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
+                                       feature_extractor=args.feature_extractor or "random-conv")
+    datasets = _read_datasets(benchmark, names, args, surrogate_config)
+    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
+    common.logger.info("meta-training on %s", ", ".join(names))
+    surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,
+                                progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))
+    path, written = _write_surrogate_and_result(out, args, benchmark, datasets, config, surrogate, log,
+                                                wall_time_s=time.perf_counter() - start)
+    print(f"meta-trained on {', '.join(names)} in {log.wall_time_s:.0f} s "
+          f"(best validation NLL {log.best_val_loss:.3f} at iteration {log.best_iteration}) -> {path}, {written}")
+    return 0
+
+
+def _dataset_names(text: str, benchmark, metric: str) -> list[str]:
+    """The canonical names of ``--datasets``, each distinct and holding ``metric`` in ``benchmark``."""
+    from naslib_bayes.comparison.runner import require_distinct
+    from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
+
+    given = [n.strip() for n in text.split(",") if n.strip()]
     if not given:
         raise UserError("--datasets names no dataset")
     names = [canonical_dataset(n) for n in given]
     # aliases too (cifar100, CIFAR-100): the same evaluations twice would weigh that dataset double
     require_distinct("--datasets", given, names)
     for name in names:
-        benchmark.query_all(name, args.metric)  # a missing dataset or metric is an error before writing
-    encoder = args.dataset_encoder or "off"
-    common.check_image_options(encoder, args.image_root, args.feature_extractor)
-    outer_step, inner_steps = reptile_settings(args)
-    start = time.perf_counter()
-    # images and extractor before --out is made: a dataset missing from --image-root or an extractor
-    # that cannot be built would otherwise leave a folder holding no run
-    surrogate_config = SurrogateConfig(encoder_hidden=args.encoder_hidden or 64, dataset_encoder=encoder,
-                                       feature_extractor=args.feature_extractor or "random-conv")
+        benchmark.query_all(name, metric)  # a missing dataset or metric is an error before writing
+    return names
+
+
+def _read_datasets(benchmark, names: list[str], args, surrogate_config) -> list:
+    """The meta-training datasets, with their images and the feature extractor read: before --out is
+    made, since a dataset missing from --image-root, an extractor that cannot be built or a dataset
+    with too few evaluated cells would otherwise leave a folder holding no run."""
+    from naslib_bayes.predictors.meta_train import evaluated_cells, meta_datasets_from_benchmark
+
+    encoder = surrogate_config.dataset_encoder
     datasets = meta_datasets_from_benchmark(benchmark, names, args.metric, encoder, args.image_root,
                                             surrogate_config.images_per_class, surrogate_config.max_classes)
-    for dataset in datasets:  # too few to split into training and held-out cells: refused now too
+    for dataset in datasets:  # too few to split into training and held-out cells
         evaluated_cells(dataset)
     if encoder == "images":
         from naslib_bayes.predictors.dataset_context import build_feature_extractor
 
         build_feature_extractor(surrogate_config.feature_extractor)
-    out = common.prepare_out(args.out, args.overwrite, args.held_folders)
-    config = MetaTrainConfig(outer=args.outer, iterations=args.iterations, lr=args.lr, outer_step=outer_step,
-                             inner_steps=inner_steps, output_transform=args.output_transform,
-                             evidence_top=args.evidence_top, threads=args.threads)
+    return datasets
+
+
+def _write_surrogate_and_result(out: Path, args, benchmark, datasets, config, surrogate, log,
+                                wall_time_s: float) -> tuple[Path, Path]:
+    """Write ``surrogate.pt`` and ``result.json``; their paths."""
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.meta_train import learned_from
+
+    names = [dataset.name for dataset in datasets]
+    encoder = surrogate.config.dataset_encoder
+    metrics = learned_from(datasets)
     # resolved, as the images were read: the record repeats the run from any folder
     image_root = None if args.image_root is None else str(args.image_root.expanduser().resolve())
-    common.logger.info("meta-training on %s", ", ".join(names))
-    surrogate, log = meta_train(datasets, surrogate_config, config, seed=args.seed,
-                                progress=lambda i, v: common.logger.info("iteration %d: validation NLL %.4f", i, v))
-    metrics = learned_from(datasets)
-    info = {"meta_datasets": names, "meta_metrics": metrics, "seed": args.seed, "benchmark": benchmark.source, "metric": args.metric,
-            "image_root": image_root, "meta_train_config": config.to_dict(), "meta_train": log.to_dict()}
+    info = {"meta_datasets": names, "meta_metrics": metrics, "seed": args.seed, "benchmark": benchmark.source,
+            "metric": args.metric, "image_root": image_root, "meta_train_config": config.to_dict(),
+            "meta_train": log.to_dict()}
     results.retire_result(out)
     path = surrogate_io.save(surrogate, out / surrogate_io.FILE_NAME, info)
     result = results.new_result(
-        "meta-train", search_space="nasbench201", seed=args.seed, wall_time_s=time.perf_counter() - start,
+        "meta-train", search_space="nasbench201", seed=args.seed, wall_time_s=wall_time_s,
         config={"benchmark": benchmark.source, "metric": args.metric, "image_root": image_root, **config.to_dict(),
                 "surrogate_config": surrogate.config.to_dict()},
         meta_datasets=names, meta_metrics=metrics, meta_train=log.to_dict(),
@@ -129,7 +159,4 @@ def run(args) -> int:
                                              if encoder == "images" else {})},
         notes=list(benchmark.notes),
     )
-    written = results.write_result(out, result)
-    print(f"meta-trained on {', '.join(names)} in {log.wall_time_s:.0f} s "
-          f"(best validation NLL {log.best_val_loss:.3f} at iteration {log.best_iteration}) -> {path}, {written}")
-    return 0
+    return path, results.write_result(out, result)
