@@ -182,43 +182,55 @@ class OneShotTrainer:
                 st.sums = [0.0] * 6
             elif opt.epoch != epoch:
                 opt.epoch = epoch  # resumed mid-epoch: new_epoch already ran before the checkpoint
-            train_order = self._order(self.train_index, epoch, 0)
-            val_order = None if self.val_index is None else self._order(self.val_index, epoch, 1)
-            while st.step < self.steps_per_epoch:
-                step = st.step
-                data_train = self._batch(train_order, step, epoch, 0)
-                data_val = None if val_order is None else self._batch(val_order, step, epoch, 1)
-                logits, logits_val, loss, val_loss = opt.step(data_train, data_val)
-                require_finite_loss(float(loss), epoch, step, opt.op_optimizer.param_groups[0]["lr"])
-                self._accumulate(logits, data_train[1], loss, logits_val, None if data_val is None else data_val[1], val_loss)
-                st.step += 1
-                steps_this_call += 1
-                if self.progress is not None:
-                    self.progress(epoch, st.step, self.steps_per_epoch)
-                if self.checkpoint_every and st.step % self.checkpoint_every == 0 and st.step < self.steps_per_epoch:
-                    st.elapsed_in_epoch = time.perf_counter() - started
-                    st.cpu_in_epoch = time.process_time() - cpu_started
-                    self.save_checkpoint()
-                if self.stop_after_steps is not None and steps_this_call >= self.stop_after_steps:
-                    raise Interrupted(f"stopped after {steps_this_call} steps")
-            opt.end_epoch(epoch)
-            lr = opt.op_optimizer.param_groups[0]["lr"]
-            self.scheduler.step()
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started
-            s = st.sums
-            st.stats.append(EpochStats(
-                epoch, s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1),
-                s[3] / s[5] if s[5] else None, 100.0 * s[4] / s[5] if s[5] else None, lr, elapsed).as_dict())
-            st.epoch_times.append(elapsed)
-            st.epoch_cpu_times.append(cpu)
-            st.epoch += 1
-            st.step = 0
-            st.elapsed_in_epoch = 0.0
-            st.cpu_in_epoch = 0.0
-            self.save_checkpoint()
+            steps_this_call = self._train_steps(epoch, started, cpu_started, steps_this_call)
+            self._end_epoch(epoch, started, cpu_started)
         opt.after_training()
         return st
+
+    def _train_steps(self, epoch: int, started: float, cpu_started: float, steps_this_call: int) -> int:
+        """The epoch's remaining steps, checkpointing every ``checkpoint_every``; the count of steps
+        this call has made, raising :class:`Interrupted` once it reaches ``stop_after_steps``."""
+        opt, st = self.optimizer, self.state
+        train_order = self._order(self.train_index, epoch, 0)
+        val_order = None if self.val_index is None else self._order(self.val_index, epoch, 1)
+        while st.step < self.steps_per_epoch:
+            step = st.step
+            data_train = self._batch(train_order, step, epoch, 0)
+            data_val = None if val_order is None else self._batch(val_order, step, epoch, 1)
+            logits, logits_val, loss, val_loss = opt.step(data_train, data_val)
+            require_finite_loss(float(loss), epoch, step, opt.op_optimizer.param_groups[0]["lr"])
+            self._accumulate(logits, data_train[1], loss, logits_val, None if data_val is None else data_val[1], val_loss)
+            st.step += 1
+            steps_this_call += 1
+            if self.progress is not None:
+                self.progress(epoch, st.step, self.steps_per_epoch)
+            if self.checkpoint_every and st.step % self.checkpoint_every == 0 and st.step < self.steps_per_epoch:
+                st.elapsed_in_epoch = time.perf_counter() - started
+                st.cpu_in_epoch = time.process_time() - cpu_started
+                self.save_checkpoint()
+            if self.stop_after_steps is not None and steps_this_call >= self.stop_after_steps:
+                raise Interrupted(f"stopped after {steps_this_call} steps")
+        return steps_this_call
+
+    def _end_epoch(self, epoch: int, started: float, cpu_started: float) -> None:
+        """The optimizer's end of epoch, the scheduler's step, the epoch's statistics and a checkpoint."""
+        opt, st = self.optimizer, self.state
+        opt.end_epoch(epoch)
+        lr = opt.op_optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        s = st.sums
+        st.stats.append(EpochStats(
+            epoch, s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1),
+            s[3] / s[5] if s[5] else None, 100.0 * s[4] / s[5] if s[5] else None, lr, elapsed).as_dict())
+        st.epoch_times.append(elapsed)
+        st.epoch_cpu_times.append(cpu)
+        st.epoch += 1
+        st.step = 0
+        st.elapsed_in_epoch = 0.0
+        st.cpu_in_epoch = 0.0
+        self.save_checkpoint()
 
     def _accumulate(self, logits, labels, loss, logits_val, labels_val, val_loss) -> None:
         s = self.state.sums
