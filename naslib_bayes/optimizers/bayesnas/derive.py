@@ -175,44 +175,43 @@ def _decisions(gp, gc, keep_c, live, final_live, chosen, op_names, threshold, re
     decisions: list[SwitchDecision] = []
     for e in range(len(gp)):
         g = gp[e]
-        if final_live[e] == live[e]:
-            decision = ENTROPY
-            if live[e]:
-                reason = "gamma above threshold"
-            elif g <= threshold:
-                reason = "gamma at or below threshold"
-            elif not any(x > threshold for x in gc[e]):
-                reason = "all ops pruned"
-            else:
-                reason = "dead node (not on an input-to-output path)"
-        else:
-            decision = REPAIR
-            reason = restored_reason if e in filled else "repair: revived by a restored path"
-            if not final_live[e]:
-                reason = "repair: dropped"
+        decision, reason = _edge_decision(e, g, gc[e], live[e], final_live[e], threshold, restored_reason, filled)
         decisions.append(SwitchDecision(e, None, g, _entropy(g), bool(final_live[e]), decision, reason))
         for k in range(len(gc[e])):
-            gk = gc[e][k]
-            entropy_kept = keep_c[e][k]
             kept = chosen.get(e) == k
-            if kept == entropy_kept:
-                decision = ENTROPY
-                if kept:
-                    reason = "gamma above threshold"
-                elif gk <= threshold:
-                    reason = "gamma at or below threshold"
-                else:
-                    reason = "dead node (not on an input-to-output path)"
-            else:
-                decision = REPAIR
-                if not entropy_kept:
-                    reason = "repair: largest-gamma op of a restored edge"
-                elif e in chosen:
-                    reason = "repair: a larger-gamma op kept on this edge"
-                else:
-                    reason = "repair: its edge was dropped"
-            decisions.append(SwitchDecision(e, op_names[k], gk, _entropy(gk), kept, decision, reason))
+            decision, reason = _op_decision(gc[e][k], kept, keep_c[e][k], e in chosen, threshold)
+            decisions.append(SwitchDecision(e, op_names[k], gc[e][k], _entropy(gc[e][k]), kept, decision, reason))
     return decisions
+
+
+def _edge_decision(e, g, gc_e, live, final_live, threshold, restored_reason, filled) -> tuple[str, str]:
+    """(decision, reason) of edge ``e``'s parent switch: the entropy stage's, or the repair's."""
+    if final_live == live:
+        if live:
+            return ENTROPY, "gamma above threshold"
+        if g <= threshold:
+            return ENTROPY, "gamma at or below threshold"
+        if not any(x > threshold for x in gc_e):
+            return ENTROPY, "all ops pruned"
+        return ENTROPY, "dead node (not on an input-to-output path)"
+    if not final_live:
+        return REPAIR, "repair: dropped"
+    return REPAIR, restored_reason if e in filled else "repair: revived by a restored path"
+
+
+def _op_decision(gk, kept, entropy_kept, edge_chosen, threshold) -> tuple[str, str]:
+    """(decision, reason) of one op's child switch on an edge (``edge_chosen``: the edge keeps an op)."""
+    if kept == entropy_kept:
+        if kept:
+            return ENTROPY, "gamma above threshold"
+        if gk <= threshold:
+            return ENTROPY, "gamma at or below threshold"
+        return ENTROPY, "dead node (not on an input-to-output path)"
+    if not entropy_kept:
+        return REPAIR, "repair: largest-gamma op of a restored edge"
+    if edge_chosen:
+        return REPAIR, "repair: a larger-gamma op kept on this edge"
+    return REPAIR, "repair: its edge was dropped"
 
 
 # --------------------------------------------------------------------------------------
