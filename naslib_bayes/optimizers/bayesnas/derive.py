@@ -258,14 +258,7 @@ def derive_darts_cell(
     genotype: list[tuple[str, int]] = []
     for j in range(2, steps + 2):
         incoming = [e for e, (_, dst) in enumerate(edges) if dst == j]
-        surviving = [e for e in incoming if any(keep_c[e])]
-        surviving.sort(key=lambda e: (-max(g for g, k in zip(gc[e], keep_c[e]) if k), e))
-        picked = surviving[:inputs_per_node]
-        if len(picked) < inputs_per_node:
-            rest = sorted((e for e in incoming if e not in picked), key=lambda e: (-max(gc[e]), e))
-            extra = rest[: inputs_per_node - len(picked)]
-            filled.update(extra)
-            picked += extra
+        picked = _strongest_inputs(incoming, gc, keep_c, inputs_per_node, filled)
         for e in sorted(picked, key=lambda e: edges[e][0]):
             survivors = [k for k, keep in enumerate(keep_c[e]) if keep]
             pool = survivors or list(range(len(gc[e])))
@@ -280,6 +273,20 @@ def derive_darts_cell(
         if d.op is None and d.decision == REPAIR and not d.kept:
             d.reason = "repair: not among the node's two strongest inputs"
     return genotype, list(outputs), decisions
+
+
+def _strongest_inputs(incoming: list[int], gc, keep_c, count: int, filled: set[int]) -> list[int]:
+    """The ``count`` incoming edges of a node whose strongest surviving op has the largest gamma;
+    too few survivors are filled up with the strongest other edges (added to ``filled``)."""
+    surviving = [e for e in incoming if any(keep_c[e])]
+    surviving.sort(key=lambda e: (-max(g for g, k in zip(gc[e], keep_c[e]) if k), e))
+    picked = surviving[:count]
+    if len(picked) < count:
+        rest = sorted((e for e in incoming if e not in picked), key=lambda e: (-max(gc[e]), e))
+        extra = rest[: count - len(picked)]
+        filled.update(extra)
+        picked += extra
+    return picked
 
 
 def repair_fraction(decisions: Sequence[SwitchDecision]) -> float:
