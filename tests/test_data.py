@@ -259,6 +259,18 @@ def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
     assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
 
 
+def test_mnist_training_labels_without_their_images_are_refused_naming_the_missing_file(tmp_path):
+    """A lost train-images file must not turn the run into the 8,000 / 2,000 split of t10k in silence."""
+    rng = np.random.default_rng(17)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 4, 4)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 20))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 12))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(15, 5))
+    assert str(info.value) == (f"{tmp_path}: has train-labels-idx1-ubyte.gz but no "
+                               "train-images-idx3-ubyte[.gz]")
+
+
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
         load_mnist(tmp_path)

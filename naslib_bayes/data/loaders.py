@@ -80,11 +80,15 @@ def _idx_names(stem: str) -> tuple[str, ...]:
 
 
 def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
-    """Images and labels of ``prefix`` (``train`` or ``t10k``); None when the images are absent."""
+    """Images and labels of ``prefix`` (``train`` or ``t10k``); None when both files are absent, a
+    :class:`UserError` naming the missing one when only one is there (a lost train-images file
+    must not switch the run to the t10k-only split in silence)."""
     images_path = find_file(folder, _idx_names(f"{prefix}-images-idx3-ubyte"))
-    if images_path is None:
-        return None
     labels_path = find_file(folder, _idx_names(f"{prefix}-labels-idx1-ubyte"))
+    if images_path is None and labels_path is None:
+        return None
+    if images_path is None:
+        raise UserError(f"{folder}: has {labels_path.name} but no {prefix}-images-idx3-ubyte[.gz]")
     if labels_path is None:
         raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
