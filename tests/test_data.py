@@ -481,6 +481,23 @@ def test_imagenet16_files_without_any_of_the_120_classes_are_named(tmp_path, par
     assert str(info.value).startswith(str(tmp_path / first)) and "1..120" in str(info.value)
 
 
+@pytest.mark.parametrize("damage", ["frame length", "codec name"])
+def test_pickle_whose_damage_asks_for_huge_memory_or_an_unknown_codec_is_one_line_naming_it(tmp_path, damage):
+    """A flipped bit in a protocol-4 frame's length asked for exabytes (MemoryError traceback)."""
+    path = tmp_path / "val_data"
+    if damage == "frame length":
+        raw = bytearray(pickle.dumps({"data": random_pixels(np.random.default_rng(18), 2, 16), "labels": [1, 2]},
+                                     protocol=4))
+        assert raw[2] == pickle.FRAME[0]
+        raw[10] ^= 0x01  # top byte of the frame's 8-byte length
+        path.write_bytes(bytes(raw))
+    else:  # bytes of a protocol-2 pickle rebuilt through _codecs.encode, the codec's name damaged
+        path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x07\x00\x00\x00latim-1\x86R.")
+    with pytest.raises(UserError) as info:
+        read_pickle_dict(path)
+    assert str(info.value).startswith(f"{path}: cannot read it as a dataset pickle")
+
+
 def test_pickle_with_foreign_globals_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):
