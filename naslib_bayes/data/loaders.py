@@ -126,7 +126,9 @@ def load_mnist(
         train_size, test_size = _two_sizes(t10k_split, "t10k_split")
         # Test drawn first: the held-out images depend only on seed and test size.
         sizes = [test_size, train_size]
-        test_rows, train_rows = partition(len(test.labels), sizes, generator, f"t10k_split={t10k_split}")
+        # Named by the file: the commands' users never set t10k_split, the file's size is what is wrong.
+        what = f"{find_file(folder, _idx_names('t10k-images-idx3-ubyte'))}: t10k_split={t10k_split}"
+        test_rows, train_rows = partition(len(test.labels), sizes, generator, what)
         train, test = test.select(train_rows), test.select(test_rows)
     else:
         _check_same_image_size(folder, train, test)
