@@ -6,6 +6,7 @@ import gzip
 import pickle
 import shutil
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -420,6 +421,18 @@ def test_ragged_images_and_fractional_labels_are_one_line_errors_naming_the_file
     with pytest.raises(UserError) as info:
         load_cifar10(tmp_path)
     assert str(info.value).startswith(str(folder / "test_batch")) and message in str(info.value)
+
+
+@pytest.mark.parametrize("labels", [np.array([3.0, np.nan]), np.array([3.0, 1e30])])
+def test_labels_beyond_integers_are_refused_in_one_line_without_a_cast_warning(tmp_path, labels):
+    """numpy's 'invalid value encountered in cast' printed two lines of its own above the error."""
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(19))
+    write_pickle(folder / "test_batch", {b"data": random_pixels(np.random.default_rng(20), 2, 32), b"labels": labels})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError, match="test_batch: field 'labels' is not a list of integer labels"):
+            load_cifar10(tmp_path)
 
 
 def test_cifar100_file_read_as_cifar10_names_the_missing_field_once(tmp_path):

@@ -184,7 +184,8 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
         raise UserError(f"{path}: field 'data' is not an array of images ({exc})") from None
     try:
         raw = np.asarray(label_field).reshape(-1)
-        labels = raw.astype(np.int64)
+        with np.errstate(invalid="ignore"):  # NaN or 1e30: refused just below, without numpy's warning
+            labels = raw.astype(np.int64)
         if not np.array_equal(labels, raw):  # 2.7 must not become 2, nor a uint64 2**63 wrap to -2**63
             raise ValueError("a label is not an integer of int64's range")
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a Python int past int64
