@@ -275,6 +275,16 @@ def test_mnist_training_labels_without_their_images_are_refused_naming_the_missi
                                "train-images-idx3-ubyte[.gz]")
 
 
+@pytest.mark.parametrize("name, archive", [("cifar10", "cifar-10-python.tar.gz"), ("mnist", "t10k-images-idx3-ubyte.gz")])
+def test_data_root_naming_a_file_says_so_instead_of_that_it_does_not_exist(tmp_path, name, archive):
+    """The downloaded archive, or one of the files, given as the folder: it exists, it is no folder."""
+    (tmp_path / archive).write_bytes(b"\x1f\x8b")
+    with pytest.raises(UserError) as info:
+        load_dataset(name, root=tmp_path / archive)
+    assert str(info.value) == (f"{tmp_path / archive}: is a file, not the folder holding {name}'s files "
+                               "(--data-root, root= from Python)")
+
+
 def test_mnist_missing_files_and_root_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte"):
         load_mnist(tmp_path)

@@ -27,6 +27,8 @@ StatsArg = Sequence[Sequence[float]] | None
 
 def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
     path = Path(root).expanduser()
+    if path.is_file():  # e.g. the downloaded archive: it exists, "does not exist" would mislead
+        raise UserError(f"{path}: is a file, not the folder holding {dataset}'s files (--data-root, root= from Python)")
     if not path.is_dir():
         raise UserError(f"{path}: data folder for {dataset} does not exist")
     return path
