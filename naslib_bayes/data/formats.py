@@ -101,12 +101,14 @@ def read_pickle_dict(path: Path) -> dict[str, object]:
     """
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    # A damaged pickle can fail in many ways; each one means "not a readable file".
+    # A damaged pickle can fail in many ways; each one means "not a readable file". MemoryError:
+    # a damaged length field (a frame's, a bytes object's) asks for exabytes; LookupError (KeyError,
+    # IndexError and a damaged codec name of _codecs.encode).
     try:
         with open(path, "rb") as handle:
             content = load_data_pickle(handle, encoding="latin1")
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            ImportError, pickle.UnpicklingError) as exc:
+    except (OSError, EOFError, ValueError, TypeError, LookupError, AttributeError, ImportError, MemoryError,
+            pickle.UnpicklingError) as exc:
         raise UserError(f"{path}: cannot read it as a dataset pickle ({cause(exc)})") from None
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a pickled dict, found {type(content).__name__}")

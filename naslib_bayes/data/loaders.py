@@ -27,6 +27,8 @@ StatsArg = Sequence[Sequence[float]] | None
 
 def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
     path = Path(root).expanduser()
+    if path.is_file():  # e.g. the downloaded archive: it exists, "does not exist" would mislead
+        raise UserError(f"{path}: is a file, not the folder holding {dataset}'s files (--data-root, root= from Python)")
     if not path.is_dir():
         raise UserError(f"{path}: data folder for {dataset} does not exist")
     return path
@@ -80,11 +82,15 @@ def _idx_names(stem: str) -> tuple[str, ...]:
 
 
 def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
-    """Images and labels of ``prefix`` (``train`` or ``t10k``); None when the images are absent."""
+    """Images and labels of ``prefix`` (``train`` or ``t10k``); None when both files are absent, a
+    :class:`UserError` naming the missing one when only one is there (a lost train-images file
+    must not switch the run to the t10k-only split in silence)."""
     images_path = find_file(folder, _idx_names(f"{prefix}-images-idx3-ubyte"))
-    if images_path is None:
-        return None
     labels_path = find_file(folder, _idx_names(f"{prefix}-labels-idx1-ubyte"))
+    if images_path is None and labels_path is None:
+        return None
+    if images_path is None:
+        raise UserError(f"{folder}: has {labels_path.name} but no {prefix}-images-idx3-ubyte[.gz]")
     if labels_path is None:
         raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
@@ -122,7 +128,9 @@ def load_mnist(
         train_size, test_size = _two_sizes(t10k_split, "t10k_split")
         # Test drawn first: the held-out images depend only on seed and test size.
         sizes = [test_size, train_size]
-        test_rows, train_rows = partition(len(test.labels), sizes, generator, f"t10k_split={t10k_split}")
+        # Named by the file: the commands' users never set t10k_split, the file's size is what is wrong.
+        what = f"{find_file(folder, _idx_names('t10k-images-idx3-ubyte'))}: t10k_split={t10k_split}"
+        test_rows, train_rows = partition(len(test.labels), sizes, generator, what)
         train, test = test.select(train_rows), test.select(test_rows)
     else:
         _check_same_image_size(folder, train, test)
@@ -178,7 +186,8 @@ def _read_rgb_pickle(path: Path, label_key: str, side: int) -> tuple[np.ndarray,
         raise UserError(f"{path}: field 'data' is not an array of images ({exc})") from None
     try:
         raw = np.asarray(label_field).reshape(-1)
-        labels = raw.astype(np.int64)
+        with np.errstate(invalid="ignore"):  # NaN or 1e30: refused just below, without numpy's warning
+            labels = raw.astype(np.int64)
         if not np.array_equal(labels, raw):  # 2.7 must not become 2, nor a uint64 2**63 wrap to -2**63
             raise ValueError("a label is not an integer of int64's range")
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a Python int past int64
