@@ -41,6 +41,9 @@ import time
 from concurrent.futures import as_completed
 from pathlib import Path
 
+#: The benchmark scripts: their own logic is code a cached run depends on, beside the package's.
+SCRIPTS = tuple(sorted(Path(__file__).resolve().parent.glob("*.py")))
+
 #: Per-model settings, chosen on the validation split (``--split val``; see docs/compression.md):
 #: both stop pruning at the first update within 10% of the parameters (``max_params``); LeNet-5
 #: then trains the found architecture from fresh weights (``retrain="scratch"``: seed 1, 60
@@ -93,7 +96,7 @@ def run_one(job: dict) -> dict:
                                                             "split", "val_size", "train_images", "threads")},
                                       "config": cfg.as_dict(),
                                       "data": data_fingerprint(job["data_root"]),
-                                      "code": source_fingerprint()}))
+                                      "code": source_fingerprint(*SCRIPTS)}))
     # one folder per setting: runs of a sweep (epochs, --opt ...) keep their records side by side
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     run_dir = Path(job["out"]) / f"{job['model']}-lam{job['lam']:g}-seed{job['seed']}-{key}" if job.get("out") else None

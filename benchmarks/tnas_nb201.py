@@ -52,6 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from naslib_bayes.results import exclusive_use, read_json_record  # noqa: E402  (light: no torch)
 
+
+#: The benchmark scripts: their own logic is code a cached run depends on, beside the package's.
+SCRIPTS = tuple(sorted(Path(__file__).resolve().parent.glob("*.py")))
+
 METHODS = {
     "tnas": ("tnas", {}),
     "tnas k=1": ("tnas", {"initial_design": 1}),
@@ -152,7 +156,7 @@ def meta_train_unit(benchmark_path: str, target: str | tuple[str, ...], seed: in
     from naslib_bayes.results import atomic_write_json, source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    code = source_fingerprint()
+    code = source_fingerprint(*SCRIPTS)
     benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     out_dir = Path(out)
     done = out_dir / "meta.json"
@@ -216,7 +220,7 @@ def search_unit(benchmark_path: str, target: str, method: str, seed: int, budget
     from naslib_bayes.results import atomic_write_json, source_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    code = source_fingerprint()
+    code = source_fingerprint(*SCRIPTS)
     path = Path(out)
     benchmark, benchmark_sha256 = _fingerprint(benchmark_path, benchmark_sha256)
     settings = run_settings(method, benchmark_sha256)
@@ -265,7 +269,7 @@ def other_code(records: list[dict], benchmark_sha256: str | None = None) -> int:
     or, given the benchmark's fingerprint, runs made with other :func:`run_settings`."""
     from naslib_bayes.results import source_fingerprint
 
-    current = source_fingerprint()
+    current = source_fingerprint(*SCRIPTS)
 
     def other_settings(record: dict) -> bool:
         method = record.get("method")  # meta-training records have none

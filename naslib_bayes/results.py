@@ -41,11 +41,12 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def source_fingerprint() -> str:
+def source_fingerprint(*extra_files: Path) -> str:
     """A hash of this package's Python sources (12 hex digits): changes whenever its code does.
 
     The package version stays the same between releases, so a cache of results keyed on settings
     alone would hand back numbers computed by older code; keying it on this too does not.
+    ``extra_files``: other code the cached results depend on (a benchmark script's own logic).
     """
     import hashlib
 
@@ -53,6 +54,8 @@ def source_fingerprint() -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in extra_files:
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 

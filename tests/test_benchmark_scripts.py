@@ -34,7 +34,7 @@ def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, n
     surrogate = str(folder / "surrogate.pt")
     out = tmp_path / "seed0.json"
     cached = {"surrogate": tnas_nb201.surrogate_id(surrogate), "accuracies": [1.0, 2.0], "architectures": [],
-              "code": source_fingerprint(), "settings": tnas_nb201.run_settings("tnas", benchmark_fingerprint(nats_benchmark))}
+              "code": source_fingerprint(*tnas_nb201.SCRIPTS), "settings": tnas_nb201.run_settings("tnas", benchmark_fingerprint(nats_benchmark))}
     assert cached["surrogate"].startswith("surrogates/cifar10/seed0@")
     _write(out, cached)
     assert tnas_nb201.search_unit(str(nats_csv), "cifar10", "tnas", 0, 3, surrogate, str(out)) == cached
@@ -67,7 +67,7 @@ def cached_surrogate(tmp_path, monkeypatch):
     from naslib_bayes.optimizers import tnas
 
     folder = tmp_path / "surrogates" / "cifar10" / "seed0"
-    record = {"target": "cifar10", "seed": 0, "settings": {}, "wall_s": 30.0, "code": source_fingerprint(),
+    record = {"target": "cifar10", "seed": 0, "settings": {}, "wall_s": 30.0, "code": source_fingerprint(*tnas_nb201.SCRIPTS),
               "benchmark_sha256": "abc"}
     _write(folder / "meta.json", record)
 
@@ -194,7 +194,7 @@ def test_runs_with_shared_and_own_surrogates_are_cached_apart(tmp_path):
     assert shared != own and shared.name == "seed7-surrogate2.json" and own.name == "seed7.json"
     assert tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5).name == "seed7.json"  # no surrogate to tell apart
     surrogate = tnas_nb201.method_surrogate(args, "cifar10", 7, 5, "tnas")
-    _write(shared, {"surrogate": tnas_nb201.surrogate_id(surrogate), "code": source_fingerprint()})
+    _write(shared, {"surrogate": tnas_nb201.surrogate_id(surrogate), "code": source_fingerprint(*tnas_nb201.SCRIPTS)})
     _write(tnas_nb201.run_path(args, "cifar10", "gp-bo", 7, 5), {"surrogate": None})
     _write(own, {"surrogate": "surrogates/cifar10/seed2@stale"})  # not what seed 7 searches with now
     _, runs = tnas_nb201.load_cache(args, ["cifar10"], ["tnas", "gp-bo"], [7], n_surrogates=5)
@@ -310,7 +310,7 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
     assert len(list((tmp_path / "a").iterdir())) == 2
     import naslib_bayes.results as results
 
-    monkeypatch.setattr(results, "source_fingerprint", lambda: "other-code")
+    monkeypatch.setattr(results, "source_fingerprint", lambda *scripts: "other-code")
     with pytest.raises(AssertionError, match="run again"):  # a run made by other code is not handed back
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "a"))
     monkeypatch.undo()
@@ -737,3 +737,14 @@ def test_every_benchmark_script_ends_as_run_script_ends_it(script):
     """The answer to a late signal above is run_script's: each script's last line hands it its main."""
     source = (Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py").read_text()
     assert source.rstrip().splitlines()[-1].strip() == "run_script(main)"
+
+
+@pytest.mark.parametrize("script", [tnas_nb201, compress_mnist])
+def test_a_cached_run_is_keyed_by_the_benchmark_scripts_own_code_too(script, tmp_path):
+    """The code fingerprint covered the package only: an edit to a script's own logic (a seed
+    offset, the metric it meta-trains on) handed back runs the old script had made."""
+    assert Path(script.__file__).resolve() in script.SCRIPTS
+    edited = tmp_path / Path(script.__file__).name
+    edited.write_text(Path(script.__file__).read_text() + "\n# edited\n")
+    assert source_fingerprint(*script.SCRIPTS) != source_fingerprint(edited)
+    assert source_fingerprint(*script.SCRIPTS) != source_fingerprint()
