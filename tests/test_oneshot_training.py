@@ -632,3 +632,13 @@ def test_training_that_diverges_says_where_in_one_line(capsys, tmp_path, argv):
     assert re.fullmatch(r"naslib-bayes: error: training diverged \(loss (nan|inf|-inf)\) in epoch 1, step \d+, "
                         r"at learning rate 1e\+06: run again with a lower learning rate \(--lr\)", lines[0])
     assert not (tmp_path / "run" / results.RESULT_FILE).exists()
+
+
+@pytest.mark.parametrize("momentum, schedule", [
+    (0.9, "SGD nesterov momentum 0.9, lr 0.1 cosine to 0 over 1 epochs"),
+    (0.0, "SGD without momentum, lr 0.1 cosine to 0 over 1 epochs"),  # it said "nesterov momentum 0.0"
+])
+def test_train_records_the_sgd_it_ran(tmp_path, momentum, schedule):
+    result = run_training(TrainConfig(CELL, "digits", epochs=1, channels=4, cells=1, batch_size=4096, lr=0.1,
+                                      momentum=momentum), tmp_path / "run")
+    assert result["config"]["schedule"] == schedule

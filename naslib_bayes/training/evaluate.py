@@ -377,6 +377,11 @@ def train_epoch(training: Training, settings: TrainSettings, data: TrainingData,
             "lr": optimizer.param_groups[0]["lr"]}
 
 
+def _momentum_text(momentum: float) -> str:
+    """How the optimizer built by :func:`build_training` uses ``momentum`` (Nesterov's when there is any)."""
+    return f"nesterov momentum {momentum}" if momentum > 0 else "without momentum"
+
+
 def training_result(cfg: TrainConfig, settings: TrainSettings, data: TrainingData, training: Training,
                     wall_time_s: float) -> dict[str, Any]:
     """Test the trained network once on the held-out split; the ``result.json`` dict."""
@@ -388,7 +393,7 @@ def training_result(cfg: TrainConfig, settings: TrainSettings, data: TrainingDat
               "lr": s.lr, "weight_decay": s.weight_decay, "auxiliary_weight": s.auxiliary_weight,
               "drop_path": s.drop_path, "cutout": s.cutout, "augmentation": asdict(data.augment),
               "train_images": int(len(data.labels)), "test_images": int(len(data.test_labels)),
-              "schedule": f"SGD nesterov momentum {s.momentum}, lr {s.lr} cosine to 0 over {s.epochs} epochs"}
+              "schedule": f"SGD {_momentum_text(s.momentum)}, lr {s.lr} cosine to 0 over {s.epochs} epochs"}
     nb201_cell = s.kind == "nasbench201"
     return results.new_result(
         "train",
