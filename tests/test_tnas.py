@@ -580,12 +580,13 @@ def test_gp_bo_fits_the_targets_in_the_units_tnas_uses(nats_benchmark, transform
     assert spread_of_the_good_ones > 1.0 if transform == "copula" else spread_of_the_good_ones < 0.1
 
 
-def test_gp_bo_refuses_an_unknown_output_transform(nats_benchmark):
-    from naslib_bayes.errors import UserError
-
-    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 4)
-    with pytest.raises(UserError, match="output transform 'ranks': expected one of"):
-        run_black_box(registry_create("gp-bo", 0, output_transform="ranks"), BlackBoxProblem(objective, source=None))
+@pytest.mark.parametrize("name, setting", [("gp-bo", "output_transform"), ("tnas", "meta_output_transform"),
+                                           ("tnas", "meta_outer"), ("tnas", "dataset_encoder")])
+def test_an_unknown_variant_is_refused_on_construction(name, setting):
+    """Checked once the optimizer was bound to a problem, a comparison spent the runs of the
+    optimizers before it (rs's) and a search made --out before refusing the setting."""
+    with pytest.raises(UserError, match=f"{setting} 'ranks': expected one of"):
+        registry_create(name, 0, **{setting: "ranks"})
 
 
 def registry_create(name, seed, **hp):
