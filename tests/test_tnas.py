@@ -135,6 +135,12 @@ def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_
     assert design["k"] == 3 and design["architectures"] == [nb201.to_string(c) for c in problem.objective.queried]
 
 
+def test_a_gp_bo_initial_design_larger_than_the_budget_records_what_was_queried(nats_benchmark):
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 4)
+    opt = run_black_box(registry_create("gp-bo", 0), BlackBoxProblem(objective, source=None))  # 10 initial cells
+    assert opt.result_extras()["initial_design"]["k"] == 4 == objective.num_queries
+
+
 def test_the_initial_design_takes_the_prior_ranking_of_the_cells_with_a_value(surrogate_file, tmp_path):
     partial = load_benchmark(write_partial_csv(tmp_path / "partial.csv", 40))
     problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 7)

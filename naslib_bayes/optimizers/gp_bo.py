@@ -75,6 +75,7 @@ class GPBO(DeepKernelBO):
 
     def result_extras(self) -> dict[str, Any]:
         extras = super().result_extras()
-        extras["initial_design"] = {"k": len(self.initial), "source": "uniformly random cells", "only": False}
+        k = min(len(self.initial), self.problem.objective.budget)  # what was queried, as tnas records it
+        extras["initial_design"] = {"k": k, "source": "uniformly random cells", "only": False}
         extras["surrogate"] = {"path": None, "meta_trained_here": False, "note": "no transfer: fitted on the target only"}
         return extras
