@@ -135,6 +135,12 @@ def test_an_initial_design_larger_than_the_budget_records_what_was_queried(nats_
     assert design["k"] == 3 and design["architectures"] == [nb201.to_string(c) for c in problem.objective.queried]
 
 
+def test_a_gp_bo_initial_design_larger_than_the_budget_records_what_was_queried(nats_benchmark):
+    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 4)
+    opt = run_black_box(registry_create("gp-bo", 0), BlackBoxProblem(objective, source=None))  # 10 initial cells
+    assert opt.result_extras()["initial_design"]["k"] == 4 == objective.num_queries
+
+
 def test_the_initial_design_takes_the_prior_ranking_of_the_cells_with_a_value(surrogate_file, tmp_path):
     partial = load_benchmark(write_partial_csv(tmp_path / "partial.csv", 40))
     problem = BlackBoxProblem.from_benchmark(partial, "cifar10", "test_accuracy", 7)
@@ -580,12 +586,13 @@ def test_gp_bo_fits_the_targets_in_the_units_tnas_uses(nats_benchmark, transform
     assert spread_of_the_good_ones > 1.0 if transform == "copula" else spread_of_the_good_ones < 0.1
 
 
-def test_gp_bo_refuses_an_unknown_output_transform(nats_benchmark):
-    from naslib_bayes.errors import UserError
-
-    objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 4)
-    with pytest.raises(UserError, match="output transform 'ranks': expected one of"):
-        run_black_box(registry_create("gp-bo", 0, output_transform="ranks"), BlackBoxProblem(objective, source=None))
+@pytest.mark.parametrize("name, setting", [("gp-bo", "output_transform"), ("tnas", "meta_output_transform"),
+                                           ("tnas", "meta_outer"), ("tnas", "dataset_encoder")])
+def test_an_unknown_variant_is_refused_on_construction(name, setting):
+    """Checked once the optimizer was bound to a problem, a comparison spent the runs of the
+    optimizers before it (rs's) and a search made --out before refusing the setting."""
+    with pytest.raises(UserError, match=f"{setting} 'ranks': expected one of"):
+        registry_create(name, 0, **{setting: "ranks"})
 
 
 def registry_create(name, seed, **hp):

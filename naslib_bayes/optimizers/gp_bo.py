@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
-from naslib_bayes.optimizers.hyperparameters import at_least
+from naslib_bayes.optimizers.hyperparameters import at_least, require_choice
+from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -46,11 +47,14 @@ class GPBO(DeepKernelBO):
     }
     lower_bounds = {**DeepKernelBO.lower_bounds, "encoder_hidden": at_least(1)}
 
+    def check_config(self) -> None:
+        super().check_config()
+        # on construction: at setup, a comparison had spent the runs of the optimizers before it
+        require_choice("output_transform", self.config["output_transform"], OUTPUT_TRANSFORMS)
+
     def build_surrogate(self):
-        from naslib_bayes.predictors.meta_train import check_output_transform
         from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
 
-        check_output_transform(self.config["output_transform"])
         config = SurrogateConfig(encoder_hidden=int(self.config["encoder_hidden"]),
                                  output_transform=self.config["output_transform"])
         return TNASSurrogate(config, generator=self.torch_gen)
@@ -71,6 +75,7 @@ class GPBO(DeepKernelBO):
 
     def result_extras(self) -> dict[str, Any]:
         extras = super().result_extras()
-        extras["initial_design"] = {"k": len(self.initial), "source": "uniformly random cells", "only": False}
+        k = min(len(self.initial), self.problem.objective.budget)  # what was queried, as tnas records it
+        extras["initial_design"] = {"k": k, "source": "uniformly random cells", "only": False}
         extras["surrogate"] = {"path": None, "meta_trained_here": False, "note": "no transfer: fitted on the target only"}
         return extras

@@ -30,7 +30,8 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
 from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
-from naslib_bayes.predictors.meta_train import MetaTrainConfig
+from naslib_bayes.predictors.meta_train import OUTER_UPDATES, OUTPUT_TRANSFORMS, MetaTrainConfig
+from naslib_bayes.predictors.surrogate import DATASET_ENCODER_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,10 @@ class TNAS(DeepKernelBO):
         super().check_config()
         require_choice("prior_form", self.config["prior_form"], self.PRIOR_FORMS)
         require_choice("target_units", self.config["target_units"], self.TARGET_UNITS)
+        # meta-training's own checks run only at setup, after a comparison has spent other runs
+        require_choice("meta_output_transform", self.config["meta_output_transform"], OUTPUT_TRANSFORMS)
+        require_choice("meta_outer", self.config["meta_outer"], OUTER_UPDATES)
+        require_choice("dataset_encoder", self.config["dataset_encoder"], DATASET_ENCODER_MODES)
         beta = self.config["prior_beta"]
         if beta is not None and not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta >= 0):
             raise UserError(f"prior_beta={beta!r}: expected a number >= 0 (0: plain EI), or None for budget / 10")

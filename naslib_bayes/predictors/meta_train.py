@@ -135,7 +135,7 @@ class MetaTrainConfig:
 
     def __post_init__(self):
         check_output_transform(self.output_transform)
-        if self.outer not in ("reptile", "joint"):
+        if self.outer not in OUTER_UPDATES:
             raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
         self.task_size = tuple(int(s) for s in self.task_size)
         self._check_step_settings()
@@ -161,6 +161,7 @@ class MetaTrainConfig:
 
 OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
+OUTER_UPDATES = ("reptile", "joint")
 IQR_TO_STD = 1.349  # interquartile range of a standard normal
 
 
