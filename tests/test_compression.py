@@ -842,6 +842,18 @@ def test_lambda_scale_must_be_known():
         CompressionConfig(lam_scale="size")
 
 
+@pytest.mark.parametrize("gamma_init", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_prior_variance_that_is_not_positive_and_finite_is_refused_naming_gamma_init(gamma_init):
+    # gamma 0 (or below, or NaN) gives omega = inf: the first update would prune every unit and
+    # blame lambda; an infinite gamma keeps every unit whatever the data say
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=r"gamma_init must be a positive, finite prior variance, got"):
+        CompressionConfig(gamma_init=gamma_init)
+    CompressionConfig(gamma_init=0.5)
+
+
 # ------------------------------------------------------------------------------ saving
 @pytest.mark.parametrize("height, width", [(4, 4), (4, 7), (7, 7), (5, 40)])
 def test_lenet5_takes_inputs_down_to_4x4_pixels(height, width):

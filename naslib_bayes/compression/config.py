@@ -127,6 +127,9 @@ class CompressionConfig:
                             f"{self.sparse_epochs} epoch(s) before retraining, none of them sparse after the "
                             f"first warmup_epochs={self.warmup_epochs}: give at least "
                             f"{self.warmup_epochs + self.finetune_epochs + 1} epochs or fewer finetune epochs")
+        if not 0 < self.gamma_init < math.inf:
+            # gamma 0 makes omega infinite: the first update would prune every unit, blaming lambda
+            raise UserError(f"gamma_init must be a positive, finite prior variance, got {self.gamma_init}")
         if self.update_every < 1 or self.curvature_batches < 1 or self.batch_size < 1 or self.min_units < 1:
             raise UserError("update_every, curvature_batches, batch_size and min_units must be >= 1")
         if self.curvature_reduction not in ("mean", "sum"):
