@@ -239,6 +239,22 @@ def test_slimming_keeps_layers_the_user_froze_frozen():
     assert all(p.requires_grad for p in small.layer(2).parameters())
 
 
+def test_scratch_retraining_of_a_network_with_a_frozen_layer_is_refused_naming_it_before_training():
+    """Scratch retraining gives every layer fresh weights: a layer the user froze would keep random
+    weights that never train, so the run is refused at once, naming the layer."""
+    from naslib_bayes.compression import CompressionConfig, compress
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    digits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, digits.train.num_classes)
+    model[3].requires_grad_(False)
+    cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False, retrain="scratch")
+    with pytest.raises(UserError, match=r"retrain='scratch'.*layer '3' \(Linear\) is frozen"):
+        compress(model, digits.train, cfg, seed=0, log=pytest.fail)  # refused before the first epoch
+
+
 def test_reinitialise_keeps_the_hard_state_and_resets_weights_and_switches():
     """Scratch retraining (the one caller) trains without the sparsity term and makes no further
     update, so the HARD state stays as the last update left it, as the docstring says."""

@@ -363,6 +363,18 @@ def _distillation_teacher(cfg: CompressionConfig, teacher: nn.Module | None) -> 
     return teacher
 
 
+def _refuse_fresh_weights_for_frozen_layers(chain: Sequence[tuple[str, nn.Module]], cfg: CompressionConfig) -> None:
+    """With ``retrain="scratch"`` every module gets fresh weights; a layer the user froze
+    (``requires_grad=False``) would keep random weights that never train, so it is refused."""
+    if cfg.retrain != "scratch":
+        return
+    for name, module in chain:
+        if any(not p.requires_grad for p in module.parameters()):
+            raise UserError(f"retrain='scratch' gives every layer fresh weights, but layer '{name}' "
+                            f"({type(module).__name__}) is frozen (requires_grad=False): its fresh weights would "
+                            "never train; unfreeze it or use retrain='finetune'")
+
+
 class _CompressionRun:
     """The state of one :func:`compress` run, advanced phase by phase.
 
@@ -380,6 +392,7 @@ class _CompressionRun:
         self.teacher, self.checkpoint = teacher, checkpoint
         self.input_shape = tuple(train.image_shape)
         chain = trace_chain(model)
+        _refuse_fresh_weights_for_frozen_layers(chain, cfg)
         info = analyse_chain(chain, self.input_shape)
         self.layer_names = [chain[l.step][0] for l in info.layers]
         # the chain's parameters: a module the model holds but never calls is not compressed (nor counted after)

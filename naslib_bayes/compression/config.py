@@ -59,7 +59,8 @@ class CompressionConfig:
             Weights that went through the lasso's shrinkage and many prunings can sit in a
             worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
             "Rethinking the value of network pruning"); ``scratch`` uses the search only for
-            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch).
+            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch)
+            and no frozen layer (fresh weights that would never train).
         distill: weight ``alpha`` of knowledge distillation (Hinton et al., 2015) during the
             retraining: the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
             with both networks' softmax at temperature ``T`` on the same (augmented) batch. Needs
