@@ -255,6 +255,26 @@ def test_scratch_retraining_of_a_network_with_a_frozen_layer_is_refused_naming_i
         compress(model, digits.train, cfg, seed=0, log=pytest.fail)  # refused before the first epoch
 
 
+@pytest.mark.parametrize("stage", ["compress", "train_dense"])
+@pytest.mark.parametrize("layers, words", [
+    ((nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3)), r"outputs of shape \(3,\).*10 classes"),
+    ((nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 10, 3)), r"outputs of shape \(10, 6, 6\).*10 classes"),
+])
+def test_a_network_without_a_logit_per_class_is_refused_in_one_line_before_training(stage, layers, words):
+    # cross_entropy's "Target 8 is out of bounds" or "Expected target size" at the first step named neither
+    from naslib_bayes.compression import CompressionConfig, compress, train_dense
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    digits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers)
+    cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False)
+    run = compress if stage == "compress" else train_dense
+    with pytest.raises(UserError, match=words):
+        run(model, digits.train, cfg, seed=0, log=pytest.fail)  # refused before the first epoch
+
+
 def test_reinitialise_keeps_the_hard_state_and_resets_weights_and_switches():
     """Scratch retraining (the one caller) trains without the sparsity term and makes no further
     update, so the HARD state stays as the last update left it, as the docstring says."""
