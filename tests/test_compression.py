@@ -239,6 +239,42 @@ def test_slimming_keeps_layers_the_user_froze_frozen():
     assert all(p.requires_grad for p in small.layer(2).parameters())
 
 
+def test_scratch_retraining_of_a_network_with_a_frozen_layer_is_refused_naming_it_before_training():
+    """Scratch retraining gives every layer fresh weights: a layer the user froze would keep random
+    weights that never train, so the run is refused at once, naming the layer."""
+    from naslib_bayes.compression import CompressionConfig, compress
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    digits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.train.image_shape, digits.train.num_classes)
+    model[3].requires_grad_(False)
+    cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False, retrain="scratch")
+    with pytest.raises(UserError, match=r"retrain='scratch'.*layer '3' \(Linear\) is frozen"):
+        compress(model, digits.train, cfg, seed=0, log=pytest.fail)  # refused before the first epoch
+
+
+@pytest.mark.parametrize("stage", ["compress", "train_dense"])
+@pytest.mark.parametrize("layers, words", [
+    ((nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3)), r"outputs of shape \(3,\).*10 classes"),
+    ((nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 10, 3)), r"outputs of shape \(10, 6, 6\).*10 classes"),
+])
+def test_a_network_without_a_logit_per_class_is_refused_in_one_line_before_training(stage, layers, words):
+    # cross_entropy's "Target 8 is out of bounds" or "Expected target size" at the first step named neither
+    from naslib_bayes.compression import CompressionConfig, compress, train_dense
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    digits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers)
+    cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False)
+    run = compress if stage == "compress" else train_dense
+    with pytest.raises(UserError, match=words):
+        run(model, digits.train, cfg, seed=0, log=pytest.fail)  # refused before the first epoch
+
+
 def test_reinitialise_keeps_the_hard_state_and_resets_weights_and_switches():
     """Scratch retraining (the one caller) trains without the sparsity term and makes no further
     update, so the HARD state stays as the last update left it, as the docstring says."""
@@ -840,6 +876,18 @@ def test_lambda_scale_must_be_known():
 
     with pytest.raises(UserError, match="lam_scale"):
         CompressionConfig(lam_scale="size")
+
+
+@pytest.mark.parametrize("gamma_init", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_prior_variance_that_is_not_positive_and_finite_is_refused_naming_gamma_init(gamma_init):
+    # gamma 0 (or below, or NaN) gives omega = inf: the first update would prune every unit and
+    # blame lambda; an infinite gamma keeps every unit whatever the data say
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=r"gamma_init must be a positive, finite prior variance, got"):
+        CompressionConfig(gamma_init=gamma_init)
+    CompressionConfig(gamma_init=0.5)
 
 
 # ------------------------------------------------------------------------------ saving

@@ -197,6 +197,28 @@ def _batchnorm_sees_one_value(model: nn.Module, input_shape: Sequence[int]) -> b
     return any(flags)
 
 
+def _output_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape of ``model``'s output for one image (eval mode, no gradient; modes are restored)."""
+    modes = {m: m.training for m in model.modules()}
+    ref = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            return tuple(model(torch.zeros((1,) + tuple(input_shape), dtype=ref.dtype, device=ref.device)).shape[1:])
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def check_logits(output_shape: Sequence[int], data: ImageDataset) -> None:
+    """Refuse a network that does not give a logit per class of ``data`` for an image: the
+    cross-entropy would stop at the first step with an error that names neither."""
+    if len(output_shape) != 1 or output_shape[0] < data.num_classes:
+        raise UserError(f"the network gives outputs of shape {tuple(output_shape)} per image, but the training "
+                        f"data have {data.num_classes} classes: its last layer must give one logit per class, "
+                        f"shape ({data.num_classes},)")
+
+
 def check_batch_size(model: nn.Module, data: ImageDataset, batch_size: int) -> None:
     """Refuse batches of one image when a BatchNorm of ``model`` gets one value per channel from
     an image: it cannot normalise them in training, so every step would fail."""
@@ -290,6 +312,7 @@ def train_dense(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, s
     With a ``checkpoint`` the state is saved (stage ``dense``) after every epoch, and a saved
     state is continued: a resumed run trains exactly as an uninterrupted one.
     """
+    check_logits(_output_shape(model, train.image_shape), train)
     generator = torch.Generator().manual_seed(int(seed) + 1)
     opt = _optimizer(model.parameters(), [], cfg, cfg.lr_at(0))
     history: list[dict[str, Any]] = []
@@ -363,6 +386,18 @@ def _distillation_teacher(cfg: CompressionConfig, teacher: nn.Module | None) -> 
     return teacher
 
 
+def _refuse_fresh_weights_for_frozen_layers(chain: Sequence[tuple[str, nn.Module]], cfg: CompressionConfig) -> None:
+    """With ``retrain="scratch"`` every module gets fresh weights; a layer the user froze
+    (``requires_grad=False``) would keep random weights that never train, so it is refused."""
+    if cfg.retrain != "scratch":
+        return
+    for name, module in chain:
+        if any(not p.requires_grad for p in module.parameters()):
+            raise UserError(f"retrain='scratch' gives every layer fresh weights, but layer '{name}' "
+                            f"({type(module).__name__}) is frozen (requires_grad=False): its fresh weights would "
+                            "never train; unfreeze it or use retrain='finetune'")
+
+
 class _CompressionRun:
     """The state of one :func:`compress` run, advanced phase by phase.
 
@@ -380,7 +415,9 @@ class _CompressionRun:
         self.teacher, self.checkpoint = teacher, checkpoint
         self.input_shape = tuple(train.image_shape)
         chain = trace_chain(model)
+        _refuse_fresh_weights_for_frozen_layers(chain, cfg)
         info = analyse_chain(chain, self.input_shape)
+        check_logits(info.output_shape, train)
         self.layer_names = [chain[l.step][0] for l in info.layers]
         # the chain's parameters: a module the model holds but never calls is not compressed (nor counted after)
         self.params_before = count_parameters(nn.ModuleList(dict.fromkeys(module for _, module in chain)))

@@ -59,7 +59,8 @@ class CompressionConfig:
             Weights that went through the lasso's shrinkage and many prunings can sit in a
             worse optimum than a fresh start of the small network (Liu et al., ICLR 2019,
             "Rethinking the value of network pruning"); ``scratch`` uses the search only for
-            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch).
+            the architecture; it needs ``finetune_epochs`` >= 1 (fresh weights trained for no epoch)
+            and no frozen layer (fresh weights that would never train).
         distill: weight ``alpha`` of knowledge distillation (Hinton et al., 2015) during the
             retraining: the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
             with both networks' softmax at temperature ``T`` on the same (augmented) batch. Needs
@@ -127,6 +128,9 @@ class CompressionConfig:
                             f"{self.sparse_epochs} epoch(s) before retraining, none of them sparse after the "
                             f"first warmup_epochs={self.warmup_epochs}: give at least "
                             f"{self.warmup_epochs + self.finetune_epochs + 1} epochs or fewer finetune epochs")
+        if not 0 < self.gamma_init < math.inf:
+            # gamma 0 makes omega infinite: the first update would prune every unit, blaming lambda
+            raise UserError(f"gamma_init must be a positive, finite prior variance, got {self.gamma_init}")
         if self.update_every < 1 or self.curvature_batches < 1 or self.batch_size < 1 or self.min_units < 1:
             raise UserError("update_every, curvature_batches, batch_size and min_units must be >= 1")
         if self.curvature_reduction not in ("mean", "sum"):
