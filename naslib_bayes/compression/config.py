@@ -141,6 +141,9 @@ class CompressionConfig:
             raise UserError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
+        for field in ("momentum", "weight_decay"):  # torch's optimizer would refuse them naming no field
+            if not getattr(self, field) >= 0:
+                raise UserError(f"{field} must be >= 0, got {getattr(self, field)}")
         if self.retrain not in RETRAIN_MODES:
             raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
         if self.retrain == "scratch" and self.finetune_epochs == 0:
