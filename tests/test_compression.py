@@ -1052,3 +1052,29 @@ def test_too_few_epochs_for_a_sparse_one_name_the_epochs_that_would_do(epochs, f
     with pytest.raises(UserError, match=rf"epochs={epochs} with finetune_epochs={finetune}.*at least {least} epochs"):
         CompressionConfig(lam=0.1, epochs=epochs, finetune_epochs=finetune)
     CompressionConfig(lam=0.1, epochs=least, finetune_epochs=finetune)  # the number it names is enough
+
+
+@pytest.mark.parametrize("field", ["momentum", "weight_decay"])
+def test_a_negative_momentum_or_weight_decay_is_refused_naming_it(field):
+    # torch's optimizer raised "Invalid momentum value" at the first epoch, naming no field of the config
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^{field} must be >= 0, got -0.1$"):
+        CompressionConfig(**{field: -0.1})
+
+
+def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():
+    # a KL divergence of mismatched shapes stopped the run with a traceback, after the sparse epochs
+    from naslib_bayes.compression import CompressionConfig, compress
+    from naslib_bayes.data import load_dataset
+    from naslib_bayes.errors import UserError
+
+    digits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 7))
+    cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False, distill=0.5)
+    with pytest.raises(UserError, match=r"^the teacher gives outputs of shape \(7,\) per image, the network "
+                                        r"being compressed \(10,\): distillation needs the same$"):
+        compress(student, digits.train, cfg, seed=0, log=pytest.fail, teacher=teacher)  # refused before any epoch

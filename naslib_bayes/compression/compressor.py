@@ -219,6 +219,12 @@ def check_logits(output_shape: Sequence[int], data: ImageDataset) -> None:
                         f"shape ({data.num_classes},)")
 
 
+def _check_teacher_outputs(teacher_shape: Sequence[int], student_shape: Sequence[int]) -> None:
+    if tuple(teacher_shape) != tuple(student_shape):
+        raise UserError(f"the teacher gives outputs of shape {tuple(teacher_shape)} per image, the network being "
+                        f"compressed {tuple(student_shape)}: distillation needs the same")
+
+
 def check_batch_size(model: nn.Module, data: ImageDataset, batch_size: int) -> None:
     """Refuse batches of one image when a BatchNorm of ``model`` gets one value per channel from
     an image: it cannot normalise them in training, so every step would fail."""
@@ -364,6 +370,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     """
     teacher = _distillation_teacher(cfg, teacher)
     run = _CompressionRun(model, train, cfg, seed, augment, val, log, teacher, checkpoint)
+    if teacher is not None:  # mismatched outputs would stop the retraining's first step, after the sparse epochs
+        _check_teacher_outputs(_output_shape(teacher, train.image_shape), run.output_shape)
     run.restore()
     run.sparse_phase()
     run.switch_to_retraining()
@@ -418,6 +426,7 @@ class _CompressionRun:
         _refuse_fresh_weights_for_frozen_layers(chain, cfg)
         info = analyse_chain(chain, self.input_shape)
         check_logits(info.output_shape, train)
+        self.output_shape = tuple(info.output_shape)
         self.layer_names = [chain[l.step][0] for l in info.layers]
         # the chain's parameters: a module the model holds but never calls is not compressed (nor counted after)
         self.params_before = count_parameters(nn.ModuleList(dict.fromkeys(module for _, module in chain)))
