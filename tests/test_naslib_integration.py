@@ -295,6 +295,13 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas: [0.01]\n",
          ["--search-data", "digits"],
          "search.bayesnas must be a mapping of bayesnas's hyper-parameters (search: {bayesnas: {NAME: VALUE}}), got [0.01]"),
+        # what naslib-bayes's optimizers refuse when they are built or set up: refused before --out too
+        ("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  tnas:\n    initial_desing: 3\n", [],
+         "TNAS: unknown hyper-parameter 'initial_desing'"),
+        ("optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 20000\n", [],
+         "a budget of 20000 queries exceeds the 15,625 cells"),
+        ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas:\n    lambda_origin: -1\n",
+         ["--search-data", "digits"], "lambda must be positive"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
@@ -329,6 +336,18 @@ def test_naslib_run_refuses_an_option_the_run_would_ignore(naslib, tmp_path, cap
     errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
     assert code == 2 and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_naslib_run_refuses_a_file_that_is_no_surrogate_before_out_is_made(naslib, tmp_path, capsys, nats_csv):
+    """tnas reads its surrogate when it is set up, after naslib-run had made --out: the refusal left
+    an empty folder tree behind, unlike every other refusal of the command."""
+    config = tmp_path / "tnas.yaml"
+    config.write_text("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 3\n")
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                            "--surrogate", str(config), "--out", str(tmp_path / "out"))
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert code == 2 and len(errors) == 1 and "not a readable surrogate file" in errors[0], err
+    assert not (tmp_path / "out").exists()
 
 
 def test_naslib_run_without_benchmark_uses_naslibs_data_or_says_what_is_missing(naslib, tmp_path, capsys):

@@ -477,7 +477,16 @@ def plan_experiment(config, benchmark=None, image_data=None,
         _loader_settings(config)
     if spec.origin == "naslib-bayes":  # its hyper-parameters, under its name in search
         hyperparameter_section(config.search, spec.core or spec.name)
+        _check_own_optimizer(spec, config, benchmark, dataset_api)
     return ExperimentPlan(spec, dataset_api, started)
+
+
+def _check_own_optimizer(spec: NaslibOptimizer, config, benchmark, dataset_api) -> None:
+    """Build naslib-bayes's optimizer once, unadapted and thrown away, so that its hyper-parameters
+    and (black-box) the files its setup reads are refused before a command makes its output folder."""
+    optimizer = spec.create(config, source=_transfer_source(spec, config, benchmark))
+    if spec.kind == BLACK_BOX:
+        optimizer.check_inputs(dataset_api)
 
 
 def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning,
