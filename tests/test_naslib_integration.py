@@ -1015,3 +1015,20 @@ def test_a_bayesnas_schedule_count_given_as_null_is_filled_in_as_if_left_out(nas
                      f"search:\n  epochs: 4\n  bayesnas:\n{bayesnas}")
     core = BayesNASOptimizer(config).core.config
     assert (core["warmup_epochs"], core["rounds"], core["epochs"]) == expected
+
+
+def test_bayesnas_takes_the_same_hyper_parameters_from_the_config_and_from_its_search_section(naslib, tmp_path):
+    """BayesNASOptimizer(config) and BayesNASOptimizer(**config.search) are the same optimizer: a
+    search.bayesnas value of a name NASLib also uses (momentum, weight_decay, grad_clip) lost to
+    NASLib's default in the second form, and a BayesNAS name given beside NASLib's keys was read only there."""
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     "search:\n  epochs: 3\n  lambda_origin: 0.005\n"
+                     "  bayesnas: {weight_decay: 0.0, momentum: 0.5, grad_clip: 1.0, lr: 0.1}\n")
+    from_config = BayesNASOptimizer(config).core.config
+    from_search = BayesNASOptimizer(**config.search).core.config
+    assert from_config == from_search
+    assert (from_config["weight_decay"], from_config["momentum"], from_config["grad_clip"], from_config["lr"],
+            from_config["lambda_origin"]) == (0.0, 0.5, 1.0, 0.1, 0.005)
+    assert BayesNASOptimizer(config, momentum=0.7).core.config["momentum"] == 0.7  # a keyword overrides the config
