@@ -117,7 +117,15 @@ def _read_yaml(path: Path):
     return config
 
 
-def _set_dotted(config, key: str, value) -> None:
+def _set_dotted(config, key: str, value, defaults=None) -> None:
+    """``config[key] = value`` for a dotted ``key``; a value of another kind than NASLib's default of
+    ``key`` (in ``defaults``) is refused as the config file's merge refuses it, instead of reaching
+    NASLib's optimizer (``--set search.learning_rate=abc`` was a TypeError traceback from torch)."""
+    default, expected = _default_at(defaults, key), None
+    if value is not None and default is not None and _kind(value) != _kind(default):
+        expected = _kind(default)
+    if expected is not None:
+        raise UserError(f"--set {key}={value!r}: NASLib's {key} is {expected} ({default!r})")
     node = config
     *parents, leaf = key.split(".")
     for part in parents:
@@ -133,6 +141,29 @@ def _set_dotted(config, key: str, value) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value) -> str:
+    """What NASLib's config merge takes in place of ``value``: numbers of either kind, as in a file."""
+    if isinstance(value, bool):
+        return "true or false"
+    if _is_number(value):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _default_at(defaults, key: str):
+    """NASLib's default of the dotted ``key`` (None: no default, or ``defaults`` not given)."""
+    node = defaults
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, dict) else node
 
 
 def _fit_to_defaults(user, defaults, config_file, path: str = "") -> None:
@@ -182,6 +213,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         if section not in config:
             config[section] = CfgNode(new_allowed=True)
         config[section].set_new_allowed(True)
+    naslib_defaults = config.clone()  # before _fit_to_defaults clears a default the file's number replaces
     _fit_to_defaults(user, config, config_file)
     try:
         config.merge_from_other_cfg(user)
@@ -191,7 +223,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     if seed is not None:
         config.seed = int(seed)
     for key, value in overrides:
-        _set_dotted(config, key, value)
+        _set_dotted(config, key, value, naslib_defaults)
     # Keys NASLib's Trainer reads that its default files omit (get_config_from_args sets some).
     config.search.seed = config.seed
     config.setdefault("save_arch_weights", False)
