@@ -271,22 +271,26 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: -2\n",
          ["--search-data", "digits"], "search.epochs must be a whole number of at least 1, got -2"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.epochs=abc"],
-         "search.epochs must be a whole number of at least 1, got 'abc'"),
+         "--set search.epochs='abc': NASLib's search.epochs is a number (10)"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: -1\n", [],
          "seed must be a whole number from 0 to 4294967295, got -1"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.checkpoint_freq=0"],
          "search.checkpoint_freq must be a whole number of at least 1, got 0"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=abc"],
-         "search.fidelity must be a whole number (an epoch; -1: final), got 'abc'"),
+         "--set search.fidelity='abc': NASLib's search.fidelity is a number (108)"),
         ("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.fidelity=1.5"],
          "search.fidelity must be a whole number (an epoch; -1: final), got 1.5"),
         # what the image loaders are built with: a traceback from torch or int() otherwise
         _on_digits("search.batch_size=0", "search.batch_size must be a whole number of at least 1, got 0"),
-        _on_digits("search.batch_size=abc", "search.batch_size must be a whole number of at least 1, got 'abc'"),
+        _on_digits("search.batch_size=abc", "--set search.batch_size='abc': NASLib's search.batch_size is a number (64)"),
         _on_digits("evaluation.batch_size=32.5", "evaluation.batch_size must be a whole number of at least 1, got 32.5"),
-        _on_digits("search.data_size=abc", "search.data_size must be a whole number of at least 2 (unset: every image), got 'abc'"),
-        _on_digits("search.train_portion=abc", "search.train_portion must be a number above 0 and at most 1, got 'abc'"),
+        _on_digits("search.data_size=abc", "--set search.data_size='abc': NASLib's search.data_size is a number (25000)"),
+        _on_digits("search.train_portion=abc", "--set search.train_portion='abc': NASLib's search.train_portion is a number (0.5)"),
         _on_digits("search.train_portion=0", "search.train_portion must be a number above 0 and at most 1, got 0"),
+        # --set is checked against NASLib's defaults as a config file is: NASLib's optimizer raised a TypeError
+        _on_digits("search.learning_rate=abc", "--set search.learning_rate='abc': NASLib's search.learning_rate "
+                   "is a number (0.025)"),
+        _on_digits("search.momentum=[0.9]", "--set search.momentum=[0.9]: NASLib's search.momentum is a number (0.9)"),
         # an optimizer's hyper-parameters are a mapping under its name: a TypeError traceback otherwise
         ("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  rs: [1, 2]\n", [],
          "search.rs must be a mapping of rs's hyper-parameters (search: {rs: {NAME: VALUE}}), got [1, 2]"),
@@ -295,6 +299,13 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas: [0.01]\n",
          ["--search-data", "digits"],
          "search.bayesnas must be a mapping of bayesnas's hyper-parameters (search: {bayesnas: {NAME: VALUE}}), got [0.01]"),
+        # what naslib-bayes's optimizers refuse when they are built or set up: refused before --out too
+        ("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  tnas:\n    initial_desing: 3\n", [],
+         "TNAS: unknown hyper-parameter 'initial_desing'"),
+        ("optimizer: naslib-bayes:re\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 20000\n", [],
+         "a budget of 20000 queries exceeds the 15,625 cells"),
+        ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  bayesnas:\n    lambda_origin: -1\n",
+         ["--search-data", "digits"], "lambda must be positive"),
     ],
 )
 def test_naslib_run_reports_bad_input_in_one_line(naslib, tmp_path, capsys, nats_csv, yaml_text, extra, message):
@@ -329,6 +340,18 @@ def test_naslib_run_refuses_an_option_the_run_would_ignore(naslib, tmp_path, cap
     errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
     assert code == 2 and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_naslib_run_refuses_a_file_that_is_no_surrogate_before_out_is_made(naslib, tmp_path, capsys, nats_csv):
+    """tnas reads its surrogate when it is set up, after naslib-run had made --out: the refusal left
+    an empty folder tree behind, unlike every other refusal of the command."""
+    config = tmp_path / "tnas.yaml"
+    config.write_text("optimizer: tnas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 3\n")
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
+                            "--surrogate", str(config), "--out", str(tmp_path / "out"))
+    errors = [line for line in err.splitlines() if line.startswith("naslib-bayes: error:")]
+    assert code == 2 and len(errors) == 1 and "not a readable surrogate file" in errors[0], err
+    assert not (tmp_path / "out").exists()
 
 
 def test_naslib_run_without_benchmark_uses_naslibs_data_or_says_what_is_missing(naslib, tmp_path, capsys):
@@ -996,3 +1019,20 @@ def test_a_bayesnas_schedule_count_given_as_null_is_filled_in_as_if_left_out(nas
                      f"search:\n  epochs: 4\n  bayesnas:\n{bayesnas}")
     core = BayesNASOptimizer(config).core.config
     assert (core["warmup_epochs"], core["rounds"], core["epochs"]) == expected
+
+
+def test_bayesnas_takes_the_same_hyper_parameters_from_the_config_and_from_its_search_section(naslib, tmp_path):
+    """BayesNASOptimizer(config) and BayesNASOptimizer(**config.search) are the same optimizer: a
+    search.bayesnas value of a name NASLib also uses (momentum, weight_decay, grad_clip) lost to
+    NASLib's default in the second form, and a BayesNAS name given beside NASLib's keys was read only there."""
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+
+    config = _config(tmp_path, "optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+                     "search:\n  epochs: 3\n  lambda_origin: 0.005\n"
+                     "  bayesnas: {weight_decay: 0.0, momentum: 0.5, grad_clip: 1.0, lr: 0.1}\n")
+    from_config = BayesNASOptimizer(config).core.config
+    from_search = BayesNASOptimizer(**config.search).core.config
+    assert from_config == from_search
+    assert (from_config["weight_decay"], from_config["momentum"], from_config["grad_clip"], from_config["lr"],
+            from_config["lambda_origin"]) == (0.0, 0.5, 1.0, 0.1, 0.005)
+    assert BayesNASOptimizer(config, momentum=0.7).core.config["momentum"] == 0.7  # a keyword overrides the config

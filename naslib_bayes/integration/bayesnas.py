@@ -199,6 +199,9 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
         **hyperparameters: override those (as naslib-bayes's ``bayesnas`` names them); NASLib
             names (``learning_rate``, ``epochs`` of the search, ...) are also accepted so
             that ``BayesNASOptimizer(**config.search)`` works as NASLib's DARTS example does.
+            Without ``config`` they are read as a config's ``search``, so that this is the
+            optimizer ``BayesNASOptimizer(config)`` builds (``search.bayesnas`` beats the keys
+            beside it in both).
 
     The schedule (``warmup_epochs`` + ``rounds`` x ``epochs``) must fill NASLib's
     ``search.epochs``; by default one warm-up epoch (none for a one-epoch search) and one round.
@@ -208,11 +211,14 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
 
     def __init__(self, config=None, **hyperparameters: Any):
         super().__init__()
-        search = dict(config.search) if config is not None else {}
+        if config is None:  # BayesNASOptimizer(**config.search): the keywords are a config's search section
+            search, overrides = dict(hyperparameters), {}
+        else:
+            search, overrides = dict(config.search), hyperparameters
         own = hyperparameter_section(search, "bayesnas")
-        own.update(hyperparameter_section(hyperparameters, "bayesnas"))
-        hyperparameters.pop("bayesnas", None)
-        naslib_side = {**search, **hyperparameters}
+        own.update(hyperparameter_section(overrides, "bayesnas"))
+        overrides.pop("bayesnas", None)
+        naslib_side = {**search, **overrides}
         self.search_epochs = int(naslib_side.get("epochs", 0) or 0) or None
         seed = int(naslib_side.get("seed", getattr(config, "seed", 0) if config is not None else 0) or 0)
         for naslib_name, ours in (("learning_rate", "lr"), ("learning_rate_min", "lr_min"), ("momentum", "momentum"),
@@ -220,7 +226,9 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
             if naslib_side.get(naslib_name) is not None:
                 own.setdefault(ours, naslib_side[naslib_name])
         own_keys = (set(BayesNAS.common_defaults) | set(BayesNAS.defaults)) - {"epochs", "lr", "lr_min"}
-        own.update({k: v for k, v in hyperparameters.items() if k in own_keys})
+        for key in own_keys & set(search):  # beside NASLib's keys, a BayesNAS name yields to search.bayesnas
+            own.setdefault(key, search[key])
+        own.update({k: v for k, v in overrides.items() if k in own_keys})
         if self.search_epochs is not None:
             own = _fit_schedule(own, self.search_epochs)
         self.core = BayesNAS(seed=seed, **own)

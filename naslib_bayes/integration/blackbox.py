@@ -67,6 +67,14 @@ class NaslibObjective(Objective):
         return float(self._probe.query(self.naslib_metric, self.dataset, dataset_api=self.dataset_api))
 
 
+class _TargetOnly:
+    """What an optimizer's ``check_inputs`` reads of its objective: the target dataset, named as
+    :class:`NaslibObjective` names it (no value is read before the search)."""
+
+    def __init__(self, dataset: str):
+        self.dataset = dataset
+
+
 class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
     """A naslib-bayes black-box optimizer behind NASLib's ``MetaOptimizer`` interface.
 
@@ -115,6 +123,13 @@ class NaslibBlackBox(_naslib.metaclasses.MetaOptimizer):
         problem = BlackBoxProblem(objective, source=kwargs.get("source", self.source))
         self.core.adapt_search_space(problem.space, dataset_api=problem)
         self.problem = problem
+
+    def check_inputs(self, dataset_api) -> None:
+        """Refuse now what :meth:`adapt_search_space` would refuse after a command made its output
+        folder: a budget beyond the space, and the files the wrapped optimizer's setup reads (tnas:
+        its surrogate), as ``naslib-bayes search`` reads them before it writes anything."""
+        Objective.check_query_budget(self.budget)
+        self.core.check_inputs(BlackBoxProblem(_TargetOnly(self.dataset), source=self.source))
 
     def new_epoch(self, epoch: int) -> None:
         """Query the cell of ``epoch``, after replaying the epochs before it that this object has not run.

@@ -118,7 +118,15 @@ def _read_yaml(path: Path):
     return config
 
 
-def _set_dotted(config, key: str, value) -> None:
+def _set_dotted(config, key: str, value, defaults=None) -> None:
+    """``config[key] = value`` for a dotted ``key``; a value of another kind than NASLib's default of
+    ``key`` (in ``defaults``) is refused as the config file's merge refuses it, instead of reaching
+    NASLib's optimizer (``--set search.learning_rate=abc`` was a TypeError traceback from torch)."""
+    default, expected = _default_at(defaults, key), None
+    if value is not None and default is not None and _kind(value) != _kind(default):
+        expected = _kind(default)
+    if expected is not None:
+        raise UserError(f"--set {key}={value!r}: NASLib's {key} is {expected} ({default!r})")
     node = config
     *parents, leaf = key.split(".")
     for part in parents:
@@ -134,6 +142,29 @@ def _set_dotted(config, key: str, value) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value) -> str:
+    """What NASLib's config merge takes in place of ``value``: numbers of either kind, as in a file."""
+    if isinstance(value, bool):
+        return "true or false"
+    if _is_number(value):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _default_at(defaults, key: str):
+    """NASLib's default of the dotted ``key`` (None: no default, or ``defaults`` not given)."""
+    node = defaults
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, dict) else node
 
 
 def _fit_to_defaults(user, defaults, config_file, path: str = "") -> None:
@@ -183,6 +214,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         if section not in config:
             config[section] = CfgNode(new_allowed=True)
         config[section].set_new_allowed(True)
+    naslib_defaults = config.clone()  # before _fit_to_defaults clears a default the file's number replaces
     _fit_to_defaults(user, config, config_file)
     try:
         config.merge_from_other_cfg(user)
@@ -192,7 +224,7 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     if seed is not None:
         config.seed = int(seed)
     for key, value in overrides:
-        _set_dotted(config, key, value)
+        _set_dotted(config, key, value, naslib_defaults)
     # Keys NASLib's Trainer reads that its default files omit (get_config_from_args sets some).
     config.search.seed = config.seed
     config.setdefault("save_arch_weights", False)
@@ -478,7 +510,16 @@ def plan_experiment(config, benchmark=None, image_data=None,
         _loader_settings(config)
     if spec.origin == "naslib-bayes":  # its hyper-parameters, under its name in search
         hyperparameter_section(config.search, spec.core or spec.name)
+        _check_own_optimizer(spec, config, benchmark, dataset_api)
     return ExperimentPlan(spec, dataset_api, started)
+
+
+def _check_own_optimizer(spec: NaslibOptimizer, config, benchmark, dataset_api) -> None:
+    """Build naslib-bayes's optimizer once, unadapted and thrown away, so that its hyper-parameters
+    and (black-box) the files its setup reads are refused before a command makes its output folder."""
+    optimizer = spec.create(config, source=_transfer_source(spec, config, benchmark))
+    if spec.kind == BLACK_BOX:
+        optimizer.check_inputs(dataset_api)
 
 
 def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str], None] = logger.warning,

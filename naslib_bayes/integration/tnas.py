@@ -62,16 +62,26 @@ class TNASOptimizer(NaslibBlackBox):
 
     def adapt_search_space(self, search_space, dataset=None, scope=None, dataset_api=None, **kwargs):
         """Both NASLib call forms: ``(ss, dataset_api=api)`` (runners) and ``(ss, dataset, scope)``."""
-        target = dataset if dataset is not None else self.dataset
-        if self.source is None and "source" not in kwargs and self.core.config.get("surrogate") is None:
-            data = dataset_api.get("nb201_data") if isinstance(dataset_api, dict) else None
-            if isinstance(data, NB201Data):
-                source = data.benchmark.without(target)  # the target's evaluations never reach meta-training
-                self.source = source if source.datasets else None
-            if self.source is None:
-                raise UserError("TNASOptimizer needs a surrogate file (search.surrogate) or evaluations on other "
-                                "datasets to meta-train on (a naslib-bayes benchmark as dataset_api, or source=)")
+        if "source" not in kwargs:
+            self._meta_training_source(dataset_api, dataset if dataset is not None else self.dataset)
         super().adapt_search_space(search_space, dataset, scope, dataset_api, **kwargs)
+
+    def check_inputs(self, dataset_api) -> None:
+        self._meta_training_source(dataset_api, self.dataset)
+        super().check_inputs(dataset_api)
+
+    def _meta_training_source(self, dataset_api, target: str) -> None:
+        """Without a surrogate file or ``source``, take the other datasets of a naslib-bayes
+        ``dataset_api`` to meta-train on; a UserError when there are none."""
+        if self.source is not None or self.core.config.get("surrogate") is not None:
+            return
+        data = dataset_api.get("nb201_data") if isinstance(dataset_api, dict) else None
+        if isinstance(data, NB201Data):
+            source = data.benchmark.without(target)  # the target's evaluations never reach meta-training
+            self.source = source if source.datasets else None
+        if self.source is None:
+            raise UserError("TNASOptimizer needs a surrogate file (search.surrogate) or evaluations on other "
+                            "datasets to meta-train on (a naslib-bayes benchmark as dataset_api, or source=)")
 
     @property
     def surrogate(self):
