@@ -1036,3 +1036,17 @@ def test_bayesnas_takes_the_same_hyper_parameters_from_the_config_and_from_its_s
     assert (from_config["weight_decay"], from_config["momentum"], from_config["grad_clip"], from_config["lr"],
             from_config["lambda_origin"]) == (0.0, 0.5, 1.0, 0.1, 0.005)
     assert BayesNASOptimizer(config, momentum=0.7).core.config["momentum"] == 0.7  # a keyword overrides the config
+
+
+def test_bayesnas_refuses_an_lr_min_of_its_own_that_naslibs_trainer_would_not_anneal_to(naslib, tmp_path):
+    """NASLib's Trainer builds the cosine schedule itself, down to search.learning_rate_min: a
+    search.bayesnas.lr_min was recorded in the optimizer's config but never took effect."""
+    from naslib_bayes.errors import UserError
+    from naslib_bayes.integration.bayesnas import BayesNASOptimizer
+
+    text = ("optimizer: bayesnas\nsearch_space: nasbench201\ndataset: cifar10\nseed: 0\n"
+            "search:\n  epochs: 3\n  learning_rate_min: 0.001\n  bayesnas: {lr_min: %s}\n")
+    with pytest.raises(UserError, match=r"^search\.bayesnas\.lr_min=0\.01: NASLib's Trainer anneals the learning "
+                                        r"rate to search\.learning_rate_min \(0\.001\); set that instead$"):
+        BayesNASOptimizer(_config(tmp_path, text % "0.01"))
+    assert BayesNASOptimizer(_config(tmp_path, text % "0.001")).core.config["lr_min"] == 0.001

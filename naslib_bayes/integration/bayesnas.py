@@ -186,6 +186,15 @@ class _Layout:
         return self.edges.index((head - 1, tail - 1))
 
 
+def _refuse_an_lr_min_the_trainer_ignores(own: dict[str, Any], search: dict[str, Any]) -> None:
+    """NASLib's Trainer builds the cosine schedule itself, down to ``search.learning_rate_min``:
+    another ``search.bayesnas.lr_min`` would be recorded as used and never take effect."""
+    lr_min, trainers = own.get("lr_min"), search.get("learning_rate_min")
+    if lr_min is not None and trainers is not None and float(lr_min) != float(trainers):
+        raise UserError(f"search.bayesnas.lr_min={lr_min}: NASLib's Trainer anneals the learning rate to "
+                        f"search.learning_rate_min ({trainers}); set that instead")
+
+
 class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
     """BayesNAS (Zhou et al., ICML 2019) as a NASLib one-shot ``MetaOptimizer``.
 
@@ -216,6 +225,7 @@ class BayesNASOptimizer(_naslib.metaclasses.MetaOptimizer):
         else:
             search, overrides = dict(config.search), hyperparameters
         own = hyperparameter_section(search, "bayesnas")
+        _refuse_an_lr_min_the_trainer_ignores(own, search)
         own.update(hyperparameter_section(overrides, "bayesnas"))
         overrides.pop("bayesnas", None)
         naslib_side = {**search, **overrides}
