@@ -328,7 +328,7 @@ def run_jobs(jobs: list[dict], processes: int) -> list[dict]:
     """The records of the runs that finished, in the order of ``jobs`` (the order they finish in
     depends on ``processes`` and on which runs were read back), each printed as it finishes; a
     failed run is reported."""
-    from naslib_bayes.comparison.runner import worker_pool
+    from naslib_bayes.comparison.processes import worker_pool
 
     finished = {}
     with worker_pool(processes) as pool:
@@ -348,6 +348,6 @@ def run_jobs(jobs: list[dict], processes: int) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import run_script
+    from naslib_bayes.comparison.processes import run_script
 
     run_script(main)

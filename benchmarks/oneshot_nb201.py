@@ -35,7 +35,7 @@ from scipy import stats
 
 from naslib_bayes import results
 from naslib_bayes.commands.common import key_value, positive_float, positive_int
-from naslib_bayes.comparison.runner import require_distinct
+from naslib_bayes.comparison.grid import require_distinct
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.bayesnas.optimizer import BayesNAS
 from naslib_bayes.optimizers.darts import DARTS
@@ -233,6 +233,6 @@ def report(runs: list[dict], methods: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import run_script
+    from naslib_bayes.comparison.processes import run_script
 
     run_script(main)

@@ -192,7 +192,7 @@ def _fingerprint(benchmark_path: str, benchmark_sha256: str | None):
     file, which is then handed back so that the caller need not read it again (else None)."""
     if benchmark_sha256 is not None:
         return None, benchmark_sha256
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.comparison.records import benchmark_fingerprint
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     benchmark = load_benchmark(benchmark_path)
@@ -323,7 +323,8 @@ def main(argv=None) -> int:
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    from naslib_bayes.comparison.runner import benchmark_fingerprint, require_distinct
+    from naslib_bayes.comparison.grid import require_distinct
+    from naslib_bayes.comparison.records import benchmark_fingerprint
     from naslib_bayes.errors import UserError
 
     benchmark = load_benchmark(args.benchmark)
@@ -346,7 +347,7 @@ def main(argv=None) -> int:
         print_report(benchmark, targets, methods, seeds, runs, meta, args)
         return 0
 
-    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+    from naslib_bayes.comparison.processes import worker_pool  # torch: not for --help
 
     # one benchmark per cache: two would meta-train and search the same units over each other's files
     with exclusive_use(args.cache, "--cache"), worker_pool(max(1, args.jobs)) as pool:
@@ -499,6 +500,6 @@ def print_meta_training_times(folder: str, records: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import run_script
+    from naslib_bayes.comparison.processes import run_script
 
     run_script(main)

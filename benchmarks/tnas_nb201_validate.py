@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    from naslib_bayes.comparison.runner import benchmark_fingerprint, require_distinct
+    from naslib_bayes.comparison.grid import require_distinct
+    from naslib_bayes.comparison.records import benchmark_fingerprint
     from naslib_bayes.errors import UserError
 
     benchmark = load_benchmark(args.benchmark)
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     pairs = list(itertools.permutations(DATASETS, 2))
     # Methods that change meta-training (e.g. its output transform) get surrogates of their own.
     folders = {tnas_nb201.surrogate_folder(m): tnas_nb201.meta_settings(m) for m in methods}
-    from naslib_bayes.comparison.runner import worker_pool  # torch: not for --help
+    from naslib_bayes.comparison.processes import worker_pool  # torch: not for --help
 
     with tnas_nb201.exclusive_use(args.cache, "--cache"), worker_pool(max(1, args.jobs)) as pool:
         meta = [pool.submit(tnas_nb201.meta_train_unit, path, tuple(o for o in DATASETS if o != d), s,  # d alone
@@ -108,6 +109,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from naslib_bayes.comparison.runner import run_script
+    from naslib_bayes.comparison.processes import run_script
 
     run_script(main)

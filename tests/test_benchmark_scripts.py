@@ -27,7 +27,7 @@ def _write(path: Path, record: dict) -> None:
 
 def test_search_unit_reuses_a_cached_run_only_for_the_same_surrogate(nats_csv, nats_benchmark, tmp_path, monkeypatch):
     from naslib_bayes import experiment
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.comparison.records import benchmark_fingerprint
 
     folder = tmp_path / "cache" / "surrogates" / "cifar10" / "seed0"
     _write(folder / "meta.json", {"seed": 0, "wall_s": 30.0})
@@ -327,7 +327,7 @@ def test_the_compression_benchmark_lists_its_records_in_the_order_of_its_runs_wh
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import naslib_bayes.comparison.runner as runner
+    import naslib_bayes.comparison.processes as processes
 
     jobs = [dict(model="lenet5", lam=0.02, seed=seed) for seed in range(3)]
 
@@ -337,7 +337,7 @@ def test_the_compression_benchmark_lists_its_records_in_the_order_of_its_runs_wh
                 "wall_time_s": 0.0}
 
     monkeypatch.setattr(compress_mnist, "run_one", slower_the_earlier)
-    monkeypatch.setattr(runner, "worker_pool", lambda jobs: ThreadPoolExecutor(max_workers=jobs))
+    monkeypatch.setattr(processes, "worker_pool", lambda jobs: ThreadPoolExecutor(max_workers=jobs))
     records = compress_mnist.run_jobs(jobs, processes=len(jobs))
     assert [r["seed"] for r in records] == [0, 1, 2]
 
@@ -432,7 +432,7 @@ def test_the_oneshot_benchmark_refuses_bad_settings_before_any_search(nats_csv, 
 
 def _one_line_refusal(script, argv: list[str], capsys) -> str:
     """The error line of a benchmark script refusing ``argv`` with exit 2, as its command line would."""
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.processes import script_exit_code
 
     try:
         code = script_exit_code(lambda: script.main(argv))
@@ -536,7 +536,7 @@ def test_a_cached_run_is_reused_only_for_the_same_method_settings_and_benchmark(
     save_npz(Benchmark(nats_benchmark.cells, tables), other)
     with pytest.raises(RuntimeError, match="searched anew"):
         tnas_nb201.search_unit(str(other), "cifar10", "transfer-topk", 0, 3, None, out)
-    from naslib_bayes.comparison.runner import benchmark_fingerprint
+    from naslib_bayes.comparison.records import benchmark_fingerprint
 
     # --report-only prints such a run as it is, counted in the note on runs made otherwise
     assert tnas_nb201.other_code([first], benchmark_fingerprint(nats_benchmark)) == 0
@@ -613,7 +613,7 @@ def test_a_benchmark_folder_in_use_by_another_benchmark_is_refused_in_one_line(
     import os
 
     from naslib_bayes import results
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.processes import script_exit_code
 
     module = importlib.import_module(script)
     data = {"compress_mnist": ["--data-root", str(mnist_dir)],
@@ -662,7 +662,7 @@ def test_a_signal_whose_handler_runs_in_a_finalizer_still_stops_a_benchmark(sign
     import signal
 
     from naslib_bayes import cli
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.processes import script_exit_code
 
     handler = {"SIGINT": signal.default_int_handler, "SIGTERM": cli._raise_terminated}[signum]
 
@@ -691,7 +691,7 @@ def test_sigterm_outside_the_worker_pool_stops_a_benchmark_with_its_line(capsys)
     import signal
     import time
 
-    from naslib_bayes.comparison.runner import script_exit_code
+    from naslib_bayes.comparison.processes import script_exit_code
 
     def main() -> int:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from naslib_bayes.comparison import runner, summary
+from naslib_bayes.comparison import grid, records, runner, summary
 from naslib_bayes.comparison.plots import plot_regret
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
@@ -36,9 +36,9 @@ BUDGET = 12
 
 def settings_for(nats_csv, out, jobs=1, budget=BUDGET, optimizers=OPTIMIZERS, seeds=SEEDS, datasets=DATASETS,
                  prepare_per="seed"):
-    return runner.CompareSettings(benchmark=nats_csv, out=out, optimizers=list(optimizers), datasets=list(datasets),
-                                  seeds=list(seeds), budget=budget, jobs=jobs, prepare_per=prepare_per,
-                                  hyperparameters={"bananas": FAST_BANANAS} if "bananas" in optimizers else {})
+    return grid.CompareSettings(benchmark=nats_csv, out=out, optimizers=list(optimizers), datasets=list(datasets),
+                                seeds=list(seeds), budget=budget, jobs=jobs, prepare_per=prepare_per,
+                                hyperparameters={"bananas": FAST_BANANAS} if "bananas" in optimizers else {})
 
 
 def finish(settings, benchmark=None, **hooks):
@@ -60,7 +60,7 @@ def markdown_without_wall_time(path: Path) -> str:
 
 def trajectories(out: Path) -> dict[str, list[str]]:
     return {p.name: [q["architecture"] for q in json.loads(p.read_text())["trajectory"]]
-            for p in sorted((out / runner.RUNS_DIR).glob("*.json"))}
+            for p in sorted((out / records.RUNS_DIR).glob("*.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_every_run_spends_the_budget_on_distinct_cells(serial):
     for name, archs in trajectories(settings.out).items():
         assert len(archs) == BUDGET == len(set(archs)), name
     schema = results.load_schema()
-    for path in (settings.out / runner.RUNS_DIR).glob("*.json"):
+    for path in (settings.out / records.RUNS_DIR).glob("*.json"):
         result = json.loads(path.read_text())
         jsonschema.validate(result, schema)  # each run file is a result.json
         assert result["command"] == "compare" and len(result["incumbent_report_accuracy"]) == BUDGET
@@ -101,9 +101,9 @@ def test_jobs_do_not_change_model_based_trajectories(nats_csv, tmp_path):
     hyperparameters = {"tnas": {"meta_iterations": 3, "finetune_steps": 3}, "gp-bo": {"finetune_steps": 3}}
     runs = {}
     for jobs in (1, 2):
-        settings = runner.CompareSettings(benchmark=nats_csv, out=tmp_path / f"jobs{jobs}", optimizers=model_based,
-                                          datasets=["cifar100"], seeds=[0, 1], budget=8, jobs=jobs,
-                                          hyperparameters=hyperparameters)
+        settings = grid.CompareSettings(benchmark=nats_csv, out=tmp_path / f"jobs{jobs}", optimizers=model_based,
+                                        datasets=["cifar100"], seeds=[0, 1], budget=8, jobs=jobs,
+                                        hyperparameters=hyperparameters)
         finish(settings)
         runs[jobs] = trajectories(settings.out)
     assert runs[1] == runs[2] and len(runs[1]) == 6
@@ -120,7 +120,7 @@ def test_an_interrupted_compare_resumes_to_the_same_summary(serial, nats_csv, na
 
     with pytest.raises(KeyboardInterrupt):
         runner.run_comparison(settings, benchmark=nats_benchmark, on_run_done=interrupt_after_five)
-    assert len(list((settings.out / runner.RUNS_DIR).glob("*.json"))) == 5
+    assert len(list((settings.out / records.RUNS_DIR).glob("*.json"))) == 5
     report, _ = finish(settings, nats_benchmark)
     assert len(report.skipped) == 5 and len(report.ran) == len(settings.runs()) - 5
     assert read_csv(settings.out / "summary.csv") == read_csv(reference.out / "summary.csv")
@@ -133,7 +133,7 @@ def test_a_rerun_skips_everything_and_other_settings_are_refused(serial, nats_be
     settings, _, result = serial
     report = runner.run_comparison(settings, benchmark=nats_benchmark)
     assert report.ran == [] and len(report.skipped) == len(settings.runs())
-    other = runner.CompareSettings(**{**vars(settings), "budget": BUDGET + 1})
+    other = grid.CompareSettings(**{**vars(settings), "budget": BUDGET + 1})
     with pytest.raises(Exception, match="budget=12, not 13"):
         runner.run_comparison(other, benchmark=nats_benchmark)
 
@@ -152,7 +152,7 @@ def test_summary_numbers_follow_from_the_run_files(serial, nats_benchmark):
     rows = {(r["optimizer"], r["dataset"]): r for r in read_csv(settings.out / "summary.csv", drop=())}
     for optimizer in OPTIMIZERS:
         for dataset in DATASETS:
-            runs = [json.loads(runner.run_path(settings.out, runner.RunSpec(optimizer, dataset, s)).read_text())
+            runs = [json.loads(records.run_path(settings.out, grid.RunSpec(optimizer, dataset, s)).read_text())
                     for s in SEEDS]
             # Independent route: search metric = report metric here, so regret is the optimum
             # minus the running maximum of the queried accuracies.
@@ -211,7 +211,7 @@ class FakeTransfer(RandomSearch):
     def setup(self):
         self.artefact = json.loads((self.problem.prepared / "artefact.json").read_text())
         assert self.problem.dataset not in self.artefact["trained_on"]
-        assert self.artefact["seed"] == (runner.PREPARE_SEED if self.shared else self.seed)
+        assert self.artefact["seed"] == (grid.PREPARE_SEED if self.shared else self.seed)
 
 
 @pytest.fixture
@@ -235,12 +235,12 @@ def test_transfer_methods_prepare_once_per_dataset_and_seed_without_the_target(f
     assert [(done, total) for _, done, total in told] == [(i, 9) for i in range(1, 10)]
     for dataset in datasets:
         for seed in seeds:
-            folder = runner.prepared_dir(tmp_path, fake_transfer, dataset, seed)
-            record = json.loads((folder / runner.PREPARED_FILE).read_text())
+            folder = records.prepared_dir(tmp_path, fake_transfer, dataset, seed)
+            record = json.loads((folder / records.PREPARED_FILE).read_text())
             assert record["dataset"] == dataset and dataset not in record["source_datasets"] and record["seed"] == seed
-            run = json.loads(runner.run_path(tmp_path, runner.RunSpec(fake_transfer, dataset, seed)).read_text())
-            assert run["config"][runner.PREPARATION_SEED_KEY] == seed
-    assert runner.PREPARATION_SEED_KEY not in json.loads(runner.run_path(tmp_path, runner.RunSpec("rs", "cifar10", 0)).read_text())["config"]
+            run = json.loads(records.run_path(tmp_path, grid.RunSpec(fake_transfer, dataset, seed)).read_text())
+            assert run["config"][records.PREPARATION_SEED_KEY] == seed
+    assert records.PREPARATION_SEED_KEY not in json.loads(records.run_path(tmp_path, grid.RunSpec("rs", "cifar10", 0)).read_text())["config"]
     rows = read_csv(tmp_path / "summary.csv", drop=())
     assert sorted((r["dataset"], r["preparation_seed"]) for r in rows if r["row"] == "meta-training") == \
         sorted((d, str(s)) for d in datasets for s in seeds)
@@ -257,7 +257,7 @@ def test_prepared_per_dataset_every_seed_gets_seed_0s_preparation(fake_transfer,
     assert sorted(FakeTransfer.calls) == [("cifar10", 0, ("cifar100", "ImageNet16-120")),
                                           ("cifar100", 0, ("cifar10", "ImageNet16-120"))]
     assert "| fake-transfer meta-training | 2 (2 datasets × 1 seed) |" in (tmp_path / "summary.md").read_text()
-    per_seed = runner.CompareSettings(**{**vars(settings), "prepare_per": "seed"})
+    per_seed = grid.CompareSettings(**{**vars(settings), "prepare_per": "seed"})
     with pytest.raises(UserError, match=r"fake-transfer-cifar10-1\.json was run with preparation_seed=0, not 1 "
                                         r"\(with --prepare-per dataset every seed uses seed 0's preparation\)"):
         runner.run_comparison(per_seed, benchmark=nats_benchmark)
@@ -288,21 +288,21 @@ def test_a_comparison_from_before_per_seed_preparations_keeps_its_runs_and_surro
     settings = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0, 1], datasets=["cifar10"],
                             prepare_per="dataset")
     finish(settings, nats_benchmark)
-    folder = tmp_path / runner.SURROGATES_DIR / "cifar10" / fake_transfer
+    folder = tmp_path / records.SURROGATES_DIR / "cifar10" / fake_transfer
     for path in (folder / "seed-0").iterdir():  # the old layout
         path.rename(folder / path.name)
     (folder / "seed-0").rmdir()
     for seed in (0, 1):
-        path = runner.run_path(tmp_path, runner.RunSpec(fake_transfer, "cifar10", seed))
+        path = records.run_path(tmp_path, grid.RunSpec(fake_transfer, "cifar10", seed))
         result = json.loads(path.read_text())
-        del result["config"][runner.PREPARATION_SEED_KEY]
+        del result["config"][records.PREPARATION_SEED_KEY]
         path.write_text(json.dumps(result))
-    assert runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) == folder
-    assert runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 1) == folder / "seed-1"
+    assert records.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) == folder
+    assert records.prepared_dir(tmp_path, fake_transfer, "cifar10", 1) == folder / "seed-1"
     report, result = finish(settings, nats_benchmark)
     assert (len(report.ran), len(report.skipped), len(FakeTransfer.calls)) == (0, 2, 1)
     assert [(p.dataset, p.seed) for p in result.prep_rows] == [("cifar10", 0)]
-    (runner.run_path(tmp_path, runner.RunSpec(fake_transfer, "cifar10", 1))).unlink()
+    (records.run_path(tmp_path, grid.RunSpec(fake_transfer, "cifar10", 1))).unlink()
     report, _ = finish(settings, nats_benchmark)  # run again on the old folder's surrogate
     assert (len(report.ran), len(FakeTransfer.calls)) == (1, 1)
 
@@ -483,7 +483,7 @@ def test_a_readme_that_cannot_be_read_as_text_is_one_line_before_any_run(capsys,
 
 # ---- what a reused run must share with the current settings -------------------------------------
 def run_files(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / runner.RUNS_DIR).glob("*.json"))}
+    return {p.name: p.read_bytes() for p in sorted((out / records.RUNS_DIR).glob("*.json"))}
 
 
 def compare_re(capsys, benchmark, out, *extra):
@@ -502,7 +502,7 @@ def test_runs_made_with_other_hyperparameters_or_another_benchmark_are_refused(c
     code, _, err = compare_re(capsys, nats_csv, out)
     assert code == 0, err
     before = run_files(out)
-    assert all(json.loads(text)["config"][runner.FINGERPRINT_KEY] for text in before.values())
+    assert all(json.loads(text)["config"][records.FINGERPRINT_KEY] for text in before.values())
 
     code, _, err = compare_re(capsys, nats_csv, out, "--opt", "re.population_size=5", "--opt", "re.sample_size=2")
     assert code == 2 and "re-cifar10-0.json was run with re.population_size=20, not 5" in one_error_line(err)
@@ -529,7 +529,7 @@ def test_a_run_file_that_holds_no_result_is_one_line_and_kept(capsys, nats_csv, 
     out = tmp_path / "cmp"
     code, _, err = compare_re(capsys, nats_csv, out)
     assert code == 0, err
-    broken = out / runner.RUNS_DIR / "re-cifar10-0.json"
+    broken = out / records.RUNS_DIR / "re-cifar10-0.json"
     broken.write_text(content)
     code, _, err = compare_re(capsys, nats_csv, out)
     assert code == 2, err
@@ -540,7 +540,7 @@ def test_a_run_file_that_holds_no_result_is_one_line_and_kept(capsys, nats_csv, 
 def test_a_preparation_record_that_holds_no_record_is_one_line(fake_transfer, nats_csv, nats_benchmark, tmp_path):
     made = settings_for(nats_csv, tmp_path, optimizers=[fake_transfer], seeds=[0], datasets=["cifar10"])
     runner._execute_preparation(made, (fake_transfer, "cifar10", 0), nats_benchmark)
-    record = runner.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) / runner.PREPARED_FILE
+    record = records.prepared_dir(tmp_path, fake_transfer, "cifar10", 0) / records.PREPARED_FILE
     record.write_text("[1, 2]")
     with pytest.raises(UserError, match=r"prepared\.json: not a preparation record \(holds a list\); delete its "
                                         r"folder to prepare it again$"):
@@ -552,8 +552,8 @@ def test_a_preparation_made_with_other_settings_is_refused(fake_transfer, nats_c
     runner._execute_preparation(made, (fake_transfer, "cifar10", 0), nats_benchmark)
     finish(made, nats_benchmark)  # reused as it is
     assert len(FakeTransfer.calls) == 1
-    other = runner.CompareSettings(**{**vars(made), "seeds": [0, 1], "hyperparameters": {fake_transfer: {"meta_iterations": 3}}})
-    (tmp_path / runner.RUNS_DIR / f"{fake_transfer}-cifar10-0.json").unlink()  # only the preparation is left to check
+    other = grid.CompareSettings(**{**vars(made), "seeds": [0, 1], "hyperparameters": {fake_transfer: {"meta_iterations": 3}}})
+    (tmp_path / records.RUNS_DIR / f"{fake_transfer}-cifar10-0.json").unlink()  # only the preparation is left to check
     with pytest.raises(UserError, match=r"prepared\.json was prepared with fake-transfer\.meta_iterations=10, not 3"):
         runner.run_comparison(other, benchmark=nats_benchmark)
     assert len(FakeTransfer.calls) == 1
@@ -624,8 +624,8 @@ def test_a_given_surrogate_is_used_without_meta_training(capsys, nats_csv, cifar
                            "--opt", f"tnas.surrogate={cifar100_surrogate}", "--seeds", "1", "--budget", "6",
                            "--out", tmp_path)
     assert code == 0, err
-    assert not (tmp_path / runner.SURROGATES_DIR).exists()  # nothing prepared
-    used = json.loads((tmp_path / runner.RUNS_DIR / "tnas-cifar10-0.json").read_text())["surrogate"]
+    assert not (tmp_path / records.SURROGATES_DIR).exists()  # nothing prepared
+    used = json.loads((tmp_path / records.RUNS_DIR / "tnas-cifar10-0.json").read_text())["surrogate"]
     assert used["path"] == str(cifar100_surrogate / "surrogate.pt") and not used["meta_trained_here"]
     assert used["meta_datasets"] == ["cifar100"]
 
@@ -654,7 +654,7 @@ def test_runs_of_a_given_surrogate_are_not_reused_once_that_file_is_meta_trained
     argv = ("compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "tnas", "--opt",
             f"tnas.surrogate={folder}", "--seeds", "1", "--budget", "6", "--out", tmp_path / "o")
     assert run_cli(capsys, *argv)[0] == 0
-    run_file = tmp_path / "o" / runner.RUNS_DIR / "tnas-cifar10-0.json"
+    run_file = tmp_path / "o" / records.RUNS_DIR / "tnas-cifar10-0.json"
     written = run_file.read_bytes()
     assert run_cli(capsys, *argv)[0] == 0 and run_file.read_bytes() == written  # same file: reused
     TNAS.prepare(nats_benchmark.without("cifar10", "ImageNet16-120"), "cifar10", folder, "test_accuracy",
@@ -681,7 +681,7 @@ def test_tnas_seeds_are_independent_repetitions_unless_they_share_one_surrogate(
                                "--opt", "tnas.meta_iterations=3", "--seeds", "2", "--budget", "6", "--out", out, *extra)
         assert code == 0, err
         assert "tnas: meta-trained for cifar10, seed 0 (" in err  # workers finish in either order
-        runs = [json.loads(runner.run_path(out, runner.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
+        runs = [json.loads(records.run_path(out, grid.RunSpec("tnas", "cifar10", s)).read_text()) for s in (0, 1)]
         return runs, summary.distinct_trajectories(runs)
 
     runs, distinct = compare(tmp_path / "per-seed", "--jobs", "2")  # workers: each run waits for its own surrogate
@@ -732,13 +732,15 @@ def test_stopping_the_workers_also_ends_the_pools_manager_thread():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from naslib_bayes.comparison.processes import stop_workers
+
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     for _ in range(3):  # unstopped, the thread is still alive here more often than not
         with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context(method)) as pool:
             futures = [pool.submit(time.sleep, 60) for _ in range(2)]
             assert wait_for(lambda: len(pool._processes or {}) == 2 and all(f.running() for f in futures), timeout_s=60)
             processes, manager = list(pool._processes.values()), pool._executor_manager_thread
-            runner.stop_workers(pool)
+            stop_workers(pool)
             assert not any(p.is_alive() for p in processes) and not manager.is_alive()
 
 
@@ -776,7 +778,7 @@ def test_sigterm_stops_every_worker_and_leaves_no_partial_file(nats_csv, tmp_pat
     written = run_files(out)
     time.sleep(1.0)
     assert run_files(out) == written  # nobody writes after the command has gone
-    assert not [p.name for p in (out / runner.RUNS_DIR).iterdir() if p.name.startswith(".")]  # no partial file
+    assert not [p.name for p in (out / records.RUNS_DIR).iterdir() if p.name.startswith(".")]  # no partial file
     for text in written.values():
         json.loads(text)  # every run file is whole
 
@@ -824,8 +826,8 @@ def test_a_comparison_killed_by_sigkill_leaves_no_worker_running(nats_csv, tmp_p
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_a_benchmark_script_killed_by_sigkill_leaves_no_worker_running():
-    """The benchmark scripts' pool (runner.worker_pool) likewise."""
-    script = ("import time\nfrom naslib_bayes.comparison.runner import worker_pool\n"
+    """The benchmark scripts' pool (processes.worker_pool) likewise."""
+    script = ("import time\nfrom naslib_bayes.comparison.processes import worker_pool\n"
               "with worker_pool(2) as pool:\n    futures = [pool.submit(time.sleep, 60) for _ in range(4)]\n"
               "    [f.result() for f in futures]\n")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -851,11 +853,11 @@ def test_the_readme_results_are_reused_by_the_readme_command(nats_csv, nats_benc
     readme = Path(__file__).resolve().parents[1] / "README.md"
     command = re.search(r"^naslib-bayes compare (.*--readme README.md)$", readme.read_text(), re.M).group(1).split()
     options = dict(zip(command[::2], command[1::2]))
-    settings = runner.CompareSettings(
+    settings = grid.CompareSettings(
         benchmark=nats_csv, out=readme.parent / options["--out"], optimizers=options["--optimizers"].split(","),
         datasets=options["--datasets"].split(","), seeds=list(range(int(options["--seeds"]))),
         budget=int(options["--budget"]), jobs=1, prepare_per=options.get("--prepare-per", "seed"))
-    if not (settings.out / runner.RUNS_DIR).is_dir():
+    if not (settings.out / records.RUNS_DIR).is_dir():
         pytest.skip("the README's run files are not in this checkout (they are regenerated, not committed)")
     todo, done, missing = runner.plan(settings, nats_benchmark)
     assert not todo and not missing and len(done) == len(settings.runs())
@@ -870,7 +872,7 @@ def test_runs_record_their_code_and_a_summary_of_mixed_code_says_so(capsys, nats
             "--seeds", "4", "--budget", "5", "--out", out]
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
-    files = sorted((out / runner.RUNS_DIR).glob("*.json"))
+    files = sorted((out / records.RUNS_DIR).glob("*.json"))
     assert [json.loads(p.read_text())["versions"][SOURCE_KEY] for p in files] == [source_fingerprint()] * 4
     assert "versions of the naslib-bayes code" not in (out / "summary.md").read_text() + err
     table = read_csv(out / "summary.csv")

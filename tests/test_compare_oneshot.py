@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from naslib_bayes.comparison import oneshot
-from naslib_bayes.comparison.runner import RUNS_DIR, RunSpec, run_path
+from naslib_bayes.comparison.grid import RunSpec
+from naslib_bayes.comparison.records import RUNS_DIR, run_path
 from naslib_bayes.optimizers import registry
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 

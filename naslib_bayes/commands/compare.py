@@ -121,17 +121,19 @@ def _command_line(args) -> str:
 # ---- black-box ------------------------------------------------------------------------------
 def run_black_box(args) -> int:
     from naslib_bayes.comparison import runner
+    from naslib_bayes.comparison.grid import CompareSettings
+    from naslib_bayes.comparison.records import grid_metrics
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     datasets = args.datasets or _names(DEFAULT_DATASETS)
-    settings = runner.CompareSettings(
+    settings = CompareSettings(
         benchmark=args.benchmark, out=args.out, optimizers=args.optimizers, datasets=datasets,
         seeds=args.seeds, budget=args.budget or 100, search_metric=args.search_metric,
         report_metric=args.report_metric, hyperparameters=_hyperparameters(args.opt, args.optimizers), jobs=args.jobs,
         prepare_per=args.prepare_per or "seed",
     )
     benchmark = load_benchmark(args.benchmark)
-    runner.grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run
+    grid_metrics(benchmark, settings)  # a missing dataset or metric, or mixed defaults: before any run
     results.check_folder(args.out, "--out")  # made only once the runs start
     if args.readme is not None:
         from naslib_bayes.comparison.readme import check_readme

@@ -100,7 +100,7 @@ def run(args) -> int:
 
 def _dataset_names(text: str, benchmark, metric: str) -> list[str]:
     """The canonical names of ``--datasets``, each distinct and holding ``metric`` in ``benchmark``."""
-    from naslib_bayes.comparison.runner import require_distinct
+    from naslib_bayes.comparison.grid import require_distinct
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
 
     given = [n.strip() for n in text.split(",") if n.strip()]

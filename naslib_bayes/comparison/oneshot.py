@@ -24,10 +24,12 @@ import numpy as np
 
 from naslib_bayes import results
 from naslib_bayes.comparison import summary as bb_summary
-from naslib_bayes.comparison.runner import (
-    FINGERPRINT_KEY, RUNS_DIR, RunSpec, benchmark_fingerprint, holding, load_run, read_record, refuse_other_settings,
-    require_distinct, run_in_workers, run_path, split_finished, worker_benchmark,
+from naslib_bayes.comparison.grid import RunSpec, require_distinct
+from naslib_bayes.comparison.processes import run_in_workers, worker_benchmark
+from naslib_bayes.comparison.records import (
+    FINGERPRINT_KEY, RUNS_DIR, benchmark_fingerprint, load_run, read_record, refuse_other_settings, run_path,
 )
+from naslib_bayes.comparison.runner import holding, split_finished
 from naslib_bayes.data import canonical_name
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry

@@ -31,8 +31,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from naslib_bayes.comparison.runner import (PREPARATION_SEED_KEY, PREPARE_SEED, PREPARED_FILE, RunSpec, load_run,
-                                            prepared_dir, run_path)
+from naslib_bayes.comparison.grid import PREPARE_SEED, RunSpec
+from naslib_bayes.comparison.records import PREPARATION_SEED_KEY, PREPARED_FILE, load_run, prepared_dir, run_path
 from naslib_bayes.errors import UserError
 from naslib_bayes.results import SOURCE_KEY
 from naslib_bayes.search_spaces.nasbench201.loaders import CSV_NOTE
