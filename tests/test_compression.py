@@ -1065,7 +1065,7 @@ def test_a_negative_momentum_or_weight_decay_is_refused_naming_it(field):
 
 
 def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():
-    # a KL divergence of mismatched shapes stopped the run with a traceback, after the sparse epochs
+    # a KL divergence of mismatched shapes stopped the retraining with a traceback
     from naslib_bayes.compression import CompressionConfig, compress
     from naslib_bayes.data import load_dataset
     from naslib_bayes.errors import UserError
@@ -1077,4 +1077,4 @@ def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():
     cfg = CompressionConfig(lam=0.05, epochs=3, finetune_epochs=1, augment=False, distill=0.5)
     with pytest.raises(UserError, match=r"^the teacher gives outputs of shape \(7,\) per image, the network "
                                         r"being compressed \(10,\): distillation needs the same$"):
-        compress(student, digits.train, cfg, seed=0, log=pytest.fail, teacher=teacher)  # refused before any epoch
+        compress(student, digits.train, cfg, seed=0, teacher=teacher)

@@ -134,6 +134,7 @@ def soft_target_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, alpha: 
     The ``T^2`` keeps the soft term's gradients on the scale of the cross-entropy's as ``T``
     changes (Hinton et al., 2015). Args: logits, teacher_logits (B, K). Returns a scalar.
     """
+    _check_teacher_outputs(teacher_logits.shape[1:], logits.shape[1:])  # else a KL-divergence traceback
     kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
                   reduction="batchmean", log_target=True)
     return alpha * temperature ** 2 * kl
@@ -200,11 +201,12 @@ def _batchnorm_sees_one_value(model: nn.Module, input_shape: Sequence[int]) -> b
 def _output_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
     """The shape of ``model``'s output for one image (eval mode, no gradient; modes are restored)."""
     modes = {m: m.training for m in model.modules()}
-    ref = next(model.parameters())
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         model.eval()
         with torch.no_grad():
-            return tuple(model(torch.zeros((1,) + tuple(input_shape), dtype=ref.dtype, device=ref.device)).shape[1:])
+            image = torch.zeros((1,) + tuple(input_shape), dtype=input_dtype(model), device=device)
+            return tuple(model(image).shape[1:])
     finally:
         for module, training in modes.items():
             module.training = training
@@ -370,8 +372,6 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
     """
     teacher = _distillation_teacher(cfg, teacher)
     run = _CompressionRun(model, train, cfg, seed, augment, val, log, teacher, checkpoint)
-    if teacher is not None:  # mismatched outputs would stop the retraining's first step, after the sparse epochs
-        _check_teacher_outputs(_output_shape(teacher, train.image_shape), run.output_shape)
     run.restore()
     run.sparse_phase()
     run.switch_to_retraining()
@@ -426,7 +426,6 @@ class _CompressionRun:
         _refuse_fresh_weights_for_frozen_layers(chain, cfg)
         info = analyse_chain(chain, self.input_shape)
         check_logits(info.output_shape, train)
-        self.output_shape = tuple(info.output_shape)
         self.layer_names = [chain[l.step][0] for l in info.layers]
         # the chain's parameters: a module the model holds but never calls is not compressed (nor counted after)
         self.params_before = count_parameters(nn.ModuleList(dict.fromkeys(module for _, module in chain)))
