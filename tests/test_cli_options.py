@@ -535,6 +535,35 @@ def test_an_overwrite_whose_first_checkpoint_cannot_be_written_keeps_the_finishe
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [results.LOCK_FILE]
 
 
+UNCHECKPOINTED_RUNS = [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["meta-train", "--benchmark", "{csv}", "--datasets", "cifar100", "--iterations", "3", "--encoder-hidden", "8"],
+]
+
+
+@pytest.mark.parametrize("argv", UNCHECKPOINTED_RUNS, ids=lambda argv: argv[0] + "-" + argv[2])
+def test_a_command_without_checkpoints_keeps_an_unfinished_run_apart_from_its_result(capsys, tmp_path, nats_csv,
+                                                                                    argv):
+    """A black-box search or meta-training wrote its result.json, unasked, beside another command's
+    unfinished checkpoint (a killed train or one-shot search given the same --out), and that
+    command's --resume later replaced the result with its own, silently. Now the folder is refused
+    without --overwrite; with it, the unfinished run's checkpoint goes once the new result is written."""
+    argv = [a.format(csv=nats_csv) for a in argv]
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    code, _, err = run_cli(capsys, *argv, "--out", out)
+    assert code == 2
+    assert one_error_line(err) == (f"naslib-bayes: error: {checkpoint} holds an unfinished run of another command; "
+                                   "continue it with that command's --resume, choose another --out or pass --overwrite")
+    assert checkpoint.read_bytes() == b"an unfinished run" and not (out / "result.json").exists()
+    code, _, err = run_cli(capsys, *argv, "--overwrite", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "result.json").read_text())["command"] == argv[0]
+    assert not checkpoint.exists()  # a later --resume there would have replaced this result with the other run's
+
+
 def test_preparing_out_removes_the_temporaries_of_writes_that_were_killed(tmp_path):
     """A write killed before its rename leaves '.NAME.<random>.tmp' (a checkpoint's size) beside the
     intact file; the next run in the folder removes those, and nothing else."""
