@@ -468,6 +468,102 @@ def test_overwrite_replaces_the_unfinished_runs_checkpoint_with_its_own(capsys, 
     assert state["run"]["--seed"] == 2 and state["run"]["--epochs"] == 1
 
 
+OVERWRITTEN_RUNS = [
+    ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST, "--checkpoint-every", "1"],
+    ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
+     "--epochs", "2", "--channels", "4", "--cells", "1"],
+    ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.5", "--epochs", "3",
+     "--finetune-epochs", "1", "--batch-size", "32", "--no-baseline"],
+]
+
+
+def checkpoint_seed(path) -> int:
+    from naslib_bayes.training import checkpoint as ckpt
+
+    return ckpt.load(path)["run"]["--seed"]
+
+
+@pytest.mark.parametrize("argv", OVERWRITTEN_RUNS, ids=lambda argv: argv[0])
+def test_an_overwrite_killed_after_its_first_checkpoint_leaves_no_old_result_beside_it(capsys, tmp_path,
+                                                                                     monkeypatch, argv):
+    """Killed after its first checkpoint, an --overwrite of a finished run left the old run's
+    result.json (train's naming checkpoint.pt as its weights) beside the new run's checkpoint, and
+    the next command in the folder called it finished ('result.json already exists') instead of
+    offering --resume of the unfinished one."""
+    from naslib_bayes.training import checkpoint as ckpt
+
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *argv, "--seed", "1", "--out", out)
+    assert code == 0, err
+    save, saves = ckpt.save, []
+
+    def killed_at_the_second_checkpoint(path, state):
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # the process killed in its second epoch (or step)
+        return save(path, state)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ckpt, "save", killed_at_the_second_checkpoint)
+        assert run_cli(capsys, *argv, "--seed", "2", "--overwrite", "--out", out)[0] == 130
+    assert checkpoint_seed(out / "checkpoint.pt") == 2
+    assert not (out / "result.json").exists()
+    code, _, err = run_cli(capsys, *argv, "--seed", "2", "--out", out)
+    assert code == 2 and f"{out / 'checkpoint.pt'} holds an unfinished run" in one_error_line(err)
+
+
+@pytest.mark.parametrize("argv", OVERWRITTEN_RUNS, ids=lambda argv: argv[0])
+def test_an_overwrite_whose_first_checkpoint_cannot_be_written_keeps_the_finished_run(capsys, tmp_path,
+                                                                                     monkeypatch, argv):
+    """A full disk at the new run's first checkpoint: one line, and the finished run's result.json
+    and checkpoint stay as they were (its result is retired only once a new checkpoint replaced its own)."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *argv, "--seed", "1", "--out", out)
+    assert code == 0, err
+    before = {name: (out / name).read_bytes() for name in ("result.json", "checkpoint.pt")}
+
+    def disk_full(obj, handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "save", disk_full)
+        code, _, err = run_cli(capsys, *argv, "--seed", "2", "--overwrite", "--out", out)
+    assert code == 2
+    assert one_error_line(err).endswith("checkpoint.pt: cannot write the file (OSError: [Errno 28] No space left on device)")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [results.LOCK_FILE]
+
+
+UNCHECKPOINTED_RUNS = [
+    ["search", "--optimizer", "rs", "--benchmark", "{csv}", "--dataset", "cifar10", "--budget", "2"],
+    ["meta-train", "--benchmark", "{csv}", "--datasets", "cifar100", "--iterations", "3", "--encoder-hidden", "8"],
+]
+
+
+@pytest.mark.parametrize("argv", UNCHECKPOINTED_RUNS, ids=lambda argv: argv[0] + "-" + argv[2])
+def test_a_command_without_checkpoints_keeps_an_unfinished_run_apart_from_its_result(capsys, tmp_path, nats_csv,
+                                                                                    argv):
+    """A black-box search or meta-training wrote its result.json, unasked, beside another command's
+    unfinished checkpoint (a killed train or one-shot search given the same --out), and that
+    command's --resume later replaced the result with its own, silently. Now the folder is refused
+    without --overwrite; with it, the unfinished run's checkpoint goes once the new result is written."""
+    argv = [a.format(csv=nats_csv) for a in argv]
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    code, _, err = run_cli(capsys, *argv, "--out", out)
+    assert code == 2
+    assert one_error_line(err) == (f"naslib-bayes: error: {checkpoint} holds an unfinished run of another command; "
+                                   "continue it with that command's --resume, choose another --out or pass --overwrite")
+    assert checkpoint.read_bytes() == b"an unfinished run" and not (out / "result.json").exists()
+    code, _, err = run_cli(capsys, *argv, "--overwrite", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "result.json").read_text())["command"] == argv[0]
+    assert not checkpoint.exists()  # a later --resume there would have replaced this result with the other run's
+
+
 def test_preparing_out_removes_the_temporaries_of_writes_that_were_killed(tmp_path):
     """A write killed before its rename leaves '.NAME.<random>.tmp' (a checkpoint's size) beside the
     intact file; the next run in the folder removes those, and nothing else."""

@@ -219,7 +219,30 @@ def step_bar(description: str):
 
 def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
     """Create ``out`` and hold it for this process until ``held`` closes (another process given
-    it meanwhile stops in one line); refuse to replace a result already written there unless asked."""
+    it meanwhile stops in one line); refuse to replace a result already written there unless asked,
+    or, for a command that writes no checkpoint, another command's unfinished run: its ``--resume``
+    would later replace this command's result with its own (the command calls
+    :func:`retire_other_runs_checkpoint` once its result is written)."""
+    _hold_out(out, overwrite, held)
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
+
+    checkpoint = out / CHECKPOINT_FILE
+    if checkpoint.exists() and not overwrite:
+        raise UserError(f"{checkpoint} holds an unfinished run of another command; continue it with that "
+                        "command's --resume, choose another --out or pass --overwrite")
+    return out
+
+
+def retire_other_runs_checkpoint(out: Path) -> None:
+    """Delete the checkpoint another command's run left in ``out`` (see :func:`prepare_out`), once
+    this command's result is written: a ``--resume`` there would replace that result."""
+    from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
+
+    Path(out, CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def _hold_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
+    """``out`` made and held, a result already there refused unless ``overwrite``, a killed write's temporaries gone."""
     held.enter_context(results.exclusive_use(out, "--out"))  # makes it; a file in the way is refused there
     if (out / results.RESULT_FILE).exists() and not overwrite:
         raise UserError(f"{out / results.RESULT_FILE} already exists; choose another --out or pass --overwrite")
@@ -242,7 +265,7 @@ def prepare_resumable_out(out: Path, overwrite: bool, resume: bool, held: contex
     if resume and not checkpoint.exists() and not out.is_dir():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")  # and no folder made for nothing
     # Held first: a run still before its first checkpoint has none yet, and its process is the answer.
-    out = prepare_out(out, overwrite or resume, held)
+    out = _hold_out(out, overwrite or resume, held)
     if resume and not checkpoint.exists():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {out}")
     if not resume and checkpoint.exists() and not overwrite:

@@ -159,4 +159,6 @@ def _write_surrogate_and_result(out: Path, args, benchmark, datasets, config, su
                                              if encoder == "images" else {})},
         notes=list(benchmark.notes),
     )
-    return path, results.write_result(out, result)
+    written = results.write_result(out, result)
+    common.retire_other_runs_checkpoint(out)
+    return path, written

@@ -72,6 +72,7 @@ def run(args) -> int:
     make_output_folders(config)
     result = run_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn, plan=plan)
     path = results.write_result(out, result)
+    common.retire_other_runs_checkpoint(out)
     evaluation = result["naslib"]["evaluation"]
     print(f"{result['final_architecture']}  evaluation={evaluation}  -> {path}")
     return 0

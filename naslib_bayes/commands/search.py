@@ -203,6 +203,7 @@ def run_black_box(args) -> int:
     with tqdm(total=args.budget, desc=f"{args.optimizer} {args.dataset}", unit="query", disable=None) as bar:
         result = search.run(progress=lambda n: bar.update(n - bar.n))
     path = results.write_result(out, result)
+    common.retire_other_runs_checkpoint(out)
     accuracy = result["benchmark_accuracy"].get(result["dataset"])
     print(f"{result['final_architecture']}  {result['report_metric']}={accuracy}  -> {path}")
     return 0

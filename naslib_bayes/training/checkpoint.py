@@ -16,14 +16,24 @@ from typing import Any
 import torch
 
 from naslib_bayes.errors import UserError, cause
-from naslib_bayes.results import atomic_write
+from naslib_bayes.results import atomic_write, retire_result
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
-    return atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename; then the
+    folder's ``result.json`` goes (:func:`~naslib_bayes.results.retire_result`).
+
+    The checkpoint has replaced the one of the run that result describes (a finished run
+    started over with ``--overwrite``): killed later, the folder would hold that result beside
+    another run's checkpoint (train's naming it as its weights), and be taken for finished
+    rather than resumable. Only once the new checkpoint is whole: a write that fails (a full
+    disk) leaves the finished run as it was.
+    """
+    path = atomic_write(path, lambda handle: torch.save(state, handle), binary=True)
+    retire_result(path.parent)
+    return path
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
