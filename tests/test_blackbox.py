@@ -247,3 +247,12 @@ def test_an_optimizer_built_from_python_refuses_a_seed_numpy_cannot_take(seed, s
 
 def test_an_optimizer_takes_a_numpy_integer_seed_as_that_seed():
     assert registry.create("rs", seed=np.int64(7)).seed == 7
+
+
+def test_schema_says_which_order_the_op_indices_are_in():
+    """final_architecture_op_indices are naslib-bayes's (benchmark-string order), not NASLib's
+    ``get_hash()``: the schema names the order, and names it as the code has it."""
+    description = results.load_schema()["properties"]["final_architecture_op_indices"]["description"]
+    assert ", ".join(nb201.OPS) in description
+    assert ", ".join(f"{target}<-{source}" for source, target in nb201.EDGES) in description
+    assert "get_hash" in description

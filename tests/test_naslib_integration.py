@@ -1050,3 +1050,24 @@ def test_bayesnas_refuses_an_lr_min_of_its_own_that_naslibs_trainer_would_not_an
                                         r"rate to search\.learning_rate_min \(0\.001\); set that instead$"):
         BayesNASOptimizer(_config(tmp_path, text % "0.01"))
     assert BayesNASOptimizer(_config(tmp_path, text % "0.001")).core.config["lr_min"] == 0.001
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_naslib_run_records_the_metric_naslibs_validation_query_read(naslib, tmp_path, nats_benchmark, with_validation):
+    """NASLib's validation-accuracy query reads a naslib-bayes benchmark's validation accuracy where
+    the file has it, else its test accuracy; search_metric names the one the search selected on,
+    as ``naslib-bayes search`` names it for the same file, not always val_accuracy."""
+    from naslib_bayes.integration.run import run_experiment
+    from naslib_bayes.search_spaces.nasbench201.benchmark import Benchmark
+
+    benchmark = nats_benchmark
+    if with_validation:
+        cells = [nats_benchmark.cell(i) for i in range(nb201.NUM_CELLS)]
+        test = nats_benchmark.query_all("cifar10")
+        benchmark = Benchmark(cells, {"cifar10": {"test_accuracy": test, "val_accuracy": test - 1.0}}, source="with-val")
+    config = _config(tmp_path, "optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nseed: 2\n"
+                     "search:\n  epochs: 5\n")
+    result = run_experiment(config, benchmark=benchmark, warn=lambda message: None)
+    assert result["search_metric"] == ("val_accuracy" if with_validation else "test_accuracy")
+    assert [q["accuracy"] for q in result["trajectory"]] == \
+        [benchmark.query(q["architecture"], "cifar10", result["search_metric"]) for q in result["trajectory"]]

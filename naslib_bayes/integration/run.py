@@ -445,6 +445,15 @@ def _benchmark_accuracy(benchmark, op_indices: list[int] | None) -> dict[str, fl
     return benchmark.query_everywhere(op_indices, "test_accuracy")
 
 
+def _search_metric(config, benchmark) -> str:
+    """The metric a black-box search selected on: NASLib queries validation accuracy, which a
+    naslib-bayes benchmark serves as its test accuracy where the file has no validation accuracy
+    (the NATS-Bench CSV), so the search saw the test accuracy, as ``search`` records for that file."""
+    if benchmark is None or config.search_space != "nasbench201":
+        return "val_accuracy"  # NASLib's own data
+    return served_metric(benchmark, config.dataset) or "val_accuracy"
+
+
 def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> dict[str, Any]:
     """result.json's ``naslib``: how NASLib ran the optimizer, its evaluation and its search curves."""
     black_box = spec.kind == BLACK_BOX
@@ -472,7 +481,7 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: t
         dataset=config.dataset,
         seed=int(config.seed),
         budget=int(config.search.epochs) if spec.kind == BLACK_BOX else None,
-        search_metric="val_accuracy" if spec.kind == BLACK_BOX else None,
+        search_metric=_search_metric(config, benchmark) if spec.kind == BLACK_BOX else None,
         report_metric="test_accuracy",
         final_architecture=arch,
         final_architecture_op_indices=op_indices,
