@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import tempfile
 from importlib import metadata, resources
 from pathlib import Path
@@ -120,12 +121,17 @@ def retire_result(folder: str | os.PathLike) -> None:
     Path(folder, RESULT_FILE).unlink(missing_ok=True)
 
 
+#: :func:`atomic_write`'s temporaries: ``.NAME.`` + mkstemp's 8 random characters + ``.tmp``; a
+#: user's own hidden file of the same outline (``.notes.v2.tmp``) is not one of them.
+_KILLED_WRITE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def remove_killed_writes(folder: str | os.PathLike) -> None:
     """Delete the temporaries (``.NAME.<random>.tmp``) that :func:`atomic_write` calls killed before
     their rename left in ``folder``; the files they were to replace are whole. Call it only where
     no write to ``folder`` is under way: a run starting in its own folder, held by :func:`exclusive_use`."""
     for stale in Path(folder).glob(".*.*.tmp"):
-        if stale.is_file():
+        if stale.is_file() and _KILLED_WRITE.fullmatch(stale.name):
             stale.unlink(missing_ok=True)
 
 

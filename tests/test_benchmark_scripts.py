@@ -293,7 +293,7 @@ def test_compress_benchmark_keeps_finished_runs_and_continues_killed_ones(mnist_
     with killed_after_saves(monkeypatch, 6), pytest.raises(Killed):
         compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))
     run_dir = next((tmp_path / "b").iterdir())
-    (run_dir / ".checkpoint-val.pt.k1ll3d.tmp").write_bytes(b"half")  # a write the kill cut short
+    (run_dir / ".checkpoint-val.pt.k1ll3d00.tmp").write_bytes(b"half")  # a write the kill cut short
     epochs = count_epochs(monkeypatch)
     assert _comparable(compress_mnist.run_one(_job(mnist_dir, tmp_path / "b"))) == _comparable(full)
     assert not list(run_dir.glob(".*.tmp"))  # the killed write's temporary is not left behind

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+from pathlib import Path
 import stat
 import subprocess
 import sys
@@ -250,7 +251,7 @@ def test_a_folder_another_run_is_writing_in_is_refused_and_left_as_it_is(capsys,
     # a killed run's leftover. The holder here is this process (flock excludes a second open).
     out = tmp_path / "out"
     out.mkdir()
-    files = {"checkpoint.pt": b"the running job's checkpoint", ".checkpoint.pt.k3j2h1.tmp": b"its write under way",
+    files = {"checkpoint.pt": b"the running job's checkpoint", ".checkpoint.pt.k3j2h1ab.tmp": b"its write under way",
              "result.json": b"{}"}
     for name, content in files.items():
         (out / name).write_bytes(content)
@@ -572,8 +573,8 @@ def test_preparing_out_removes_the_temporaries_of_writes_that_were_killed(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"the last whole checkpoint")
-    (out / ".checkpoint.pt.k3j2h1.tmp").write_bytes(b"half a checkpoint")
-    (out / ".result.json.x9y8.tmp").write_text("{")
+    (out / ".checkpoint.pt.k3j2h1ab.tmp").write_bytes(b"half a checkpoint")
+    (out / ".result.json.x9y8z7w6.tmp").write_text("{")
     (out / "notes.tmp").write_text("the user's own file")
     with contextlib.ExitStack() as held:
         assert prepare_resumable_out(out, overwrite=False, resume=True, held=held) == out
@@ -796,3 +797,17 @@ def test_a_result_records_the_torch_threads_a_network_trained_with(capsys, tmp_p
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result.get("torch_threads") == threads
     jsonschema.validate(result, results.load_schema())  # optional: results written before it still validate
+
+
+def test_a_killed_writes_cleanup_removes_only_the_temporaries_atomic_write_makes(tmp_path):
+    """The cleanup matched any hidden '.*.*.tmp', so a user's own '.notes.v2.tmp' in --out went too."""
+    import tempfile
+
+    from naslib_bayes import results
+
+    fd, ours = tempfile.mkstemp(prefix=".result.json.", suffix=".tmp", dir=tmp_path)  # as atomic_write names them
+    os.close(fd)
+    theirs = tmp_path / ".notes.v2.tmp"
+    theirs.write_text("mine")
+    results.remove_killed_writes(tmp_path)
+    assert not Path(ours).exists() and theirs.read_text() == "mine"

@@ -264,10 +264,10 @@ def test_a_run_killed_while_recording_its_settings_is_run_on_re_running(fake_one
     spec = RunSpec(NAMES[0], "mnist", 0)
     work = tmp_path / oneshot.WORK_DIR / spec.name
     work.mkdir(parents=True)
-    (work / f".{oneshot.DETERMINANTS_FILE}.k1ll3d.tmp").write_text('{"optimizer": "fa')
+    (work / f".{oneshot.DETERMINANTS_FILE}.k1ll3d00.tmp").write_text('{"optimizer": "fa')
     runs = tmp_path / RUNS_DIR
     runs.mkdir()
-    (runs / f".{spec.name}.json.k1ll3d.tmp").write_text('{"optimizer"')  # a run record's write, killed too
+    (runs / f".{spec.name}.json.k1ll3d00.tmp").write_text('{"optimizer"')  # a run record's write, killed too
     calls = []
     ran, _, _ = oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
     assert ran == [spec] and calls == [spec] and run_path(tmp_path, spec).exists()
