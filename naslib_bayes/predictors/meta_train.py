@@ -173,7 +173,11 @@ def check_output_transform(kind: str) -> None:
 
 @dataclass
 class _Split:
-    """One dataset's training and held-out cells, with standardised values."""
+    """One dataset's training and held-out cells, and the statistics that put its values in GP units.
+
+    ``mean`` and ``std`` are those of the training cells' values (``standardise``); the other
+    transforms take their statistics from the training cells' values directly.
+    """
 
     index: int
     data: MetaDataset
@@ -183,8 +187,11 @@ class _Split:
     std: float
     transform: str = "standardise"
 
-    def standardised(self, positions: np.ndarray) -> torch.Tensor:
-        """Task values in the units the GP sees (see ``MetaTrainConfig.output_transform``)."""
+    def in_gp_units(self, positions: np.ndarray) -> torch.Tensor:
+        """Values of the cells at ``positions`` (k,) in the units the GP sees, (k,) float64, by
+        ``transform`` with this dataset's training-cell statistics (see
+        ``MetaTrainConfig.output_transform``): the copula and the robust map as well as
+        standardisation."""
         values = self.data.values[positions]
         if self.transform in REFERENCE_TRANSFORMS:
             transform = REFERENCE_TRANSFORMS[self.transform]
@@ -283,7 +290,7 @@ def _select_evidence(splits: Sequence[_Split], config: MetaTrainConfig, rng) -> 
         train_keys = cell_index(torch.as_tensor(split.data.cells[split.train], dtype=torch.long))
         rows = split.train[torch.isin(train_keys, chosen).numpy()]
         cells.append(torch.as_tensor(split.data.cells[rows], dtype=torch.long))
-        values.append(split.standardised(rows))
+        values.append(split.in_gp_units(rows))
         owner.append(torch.full((len(rows),), split.index, dtype=torch.long))
     return Evidence(torch.cat(cells), torch.cat(values), torch.cat(owner))
 
@@ -338,7 +345,7 @@ def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
         block = encodings[start : start + len(positions)]
         start += len(positions)
         x = surrogate.kernel_inputs(block, _context(surrogate, split, torch_gen))
-        losses.append(surrogate.gp.neg_mll(x, split.standardised(positions)))
+        losses.append(surrogate.gp.neg_mll(x, split.in_gp_units(positions)))
     return torch.stack(losses).mean()
 
 
@@ -350,10 +357,10 @@ def validation_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> float:
         context = _context(surrogate, split, torch_gen)
         xs = surrogate.kernel_inputs(surrogate.encode(split.cells(support)), context)
         xq = surrogate.kernel_inputs(surrogate.encode(split.cells(query)), context)
-        surrogate.gp.condition_on(xs, split.standardised(support))
+        surrogate.gp.condition_on(xs, split.in_gp_units(support))
         mean, std = surrogate.gp.posterior(xq)
         var = std**2 + surrogate.gp.likelihood.noise.detach()
-        y = split.standardised(query)
+        y = split.in_gp_units(query)
         losses.append(float((0.5 * torch.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var).mean()))
     return float(np.mean(losses))
 
