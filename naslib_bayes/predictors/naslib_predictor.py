@@ -10,9 +10,9 @@ op-index tuple) when NASLib is installed.
 ``fit`` adapts the surrogate to the target as one TNAS BO iteration does (see
 :mod:`naslib_bayes.optimizers.deep_kernel_bo`, with TNAS's default ``target_units=own``): the
 accuracies go to GP units computed from ``ytrain`` alone
-(:func:`~naslib_bayes.optimizers.deep_kernel_bo.transform_observations`), the GP's MLP and
+(:func:`~naslib_bayes.predictors.target_fit.transform_observations`), the GP's MLP and
 hyper-parameters (never psi) and the target's dataset context are reset to their starting state
-and fine-tuned (:func:`~naslib_bayes.optimizers.deep_kernel_bo.finetune_gp`), and the GP is
+and fine-tuned (:func:`~naslib_bayes.predictors.target_fit.finetune_gp`), and the GP is
 conditioned on the data. Predictions are mapped back to accuracy units by :class:`AccuracyMap`.
 
 The one choice that differs from BO by default is the GP units: ``target_transform=
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.deep_kernel_bo import finetune_gp, transform_observations
 from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, whole_number
 from naslib_bayes.predictors.meta_train import ROBUST_CLIP
+from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -55,7 +55,7 @@ class AccuracyMap:
 
     Forward: ``targets`` (n,) are ``values`` (n,) in GP units by ``kind`` (``standardise``,
     ``copula`` or ``robust``) with the statistics of ``values`` themselves -- what BO's
-    ``gp_targets`` fits the GP to (:func:`~naslib_bayes.optimizers.deep_kernel_bo.transform_observations`).
+    ``gp_targets`` fits the GP to (:func:`~naslib_bayes.predictors.target_fit.transform_observations`).
 
     Inverse (:meth:`to_accuracy`): the copula (normal quantile of each value's mid-rank) has no
     closed-form inverse away from the observed values, so the inverse is the piecewise-linear
