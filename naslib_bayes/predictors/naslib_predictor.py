@@ -300,11 +300,11 @@ class TNASPredictor:
         return self.surrogate.kernel_inputs(encodings, context)
 
     def _fill_standardised_cache(self) -> None:
-        # An untrained psi varies little around an offset (see gp_bo); standardise over all cells.
+        """Cache psi of every cell, standardised over all cells as ``gp-bo`` does (the encoder is untrained)."""
+        from naslib_bayes.predictors.surrogate import standardise_encodings
+
         cells = list(nb201.all_cells())
-        encodings = self.surrogate.encode_all(cells)
-        encodings = (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
-        self._encoding_cache = dict(zip(cells, encodings))
+        self._encoding_cache = dict(zip(cells, standardise_encodings(self.surrogate.encode_all(cells))))
 
 
 def _accuracies(ytrain: Sequence[float]) -> np.ndarray:

@@ -113,6 +113,16 @@ def cell_index(cells: torch.Tensor) -> torch.Tensor:
     return (cells.long() * weights).sum(dim=1)
 
 
+def standardise_encodings(encodings: torch.Tensor) -> torch.Tensor:
+    """Each dimension of psi's encodings of all cells (n, L) standardised over the cells, (n, L).
+
+    An untrained psi's outputs vary little around a common offset; standardising each dimension
+    over all cells (no accuracies involved) gives xi inputs of unit scale. Used wherever an
+    untrained surrogate scores cells (``gp-bo``, a predictor without a surrogate file).
+    """
+    return (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
+
+
 class TNASSurrogate(nn.Module):
     """psi + phi + deep-kernel GP.
 
