@@ -366,6 +366,8 @@ def validation_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> float:
 
 
 def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, torch_gen, log: MetaTrainLog, progress):
+    """Outer iterations until ``config.iterations`` or early stopping; leaves the surrogate at the
+    weights with the best validation loss and records the run in ``log``."""
     params = [p for p in surrogate.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
@@ -373,20 +375,14 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
     stale = 0
     for iteration in range(1, config.iterations + 1):
-        if config.outer == "joint":
-            batch = [_random_task(splits, config, rng) for _ in range(config.tasks_per_step)]
-            train_loss = _adam_steps(surrogate, optimizer, batch, 1, torch_gen, config.clip_norm)
-        else:
-            train_loss = _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
+        train_loss = _outer_update(surrogate, optimizer, splits, config, rng, torch_gen)
         log.iterations = iteration
         # the last iteration is always validated: its weights must be able to win
         if iteration % config.eval_every and iteration != config.iterations:
             continue
         val = validation_loss(surrogate, validation, torch_gen)
         scheduler.step(val)
-        # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
-        log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
-                            "val_loss": finite_or_none(val), "lr": optimizer.param_groups[0]["lr"]})
+        _record_validation(log, iteration, train_loss, val, optimizer.param_groups[0]["lr"])
         if progress is not None:
             progress(iteration, val)
         if val < log.best_val_loss - 1e-4:
@@ -398,6 +394,22 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
                 log.stopped_early = True
                 break
     surrogate.load_state_dict(best_state)
+
+
+def _outer_update(surrogate, optimizer, splits, config: MetaTrainConfig, rng, torch_gen) -> float:
+    """One outer iteration on freshly drawn tasks (``joint``: one Adam step on ``tasks_per_step``
+    tasks; ``reptile``: one REPTILE step on one task); returns its training loss."""
+    if config.outer == "joint":
+        batch = [_random_task(splits, config, rng) for _ in range(config.tasks_per_step)]
+        return _adam_steps(surrogate, optimizer, batch, 1, torch_gen, config.clip_norm)
+    return _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
+
+
+def _record_validation(log: MetaTrainLog, iteration: int, train_loss: float, val_loss: float, lr: float) -> None:
+    """Append one validation's entry to ``log.history``."""
+    # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
+    log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
+                        "val_loss": finite_or_none(val_loss), "lr": lr})
 
 
 def _random_task(splits, config: MetaTrainConfig, rng) -> tuple[_Split, np.ndarray]:
