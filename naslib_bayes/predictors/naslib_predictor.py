@@ -150,9 +150,6 @@ class TNASPredictor:
                  finetune_steps: int = 50, lr: float = 0.01, seed: int = 0,
                  dataset: str | None = None, image_root=None, target_transform: str = "standardise",
                  trust_feature_extractor: bool | str = False):
-        from naslib_bayes.predictors import surrogate_io
-        from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
-
         self.set_ss_type(ss_type)
         seed = whole_number("seed", seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
@@ -165,14 +162,8 @@ class TNASPredictor:
 
             check_output_transform(target_transform)
         self.target_transform = target_transform
-        if surrogate is None:
-            self.surrogate = TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
-            self._standardise_encodings = True
-        elif isinstance(surrogate, TNASSurrogate):  # a copy: fit() tunes the GP, the caller's object stays as given
-            self.surrogate, self._standardise_encodings = copy.deepcopy(surrogate), False
-        else:
-            self.surrogate, _ = surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)
-            self._standardise_encodings = False
+        self.surrogate = _own_surrogate(surrogate, seed, trust_feature_extractor)
+        self._standardise_encodings = surrogate is None  # a fresh psi is untrained (see gp-bo)
         self._start_context = self._initial_context(dataset, image_root, seed)
         self.context = None if self._start_context is None else self._start_context.clone()
         self._start_gp = copy.deepcopy(self.surrogate.gp.state_dict())
@@ -305,6 +296,20 @@ class TNASPredictor:
 
         cells = list(nb201.all_cells())
         self._encoding_cache = dict(zip(cells, standardise_encodings(self.surrogate.encode_all(cells))))
+
+
+def _own_surrogate(surrogate, seed: int, trust_feature_extractor: bool | str):
+    """The :class:`TNASSurrogate` a predictor fits, from its ``surrogate`` argument: a fresh one
+    seeded by ``seed`` (None), a copy of a given object (``fit`` tunes the GP; the caller's object
+    stays as given), or the one a ``surrogate.pt`` path holds."""
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
+
+    if surrogate is None:
+        return TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
+    if isinstance(surrogate, TNASSurrogate):
+        return copy.deepcopy(surrogate)
+    return surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)[0]
 
 
 def _accuracies(ytrain: Sequence[float]) -> np.ndarray:
