@@ -214,13 +214,15 @@ class DeepKernelBO(BlackBoxOptimizer):
                                  xi=float(self.config["ei_xi"]), beta=float(self.config["ucb_beta"]))
 
     def finetune(self, index: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on (index, y)."""
+        """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on the cells
+        ``index`` (n,) with GP targets ``y`` (n,); returns the fit's log entry."""
         loss = finetune_gp(self.surrogate, self.encodings[index], y, self.target_context,
                            int(self.config["finetune_steps"]), float(self.config["finetune_lr"]), self.frozen)
         return {"n": int(index.numel()), "loss": float(loss), **self.surrogate.gp.hyperparameters()}
 
     def posterior(self, index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GP posterior over all cells given the observations, each (15625,)."""
+        """GP posterior mean and std over all cells, each (15625,), given the cells ``index`` (n,)
+        and their GP targets ``y`` (n,)."""
         with torch.no_grad():
             context = None if self.target_context is None else self.target_context.detach()
             self.surrogate.gp.condition_on(self.surrogate.kernel_inputs(self.encodings[index], context), y)

@@ -321,7 +321,7 @@ def _validation_tasks(splits, config: MetaTrainConfig, rng) -> list[tuple[_Split
 
 
 def _context(surrogate: TNASSurrogate, split: _Split, torch_gen: torch.Generator) -> torch.Tensor | None:
-    """The dataset context of a task: learned row, freshly sampled images, or none."""
+    """The dataset context of a task, (context_dim,): learned row, freshly sampled images, or none."""
     mode = surrogate.config.dataset_encoder
     if mode == "learned":
         return surrogate.meta_context(split.index)
@@ -333,7 +333,9 @@ def _context(surrogate: TNASSurrogate, split: _Split, torch_gen: torch.Generator
 
 
 def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
-    """Mean over tasks of the negative log marginal likelihood per cell.
+    """Mean over tasks of the negative log marginal likelihood per cell, a scalar with gradient.
+
+    ``tasks`` are ``(split, positions)`` pairs, ``positions`` (k,) the task's cells in that split.
 
     The cells of all tasks go through psi in one batch: the encoder's cost is mostly per call,
     not per cell, at task sizes.
@@ -351,7 +353,11 @@ def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
 
 @torch.no_grad()
 def validation_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> float:
-    """Mean predictive negative log likelihood of held-out cells given training cells."""
+    """Mean predictive negative log likelihood of held-out cells given training cells.
+
+    ``tasks`` are ``(split, support, query)``: ``support`` (s,) training cells the GP conditions
+    on, ``query`` (q,) held-out cells it scores, both positions in that split.
+    """
     losses = []
     for split, support, query in tasks:
         context = _context(surrogate, split, torch_gen)

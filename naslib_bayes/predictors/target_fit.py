@@ -44,7 +44,8 @@ def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: to
 
 
 def transform_observations(values: torch.Tensor, kind: str = "standardise") -> torch.Tensor:
-    """The target's observations in GP units, from the observations alone (never the column).
+    """The target's observations ``values`` (n,) in GP units, (n,), from the observations alone
+    (never the column).
 
     ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
     observation's mid-rank among the observations; ``robust``: (v - median) / scaled IQR of the
@@ -65,7 +66,7 @@ TIED = 1e-12
 
 
 def standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std of the given values; std taken as 1 when they are tied up to rounding."""
+    """(v - mean) / std of the given values (n,) -> (n,); std taken as 1 when they are tied up to rounding."""
     std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
     if not float(std) > TIED * float(values.abs().max()):  # relative: the values' units are the user's
         return values - values.mean()
