@@ -224,9 +224,14 @@ class DeepKernelBO(BlackBoxOptimizer):
         """GP posterior mean and std over all cells, each (15625,), given the cells ``index`` (n,)
         and their GP targets ``y`` (n,)."""
         with torch.no_grad():
-            context = None if self.target_context is None else self.target_context.detach()
+            context = self.fixed_target_context()
             self.surrogate.gp.condition_on(self.surrogate.kernel_inputs(self.encodings[index], context), y)
             return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context))
+
+    def fixed_target_context(self) -> torch.Tensor | None:
+        """The target's dataset context (c,) cut from the fine-tuning's graph, to score cells with;
+        None when the surrogate sees no dataset context."""
+        return None if self.target_context is None else self.target_context.detach()
 
     # ---- state -----------------------------------------------------------------------------
     def _trainable_state(self) -> dict[str, torch.Tensor]:

@@ -186,7 +186,7 @@ class TNAS(DeepKernelBO):
         """
         with torch.no_grad():
             x, y, noise_scale = self.surrogate.evidence_inputs(self.encodings)
-            context = None if self.target_context is None else self.target_context.detach()
+            context = self.fixed_target_context()
             self.surrogate.gp.condition_on(x, y, noise_scale)
             return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
                                                variance=variance)
