@@ -1,7 +1,7 @@
 """Fitting the deep-kernel GP to a target's observations: their GP units and the Adam fit.
 
 A model's job, kept apart from the BO loop (:mod:`naslib_bayes.optimizers.deep_kernel_bo`) that
-calls it once per iteration and shared with the NASLib-style predictor
+calls it once per iteration, and used as well by the NASLib-style predictor
 (:mod:`naslib_bayes.predictors.naslib_predictor`), so that both fit the GP the same way.
 """
 
@@ -19,7 +19,7 @@ def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: to
     Fits ``surrogate.gp``'s parameters (except those ``frozen(name)`` names) and, when given, the
     target's dataset ``context`` (c,) (a leaf tensor that requires grad) to psi ``encodings``
     (n, L) and GP targets ``y`` (n,), in place; returns the last step's loss (a scalar, 0
-    without steps). One BO iteration's fine-tuning, shared with the NASLib-style predictor.
+    without steps). One BO iteration's fine-tuning, which the NASLib-style predictor repeats.
     """
     gp = surrogate.gp
     params = [p for name, p in gp.named_parameters() if frozen is None or not frozen(name)]
