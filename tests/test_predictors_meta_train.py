@@ -78,7 +78,7 @@ def test_robust_clips_degenerate_cells_and_keeps_the_top_spaced_by_accuracy():
 def test_robust_split_uses_training_cells_only(nats_benchmark):
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar10"])[0]
     split = mt._split(0, data, 0.1, "robust", np.random.default_rng(0))
-    values = split.standardised(split.held_out).numpy()
+    values = split.in_gp_units(split.held_out).numpy()
     expected = mt.robust_standardise(data.values[split.held_out], data.values[split.train])
     assert np.allclose(values, expected) and values.min() == mt.ROBUST_CLIP
     # cifar10 has degenerate cells (10% accuracy): unclipped they would sit ~20 scales below the median
@@ -160,7 +160,7 @@ def test_every_evidence_cell_carries_every_datasets_value(nats_benchmark):
             chosen_by_other = {cell for cell, owner in rows if owner == other.index}
             for cell in chosen_by_other:
                 if index[cell] in train:
-                    expected = float(split.standardised(np.array([index[cell]]))[0])
+                    expected = float(split.in_gp_units(np.array([index[cell]]))[0])
                     assert rows[cell, split.index] == pytest.approx(expected)
         # and its own best cells are all there
         assert all((tuple(split.data.cells[i].tolist()), split.index) in rows for i in best)
@@ -296,7 +296,7 @@ def test_standardise_uses_the_training_cells_statistics_only(nats_benchmark):
     train = data.values[split.train]
     mean, std = train.sum() / train.size, np.sqrt(((train - train.mean()) ** 2).mean())
     assert (split.mean, split.std) == pytest.approx((mean, std), rel=1e-12)
-    held_out = split.standardised(split.held_out).numpy()
+    held_out = split.in_gp_units(split.held_out).numpy()
     np.testing.assert_allclose(held_out, (data.values[split.held_out] - mean) / std, rtol=1e-12)
 
 

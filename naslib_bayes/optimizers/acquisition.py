@@ -71,7 +71,7 @@ def upper_confidence_bound(mean: torch.Tensor, std: torch.Tensor, beta: float = 
 
 
 def score(name: str, mean: torch.Tensor, std: torch.Tensor, best: float, **options) -> torch.Tensor:
-    """Dispatch by name: ``ei`` (option ``xi``) or ``ucb`` (option ``beta``).
+    """Dispatch by name: ``ei`` (option ``xi``) or ``ucb`` (option ``beta``); ``mean``, ``std`` (n,) -> (n,).
 
     ``ei`` scores by log EI: it ranks cells as EI does where EI has digits, and goes on ranking
     them where EI is rounding noise or underflows to 0 (late in a search, every cell far below the
@@ -84,12 +84,14 @@ def score(name: str, mean: torch.Tensor, std: torch.Tensor, best: float, **optio
 
 
 def tie_priority(n: int, generator: torch.Generator) -> torch.Tensor:
-    """A random permutation of 0..n-1 used as the tie-breaking priority of n candidates."""
+    """A random permutation of 0..n-1, (n,) long, used as the tie-breaking priority of n candidates."""
     return torch.randperm(n, generator=generator)
 
 
 def select_best(scores: torch.Tensor, allowed: torch.Tensor, priority: torch.Tensor) -> int:
     """Index of the highest score among ``allowed`` (bool, n); exact ties go to the highest priority.
+
+    ``scores`` (n,) and ``priority`` (n,) are indexed like ``allowed``.
 
     A NaN score counts as the lowest, so that it can neither win nor hide the allowed cells.
     """
@@ -102,7 +104,10 @@ def select_best(scores: torch.Tensor, allowed: torch.Tensor, priority: torch.Ten
 
 
 def top_k(scores: torch.Tensor, allowed: torch.Tensor, priority: torch.Tensor, k: int) -> list[int]:
-    """The ``k`` best allowed indices in decreasing score, ties by priority (a ranked list)."""
+    """The ``k`` best allowed indices in decreasing score, ties by priority (a ranked list).
+
+    ``scores`` (n,), ``allowed`` (n,) bool and ``priority`` (n,) as in :func:`select_best`.
+    """
     allowed = allowed.clone()
     chosen = []
     for _ in range(min(k, int(allowed.sum()))):
@@ -113,6 +118,9 @@ def top_k(scores: torch.Tensor, allowed: torch.Tensor, priority: torch.Tensor, k
 
 
 def ranking(scores: torch.Tensor, priority: torch.Tensor) -> torch.Tensor:
-    """All indices by decreasing score, exact ties by decreasing priority (a full ranked order)."""
+    """All indices by decreasing score, exact ties by decreasing priority (a full ranked order).
+
+    ``scores`` (n,), ``priority`` (n,) -> (n,) long, a permutation of 0..n-1.
+    """
     by_priority = torch.argsort(priority, descending=True)
     return by_priority[torch.argsort(scores[by_priority], descending=True, stable=True)]

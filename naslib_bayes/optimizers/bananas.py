@@ -109,7 +109,7 @@ class Bananas(BlackBoxOptimizer):
         return list(found)
 
     def _acquisition(self, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
-        """Acquisition value per candidate (higher is better)."""
+        """Acquisition value per candidate (higher is better): ``mean``, ``std`` (n,) -> (n,)."""
         if self.config["acq_fn_type"] == "its":
             return mean + std * self.np_rng.standard_normal(len(mean))
         std = np.maximum(std, 1e-9)

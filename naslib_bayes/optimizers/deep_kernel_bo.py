@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
+# The GP's fit lives with the models; standardise and TIED stay importable from here, where they were.
+from naslib_bayes.predictors.target_fit import TIED, finetune_gp, standardise, transform_observations  # noqa: F401
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.threads import torch_threads
 
@@ -213,17 +214,24 @@ class DeepKernelBO(BlackBoxOptimizer):
                                  xi=float(self.config["ei_xi"]), beta=float(self.config["ucb_beta"]))
 
     def finetune(self, index: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on (index, y)."""
+        """``finetune_steps`` Adam steps of the GP's negative log marginal likelihood on the cells
+        ``index`` (n,) with GP targets ``y`` (n,); returns the fit's log entry."""
         loss = finetune_gp(self.surrogate, self.encodings[index], y, self.target_context,
                            int(self.config["finetune_steps"]), float(self.config["finetune_lr"]), self.frozen)
         return {"n": int(index.numel()), "loss": float(loss), **self.surrogate.gp.hyperparameters()}
 
     def posterior(self, index: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GP posterior over all cells given the observations, each (15625,)."""
+        """GP posterior mean and std over all cells, each (15625,), given the cells ``index`` (n,)
+        and their GP targets ``y`` (n,)."""
         with torch.no_grad():
-            context = None if self.target_context is None else self.target_context.detach()
+            context = self.fixed_target_context()
             self.surrogate.gp.condition_on(self.surrogate.kernel_inputs(self.encodings[index], context), y)
             return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context))
+
+    def fixed_target_context(self) -> torch.Tensor | None:
+        """The target's dataset context (c,) cut from the fine-tuning's graph, to score cells with;
+        None when the surrogate sees no dataset context."""
+        return None if self.target_context is None else self.target_context.detach()
 
     # ---- state -----------------------------------------------------------------------------
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -254,63 +262,3 @@ class DeepKernelBO(BlackBoxOptimizer):
 
     def get_checkpointables(self) -> dict[str, Any]:
         return {**super().get_checkpointables(), "surrogate": self.surrogate.state_dict()}
-
-
-def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None,
-                steps: int, lr: float, frozen=None) -> torch.Tensor:
-    """``steps`` Adam steps (learning rate ``lr``) of the GP's negative log marginal likelihood.
-
-    Fits ``surrogate.gp``'s parameters (except those ``frozen(name)`` names) and, when given, the
-    target's dataset ``context`` (c,) (a leaf tensor that requires grad) to psi ``encodings``
-    (n, L) and GP targets ``y`` (n,), in place; returns the last step's loss (a scalar, 0
-    without steps). One BO iteration's fine-tuning, shared with the NASLib-style predictor.
-    """
-    gp = surrogate.gp
-    params = [p for name, p in gp.named_parameters() if frozen is None or not frozen(name)]
-    params += [context] if context is not None else []
-    optimizer = torch.optim.Adam(params, lr=lr)
-    loss = torch.zeros(())
-    for step in range(steps):
-        optimizer.zero_grad()
-        x = surrogate.kernel_inputs(encodings, context)
-        try:
-            loss = gp.neg_mll(x, y)
-        except torch.linalg.LinAlgError as exc:
-            if step == 0:  # the starting state itself: not the fine-tuning's doing
-                raise
-            # Adam's steps took the kernel where it has no Cholesky factor even with jitter: too
-            # large a learning rate, the user's setting, not a numerical accident
-            raise UserError(f"fine-tuning the GP diverged after {step} steps at learning rate {lr:g} ({exc}); "
-                            "use a smaller fine-tuning learning rate") from None
-        loss.backward()
-        optimizer.step()
-    return loss.detach()
-
-
-def transform_observations(values: torch.Tensor, kind: str = "standardise") -> torch.Tensor:
-    """The target's observations in GP units, from the observations alone (never the column).
-
-    ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
-    observation's mid-rank among the observations; ``robust``: (v - median) / scaled IQR of the
-    observations, clipped below (each the meta-training transform of that name, applied to
-    what has been seen).
-    """
-    from naslib_bayes.predictors.meta_train import REFERENCE_TRANSFORMS, check_output_transform
-
-    check_output_transform(kind)
-    if kind == "standardise":
-        return standardise(values)
-    array = values.detach().numpy()
-    return torch.as_tensor(REFERENCE_TRANSFORMS[kind](array, array), dtype=values.dtype)
-
-
-#: Values whose spread is at most this fraction of their magnitude are ties (rounding of equal numbers).
-TIED = 1e-12
-
-
-def standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std of the given values; std taken as 1 when they are tied up to rounding."""
-    std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
-    if not float(std) > TIED * float(values.abs().max()):  # relative: the values' units are the user's
-        return values - values.mean()
-    return (values - values.mean()) / std

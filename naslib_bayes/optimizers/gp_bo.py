@@ -60,9 +60,10 @@ class GPBO(DeepKernelBO):
         return TNASSurrogate(config, generator=self.torch_gen)
 
     def prepare_encodings(self, encodings: torch.Tensor) -> torch.Tensor:
-        # An untrained encoder's outputs vary little around a common offset; standardising each
-        # dimension over all cells (no accuracies involved) gives the MLP inputs of unit scale.
-        return (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
+        """psi of all cells (15625, L), each dimension standardised over the cells (the encoder is untrained)."""
+        from naslib_bayes.predictors.surrogate import standardise_encodings
+
+        return standardise_encodings(encodings)
 
     def initial_design(self) -> list[int]:
         # The random cells rs, re, ls and bananas start from for the same seed (the same draws of

@@ -186,7 +186,7 @@ class TNAS(DeepKernelBO):
         """
         with torch.no_grad():
             x, y, noise_scale = self.surrogate.evidence_inputs(self.encodings)
-            context = None if self.target_context is None else self.target_context.detach()
+            context = self.fixed_target_context()
             self.surrogate.gp.condition_on(x, y, noise_scale)
             return self.surrogate.gp.posterior(self.surrogate.kernel_inputs(self.encodings, context),
                                                variance=variance)
@@ -240,7 +240,7 @@ class TNAS(DeepKernelBO):
 
     # ---- target_units=prior ------------------------------------------------------------------
     def gp_targets(self, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """The target's observations in GP units.
+        """The target's observations ``values`` (n,) of cells ``index`` (n,) in GP units, (n,).
 
         ``own``: their own transform (the copula among the observations), which puts the
         observations' median at the meta-learned GP's mean level, that of an average cell,
@@ -269,8 +269,11 @@ class TNAS(DeepKernelBO):
         beta = self.config["prior_beta"]
         return self.problem.objective.budget / 10.0 if beta is None else float(beta)
 
-    def acquisition_scores(self, mean, std, best):
-        """EI (or UCB) of the target's GP, weighted by the meta-learned prior (pi-BO).
+    def acquisition_scores(self, mean: torch.Tensor, std: torch.Tensor, best: float) -> torch.Tensor:
+        """EI (or UCB) of the target's GP, weighted by the meta-learned prior (pi-BO), (15625,).
+
+        ``mean`` and ``std`` (15625,) are the target GP's posterior over all cells, ``best`` the
+        best GP target so far.
 
         ``log a(x) + (beta / n) * log pi(x)``: the acquisition ``a`` times ``pi(x)^(beta / n)``
         for the prior belief ``pi(x)`` that x is good (:meth:`prior_log_belief`; by default

@@ -173,7 +173,11 @@ def check_output_transform(kind: str) -> None:
 
 @dataclass
 class _Split:
-    """One dataset's training and held-out cells, with standardised values."""
+    """One dataset's training and held-out cells, and the statistics that put its values in GP units.
+
+    ``mean`` and ``std`` are those of the training cells' values (``standardise``); the other
+    transforms take their statistics from the training cells' values directly.
+    """
 
     index: int
     data: MetaDataset
@@ -183,8 +187,11 @@ class _Split:
     std: float
     transform: str = "standardise"
 
-    def standardised(self, positions: np.ndarray) -> torch.Tensor:
-        """Task values in the units the GP sees (see ``MetaTrainConfig.output_transform``)."""
+    def in_gp_units(self, positions: np.ndarray) -> torch.Tensor:
+        """Values of the cells at ``positions`` (k,) in the units the GP sees, (k,) float64, by
+        ``transform`` with this dataset's training-cell statistics (see
+        ``MetaTrainConfig.output_transform``): the copula and the robust map as well as
+        standardisation."""
         values = self.data.values[positions]
         if self.transform in REFERENCE_TRANSFORMS:
             transform = REFERENCE_TRANSFORMS[self.transform]
@@ -283,7 +290,7 @@ def _select_evidence(splits: Sequence[_Split], config: MetaTrainConfig, rng) -> 
         train_keys = cell_index(torch.as_tensor(split.data.cells[split.train], dtype=torch.long))
         rows = split.train[torch.isin(train_keys, chosen).numpy()]
         cells.append(torch.as_tensor(split.data.cells[rows], dtype=torch.long))
-        values.append(split.standardised(rows))
+        values.append(split.in_gp_units(rows))
         owner.append(torch.full((len(rows),), split.index, dtype=torch.long))
     return Evidence(torch.cat(cells), torch.cat(values), torch.cat(owner))
 
@@ -314,7 +321,7 @@ def _validation_tasks(splits, config: MetaTrainConfig, rng) -> list[tuple[_Split
 
 
 def _context(surrogate: TNASSurrogate, split: _Split, torch_gen: torch.Generator) -> torch.Tensor | None:
-    """The dataset context of a task: learned row, freshly sampled images, or none."""
+    """The dataset context of a task, (context_dim,): learned row, freshly sampled images, or none."""
     mode = surrogate.config.dataset_encoder
     if mode == "learned":
         return surrogate.meta_context(split.index)
@@ -326,7 +333,9 @@ def _context(surrogate: TNASSurrogate, split: _Split, torch_gen: torch.Generator
 
 
 def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
-    """Mean over tasks of the negative log marginal likelihood per cell.
+    """Mean over tasks of the negative log marginal likelihood per cell, a scalar with gradient.
+
+    ``tasks`` are ``(split, positions)`` pairs, ``positions`` (k,) the task's cells in that split.
 
     The cells of all tasks go through psi in one batch: the encoder's cost is mostly per call,
     not per cell, at task sizes.
@@ -338,27 +347,33 @@ def batch_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> torch.Tensor:
         block = encodings[start : start + len(positions)]
         start += len(positions)
         x = surrogate.kernel_inputs(block, _context(surrogate, split, torch_gen))
-        losses.append(surrogate.gp.neg_mll(x, split.standardised(positions)))
+        losses.append(surrogate.gp.neg_mll(x, split.in_gp_units(positions)))
     return torch.stack(losses).mean()
 
 
 @torch.no_grad()
 def validation_loss(surrogate: TNASSurrogate, tasks, torch_gen) -> float:
-    """Mean predictive negative log likelihood of held-out cells given training cells."""
+    """Mean predictive negative log likelihood of held-out cells given training cells.
+
+    ``tasks`` are ``(split, support, query)``: ``support`` (s,) training cells the GP conditions
+    on, ``query`` (q,) held-out cells it scores, both positions in that split.
+    """
     losses = []
     for split, support, query in tasks:
         context = _context(surrogate, split, torch_gen)
         xs = surrogate.kernel_inputs(surrogate.encode(split.cells(support)), context)
         xq = surrogate.kernel_inputs(surrogate.encode(split.cells(query)), context)
-        surrogate.gp.condition_on(xs, split.standardised(support))
+        surrogate.gp.condition_on(xs, split.in_gp_units(support))
         mean, std = surrogate.gp.posterior(xq)
         var = std**2 + surrogate.gp.likelihood.noise.detach()
-        y = split.standardised(query)
+        y = split.in_gp_units(query)
         losses.append(float((0.5 * torch.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var).mean()))
     return float(np.mean(losses))
 
 
 def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, torch_gen, log: MetaTrainLog, progress):
+    """Outer iterations until ``config.iterations`` or early stopping; leaves the surrogate at the
+    weights with the best validation loss and records the run in ``log``."""
     params = [p for p in surrogate.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
@@ -366,20 +381,14 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
     stale = 0
     for iteration in range(1, config.iterations + 1):
-        if config.outer == "joint":
-            batch = [_random_task(splits, config, rng) for _ in range(config.tasks_per_step)]
-            train_loss = _adam_steps(surrogate, optimizer, batch, 1, torch_gen, config.clip_norm)
-        else:
-            train_loss = _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
+        train_loss = _outer_update(surrogate, optimizer, splits, config, rng, torch_gen)
         log.iterations = iteration
         # the last iteration is always validated: its weights must be able to win
         if iteration % config.eval_every and iteration != config.iterations:
             continue
         val = validation_loss(surrogate, validation, torch_gen)
         scheduler.step(val)
-        # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
-        log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
-                            "val_loss": finite_or_none(val), "lr": optimizer.param_groups[0]["lr"]})
+        _record_validation(log, iteration, train_loss, val, optimizer.param_groups[0]["lr"])
         if progress is not None:
             progress(iteration, val)
         if val < log.best_val_loss - 1e-4:
@@ -391,6 +400,22 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
                 log.stopped_early = True
                 break
     surrogate.load_state_dict(best_state)
+
+
+def _outer_update(surrogate, optimizer, splits, config: MetaTrainConfig, rng, torch_gen) -> float:
+    """One outer iteration on freshly drawn tasks (``joint``: one Adam step on ``tasks_per_step``
+    tasks; ``reptile``: one REPTILE step on one task); returns its training loss."""
+    if config.outer == "joint":
+        batch = [_random_task(splits, config, rng) for _ in range(config.tasks_per_step)]
+        return _adam_steps(surrogate, optimizer, batch, 1, torch_gen, config.clip_norm)
+    return _reptile_step(surrogate, optimizer, [_random_task(splits, config, rng)], config, torch_gen)
+
+
+def _record_validation(log: MetaTrainLog, iteration: int, train_loss: float, val_loss: float, lr: float) -> None:
+    """Append one validation's entry to ``log.history``."""
+    # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
+    log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
+                        "val_loss": finite_or_none(val_loss), "lr": lr})
 
 
 def _random_task(splits, config: MetaTrainConfig, rng) -> tuple[_Split, np.ndarray]:

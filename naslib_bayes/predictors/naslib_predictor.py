@@ -10,9 +10,9 @@ op-index tuple) when NASLib is installed.
 ``fit`` adapts the surrogate to the target as one TNAS BO iteration does (see
 :mod:`naslib_bayes.optimizers.deep_kernel_bo`, with TNAS's default ``target_units=own``): the
 accuracies go to GP units computed from ``ytrain`` alone
-(:func:`~naslib_bayes.optimizers.deep_kernel_bo.transform_observations`), the GP's MLP and
+(:func:`~naslib_bayes.predictors.target_fit.transform_observations`), the GP's MLP and
 hyper-parameters (never psi) and the target's dataset context are reset to their starting state
-and fine-tuned (:func:`~naslib_bayes.optimizers.deep_kernel_bo.finetune_gp`), and the GP is
+and fine-tuned (:func:`~naslib_bayes.predictors.target_fit.finetune_gp`), and the GP is
 conditioned on the data. Predictions are mapped back to accuracy units by :class:`AccuracyMap`.
 
 The one choice that differs from BO by default is the GP units: ``target_transform=
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.deep_kernel_bo import finetune_gp, transform_observations
 from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, whole_number
 from naslib_bayes.predictors.meta_train import ROBUST_CLIP
+from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -55,7 +55,7 @@ class AccuracyMap:
 
     Forward: ``targets`` (n,) are ``values`` (n,) in GP units by ``kind`` (``standardise``,
     ``copula`` or ``robust``) with the statistics of ``values`` themselves -- what BO's
-    ``gp_targets`` fits the GP to (:func:`~naslib_bayes.optimizers.deep_kernel_bo.transform_observations`).
+    ``gp_targets`` fits the GP to (:func:`~naslib_bayes.predictors.target_fit.transform_observations`).
 
     Inverse (:meth:`to_accuracy`): the copula (normal quantile of each value's mid-rank) has no
     closed-form inverse away from the observed values, so the inverse is the piecewise-linear
@@ -150,9 +150,6 @@ class TNASPredictor:
                  finetune_steps: int = 50, lr: float = 0.01, seed: int = 0,
                  dataset: str | None = None, image_root=None, target_transform: str = "standardise",
                  trust_feature_extractor: bool | str = False):
-        from naslib_bayes.predictors import surrogate_io
-        from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
-
         self.set_ss_type(ss_type)
         seed = whole_number("seed", seed)  # torch.Generator.manual_seed takes a Python int only, not numpy's
         self.encoding_type = encoding_type
@@ -165,14 +162,8 @@ class TNASPredictor:
 
             check_output_transform(target_transform)
         self.target_transform = target_transform
-        if surrogate is None:
-            self.surrogate = TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
-            self._standardise_encodings = True
-        elif isinstance(surrogate, TNASSurrogate):  # a copy: fit() tunes the GP, the caller's object stays as given
-            self.surrogate, self._standardise_encodings = copy.deepcopy(surrogate), False
-        else:
-            self.surrogate, _ = surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)
-            self._standardise_encodings = False
+        self.surrogate = _own_surrogate(surrogate, seed, trust_feature_extractor)
+        self._standardise_encodings = surrogate is None  # a fresh psi is untrained (see gp-bo)
         self._start_context = self._initial_context(dataset, image_root, seed)
         self.context = None if self._start_context is None else self._start_context.clone()
         self._start_gp = copy.deepcopy(self.surrogate.gp.state_dict())
@@ -300,11 +291,25 @@ class TNASPredictor:
         return self.surrogate.kernel_inputs(encodings, context)
 
     def _fill_standardised_cache(self) -> None:
-        # An untrained psi varies little around an offset (see gp_bo); standardise over all cells.
+        """Cache psi of every cell, standardised over all cells as ``gp-bo`` does (the encoder is untrained)."""
+        from naslib_bayes.predictors.surrogate import standardise_encodings
+
         cells = list(nb201.all_cells())
-        encodings = self.surrogate.encode_all(cells)
-        encodings = (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
-        self._encoding_cache = dict(zip(cells, encodings))
+        self._encoding_cache = dict(zip(cells, standardise_encodings(self.surrogate.encode_all(cells))))
+
+
+def _own_surrogate(surrogate, seed: int, trust_feature_extractor: bool | str):
+    """The :class:`TNASSurrogate` a predictor fits, from its ``surrogate`` argument: a fresh one
+    seeded by ``seed`` (None), a copy of a given object (``fit`` tunes the GP; the caller's object
+    stays as given), or the one a ``surrogate.pt`` path holds."""
+    from naslib_bayes.predictors import surrogate_io
+    from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
+
+    if surrogate is None:
+        return TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
+    if isinstance(surrogate, TNASSurrogate):
+        return copy.deepcopy(surrogate)
+    return surrogate_io.load(surrogate, trust_feature_extractor=trust_feature_extractor)[0]
 
 
 def _accuracies(ytrain: Sequence[float]) -> np.ndarray:

@@ -113,6 +113,16 @@ def cell_index(cells: torch.Tensor) -> torch.Tensor:
     return (cells.long() * weights).sum(dim=1)
 
 
+def standardise_encodings(encodings: torch.Tensor) -> torch.Tensor:
+    """Each dimension of psi's encodings of all cells (n, L) standardised over the cells, (n, L).
+
+    An untrained psi's outputs vary little around a common offset; standardising each dimension
+    over all cells (no accuracies involved) gives xi inputs of unit scale. Used wherever an
+    untrained surrogate scores cells (``gp-bo``, a predictor without a surrogate file).
+    """
+    return (encodings - encodings.mean(0)) / encodings.std(0).clamp_min(1e-12)
+
+
 class TNASSurrogate(nn.Module):
     """psi + phi + deep-kernel GP.
 
@@ -164,13 +174,13 @@ class TNASSurrogate(nn.Module):
         return self.contexts[index] if self.config.dataset_encoder == "learned" else None
 
     def initial_context(self) -> torch.Tensor | None:
-        """``learned`` mode: the starting context of a new dataset, the mean of the learned ones."""
+        """``learned`` mode: the starting context of a new dataset, the mean of the learned ones, (context_dim,)."""
         if self.config.dataset_encoder != "learned":
             return None
         return self.contexts.detach().mean(dim=0).clone()
 
     def dataset_context(self, index: int) -> torch.Tensor | None:
-        """The context a meta-training dataset's evidence is seen with (``None`` when ``off``)."""
+        """The context (context_dim,) a meta-training dataset's evidence is seen with (``None`` when ``off``)."""
         if self.config.dataset_encoder == "learned":
             return self.contexts[index]
         if self.config.dataset_encoder == "images":
@@ -178,7 +188,7 @@ class TNASSurrogate(nn.Module):
         return None
 
     def set_evidence(self, evidence: "Evidence", meta_phi: torch.Tensor | None = None) -> None:
-        """Attach the meta-training evidence (and, ``images`` mode, each meta dataset's phi)."""
+        """Attach the meta-training evidence (and, ``images`` mode, each meta dataset's phi, (n_meta, context_dim))."""
         self.evidence = evidence
         if meta_phi is not None:
             self.meta_phi = meta_phi.detach().to(torch.float64)
