@@ -88,7 +88,7 @@ def test_robust_split_uses_training_cells_only(nats_benchmark):
 @pytest.mark.parametrize("name", ["robustt", "rank", ""])
 def test_unknown_output_transform_is_a_user_error_naming_it(name):
     from naslib_bayes.errors import UserError
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
 
     with pytest.raises(UserError, match=repr(name)):
         mt.MetaTrainConfig(output_transform=name)
@@ -109,7 +109,7 @@ def test_a_meta_training_setting_out_of_range_is_a_user_error_naming_it(field, v
 
 
 def test_robust_observations_use_their_own_statistics():
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
 
     values = torch.tensor([70.0, 71.0, 72.0, 73.0, 74.0, 5.0], dtype=torch.float64)
     y = transform_observations(values, "robust")
@@ -305,7 +305,7 @@ def test_the_observation_transforms_read_ties_in_the_values_own_units(scale):
     # an absolute threshold of 1e-12 on the spread took accuracies given in units of 1e-13 for
     # ties (a gp-bo search then differed from query 4 on), and kept rounding noise of equal
     # values apart at a large scale
-    from naslib_bayes.optimizers.deep_kernel_bo import standardise
+    from naslib_bayes.predictors.target_fit import standardise
     from naslib_bayes.predictors.meta_train import robust_standardise
 
     values = np.array([46.3, 46.5, 47.1, 45.0, 46.3, 44.2])

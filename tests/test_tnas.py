@@ -573,7 +573,7 @@ def test_gp_bo_starts_from_the_random_cells_the_other_baselines_start_from(nats_
 def test_gp_bo_fits_the_targets_in_the_units_tnas_uses(nats_benchmark, transform):
     import torch
 
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
 
     objective = Objective(nats_benchmark, "cifar10", "test_accuracy", 6)
     overrides = {} if transform == "copula" else {"output_transform": transform}  # copula: the default
@@ -943,7 +943,7 @@ def test_prior_units_fit_residuals_from_the_prior_with_the_constant_mean_frozen(
 
 def test_own_units_are_the_default_and_unknown_units_are_refused(nats_benchmark, surrogate_file):
     from naslib_bayes.errors import UserError
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
 
     opt = TNAS(seed=0)
     values = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
@@ -955,7 +955,7 @@ def test_own_units_are_the_default_and_unknown_units_are_refused(nats_benchmark,
 
 
 def test_meta_output_transform_reaches_meta_training_and_bo(nats_benchmark, tmp_path):
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
     from naslib_bayes.optimizers.tnas import meta_train_surrogate
 
     assert TNAS.defaults["meta_output_transform"] == "copula"

@@ -213,7 +213,7 @@ def test_naslib_predictor_fits_an_images_mode_surrogate_given_the_target_dataset
 
 
 def test_accuracy_map_inverts_the_bo_transform_and_keeps_rankings():
-    from naslib_bayes.optimizers.deep_kernel_bo import transform_observations
+    from naslib_bayes.predictors.target_fit import transform_observations
     from naslib_bayes.predictors.meta_train import ROBUST_CLIP
     from naslib_bayes.predictors.naslib_predictor import AccuracyMap
 

@@ -34,8 +34,7 @@ import torch
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer
 from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
-# The GP's fit lives with the models; standardise and TIED stay importable from here, where they were.
-from naslib_bayes.predictors.target_fit import TIED, finetune_gp, standardise, transform_observations  # noqa: F401
+from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.threads import torch_threads
 
