@@ -17,8 +17,8 @@ Needs NASLib importable: its ``Develop`` branch on ``PYTHONPATH`` and its runtim
 
 NASLib's BANANAS fits an ensemble of MLPs every few queries: about 1.5 minutes per seed at
 budget 30 on one CPU core; TNAS's meta-training takes about 40 s per seed, its 30 queries about
-10 s. On cifar100, seeds 0 and 1 (each with its own surrogate), TNAS reached the best cell at
-query 2 in both runs and BANANAS not within 30 queries (mean regret 2.11 after 30).
+10 s. On cifar100, seeds 0 and 1 (each with its own surrogate, one torch thread), TNAS reached
+the best cell at query 2 and query 4 and BANANAS not within 30 queries (mean regret 2.11 after 30).
 """
 
 from __future__ import annotations
