@@ -333,6 +333,9 @@ def run(args) -> dict:
     # bad input fails here, before minutes of training
     methods = method_names(args.compare)
     data = check_data(args)
+    if args.out is not None:  # a file in the way fails here, not when the first result is written
+        for name in methods:
+            result_files.make_folder(run_folder(args, name), "--out")
     print(f"{data['dataset']}: images {data['image_shape']}, splits {data['sizes']}")
 
     searches = {name: run_search(search_config(args, name)) for name in methods}

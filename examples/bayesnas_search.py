@@ -226,11 +226,16 @@ def main(argv=None) -> dict:
 
 
 def run(args) -> dict:
+    from naslib_bayes.errors import UserError
     from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
     # bad input fails here, before minutes of training
     baselines = baseline_names(args.compare)
     benchmark = None if args.benchmark is None else load_benchmark(args.benchmark)
+    if benchmark is not None and not any(benchmark.has_metric(d, REPORT_METRIC) for d in benchmark.datasets):
+        held = sorted({m for d in benchmark.datasets for m in benchmark.metrics(d)})
+        raise UserError(f"{benchmark.source} has no {REPORT_METRIC} for any dataset to rank the derived cell by "
+                        f"(it holds {', '.join(held) or 'no metric'})")
 
     results = {name: run_search(search_config(args, name), benchmark) for name in [BAYESNAS, *baselines]}
     bayesnas = results[BAYESNAS]

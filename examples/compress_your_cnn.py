@@ -209,9 +209,12 @@ def main(argv=None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from naslib_bayes.results import make_folder
+
     start = time.perf_counter()
     cfg = make_config(args)  # checks the options before any data is read
     splits = load_splits(args.dataset, args.data_root, args.seed)
+    make_folder(args.out, "--out")  # a file in the way fails here, not when saving after the training
     train, test = splits.train, splits.test
     print(f"{args.dataset}: {len(train)} training images, {len(test)} held out (seed {args.seed}), "
           f"{train.image_shape[1]}x{train.image_shape[2]} pixels, {train.num_classes} classes")

@@ -48,6 +48,7 @@ from naslib_bayes.errors import UserError, exit_on_user_error
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.predictors import surrogate_io
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
+from naslib_bayes.results import make_folder
 from naslib_bayes.predictors.naslib_predictor import TNASPredictor
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset, resolve_metrics
@@ -119,6 +120,7 @@ def meta_train_and_save(benchmark, target: str, metric: str, args) -> dict:
     source = benchmark.without(target)
     if not source.datasets:
         raise UserError(f"{benchmark.source} holds no dataset besides {target} to meta-train on")
+    make_folder(args.out, "--out")  # a file in the way fails here, not when the surrogate is saved
     print(f"meta-training on {', '.join(source.datasets)} (not {target}), "
           f"at most {args.meta_iterations} iterations ...", flush=True)
     start = time.process_time()

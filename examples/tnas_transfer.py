@@ -44,6 +44,7 @@ from naslib_bayes.optimizers.blackbox import BlackBoxProblem
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.predictors import surrogate_io
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
+from naslib_bayes.results import make_folder
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset, resolve_metrics
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
@@ -95,6 +96,7 @@ def meta_train_and_save(benchmark, target: str, metric: str, args) -> dict:
     configuration, on a view of the benchmark without the target's column.
     """
     source = benchmark.without(target)
+    make_folder(args.out, "--out")  # a file in the way fails here, not when the surrogate is saved
     print(f"meta-training on {', '.join(source.datasets)} (not {target}), "
           f"at most {args.meta_iterations} iterations ...", flush=True)
     start = time.process_time()

@@ -136,3 +136,10 @@ def test_missing_benchmark_file_is_a_one_line_error_naming_it(example, tmp_path,
 def test_unknown_baseline_is_a_one_line_error(example, capsys):
     message = _error(example, capsys, FAST + ["--compare", "darts,enas"])
     assert "'enas'" in message and "random-cell" in message
+
+
+def test_a_benchmark_without_test_accuracy_is_refused_before_the_search(example, zc_json, capsys):
+    # the zero-cost proxy file reads as a benchmark, but has no test accuracy to rank the cell by:
+    # the lookup section would print its header and nothing under it
+    message = _error(example, capsys, FAST + ["--benchmark", str(zc_json)])
+    assert str(zc_json) in message and "test_accuracy" in message

@@ -129,3 +129,28 @@ def test_mnist_without_its_files_is_a_one_line_error(example, tmp_path, capsys, 
     assert message.startswith("error: ") and "\n" not in message
     assert ("--data-root" in message) if not extra else (str(tmp_path) in message)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("where", ["file", "below-a-file"])
+def test_an_out_that_is_a_file_is_refused_in_one_line_before_training(example, tmp_path, capsys, where):
+    in_the_way = tmp_path / "model.pt"
+    in_the_way.write_text("not a folder")
+    out = in_the_way if where == "file" else in_the_way / "compressed"
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(FAST + ["--out", str(out)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    message = captured.err.strip()
+    assert message.startswith("error: ") and "\n" not in message and str(in_the_way) in message
+    assert "training" not in captured.out  # refused before minutes of training, not when saving
+    assert in_the_way.read_text() == "not a folder"
+
+
+def test_save_compressed_into_a_file_is_a_user_error_naming_it(tmp_path):
+    from naslib_bayes.compression import save_compressed
+    from naslib_bayes.errors import UserError
+
+    in_the_way = tmp_path / "model.pt"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(UserError, match="model.pt"):
+        save_compressed(nn.Sequential(nn.Linear(4, 2)), in_the_way, (4,))

@@ -249,3 +249,10 @@ def test_runs_of_two_seeds_keep_their_results_side_by_side(example, tmp_path):
         folder = tmp_path / f"bayesnas-digits-seed{seed}"
         assert json.loads((folder / "search" / "result.json").read_text())["seed"] == seed
         assert json.loads((folder / "train" / "result.json").read_text())["seed"] == seed
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_search(example, tmp_path, capsys):
+    in_the_way = tmp_path / "runs"
+    in_the_way.write_text("not a folder")
+    assert str(in_the_way) in _error(example, capsys, FAST + ["--out", str(in_the_way)])
+    assert in_the_way.read_text() == "not a folder"

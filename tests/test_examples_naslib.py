@@ -86,3 +86,28 @@ def test_cell_strings_of_the_searches_are_nb201_cells(first_run, nats_benchmark)
     values = {round(nats_benchmark.query(c, "cifar100", "test_accuracy"), 6) for c in nb201.all_cells()}
     for name in ("tnas", "bananas"):
         assert {round(v, 6) for v in result["trajectories"][name][0]} <= values
+
+
+@pytest.mark.parametrize("seeds", ["0,a", "0,", "", "-1", "0,0"])
+def test_a_malformed_seed_list_is_an_argument_error_not_a_traceback(example, nats_csv, tmp_path, capsys, seeds):
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(_argv(nats_csv, tmp_path / "out", seeds=seeds))
+    assert exit_info.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_seeds_are_a_list_of_seeds_not_a_count(example, nats_csv, tmp_path):
+    assert example.parse_args(_argv(nats_csv, tmp_path, seeds="3")).seeds == [3]
+    assert example.parse_args(_argv(nats_csv, tmp_path, seeds="2, 0")).seeds == [2, 0]
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(naslib, example, nats_csv, tmp_path, capsys):
+    in_the_way = tmp_path / "runs"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(_argv(nats_csv, in_the_way))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: ") and str(in_the_way) in message
+    assert in_the_way.read_text() == "not a folder"

@@ -242,3 +242,21 @@ def test_summarise_finds_the_first_query_matching_the_optimum_and_the_regrets(tr
     assert summary["regret"] == pytest.approx({1: 3.5, 5: 0.0, 10: 0.0})  # 20 is past the 12 queries
     never = transfer.summarise({**result, "incumbent_report_accuracy": [70.0] * 12})
     assert never["reached_optimum_at"] is None
+
+
+@pytest.mark.parametrize("example, argv", [
+    ("transfer", lambda csv, out: transfer_argv(csv, out)),
+    ("predictor", lambda csv, out: predictor_argv(csv, "--out", str(out), *TINY_META)),
+])
+def test_an_out_that_is_a_file_is_refused_before_meta_training(transfer, predictor, nats_csv, tmp_path, capsys,
+                                                               example, argv):
+    module = {"transfer": transfer, "predictor": predictor}[example]
+    in_the_way = tmp_path / "runs"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv(nats_csv, in_the_way))
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert "meta-training on" not in captured.out  # refused before the meta-training it could not save
+    message = captured.err.strip()
+    assert message.startswith("error: ") and "\n" not in message and str(in_the_way) in message

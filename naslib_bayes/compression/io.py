@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from naslib_bayes.compression.trace import InputSelect
 from naslib_bayes.errors import UserError
-from naslib_bayes.results import atomic_write, atomic_write_json
+from naslib_bayes.results import atomic_write, atomic_write_json, make_folder
 
 FORMAT = "naslib-bayes-compressed-cnn/1"
 WEIGHTS_FILE = "model.pt"
@@ -120,7 +120,7 @@ def save_compressed(model: nn.Sequential, out_dir: str | os.PathLike, input_shap
     Returns the two paths.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "output folder")  # a file in the way is one line naming it, not FileExistsError
     description = {"format": FORMAT, "input_shape": [int(s) for s in input_shape],
                    "modules": [module_spec(m) for m in model], **extra}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
