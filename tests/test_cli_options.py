@@ -215,16 +215,22 @@ def test_an_out_name_too_long_for_the_file_system_is_a_one_line_error(capsys, tm
     assert one_error_line(err).startswith(f"naslib-bayes: error: --out {out}: cannot create the folder (OSError: ")
 
 
+def _folder_of_an_unfinished_run(tmp_path) -> tuple[Path, Path]:
+    """``tmp_path/out`` holding a (stand-in) checkpoint.pt of a run not yet finished, and that checkpoint."""
+    out = tmp_path / "out"
+    out.mkdir()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(b"an unfinished run")
+    return out, checkpoint
+
+
 @pytest.mark.parametrize("argv", [
     ["search", "--optimizer", "bayesnas", "--dataset", "digits", *ONE_SHOT_FAST],
     ["train", "--arch", "|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", "--dataset", "digits",
      "--epochs", "1"],
 ])
 def test_an_unfinished_run_is_not_thrown_away_without_overwrite(capsys, tmp_path, argv):
-    out = tmp_path / "out"
-    out.mkdir()
-    checkpoint = out / "checkpoint.pt"
-    checkpoint.write_bytes(b"an unfinished run")
+    out, checkpoint = _folder_of_an_unfinished_run(tmp_path)
     code, _, err = run_cli(capsys, *argv, "--out", out)
     assert code == 2
     assert f"{checkpoint} holds an unfinished run: continue it with --resume" in one_error_line(err)
@@ -445,10 +451,7 @@ def test_overwrite_replaces_a_finished_result(capsys, tmp_path, nats_csv):
 def test_overwrite_with_data_that_cannot_load_keeps_the_unfinished_run(capsys, tmp_path, argv):
     """A mistyped --data-root must not cost the run --overwrite would have replaced: its
     checkpoint goes only when the new run writes its own."""
-    out = tmp_path / "out"
-    out.mkdir()
-    checkpoint = out / "checkpoint.pt"
-    checkpoint.write_bytes(b"an unfinished run")
+    out, checkpoint = _folder_of_an_unfinished_run(tmp_path)
     code, _, err = run_cli(capsys, *argv, "--data-root", tmp_path / "no-such-folder", "--overwrite", "--out", out)
     assert code == 2
     assert "no-such-folder" in one_error_line(err)
@@ -550,10 +553,7 @@ def test_a_command_without_checkpoints_keeps_an_unfinished_run_apart_from_its_re
     command's --resume later replaced the result with its own, silently. Now the folder is refused
     without --overwrite; with it, the unfinished run's checkpoint goes once the new result is written."""
     argv = [a.format(csv=nats_csv) for a in argv]
-    out = tmp_path / "out"
-    out.mkdir()
-    checkpoint = out / "checkpoint.pt"
-    checkpoint.write_bytes(b"an unfinished run")
+    out, checkpoint = _folder_of_an_unfinished_run(tmp_path)
     code, _, err = run_cli(capsys, *argv, "--out", out)
     assert code == 2
     assert one_error_line(err) == (f"naslib-bayes: error: {checkpoint} holds an unfinished run of another command; "
@@ -586,10 +586,7 @@ def test_overwrite_starts_an_unfinished_run_over_and_resume_keeps_it(tmp_path):
     from naslib_bayes.commands.common import prepare_resumable_out
     from naslib_bayes.errors import UserError
 
-    out = tmp_path / "out"
-    out.mkdir()
-    checkpoint = out / "checkpoint.pt"
-    checkpoint.write_bytes(b"an unfinished run")
+    out, checkpoint = _folder_of_an_unfinished_run(tmp_path)
     with contextlib.ExitStack() as held, pytest.raises(UserError, match="holds an unfinished run"):
         prepare_resumable_out(out, overwrite=False, resume=False, held=held)
     (out / "result.json").write_text("{}")  # an earlier run's result, being replaced by the unfinished one
