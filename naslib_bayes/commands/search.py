@@ -144,11 +144,17 @@ def _one_shot_hyperparameters(args) -> dict:
         hyper.pop("lambda_origin")
         hyper.pop("lambda_child")
     hyper = {k: v for k, v in hyper.items() if v is not None}
-    twice = sorted(set(hyper) & set(dict(args.opt)))  # one would silently win over the other
-    if twice:
-        raise UserError(f"{_flag(twice[0])} and --opt {twice[0]} both set {twice[0]}; give one")
+    _refuse_set_twice(hyper, dict(args.opt), _flag)
     hyper.update(dict(args.opt))  # e.g. --opt curvature_batches=4 --opt curvature_reduction=dataset
     return hyper
+
+
+def _refuse_set_twice(flags: dict, opts: dict, flag_of) -> None:
+    """A setting given both as a flag (``flag_of(key)`` names it) and as ``--opt``: one would
+    silently win over the other."""
+    twice = sorted(set(flags) & set(opts))
+    if twice:
+        raise UserError(f"{flag_of(twice[0])} and --opt {twice[0]} both set {twice[0]}; give one")
 
 
 def _flag(hyperparameter: str) -> str:
@@ -216,17 +222,13 @@ _SURROGATE_FLAGS = {"surrogate": "surrogate", "dataset_encoder": "dataset_encode
 
 def _surrogate_hyperparameters(args) -> dict:
     """Route the TNAS surrogate flags to the optimizer's hyper-parameters (refusing them elsewhere)."""
-    from naslib_bayes.errors import UserError
-
     given = {key: getattr(args, flag) for flag, key in _SURROGATE_FLAGS.items() if getattr(args, flag) is not None}
     accepted = registry.get_spec(args.optimizer).load().defaults
     for key in given:
         if key not in accepted:
             raise UserError(f"--{key.replace('_', '-')} does not apply to --optimizer {args.optimizer}")
-    twice = sorted(set(given) & set(dict(args.opt)))  # --opt would silently win over the checked flag
-    if twice:
-        raise UserError(f"--{twice[0].replace('_', '-')} and --opt {twice[0]} both set {twice[0]}; give one")
     opts = dict(args.opt)
+    _refuse_set_twice(given, opts, lambda key: f"--{key.replace('_', '-')}")
     chosen = {**opts, **given}  # what the search uses, however given (no key both ways: refused above)
     surrogate = chosen.get("surrogate")
     if surrogate is None:  # meta-trained here, with the encoder and images chosen
@@ -271,8 +273,6 @@ def _check_image_settings_for(surrogate: Path, image_root, feature_extractor) ->
 
 
 def _require(args, *names: str) -> None:
-    from naslib_bayes.errors import UserError
-
     for name in names:
         if getattr(args, name) is None:
             raise UserError(f"--{name.replace('_', '-')} is required with --optimizer {args.optimizer}")
