@@ -48,8 +48,8 @@ from naslib_bayes.errors import UserError, exit_on_user_error
 from naslib_bayes.optimizers.tnas import TNAS
 from naslib_bayes.predictors import surrogate_io
 from naslib_bayes.predictors.meta_train import MetaTrainConfig
-from naslib_bayes.results import make_folder
 from naslib_bayes.predictors.naslib_predictor import TNASPredictor
+from naslib_bayes.results import make_folder
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset, resolve_metrics
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark

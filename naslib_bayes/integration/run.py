@@ -34,9 +34,9 @@ from naslib_bayes.errors import UserError, cause
 from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, hyperparameter_section, load_naslib
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.hyperparameters import MAX_SEED
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
-from naslib_bayes.optimizers.hyperparameters import MAX_SEED
 
 logger = logging.getLogger(__name__)
 _naslib = load_naslib()
@@ -122,11 +122,9 @@ def _set_dotted(config, key: str, value, defaults=None) -> None:
     """``config[key] = value`` for a dotted ``key``; a value of another kind than NASLib's default of
     ``key`` (in ``defaults``) is refused as the config file's merge refuses it, instead of reaching
     NASLib's optimizer (``--set search.learning_rate=abc`` was a TypeError traceback from torch)."""
-    default, expected = _default_at(defaults, key), None
+    default = _default_at(defaults, key)
     if value is not None and default is not None and _kind(value) != _kind(default):
-        expected = _kind(default)
-    if expected is not None:
-        raise UserError(f"--set {key}={value!r}: NASLib's {key} is {expected} ({default!r})")
+        raise UserError(f"--set {key}={value!r}: NASLib's {key} is {_kind(default)} ({default!r})")
     node = config
     *parents, leaf = key.split(".")
     for part in parents:
