@@ -85,6 +85,22 @@ def test_regularized_evolution_tournament_draws_with_replacement(nats_benchmark)
     assert 0.1 < worse_parent / (worse_parent + better_parent) < 0.4
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_regularized_evolution_finds_a_parents_last_unqueried_neighbour(nats_benchmark, seed):
+    # 23 of the parent's 24 neighbours queried: 50 mutation draws miss the last one in about one
+    # search of eight, which then took a random cell although a mutation was left.
+    problem = BlackBoxProblem.from_benchmark(nats_benchmark, "cifar10", "test_accuracy", 30)
+    optimizer = registry.create("re", kind=registry.BLACK_BOX, seed=seed, population_size=1, sample_size=1)
+    optimizer.adapt_search_space(problem.space, dataset_api=problem)
+    optimizer.new_epoch(0)  # the only member of the population: every tournament's winner
+    parent = problem.objective.queried[0]
+    *spent, last = nb201.neighbours(parent)
+    for cell in spent:
+        problem.objective(cell)
+    optimizer.new_epoch(1)
+    assert problem.objective.queried[-1] == last
+
+
 def test_local_search_climbs_from_the_best_initial_cell(nats_benchmark):
     objective = run(nats_benchmark, "ls", 60, seed=5, num_init=10)
     initial = objective.queried[:10]

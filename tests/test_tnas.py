@@ -639,6 +639,24 @@ def test_meta_train_then_search_with_the_surrogate(capsys, tmp_path, nats_csv):
     assert code == 2 and "--datasets: cifar100, CIFAR-100 all name cifar100; give each once" in err and not (tmp_path / "twice" / "surrogate.pt").exists()
 
 
+def test_meta_train_datasets_in_any_order_give_the_same_surrogate(capsys, tmp_path, nats_csv):
+    # task sampling and held-out splits follow the list: given in another order, the same
+    # datasets meta-trained another surrogate
+    payloads = []
+    for order in ("ImageNet16-120,cifar100", "cifar100,ImageNet16-120"):
+        out = tmp_path / order.replace(",", "-")
+        code, _, err = run_cli(capsys, "meta-train", "--benchmark", str(nats_csv), "--datasets", order, "--seed", "3",
+                               "--iterations", "6", "--encoder-hidden", "8", "--out", str(out))
+        assert code == 0, err
+        assert json.loads((out / "result.json").read_text())["meta_datasets"] == ["cifar100", "ImageNet16-120"]
+        payloads.append(torch.load(out / "surrogate.pt", weights_only=True))
+    first, second = payloads
+    assert first["info"]["meta_datasets"] == second["info"]["meta_datasets"] == ["cifar100", "ImageNet16-120"]
+    assert first["state_dict"].keys() == second["state_dict"].keys()
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+    assert all(torch.equal(first["evidence"][k], second["evidence"][k]) for k in first["evidence"])
+
+
 def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
     """`meta-train` with no options gives the surrogate `search --optimizer tnas` would meta-train."""
     from naslib_bayes.cli import build_parser

@@ -21,7 +21,8 @@ DATASET_ENCODER_HELP = ("dataset encoding fed to the kernel: off (none; the NB20
 def register(subparsers) -> None:
     parser = subparsers.add_parser("meta-train", help="meta-train a TNAS surrogate on other datasets' evaluations")
     parser.add_argument("--benchmark", type=Path, required=True, help="NAS-Bench-201 benchmark file or folder")
-    parser.add_argument("--datasets", required=True, help="comma-separated meta-training datasets, e.g. cifar100,ImageNet16-120")
+    parser.add_argument("--datasets", required=True, help="comma-separated meta-training datasets, e.g. cifar100,ImageNet16-120 (used "
+                             "in the benchmark's order, whatever the order given)")
     parser.add_argument("--metric", default="test_accuracy", help="benchmark metric to learn from (default: test_accuracy)")
     add_surrogate_options(parser)
     mt = parser.add_argument_group("meta-training")
@@ -99,7 +100,9 @@ def run(args) -> int:
 
 
 def _dataset_names(text: str, benchmark, metric: str) -> list[str]:
-    """The canonical names of ``--datasets``, each distinct and holding ``metric`` in ``benchmark``."""
+    """The canonical names of ``--datasets``, each distinct and holding ``metric`` in ``benchmark``,
+    in the benchmark's order: task sampling and held-out splits follow the list, so the set of
+    datasets, not the order it was typed in, defines the surrogate (the one ``search`` meta-trains)."""
     from naslib_bayes.comparison.grid import require_distinct
     from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
 
@@ -111,7 +114,7 @@ def _dataset_names(text: str, benchmark, metric: str) -> list[str]:
     require_distinct("--datasets", given, names)
     for name in names:
         benchmark.query_all(name, metric)  # a missing dataset or metric is an error before writing
-    return names
+    return [name for name in benchmark.datasets if name in names]
 
 
 def _read_datasets(benchmark, names: list[str], args, surrogate_config) -> list:

@@ -328,6 +328,10 @@ class BlackBoxOptimizer(abc.ABC):
     def is_queried(self, cell: Sequence[int]) -> bool:
         return self.problem.objective.is_queried(cell)
 
+    def unqueried_neighbours(self, cell: Sequence[int]) -> list[nb201.Cell]:
+        """The one-edge neighbours of ``cell`` not queried yet, in the space's neighbour order."""
+        return [n for n in self.problem.space.neighbours(cell) if not self.is_queried(n)]
+
     def random_unqueried(self, exclude: Collection[nb201.Cell] = ()) -> nb201.Cell:
         """A uniformly random cell neither queried yet nor in ``exclude``.
 

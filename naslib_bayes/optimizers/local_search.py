@@ -59,7 +59,7 @@ class LocalSearch(BlackBoxOptimizer):
     def _move_to(self, centre: Cell) -> None:
         """Make ``centre`` the centre and queue its unqueried neighbours in random order."""
         self.centre = centre
-        fresh = [n for n in self.problem.space.neighbours(centre) if not self.is_queried(n)]
+        fresh = self.unqueried_neighbours(centre)
         self.rng.shuffle(fresh)
         self.queue = deque(fresh)
 

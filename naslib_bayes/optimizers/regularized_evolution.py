@@ -21,7 +21,8 @@ from naslib_bayes.optimizers.blackbox import BlackBoxOptimizer, missing_as_worst
 from naslib_bayes.optimizers.hyperparameters import at_least
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 
-#: Mutations tried from one parent before walking further away from it.
+#: Mutations drawn before the child is chosen among the unqueried neighbours left (random
+#: draws first, so that a search in which they find a child is the one they always made).
 _MUTATION_TRIES = 50
 
 
@@ -57,13 +58,17 @@ class RegularizedEvolution(BlackBoxOptimizer):
 
         Every mutant already queried would be a wasted (and forbidden) query, so mutation is
         redrawn; if the parent's whole neighbourhood is spent, the search walks on by mutating
-        a mutant, which keeps the child close to the parent.
+        a mutant, which keeps the child close to the parent. Draws that keep missing the few
+        unqueried neighbours left (of the parent while it has any, else of the cell walked to)
+        end in a seeded choice among them, so that a mutation is made whenever one exists; a
+        random cell only when none is left.
         """
         current = parent
         for _ in range(_MUTATION_TRIES):
             child = self.problem.space.mutate(current, self.rng)
             if not self.is_queried(child):
                 return child
-            if all(self.is_queried(n) for n in self.problem.space.neighbours(current)):
+            if not self.unqueried_neighbours(current):
                 current = child
-        return self.random_unqueried()
+        left = self.unqueried_neighbours(current)
+        return self.rng.choice(left) if left else self.random_unqueried()
