@@ -299,5 +299,6 @@ def run(args) -> int:
     result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,
                                 time.perf_counter() - start + checkpoint.clock.earlier_s)
     path = results.write_result(out, result)
+    common.retire_other_commands_files(out)
     print(summary_line(result, path))
     return 0
