@@ -808,3 +808,61 @@ def test_a_killed_writes_cleanup_removes_only_the_temporaries_atomic_write_makes
     theirs.write_text("mine")
     results.remove_killed_writes(tmp_path)
     assert not Path(ours).exists() and theirs.read_text() == "mine"
+
+
+COMPRESSED = ["compress", "--model", "lenet300", "--dataset", "digits", "--lambda", "0.5", "--epochs", "3",
+              "--finetune-epochs", "1", "--batch-size", "32", "--no-baseline"]
+META_TRAINED = ["meta-train", "--benchmark", "{csv}", "--datasets", "cifar100", "--iterations", "3",
+                "--encoder-hidden", "8"]
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("argv", [*OVERWRITTEN_RUNS[:2], *UNCHECKPOINTED_RUNS],
+                         ids=["one-shot-search", "train", "black-box-search", "meta-train"])
+def test_an_overwrite_by_another_command_retires_the_old_runs_files_once_its_result_is_written(capsys, tmp_path,
+                                                                                             monkeypatch, nats_csv,
+                                                                                             argv):
+    """compress's model.pt and widths.json stayed beside another command's result after its
+    --overwrite, described by neither its result nor its checkpoint, and were taken for its own."""
+    from cli_runner import run_cli_stopped_before_its_result
+
+    argv, out = [a.format(csv=nats_csv) for a in argv], tmp_path / "out"
+    code, _, err = run_cli(capsys, *COMPRESSED, "--seed", "0", "--out", out)
+    assert code == 0, err
+    (out / "notes.txt").write_text("the user's own file")
+    assert run_cli_stopped_before_its_result(capsys, monkeypatch, *argv, "--seed", "1", "--overwrite",
+                                             "--out", out) == 130
+    assert {"model.pt", "widths.json"} <= set(_files(out))  # not before the new result is written
+    code, _, err = run_cli(capsys, *argv, "--seed", "1", "--overwrite", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "result.json").read_text())["command"] == argv[0]
+    assert not {"model.pt", "widths.json"} & set(_files(out)) and "notes.txt" in _files(out)
+
+
+def test_a_surrogate_goes_with_an_overwrite_by_another_command_but_not_while_the_new_result_names_it(
+        capsys, tmp_path, nats_csv):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, *[a.format(csv=nats_csv) for a in META_TRAINED], "--out", out)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "2", "--surrogate", out, "--overwrite", "--out", out)
+    assert code == 0, err
+    assert "surrogate.pt" in _files(out)  # the search's own input, which its result names
+    code, _, err = run_cli(capsys, *COMPRESSED, "--overwrite", "--out", out)
+    assert code == 0, err
+    assert _files(out) == ["checkpoint.pt", "model.pt", "result.json", "widths.json"]
+
+
+def test_files_of_the_same_names_that_are_not_ours_stay(capsys, tmp_path, nats_csv):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("model.pt", "surrogate.pt", "widths.json"):
+        (out / name).write_text(f"the user's own {name}")
+    torch.save({"format": "another program's"}, out / "surrogate.pt")
+    code, _, err = run_cli(capsys, *UNCHECKPOINTED_RUNS[0][:4], nats_csv, *UNCHECKPOINTED_RUNS[0][5:], "--out", out)
+    assert code == 0, err
+    assert _files(out) == ["model.pt", "result.json", "surrogate.pt", "widths.json"]
+    assert (out / "model.pt").read_text() == "the user's own model.pt"

@@ -1078,3 +1078,34 @@ def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"^the teacher gives outputs of shape \(7,\) per image, the network "
                                         r"being compressed \(10,\): distillation needs the same$"):
         compress(student, digits.train, cfg, seed=0, teacher=teacher)
+
+
+def _digits_net(device: str = "cpu") -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)).to(device)
+
+
+def test_a_model_off_the_cpu_is_refused_naming_its_device_not_an_input_shape():
+    """Compression runs on the CPU: a model elsewhere failed the shape trace, in a message about
+    its input shape that sent the user looking for a wrong shape."""
+    with pytest.raises(UnsupportedModelError) as info:
+        SwitchedNetwork(trace_chain(_digits_net("meta")), (1, 8, 8))
+    message = str(info.value)
+    assert "module '1' (Linear) has its weights on meta; compression runs on the CPU: pass model.cpu()" in message
+    assert "input shape" not in message and "\n" not in message
+
+
+def test_a_model_on_cuda_given_to_compress_is_refused_naming_the_device(monkeypatch):
+    from naslib_bayes.compression import trace
+    from naslib_bayes.compression.compressor import compress
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.data import load_dataset
+
+    model = _digits_net()
+    on_cuda = {id(model[2].running_mean)}  # as if model.cuda() had moved the BatchNorm's statistics
+    monkeypatch.setattr(trace, "_device_of",
+                        lambda tensor: torch.device("cuda:0") if id(tensor) in on_cuda else tensor.device)
+    train = load_dataset("digits", None, seed=0).train
+    with pytest.raises(UnsupportedModelError) as info:
+        compress(model, train, CompressionConfig(epochs=3, finetune_epochs=1), seed=0)
+    assert "module '2' (BatchNorm1d) has its weights on cuda:0; compression runs on the CPU" in str(info.value)

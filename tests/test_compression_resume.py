@@ -209,6 +209,22 @@ def test_compress_resume_errors_are_one_line(capsys, tmp_path):
     assert code == 2 and "cannot read the checkpoint" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_resume_with_other_threads_is_refused_naming_both_counts(capsys, tmp_path, monkeypatch):
+    """Another thread count rounds the sums otherwise: the resumed run would not be the one begun."""
+    argv = [*ARGS, "--epochs", "3", "--finetune-epochs", "1", "--no-baseline", "--distill", "0",
+            "--out", tmp_path / "run"]
+    with killed_after_saves(monkeypatch, 1), pytest.raises(Killed):
+        run_cli(capsys, *argv, "--threads", "1")
+    checkpoint = tmp_path / "run" / ckpt.CHECKPOINT_FILE
+    saved = checkpoint.read_bytes()
+    code, _, err = run_cli(capsys, *argv, "--threads", "2", "--resume")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{checkpoint}: the checkpoint is of a run with --threads 1, not 2; resume with the same settings" in err
+    assert checkpoint.read_bytes() == saved and not (tmp_path / "run" / "result.json").exists()
+    code, _, err = run_cli(capsys, *argv, "--threads", "1", "--resume")
+    assert code == 0, err
+
+
 def test_a_resume_on_other_data_files_is_refused_and_on_moved_ones_continues(capsys, tmp_path, monkeypatch, mnist_dir):
     """--data-root may change between a run and its resume (the files moved), the data may not:
     resumed on MNIST with training files, a run begun on the test files' split trained its

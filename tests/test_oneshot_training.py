@@ -344,6 +344,25 @@ def test_train_resumed_with_other_epochs_is_refused(capsys, tmp_path):
     assert checkpoint.read_bytes() == saved
 
 
+THREADED_RUNS = {"search": SEARCH, "train": train_args(epochs=2)}
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_resume_with_other_threads_is_refused_naming_both_counts(capsys, tmp_path, monkeypatch, command):
+    """The thread count changes the order of float sums: a run resumed with another one is not
+    the run its checkpoint began, nor does it end in the result an uninterrupted run gives."""
+    argv = [*THREADED_RUNS[command], "--threads", "1"]
+    checkpoint = killed_run(capsys, monkeypatch, argv, tmp_path)
+    saved = checkpoint.read_bytes()
+    code, _, err = run_cli(capsys, *THREADED_RUNS[command], "--threads", "2", "--out", tmp_path, "--resume")
+    assert code == 2
+    assert (f"{checkpoint}: the checkpoint is of a run with --threads 1, not 2; resume with the same settings"
+            in one_line(err))
+    assert checkpoint.read_bytes() == saved and not (tmp_path / results.RESULT_FILE).exists()
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path, "--resume")
+    assert code == 0, err
+
+
 def test_a_checkpoint_of_the_other_command_or_without_its_settings_is_refused(capsys, tmp_path, monkeypatch):
     search_checkpoint = killed_run(capsys, monkeypatch, SEARCH, tmp_path / "search")
     train_checkpoint = killed_run(capsys, monkeypatch, train_args(epochs=2), tmp_path / "train")

@@ -235,10 +235,81 @@ def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
 
 def retire_other_runs_checkpoint(out: Path) -> None:
     """Delete the checkpoint another command's run left in ``out`` (see :func:`prepare_out`), once
-    this command's result is written: a ``--resume`` there would replace that result."""
+    this command's result is written: a ``--resume`` there would replace that result. That run's
+    other files go too (:func:`retire_other_commands_files`)."""
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
     Path(out, CHECKPOINT_FILE).unlink(missing_ok=True)
+    retire_other_commands_files(out)
+
+
+def retire_other_commands_files(out: Path) -> None:
+    """Delete the files that commands other than the one of ``out``'s result.json leave there
+    (compress's network, meta-train's surrogate): an ``--overwrite`` by another command left them
+    beside its result, which does not describe them, and a reader took them for this run's.
+
+    Nothing goes before this run's result.json is written (without it, nothing does); a file
+    goes only when it is of our own format (a user's own ``model.pt`` stays), and not when the
+    new result names it (a tnas search's ``--surrogate`` read from this folder).
+    """
+    result = results.read_json_record(Path(out) / results.RESULT_FILE)
+    if result is None:
+        return
+    named = set(_strings_in(result))
+    for command, retire in _RETIRE_FILES_OF_COMMAND.items():
+        if command != result.get("command"):
+            retire(Path(out), lambda path: _is_named(path, named))
+
+
+def _strings_in(record: Any):
+    """Every string in a JSON ``record``, at any depth."""
+    if isinstance(record, dict):
+        record = list(record.values())
+    if isinstance(record, list):
+        for item in record:
+            yield from _strings_in(item)
+    elif isinstance(record, str):
+        yield record
+
+
+def _is_named(path: Path, strings: set[str]) -> bool:
+    """Whether one of ``strings`` is a path to the file ``path``."""
+    return any(Path(text).name == path.name and Path(text).resolve() == path.resolve() for text in strings)
+
+
+def _retire_compressed_network(out: Path, named) -> None:
+    """compress's ``model.pt`` and ``widths.json``, when the description is a compressed network's."""
+    from naslib_bayes.compression.io import WEIGHTS_FILE, WIDTHS_FILE, read_description
+
+    try:
+        read_description(out / WIDTHS_FILE)
+    except UserError:  # absent, or not ours: the weights beside it are not known to be ours either
+        return
+    for path in (out / WEIGHTS_FILE, out / WIDTHS_FILE):  # the description last: it tells the pair ours
+        if not named(path):
+            path.unlink(missing_ok=True)
+
+
+def _retire_surrogate(out: Path, named) -> None:
+    """meta-train's ``surrogate.pt``, when it is a TNAS surrogate file."""
+    import torch
+
+    from naslib_bayes.predictors import surrogate_io
+
+    path = out / surrogate_io.FILE_NAME
+    if not path.is_file() or named(path):
+        return
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file (torch raises many types): the user's own
+        return
+    if isinstance(payload, dict) and payload.get("format") == surrogate_io.FORMAT:
+        path.unlink()
+
+
+#: What commands leave in --out besides result.json and checkpoint.pt, by result.json's "command".
+#: Each is given ``out`` and a test of whether the new result names a file (which then stays).
+_RETIRE_FILES_OF_COMMAND = {"compress": _retire_compressed_network, "meta-train": _retire_surrogate}
 
 
 def _hold_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:

@@ -34,12 +34,13 @@ OPTION_OF_FIELD = {"lam": "--lambda", "epochs": "--epochs", "finetune_epochs": "
 
 def _run_settings(args, cfg) -> dict:
     """What defines a run, keyed by the option that sets it: a checkpoint resumes only the same."""
-    from naslib_bayes.training.checkpoint import data_setting
+    from naslib_bayes.training.checkpoint import data_setting, thread_setting
 
     settings = {"--model": args.model, "--dataset": args.dataset, "--seed": args.seed, "--val-size": args.val_size,
                 "--no-baseline": args.no_baseline}
     settings.update({OPTION_OF_FIELD.get(field, field): value for field, value in cfg.as_dict().items()})
-    return {**settings, **data_setting(args.dataset, args.data_root)}  # the files may move, their contents not
+    # the files may move, their contents not; the thread count (set from --threads) is kept too
+    return {**settings, **data_setting(args.dataset, args.data_root), **thread_setting()}
 
 
 def register(subparsers) -> None:
@@ -298,5 +299,6 @@ def run(args) -> int:
     result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,
                                 time.perf_counter() - start + checkpoint.clock.earlier_s)
     path = results.write_result(out, result)
+    common.retire_other_commands_files(out)
     print(summary_line(result, path))
     return 0

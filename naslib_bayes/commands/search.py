@@ -127,6 +127,7 @@ def run_one_shot(args) -> int:
         result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress,
                                     report_metric=report_metric, data=data)
     path = results.write_result(out, result)
+    common.retire_other_commands_files(out)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
     shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
     print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")

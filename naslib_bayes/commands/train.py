@@ -53,5 +53,6 @@ def run(args) -> int:
     with bar:
         result = run_training(cfg, out, resume=args.resume, progress=progress, data=data)
     path = results.write_result(out, result)
+    common.retire_other_commands_files(out)
     print(f"test accuracy {result['test_accuracy']:.2f}%  -> {path}")
     return 0

@@ -518,12 +518,14 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
     Raises :class:`UnsupportedModelError` for chains that compression cannot handle: no layer,
     a BatchNorm not directly serving one layer (before the first layer, or two in one layer),
     a grouped convolution, a convolution after a flattened layer, a linear layer on a feature map,
-    a BatchNorm without running statistics that gets one value per channel of a sample.
+    a BatchNorm without running statistics that gets one value per channel of a sample, weights
+    off the CPU (a model on CUDA).
     """
     named = [(item if isinstance(item, tuple) else (f"[{i}]", item)) for i, item in enumerate(chain)]
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise UserError(f"input_shape must be positive sizes without the batch dimension, got {tuple(input_shape)}")
+    _refuse_off_cpu(named)
     step_inputs, outputs = _trace_shapes(named, shape)
     layer_steps = [i for i, (_, m) in enumerate(named) if isinstance(m, LAYER_TYPES)]
     if not layer_steps:
@@ -535,6 +537,21 @@ def analyse_chain(chain: Sequence[tuple[str, nn.Module]] | Sequence[nn.Module],
         layers.append(_layer_info(named, step, end, outputs[step], layers[-1] if layers else None))
     return ChainInfo(layers=tuple(layers), input_shape=shape, output_shape=outputs[-1],
                      step_inputs=tuple(step_inputs))
+
+
+def _device_of(tensor: torch.Tensor) -> torch.device:
+    return tensor.device
+
+
+def _refuse_off_cpu(named) -> None:
+    """Compression analyses, trains and prunes on the CPU: a module whose weights are elsewhere
+    (a model on CUDA) would otherwise fail the shape trace, in a message about its input shape."""
+    for name, module in named:
+        for tensor in (*module.parameters(), *module.buffers()):
+            device = _device_of(tensor)
+            if device.type != "cpu":
+                raise UnsupportedModelError(f"module '{name}' ({type(module).__name__}) has its weights on {device}; "
+                                            "compression runs on the CPU: pass model.cpu()")
 
 
 def _trace_shapes(named, shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:

@@ -102,6 +102,19 @@ def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, ru
     return state
 
 
+#: The run settings' key of torch's CPU thread count (see :func:`thread_setting`).
+THREADS_KEY = "--threads"
+
+
+def thread_setting() -> dict[str, int]:
+    """``{THREADS_KEY: n}``, torch's CPU threads now, for a run's settings.
+
+    The count changes the order of float reductions: a run resumed with another would not be
+    the run its checkpoint began (nor give the result an uninterrupted run gives).
+    """
+    return {THREADS_KEY: torch.get_num_threads()}
+
+
 @dataclass
 class RunClock:
     """Wall time of a run over the processes it took: ``earlier_s``, what the earlier ones had run

@@ -314,8 +314,9 @@ def save_checkpoint(path: Path, training: Training, run: dict[str, Any], wall_s:
 
 
 def run_settings(cfg: TrainConfig, settings: TrainSettings) -> dict[str, Any]:
-    """What defines the run: its settings (:meth:`TrainSettings.run`) and the contents of its data files."""
-    return {**settings.run(), **ckpt.data_setting(cfg.dataset, cfg.data_root)}
+    """What defines the run: its settings (:meth:`TrainSettings.run`), the contents of its data files
+    and torch's thread count."""
+    return {**settings.run(), **ckpt.data_setting(cfg.dataset, cfg.data_root), **ckpt.thread_setting()}
 
 
 def restore_checkpoint(path: Path, training: Training, run: dict[str, Any]) -> float:

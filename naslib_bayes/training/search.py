@@ -156,6 +156,7 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     resolved (canonical space and dataset names, the supernet's size after its defaults); the
     optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``);
     the contents of the data files (:func:`~naslib_bayes.training.checkpoint.data_setting`);
+    torch's thread count (:func:`~naslib_bayes.training.checkpoint.thread_setting`);
     ``--report-metric``, the metric the derived cell is scored by on a benchmark, if it is (the
     benchmark's path is not kept: the file may move, as the data may).
     """
@@ -164,6 +165,7 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
                 if name not in (*NOT_OF_THE_RUN, "hyperparameters", "augment")}
     settings["--no-augment"] = not cfg.augment
     settings.update(ckpt.data_setting(cfg.dataset, cfg.data_root))
+    settings.update(ckpt.thread_setting())
     settings.update({f"--opt {name}": value for name, value in optimizer_config.items()})
     if scored_by is not None:  # absent otherwise, as in checkpoints written before runs recorded it
         settings[SCORED_BY] = scored_by
