@@ -151,11 +151,18 @@ def test_local_search_follows_its_rules_through_moves_and_restarts(nats_benchmar
     assert restarts >= 2  # the replay went through restarts and the climbs after them
 
 
-def test_bananas_queries_mutants_of_good_cells(nats_benchmark):
-    objective = run(nats_benchmark, "bananas", 30, seed=0, num_init=10, max_mutations=2)
+@pytest.mark.parametrize("parents, mutations", [(1, 1), (2, 2)])
+def test_bananas_queries_mutants_of_good_cells(nats_benchmark, parents, mutations):
+    """Each batch of k = 4 is drawn from mutants (at most ``mutations`` edges changed) of the
+    ``parents`` best cells queried before it (num_arches_to_mutate), not of any earlier cell."""
+    objective = run(nats_benchmark, "bananas", 30, seed=0, num_init=10, max_mutations=mutations,
+                    num_arches_to_mutate=parents)
     queried = objective.queried
-    for t in range(10, len(queried)):
-        assert min(hamming(queried[t], earlier) for earlier in queried[:t]) <= 2, t
+    for start in range(10, len(queried), FAST_BANANAS["k"]):
+        values = sorted((nats_benchmark.query(c, "cifar10") for c in queried[:start]), reverse=True)
+        best = [c for c in queried[:start] if nats_benchmark.query(c, "cifar10") >= values[parents - 1]]  # ties kept
+        for t in range(start, min(start + FAST_BANANAS["k"], len(queried))):
+            assert min(hamming(queried[t], parent) for parent in best) <= mutations, t
 
 
 def test_bananas_rejects_an_unknown_acquisition(nats_benchmark):

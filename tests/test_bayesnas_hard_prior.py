@@ -142,11 +142,20 @@ def test_switch_bank_update_penalty_and_prune():
     bank.prune("normal", upd.keep_parent, upd.keep_child)
     assert bank.active_ops("normal", 0) == [0]
     assert float(bank.child["normal"].detach()[:, 0, 1].abs().sum()) == 0.0
-    # the pruned group leaves the penalty; the others now use their omega
+    # the pruned group leaves the penalty, even where momentum would move its switch off 0; the
+    # others now use their omega, by the closed form of reweight: gamma_old = 1 and H / lambda =
+    # 100 in each of the 3 cells give omega = sqrt(3 * 100 / 101) for every group
+    with torch.no_grad():
+        bank.child["normal"][:, 0, 1] = 0.5
+    omega, norm = math.sqrt(300 / 101), math.sqrt(3)
     pen = bank.penalty(0.1, 0.2)
-    assert torch.isfinite(pen)
+    assert math.isclose(float(pen.detach()), omega * norm * (0.1 * 3 + 0.2 * 5), rel_tol=1e-6)
     pen.backward()
-    assert torch.isfinite(bank.child["normal"].grad).all()
+    # d(lambda omega ||s_g||) / ds = lambda omega s / ||s_g||, and nothing for the pruned group
+    want = torch.full((3, 3, 2), 0.2 * omega / norm)
+    want[:, 0, 1] = 0.0
+    assert torch.allclose(bank.child["normal"].grad, want, rtol=1e-6)
+    assert torch.allclose(bank.parent["normal"].grad, torch.full((3, 3), 0.1 * omega / norm), rtol=1e-6)
 
 
 def test_ard_update_on_channel_switches_without_a_dag():

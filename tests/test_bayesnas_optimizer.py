@@ -8,7 +8,7 @@ import math
 import jsonschema
 import pytest
 import torch
-import torch.nn as nn
+import torch.nn.functional as F
 
 from naslib_bayes import results
 from naslib_bayes.optimizers.bayesnas.curvature import gauss_newton_diagonal
@@ -40,19 +40,29 @@ def test_metaoptimizer_methods():
     opt = make()
     assert opt.using_step_function
     model = opt.get_checkpointables()["model"]
-    assert isinstance(model, nn.Module)
+    assert model is opt.model
     keys = model.state_dict().keys()
     assert "arch.parent.normal" in keys and "arch.gamma_child_normal" in keys and "arch.C_parent_normal" in keys
     groups = opt.get_op_optimizer().param_groups
     assert groups[1]["weight_decay"] == 0.0 and groups[1]["params"] == opt.architectural_weights
-    assert groups[0]["weight_decay"] > 0
-    assert opt.get_model_size() > 0
+    # the weights, and only they, take the configured decay; the switches are no part of the size
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.net.parameters()}
+    assert make(weight_decay=5e-4).get_op_optimizer().param_groups[0]["weight_decay"] == 5e-4
+    weights = sum(p.numel() for p in NB201SuperNet(4, 1, 10, 1).parameters())
+    assert opt.get_model_size() == weights / 1e6
     assert opt.bank.parent["normal"].shape == (3, 6) and opt.bank.child["normal"].shape == (3, 6, 4)
     assert float(opt.bank.parent["normal"].detach().min()) == 1.0  # switches start at 1
     opt.new_epoch(0)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     logits, logits_val, loss, val_loss = opt.step((x, y), (x, y))
-    assert logits.shape == (8, 10) and logits_val.shape == (8, 10) and loss.dim() == 0 and val_loss.dim() == 0
+    assert logits.shape == (8, 10) and logits_val.shape == (8, 10)
+    # warm-up: the training loss is the cross-entropy alone (no penalty); the validation pass
+    # evaluates the updated model without training it
+    assert torch.allclose(loss, F.cross_entropy(logits, y))
+    with torch.no_grad():
+        again = opt.model(x)
+    assert torch.equal(logits_val, again) and not torch.equal(logits_val, logits)
+    assert torch.allclose(val_loss, F.cross_entropy(again, y))
 
 
 def test_warmup_trains_weights_only_then_switches_with_penalty(digits):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -87,5 +89,6 @@ def test_meta_device_model_is_counted_without_computing():
 
 @pytest.mark.parametrize("shape", [(), (3, 0, 8)])
 def test_bad_input_shape_is_a_user_error(shape):
-    with pytest.raises(UserError):
+    words = f"input_shape must be positive sizes without the batch dimension, got {shape}"
+    with pytest.raises(UserError, match=re.escape(words)):
         count_flops(small_cnn(), shape)

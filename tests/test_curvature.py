@@ -166,10 +166,21 @@ def test_unsupported_operation_names_the_module_type():
     model = nn.Sequential(nn.Linear(3, 3), Weird(), nn.Linear(3, 2))
     with pytest.raises(UnsupportedOperation, match="Weird"):
         gauss_newton_diagonal(model, torch.randn(4, 3))
-    # registering a rule for the module type makes it work
+    # a registered rule is the one used, for the type and its subclasses: tanh's squared
+    # Jacobian (1 - y^2)^2 after a per-feature switch makes the layer-wise diagonal exact
+    class WeirderStill(Weird):
+        pass
+
+    torch.manual_seed(2)
+    fc = nn.Linear(3, 4).double()
+    s = nn.Parameter(0.5 + torch.rand(3, dtype=torch.float64))
+    x = torch.randn(8, 3, dtype=torch.float64)
+    want = exact_gauss_newton_diagonal(lambda v: fc(torch.tanh(x * v)), s.detach())
     register_module_rule(Weird, lambda m, x, y, g: g * (1 - y**2) ** 2)
     try:
-        gauss_newton_diagonal(model, torch.randn(4, 3))
+        for module in (Weird(), WeirderStill()):
+            got = gauss_newton_diagonal(lambda inp: fc(module(switch_mul(inp, s, dim=1))), x).get(s, "sum")
+            assert torch.allclose(got, want, rtol=1e-9), type(module).__name__
     finally:
         curvature._MODULE_RULES.pop(Weird)
 

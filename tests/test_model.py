@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -85,13 +87,14 @@ def test_network_of_empty_cells_ignores_its_input():
 
 
 @pytest.mark.parametrize("kwargs", [{"C": 0}, {"N": 1.5}, {"num_classes": -1}, {"in_channels": 0}])
-def test_bad_network_sizes_are_user_errors(kwargs):
-    with pytest.raises(UserError):
+def test_bad_network_sizes_are_user_errors_naming_the_size(kwargs):
+    ((name, value),) = kwargs.items()
+    with pytest.raises(UserError, match=f"positive integer {name}, got {value}$"):
         NB201Network(MIXED, **kwargs)
 
 
-def test_bad_cell_is_a_user_error():
-    with pytest.raises(UserError):
+def test_bad_cell_is_a_user_error_naming_the_cell():
+    with pytest.raises(UserError, match=re.escape("invalid NAS-Bench-201 cell (1, 2, 3)")):
         NB201Network((1, 2, 3))
 
 

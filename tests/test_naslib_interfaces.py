@@ -51,7 +51,9 @@ def test_core_black_box_optimizers_return_what_naslib_reads(name):
         opt.new_epoch(epoch)
     stats = opt.train_statistics(True)  # NASLib's 4-tuple (train_acc, val_acc, test_acc, train_time)
     assert len(stats) == 4 and stats[1] == max(problem.objective.values)
-    assert isinstance(opt.get_checkpointables(), dict)
+    # what a checkpoint keeps is the run so far: the queried cells with their values, in order
+    expected = list(zip(problem.objective.queried, problem.objective.values))
+    assert len(expected) == 3 and opt.get_checkpointables()["history"] == expected
 
 
 def test_the_table_catches_a_wrong_signature():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -46,14 +48,16 @@ def test_avg_pool_ignores_padding_at_the_border():
     assert torch.equal(make_op("avg_pool_3x3", 1)(x), x)
 
 
-@pytest.mark.parametrize("name, stride", [("max_pool", 1), ("nor_conv_3x3", 0), ("skip_connect", 3)])
-def test_bad_op_requests_are_user_errors(name, stride):
-    with pytest.raises(UserError):
+@pytest.mark.parametrize("name, stride, words", [("max_pool", 1, "unknown NAS-Bench-201 op 'max_pool'"),
+                                                  ("nor_conv_3x3", 0, "stride must be >= 1, got 0"),
+                                                  ("skip_connect", 3, "stride 1 or 2, got 3")])
+def test_bad_op_requests_are_user_errors_naming_the_value(name, stride, words):
+    with pytest.raises(UserError, match=re.escape(words)):
         make_op(name, 4, stride=stride)
 
 
 def test_strided_skip_needs_even_channels():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="even channel count, got 3"):
         make_op("skip_connect", 3, stride=2)
 
 
