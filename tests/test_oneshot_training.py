@@ -141,8 +141,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("saved, current, named", [
-    ({"--seed": 1}, {"--seed": 1, "--epochs": 3}, "--epochs None, not 3"),  # a setting the saved run lacked
-    ({"--seed": 1, "--epochs": 3}, {"--seed": 1}, "--epochs 3, not None"),  # one the current run lacks
+    ({"--seed": 1}, {"--seed": 1, "--epochs": 3}, "--epochs (none recorded), not 3"),  # a setting the saved run lacked
+    ({"--seed": 1, "--epochs": 3}, {"--seed": 1}, "--epochs 3, not (not set)"),  # one the current run lacks
     # every one that differs, in sorted order: --lambda sets lambda_origin and lambda_child, and
     # naming only the first in sorted order named lambda_child, which the user had not typed
     ({"--b": 1, "--a": 1, "--c": 1}, {"--b": 2, "--a": 1, "--c": 2}, "--b 1, not 2; --c 1, not 2"),

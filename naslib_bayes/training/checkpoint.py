@@ -66,11 +66,18 @@ def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[st
     if not isinstance(saved_run, dict):
         raise UserError(f"{path}: the checkpoint does not record the settings of its run (an older file); "
                         "start anew")
-    differing = [f"{key} {saved_run.get(key)!r}, not {current_run.get(key)!r}"
+    differing = [f"{key} {_setting_text(saved_run, key, 'none recorded')}, "
+                 f"not {_setting_text(current_run, key, 'not set')}"
                  for key in sorted(set(saved_run) | set(current_run)) if saved_run.get(key) != current_run.get(key)]
     if differing:
         raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; "
                         "resume with the same settings or start anew")
+
+
+def _setting_text(run: dict[str, Any], key: str, missing: str) -> str:
+    """A setting's value as a message shows it; ``(missing)`` where the run has no such setting (a
+    checkpoint older than the setting, say), rather than a ``None`` the user never gave."""
+    return repr(run[key]) if key in run else f"({missing})"
 
 
 #: The run settings' key of the contents of the data files a run reads (see :func:`data_setting`).
