@@ -90,11 +90,26 @@ def test_unknown_output_transform_is_a_user_error_naming_it(name):
     from naslib_bayes.errors import UserError
     from naslib_bayes.predictors.target_fit import transform_observations
 
-    with pytest.raises(UserError, match=repr(name)):
+    message = f"^output_transform {name!r}: expected one of standardise, copula, robust$"
+    with pytest.raises(UserError, match=message):
         mt.MetaTrainConfig(output_transform=name)
-    with pytest.raises(UserError, match=repr(name)):
+    with pytest.raises(UserError, match=message):
         transform_observations(torch.tensor([1.0, 2.0]), name)
+    with pytest.raises(UserError, match=message):
+        SurrogateConfig(output_transform=name)
     mt.MetaTrainConfig(output_transform="robust")  # accepted
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: mt.MetaTrainConfig(outer="maml"), "outer 'maml': expected one of reptile, joint"),
+    (lambda: SurrogateConfig(dataset_encoder="pixels"), "dataset_encoder 'pixels': expected one of off, learned, images"),
+])
+def test_an_unknown_variant_is_named_as_the_setting_it_is_given_by(make, message):
+    """One wording for every choice, as the optimizers' hyper-parameters say it."""
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=f"^{message}$"):
+        make()
 
 
 @pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("outer_step", -0.5),

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import whole_number
+from naslib_bayes.optimizers.hyperparameters import require_choice, whole_number
 from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 from naslib_bayes.threads import torch_threads
@@ -134,9 +134,8 @@ class MetaTrainConfig:
     evidence_random: int = 500
 
     def __post_init__(self):
-        check_output_transform(self.output_transform)
-        if self.outer not in OUTER_UPDATES:
-            raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
+        require_choice("output_transform", self.output_transform, OUTPUT_TRANSFORMS)
+        require_choice("outer", self.outer, OUTER_UPDATES)
         self.task_size = tuple(int(s) for s in self.task_size)
         self._check_step_settings()
         if not 2 <= self.task_size[0] <= self.task_size[1]:
@@ -163,12 +162,6 @@ OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
 OUTER_UPDATES = ("reptile", "joint")
 IQR_TO_STD = 1.349  # interquartile range of a standard normal
-
-
-def check_output_transform(kind: str) -> None:
-    """Raise a :class:`UserError` naming ``kind`` unless it is one of ``OUTPUT_TRANSFORMS``."""
-    if kind not in OUTPUT_TRANSFORMS:
-        raise UserError(f"output transform {kind!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
 
 
 @dataclass
