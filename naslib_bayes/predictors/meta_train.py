@@ -47,7 +47,7 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import require_choice, whole_number
-from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS, Evidence, SurrogateConfig, TNASSurrogate, cell_index
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 from naslib_bayes.threads import torch_threads
 
@@ -158,7 +158,6 @@ class MetaTrainConfig:
         return out
 
 
-OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
 OUTER_UPDATES = ("reptile", "joint")
 IQR_TO_STD = 1.349  # interquartile range of a standard normal

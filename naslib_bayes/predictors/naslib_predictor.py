@@ -34,7 +34,8 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, require_choice, whole_number
-from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS, ROBUST_CLIP
+from naslib_bayes.predictors.meta_train import ROBUST_CLIP
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
 from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 

@@ -27,6 +27,8 @@ from naslib_bayes.predictors.encoders.set_transformer import DatasetEncoder
 from naslib_bayes.search_spaces.nasbench201.cell import NUM_EDGES, NUM_OPS
 
 DATASET_ENCODER_MODES = ("off", "learned", "images")
+#: How accuracies become GP targets (``SurrogateConfig.output_transform``; the maps are meta_train's).
+OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 
 
 @dataclass
@@ -67,10 +69,7 @@ class SurrogateConfig:
 
     def __post_init__(self):
         require_choice("dataset_encoder", self.dataset_encoder, DATASET_ENCODER_MODES)
-        # checked where a surrogate file is read, not at the first BO step that uses it (imported
-        # here: meta_train imports this module)
-        from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS
-
+        # checked where a surrogate file is read, not at the first BO step that uses it
         require_choice("output_transform", self.output_transform, OUTPUT_TRANSFORMS)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         self.meta_datasets = tuple(self.meta_datasets)
