@@ -295,3 +295,28 @@ def test_a_work_folder_whose_settings_record_is_broken_is_one_line_and_kept(fake
     with pytest.raises(UserError, match=message):
         oneshot.run_oneshot_comparison(settings, nats_benchmark, fake_search(calls))
     assert calls == [] and (work / oneshot.DETERMINANTS_FILE).read_text() == content
+
+
+def test_the_data_files_are_hashed_once_for_the_comparison_and_its_searches(nats_csv, mnist_dir, tmp_path,
+                                                                            monkeypatch):
+    """Each search's checkpoint settings hashed the files the comparison had just hashed (CIFAR-10:
+    170 MB per search); files rewritten since are hashed anew."""
+    import shutil
+
+    from naslib_bayes.data import loaders
+    from naslib_bayes.training import checkpoint
+
+    hashed = []
+    monkeypatch.setattr(loaders, "files_fingerprint", lambda paths, real=loaders.files_fingerprint:
+                        hashed.append(len(paths)) or real(paths))
+    data = shutil.copytree(mnist_dir, tmp_path / "data")
+    settings = oneshot.OneShotSettings(benchmark=nats_csv, out=tmp_path / "out", optimizers=["darts"], dataset="mnist",
+                                       data_root=data, seeds=[0])
+    oneshot.check_search_data(settings)
+    for _ in range(2):  # two searches
+        assert checkpoint.data_setting("mnist", data) == {checkpoint.DATA_KEY: f"sha256:{settings.data_sha256[:16]}"}
+    assert hashed == [2]
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-1])
+    assert checkpoint.data_setting("mnist", data) != {checkpoint.DATA_KEY: f"sha256:{settings.data_sha256[:16]}"}
+    assert hashed == [2, 2]

@@ -90,11 +90,26 @@ def test_unknown_output_transform_is_a_user_error_naming_it(name):
     from naslib_bayes.errors import UserError
     from naslib_bayes.predictors.target_fit import transform_observations
 
-    with pytest.raises(UserError, match=repr(name)):
+    message = f"^output_transform {name!r}: expected one of standardise, copula, robust$"
+    with pytest.raises(UserError, match=message):
         mt.MetaTrainConfig(output_transform=name)
-    with pytest.raises(UserError, match=repr(name)):
+    with pytest.raises(UserError, match=message):
         transform_observations(torch.tensor([1.0, 2.0]), name)
+    with pytest.raises(UserError, match=message):
+        SurrogateConfig(output_transform=name)
     mt.MetaTrainConfig(output_transform="robust")  # accepted
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: mt.MetaTrainConfig(outer="maml"), "outer 'maml': expected one of reptile, joint"),
+    (lambda: SurrogateConfig(dataset_encoder="pixels"), "dataset_encoder 'pixels': expected one of off, learned, images"),
+])
+def test_an_unknown_variant_is_named_as_the_setting_it_is_given_by(make, message):
+    """One wording for every choice, as the optimizers' hyper-parameters say it."""
+    from naslib_bayes.errors import UserError
+
+    with pytest.raises(UserError, match=f"^{message}$"):
+        make()
 
 
 @pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("outer_step", -0.5),
@@ -181,15 +196,42 @@ def test_the_last_iteration_is_validated_even_off_the_validation_grid(nats_bench
     assert log.best_val_loss == log.history[-1]["val_loss"]
 
 
-def test_a_step_whose_tasks_all_broke_down_is_logged_without_nan(nats_benchmark, monkeypatch):
-    """A NaN loss is skipped; the log, which goes to result.json (no NaN allowed), says None."""
-    import json
+DIVERGED = r"meta-training diverged \({}\) in iteration {}, at learning rate {}: run again with a lower " \
+           r"learning rate \(meta-train --lr, or TNAS's meta_lr\)"
+SMALL_TASKS = {"task_size": (20, 30), "val_tasks": 1, "val_support": 20, "val_query": 30}
+
+
+def test_a_nan_training_loss_stops_meta_training_naming_the_iteration_and_rate(nats_benchmark, monkeypatch):
+    """A NaN step was skipped, and every later one: meta-training returned its initial weights
+    without a word."""
+    from naslib_bayes.errors import UserError
 
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
     monkeypatch.setattr(mt, "batch_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
-    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), mt.MetaTrainConfig(iterations=4, eval_every=2), seed=0)
-    assert [h["train_loss"] for h in log.history] == [None, None]
-    json.dumps(log.to_dict(), allow_nan=False)
+    with pytest.raises(UserError, match="^" + DIVERGED.format("training loss nan", 1, "0.01") + "$"):
+        mt.meta_train(data, SurrogateConfig(encoder_hidden=8), mt.MetaTrainConfig(iterations=4, eval_every=2), seed=0)
+
+
+def test_a_nan_validation_loss_stops_meta_training_at_its_iteration(nats_benchmark, monkeypatch):
+    """NaN was never an improvement: training ran on to its patience and kept the last good weights."""
+    from naslib_bayes.errors import UserError
+
+    losses = iter([5.0, 4.0, float("nan")])
+    monkeypatch.setattr(mt, "validation_loss", lambda *args: next(losses))
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=10, eval_every=2, **SMALL_TASKS)
+    with pytest.raises(UserError, match="^" + DIVERGED.format("validation loss nan", 4, "0.01") + "$"):
+        mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
+
+
+def test_a_learning_rate_that_diverges_is_one_error_naming_it(nats_benchmark):
+    """The weights blow up until a task's kernel matrix breaks down, which was a LinAlgError traceback."""
+    from naslib_bayes.errors import UserError
+
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=20, eval_every=5, lr=1000.0, **SMALL_TASKS)
+    with pytest.raises(UserError, match="^" + DIVERGED.format("kernel matrix is not positive definite.*", r"\d+", "1000")):
+        mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
 
 
 def test_a_numpy_integer_seed_meta_trains_as_the_same_python_int(nats_benchmark):

@@ -260,7 +260,7 @@ def test_accuracy_map_of_robust_units_is_affine_with_one_clipped_observation_or_
 def test_naslib_predictor_refuses_an_unknown_target_transform():
     from naslib_bayes.errors import UserError
 
-    with pytest.raises(UserError, match="output transform 'ranks'"):
+    with pytest.raises(UserError, match="^target_transform 'ranks': expected one of standardise, copula, robust, surrogate$"):
         TNASPredictor(seed=0, target_transform="ranks")
 
 

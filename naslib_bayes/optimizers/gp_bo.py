@@ -24,7 +24,7 @@ import torch
 
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
 from naslib_bayes.optimizers.hyperparameters import at_least, require_choice
-from naslib_bayes.predictors.meta_train import OUTPUT_TRANSFORMS
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 

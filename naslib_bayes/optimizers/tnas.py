@@ -30,8 +30,8 @@ from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import acquisition
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
 from naslib_bayes.optimizers.hyperparameters import above, at_least, require_choice
-from naslib_bayes.predictors.meta_train import OUTER_UPDATES, OUTPUT_TRANSFORMS, MetaTrainConfig
-from naslib_bayes.predictors.surrogate import DATASET_ENCODER_MODES
+from naslib_bayes.predictors.meta_train import OUTER_UPDATES, MetaTrainConfig
+from naslib_bayes.predictors.surrogate import DATASET_ENCODER_MODES, OUTPUT_TRANSFORMS
 
 logger = logging.getLogger(__name__)
 

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import whole_number
-from naslib_bayes.predictors.surrogate import Evidence, SurrogateConfig, TNASSurrogate, cell_index
-from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
+from naslib_bayes.optimizers.hyperparameters import require_choice, whole_number
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS, Evidence, SurrogateConfig, TNASSurrogate, cell_index
 from naslib_bayes.threads import torch_threads
+from naslib_bayes.training.divergence import diverged
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +134,8 @@ class MetaTrainConfig:
     evidence_random: int = 500
 
     def __post_init__(self):
-        check_output_transform(self.output_transform)
-        if self.outer not in OUTER_UPDATES:
-            raise UserError(f"outer update {self.outer!r}: expected 'reptile' or 'joint'")
+        require_choice("output_transform", self.output_transform, OUTPUT_TRANSFORMS)
+        require_choice("outer", self.outer, OUTER_UPDATES)
         self.task_size = tuple(int(s) for s in self.task_size)
         self._check_step_settings()
         if not 2 <= self.task_size[0] <= self.task_size[1]:
@@ -159,16 +158,9 @@ class MetaTrainConfig:
         return out
 
 
-OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
 OUTER_UPDATES = ("reptile", "joint")
 IQR_TO_STD = 1.349  # interquartile range of a standard normal
-
-
-def check_output_transform(kind: str) -> None:
-    """Raise a :class:`UserError` naming ``kind`` unless it is one of ``OUTPUT_TRANSFORMS``."""
-    if kind not in OUTPUT_TRANSFORMS:
-        raise UserError(f"output transform {kind!r}: expected one of {', '.join(OUTPUT_TRANSFORMS)}")
 
 
 @dataclass
@@ -381,12 +373,14 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
     stale = 0
     for iteration in range(1, config.iterations + 1):
-        train_loss = _outer_update(surrogate, optimizer, splits, config, rng, torch_gen)
+        train_loss = _finite_loss("training loss", iteration, optimizer,
+                                  lambda: _outer_update(surrogate, optimizer, splits, config, rng, torch_gen))
         log.iterations = iteration
         # the last iteration is always validated: its weights must be able to win
         if iteration % config.eval_every and iteration != config.iterations:
             continue
-        val = validation_loss(surrogate, validation, torch_gen)
+        val = _finite_loss("validation loss", iteration, optimizer,
+                           lambda: validation_loss(surrogate, validation, torch_gen))
         scheduler.step(val)
         _record_validation(log, iteration, train_loss, val, optimizer.param_groups[0]["lr"])
         if progress is not None:
@@ -402,6 +396,27 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     surrogate.load_state_dict(best_state)
 
 
+def _finite_loss(kind: str, iteration: int, optimizer, compute: Callable[[], float]) -> float:
+    """``compute()``, a loss of ``iteration``; a UserError naming the iteration and the learning
+    rate when it is NaN or infinite or a kernel matrix broke down, the ways the weights diverge.
+
+    A NaN loss was never an improvement, so training ran on to its patience and returned the
+    last good weights without a word; a broken-down kernel was a LinAlgError traceback.
+    """
+    lr = optimizer.param_groups[0]["lr"]
+    try:
+        loss = compute()
+    except torch.linalg.LinAlgError as exc:
+        raise _meta_training_diverged(str(exc), iteration, lr) from None
+    if not math.isfinite(loss):
+        raise _meta_training_diverged(f"{kind} {loss}", iteration, lr)
+    return loss
+
+
+def _meta_training_diverged(sign: str, iteration: int, lr: float) -> UserError:
+    return diverged("meta-training", sign, f"iteration {iteration}", lr, "meta-train --lr, or TNAS's meta_lr")
+
+
 def _outer_update(surrogate, optimizer, splits, config: MetaTrainConfig, rng, torch_gen) -> float:
     """One outer iteration on freshly drawn tasks (``joint``: one Adam step on ``tasks_per_step``
     tasks; ``reptile``: one REPTILE step on one task); returns its training loss."""
@@ -412,10 +427,8 @@ def _outer_update(surrogate, optimizer, splits, config: MetaTrainConfig, rng, to
 
 
 def _record_validation(log: MetaTrainLog, iteration: int, train_loss: float, val_loss: float, lr: float) -> None:
-    """Append one validation's entry to ``log.history``."""
-    # a step whose tasks all broke down has no loss (NaN): None, as result.json allows no NaN
-    log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss),
-                        "val_loss": finite_or_none(val_loss), "lr": lr})
+    """Append one validation's entry to ``log.history`` (finite losses: see :func:`_finite_loss`)."""
+    log.history.append({"iteration": iteration, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
 
 
 def _random_task(splits, config: MetaTrainConfig, rng) -> tuple[_Split, np.ndarray]:
@@ -430,8 +443,8 @@ def _adam_steps(surrogate, optimizer, tasks, steps: int, torch_gen, clip_norm: f
     for _ in range(steps):
         optimizer.zero_grad()
         loss = batch_loss(surrogate, tasks, torch_gen)
-        if not torch.isfinite(loss):  # a task whose kernel matrix broke down: skip it
-            continue
+        if not torch.isfinite(loss):  # diverged: no step on it (the caller says so)
+            break
         loss.backward()
         # Clipping keeps one badly conditioned task from throwing the encoder off for good
         # (without it, runs at this learning rate occasionally collapse to a flat kernel).

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from naslib_bayes.errors import UserError
-from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, whole_number
+from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, require_choice, whole_number
 from naslib_bayes.predictors.meta_train import ROBUST_CLIP
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
 from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
@@ -157,10 +158,7 @@ class TNASPredictor:
         # calls reset_hyperparams() before every fit, which must not undo the settings given here
         self.default_hyperparams = self._checked({"finetune_steps": finetune_steps, "lr": lr})
         self.hyperparams = dict(self.default_hyperparams)
-        if target_transform != "surrogate":
-            from naslib_bayes.predictors.meta_train import check_output_transform
-
-            check_output_transform(target_transform)
+        require_choice("target_transform", target_transform, (*OUTPUT_TRANSFORMS, "surrogate"))
         self.target_transform = target_transform
         self.surrogate = _own_surrogate(surrogate, seed, trust_feature_extractor)
         self._standardise_encodings = surrogate is None  # a fresh psi is untrained (see gp-bo)

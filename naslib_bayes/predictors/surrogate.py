@@ -20,13 +20,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import require_choice
 from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP, FeatureMLP
 from naslib_bayes.predictors.encoders.dag_gru import DagGRUEncoder, cells_to_batch
 from naslib_bayes.predictors.encoders.set_transformer import DatasetEncoder
 from naslib_bayes.search_spaces.nasbench201.cell import NUM_EDGES, NUM_OPS
 
 DATASET_ENCODER_MODES = ("off", "learned", "images")
+#: How accuracies become GP targets (``SurrogateConfig.output_transform``; the maps are meta_train's).
+OUTPUT_TRANSFORMS = ("standardise", "copula", "robust")
 
 
 @dataclass
@@ -66,13 +68,9 @@ class SurrogateConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.dataset_encoder not in DATASET_ENCODER_MODES:
-            raise UserError(f"dataset encoder {self.dataset_encoder!r}: expected one of {', '.join(DATASET_ENCODER_MODES)}")
-        # checked where a surrogate file is read, not at the first BO step that uses it (imported
-        # here: meta_train imports this module)
-        from naslib_bayes.predictors.meta_train import check_output_transform
-
-        check_output_transform(self.output_transform)
+        require_choice("dataset_encoder", self.dataset_encoder, DATASET_ENCODER_MODES)
+        # checked where a surrogate file is read, not at the first BO step that uses it
+        require_choice("output_transform", self.output_transform, OUTPUT_TRANSFORMS)
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
         self.meta_datasets = tuple(self.meta_datasets)
 

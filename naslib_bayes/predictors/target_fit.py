@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 
 from naslib_bayes.errors import UserError
+from naslib_bayes.optimizers.hyperparameters import require_choice
+from naslib_bayes.predictors.meta_train import REFERENCE_TRANSFORMS
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
 
 
 def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None,
@@ -52,9 +55,7 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     observations, clipped below (each the meta-training transform of that name, applied to
     what has been seen).
     """
-    from naslib_bayes.predictors.meta_train import REFERENCE_TRANSFORMS, check_output_transform
-
-    check_output_transform(kind)
+    require_choice("output_transform", kind, OUTPUT_TRANSFORMS)
     if kind == "standardise":
         return standardise(values)
     array = values.detach().numpy()

@@ -14,5 +14,10 @@ def require_finite_loss(loss: float, epoch: int, step: int, lr: float) -> None:
     write NaN statistics to result.json. ``epoch`` and ``step`` count from 0 and are shown from 1.
     """
     if not math.isfinite(loss):
-        raise UserError(f"training diverged (loss {loss}) in epoch {epoch + 1}, step {step + 1}, at learning "
-                        f"rate {lr:g}: run again with a lower learning rate (--lr)")
+        raise diverged("training", f"loss {loss}", f"epoch {epoch + 1}, step {step + 1}", lr, "--lr")
+
+
+def diverged(what: str, sign: str, where: str, lr: float, setting: str) -> UserError:
+    """"WHAT diverged (SIGN) in WHERE, at learning rate LR", with the ``setting`` that lowers the rate."""
+    return UserError(f"{what} diverged ({sign}) in {where}, at learning rate {lr:g}: run again with a lower "
+                     f"learning rate ({setting})")
