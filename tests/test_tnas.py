@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -675,6 +676,19 @@ def test_meta_train_command_defaults_are_those_tnas_meta_trains_with(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["meta-train", "--help"])
     assert f"(default {config.iterations})" in capsys.readouterr().out
+
+
+def test_meta_train_command_offers_exactly_the_outer_updates_and_transforms_meta_training_knows():
+    """The command lists its choices itself (importing meta_train would load torch for --help):
+    a transform or outer update added to the library must reach the command, and none it lacks."""
+    from naslib_bayes.cli import build_parser
+    from naslib_bayes.predictors.meta_train import OUTER_UPDATES
+    from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    choices = {a.dest: tuple(a.choices) for a in subparsers.choices["meta-train"]._actions if a.choices}
+    assert set(choices["outer"]) == set(OUTER_UPDATES)
+    assert set(choices["output_transform"]) == set(OUTPUT_TRANSFORMS)
 
 
 @pytest.mark.parametrize("option, value", [("--lr", "-1"), ("--lr", "0"), ("--outer-step", "-0.1")])
