@@ -179,6 +179,26 @@ def test_bananas_beats_random_search_on_average(nats_benchmark, acq):
     assert mean_regret("bananas", acq_fn_type=acq) < mean_regret("rs")
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_bananas_fits_its_ensemble_on_its_own_thread_count_and_gives_the_caller_its_own_back(
+        nats_benchmark, monkeypatch, threads):
+    """The thread count changes float reductions: a standalone search (torch's default, all cores)
+    and a comparison's worker (one thread) must fit the same seed's ensemble alike."""
+    import torch
+
+    seen = []
+    fit = MLPEnsemble.fit
+    monkeypatch.setattr(MLPEnsemble, "fit", lambda self, *a: (seen.append(torch.get_num_threads()), fit(self, *a))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run(nats_benchmark, "bananas", 18, seed=0, **({} if threads == 1 else {"threads": threads}))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [threads, threads]  # fits after the 10 random cells and after 4 more
+
+
 def test_bananas_acquisitions_are_a_thompson_draw_and_the_expected_improvement():
     from naslib_bayes.optimizers.bananas import Bananas
 

@@ -15,7 +15,9 @@ Following the paper and NASLib's ``Bananas``:
 5. query the ``k`` best candidates in order, then refit (step 2).
 
 ``k = 10`` is NASLib's default and the paper's batch size; it refits the ensemble 9 times for a
-budget of 100.
+budget of 100. The ensemble trains on ``threads`` torch threads (1, as ``compare``'s workers and
+gp-bo and TNAS use): the count changes float reductions, so a standalone search on a many-core
+machine would otherwise round differently from the same seed's run in a comparison.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from naslib_bayes.optimizers.hyperparameters import above, at_least, require_cho
 from naslib_bayes.predictors.mlp_ensemble import MLPEnsemble, MLPEnsembleConfig
 from naslib_bayes.search_spaces.nasbench201.cell import Cell
 from naslib_bayes.search_spaces.nasbench201.encodings import path_encodings
+from naslib_bayes.threads import torch_threads
 
 ACQUISITIONS = ("its", "ei")
 
@@ -48,10 +51,12 @@ class Bananas(BlackBoxOptimizer):
         "epochs": 200,
         "batch_size": 32,
         "lr": 0.01,
+        "threads": 1,
     }
     lower_bounds = {
         **{name: at_least(1) for name in ("num_init", "k", "num_ensemble", "num_candidates", "num_arches_to_mutate",
-                                          "max_mutations", "num_layers", "layer_width", "epochs", "batch_size")},
+                                          "max_mutations", "num_layers", "layer_width", "epochs", "batch_size",
+                                          "threads")},
         "lr": above(0),
     }
 
@@ -66,7 +71,8 @@ class Bananas(BlackBoxOptimizer):
         if len(self.history) < self.config["num_init"] or not self.problem.objective.has_value():
             return self.random_unqueried()
         if not self.next_batch:
-            self.next_batch = self._select_batch()
+            with torch_threads(self.config["threads"]):
+                self.next_batch = self._select_batch()
         return self.next_batch.pop(0)
 
     # ---- one BO iteration ------------------------------------------------------------------
