@@ -166,6 +166,72 @@ def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchma
     assert (tmp_path / "out" / "search" / "model_final.pth").is_file()
 
 
+#: NASLib's DARTS op classes by the genotype name of the op (FactorizedReduce: a skip that halves the resolution).
+_NASLIB_DARTS_OP_NAMES = {"Identity": "skip_connect", "FactorizedReduce": "skip_connect", "MaxPool": "max_pool_3x3",
+                          "AvgPool": "avg_pool_3x3", "SepConv3x3": "sep_conv_3x3", "SepConv5x5": "sep_conv_5x5",
+                          "DilConv3x3": "dil_conv_3x3", "DilConv5x5": "dil_conv_5x5"}
+
+
+def _naslib_darts_edges(graph) -> dict[str, set]:
+    """Per cell type, the (node, input, op) of each edge of a NASLib DARTS graph, read off its ops and
+    numbered as a genotype (NASLib's nodes 1 and 2 are the previous cells, 7 the output)."""
+    edges = {}
+    for node in graph.nodes:
+        cell = graph.nodes[node].get("subgraph")
+        if cell is not None:
+            kind = "normal" if cell.name == "normal_cell" else "reduce"
+            edges[kind] = {(j - 1, i - 1, _NASLIB_DARTS_OP_NAMES[cell.edges[i, j]["op"].get_op_name])
+                           for i, j in cell.edges if j < 7}
+    return edges
+
+
+def _genotype_edges(genotype) -> dict[str, set]:
+    return {kind: {(position // 2 + 2, source, op) for position, (op, source) in enumerate(getattr(genotype, kind))}
+            for kind in ("normal", "reduce")}
+
+
+def test_darts_genotype_of_naslibs_hash_has_the_ops_of_its_graph(naslib):
+    import torch
+
+    from naslib_bayes.integration.run import darts_genotype
+
+    torch.manual_seed(0)
+    space = naslib.search_spaces.NasBench301SearchSpace(n_classes=10, in_channels=1, auxiliary=False)
+    opt = naslib.optimizers.DARTSOptimizer()
+    opt.adapt_search_space(space, "cifar10")
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    opt.step(batch, batch)
+    final = opt.get_final_architecture()
+    genotype = darts_genotype(final.get_hash())
+    assert _genotype_edges(genotype) == _naslib_darts_edges(final)
+    assert genotype.normal_concat == genotype.reduce_concat == (2, 3, 4, 5)
+    assert len({op for op, _ in genotype.normal + genotype.reduce}) > 3  # several op indices were converted
+
+
+def test_naslib_run_on_darts_records_the_cell_train_reads(naslib, tmp_path, capsys):
+    import jsonschema
+
+    from naslib_bayes.results import load_schema
+    from naslib_bayes.training.evaluate import parse_arch
+
+    config = tmp_path / "darts.yaml"
+    config.write_text("optimizer: darts\nsearch_space: darts\ndataset: cifar10\nseed: 0\n"
+                      "search:\n  epochs: 1\n  batch_size: 32\n  data_size: 64\n  auxiliary: false\n"
+                      "evaluation:\n  epochs: 1\n  batch_size: 32\n  data_size: 32\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--search-data", "digits",
+                              "--out", str(tmp_path / "darts"))
+    assert code == 0, err
+    path = tmp_path / "darts" / "result.json"
+    result = json.loads(path.read_text())
+    jsonschema.validate(result, load_schema())
+    kind, genotype = parse_arch(str(path))  # what train --arch reads from the result
+    assert kind == "darts" and parse_arch(out.split("  evaluation=")[0]) == (kind, genotype)
+    graph = naslib.search_spaces.NasBench301SearchSpace()  # NASLib's own graph of the hash it recorded
+    graph.set_compact(naslib.search_spaces.nasbench301.conversions.make_compact_immutable(
+        result["naslib"]["final_architecture_hash"]))
+    assert _genotype_edges(genotype) == _naslib_darts_edges(graph)
+
+
 def _run_cli(capsys, *argv):
     from naslib_bayes.cli import main
 

@@ -35,6 +35,8 @@ from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, hyperparameter_sect
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.hyperparameters import MAX_SEED
+from naslib_bayes.search_spaces.darts import genotype
+from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 
@@ -328,13 +330,30 @@ def _clamp_fidelity(config, dataset_api, warn) -> None:
         config.search.fidelity = -1
 
 
-def _final_architecture(graph) -> tuple[str | None, list[int] | None]:
+#: The ops of NASLib's DARTS hash by op index: ``get_hash()`` of its ``NasBench301SearchSpace`` is,
+#: per cell (normal, then reduction), two ``(input, op index)`` pairs per intermediate node, the
+#: inputs numbered as a DARTS genotype numbers them (0 and 1: the previous cells, 2...: the nodes).
+NASLIB_DARTS_HASH_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                         "dil_conv_3x3", "dil_conv_5x5")
+
+
+def darts_genotype(naslib_hash) -> Genotype:
+    """The DARTS genotype ``train --arch`` reads, from NASLib's DARTS hash (every node concatenated,
+    as NASLib's cells do)."""
+    normal, reduce = ([(NASLIB_DARTS_HASH_OPS[op], int(source)) for source, op in cell] for cell in naslib_hash)
+    nodes = list(range(2, 2 + len(normal) // 2))
+    return genotype.from_cells(normal, nodes, reduce, nodes)
+
+
+def _final_architecture(graph) -> tuple[str | dict | None, list[int] | None]:
+    """The final architecture as the ``train`` command reads it (an NB201 string, a DARTS genotype
+    object), and its NB201 op indices (None on DARTS)."""
     if graph is None:
         return None, None
     if getattr(graph, "space_name", None) == "nasbench201" or graph.get_type() == "nasbench201":
         cell = nb201.from_naslib(graph.get_hash())
         return nb201.to_string(cell), list(cell)
-    return str(graph.get_hash()), None
+    return darts_genotype(graph.get_hash()).to_json(), None
 
 
 def _finite(value) -> float | None:
@@ -452,12 +471,14 @@ def _search_metric(config, benchmark) -> str:
     return served_metric(benchmark, config.dataset) or "val_accuracy"
 
 
-def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> dict[str, Any]:
-    """result.json's ``naslib``: how NASLib ran the optimizer, its evaluation and its search curves."""
+def _naslib_block(spec: NaslibOptimizer, final_graph, evaluation, image_data, trajectory) -> dict[str, Any]:
+    """result.json's ``naslib``: how NASLib ran the optimizer, its final graph's hash, its evaluation
+    and its search curves."""
     black_box = spec.kind == BLACK_BOX
     return {
         "kind": spec.kind,
         "origin": spec.origin,
+        "final_architecture_hash": _plain(final_graph.get_hash()) if final_graph is not None else None,
         "evaluation": _finite(evaluation),
         "search_data": image_data.name if image_data is not None else None,
         "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if black_box else None,
@@ -468,10 +489,10 @@ def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> 
     }
 
 
-def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: tuple[str | None, list[int] | None],
-                       evaluation, trajectory, benchmark, image_data, start: float) -> dict:
-    """result.json of the experiment (``architecture``: the final one's name and NB201 op indices)."""
-    arch, op_indices = architecture
+def _experiment_result(spec: NaslibOptimizer, config, optimizer, final_graph, evaluation, trajectory, benchmark,
+                       image_data, start: float) -> dict:
+    """result.json of the experiment (``final_graph``: NASLib's graph of the final architecture)."""
+    arch, op_indices = _final_architecture(final_graph)
     return results.new_result(
         "naslib-run",
         optimizer=spec.name,
@@ -489,7 +510,7 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: t
         config=_plain(config),
         notes=list(benchmark.notes) if benchmark is not None else [],
         **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
-        naslib=_naslib_block(spec, evaluation, image_data, trajectory),
+        naslib=_naslib_block(spec, final_graph, evaluation, image_data, trajectory),
     )
 
 
@@ -549,8 +570,7 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
     loaders, eval_loaders = _image_loaders(config, image_data)
     trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
     final_graph, evaluation = _search_and_evaluate(trainer, optimizer, dataset_api)
-    architecture = _final_architecture(final_graph)
-    return _experiment_result(spec, config, optimizer, architecture, evaluation, trainer.search_trajectory,
+    return _experiment_result(spec, config, optimizer, final_graph, evaluation, trainer.search_trajectory,
                               benchmark, image_data, start)
 
 
