@@ -160,6 +160,9 @@ def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchma
     assert list(cell) == result["final_architecture_op_indices"]
     assert result["naslib"]["evaluation"] == nats_benchmark.query(cell, "cifar100")
     assert result["benchmark_accuracy"]["cifar100"] == result["naslib"]["evaluation"]
+    # searched on digits, its final cell read on the benchmark's cifar100
+    assert (result["dataset"], result["naslib"]["evaluation_dataset"], result["config"]["dataset"]) == \
+        ("digits", "cifar100", "cifar100")
     assert len(result["naslib"]["train_acc"]) == 1 and 0 <= result["naslib"]["train_acc"][0] <= 100
     errors = json.loads((tmp_path / "out" / "errors.json").read_text())  # NASLib's own log
     assert errors[0]["optimizer"] == "darts" and len(errors[1]["train_acc"]) == 1
@@ -224,6 +227,7 @@ def test_naslib_run_on_darts_records_the_cell_train_reads(naslib, tmp_path, caps
     path = tmp_path / "darts" / "result.json"
     result = json.loads(path.read_text())
     jsonschema.validate(result, load_schema())
+    assert result["dataset"] == result["naslib"]["evaluation_dataset"] == "digits"  # searched and retrained on
     kind, genotype = parse_arch(str(path))  # what train --arch reads from the result
     assert kind == "darts" and parse_arch(out.split("  evaluation=")[0]) == (kind, genotype)
     graph = naslib.search_spaces.NasBench301SearchSpace()  # NASLib's own graph of the hash it recorded
@@ -252,6 +256,7 @@ def test_naslib_run_rs_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_bench
     assert len(incumbents) == 8 and incumbents == sorted(incumbents)  # the incumbent never gets worse
     assert result["naslib"]["evaluation"] == incumbents[-1] == nats_benchmark.query(result["final_architecture"], "cifar10")
     assert result["seed"] == 3 and result["budget"] == 8
+    assert result["dataset"] == result["naslib"]["evaluation_dataset"] == "cifar10"
 
 
 @pytest.mark.parametrize("fidelity, curve, served", [(0, 1, -1), (5, 1, -1), (-1, 1, -1), (0, 200, 0), (199, 200, 199),

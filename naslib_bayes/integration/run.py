@@ -471,7 +471,19 @@ def _search_metric(config, benchmark) -> str:
     return served_metric(benchmark, config.dataset) or "val_accuracy"
 
 
-def _naslib_block(spec: NaslibOptimizer, final_graph, evaluation, image_data, trajectory) -> dict[str, Any]:
+def _searched_dataset(spec: NaslibOptimizer, config, image_data) -> str:
+    """What the search ran on: a one-shot supernet trained on ``image_data``, not on the config's
+    ``dataset``, which names only the benchmark's dataset its final cell is read on."""
+    return image_data.name if spec.kind == ONE_SHOT and image_data is not None else config.dataset
+
+
+def _evaluation_dataset(config, image_data) -> str:
+    """The dataset of NASLib's evaluation: the config's on NB201 (a benchmark query), the images the
+    final architecture was retrained on elsewhere (NASLib's DARTS space)."""
+    return config.dataset if config.search_space == "nasbench201" or image_data is None else image_data.name
+
+
+def _naslib_block(spec: NaslibOptimizer, config, final_graph, evaluation, image_data, trajectory) -> dict[str, Any]:
     """result.json's ``naslib``: how NASLib ran the optimizer, its final graph's hash, its evaluation
     and its search curves."""
     black_box = spec.kind == BLACK_BOX
@@ -480,6 +492,7 @@ def _naslib_block(spec: NaslibOptimizer, final_graph, evaluation, image_data, tr
         "origin": spec.origin,
         "final_architecture_hash": _plain(final_graph.get_hash()) if final_graph is not None else None,
         "evaluation": _finite(evaluation),
+        "evaluation_dataset": _evaluation_dataset(config, image_data),
         "search_data": image_data.name if image_data is not None else None,
         "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if black_box else None,
         "incumbent_test_acc": [_finite(v) for v in trajectory.test_acc] if black_box else None,
@@ -497,7 +510,7 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, final_graph, ev
         "naslib-run",
         optimizer=spec.name,
         search_space=config.search_space,
-        dataset=config.dataset,
+        dataset=_searched_dataset(spec, config, image_data),
         seed=int(config.seed),
         budget=int(config.search.epochs) if spec.kind == BLACK_BOX else None,
         search_metric=_search_metric(config, benchmark) if spec.kind == BLACK_BOX else None,
@@ -510,7 +523,7 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, final_graph, ev
         config=_plain(config),
         notes=list(benchmark.notes) if benchmark is not None else [],
         **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
-        naslib=_naslib_block(spec, final_graph, evaluation, image_data, trajectory),
+        naslib=_naslib_block(spec, config, final_graph, evaluation, image_data, trajectory),
     )
 
 
