@@ -149,6 +149,16 @@ def test_a_config_section_where_naslib_has_a_value_or_the_reverse_is_one_line(na
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_null_is_refused_only_where_naslib_reads_it_as_it_is(naslib, tmp_path):
+    from naslib_bayes.errors import UserError
+
+    # the image loaders read a null data_size as every image; naslib-bayes's own optimizers fill a null in
+    assert _config(tmp_path, "optimizer: darts\nsearch:\n  data_size: null\n").search.data_size is None
+    assert _config(tmp_path, "optimizer: bayesnas\nsearch:\n  momentum: null\n").search.momentum is None
+    with pytest.raises(UserError, match="search.momentum is null: NASLib's gdas reads it"):
+        _config(tmp_path, "optimizer: gdas\nsearch:\n  momentum: null\n")
+
+
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment
@@ -362,6 +372,15 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         _on_digits("search.learning_rate=abc", "--set search.learning_rate='abc': NASLib's search.learning_rate "
                    "is a number (0.025)"),
         _on_digits("search.momentum=[0.9]", "--set search.momentum=[0.9]: NASLib's search.momentum is a number (0.9)"),
+        # null for a key NASLib's own optimizer reads: torch's TypeError after --out was made (darts), or a
+        # TypeError once bananas' initial queries were made
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  learning_rate: null\n",
+         ["--search-data", "digits"], "bad.yaml: search.learning_rate is null: NASLib's darts reads it as it is; "
+         "give a value, or leave it out for NASLib's default (0.025)"),
+        ("optimizer: bananas\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.k=null"],
+         "--set search.k=null: NASLib's bananas reads it as it is; give a value, or leave it out for NASLib's default (10)"),
+        ("optimizer: bananas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  k: ~\n", [],
+         "search.k is null: NASLib's bananas reads it"),
         # an optimizer's hyper-parameters are a mapping under its name: a TypeError traceback otherwise
         ("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  rs: [1, 2]\n", [],
          "search.rs must be a mapping of rs's hyper-parameters (search: {rs: {NAME: VALUE}}), got [1, 2]"),

@@ -225,6 +225,8 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         config.seed = int(seed)
     for key, value in overrides:
         _set_dotted(config, key, value, naslib_defaults)
+    if spec.origin == "naslib":
+        _refuse_nulls(config, naslib_defaults, config_file, {key for key, _ in overrides})
     # Keys NASLib's Trainer reads that its default files omit (get_config_from_args sets some).
     config.search.seed = config.seed
     config.setdefault("save_arch_weights", False)
@@ -244,6 +246,22 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     if make_folders:
         make_output_folders(config)
     return config
+
+
+#: NASLib ``search`` keys to which naslib-bayes gives null a meaning (the image loaders': every image).
+_NULL_MEANS_SOMETHING = frozenset({"data_size"})
+
+
+def _refuse_nulls(config, defaults, config_file, set_keys) -> None:
+    """A null ``search`` key that NASLib's defaults give a value is one line naming it: NASLib's
+    optimizers read them as they are (darts' learning_rate reached torch's SGD, bananas' k a slice
+    once its initial queries were made), failing late or running with None."""
+    for name, default in defaults.search.items():
+        if default is not None and name not in _NULL_MEANS_SOMETHING and config.search.get(name, default) is None:
+            key = f"search.{name}"
+            where = f"--set {key}=null" if key in set_keys else f"{config_file}: {key} is null"
+            raise UserError(f"{where}: NASLib's {config.optimizer} reads it as it is; give a value, "
+                            f"or leave it out for NASLib's default ({default!r})")
 
 
 def make_output_folders(config) -> None:
