@@ -334,18 +334,26 @@ def _require_every_cell(benchmark, dataset: str) -> None:
 
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:
+    """Use the final value (-1) where the benchmark's curves lack ``search.fidelity``'s epoch, with a
+    warning unless the fidelity is NASLib's default (108, an NB101 epoch), which no user asked for."""
     length = curve_length(dataset_api) if dataset_api is not None else None
     fidelity = config.search.get("fidelity", -1)
     if isinstance(fidelity, bool) or not isinstance(fidelity, int):
         raise UserError(f"search.fidelity must be a whole number (an epoch; -1: final), got {fidelity!r}")
     if length == 1 and fidelity != -1:
         # a one-entry curve holds the final value: its index 0 is not the accuracy after one epoch
-        warn(f"search.fidelity {fidelity} is not an epoch the benchmark's learning curves hold "
-             "(the final value only): using -1 (final)")
-        config.search.fidelity = -1
+        unheld = "is not an epoch the benchmark's learning curves hold (the final value only)"
     elif length is not None and not -length <= fidelity < length:
-        warn(f"search.fidelity {fidelity} is beyond the benchmark's {length}-entry learning curves: using -1 (final)")
-        config.search.fidelity = -1
+        unheld = f"is beyond the benchmark's {length}-entry learning curves"
+    else:
+        return
+    if fidelity != _naslib_default_fidelity():
+        warn(f"search.fidelity {fidelity} {unheld}: using -1 (final)")
+    config.search.fidelity = -1
+
+
+def _naslib_default_fidelity():
+    return _naslib.utils.load_default_config(config_type=_DEFAULT_CONFIGS[BLACK_BOX]).search.get("fidelity", -1)
 
 
 #: The ops of NASLib's DARTS hash by op index: ``get_hash()`` of its ``NasBench301SearchSpace`` is,
