@@ -149,6 +149,16 @@ def test_a_config_section_where_naslib_has_a_value_or_the_reverse_is_one_line(na
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_null_is_refused_only_where_naslib_reads_it_as_it_is(naslib, tmp_path):
+    from naslib_bayes.errors import UserError
+
+    # the image loaders read a null data_size as every image; naslib-bayes's own optimizers fill a null in
+    assert _config(tmp_path, "optimizer: darts\nsearch:\n  data_size: null\n").search.data_size is None
+    assert _config(tmp_path, "optimizer: bayesnas\nsearch:\n  momentum: null\n").search.momentum is None
+    with pytest.raises(UserError, match="search.momentum is null: NASLib's gdas reads it"):
+        _config(tmp_path, "optimizer: gdas\nsearch:\n  momentum: null\n")
+
+
 def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchmark):
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import run_experiment
@@ -160,10 +170,80 @@ def test_darts_runs_through_the_trainer_on_digits(naslib, tmp_path, nats_benchma
     assert list(cell) == result["final_architecture_op_indices"]
     assert result["naslib"]["evaluation"] == nats_benchmark.query(cell, "cifar100")
     assert result["benchmark_accuracy"]["cifar100"] == result["naslib"]["evaluation"]
+    # searched on digits, its final cell read on the benchmark's cifar100
+    assert (result["dataset"], result["naslib"]["evaluation_dataset"], result["config"]["dataset"]) == \
+        ("digits", "cifar100", "cifar100")
     assert len(result["naslib"]["train_acc"]) == 1 and 0 <= result["naslib"]["train_acc"][0] <= 100
     errors = json.loads((tmp_path / "out" / "errors.json").read_text())  # NASLib's own log
     assert errors[0]["optimizer"] == "darts" and len(errors[1]["train_acc"]) == 1
     assert (tmp_path / "out" / "search" / "model_final.pth").is_file()
+
+
+#: NASLib's DARTS op classes by the genotype name of the op (FactorizedReduce: a skip that halves the resolution).
+_NASLIB_DARTS_OP_NAMES = {"Identity": "skip_connect", "FactorizedReduce": "skip_connect", "MaxPool": "max_pool_3x3",
+                          "AvgPool": "avg_pool_3x3", "SepConv3x3": "sep_conv_3x3", "SepConv5x5": "sep_conv_5x5",
+                          "DilConv3x3": "dil_conv_3x3", "DilConv5x5": "dil_conv_5x5"}
+
+
+def _naslib_darts_edges(graph) -> dict[str, set]:
+    """Per cell type, the (node, input, op) of each edge of a NASLib DARTS graph, read off its ops and
+    numbered as a genotype (NASLib's nodes 1 and 2 are the previous cells, 7 the output)."""
+    edges = {}
+    for node in graph.nodes:
+        cell = graph.nodes[node].get("subgraph")
+        if cell is not None:
+            kind = "normal" if cell.name == "normal_cell" else "reduce"
+            edges[kind] = {(j - 1, i - 1, _NASLIB_DARTS_OP_NAMES[cell.edges[i, j]["op"].get_op_name])
+                           for i, j in cell.edges if j < 7}
+    return edges
+
+
+def _genotype_edges(genotype) -> dict[str, set]:
+    return {kind: {(position // 2 + 2, source, op) for position, (op, source) in enumerate(getattr(genotype, kind))}
+            for kind in ("normal", "reduce")}
+
+
+def test_darts_genotype_of_naslibs_hash_has_the_ops_of_its_graph(naslib):
+    import torch
+
+    from naslib_bayes.integration.run import darts_genotype
+
+    torch.manual_seed(0)
+    space = naslib.search_spaces.NasBench301SearchSpace(n_classes=10, in_channels=1, auxiliary=False)
+    opt = naslib.optimizers.DARTSOptimizer()
+    opt.adapt_search_space(space, "cifar10")
+    batch = (torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    opt.step(batch, batch)
+    final = opt.get_final_architecture()
+    genotype = darts_genotype(final.get_hash())
+    assert _genotype_edges(genotype) == _naslib_darts_edges(final)
+    assert genotype.normal_concat == genotype.reduce_concat == (2, 3, 4, 5)
+    assert len({op for op, _ in genotype.normal + genotype.reduce}) > 3  # several op indices were converted
+
+
+def test_naslib_run_on_darts_records_the_cell_train_reads(naslib, tmp_path, capsys):
+    import jsonschema
+
+    from naslib_bayes.results import load_schema
+    from naslib_bayes.training.evaluate import parse_arch
+
+    config = tmp_path / "darts.yaml"
+    config.write_text("optimizer: darts\nsearch_space: darts\ndataset: cifar10\nseed: 0\n"
+                      "search:\n  epochs: 1\n  batch_size: 32\n  data_size: 64\n  auxiliary: false\n"
+                      "evaluation:\n  epochs: 1\n  batch_size: 32\n  data_size: 32\n")
+    code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--search-data", "digits",
+                              "--out", str(tmp_path / "darts"))
+    assert code == 0, err
+    path = tmp_path / "darts" / "result.json"
+    result = json.loads(path.read_text())
+    jsonschema.validate(result, load_schema())
+    assert result["dataset"] == result["naslib"]["evaluation_dataset"] == "digits"  # searched and retrained on
+    kind, genotype = parse_arch(str(path))  # what train --arch reads from the result
+    assert kind == "darts" and parse_arch(out.split("  evaluation=")[0]) == (kind, genotype)
+    graph = naslib.search_spaces.NasBench301SearchSpace()  # NASLib's own graph of the hash it recorded
+    graph.set_compact(naslib.search_spaces.nasbench301.conversions.make_compact_immutable(
+        result["naslib"]["final_architecture_hash"]))
+    assert _genotype_edges(genotype) == _naslib_darts_edges(graph)
 
 
 def _run_cli(capsys, *argv):
@@ -180,12 +260,14 @@ def test_naslib_run_rs_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_bench
     code, out, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv),
                               "--seed", "3", "--out", str(tmp_path / "rs"))
     assert code == 0, err
-    assert "search.fidelity 108" in err and "same number" in err
+    assert "same number" in err  # the one warning: NASLib's default fidelity falls back to -1 without one
+    assert "fidelity" not in err
     result = json.loads((tmp_path / "rs" / "result.json").read_text())
     incumbents = result["naslib"]["incumbent_valid_acc"]
     assert len(incumbents) == 8 and incumbents == sorted(incumbents)  # the incumbent never gets worse
     assert result["naslib"]["evaluation"] == incumbents[-1] == nats_benchmark.query(result["final_architecture"], "cifar10")
     assert result["seed"] == 3 and result["budget"] == 8
+    assert result["dataset"] == result["naslib"]["evaluation_dataset"] == "cifar10"
 
 
 @pytest.mark.parametrize("fidelity, curve, served", [(0, 1, -1), (5, 1, -1), (-1, 1, -1), (0, 200, 0), (199, 200, 199),
@@ -203,6 +285,20 @@ def test_search_fidelity_is_kept_only_where_the_curves_hold_that_epoch(naslib, a
     assert config.search.fidelity == served
     assert bool(warnings) == (served != fidelity)
     assert all(f"search.fidelity {fidelity} " in w and "using -1 (final)" in w for w in warnings)
+
+
+def test_naslibs_default_fidelity_falls_back_to_the_final_value_without_a_warning(naslib, api, tmp_path):
+    """NASLib's black-box default search.fidelity is 108, an NB101 epoch no user asked for: every run on a
+    naslib-bayes benchmark warned of it. Another fidelity the curves lack still is warned of."""
+    from naslib_bayes.integration.run import _clamp_fidelity
+
+    config = _config(tmp_path, "optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\n")
+    warnings = []
+    _clamp_fidelity(config, api, warnings.append)
+    assert (config.search.fidelity, warnings) == (-1, [])
+    config = _config(tmp_path, "optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  fidelity: 50\n")
+    _clamp_fidelity(config, api, warnings.append)
+    assert config.search.fidelity == -1 and len(warnings) == 1 and "search.fidelity 50 " in warnings[0]
 
 
 def test_naslib_run_bananas_end_to_end(naslib, tmp_path, capsys, nats_csv, nats_benchmark):
@@ -291,6 +387,15 @@ def _on_digits(setting: str, message: str) -> tuple[str, list[str], str]:
         _on_digits("search.learning_rate=abc", "--set search.learning_rate='abc': NASLib's search.learning_rate "
                    "is a number (0.025)"),
         _on_digits("search.momentum=[0.9]", "--set search.momentum=[0.9]: NASLib's search.momentum is a number (0.9)"),
+        # null for a key NASLib's own optimizer reads: torch's TypeError after --out was made (darts), or a
+        # TypeError once bananas' initial queries were made
+        ("optimizer: darts\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  learning_rate: null\n",
+         ["--search-data", "digits"], "bad.yaml: search.learning_rate is null: NASLib's darts reads it as it is; "
+         "give a value, or leave it out for NASLib's default (0.025)"),
+        ("optimizer: bananas\nsearch_space: nasbench201\ndataset: cifar10\n", ["--set", "search.k=null"],
+         "--set search.k=null: NASLib's bananas reads it as it is; give a value, or leave it out for NASLib's default (10)"),
+        ("optimizer: bananas\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  k: ~\n", [],
+         "search.k is null: NASLib's bananas reads it"),
         # an optimizer's hyper-parameters are a mapping under its name: a TypeError traceback otherwise
         ("optimizer: naslib-bayes:rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  rs: [1, 2]\n", [],
          "search.rs must be a mapping of rs's hyper-parameters (search: {rs: {NAME: VALUE}}), got [1, 2]"),

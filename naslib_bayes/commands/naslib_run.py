@@ -9,6 +9,7 @@ importable (see the README, "Using NASLib"); the compatibility fixes of
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def run(args) -> int:
     path = results.write_result(out, result)
     common.retire_other_runs_checkpoint(out)
     evaluation = result["naslib"]["evaluation"]
-    print(f"{result['final_architecture']}  evaluation={evaluation}  -> {path}")
+    final = result["final_architecture"]
+    shown = final if isinstance(final, str) else json.dumps(final)  # a DARTS genotype as train --arch reads it
+    print(f"{shown}  evaluation={evaluation}  -> {path}")
     return 0
 
 

@@ -35,6 +35,8 @@ from naslib_bayes.integration import VERIFIED_NASLIB_COMMIT, hyperparameter_sect
 from naslib_bayes.integration.dataset_api import curve_length, naslib_dataset_api, served_metric
 from naslib_bayes.optimizers import registry
 from naslib_bayes.optimizers.hyperparameters import MAX_SEED
+from naslib_bayes.search_spaces.darts import genotype
+from naslib_bayes.search_spaces.darts.genotype import Genotype
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 
@@ -223,6 +225,8 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
         config.seed = int(seed)
     for key, value in overrides:
         _set_dotted(config, key, value, naslib_defaults)
+    if spec.origin == "naslib":
+        _refuse_nulls(config, naslib_defaults, config_file, {key for key, _ in overrides})
     # Keys NASLib's Trainer reads that its default files omit (get_config_from_args sets some).
     config.search.seed = config.seed
     config.setdefault("save_arch_weights", False)
@@ -242,6 +246,22 @@ def build_config(config_file: str | Path, out: str | Path, optimizer: str | None
     if make_folders:
         make_output_folders(config)
     return config
+
+
+#: NASLib ``search`` keys to which naslib-bayes gives null a meaning (the image loaders': every image).
+_NULL_MEANS_SOMETHING = frozenset({"data_size"})
+
+
+def _refuse_nulls(config, defaults, config_file, set_keys) -> None:
+    """A null ``search`` key that NASLib's defaults give a value is one line naming it: NASLib's
+    optimizers read them as they are (darts' learning_rate reached torch's SGD, bananas' k a slice
+    once its initial queries were made), failing late or running with None."""
+    for name, default in defaults.search.items():
+        if default is not None and name not in _NULL_MEANS_SOMETHING and config.search.get(name, default) is None:
+            key = f"search.{name}"
+            where = f"--set {key}=null" if key in set_keys else f"{config_file}: {key} is null"
+            raise UserError(f"{where}: NASLib's {config.optimizer} reads it as it is; give a value, "
+                            f"or leave it out for NASLib's default ({default!r})")
 
 
 def make_output_folders(config) -> None:
@@ -314,27 +334,52 @@ def _require_every_cell(benchmark, dataset: str) -> None:
 
 
 def _clamp_fidelity(config, dataset_api, warn) -> None:
+    """Use the final value (-1) where the benchmark's curves lack ``search.fidelity``'s epoch, with a
+    warning unless the fidelity is NASLib's default (108, an NB101 epoch), which no user asked for."""
     length = curve_length(dataset_api) if dataset_api is not None else None
     fidelity = config.search.get("fidelity", -1)
     if isinstance(fidelity, bool) or not isinstance(fidelity, int):
         raise UserError(f"search.fidelity must be a whole number (an epoch; -1: final), got {fidelity!r}")
     if length == 1 and fidelity != -1:
         # a one-entry curve holds the final value: its index 0 is not the accuracy after one epoch
-        warn(f"search.fidelity {fidelity} is not an epoch the benchmark's learning curves hold "
-             "(the final value only): using -1 (final)")
-        config.search.fidelity = -1
+        unheld = "is not an epoch the benchmark's learning curves hold (the final value only)"
     elif length is not None and not -length <= fidelity < length:
-        warn(f"search.fidelity {fidelity} is beyond the benchmark's {length}-entry learning curves: using -1 (final)")
-        config.search.fidelity = -1
+        unheld = f"is beyond the benchmark's {length}-entry learning curves"
+    else:
+        return
+    if fidelity != _naslib_default_fidelity():
+        warn(f"search.fidelity {fidelity} {unheld}: using -1 (final)")
+    config.search.fidelity = -1
 
 
-def _final_architecture(graph) -> tuple[str | None, list[int] | None]:
+def _naslib_default_fidelity():
+    return _naslib.utils.load_default_config(config_type=_DEFAULT_CONFIGS[BLACK_BOX]).search.get("fidelity", -1)
+
+
+#: The ops of NASLib's DARTS hash by op index: ``get_hash()`` of its ``NasBench301SearchSpace`` is,
+#: per cell (normal, then reduction), two ``(input, op index)`` pairs per intermediate node, the
+#: inputs numbered as a DARTS genotype numbers them (0 and 1: the previous cells, 2...: the nodes).
+NASLIB_DARTS_HASH_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                         "dil_conv_3x3", "dil_conv_5x5")
+
+
+def darts_genotype(naslib_hash) -> Genotype:
+    """The DARTS genotype ``train --arch`` reads, from NASLib's DARTS hash (every node concatenated,
+    as NASLib's cells do)."""
+    normal, reduce = ([(NASLIB_DARTS_HASH_OPS[op], int(source)) for source, op in cell] for cell in naslib_hash)
+    nodes = list(range(2, 2 + len(normal) // 2))
+    return genotype.from_cells(normal, nodes, reduce, nodes)
+
+
+def _final_architecture(graph) -> tuple[str | dict | None, list[int] | None]:
+    """The final architecture as the ``train`` command reads it (an NB201 string, a DARTS genotype
+    object), and its NB201 op indices (None on DARTS)."""
     if graph is None:
         return None, None
     if getattr(graph, "space_name", None) == "nasbench201" or graph.get_type() == "nasbench201":
         cell = nb201.from_naslib(graph.get_hash())
         return nb201.to_string(cell), list(cell)
-    return str(graph.get_hash()), None
+    return darts_genotype(graph.get_hash()).to_json(), None
 
 
 def _finite(value) -> float | None:
@@ -452,13 +497,28 @@ def _search_metric(config, benchmark) -> str:
     return served_metric(benchmark, config.dataset) or "val_accuracy"
 
 
-def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> dict[str, Any]:
-    """result.json's ``naslib``: how NASLib ran the optimizer, its evaluation and its search curves."""
+def _searched_dataset(spec: NaslibOptimizer, config, image_data) -> str:
+    """What the search ran on: a one-shot supernet trained on ``image_data``, not on the config's
+    ``dataset``, which names only the benchmark's dataset its final cell is read on."""
+    return image_data.name if spec.kind == ONE_SHOT and image_data is not None else config.dataset
+
+
+def _evaluation_dataset(config, image_data) -> str:
+    """The dataset of NASLib's evaluation: the config's on NB201 (a benchmark query), the images the
+    final architecture was retrained on elsewhere (NASLib's DARTS space)."""
+    return config.dataset if config.search_space == "nasbench201" or image_data is None else image_data.name
+
+
+def _naslib_block(spec: NaslibOptimizer, config, final_graph, evaluation, image_data, trajectory) -> dict[str, Any]:
+    """result.json's ``naslib``: how NASLib ran the optimizer, its final graph's hash, its evaluation
+    and its search curves."""
     black_box = spec.kind == BLACK_BOX
     return {
         "kind": spec.kind,
         "origin": spec.origin,
+        "final_architecture_hash": _plain(final_graph.get_hash()) if final_graph is not None else None,
         "evaluation": _finite(evaluation),
+        "evaluation_dataset": _evaluation_dataset(config, image_data),
         "search_data": image_data.name if image_data is not None else None,
         "incumbent_valid_acc": [_finite(v) for v in trajectory.valid_acc] if black_box else None,
         "incumbent_test_acc": [_finite(v) for v in trajectory.test_acc] if black_box else None,
@@ -468,15 +528,15 @@ def _naslib_block(spec: NaslibOptimizer, evaluation, image_data, trajectory) -> 
     }
 
 
-def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: tuple[str | None, list[int] | None],
-                       evaluation, trajectory, benchmark, image_data, start: float) -> dict:
-    """result.json of the experiment (``architecture``: the final one's name and NB201 op indices)."""
-    arch, op_indices = architecture
+def _experiment_result(spec: NaslibOptimizer, config, optimizer, final_graph, evaluation, trajectory, benchmark,
+                       image_data, start: float) -> dict:
+    """result.json of the experiment (``final_graph``: NASLib's graph of the final architecture)."""
+    arch, op_indices = _final_architecture(final_graph)
     return results.new_result(
         "naslib-run",
         optimizer=spec.name,
         search_space=config.search_space,
-        dataset=config.dataset,
+        dataset=_searched_dataset(spec, config, image_data),
         seed=int(config.seed),
         budget=int(config.search.epochs) if spec.kind == BLACK_BOX else None,
         search_metric=_search_metric(config, benchmark) if spec.kind == BLACK_BOX else None,
@@ -489,7 +549,7 @@ def _experiment_result(spec: NaslibOptimizer, config, optimizer, architecture: t
         config=_plain(config),
         notes=list(benchmark.notes) if benchmark is not None else [],
         **(optimizer.result_extras() if hasattr(optimizer, "result_extras") else {}),
-        naslib=_naslib_block(spec, evaluation, image_data, trajectory),
+        naslib=_naslib_block(spec, config, final_graph, evaluation, image_data, trajectory),
     )
 
 
@@ -549,8 +609,7 @@ def run_experiment(config, benchmark=None, image_data=None, warn: Callable[[str]
     loaders, eval_loaders = _image_loaders(config, image_data)
     trainer = LoaderTrainer(optimizer, config, lightweight_output=True, search_loaders=loaders, eval_loaders=eval_loaders)
     final_graph, evaluation = _search_and_evaluate(trainer, optimizer, dataset_api)
-    architecture = _final_architecture(final_graph)
-    return _experiment_result(spec, config, optimizer, architecture, evaluation, trainer.search_trajectory,
+    return _experiment_result(spec, config, optimizer, final_graph, evaluation, trainer.search_trajectory,
                               benchmark, image_data, start)
 
 
