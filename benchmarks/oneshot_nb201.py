@@ -42,6 +42,7 @@ from naslib_bayes.optimizers.darts import DARTS
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 from naslib_bayes.optimizers import registry
+from naslib_bayes.training.oneshot import steps_per_epoch
 from naslib_bayes.training.search import SearchConfig, check_search_config, run_oneshot_search
 
 METHODS = ("bayesnas", "darts", "random-cell")
@@ -148,10 +149,13 @@ def print_shared_settings(result: dict, bayesnas_lambda, darts: dict) -> None:
     """The training settings every run shares, read from the first run's record, and the table's head."""
     c = result["config"]
     oc = c["optimizer_config"]
+    # the first run's own steps are DARTS's when it runs first: give both splits' steps
+    images = result["search_data"]["search_images"]
+    steps_all, steps_half = (steps_per_epoch(images, c["batch_size"], halves) for halves in (False, True))
     print(f"# shared training: {c['lr_schedule']}, weight decay {oc['weight_decay']}, grad clip "
           f"{oc['grad_clip']}, batch {c['batch_size']}, {c['total_epochs']} epochs "
-          f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {c['steps_per_epoch']} "
-          f"steps/epoch, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
+          f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {steps_all} "
+          f"steps/epoch (DARTS {steps_half}, on each half), augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
           f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
           flush=True)
     print(f"# DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "

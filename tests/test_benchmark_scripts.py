@@ -377,12 +377,13 @@ def test_the_oneshot_benchmark_refuses_an_incomplete_file_before_any_search(zc_j
 def _fake_oneshot_result(cfg, benchmark=None, out_dir=None, resume=False):
     """A finished one-shot search's result, as much of it as the one-shot benchmark prints."""
     lam = cfg.hyperparameters.get("lambda_origin", 0.01)
-    config = {"lr_schedule": "SGD", "batch_size": cfg.batch_size, "total_epochs": 2, "steps_per_epoch": 1,
+    steps = 8000 // 2 // cfg.batch_size if cfg.optimizer == "darts" else 8000 // cfg.batch_size
+    config = {"lr_schedule": "SGD", "batch_size": cfg.batch_size, "total_epochs": 2, "steps_per_epoch": steps,
               "augmentation": None, "channels": cfg.channels, "cells": cfg.cells,
               "optimizer_config": {"weight_decay": 3e-4, "grad_clip": 5.0, "warmup_epochs": 1, "rounds": 1, "epochs": 1,
                                    "lambda_child": lam}}
     cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-    return {"optimizer": cfg.optimizer, "seed": cfg.seed, "config": config, "search_data": {"search_images": 2},
+    return {"optimizer": cfg.optimizer, "seed": cfg.seed, "config": config, "search_data": {"search_images": 8000},
             "final_architecture": cell, "op_counts": {"nor_conv_3x3": 6}, "parameter_free": False,
             "benchmark_accuracy": {"cifar10": 93.0, "cifar100": 70.0, "ImageNet16-120": 40.0},
             "epoch_times_s": [1.0, 1.0], "epoch_cpu_times_s": [1.0, 1.0], "repair_fraction": 0.6, "wall_time_s": 2.5,
@@ -398,6 +399,18 @@ def test_the_oneshot_benchmark_prints_the_bayesnas_lambda_it_searched_with_which
     oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
                         "--methods", "darts,bayesnas", "--lambda", "0.005"])
     assert "BayesNAS: lambda 0.005," in capsys.readouterr().out
+
+
+def test_the_oneshot_benchmark_prints_the_steps_of_each_split_whichever_method_runs_first(
+        nats_csv, tmp_path, capsys, monkeypatch):
+    # the shared line gave the first run's steps: DARTS's 62 (weights on half the images) as everyone's
+    import oneshot_nb201
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", _fake_oneshot_result)
+    oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
+                        "--methods", "darts,bayesnas"])
+    shared = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# shared training"))
+    assert "125 steps/epoch (DARTS 62, on each half)" in shared, shared
 
 
 def test_the_oneshot_benchmark_prints_the_darts_optimiser_it_searched_with(nats_csv, tmp_path, capsys, monkeypatch):

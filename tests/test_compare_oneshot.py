@@ -208,6 +208,19 @@ def test_data_the_searches_cannot_load_is_one_line_before_any_run(nats_csv, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_benchmark_without_test_accuracy_is_one_line_before_any_run(zc_json, tmp_path, capsys):
+    # the first run's search refused it after --out and the run's work folder were made, pointing
+    # at a --report-metric that compare --oneshot does not take, followed by the comparison's line
+    from naslib_bayes.cli import main
+
+    code = main(["compare", "--oneshot", "bayesnas", "--dataset", "digits", "--benchmark", str(zc_json),
+                 "--seeds", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{zc_json.name} has no test_accuracy for any dataset" in err and "--report-metric" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("root, message", [("missing", "data folder for mnist does not exist"),
                                            ("empty", "no t10k-images-idx3-ubyte.gz or")])
 def test_a_data_root_without_the_dataset_is_one_line_before_any_run(nats_csv, tmp_path, capsys, root, message):

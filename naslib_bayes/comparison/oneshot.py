@@ -202,6 +202,7 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
 
     start = time.perf_counter()
     benchmark = benchmark or load_benchmark(settings.benchmark)
+    require_report_metric(benchmark)
     fingerprint = benchmark_fingerprint(benchmark)
     todo, done = plan_oneshot(settings, fingerprint)
     with holding(settings.out, held):  # made after every check: refused settings leave no folder
@@ -209,6 +210,14 @@ def run_oneshot_comparison(settings: OneShotSettings, benchmark: Benchmark | Non
         results.remove_killed_writes(Path(settings.out, RUNS_DIR))  # a killed write's temporary: no write under way
         ran = _run_missing(settings, todo, search_fn, fingerprint, benchmark, on_run_done)
     return ran, done, time.perf_counter() - start
+
+
+def require_report_metric(benchmark: Benchmark) -> None:
+    """Refuse a benchmark on which no derived cell could be scored (a zero-cost proxy file), before
+    --out is made: every search would make its folder, then fail on it."""
+    if not any(benchmark.has_metric(d, REPORT_METRIC) for d in benchmark.datasets):
+        raise UserError(f"{benchmark.source} has no {REPORT_METRIC} for any dataset: a one-shot comparison "
+                        "scores the derived cells by it; give a NAS-Bench-201 file that has it")
 
 
 def _run_missing(settings: OneShotSettings, todo: list[RunSpec], search_fn: SearchFn, fingerprint: str,

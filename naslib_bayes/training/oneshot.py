@@ -100,13 +100,14 @@ class OneShotTrainer:
         self.progress = progress
         self.stop_after_steps = stop_after_steps
         self.run = dict(run or {})
-        n = images.shape[0]
-        if optimizer.uses_validation_split:
+        n, halves = images.shape[0], optimizer.uses_validation_split
+        if halves:
             perm = torch.randperm(n, generator=ckpt.generator(self.seed, 1))
-            self.train_index, self.val_index = perm[: n // 2], perm[n // 2:]
+            k = weight_images(n, halves)
+            self.train_index, self.val_index = perm[:k], perm[k:]
         else:
             self.train_index, self.val_index = torch.arange(n), None
-        self.steps_per_epoch = max(1, len(self.train_index) // self.batch_size)
+        self.steps_per_epoch = steps_per_epoch(n, self.batch_size, halves)
         if len(self.train_index) < self.batch_size:
             self.batch_size = len(self.train_index)
         total = optimizer.total_epochs
@@ -243,6 +244,17 @@ class OneShotTrainer:
             s[3] += float(val_loss) * m
             s[4] += float((logits_val.argmax(1) == labels_val).sum())
             s[5] += m
+
+
+def weight_images(search_images: int, halves: bool) -> int:
+    """How many search images train the weights: with ``halves`` (a method that trains its
+    architecture on held-out batches, DARTS) the first half of the seeded split, else all."""
+    return search_images // 2 if halves else search_images
+
+
+def steps_per_epoch(search_images: int, batch_size: int, halves: bool) -> int:
+    """Steps of an epoch: the full batches of the images that train the weights (at least one)."""
+    return max(1, weight_images(search_images, halves) // batch_size)
 
 
 class Interrupted(RuntimeError):
