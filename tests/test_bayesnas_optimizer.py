@@ -79,15 +79,38 @@ def test_warmup_trains_weights_only_then_switches_with_penalty(digits):
     assert not torch.equal(switches0[0], opt.architectural_weights[0])
 
 
-def test_update_after_the_round_fills_gamma_c_and_relevance(digits):
-    opt = make(curvature_batches=2)
+def test_update_after_the_round_fills_gamma_c_and_relevance(digits, monkeypatch):
+    """One round's update, recomputed from the curvature it used: from gamma_init g = 0.5,
+    C = 1/(1/g + H/lambda), omega = sqrt(sum_cells |-C/g^2 + 1/g|), gamma = ||s||/omega and the
+    children coupled to their parent's new gamma, with lambda_origin and lambda_child each on its
+    own groups."""
+    g = 0.5
+    opt = make(curvature_batches=2, lambda_origin=0.05, lambda_child=0.02, gamma_init=g)
+    seen = []
+    compute = opt.compute_curvature
+
+    def spy(inputs):
+        seen.append(compute(inputs))
+        return seen[-1]
+
+    monkeypatch.setattr(opt, "compute_curvature", spy)
     OneShotTrainer(opt, *digits, batch_size=48, seed=0).search()
-    assert opt.rounds_done == 1 and len(opt.updates) == 1
+    assert opt.rounds_done == 1 and len(opt.updates) == 1 and len(seen) == 1
+    hp, hc = (h.double() for h in seen[0]["normal"])
+    assert bool((hc > 0).any()) and bool((hp > 0).any())
+    sp = opt.bank.parent["normal"].detach().double()
+    sc = opt.bank.child["normal"].detach().double()
+    c_parent = 1.0 / (1.0 / g + hp / 0.05)
+    c_child = 1.0 / (1.0 / g + hc / 0.02)
+    assert torch.allclose(opt.bank.C_parent_normal, c_parent, rtol=1e-10, atol=0)
+    assert torch.allclose(opt.bank.C_child_normal, c_child, rtol=1e-10, atol=0)
+    gamma_parent = sp.norm(dim=0) / (1.0 / g - c_parent / g**2).abs().sum(dim=0).sqrt()
+    gamma_child = sc.norm(dim=0) / (1.0 / g - c_child / g**2).abs().sum(dim=0).sqrt()
+    coupled = gamma_child * gamma_parent[:, None] / (gamma_child + gamma_parent[:, None])
     gp, gc = opt.bank.gammas("normal")
-    assert bool((gp > 0).all()) and bool((gc > 0).all())
-    assert bool((opt.bank.C_child_normal > 0).all())
-    # C = (1/gamma_old + H/lambda)^-1 <= gamma_old = 1
-    assert float(opt.bank.C_child_normal.max()) <= 1.0
+    assert torch.allclose(gp, gamma_parent, rtol=1e-10, atol=0)
+    assert torch.allclose(gc, coupled, rtol=1e-10, atol=0)
+    assert opt.updates[0]["mean_curvature"]["normal"] == pytest.approx([float(hp.mean()), float(hc.mean())])
     rel = opt.relevance()
     assert len(rel) == 6 * 5
     assert sum(r["kept"] and r["op"] is not None for r in rel) == sum(op != nb201.NONE for op in opt.get_final_architecture())

@@ -56,8 +56,16 @@ def test_query_accepts_strings_tuples_and_aliases(nats_benchmark):
 def test_vectorised_query_is_read_only(nats_benchmark):
     values = nats_benchmark.query_all("cifar10")
     assert values.shape == (15625,)
-    with pytest.raises(ValueError):
+    first = nats_benchmark.query(nats_benchmark.cell(0), "cifar10")
+    with pytest.raises(ValueError, match="read-only"):
         values[0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        values += 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        values.sort()
+    # the refused writes left the benchmark's own values untouched
+    assert values[0] == first == nats_benchmark.query_all("cifar10")[0]
+    assert round(float(nats_benchmark.query_all("cifar10").max()), 2) == 94.37
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -661,20 +662,42 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
 
 
 def test_min_units_repairs_an_emptied_layer():
+    """Worked by hand (H = 50, lam = 2, gamma_init = 1, switches 1): the first update gives
+    C = 1/26, omega = sqrt(25/26) and gamma = |s| sqrt(26/25); the second, from a gamma g, omega
+    w(g) = sqrt(25 / (1 + 25 g)). Layer 1's units are all below the entropy threshold, so min_units
+    keeps unit 7 (the only non-zero one) and one unit whose switch and gamma are 0."""
     net = SwitchedNetwork(trace_chain(build_model("lenet300", (1, 4, 4), 3)), (1, 4, 4))
     with torch.no_grad():
         net.parent[1].zero_()
         net.parent[1][7] = 1e-4
     h = lambda n: torch.full((n,), 50.0, dtype=torch.float64)  # noqa: E731
-    updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
-    assert int(updates[1].keep_units.sum()) == 2 and bool(updates[1].keep_units[7])
-    assert updates[1].repaired_units == 2
-    # a repaired unit whose switch is 0 has gamma 0; the next update must still leave every omega
-    # finite (0/0 would make the penalty, and the training loss, nan)
-    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=1.0, min_units=2)
-    assert all(bool(torch.isfinite(net.state("omega", role, l)).all())
-               for role, n in (("parent", 2), ("child", 3)) for l in range(n))
-    assert int(net.num_updates) == 2 and bool(torch.isfinite(net.penalty(1.0)))
+    updates = net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=2.0, min_units=2)
+    kept = torch.nonzero(updates[1].keep_units).flatten().tolist()
+    assert len(kept) == 2 and 7 in kept and updates[1].repaired_units == 2
+    assert updates[0].repaired_units == 0 and bool(updates[0].keep_units.all())
+    (zero_unit,) = set(kept) - {7}
+    s7 = float(net.parent[1][7].detach())  # 1e-4 in the switches' float32
+    g1 = math.sqrt(26 / 25)
+    g7 = s7 * g1
+    gc7 = g7 * g1 / (g7 + g1)  # unit 7's input switch of layer 2, coupled to its parent
+    gamma_parent = net.state("gamma", "parent", 1)
+    assert float(gamma_parent[7]) == pytest.approx(g7, rel=1e-12)
+    assert int(torch.count_nonzero(gamma_parent)) == 1  # the repaired unit's switch is 0: so is its gamma
+    assert float(net.state("gamma", "child", 2)[7]) == pytest.approx(gc7, rel=1e-12)
+    assert torch.allclose(net.state("omega", "parent", 1), torch.full((100,), math.sqrt(25 / 26), dtype=torch.float64))
+
+    net.hard_update([h(300), h(100)], [h(16), h(300), h(100)], lam=2.0, min_units=2)
+    w = lambda g: math.sqrt(25 / (1 + 25 * g))  # noqa: E731
+    # a gamma-0 group (the repaired unit and every pruned one) leaves the penalty with omega 0,
+    # not inf (inf * 0 would make the penalty, and the training loss, nan)
+    for role, l, g in (("parent", 1, g7), ("child", 2, gc7)):
+        omega = net.state("omega", role, l)
+        assert float(omega[7]) == pytest.approx(w(g), rel=1e-12)
+        assert float(omega[zero_unit]) == 0.0 and int(torch.count_nonzero(omega)) == 1
+    for role, l, g in (("child", 0, g1), ("parent", 0, g1), ("child", 1, g1 / 2)):
+        assert torch.allclose(net.state("omega", role, l), torch.full_like(net.state("omega", role, l), w(g)))
+    expected = 2 * ((16 + 300) * w(g1) + 300 * w(g1 / 2) + s7 * w(g7) + w(gc7))
+    assert int(net.num_updates) == 2 and float(net.penalty(2.0).detach()) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -489,8 +489,11 @@ def test_too_few_epochs_name_an_epoch_count_the_command_takes(capsys, tmp_path, 
                            distill_mixup=False, grad_clip=10.0, no_baseline=False)
     compression_config(args)  # the count it names is taken
     args.epochs = least - 1
-    with pytest.raises(UserError):
-        compression_config(args)  # and is the least
+    # and is the least: one fewer is refused for the default finetune epochs, naming it again
+    with pytest.raises(UserError, match=rf"^epochs={least - 1} with finetune_epochs={round((least - 1) / 3)} "
+                                        r"\(a third of --epochs when --finetune-epochs is not given\) .* "
+                                        rf"give at least {least} epochs"):
+        compression_config(args)
 
 
 def test_compress_overwrite_stopped_after_the_new_model_leaves_no_old_result_beside_it(capsys, tmp_path,

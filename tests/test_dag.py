@@ -34,4 +34,9 @@ def test_all_cells_give_distinct_graphs_and_batch_consistently():
     assert len({tuple(row) for row in types.tolist()}) == 15625
     batch = dag.batch_dags(cells[:3])
     assert torch.equal(batch.x.view(3, 8), types[:3])
+    # graph b's nodes are 8b..8b+7, carrying the cell's own 10 arcs, and no arc joins two graphs
     assert batch.edge_index.shape == (2, 30)
+    assert batch.batch.tolist() == [b for b in range(3) for _ in range(8)]
+    own = _arcs(dag.to_dag(cells[0]))
+    assert len(own) == 10
+    assert _arcs(batch) == {(a + 8 * b, c + 8 * b) for b in range(3) for a, c in own}

@@ -48,8 +48,25 @@ def single_thread():
 @pytest.mark.parametrize("cell", [ALL_CONV, MIXED, EMPTY, NO_INPUT_PATH])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 16, 16), (2, 4, 4), (3, 7, 9)])
 def test_forward_gives_logits_for_any_image_size_and_channels(cell, shape):
-    model = NB201Network(cell, C=4, N=1, num_classes=7, in_channels=shape[0])
-    assert model(torch.randn(2, *shape)).shape == (2, 7)
+    """Eval-mode logits are the classifier on the global average of a (4C, ceil(H/4), ceil(W/4))
+    feature map, each image's own (batch-independent), and depend on the image exactly when the
+    cell has an input-to-output path (otherwise every image gets the same logits)."""
+    torch.manual_seed(0)
+    model = _randomise_bn(NB201Network(cell, C=4, N=1, num_classes=7, in_channels=shape[0])).eval()
+    x = torch.randn(2, *shape)
+    seen = []
+    model.lastact.register_forward_hook(lambda module, inputs, output: seen.append(output.detach().clone()))
+    with torch.no_grad():
+        logits = model(x)
+        alone = model(x[1:])
+    assert logits.shape == (2, 7)
+    features = seen[0]
+    assert features.shape == (2, 16, -(-shape[1] // 4), -(-shape[2] // 4))
+    by_hand = features.mean(dim=(2, 3)) @ model.classifier.weight.T + model.classifier.bias
+    assert torch.allclose(logits, by_hand, atol=1e-6)
+    assert torch.allclose(alone[0], logits[1], atol=1e-5)
+    differ = not torch.allclose(logits[0], logits[1], atol=1e-6)
+    assert differ == nb201.is_connected(cell)
 
 
 def test_benchmark_sized_network_runs_on_cifar_shapes():

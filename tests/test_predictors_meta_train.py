@@ -42,13 +42,20 @@ def test_reptile_moves_theta_the_outer_step_towards_the_inner_result(split, oute
 
 
 def test_copula_is_monotone_symmetric_and_ties_share_a_value():
+    from scipy.stats import norm
+
     reference = np.array([1.0, 2.0, 2.0, 3.0, 10.0, 50.0])
     z = mt.copula(reference, reference)
     assert np.all(np.diff(z[[0, 1, 3, 4, 5]]) > 0) and z[1] == z[2]
     assert z[0] == pytest.approx(-z[-1])
-    # Values outside the reference (a BO observation better than all seen) stay finite, beyond the ends.
-    low, high = mt.copula(np.array([-5.0, 99.0]), reference)
+    # by hand: the normal quantile of the mid-rank over n + 1 = 7; the tied 2s share rank 2.5
+    assert np.allclose(z, norm.ppf(np.array([1.0, 2.5, 2.5, 4.0, 5.0, 6.0]) / 7), rtol=0, atol=1e-12)
+    # Values outside the reference (a BO observation better than all seen) stay finite, beyond the
+    # ends: half a rank below the first and above the last. A value between two reference values
+    # (2.5) takes the rank between theirs.
+    low, high, between = mt.copula(np.array([-5.0, 99.0, 2.5]), reference)
     assert np.isfinite([low, high]).all() and low < z[0] and high > z[-1]
+    assert np.allclose([low, high, between], norm.ppf(np.array([0.5, 6.5, 3.5]) / 7), rtol=0, atol=1e-12)
 
 
 def test_robust_clips_degenerate_cells_and_keeps_the_top_spaced_by_accuracy():
