@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -200,6 +201,12 @@ def add_threads(parser, default: int | None = 1) -> None:
     parser.add_argument("--threads", type=positive_int, default=default,
                         help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
                              "thread avoids OpenMP spin-waiting on a shared machine)")
+
+
+def architecture_text(architecture) -> str:
+    """A result's ``final_architecture`` as printed: an NB201 string as it is, a DARTS genotype as
+    the JSON ``train --arch`` reads."""
+    return architecture if isinstance(architecture, str) else json.dumps(architecture)
 
 
 def step_bar(description: str):

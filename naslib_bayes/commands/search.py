@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -129,8 +128,7 @@ def run_one_shot(args) -> int:
     path = results.write_result(out, result)
     common.retire_other_commands_files(out)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
-    shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
-    print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
+    print(common.architecture_text(result["final_architecture"]) + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
 
 
