@@ -302,12 +302,24 @@ def write_oneshot_summary(rows: list[OneShotRow], dataset: str, out: Path, epoch
     (out / "summary.md.tmp").replace(out / "summary.md")
 
 
+#: How DARTS's training differs from the others' on the same supernet, said wherever they are compared.
+DARTS_HALVES_NOTE = ("DARTS trains its weights on one half of the search images and its architecture on the other, "
+                     "so in the joint epochs its weights take half as many steps as the others'.")
+
+
+def _epochs_text(epochs: int | None) -> str:
+    if not epochs:
+        return ""
+    return f" for {epochs} joint epoch{'s' if epochs != 1 else ''} after a warm-up epoch"
+
+
 def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
     seeds = rows[0].runs if rows else 0
     lines = ["# One-shot comparison", "",
-             f"Each optimizer searched on `{dataset}`{f' for {epochs} joint epochs after a warm-up epoch' if epochs else ''} with {seeds} seeds; "
+             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {seeds} seeds; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
-             "Cells: mean over seeds [95% bootstrap interval].", "",
+             "Cells: mean over seeds [95% bootstrap interval]."
+             + (f" {DARTS_HALVES_NOTE}" if any(r.optimizer == "darts" for r in rows) else ""), "",
              "| optimizer | " + " | ".join(f"{d} accuracy" for d in datasets) + " | distinct cells |",
              "|---|" + "---:|" * (len(datasets) + 1)]
     for r in rows:
