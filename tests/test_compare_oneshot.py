@@ -342,3 +342,10 @@ def test_a_summary_with_darts_says_its_weights_take_half_the_steps():
     row = oneshot.OneShotRow("darts", 2, {"cifar10": (90.0, 89.0, 91.0)}, 2, 1.0, 2.0)
     text = oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 3)
     assert "for 3 joint epochs after a warm-up epoch" in text and oneshot.DARTS_HALVES_NOTE in text
+
+
+@pytest.mark.parametrize("runs, said", [(1, "with 1 seed;"), (3, "with 3 seeds;")])
+def test_a_summary_counts_its_seeds_in_the_singular_for_one(runs, said):
+    """A one-seed comparison (a quick check) reads 'with 1 seed', as '1 joint epoch' does."""
+    row = oneshot.OneShotRow("bayesnas", runs, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
+    assert said in oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 1)

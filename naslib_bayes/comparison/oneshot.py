@@ -316,7 +316,7 @@ def _epochs_text(epochs: int | None) -> str:
 def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
     seeds = rows[0].runs if rows else 0
     lines = ["# One-shot comparison", "",
-             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {seeds} seeds; "
+             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {seeds} seed{'s' if seeds != 1 else ''}; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
              "Cells: mean over seeds [95% bootstrap interval]."
              + (f" {DARTS_HALVES_NOTE}" if any(r.optimizer == "darts" for r in rows) else ""), "",
