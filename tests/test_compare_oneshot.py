@@ -311,6 +311,19 @@ def test_a_work_folder_whose_settings_record_is_broken_is_one_line_and_kept(fake
     assert calls == [] and (work / oneshot.DETERMINANTS_FILE).read_text() == content
 
 
+def test_a_link_of_another_name_to_files_already_hashed_is_fingerprinted_by_its_own_name(mnist_dir, tmp_path):
+    """The fingerprint hashes each file's name with its bytes: a mirror-named link to files this
+    process has hashed is another fingerprint, not the first one served again from memory."""
+    from naslib_bayes.data import loaders
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for path in loaders.mnist_files(mnist_dir):
+        (mirror / path.name.replace("-idx", ".idx")).symlink_to(path.resolve())
+    first = loaders.data_fingerprint("mnist", mnist_dir)
+    assert loaders.data_fingerprint("mnist", mirror) == loaders.files_fingerprint(loaders.mnist_files(mirror)) != first
+
+
 def test_the_data_files_are_hashed_once_for_the_comparison_and_its_searches(nats_csv, mnist_dir, tmp_path,
                                                                             monkeypatch):
     """Each search's checkpoint settings hashed the files the comparison had just hashed (CIFAR-10:

@@ -63,7 +63,7 @@ class OneShotSettings:
     seeds: list[int]
     epochs: int | None = None
     jobs: int = 1
-    #: SHA-256 of the data files the searches read (``training.checkpoint.data_sha256``; the command
+    #: SHA-256 of the data files the searches read (``data.loaders.data_fingerprint``; the command
     #: sets it); None for digits, which reads none, or when not hashed.
     data_sha256: str | None = None
 
@@ -364,14 +364,14 @@ def run_command(args) -> int:
 def check_search_data(settings: OneShotSettings) -> None:
     """Load the data once as every run's search would: data they cannot read is one error before
     --out is made, not one per search after its folder and the comparison's were made. Then hash
-    the files read, once for all runs (the searches' checkpoints reuse the digest): a run made on
-    other files in the same folder is not reused."""
+    the files read (searches in this process reuse the digest for their checkpoints; a worker of
+    --jobs 2 hashes them once more): a run made on other files in the same folder is not reused."""
     from naslib_bayes.data import load_dataset
-    from naslib_bayes.training.checkpoint import data_sha256
+    from naslib_bayes.data.loaders import data_fingerprint
     from naslib_bayes.training.search import SearchConfig
 
     load_dataset(settings.dataset, settings.data_root, seed=SearchConfig.data_seed)
-    settings.data_sha256 = data_sha256(settings.dataset, settings.data_root)
+    settings.data_sha256 = data_fingerprint(settings.dataset, settings.data_root)
 
 
 def _required(args, name: str):
