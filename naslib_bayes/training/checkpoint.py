@@ -69,9 +69,12 @@ def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[st
     differing = [f"{key} {_setting_text(saved_run, key, 'none recorded')}, "
                  f"not {_setting_text(current_run, key, 'not set')}"
                  for key in sorted(set(saved_run) | set(current_run)) if saved_run.get(key) != current_run.get(key)]
-    if differing:
-        raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; "
-                        "resume with the same settings or start anew")
+    if not differing:
+        return
+    unrecorded = sorted(set(current_run) - set(saved_run))
+    advice = (f"it was written before runs recorded {', '.join(unrecorded)}, so no settings resume it: start anew"
+              if unrecorded else "resume with the same settings or start anew")
+    raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; {advice}")
 
 
 def _setting_text(run: dict[str, Any], key: str, missing: str) -> str:
