@@ -166,7 +166,10 @@ def out_folder(text: str) -> Path:
 
 def add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=out_folder, required=True, help="output directory (created if missing)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in DIR: its result.json and, once this run's result is "
+                             "written, the files other commands left there (checkpoint.pt, model.pt, widths.json, "
+                             "surrogate.pt), but for one this run reads")
 
 
 def torch_device(text: str) -> str:
