@@ -373,3 +373,16 @@ def test_csv_fields_that_are_not_finite_numbers_are_refused_naming_line_and_colu
     with pytest.raises(UserError, match=r"line 2, column acc: .* not a"):
         _csv_number("line 2", "acc", text)
     assert math.isnan(_csv_number("line 2", "acc", "  "))
+
+
+bad_ops = st.sampled_from([0.7, 2.5, True, False, np.bool_(True), -1, 5, np.int64(7), 4.000001])
+
+
+@SETTINGS
+@given(cells, st.integers(0, nb201.NUM_EDGES - 1), bad_ops)
+def test_path_encodings_refuse_the_cells_path_encoding_refuses(cell, edge, op):
+    bad = cell[:edge] + (op,) + cell[edge + 1:]
+    with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
+        encodings.path_encoding(bad)
+    with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
+        encodings.path_encodings([cell, bad])  # never truncated (0.7 -> none) nor a KeyError
