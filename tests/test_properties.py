@@ -386,3 +386,13 @@ def test_path_encodings_refuse_the_cells_path_encoding_refuses(cell, edge, op):
         encodings.path_encoding(bad)
     with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
         encodings.path_encodings([cell, bad])  # never truncated (0.7 -> none) nor a KeyError
+
+
+@SETTINGS
+@given(cells, st.sampled_from([str, lambda op: f"{op}.0", lambda op: str(op).encode(), np.str_]))
+def test_op_indices_given_as_text_are_refused_not_read_digit_by_digit(cell, spell):
+    # validate promises integers and integral floats; "012340" is a string, not six op indices
+    for text in ("".join(map(str, cell)), [spell(op) for op in cell]):
+        for convert in (nb201.validate, nb201.from_naslib, nb201.to_string):
+            with pytest.raises(UserError, match="invalid NAS-Bench-201 cell"):
+                convert(text)
