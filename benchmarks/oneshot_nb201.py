@@ -127,11 +127,15 @@ def run_config(args, method: str, seed: int, shared: dict, bayesnas_lambda) -> S
                         hyperparameters=hyper)
 
 
+#: What the search trains on: the count of search images is in the shared-settings line.
+MNIST_SEARCH_IMAGES = "its training files where present, else 8,000 of the seeded 8,000/2,000 split of the test file"
+
+
 def run_all(args, bench, configs: dict, bayesnas_lambda, darts: dict) -> list[dict]:
     """Run (or, with ``--out``, resume or read back) every search, printing a line per run."""
     runs: list[dict] = []
-    print(f"# one-shot NB201 benchmark: search on MNIST (8,000 of the seeded 8,000/2,000 split), "
-          f"cells scored by {bench.source}", flush=True)
+    print(f"# one-shot NB201 benchmark: search on MNIST ({MNIST_SEARCH_IMAGES}), cells scored by {bench.source}",
+          flush=True)
     for (method, seed), cfg in configs.items():
         folder = None if args.out is None else args.out / f"{method}-{seed}"
         result = run_oneshot_search(cfg, out_dir=folder, resume=folder is not None, benchmark=bench)

@@ -47,6 +47,21 @@ def test_black_box_search_refuses_one_shot_options(capsys, tmp_path, nats_csv, o
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("optimizer, hint", [("bananas", True), ("gp-bo", True), ("tnas", True), ("rs", False),
+                                             ("re", False)])
+def test_black_box_search_refusing_threads_names_opt_threads_where_the_optimizer_has_it(capsys, tmp_path, nats_csv,
+                                                                                       optimizer, hint):
+    """--threads with bananas, gp-bo or tnas said only that it applies to one-shot search, and a
+    user took their torch threads for fixed, though --opt threads=N sets them."""
+    code, _, err = run_cli(capsys, "search", "--optimizer", optimizer, "--benchmark", nats_csv, "--dataset", "cifar10",
+                           "--budget", "3", "--threads", "2", "--out", tmp_path / "out")
+    assert code == 2
+    line = one_error_line(err)
+    assert f"--threads applies to one-shot search, not to --optimizer {optimizer}" in line
+    assert ("--opt threads=2" in line) == hint, line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("optimizer, extra, flag", [
     ("bayesnas", ["--budget", "5"], "--budget"),
     ("darts", ["--search-metric", "val_accuracy"], "--search-metric"),

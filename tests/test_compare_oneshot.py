@@ -69,6 +69,7 @@ def test_oneshot_runs_look_up_derived_cells_and_resume(fake_oneshot, nats_csv, n
     text = (tmp_path / "summary.md").read_text()
     assert "| fake-a |" in text and "ImageNet16-120 accuracy" in text and "for 2 joint epochs after a warm-up epoch" in text
     assert "versions of the naslib-bayes code" not in text  # every run of one (unrecorded) code
+    assert oneshot.DARTS_HALVES_NOTE not in text  # no DARTS among them
     path = run_path(tmp_path, RunSpec(NAMES[0], "mnist", 0))
     path.write_text(json.dumps({**json.loads(path.read_text()), "versions": {"naslib_bayes_source": "0123456789ab"}}))
     oneshot.write_oneshot_summary(oneshot.summarize_oneshot(tmp_path, NAMES, "mnist", settings.seeds), "mnist", tmp_path, 2)
@@ -110,7 +111,7 @@ def test_runs_made_without_epochs_are_the_runs_of_the_default_epochs(fake_onesho
     assert (ran, len(done), len(calls)) == ([spec], 1, 3)
     oneshot.write_oneshot_summary(oneshot.summarize_oneshot(tmp_path, NAMES[:1], "mnist", [0, 1]), "mnist", tmp_path,
                                   implicit.epochs)
-    assert "for 1 joint epochs after a warm-up epoch" in (tmp_path / "summary.md").read_text()
+    assert "for 1 joint epoch after a warm-up epoch with" in (tmp_path / "summary.md").read_text()
 
 
 def test_another_spelling_of_the_dataset_reuses_its_runs(fake_oneshot, nats_csv, nats_benchmark, tmp_path):
@@ -310,6 +311,19 @@ def test_a_work_folder_whose_settings_record_is_broken_is_one_line_and_kept(fake
     assert calls == [] and (work / oneshot.DETERMINANTS_FILE).read_text() == content
 
 
+def test_a_link_of_another_name_to_files_already_hashed_is_fingerprinted_by_its_own_name(mnist_dir, tmp_path):
+    """The fingerprint hashes each file's name with its bytes: a mirror-named link to files this
+    process has hashed is another fingerprint, not the first one served again from memory."""
+    from naslib_bayes.data import loaders
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for path in loaders.mnist_files(mnist_dir):
+        (mirror / path.name.replace("-idx", ".idx")).symlink_to(path.resolve())
+    first = loaders.data_fingerprint("mnist", mnist_dir)
+    assert loaders.data_fingerprint("mnist", mirror) == loaders.files_fingerprint(loaders.mnist_files(mirror)) != first
+
+
 def test_the_data_files_are_hashed_once_for_the_comparison_and_its_searches(nats_csv, mnist_dir, tmp_path,
                                                                             monkeypatch):
     """Each search's checkpoint settings hashed the files the comparison had just hashed (CIFAR-10:
@@ -333,3 +347,18 @@ def test_the_data_files_are_hashed_once_for_the_comparison_and_its_searches(nats
     labels.write_bytes(labels.read_bytes()[:-1])
     assert checkpoint.data_setting("mnist", data) != {checkpoint.DATA_KEY: f"sha256:{settings.data_sha256[:16]}"}
     assert hashed == [2, 2]
+
+
+def test_a_summary_with_darts_says_its_weights_take_half_the_steps():
+    """DARTS's weights train on one half of the images: a reader of the table must know its runs
+    made half the weight steps of the others' (same supernet, data and epochs otherwise)."""
+    row = oneshot.OneShotRow("darts", 2, {"cifar10": (90.0, 89.0, 91.0)}, 2, 1.0, 2.0)
+    text = oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 3)
+    assert "for 3 joint epochs after a warm-up epoch" in text and oneshot.DARTS_HALVES_NOTE in text
+
+
+@pytest.mark.parametrize("runs, said", [(1, "with 1 seed;"), (3, "with 3 seeds;")])
+def test_a_summary_counts_its_seeds_in_the_singular_for_one(runs, said):
+    """A one-seed comparison (a quick check) reads 'with 1 seed', as '1 joint epoch' does."""
+    row = oneshot.OneShotRow("bayesnas", runs, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
+    assert said in oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 1)

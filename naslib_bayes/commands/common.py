@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -165,7 +166,10 @@ def out_folder(text: str) -> Path:
 
 def add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=out_folder, required=True, help="output directory (created if missing)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR/result.json")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in DIR: its result.json and, once this run's result is "
+                             "written, the files other commands left there (checkpoint.pt, model.pt, widths.json, "
+                             "surrogate.pt), but for one this run reads")
 
 
 def torch_device(text: str) -> str:
@@ -200,6 +204,12 @@ def add_threads(parser, default: int | None = 1) -> None:
     parser.add_argument("--threads", type=positive_int, default=default,
                         help="CPU threads for torch (default 1: small networks are bound by per-op overhead, and one "
                              "thread avoids OpenMP spin-waiting on a shared machine)")
+
+
+def architecture_text(architecture) -> str:
+    """A result's ``final_architecture`` as printed: an NB201 string as it is, a DARTS genotype as
+    the JSON ``train --arch`` reads."""
+    return architecture if isinstance(architecture, str) else json.dumps(architecture)
 
 
 def step_bar(description: str):

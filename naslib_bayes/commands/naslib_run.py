@@ -9,7 +9,6 @@ importable (see the README, "Using NASLib"); the compatibility fixes of
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -75,9 +74,7 @@ def run(args) -> int:
     path = results.write_result(out, result)
     common.retire_other_runs_checkpoint(out)
     evaluation = result["naslib"]["evaluation"]
-    final = result["final_architecture"]
-    shown = final if isinstance(final, str) else json.dumps(final)  # a DARTS genotype as train --arch reads it
-    print(f"{shown}  evaluation={evaluation}  -> {path}")
+    print(f"{common.architecture_text(result['final_architecture'])}  evaluation={evaluation}  -> {path}")
     return 0
 
 

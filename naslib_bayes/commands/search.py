@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -64,7 +63,7 @@ _ONE_SHOT_ONLY = (("search_space", "--search-space"), ("data_root", "--data-root
                   ("rounds", "--rounds"), ("channels", "--channels"), ("cells", "--cells"),
                   ("batch_size", "--batch-size"), ("lr", "--lr"), ("search_images", "--search-images"),
                   ("no_augment", "--no-augment"), ("checkpoint_every", "--checkpoint-every"), ("resume", "--resume"),
-                  ("device", "--device"), ("threads", "--threads"))  # tnas and gp-bo: --opt threads=N
+                  ("device", "--device"), ("threads", "--threads"))  # black-box: --opt threads=N (_opt_hint)
 _BLACK_BOX_ONLY = (("budget", "--budget"), ("search_metric", "--search-metric"), ("surrogate", "--surrogate"),
                    ("dataset_encoder", "--dataset-encoder"), ("image_root", "--image-root"),
                    ("feature_extractor", "--feature-extractor"), ("encoder_hidden", "--encoder-hidden"))
@@ -91,7 +90,16 @@ def _refuse_options_of_the_other_kind(args, kind: str) -> None:
     given = [flag for dest, flag in foreign if getattr(args, dest) not in (None, False)]
     if given:
         other = "one-shot" if kind == registry.BLACK_BOX else "black-box"
-        raise UserError(f"{given[0]} applies to {other} search, not to --optimizer {args.optimizer} ({kind})")
+        raise UserError(f"{given[0]} applies to {other} search, not to --optimizer {args.optimizer} ({kind})"
+                        + _opt_hint(args, given[0]))
+
+
+def _opt_hint(args, flag: str) -> str:
+    """Where a black-box optimizer takes the refused ``--threads`` as a hyper-parameter (bananas,
+    gp-bo, tnas), how to give it: without this, the refusal read as if its threads were fixed."""
+    if flag != "--threads" or "threads" not in registry.get_spec(args.optimizer).load().defaults:
+        return ""
+    return f"; give it as --opt threads={args.threads}"
 
 
 def run_one_shot(args) -> int:
@@ -129,8 +137,7 @@ def run_one_shot(args) -> int:
     path = results.write_result(out, result)
     common.retire_other_commands_files(out)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
-    shown = result["final_architecture"] if isinstance(result["final_architecture"], str) else json.dumps(result["final_architecture"])
-    print(f"{shown}" + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
+    print(common.architecture_text(result["final_architecture"]) + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
 
 

@@ -63,7 +63,7 @@ class OneShotSettings:
     seeds: list[int]
     epochs: int | None = None
     jobs: int = 1
-    #: SHA-256 of the data files the searches read (``training.checkpoint.data_sha256``; the command
+    #: SHA-256 of the data files the searches read (``data.loaders.data_fingerprint``; the command
     #: sets it); None for digits, which reads none, or when not hashed.
     data_sha256: str | None = None
 
@@ -302,12 +302,24 @@ def write_oneshot_summary(rows: list[OneShotRow], dataset: str, out: Path, epoch
     (out / "summary.md.tmp").replace(out / "summary.md")
 
 
+#: How DARTS's training differs from the others' on the same supernet, said wherever they are compared.
+DARTS_HALVES_NOTE = ("DARTS trains its weights on one half of the search images and its architecture on the other, "
+                     "so in the joint epochs its weights take half as many steps as the others'.")
+
+
+def _epochs_text(epochs: int | None) -> str:
+    if not epochs:
+        return ""
+    return f" for {epochs} joint epoch{'s' if epochs != 1 else ''} after a warm-up epoch"
+
+
 def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
     seeds = rows[0].runs if rows else 0
     lines = ["# One-shot comparison", "",
-             f"Each optimizer searched on `{dataset}`{f' for {epochs} joint epochs after a warm-up epoch' if epochs else ''} with {seeds} seeds; "
+             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {seeds} seed{'s' if seeds != 1 else ''}; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
-             "Cells: mean over seeds [95% bootstrap interval].", "",
+             "Cells: mean over seeds [95% bootstrap interval]."
+             + (f" {DARTS_HALVES_NOTE}" if any(r.optimizer == "darts" for r in rows) else ""), "",
              "| optimizer | " + " | ".join(f"{d} accuracy" for d in datasets) + " | distinct cells |",
              "|---|" + "---:|" * (len(datasets) + 1)]
     for r in rows:
@@ -352,14 +364,14 @@ def run_command(args) -> int:
 def check_search_data(settings: OneShotSettings) -> None:
     """Load the data once as every run's search would: data they cannot read is one error before
     --out is made, not one per search after its folder and the comparison's were made. Then hash
-    the files read, once for all runs (the searches' checkpoints reuse the digest): a run made on
-    other files in the same folder is not reused."""
+    the files read (searches in this process reuse the digest for their checkpoints; a worker of
+    --jobs 2 hashes them once more): a run made on other files in the same folder is not reused."""
     from naslib_bayes.data import load_dataset
-    from naslib_bayes.training.checkpoint import data_sha256
+    from naslib_bayes.data.loaders import data_fingerprint
     from naslib_bayes.training.search import SearchConfig
 
     load_dataset(settings.dataset, settings.data_root, seed=SearchConfig.data_seed)
-    settings.data_sha256 = data_sha256(settings.dataset, settings.data_root)
+    settings.data_sha256 = data_fingerprint(settings.dataset, settings.data_root)
 
 
 def _required(args, name: str):

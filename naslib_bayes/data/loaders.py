@@ -397,8 +397,31 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+#: Fingerprints already taken in this process, by the files' identities (:func:`_file_identity`).
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def data_fingerprint(name: str, root: str | os.PathLike | None) -> str | None:
     """SHA-256 of the files :func:`load_dataset` reads for ``name`` from ``root`` (None for digits,
-    which reads none): other images, labels or added training files are another fingerprint."""
+    which reads none): other images, labels or added training files are another fingerprint.
+
+    Taken once per process for files unchanged since: a one-shot comparison hashes them before its
+    searches, and each search's checkpoint settings would otherwise read CIFAR-10's 170 MB again.
+    """
     paths = dataset_files(name, root)
-    return files_fingerprint(paths) if paths else None
+    if not paths:
+        return None
+    key = tuple(_file_identity(path) for path in paths)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = files_fingerprint(paths)
+    return _FINGERPRINTS[key]
+
+
+def _file_identity(path: Path) -> tuple:
+    """What the fingerprint depends on: the file's name (it is hashed) and what changes when the
+    file it reaches is replaced or rewritten (a missing one is hashed, and refused, anew)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (path.name, str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

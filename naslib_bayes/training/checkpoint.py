@@ -69,9 +69,12 @@ def check_same_run(path: str | os.PathLike, saved_run: Any, current_run: dict[st
     differing = [f"{key} {_setting_text(saved_run, key, 'none recorded')}, "
                  f"not {_setting_text(current_run, key, 'not set')}"
                  for key in sorted(set(saved_run) | set(current_run)) if saved_run.get(key) != current_run.get(key)]
-    if differing:
-        raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; "
-                        "resume with the same settings or start anew")
+    if not differing:
+        return
+    unrecorded = sorted(set(current_run) - set(saved_run))
+    advice = (f"it was written before runs recorded {', '.join(unrecorded)}, so no settings resume it: start anew"
+              if unrecorded else "resume with the same settings or start anew")
+    raise UserError(f"{path}: the checkpoint is of a run with {'; '.join(differing)}; {advice}")
 
 
 def _setting_text(run: dict[str, Any], key: str, missing: str) -> str:
@@ -92,39 +95,10 @@ def data_setting(dataset: str, root: str | os.PathLike | None) -> dict[str, str]
     the data: other files (MNIST with training files beside the test files, say) would train the
     rest of the run on other images. The path is not kept; the contents are.
     """
-    digest = data_sha256(dataset, root)
-    return {} if digest is None else {DATA_KEY: f"sha256:{digest[:16]}"}
+    from naslib_bayes.data.loaders import data_fingerprint
 
-
-#: Digests already taken in this process, by the files' (path, inode, size, change times).
-_DIGESTS: dict[tuple, str] = {}
-
-
-def data_sha256(dataset: str, root: str | os.PathLike | None) -> str | None:
-    """SHA-256 of the files a run of ``dataset`` reads from ``root`` (None for digits, which reads
-    none): what a checkpoint's :data:`DATA_KEY` and a one-shot comparison's ``data_sha256`` record.
-
-    Taken once per process for files unchanged since: a one-shot comparison hashes them before its
-    searches, and each search's checkpoint settings would otherwise read CIFAR-10's 170 MB again.
-    """
-    from naslib_bayes.data.loaders import dataset_files, files_fingerprint
-
-    paths = dataset_files(dataset, root)
-    if not paths:
-        return None
-    key = tuple(_file_identity(path) for path in paths)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = files_fingerprint(paths)
-    return _DIGESTS[key]
-
-
-def _file_identity(path: Path) -> tuple:
-    """What changes when a file is replaced or rewritten (a missing one is hashed, and refused, anew)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return (str(path), None)
-    return (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    fingerprint = data_fingerprint(dataset, root)
+    return {} if fingerprint is None else {DATA_KEY: f"sha256:{fingerprint[:16]}"}
 
 
 def load_run_checkpoint(path: str | os.PathLike, file_format: str, what: str, run: dict[str, Any]) -> dict[str, Any]:

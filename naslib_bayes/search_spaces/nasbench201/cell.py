@@ -53,8 +53,9 @@ PARAMETER_FREE_OPS = frozenset({NONE, SKIP, AVG_POOL})
 def validate(cell: Sequence[int]) -> Cell:
     """Return ``cell`` as a tuple after checking its length and op indices.
 
-    An op index is an integer (numpy's too) or a float with an integral value; a bool or a
-    fractional value (``0.7`` from a float array) is refused, never truncated.
+    An op index is an integer (numpy's too) or a float with an integral value; a bool, text
+    (``"012340"`` is not six op indices) or a fractional value (``0.7`` from a float array) is
+    refused, never truncated.
     """
     try:
         cell = tuple(_op_index(op) for op in cell)
@@ -66,9 +67,11 @@ def validate(cell: Sequence[int]) -> Cell:
 
 
 def _op_index(op) -> int:
-    """``op`` as an int; a ``ValueError`` for a bool or a non-integral number."""
+    """``op`` as an int; a ``ValueError`` for a bool, text or a non-integral number."""
     if isinstance(op, (bool, np.bool_)):
         raise ValueError(f"{op!r} is a bool")
+    if isinstance(op, (str, bytes)):  # float() reads "3", so a string cell would pass digit by digit
+        raise ValueError(f"{op!r} is text")
     try:
         return operator.index(op)
     except TypeError:

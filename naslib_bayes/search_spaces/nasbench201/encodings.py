@@ -74,8 +74,9 @@ def _all_path_encodings() -> dict[nb201.Cell, np.ndarray]:
 
 
 def path_encodings(cells: Sequence[Sequence[int]]) -> np.ndarray:
-    """Path encodings of many cells, shape (n, 84) (the table of all cells is built once)."""
+    """Path encodings of many cells, shape (n, 84) (the table of all cells is built once); a cell
+    :func:`path_encoding` refuses (a fractional or out-of-range op) is refused, never truncated."""
     table = _all_path_encodings()
     if not len(cells):
         return np.zeros((0, PATH_ENCODING_DIM), dtype=np.float32)
-    return np.stack([table[tuple(int(op) for op in cell)] for cell in cells])
+    return np.stack([table[nb201.validate(cell)] for cell in cells])

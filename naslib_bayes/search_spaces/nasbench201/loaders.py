@@ -228,13 +228,13 @@ def load_naslib_pickles(paths) -> Benchmark:
     origins: dict[str, tuple[Path, str]] = {}
     arch_of: dict[tuple[str, nb201.Cell], str] = {}  # a cell spelled twice would overwrite its values
     for path in paths:
-        data = _guarded(path, partial(_unpickle, path))
+        data = _guarded(path, partial(_unpickle, path))  # a dict: checked there
         for arch, per_dataset in data.items():
             cell = _pickle_cell(path, arch)
             if cell not in index:
                 index[cell] = len(cells)
                 cells.append(cell)
-            for ds_key, entry in per_dataset.items():
+            for ds_key, entry in _pickle_mapping(path, str(arch), per_dataset).items():
                 dataset = _single_origin(origins, path, ds_key)
                 if arch_of.setdefault((dataset, cell), arch) != arch:
                     raise UserError(f"{path}: {arch} / {ds_key}: the same cell as {arch_of[dataset, cell]}: "
@@ -247,6 +247,15 @@ def load_naslib_pickles(paths) -> Benchmark:
         for ds, metrics in records.items()
     }
     return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+
+
+def _pickle_mapping(path: Path, what: str, value) -> dict:
+    """``value``, an architecture's entry in a NASLib pickle, which must be a mapping; otherwise a
+    UserError naming the file (a folder holds one per dataset) instead of Python's AttributeError."""
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {what} holds {type(value).__name__}, not a mapping; NASLib's "
+                        "nb201_<dataset>_full_training.pickle maps architecture strings to {dataset: results}")
+    return value
 
 
 def _pickle_cell(path: Path, arch) -> nb201.Cell:
