@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -208,15 +209,35 @@ DIVERGED = r"meta-training diverged \({}\) in iteration {}, at learning rate {}:
 SMALL_TASKS = {"task_size": (20, 30), "val_tasks": 1, "val_support": 20, "val_query": 30}
 
 
-def test_a_nan_training_loss_stops_meta_training_naming_the_iteration_and_rate(nats_benchmark, monkeypatch):
-    """A NaN step was skipped, and every later one: meta-training returned its initial weights
-    without a word."""
+def test_training_steps_all_nan_since_a_validation_stop_meta_training_naming_the_iteration_and_rate(
+        nats_benchmark, monkeypatch):
+    """Every step skipped as NaN: meta-training returned its initial weights without a word."""
     from naslib_bayes.errors import UserError
 
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
     monkeypatch.setattr(mt, "batch_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(UserError, match="^" + DIVERGED.format("training loss nan", 1, "0.01") + "$"):
+    with pytest.raises(UserError, match="^" + DIVERGED.format("training loss nan", 2, "0.01") + "$"):
         mt.meta_train(data, SurrogateConfig(encoder_hidden=8), mt.MetaTrainConfig(iterations=4, eval_every=2), seed=0)
+
+
+def test_one_broken_down_task_is_skipped_and_logged_without_nan(nats_benchmark, monkeypatch):
+    """A single task whose kernel matrix breaks down (a NaN loss) is no divergence: its step is
+    skipped, meta-training goes on, and the log, which goes to result.json (no NaN), says None."""
+    import json
+
+    real, calls = mt.batch_loss, []
+
+    def nan_on_the_second_step(*args):
+        calls.append(1)
+        return torch.tensor(float("nan"), requires_grad=True) if len(calls) == 2 else real(*args)
+
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    monkeypatch.setattr(mt, "batch_loss", nan_on_the_second_step)
+    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8),
+                           mt.MetaTrainConfig(iterations=4, eval_every=2, **SMALL_TASKS), seed=0)
+    assert log.iterations == 4 and [h["iteration"] for h in log.history] == [2, 4]
+    assert log.history[0]["train_loss"] is None and math.isfinite(log.history[1]["train_loss"])
+    json.dumps(log.to_dict(), allow_nan=False)
 
 
 def test_a_nan_validation_loss_stops_meta_training_at_its_iteration(nats_benchmark, monkeypatch):

@@ -48,6 +48,7 @@ import torch
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import require_choice, whole_number
 from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS, Evidence, SurrogateConfig, TNASSurrogate, cell_index
+from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 from naslib_bayes.threads import torch_threads
 from naslib_bayes.training.divergence import diverged
 
@@ -371,16 +372,21 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
     best_state = copy.deepcopy(surrogate.state_dict())
     log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
-    stale = 0
+    stale, stepped = 0, False
     for iteration in range(1, config.iterations + 1):
-        train_loss = _finite_loss("training loss", iteration, optimizer,
-                                  lambda: _outer_update(surrogate, optimizer, splits, config, rng, torch_gen))
+        train_loss = _without_breakdown(iteration, optimizer,
+                                        lambda: _outer_update(surrogate, optimizer, splits, config, rng, torch_gen))
+        stepped = stepped or math.isfinite(train_loss)  # a NaN step is skipped: one broken-down task
         log.iterations = iteration
         # the last iteration is always validated: its weights must be able to win
         if iteration % config.eval_every and iteration != config.iterations:
             continue
-        val = _finite_loss("validation loss", iteration, optimizer,
-                           lambda: validation_loss(surrogate, validation, torch_gen))
+        if not stepped:  # every step since the last validation skipped: the weights no longer train
+            raise _meta_training_diverged(f"training loss {train_loss}", iteration, optimizer.param_groups[0]["lr"])
+        val = _without_breakdown(iteration, optimizer, lambda: validation_loss(surrogate, validation, torch_gen))
+        if not math.isfinite(val):
+            raise _meta_training_diverged(f"validation loss {val}", iteration, optimizer.param_groups[0]["lr"])
+        stepped = False
         scheduler.step(val)
         _record_validation(log, iteration, train_loss, val, optimizer.param_groups[0]["lr"])
         if progress is not None:
@@ -396,21 +402,18 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     surrogate.load_state_dict(best_state)
 
 
-def _finite_loss(kind: str, iteration: int, optimizer, compute: Callable[[], float]) -> float:
-    """``compute()``, a loss of ``iteration``; a UserError naming the iteration and the learning
-    rate when it is NaN or infinite or a kernel matrix broke down, the ways the weights diverge.
+def _without_breakdown(iteration: int, optimizer, compute: Callable[[], float]) -> float:
+    """``compute()``, a loss of ``iteration``; a kernel matrix that broke down (weights blown up)
+    is a UserError naming the iteration and the learning rate instead of a LinAlgError traceback.
 
-    A NaN loss was never an improvement, so training ran on to its patience and returned the
-    last good weights without a word; a broken-down kernel was a LinAlgError traceback.
+    The other signs of divergence are the caller's to read: a NaN validation loss (it was never
+    an improvement, so training ran on to its patience and returned the last good weights without
+    a word) and training steps that are all skipped as NaN.
     """
-    lr = optimizer.param_groups[0]["lr"]
     try:
-        loss = compute()
+        return compute()
     except torch.linalg.LinAlgError as exc:
-        raise _meta_training_diverged(str(exc), iteration, lr) from None
-    if not math.isfinite(loss):
-        raise _meta_training_diverged(f"{kind} {loss}", iteration, lr)
-    return loss
+        raise _meta_training_diverged(str(exc), iteration, optimizer.param_groups[0]["lr"]) from None
 
 
 def _meta_training_diverged(sign: str, iteration: int, lr: float) -> UserError:
@@ -427,8 +430,10 @@ def _outer_update(surrogate, optimizer, splits, config: MetaTrainConfig, rng, to
 
 
 def _record_validation(log: MetaTrainLog, iteration: int, train_loss: float, val_loss: float, lr: float) -> None:
-    """Append one validation's entry to ``log.history`` (finite losses: see :func:`_finite_loss`)."""
-    log.history.append({"iteration": iteration, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
+    """Append one validation's entry to ``log.history``."""
+    # a step skipped as NaN (a broken-down task) has no loss: None, as result.json allows no NaN
+    log.history.append({"iteration": iteration, "train_loss": finite_or_none(train_loss), "val_loss": val_loss,
+                        "lr": lr})
 
 
 def _random_task(splits, config: MetaTrainConfig, rng) -> tuple[_Split, np.ndarray]:
@@ -443,8 +448,8 @@ def _adam_steps(surrogate, optimizer, tasks, steps: int, torch_gen, clip_norm: f
     for _ in range(steps):
         optimizer.zero_grad()
         loss = batch_loss(surrogate, tasks, torch_gen)
-        if not torch.isfinite(loss):  # diverged: no step on it (the caller says so)
-            break
+        if not torch.isfinite(loss):  # a task whose kernel matrix broke down: no step on it
+            continue
         loss.backward()
         # Clipping keeps one badly conditioned task from throwing the encoder off for good
         # (without it, runs at this learning rate occasionally collapse to a flat kernel).
