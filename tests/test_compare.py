@@ -466,6 +466,22 @@ def test_readme_without_markers_is_an_error(capsys, nats_csv, tmp_path):
     assert code == 2 and "results:start" in err
 
 
+@pytest.mark.parametrize("body", [
+    "<!-- results:start -->\nold one\n<!-- results:end -->\n\n<!-- results:start -->\nold two\n<!-- results:end -->\n",
+    "<!-- results:start -->\nold one\n<!-- results:start -->\nold two\n<!-- results:end -->\n",
+    "<!-- results:start -->\nold one\n<!-- results:end -->\nold two\n<!-- results:end -->\n",
+])
+def test_a_readme_with_a_marker_twice_is_refused_before_any_run(capsys, nats_csv, tmp_path, body):
+    # only the first section was rewritten: a second one kept its old results beside the new ones,
+    # or a stray marker was deleted with the text around it
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n" + body)
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
+                           "--seeds", "1", "--budget", "3", "--out", tmp_path / "o", "--readme", readme)
+    assert code == 2 and "2 times" in err and str(readme) in err and len(err.strip().splitlines()) == 1
+    assert readme.read_text() == "# T\n" + body and not (tmp_path / "o").exists()
+
+
 
 @pytest.mark.parametrize("make, cause", [
     (lambda path: path.mkdir(), "IsADirectoryError"),
