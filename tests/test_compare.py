@@ -378,6 +378,18 @@ def test_regret_plot_is_written(serial, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_regret_plot_of_a_budget_of_one_query_warns_of_nothing(nats_csv, tmp_path):
+    # --budget 1 printed matplotlib's warning of identical x limits, and its one point drew no line
+    import warnings
+
+    settings = settings_for(nats_csv, tmp_path / "out", budget=1, optimizers=["rs"], seeds=[0], datasets=["cifar10"])
+    _, result = finish(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_regret(result, "cifar10", tmp_path / "regret.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_regret_plot_stopped_mid_write_leaves_the_previous_plot_whole(serial, tmp_path, monkeypatch):
     """Ctrl-C inside the PNG's write (the last files a comparison writes, beside a README it may
     rewrite) left a truncated image in place of the previous one."""
