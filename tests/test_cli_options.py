@@ -119,6 +119,18 @@ def test_an_empty_report_metric_is_refused_not_taken_for_the_default(capsys, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["search", "--optimizer", "rs", "--dataset", "cifar10", "--budget", "3"],
+    ["compare", "--optimizers", "rs", "--datasets", "cifar10", "--seeds", "1", "--budget", "3"],
+])
+def test_a_default_report_metric_the_benchmark_lacks_names_the_option(capsys, tmp_path, zc_json, command):
+    # the zero-cost JSON has no test accuracy: the error named 'test_accuracy', which the user never gave
+    code, _, err = run_cli(capsys, *command, "--benchmark", zc_json, "--search-metric", "val_accuracy",
+                           "--out", tmp_path / "out")
+    assert code == 2 and "test_accuracy" in one_error_line(err) and "--report-metric" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
 

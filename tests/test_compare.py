@@ -378,6 +378,18 @@ def test_regret_plot_is_written(serial, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_regret_plot_of_a_budget_of_one_query_warns_of_nothing(nats_csv, tmp_path):
+    # --budget 1 printed matplotlib's warning of identical x limits, and its one point drew no line
+    import warnings
+
+    settings = settings_for(nats_csv, tmp_path / "out", budget=1, optimizers=["rs"], seeds=[0], datasets=["cifar10"])
+    _, result = finish(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_regret(result, "cifar10", tmp_path / "regret.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_regret_plot_stopped_mid_write_leaves_the_previous_plot_whole(serial, tmp_path, monkeypatch):
     """Ctrl-C inside the PNG's write (the last files a comparison writes, beside a README it may
     rewrite) left a truncated image in place of the previous one."""
@@ -464,6 +476,22 @@ def test_readme_without_markers_is_an_error(capsys, nats_csv, tmp_path):
     code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
                            "--seeds", "1", "--budget", "3", "--out", tmp_path / "o", "--readme", readme)
     assert code == 2 and "results:start" in err
+
+
+@pytest.mark.parametrize("body", [
+    "<!-- results:start -->\nold one\n<!-- results:end -->\n\n<!-- results:start -->\nold two\n<!-- results:end -->\n",
+    "<!-- results:start -->\nold one\n<!-- results:start -->\nold two\n<!-- results:end -->\n",
+    "<!-- results:start -->\nold one\n<!-- results:end -->\nold two\n<!-- results:end -->\n",
+])
+def test_a_readme_with_a_marker_twice_is_refused_before_any_run(capsys, nats_csv, tmp_path, body):
+    # only the first section was rewritten: a second one kept its old results beside the new ones,
+    # or a stray marker was deleted with the text around it
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n" + body)
+    code, _, err = run_cli(capsys, "compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--optimizers", "rs",
+                           "--seeds", "1", "--budget", "3", "--out", tmp_path / "o", "--readme", readme)
+    assert code == 2 and "2 times" in err and str(readme) in err and len(err.strip().splitlines()) == 1
+    assert readme.read_text() == "# T\n" + body and not (tmp_path / "o").exists()
 
 
 

@@ -30,11 +30,12 @@ def plot_regret(summary: Summary, dataset: str, path: Path) -> Path:
     colours = _colours(summary.optimizers)
     for row in rows:
         colour = colours[row.optimizer]
-        ax.plot(queries, row.mean, color=colour, lw=1.8, label=f"{row.optimizer} ({row.mean[-1]:.2f})")
+        ax.plot(queries, row.mean, color=colour, lw=1.8, marker="o" if summary.budget == 1 else None,
+                label=f"{row.optimizer} ({row.mean[-1]:.2f})")
         ax.fill_between(queries, row.low, row.high, color=colour, alpha=0.18, lw=0)
     ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
     ax.set_ylim(bottom=0)
-    ax.set_xlim(1, summary.budget)
+    ax.set_xlim(*((1, summary.budget) if summary.budget > 1 else (0.5, 1.5)))  # a budget of 1: one point, centred
     ax.set_xlabel("queries (initial design included)")
     ax.set_ylabel(f"regret of {summary.report_metric} (pp)")
     ax.set_title(f"{dataset}: mean over {len(summary.seeds)} seeds, {CONFIDENCE:.0%} bootstrap band")

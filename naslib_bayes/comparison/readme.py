@@ -32,6 +32,10 @@ def check_readme(readme: Path) -> tuple[str, int, int]:
         text = readme.read_text()
     except (OSError, UnicodeDecodeError) as exc:  # a folder, a binary file
         raise UserError(f"--readme {readme}: cannot read it as text ({cause(exc)})") from None
+    for marker in (START, END):
+        if text.count(marker) > 1:
+            raise UserError(f"{readme} has '{marker}' {text.count(marker)} times; keep one results section, "
+                            "so that no copy keeps old results")
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         raise UserError(f"{readme} has no '{START}' ... '{END}' section to rewrite")

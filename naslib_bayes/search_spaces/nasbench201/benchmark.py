@@ -250,10 +250,16 @@ def resolve_metrics(
     warnings = []
     if search_metric is None:
         search_metric = _default_search_metric(benchmark, dataset, warnings)
-    report_metric = "test_accuracy" if report_metric is None else report_metric  # "" is an error, not the default
+    defaulted = report_metric is None
+    report_metric = "test_accuracy" if defaulted else report_metric  # "" is an error, not the default
     for role, metric in (("search", search_metric), ("report", report_metric)):
         require_accuracy_like(role, metric)
-        _require_values(benchmark, dataset, metric)
+        try:
+            _require_values(benchmark, dataset, metric)
+        except UserError as exc:
+            if role == "report" and defaulted:  # the user never named test_accuracy: say where it came from
+                raise UserError(f"{exc} (the default report metric); choose one with --report-metric") from None
+            raise
     warnings += _coverage_warnings(benchmark, dataset, search_metric)
     return search_metric, report_metric, warnings
 
