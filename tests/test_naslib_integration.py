@@ -972,14 +972,16 @@ def tiny_surrogate(tmp_path_factory, nats_benchmark):
                              {"meta_datasets": list(source.datasets)})
 
 
-def _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size: int, test_size: int) -> dict:
+def _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size: int, test_size: int,
+                        max_hpo_time: float = 0) -> dict:
     """The scores of NASLib's PredictorEvaluator for ``predictor``: one fit on ``train_size`` random
-    NB201 cells of CIFAR-10 (final accuracies), tested on ``test_size`` others."""
+    NB201 cells of CIFAR-10 (final accuracies), tested on ``test_size`` others; ``max_hpo_time``
+    as NASLib's config gives it (above 0, NASLib asks the predictor whether to tune it first)."""
     from fvcore.common.config import CfgNode
     from naslib.defaults.predictor_evaluator import PredictorEvaluator
 
     config = CfgNode(dict(experiment_type="single", test_size=test_size, train_size_single=train_size,
-                          train_size_list=[train_size], fidelity_single=-1, fidelity_list=[-1], max_hpo_time=0,
+                          train_size_list=[train_size], fidelity_single=-1, fidelity_list=[-1], max_hpo_time=max_hpo_time,
                           dataset="cifar10", uniform_random=1, save=str(tmp_path / "pe"), seed=0,
                           search_space="nasbench201"))
     naslib.utils.set_seed(0)
@@ -1034,6 +1036,24 @@ def test_gp_predictor_keeps_its_fine_tuning_settings_through_naslibs_predictor_e
     predictor.set_hyperparams({"finetune_steps": 7})
     predictor.reset_hyperparams()
     assert predictor.get_hyperparams() == {"finetune_steps": 3, "lr": 0.05}
+
+
+@pytest.mark.parametrize("predictor_class", ["TNASPredictor", "DeepKernelGPPredictor"])
+def test_gp_predictors_run_in_naslibs_predictor_evaluator_when_its_config_allows_tuning(naslib, api, tiny_surrogate,
+                                                                                       tmp_path, predictor_class):
+    """With max_hpo_time > 0 and 10 or more training cells, NASLib's PredictorEvaluator asks
+    get_hpo_wrapper() whether to tune the predictor by cross-validation; TNASPredictor had no such
+    method (NASLib's Predictor base class has it) and the evaluation died in an AttributeError. The
+    GP tunes itself in fit, so NASLib's tuning is declined and the settings given stay."""
+    from naslib_bayes.integration.tnas import DeepKernelGPPredictor
+    from naslib_bayes.predictors.naslib_predictor import TNASPredictor
+
+    cls = {"TNASPredictor": TNASPredictor, "DeepKernelGPPredictor": DeepKernelGPPredictor}[predictor_class]
+    predictor = cls(surrogate=tiny_surrogate, finetune_steps=3, lr=0.05)
+    assert not predictor.get_hpo_wrapper()
+    scores = _evaluate_in_naslib(naslib, api, predictor, tmp_path, train_size=12, test_size=12, max_hpo_time=1)
+    assert scores["train_size"] == 12 and np.isfinite(scores["mae"]) and scores["cv_score"] == 0
+    assert (scores["hp_finetune_steps"], scores["hp_lr"]) == (3, 0.05)
 
 
 def test_gp_predictor_loads_a_surrogate_whose_feature_extractor_the_user_trusts(naslib, tmp_path, monkeypatch):

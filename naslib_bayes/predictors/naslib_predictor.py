@@ -216,6 +216,11 @@ class TNASPredictor:
     def reset_hyperparams(self) -> None:
         self.hyperparams = dict(self.default_hyperparams)
 
+    def get_hpo_wrapper(self) -> bool:
+        """False: NASLib's PredictorEvaluator (``max_hpo_time`` > 0) is not to tune this predictor by
+        cross-validation; ``fit`` fine-tunes the GP itself and there is no ``set_random_hyperparams``."""
+        return False
+
     def fit(self, xtrain: Sequence[Any], ytrain: Sequence[float], train_info=None) -> float:
         """Fine-tune and condition on (architectures, accuracies) as a BO iteration; returns the final loss.
 
