@@ -152,8 +152,9 @@ def test_fallback_warning_says_how_many_cells_have_validation_accuracy():
 
 def test_partial_search_metric_is_warned_about():
     _, _, warnings = resolve_metrics(costs_benchmark(val_cells=491), "cifar100", "val_accuracy", None)
-    expected = ("costs.npz has cifar100 val_accuracy for 491 of 15,625 cells: queries of the others count "
-                "against the budget and return no value")
+    expected = ("costs.npz has cifar100 val_accuracy for 491 of 15,625 cells: random and model-based picks take "
+                "cells with a value while any is left, a mutation or neighbour (re, ls, bananas) of another cell "
+                "costs a query and returns no value, and regret is measured from the best listed cell")
     assert warnings == [expected]
 
 

@@ -139,7 +139,7 @@ def partial(tmp_path):
 def test_a_partial_benchmark_is_warned_about_and_noted(partial):
     warnings = []
     result = run_blackbox_search(partial, "rs", "cifar10", budget=10, seed=0, warn=warnings.append)
-    expected = "partial.csv has cifar10 test_accuracy for 40 of 15,625 cells: queries of the others count against the budget"
+    expected = "partial.csv has cifar10 test_accuracy for 40 of 15,625 cells: random and model-based picks take cells with a value"
     assert sum(expected in w for w in warnings) == 1
     assert any(expected in note for note in result["notes"])
 

@@ -259,7 +259,7 @@ def test_a_partial_benchmark_is_warned_about_and_the_search_stays_within_it(caps
     code, _, err = run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", path, "--dataset", "cifar10",
                            "--budget", "20", "--out", tmp_path / "out")
     assert code == 0, err
-    warning = f"{path} has cifar10 test_accuracy for 20 of 15,625 cells: queries of the others count against the budget"
+    warning = f"{path} has cifar10 test_accuracy for 20 of 15,625 cells: random and model-based picks take cells with a value"
     assert warning in err
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert any(warning in note for note in result["notes"])

@@ -298,8 +298,9 @@ def _coverage_warnings(benchmark: Benchmark, dataset: str, metric: str) -> list[
     have = benchmark.count_values(dataset, metric)
     if have == nb201.NUM_CELLS:
         return []
-    return [f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} cells: "
-            "queries of the others count against the budget and return no value"]
+    return [f"{benchmark.source} has {dataset} {metric} for {have:,} of {nb201.NUM_CELLS:,} cells: random and "
+            "model-based picks take cells with a value while any is left, a mutation or neighbour (re, ls, bananas) "
+            "of another cell costs a query and returns no value, and regret is measured from the best listed cell"]
 
 
 def finite_or_none(value: float | None) -> float | None:
