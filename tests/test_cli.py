@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -80,11 +81,15 @@ def test_seeds_take_a_count_or_a_list(text, seeds):
     assert parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["0", "a", "1,1", "-1,2", "0,4294967296"])
-def test_bad_seeds_are_rejected(text):
+@pytest.mark.parametrize("text, message", [
+    # a count below 1 is said to be one: "seeds from 0 to ..." misled a user who had typed seed 0
+    ("0", "--seeds 0: a count of seeds is at least 1"), ("-2", "--seeds -2: a count of seeds is at least 1"),
+    ("a", "--seeds takes a count or a comma-separated list"), ("1,1", "--seeds needs distinct seeds"),
+    ("-1,2", "--seeds needs distinct seeds"), ("0,4294967296", "--seeds needs distinct seeds")])
+def test_bad_seeds_are_rejected(text, message):
     import argparse
 
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(argparse.ArgumentTypeError, match="^" + re.escape(message)):
         parse_seeds(text)
 
 

@@ -23,7 +23,6 @@ from naslib_bayes.optimizers.hyperparameters import EXPONENT_FLOAT, MAX_SEED
 logger = logging.getLogger("naslib_bayes")
 
 
-
 def parse_seeds(text: str) -> list[int]:
     """``"5"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]."""
     try:
@@ -31,6 +30,9 @@ def parse_seeds(text: str) -> list[int]:
             seeds = [int(tok) for tok in text.split(",") if tok.strip()]
         else:
             count = int(text)
+            if count < 1:  # a count, not seed 0: "from 0 to ..." would not tell what is wrong
+                raise argparse.ArgumentTypeError(f"--seeds {text}: a count of seeds is at least 1 (or give seeds "
+                                                 "as a comma-separated list, e.g. 0,)")
             seeds = list(range(count)) if count <= MAX_SEED + 1 else [MAX_SEED + 1]  # the last one, refused below
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count or a comma-separated list, got {text!r}") from None
