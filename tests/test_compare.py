@@ -388,6 +388,7 @@ def test_a_regret_plot_of_a_budget_of_one_query_warns_of_nothing(nats_csv, tmp_p
         warnings.simplefilter("error")
         path = plot_regret(result, "cifar10", tmp_path / "regret.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "budget 1 query per run (initial designs included)" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_a_regret_plot_stopped_mid_write_leaves_the_previous_plot_whole(serial, tmp_path, monkeypatch):

@@ -359,7 +359,8 @@ def _seeds_text(seeds: list[int]) -> str:
 def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
     seeds = summary.seeds
     lines = [
-        f"Benchmark `{summary.benchmark}`; budget {summary.budget} queries per run (initial designs included); "
+        f"Benchmark `{summary.benchmark}`; budget {summary.budget} quer{'y' if summary.budget == 1 else 'ies'} per run "
+        "(initial designs included); "
         f"{_seeds_text(seeds)}, the same for every optimizer; search metric `{summary.search_metric}`, "
         f"report metric `{summary.report_metric}`.",
         "",
