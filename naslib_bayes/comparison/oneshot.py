@@ -310,13 +310,13 @@ DARTS_HALVES_NOTE = ("DARTS trains its weights on one half of the search images 
 def _epochs_text(epochs: int | None) -> str:
     if not epochs:
         return ""
-    return f" for {epochs} joint epoch{'s' if epochs != 1 else ''} after a warm-up epoch"
+    return f" for {bb_summary.counted(epochs, 'joint epoch')} after a warm-up epoch"
 
 
 def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], epochs: int | None) -> str:
     seeds = rows[0].runs if rows else 0
     lines = ["# One-shot comparison", "",
-             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {seeds} seed{'s' if seeds != 1 else ''}; "
+             f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {bb_summary.counted(seeds, 'seed')}; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
              "Cells: mean over seeds [95% bootstrap interval]."
              + (f" {DARTS_HALVES_NOTE}" if any(r.optimizer == "darts" for r in rows) else ""), "",

@@ -249,7 +249,7 @@ def code_versions_note(sources: Iterable[str | None]) -> str | None:
     if len(counts) < 2:
         return None
     groups = sorted(counts.items(), key=lambda kv: (kv[0] is None, -kv[1], str(kv[0])))
-    listed = ", ".join(f"{code or 'not recorded'}: {n} run{'s' * (n != 1)}" for code, n in groups)
+    listed = ", ".join(f"{code or 'not recorded'}: {counted(n, 'run')}" for code, n in groups)
     return (f"the runs were made by {len(counts)} versions of the naslib-bayes code (source fingerprint {listed}), "
             "so differences between rows may come from the code as well as from the methods")
 
@@ -348,18 +348,26 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
     return "\n".join(lines).rstrip() + "\n"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 seed``, ``3 seeds``: ``n`` and ``noun`` in its number (``plural`` where an s is wrong)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _seeds_text(seeds: list[int]) -> str:
     """``1 seed (5)``, ``5 seeds (0–4)``, ``3 seeds (0, 3, 7)``."""
     if len(seeds) == 1:
-        return f"1 seed ({seeds[0]})"
-    listed = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
-    return f"{len(seeds)} seeds ({listed})"
+        listed = str(seeds[0])
+    elif seeds == list(range(seeds[0], seeds[-1] + 1)):
+        listed = f"{seeds[0]}–{seeds[-1]}"
+    else:
+        listed = ", ".join(map(str, seeds))
+    return f"{counted(len(seeds), 'seed')} ({listed})"
 
 
 def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
     seeds = summary.seeds
     lines = [
-        f"Benchmark `{summary.benchmark}`; budget {summary.budget} quer{'y' if summary.budget == 1 else 'ies'} per run "
+        f"Benchmark `{summary.benchmark}`; budget {counted(summary.budget, 'query', 'queries')} per run "
         "(initial designs included); "
         f"{_seeds_text(seeds)}, the same for every optimizer; search metric `{summary.search_metric}`, "
         f"report metric `{summary.report_metric}`.",
