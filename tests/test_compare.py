@@ -928,3 +928,9 @@ def test_the_summary_names_the_seeds_it_averages(nats_csv, tmp_path, seeds, text
     _, result = finish(settings)
     assert f"budget 2 queries per run (initial designs included); {text}, the same for every optimizer" in \
         (tmp_path / "summary.md").read_text()
+
+
+def test_an_unknown_prepare_per_is_refused_naming_it_and_the_choices(nats_csv, tmp_path):
+    with pytest.raises(UserError, match=r"^--prepare-per 'trial': expected one of seed, dataset$"):
+        settings_for(nats_csv, tmp_path, prepare_per="trial")
+    assert not tmp_path.joinpath("runs").exists()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
+from naslib_bayes.optimizers.hyperparameters import require_choice
 from naslib_bayes.search_spaces.nasbench201.benchmark import canonical_dataset
 
 #: How often a transfer method is prepared: once per (dataset, seed), or once per dataset.
@@ -71,8 +72,7 @@ class CompareSettings:
     prepare_per: str = "seed"
 
     def __post_init__(self) -> None:
-        if self.prepare_per not in PREPARE_PER:
-            raise UserError(f"--prepare-per {self.prepare_per!r}: expected one of {', '.join(PREPARE_PER)}")
+        require_choice("--prepare-per", self.prepare_per, PREPARE_PER)
         canonical = [canonical_dataset(d) for d in self.datasets]
         require_distinct("datasets", self.datasets, canonical)
         require_distinct("optimizers", self.optimizers)
