@@ -303,19 +303,11 @@ def _retire_compressed_network(out: Path, named) -> None:
 
 
 def _retire_surrogate(out: Path, named) -> None:
-    """meta-train's ``surrogate.pt``, when it is a TNAS surrogate file."""
-    import torch
-
+    """meta-train's ``surrogate.pt``, when it is a TNAS surrogate file (another file is the user's own)."""
     from naslib_bayes.predictors import surrogate_io
 
     path = out / surrogate_io.FILE_NAME
-    if not path.is_file() or named(path):
-        return
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a torch file (torch raises many types): the user's own
-        return
-    if isinstance(payload, dict) and payload.get("format") == surrogate_io.FORMAT:
+    if path.is_file() and not named(path) and surrogate_io.is_surrogate_file(path):
         path.unlink()
 
 

@@ -110,15 +110,30 @@ def read_config(path: str | os.PathLike) -> SurrogateConfig:
     return _read(path)[2]
 
 
-def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any], SurrogateConfig]:
-    """(file, stored payload, surrogate config) of a surrogate file or its folder, each checked."""
-    file = existing(path)
+def is_surrogate_file(file: Path) -> bool:
+    """Whether ``file`` is a TNAS surrogate file of this package's format (any version)."""
+    try:
+        _payload(file)
+    except UserError:
+        return False
+    return True
+
+
+def _payload(file: Path) -> dict[str, Any]:
+    """The stored payload of ``file``; a UserError unless it is a file of our surrogate format."""
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise UserError(f"{file}: not a readable surrogate file ({cause(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{file}: not a naslib-bayes TNAS surrogate (no format {FORMAT!r})")
+    return payload
+
+
+def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any], SurrogateConfig]:
+    """(file, stored payload, surrogate config) of a surrogate file or its folder, each checked."""
+    file = existing(path)
+    payload = _payload(file)
     if payload.get("version") != FORMAT_VERSION:
         raise UserError(f"{file}: surrogate format version {payload.get('version')!r}; this naslib-bayes reads {FORMAT_VERSION}")
     try:  # a file of the right format whose contents were edited or damaged
