@@ -24,7 +24,7 @@ import torch
 
 from naslib_bayes.optimizers.deep_kernel_bo import DeepKernelBO
 from naslib_bayes.optimizers.hyperparameters import at_least, require_choice
-from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS, SurrogateConfig, TNASSurrogate, standardise_encodings
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
 
@@ -53,16 +53,12 @@ class GPBO(DeepKernelBO):
         require_choice("output_transform", self.config["output_transform"], OUTPUT_TRANSFORMS)
 
     def build_surrogate(self):
-        from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
-
         config = SurrogateConfig(encoder_hidden=int(self.config["encoder_hidden"]),
                                  output_transform=self.config["output_transform"])
         return TNASSurrogate(config, generator=self.torch_gen)
 
     def prepare_encodings(self, encodings: torch.Tensor) -> torch.Tensor:
         """psi of all cells (15625, L), each dimension standardised over the cells (the encoder is untrained)."""
-        from naslib_bayes.predictors.surrogate import standardise_encodings
-
         return standardise_encodings(encodings)
 
     def initial_design(self) -> list[int]:

@@ -34,8 +34,9 @@ import torch
 
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import above, at_least, merge_hyperparameters, require_choice, whole_number
+from naslib_bayes.predictors import surrogate_io
 from naslib_bayes.predictors.meta_train import ROBUST_CLIP
-from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS
+from naslib_bayes.predictors.surrogate import OUTPUT_TRANSFORMS, SurrogateConfig, TNASSurrogate, standardise_encodings
 from naslib_bayes.predictors.target_fit import finetune_gp, transform_observations
 from naslib_bayes.search_spaces.nasbench201 import cell as nb201
 
@@ -295,8 +296,6 @@ class TNASPredictor:
 
     def _fill_standardised_cache(self) -> None:
         """Cache psi of every cell, standardised over all cells as ``gp-bo`` does (the encoder is untrained)."""
-        from naslib_bayes.predictors.surrogate import standardise_encodings
-
         cells = list(nb201.all_cells())
         self._encoding_cache = dict(zip(cells, standardise_encodings(self.surrogate.encode_all(cells))))
 
@@ -305,9 +304,6 @@ def _own_surrogate(surrogate, seed: int, trust_feature_extractor: bool | str):
     """The :class:`TNASSurrogate` a predictor fits, from its ``surrogate`` argument: a fresh one
     seeded by ``seed`` (None), a copy of a given object (``fit`` tunes the GP; the caller's object
     stays as given), or the one a ``surrogate.pt`` path holds."""
-    from naslib_bayes.predictors import surrogate_io
-    from naslib_bayes.predictors.surrogate import SurrogateConfig, TNASSurrogate
-
     if surrogate is None:
         return TNASSurrogate(SurrogateConfig(), generator=torch.Generator().manual_seed(seed))
     if isinstance(surrogate, TNASSurrogate):
