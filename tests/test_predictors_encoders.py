@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,6 +120,19 @@ def test_construction_depends_on_the_generator_only():
     cells = ALL_CELLS[:50]
     assert torch.equal(a.encode_cells(cells), b.encode_cells(cells))
     assert not torch.allclose(a.encode_cells(cells), c.encode_cells(cells))
+
+
+def test_encoding_leaves_no_file_in_the_temporary_folder(tmp_path):
+    # Every process that encodes must leave the temporary folder as it found it: a run per
+    # process on a cluster would otherwise pile up files there that nothing deletes.
+    script = (
+        "import torch\n"
+        "from naslib_bayes.predictors.encoders.dag_gru import DagGRUEncoder\n"
+        "DagGRUEncoder(generator=torch.Generator().manual_seed(0)).encode_cells([(0, 1, 2, 3, 4, 0)])\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # ---- phi ------------------------------------------------------------------------------------

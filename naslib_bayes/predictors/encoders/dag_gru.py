@@ -9,7 +9,7 @@ a graph is a linear map of [forward state of its last node, backward state of it
 so every op reaches the encoding through both directions.
 
 Batching: step ``t`` updates the ``t``-th node of every graph at once; its incoming messages are
-summed over the batch's arcs by torch-geometric message passing. Within a step, nodes whose state
+summed over the batch's arcs by torch-geometric's sum aggregation. Within a step, nodes whose state
 must be equal -- same type, same multiset of predecessor states -- are merged first (hash-consing),
 so the GRU runs once per distinct sub-DAG rather than once per node. Cells of NB201 share their
 topology and differ only in ops, so most early sub-DAGs repeat: all 15,625 cells need about
@@ -24,24 +24,28 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch_geometric.data import Batch
-from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.aggr import SumAggregation
 
 from naslib_bayes.predictors.seeding import reset_parameters_
 from naslib_bayes.search_spaces.nasbench201 import dag
 
 
-class SumMessages(MessagePassing):
-    """Sum of source messages over the arcs of a bipartite (visited -> current) graph."""
+class SumMessages(nn.Module):
+    """Sum of source messages over the arcs of a bipartite (visited -> current) graph.
+
+    torch-geometric's sum aggregation, the scatter that its ``MessagePassing(aggr="add")`` runs,
+    called directly: a ``MessagePassing`` subclass makes torch-geometric write a generated module
+    into the temporary folder once per process, and nothing ever deletes it.
+    """
 
     def __init__(self):
-        super().__init__(aggr="add", flow="source_to_target")
+        super().__init__()
+        self.aggregate = SumAggregation()
 
     def forward(self, messages: torch.Tensor, edge_index: torch.Tensor, num_targets: int) -> torch.Tensor:
         """``messages`` (n_sources, d), ``edge_index`` (2, n_arcs) -> (num_targets, d)."""
-        return self.propagate(edge_index, x=(messages, None), size=(messages.size(0), num_targets))
-
-    def message(self, x_j: torch.Tensor) -> torch.Tensor:
-        return x_j
+        sources, targets = edge_index
+        return self.aggregate(messages.index_select(0, sources), index=targets, dim_size=num_targets)
 
 
 class DagGRUEncoder(nn.Module):
