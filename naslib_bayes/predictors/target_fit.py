@@ -65,9 +65,12 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
     observation's mid-rank among the observations; ``robust``: (v - median) / scaled IQR of the
     observations, clipped below (each the meta-training transform of that name, applied to
-    what has been seen).
+    what has been seen). Observations equal up to rounding (:func:`tied`) are all 0 in each: the
+    copula would otherwise rank rounding noise as it ranks accuracies.
     """
     require_choice("output_transform", kind, OUTPUT_TRANSFORMS)
+    if tied(values):  # one value, however rounded: each transform puts exactly equal values at 0
+        return torch.zeros_like(values)
     if kind == "standardise":
         return standardise(values)
     array = values.detach().numpy()
@@ -78,9 +81,14 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
 TIED = 1e-12
 
 
-def standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std of the given values (n,) -> (n,); std taken as 1 when they are tied up to rounding."""
+def tied(values: torch.Tensor) -> bool:
+    """Whether the values (n,) are one value up to rounding (a single value is)."""
     std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
-    if not float(std) > TIED * float(values.abs().max()):  # relative: the values' units are the user's
-        return values - values.mean()
-    return (values - values.mean()) / std
+    return not float(std) > TIED * float(values.abs().max())  # relative: the values' units are the user's
+
+
+def standardise(values: torch.Tensor) -> torch.Tensor:
+    """(v - mean) / std of the given values (n,) -> (n,); zeros when they are tied up to rounding."""
+    if tied(values):
+        return torch.zeros_like(values)
+    return (values - values.mean()) / values.std(unbiased=False)
