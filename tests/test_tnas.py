@@ -1061,6 +1061,14 @@ def test_fine_tuning_that_diverges_at_too_large_a_rate_is_one_line_naming_the_ra
                             hyperparameters={"finetune_lr": 1000.0})
 
 
+def test_fine_tuning_whose_last_step_diverges_is_the_same_one_line(nats_benchmark):
+    # The state after the last Adam step was never factorised in the fine-tuning: one step at rate
+    # 1000 left a kernel without a Cholesky factor, and the posterior ended in torch's LinAlgError
+    with pytest.raises(UserError, match="fine-tuning the GP diverged after 1 steps at learning rate 1000"):
+        run_blackbox_search(nats_benchmark, "gp-bo", "cifar10", budget=12, seed=0,
+                            hyperparameters={"finetune_lr": 1000.0, "finetune_steps": 1})
+
+
 def test_meta_train_overwrite_stopped_after_the_new_surrogate_leaves_no_old_result_beside_it(capsys, tmp_path,
                                                                                              nats_csv, monkeypatch):
     # the old result.json (seed 1's meta-training) stayed beside seed 2's surrogate when the

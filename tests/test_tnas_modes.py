@@ -309,6 +309,33 @@ def test_a_naslib_predictor_whose_fit_failed_refuses_to_query_until_fitted_again
     np.testing.assert_array_equal(predictor.query(cells), first)
 
 
+def test_a_naslib_predictor_whose_last_fine_tuning_step_diverged_says_so_in_fit():
+    # fit returned as if fitted, and the first query ended in torch's LinAlgError: one Adam step at
+    # rate 1000 had left a kernel without a Cholesky factor
+    cells = list(nb201.all_cells())[:2800:700]
+    predictor = TNASPredictor(seed=0, finetune_steps=1, lr=1000.0)
+    with pytest.raises(UserError, match="diverged after 1 steps at learning rate 1000"):
+        predictor.fit(cells, [60.0, 70.0, 80.0, 90.0])
+    with pytest.raises(UserError, match="call fit"):
+        predictor.query(cells)
+
+
+@pytest.mark.parametrize("transform", ["standardise", "copula", "robust"])
+def test_accuracies_equal_up_to_rounding_are_fitted_as_equal_ones(transform):
+    # 50 and 50 +- 1e-13 (sums of floats that print alike) were distinct to each transform (two
+    # ranks to the copula): the GP spread them apart and the map back to accuracies scaled every
+    # std by 1e-13, where equal accuracies give a std of about 1
+    cells = list(nb201.all_cells())[:2800:700]
+    predictions = []
+    for accuracies in ([50.0, 50.0, 50.0, 50.0], [50.0, 50.0 + 1e-13, 50.0, 50.0 - 1e-13]):
+        predictor = TNASPredictor(seed=0, finetune_steps=3, target_transform=transform)
+        predictor.fit(cells, accuracies)
+        predictions.append(predictor.predict_dist(list(nb201.all_cells())[5:9]))
+    np.testing.assert_allclose(predictions[1][0], predictions[0][0])
+    np.testing.assert_allclose(predictions[1][1], predictions[0][1], rtol=1e-6)
+    assert (predictions[1][1] > 0.5).all()
+
+
 def test_naslib_predictor_query_ranks_follow_its_gp_and_its_training_targets(nats_benchmark, learned_surrogate):
     # A toy case: the copula predictor queried on its own training cells. Its predictions are a
     # strictly increasing map of the GP's posterior mean, and rank the cells as their accuracies do.

@@ -23,6 +23,8 @@ def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: to
     target's dataset ``context`` (c,) (a leaf tensor that requires grad) to psi ``encodings``
     (n, L) and GP targets ``y`` (n,), in place; returns the last step's loss (a scalar, 0
     without steps). One BO iteration's fine-tuning, which the NASLib-style predictor repeats.
+    Steps that leave the kernel without a Cholesky factor, the last one included, are a
+    UserError naming ``lr``.
     """
     gp = surrogate.gp
     params = [p for name, p in gp.named_parameters() if frozen is None or not frozen(name)]
@@ -31,19 +33,29 @@ def finetune_gp(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: to
     loss = torch.zeros(())
     for step in range(steps):
         optimizer.zero_grad()
-        x = surrogate.kernel_inputs(encodings, context)
-        try:
-            loss = gp.neg_mll(x, y)
-        except torch.linalg.LinAlgError as exc:
-            if step == 0:  # the starting state itself: not the fine-tuning's doing
-                raise
-            # Adam's steps took the kernel where it has no Cholesky factor even with jitter: too
-            # large a learning rate, the user's setting, not a numerical accident
-            raise UserError(f"fine-tuning the GP diverged after {step} steps at learning rate {lr:g} ({exc}); "
-                            "use a smaller fine-tuning learning rate") from None
+        loss = _neg_mll(surrogate, encodings, y, context, step, lr)
         loss.backward()
         optimizer.step()
+    if steps:
+        # the last step's state is what the caller predicts from: it must have a factor too
+        with torch.no_grad():
+            _neg_mll(surrogate, encodings, y, context, steps, lr)
     return loss.detach()
+
+
+def _neg_mll(surrogate, encodings: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None,
+             step: int, lr: float) -> torch.Tensor:
+    """The GP's negative log marginal likelihood after ``step`` fine-tuning steps at rate ``lr``;
+    a one-line UserError where the steps took the kernel where it has no Cholesky factor."""
+    try:
+        return surrogate.gp.neg_mll(surrogate.kernel_inputs(encodings, context), y)
+    except torch.linalg.LinAlgError as exc:
+        if step == 0:  # the starting state itself: not the fine-tuning's doing
+            raise
+        # Adam's steps took the kernel where it has no Cholesky factor even with jitter: too
+        # large a learning rate, the user's setting, not a numerical accident
+        raise UserError(f"fine-tuning the GP diverged after {step} steps at learning rate {lr:g} ({exc}); "
+                        "use a smaller fine-tuning learning rate") from None
 
 
 def transform_observations(values: torch.Tensor, kind: str = "standardise") -> torch.Tensor:
@@ -53,9 +65,12 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     ``standardise``: (v - mean) / std of the observations; ``copula``: normal quantile of each
     observation's mid-rank among the observations; ``robust``: (v - median) / scaled IQR of the
     observations, clipped below (each the meta-training transform of that name, applied to
-    what has been seen).
+    what has been seen). Observations equal up to rounding (:func:`tied`) are all 0 in each: the
+    copula would otherwise rank rounding noise as it ranks accuracies.
     """
     require_choice("output_transform", kind, OUTPUT_TRANSFORMS)
+    if tied(values):  # one value, however rounded: each transform puts exactly equal values at 0
+        return torch.zeros_like(values)
     if kind == "standardise":
         return standardise(values)
     array = values.detach().numpy()
@@ -66,9 +81,14 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
 TIED = 1e-12
 
 
-def standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std of the given values (n,) -> (n,); std taken as 1 when they are tied up to rounding."""
+def tied(values: torch.Tensor) -> bool:
+    """Whether the values (n,) are one value up to rounding (a single value is)."""
     std = values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), dtype=values.dtype)
-    if not float(std) > TIED * float(values.abs().max()):  # relative: the values' units are the user's
-        return values - values.mean()
-    return (values - values.mean()) / std
+    return not float(std) > TIED * float(values.abs().max())  # relative: the values' units are the user's
+
+
+def standardise(values: torch.Tensor) -> torch.Tensor:
+    """(v - mean) / std of the given values (n,) -> (n,); zeros when they are tied up to rounding."""
+    if tied(values):
+        return torch.zeros_like(values)
+    return (values - values.mean()) / values.std(unbiased=False)
