@@ -500,7 +500,9 @@ def test_an_invalid_cell_in_an_npz_is_refused_naming_the_file(tmp_path, damage):
 @pytest.mark.parametrize("table, message", [
     ({"mnist/test_accuracy": np.array([91.0, 88.0])}, "unknown NAS-Bench-201 dataset 'mnist'"),
     ({"cifar10/test_accuracy": np.array([[91.0], [88.0]])}, "cifar10/test_accuracy has shape (2, 1)"),
-], ids=["unknown_dataset", "wrong_shape"])
+    ({"cifar10-valid/test_accuracy": np.array([91.0, 88.0]), "cifar10/test_accuracy": np.array([93.0, 89.0])},
+     "keys 'cifar10-valid' and 'cifar10' both hold cifar10 results"),
+], ids=["unknown_dataset", "wrong_shape", "one_dataset_twice"])
 def test_a_bad_table_in_an_npz_is_refused_naming_the_file(tmp_path, table, message):
     path = tmp_path / "bench.npz"
     np.savez(path, cells=np.array([nb201.from_string(ARCH_A), nb201.from_string(ARCH_B)]), **table)

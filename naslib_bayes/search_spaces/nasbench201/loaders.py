@@ -25,8 +25,8 @@ is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset 
 An accuracy outside 0..100 (percent), from any file, is an error naming the file, the dataset
 and the cell, and so are accuracies given as fractions (all within 0..1); :class:`Benchmark`
 checks both.
-A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
-two NASLib pickles, is an error too, rather than one overwriting the other.
+A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), in any
+file, or by two NASLib pickles, is an error too, rather than one overwriting the other.
 """
 
 from __future__ import annotations
