@@ -190,6 +190,14 @@ def test_a_cell_listed_twice_is_named():
     assert str(info.value) == f"twice.npz: the benchmark lists cell {nb201.to_string(CELLS[0])} twice (entries 1 and 3)"
 
 
+def test_two_tables_of_one_dataset_are_refused_not_merged():
+    """cifar10-valid and cifar10 are different training runs: one would overwrite the other's numbers."""
+    tables = {"cifar10-valid": {"test_accuracy": [90.0, 80.0]}, "CIFAR10": {"test_accuracy": [70.0, 60.0]}}
+    with pytest.raises(UserError) as info:
+        Benchmark(CELLS[:2], tables, source="two.npz")
+    assert str(info.value) == "two.npz: keys 'cifar10-valid' and 'CIFAR10' both hold cifar10 results: keep one of them"
+
+
 def test_an_infinite_value_is_refused_and_never_reaches_json():
     from naslib_bayes.search_spaces.nasbench201.benchmark import finite_or_none
 

@@ -286,8 +286,7 @@ NASLIB_FILES = {
 }
 
 
-def naslib_entry(final_eval: float, final_train: float, cost: float) -> dict:
-    epochs = 200
+def naslib_entry(final_eval: float, final_train: float, cost: float, epochs: int = 200) -> dict:
     return {
         "train_acc1es": [final_train * (e + 1) / epochs for e in range(epochs)],
         "eval_acc1es": [final_eval * (e + 1) / epochs for e in range(epochs)],
@@ -328,6 +327,21 @@ def test_naslib_pickle_folder_is_one_multi_dataset_benchmark(tmp_path):
             assert bench.query(arch, dataset, "train_time") == pytest.approx(3000 + cost)
         assert math.isnan(bench.query(ARCH_ABSENT, dataset, "val_accuracy"))
     assert [bench.index_of(a) for a in NASLIB_ARCHS] == [0, 1, 2]
+    assert any("last epoch of each curve (epoch 200 for cifar10, cifar100, ImageNet16-120)" in note
+               for note in bench.notes), bench.notes
+
+
+@pytest.mark.parametrize("field", ["eval_acc1es", "train_acc1es"])
+def test_naslib_pickle_curves_of_another_length_are_refused(tmp_path, field):
+    """The last value of a 12-epoch (or cut short) curve is another training than that of a
+    200-epoch one: mixed, cells would be ranked on numbers of different schedules."""
+    path = tmp_path / "nb201_cifar10_full_training.pickle"
+    short = naslib_entry(60, 70, 2)
+    short[field] = naslib_entry(60, 70, 2, epochs=12)[field]
+    with open(path, "wb") as handle:
+        pickle.dump({ARCH_A: {"cifar10-valid": naslib_entry(90, 95, 1)}, ARCH_B: {"cifar10-valid": short}}, handle)
+    assert load_error(path) == (f"{path}: {ARCH_B} / cifar10-valid, {field}: 12 epochs where {ARCH_A} has 200: "
+                                "its last value is another epoch or training schedule; keep curves of one length")
 
 
 def test_single_naslib_pickle_is_a_one_dataset_benchmark(tmp_path):
@@ -500,7 +514,9 @@ def test_an_invalid_cell_in_an_npz_is_refused_naming_the_file(tmp_path, damage):
 @pytest.mark.parametrize("table, message", [
     ({"mnist/test_accuracy": np.array([91.0, 88.0])}, "unknown NAS-Bench-201 dataset 'mnist'"),
     ({"cifar10/test_accuracy": np.array([[91.0], [88.0]])}, "cifar10/test_accuracy has shape (2, 1)"),
-], ids=["unknown_dataset", "wrong_shape"])
+    ({"cifar10-valid/test_accuracy": np.array([91.0, 88.0]), "cifar10/test_accuracy": np.array([93.0, 89.0])},
+     "keys 'cifar10-valid' and 'cifar10' both hold cifar10 results"),
+], ids=["unknown_dataset", "wrong_shape", "one_dataset_twice"])
 def test_a_bad_table_in_an_npz_is_refused_naming_the_file(tmp_path, table, message):
     path = tmp_path / "bench.npz"
     np.savez(path, cells=np.array([nb201.from_string(ARCH_A), nb201.from_string(ARCH_B)]), **table)

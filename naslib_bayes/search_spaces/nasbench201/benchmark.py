@@ -83,11 +83,9 @@ class Benchmark:
         self._cells = np.asarray(ordered, dtype=np.int64)  # (15625, 6)
         self._index = {c: i for i, c in enumerate(ordered)}
         self._tables: dict[str, dict[str, np.ndarray]] = {}
-        for dataset, metrics in tables.items():
-            try:
-                dataset = canonical_dataset(dataset)
-            except UserError as exc:  # name the file the table came from
-                raise UserError(f"{self.source}: {exc}") from None
+        key_of: dict[str, str] = {}
+        for key, metrics in tables.items():
+            dataset = _one_key_per_dataset(self.source, key, key_of)
             for metric, values in metrics.items():
                 column = np.full(nb201.NUM_CELLS, np.nan)
                 values = np.asarray(values, dtype=np.float64)
@@ -197,6 +195,20 @@ class Benchmark:
         if metric not in columns:
             raise UserError(f"{self.source}: no metric {metric!r} for {dataset}; it holds {', '.join(columns)}")
         return columns[metric]
+
+
+def _one_key_per_dataset(source: str, key: str, key_of: dict[str, str]) -> str:
+    """The canonical dataset of table ``key``, recorded in ``key_of``; a dataset under two keys is a
+    UserError (``cifar10-valid`` and ``cifar10`` are different training runs: merged, the second
+    would overwrite the first's numbers)."""
+    try:
+        dataset = canonical_dataset(key)
+    except UserError as exc:  # name the file the table came from
+        raise UserError(f"{source}: {exc}") from None
+    first = key_of.setdefault(dataset, key)
+    if first != key:
+        raise UserError(f"{source}: keys {first!r} and {key!r} both hold {dataset} results: keep one of them")
+    return dataset
 
 
 def _refuse_duplicates(source: str, cells: list[nb201.Cell]) -> set[nb201.Cell]:

@@ -5,7 +5,8 @@ Supported inputs (``load_benchmark`` takes a file or a folder):
 * the NATS-Bench CSV export (``*.csv`` with ``ArchitectureString`` and
   ``CIFAR10TestAccuracy200Epochs``-style columns): test accuracy only;
 * NASLib's NB201 pickles (``nb201_<dataset>_full_training.pickle``), one dataset each; a folder
-  of them loads as one multi-dataset benchmark;
+  of them loads as one multi-dataset benchmark; each curve is read at its last epoch, and a
+  dataset's curves of different lengths (another schedule, or cut short) are an error;
 * the official NAS-Bench-201 ``.pth`` file, read through the ``nas_201_api`` package and cached
   as a compact ``.npz`` array file (see :mod:`naslib_bayes.search_spaces.nasbench201.official`);
   reading it unpickles the file, which executes code stored in it: load only a file you trust;
@@ -25,8 +26,8 @@ is a boolean or text in a NASLib pickle (naming the file, the cell, the dataset 
 An accuracy outside 0..100 (percent), from any file, is an error naming the file, the dataset
 and the cell, and so are accuracies given as fractions (all within 0..1); :class:`Benchmark`
 checks both.
-A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), or by
-two NASLib pickles, is an error too, rather than one overwriting the other.
+A dataset held under two keys (``cifar10`` and ``cifar10-valid``: different training runs), in any
+file, or by two NASLib pickles, is an error too, rather than one overwriting the other.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ def load_naslib_pickles(paths) -> Benchmark:
     records: dict[str, dict[str, dict[int, float]]] = {}
     origins: dict[str, tuple[Path, str]] = {}
     arch_of: dict[tuple[str, nb201.Cell], str] = {}  # a cell spelled twice would overwrite its values
+    epochs: dict[str, tuple[int, str]] = {}  # dataset -> (length of its curves, the arch first read)
     for path in paths:
         data = _guarded(path, partial(_unpickle, path))  # a dict: checked there
         for arch, per_dataset in data.items():
@@ -242,11 +244,34 @@ def load_naslib_pickles(paths) -> Benchmark:
                 metrics = records.setdefault(dataset, {})
                 for metric, value in _pickle_metrics(path, arch, ds_key, entry).items():
                     metrics.setdefault(metric, {})[index[cell]] = value
+                first = epochs.setdefault(dataset, (len(entry["eval_acc1es"]), arch))
+                _one_curve_length(f"{path}: {arch} / {ds_key}", entry, first)
     tables = {
         ds: {m: [vals.get(i, np.nan) for i in range(len(cells))] for m, vals in metrics.items()}
         for ds, metrics in records.items()
     }
-    return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[PICKLE_NOTE])
+    return Benchmark(cells, tables, source=", ".join(str(p) for p in paths), notes=[_pickle_note(epochs)])
+
+
+def _one_curve_length(where: str, entry: dict, first: tuple[int, str]) -> None:
+    """Every curve of a dataset is as long as the first one read: the last value of a curve of
+    another length is another epoch, or another training schedule (12 epochs against 200)."""
+    epochs, first_arch = first
+    for field in ("eval_acc1es", "train_acc1es"):
+        curve = entry.get(field)
+        if curve and len(curve) != epochs:
+            raise UserError(f"{where}, {field}: {len(curve)} epochs where {first_arch} has {epochs}: "
+                            "its last value is another epoch or training schedule; keep curves of one length")
+
+
+def _pickle_note(epochs: dict[str, tuple[int, str]]) -> str:
+    """PICKLE_NOTE and the epoch the values were read at, which results should state."""
+    datasets_of: dict[int, list[str]] = {}
+    for dataset in DATASETS:
+        if dataset in epochs:
+            datasets_of.setdefault(epochs[dataset][0], []).append(dataset)
+    read_at = "; ".join(f"epoch {length} for {', '.join(names)}" for length, names in datasets_of.items())
+    return f"{PICKLE_NOTE}; values are the last epoch of each curve ({read_at})" if read_at else PICKLE_NOTE
 
 
 def _pickle_mapping(path: Path, what: str, value) -> dict:
