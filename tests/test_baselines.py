@@ -3,6 +3,8 @@ the algorithmic signature each one is named for."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -292,3 +294,27 @@ def test_bananas_draws_at_random_until_it_has_a_value_to_fit(nats_benchmark):
     assert objective.num_queries == 12
     assert optimizer.num_fits == 3  # after query 7, the first with a value: batches of 2 for queries 8-12
     assert optimizer.get_final_architecture() in objective.queried[6:]
+
+
+BASELINES_DOC = Path(__file__).resolve().parent.parent / "docs" / "baselines.md"
+
+
+def doc_section(text: str, name: str) -> str:
+    """The part of docs/baselines.md under the heading of baseline ``name`` (up to the next heading)."""
+    start = text.index(f"## `{name}`:")
+    end = text.find("\n#", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@pytest.mark.parametrize("name, kind", [("rs", registry.BLACK_BOX), ("re", registry.BLACK_BOX),
+                                        ("ls", registry.BLACK_BOX), ("bananas", registry.BLACK_BOX),
+                                        ("darts", registry.ONE_SHOT)])
+def test_baselines_doc_states_every_default_of_each_baseline(name, kind):
+    # A researcher reads the defaults (and NASLib's values beside them) there; a default changed
+    # in the code but not in the page would misstate what a comparison ran.
+    section = doc_section(BASELINES_DOC.read_text(), name)
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    for setting, value in registry.create(name, kind=kind, seed=0).config.items():
+        row = next((r for r in rows if f"`{setting}`" in r.split(" | ")[0]), None)
+        assert row is not None, f"{name}: no row for {setting}"
+        assert f"`{value!r}`" in row.split(" | ")[1], f"{name}: {setting} is {value!r}, the page says {row}"
