@@ -557,6 +557,21 @@ def test_unknown_extension(tmp_path):
     assert str(path) in str(err.value) and "not a NAS-Bench-201 benchmark file" in str(err.value)
 
 
+
+@pytest.mark.parametrize("named", ["file", "folder"])
+def test_nats_bench_archives_are_named_as_unread_with_the_formats_that_are(tmp_path, named):
+    # NATS-Bench's own release is a folder of .pickle.pbz2 archives; a user pointing at it must
+    # learn that this format is not read and which are, not that the folder holds no benchmark.
+    folder = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
+    folder.mkdir()
+    (folder / "meta.pickle.pbz2").write_bytes(b"BZh9")
+    path = folder / "meta.pickle.pbz2" if named == "file" else folder
+    with pytest.raises(UserError) as err:
+        loaders.load_benchmark(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:") and "NATS-Bench's .pickle.pbz2 archives are not read" in message
+    assert ".pth" in message and "NASLib" in message and "CSV" in message and "\n" not in message
+
 def test_csv_without_architecture_column(tmp_path):
     path = tmp_path / "bench.csv"
     write_csv(path, "Arch,CIFAR10TestAccuracy200Epochs", [f"{ARCH_A},93.5"])

@@ -74,6 +74,8 @@ def load_benchmark(path: str | os.PathLike) -> Benchmark:
     if path.is_dir():
         return _load_folder(path)
     loader = _loader_for(path)
+    if path.name.lower().endswith(NATS_ARCHIVE):
+        raise UserError(f"{path}: {NATS_ARCHIVES_UNREAD}")
     if loader is None:
         raise UserError(f"{path}: not a NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz)")
     return _guarded(path, lambda: loader(path))
@@ -124,6 +126,8 @@ def _load_folder(folder: Path) -> Benchmark:
         if official:
             raise UserError(f"{folder}: {official[0].name} is the official benchmark, a pickle that runs code "
                             f"when loaded, so it is read only when named: --benchmark {official[0]}")
+        if any(p.name.lower().endswith(NATS_ARCHIVE) for p in files):
+            raise UserError(f"{folder}: {NATS_ARCHIVES_UNREAD}")
         raise UserError(f"{folder}: no NAS-Bench-201 benchmark file (.csv, .pickle, .pth, .json or .npz) in this folder")
     kind, found = present[0]
     chosen = found if kind == "pickle" else found[:1]  # NASLib's pickles hold one dataset each: all are merged
@@ -149,6 +153,12 @@ _FOLDER_ORDER = (
     ("json", (".json",)),
 )
 FOLDER_PREFERENCE = ".npz > NASLib pickles > .csv > .json; a .pth only when named"
+# NATS-Bench's own release: a folder of one compressed pickle per cell, a format not read here.
+NATS_ARCHIVE = ".pickle.pbz2"
+NATS_ARCHIVES_UNREAD = (
+    "NATS-Bench's .pickle.pbz2 archives are not read: use the official NAS-Bench-201 .pth file, "
+    "NASLib's NB201 pickles or NATS-Bench's CSV export"
+)
 
 
 # ---- NATS-Bench CSV -------------------------------------------------------------------
