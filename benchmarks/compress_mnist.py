@@ -254,7 +254,9 @@ def _models(text: str) -> list[str]:
     return _each_once(text.split(","), text)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line's settings; a missing data folder or a setting that leaves no images is
+    refused here, before any file is read."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from naslib_bayes.commands.common import non_negative_int, positive_int  # light: no torch
 
@@ -284,13 +286,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error("--data-root is required (or set NASLIB_BAYES_DATA)")
-    from naslib_bayes.data.loaders import mnist_folder
-
-    mnist_folder(args.data_root)  # a missing folder or files: one line now, not one failed run per job
     if args.split == "val" and args.val_size < 1:
         parser.error(f"--split val needs validation images: --val-size {args.val_size}")
     if args.train_images is not None and args.train_images < 1:
         parser.error(f"--train-images {args.train_images}: expected a positive number of images")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from naslib_bayes.data.loaders import mnist_folder
+
+    mnist_folder(args.data_root)  # a missing folder or files: one line now, not one failed run per job
     options = dict(_parse_option(item) for item in args.opt)
     jobs = []
     for model in args.models:

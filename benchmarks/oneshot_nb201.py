@@ -63,7 +63,7 @@ def fmt(mean: float, half: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} +- {half:.{digits}f}" if math.isfinite(half) else f"{mean:.{digits}f}"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", required=True, help="folder with the MNIST IDX files")
     p.add_argument("--benchmark", required=True, help="NAS-Bench-201 table (file or folder) to score cells")
@@ -79,15 +79,23 @@ def main(argv=None) -> int:
                    help="extra hyper-parameter for every method (e.g. lr=0.1), repeatable")
     p.add_argument("--out", type=Path, help="also checkpoint each run and write its result.json under "
                                             "DIR/<method>-<seed>/; the same command again resumes")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = one_shot_methods(args.methods)
     bench = load_benchmark(args.benchmark)
     # every derived cell is scored on all three datasets: say before hours of searches, not after
     lacking = [d for d in DATASETS if not bench.has_metric(d, "test_accuracy") or not bench.is_complete(d, "test_accuracy")]
-    if lacking:
-        p.error(f"{bench.source} lacks test accuracy of some or all cells on {', '.join(lacking)}; "
-                "this benchmark needs a complete NAS-Bench-201 file (e.g. the NATS-Bench CSV)")
+    if lacking:  # refused as a bad argument is: usage line, one error line, exit code 2
+        build_parser().error(f"{bench.source} lacks test accuracy of some or all cells on {', '.join(lacking)}; "
+                             "this benchmark needs a complete NAS-Bench-201 file (e.g. the NATS-Bench CSV)")
     shared = dict(args.opt)
     # BayesNAS's own lambda, printed with the shared settings whichever method runs first
     bayesnas_lambda = args.lambda_ if args.lambda_ is not None else shared.get("lambda_origin", BayesNAS.defaults["lambda_origin"])
