@@ -934,3 +934,16 @@ def test_an_unknown_prepare_per_is_refused_naming_it_and_the_choices(nats_csv, t
     with pytest.raises(UserError, match=r"^--prepare-per 'trial': expected one of seed, dataset$"):
         settings_for(nats_csv, tmp_path, prepare_per="trial")
     assert not tmp_path.joinpath("runs").exists()
+
+
+def test_one_seed_prints_its_value_without_an_interval(nats_csv, nats_benchmark, tmp_path):
+    """With --seeds 1 every cell read '0.80 [0.80, 0.80]': a bootstrap of one value, which looked like certainty."""
+    settings = settings_for(nats_csv, tmp_path, optimizers=["rs"], seeds=[4], datasets=["cifar10"])
+    _, result = finish(settings, nats_benchmark)
+    text = (tmp_path / "summary.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| rs |"))
+    mean = result.row("rs", "cifar10").at(BUDGET)[0]
+    assert f"| {mean:.2f} |" in row and "[" not in row, row
+    assert "no interval (n=1)" in text and "bootstrap interval" not in text
+    csv_row = read_csv(tmp_path / "summary.csv")[0]  # the CSV's fields keep their meaning: the bounds of one value
+    assert csv_row[f"regret_{BUDGET}_ci_low"] == csv_row[f"regret_{BUDGET}_ci_high"] == csv_row[f"regret_{BUDGET}"]

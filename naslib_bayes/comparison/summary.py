@@ -304,10 +304,19 @@ def _num(value: float) -> float | str:
     return "" if value is None or not math.isfinite(value) else round(float(value), 6)
 
 
-def fmt_regret(mean: float, low: float, high: float) -> str:
+def fmt_regret(mean: float, low: float, high: float, runs: int) -> str:
+    """``mean [low, high]``; the value alone for one run, whose "interval" is the value itself
+    and would read as certainty (:func:`cells_text` says so)."""
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{mean:.2f}" if runs < 2 else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def cells_text(runs: int) -> str:
+    """What a table's cells hold, as :func:`fmt_regret` writes them for ``runs`` seeds."""
+    if runs < 2:
+        return "the one seed's value, no interval (n=1)"
+    return f"mean over seeds [{CONFIDENCE:.0%} bootstrap interval]"
 
 
 def fmt_median(row: Row) -> str:
@@ -336,7 +345,7 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
         lines.append("|---|" + "---:|" * (len(points) + 2))
         notes = [f"_{note}_" for note in by_dataset[dataset]]
         for r in rows:
-            cells = [fmt_regret(*r.at(t)) for t in points]
+            cells = [fmt_regret(*r.at(t), r.runs) for t in points]
             lines.append(f"| {r.optimizer} | " + " | ".join(cells)
                          + f" | {fmt_median(r)} ({r.reached}/{r.runs} reach it) | {r.distinct}/{r.runs} |")
         if notes:
@@ -373,8 +382,8 @@ def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
         f"report metric `{summary.report_metric}`.",
         "",
         f"Regret after t queries = best `{summary.report_metric}` on the dataset − `{summary.report_metric}` of the "
-        f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: mean over "
-        f"seeds [{CONFIDENCE:.0%} bootstrap interval]. Queries to optimum: median over seeds of the first query "
+        f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: "
+        f"{cells_text(len(seeds))}. Queries to optimum: median over seeds of the first query "
         f"with zero regret; runs that never reach it count as {summary.budget + 1}, so a censored median prints as "
         f">{summary.budget} (>=m where only the upper of the two middle runs never reaches it, m counting it as "
         f"{summary.budget + 1}). Distinct trajectories: different query sequences among the seeds; where there are fewer "
