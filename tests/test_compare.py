@@ -947,3 +947,19 @@ def test_one_seed_prints_its_value_without_an_interval(nats_csv, nats_benchmark,
     assert "no interval (n=1)" in text and "bootstrap interval" not in text
     csv_row = read_csv(tmp_path / "summary.csv")[0]  # the CSV's fields keep their meaning: the bounds of one value
     assert csv_row[f"regret_{BUDGET}_ci_low"] == csv_row[f"regret_{BUDGET}_ci_high"] == csv_row[f"regret_{BUDGET}"]
+
+
+def test_a_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(capsys, nats_csv, tmp_path):
+    """Re-run into the same folder with fewer seeds or optimizers, compare rewrote summary.md for the
+    narrower grid without a word: the wider grid's rows were gone, and its runs still lay in runs/."""
+    out = tmp_path / "out"
+    wide = ["compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--budget", "5", "--out", out]
+    code, _, err = run_cli(capsys, *wide, "--optimizers", "rs,re", "--seeds", "0,1")
+    assert code == 0 and "left out" not in err, err
+    code, _, err = run_cli(capsys, *wide, "--optimizers", "rs", "--seeds", "1")  # seed 0
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "left out" in line]
+    assert notes == [f"note: summary.md and summary.csv cover this grid only; 3 runs in {out / 'runs'} are left out "
+                     "(optimizers re; seeds 1): name them in the grid to summarise them"], err
+    assert [row["runs"] for row in read_csv(out / "summary.csv")] == ["1"]
+    assert len(list((out / "runs").glob("*.json"))) == 4  # every run is kept

@@ -32,7 +32,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from naslib_bayes.comparison.grid import PREPARE_SEED, RunSpec
-from naslib_bayes.comparison.records import PREPARATION_SEED_KEY, PREPARED_FILE, load_run, prepared_dir, run_path
+from naslib_bayes.comparison.records import (PREPARATION_SEED_KEY, PREPARED_FILE, RUNS_DIR, load_run, prepared_dir,
+                                              run_path)
 from naslib_bayes.errors import UserError
 from naslib_bayes.results import SOURCE_KEY
 from naslib_bayes.search_spaces.nasbench201.loaders import CSV_NOTE
@@ -183,6 +184,41 @@ def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], see
         rows=rows, prep_rows=_prep_rows(out, runs), notes=_notes(every),
         code_note=code_versions_note(map(source_of, every)),
     )
+
+
+def runs_left_out(out: Path, optimizers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> str | None:
+    """One line naming the runs in ``out`` that a summary of this grid leaves out (None: none).
+
+    A re-run with a narrower grid rewrites the summary for its own grid, so the rows of a wider
+    one disappear while its runs stay: the user is told, rather than the rows kept, because a
+    summary describes the grid of its command (and its seeds, the same for every optimizer).
+    """
+    grid = {RunSpec(o, d, s).name for o in optimizers for d in datasets for s in seeds}
+    outside = [path for path in sorted(Path(out, RUNS_DIR).glob("*.json")) if path.stem not in grid]
+    if not outside:
+        return None
+    records = [_run_fields(path) for path in outside]
+    dropped = [f"{axis} {', '.join(values)}" for axis, values in (
+        ("optimizers", _unlisted(records, "optimizer", optimizers)), ("datasets", _unlisted(records, "dataset", datasets)),
+        ("seeds", _unlisted(records, "seed", seeds))) if values]
+    return (f"summary.md and summary.csv cover this grid only; {counted(len(outside), 'run')} in {Path(out, RUNS_DIR)} "
+            f"{'is' if len(outside) == 1 else 'are'} left out ({'; '.join(dropped) or 'unreadable'}): "
+            "name them in the grid to summarise them")
+
+
+def _run_fields(path: Path) -> dict[str, Any]:
+    """A run file's record, or nothing where it cannot be read (the note still counts it)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _unlisted(records: Iterable[Mapping[str, Any]], key: str, listed: Sequence) -> list[str]:
+    """The values of ``key`` in ``records`` that ``listed`` lacks, as text, in order."""
+    values = {r[key] for r in records if key in r and r[key] not in listed}
+    return [str(v) for v in sorted(values, key=str)]
 
 
 def _require_run(out: Path, spec: RunSpec) -> dict[str, Any]:
