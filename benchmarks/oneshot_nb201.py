@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as held:
         if args.out is not None:
             held.enter_context(results.exclusive_use(args.out, "--out"))
-        runs = run_all(args, bench, configs, bayesnas_lambda, darts)
+        runs = run_all(args, bench, configs, methods_settings(methods, bayesnas_lambda, darts))
     report(runs, methods)
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     return 0
@@ -139,8 +139,9 @@ def run_config(args, method: str, seed: int, shared: dict, bayesnas_lambda) -> S
 MNIST_SEARCH_IMAGES = "its training files where present, else 8,000 of the seeded 8,000/2,000 split of the test file"
 
 
-def run_all(args, bench, configs: dict, bayesnas_lambda, darts: dict) -> list[dict]:
-    """Run (or, with ``--out``, resume or read back) every search, printing a line per run."""
+def run_all(args, bench, configs: dict, own_settings: list[str]) -> list[dict]:
+    """Run (or, with ``--out``, resume or read back) every search, printing a line per run
+    (``own_settings``: the settings of single methods, from :func:`methods_settings`)."""
     runs: list[dict] = []
     print(f"# one-shot NB201 benchmark: search on MNIST ({MNIST_SEARCH_IMAGES}), cells scored by {bench.source}",
           flush=True)
@@ -151,29 +152,41 @@ def run_all(args, bench, configs: dict, bayesnas_lambda, darts: dict) -> list[di
         if folder is not None:
             results.write_result(folder, result)
         if not runs:
-            print_shared_settings(result, bayesnas_lambda, darts)
+            print_shared_settings(result, own_settings, darts_runs=any(m == "darts" for m, _ in configs))
         runs.append(result)
         print_run(result)
     return runs
 
 
-def print_shared_settings(result: dict, bayesnas_lambda, darts: dict) -> None:
-    """The training settings every run shares, read from the first run's record, and the table's head."""
+def methods_settings(methods: list[str], bayesnas_lambda, darts: dict) -> list[str]:
+    """The settings of DARTS and BayesNAS that the other methods do not share, for those that run."""
+    own = []
+    if "darts" in methods:
+        own.append(f"DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "
+                   f"({darts['arch_beta1']:g}, {darts['arch_beta2']:g}), wd {darts['arch_weight_decay']:g}) "
+                   "on alpha with the other half")
+    if "bayesnas" in methods:
+        own.append(f"BayesNAS: lambda {bayesnas_lambda}, switches in the SGD optimiser without weight decay")
+    return own
+
+
+def print_shared_settings(result: dict, own_settings: list[str], darts_runs: bool) -> None:
+    """The training settings every run shares, read from the first run's record, the settings of
+    single methods (``own_settings``) and the table's head."""
     c = result["config"]
     oc = c["optimizer_config"]
     # the first run's own steps are DARTS's when it runs first: give both splits' steps
     images = result["search_data"]["search_images"]
     steps_all, steps_half = (steps_per_epoch(images, c["batch_size"], halves) for halves in (False, True))
+    darts_steps = f" (DARTS {steps_half}, on each half)" if darts_runs else ""
     print(f"# shared training: {c['lr_schedule']}, weight decay {oc['weight_decay']}, grad clip "
           f"{oc['grad_clip']}, batch {c['batch_size']}, {c['total_epochs']} epochs "
           f"({oc['warmup_epochs']} warm-up + {oc['rounds']} x {oc['epochs']}), {steps_all} "
-          f"steps/epoch (DARTS {steps_half}, on each half), augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
+          f"steps/epoch{darts_steps}, augmentation {c['augmentation']}, supernet C={c['channels']} N={c['cells']}, "
           f"{result['search_data']['search_images']} search images, {torch.get_num_threads()} thread(s)",
           flush=True)
-    print(f"# DARTS: same weight optimiser on half the images, Adam(lr {darts['arch_lr']:g}, betas "
-          f"({darts['arch_beta1']:g}, {darts['arch_beta2']:g}), wd {darts['arch_weight_decay']:g}) "
-          f"on alpha with the other half; BayesNAS: lambda {bayesnas_lambda}, switches in "
-          f"the SGD optimiser without weight decay", flush=True)
+    if own_settings:
+        print("# " + "; ".join(own_settings), flush=True)
     print(f"{'method':<12} {'seed':>4}  {'cell':<88} {'ops':<28} {'C10':>6} {'C100':>6} {'IN16':>6} "
           f"{'search_s':>8} {'epoch_s':>7} {'cpu_s':>6}", flush=True)
 

@@ -761,3 +761,24 @@ def test_a_cached_run_is_keyed_by_the_benchmark_scripts_own_code_too(script, tmp
     edited.write_text(Path(script.__file__).read_text() + "\n# edited\n")
     assert source_fingerprint(*script.SCRIPTS) != source_fingerprint(edited)
     assert source_fingerprint(*script.SCRIPTS) != source_fingerprint()
+
+
+@pytest.mark.parametrize("methods, own_settings", [
+    ("bayesnas,random-cell", ["# BayesNAS: lambda 0.01, switches in the SGD optimiser without weight decay"]),
+    ("random-cell", []),
+    ("darts,bayesnas", ["# DARTS: same weight optimiser on half the images, Adam(lr 0.0003, betas (0.5, 0.999), "
+                        "wd 0.001) on alpha with the other half; BayesNAS: lambda 0.01, switches in the SGD optimiser "
+                        "without weight decay"]),
+])
+def test_the_oneshot_benchmark_prints_the_settings_of_the_methods_it_runs_only(nats_csv, tmp_path, capsys, monkeypatch,
+                                                                                methods, own_settings):
+    # DARTS's optimiser and steps were printed for a run of --methods bayesnas,random-cell, which searched no DARTS
+    import oneshot_nb201
+
+    monkeypatch.setattr(oneshot_nb201, "run_oneshot_search", _fake_oneshot_result)
+    oneshot_nb201.main(["--benchmark", str(nats_csv), "--data-root", str(tmp_path), "--seeds", "1",
+                        "--methods", methods])
+    out = capsys.readouterr().out.splitlines()
+    shared = next(line for line in out if line.startswith("# shared training"))
+    assert ("DARTS" in shared) == ("darts" in methods), shared
+    assert [line for line in out if line.startswith(("# DARTS", "# BayesNAS"))] == own_settings

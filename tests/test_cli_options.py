@@ -893,3 +893,38 @@ def test_files_of_the_same_names_that_are_not_ours_stay(capsys, tmp_path, nats_c
     assert code == 0, err
     assert _files(out) == ["model.pt", "result.json", "surrogate.pt", "widths.json"]
     assert (out / "model.pt").read_text() == "the user's own model.pt"
+
+
+def _naslib_run_leftovers(out: Path) -> None:
+    """What naslib-run leaves in --out besides result.json, as NASLib's Trainer writes it (checked
+    against NASLib itself in test_naslib_integration.py)."""
+    (out / "search").mkdir(parents=True)
+    (out / "eval").mkdir()
+    torch.save({"model": {}}, out / "search" / "model_final.pth")
+    (out / "search" / "last_checkpoint").write_text("model_final.pth")
+    (out / "errors.json").write_text(json.dumps([{"optimizer": "rs", "search_space": "nasbench201"},
+                                                 {"train_acc": [], "valid_acc": []}]))
+    (out / "result.json").write_text(json.dumps({"command": "naslib-run"}))
+
+
+@pytest.mark.parametrize("users_own", [None, "search/notes.txt", "eval/notes.txt"])
+def test_an_overwrite_by_another_command_retires_naslib_runs_folders_once_its_result_is_written(
+        capsys, tmp_path, monkeypatch, nats_csv, users_own):
+    """naslib-run's search/, eval/ and errors.json (NASLib's Trainer's) stayed beside another command's
+    result after its --overwrite, so the folder held a mix of two runs; a folder holding a file of the
+    user's stays whole."""
+    from cli_runner import run_cli_stopped_before_its_result
+
+    out = tmp_path / "out"
+    _naslib_run_leftovers(out)
+    if users_own:
+        (out / users_own).write_text("the user's own file")
+    argv = [a.format(csv=nats_csv) for a in UNCHECKPOINTED_RUNS[0]]
+    assert run_cli_stopped_before_its_result(capsys, monkeypatch, *argv, "--overwrite", "--out", out) == 130
+    assert {"errors.json", "eval", "search"} <= set(_files(out))  # not before the new result is written
+    code, _, err = run_cli(capsys, *argv, "--overwrite", "--out", out)
+    assert code == 0, err
+    kept = {users_own.split("/")[0]} if users_own else set()
+    assert set(_files(out)) == {"result.json"} | kept
+    if users_own:
+        assert (out / users_own).read_text() == "the user's own file"

@@ -934,3 +934,32 @@ def test_an_unknown_prepare_per_is_refused_naming_it_and_the_choices(nats_csv, t
     with pytest.raises(UserError, match=r"^--prepare-per 'trial': expected one of seed, dataset$"):
         settings_for(nats_csv, tmp_path, prepare_per="trial")
     assert not tmp_path.joinpath("runs").exists()
+
+
+def test_one_seed_prints_its_value_without_an_interval(nats_csv, nats_benchmark, tmp_path):
+    """With --seeds 1 every cell read '0.80 [0.80, 0.80]': a bootstrap of one value, which looked like certainty."""
+    settings = settings_for(nats_csv, tmp_path, optimizers=["rs"], seeds=[4], datasets=["cifar10"])
+    _, result = finish(settings, nats_benchmark)
+    text = (tmp_path / "summary.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| rs |"))
+    mean = result.row("rs", "cifar10").at(BUDGET)[0]
+    assert f"| {mean:.2f} |" in row and "[" not in row, row
+    assert "no interval (n=1)" in text and "bootstrap interval" not in text
+    csv_row = read_csv(tmp_path / "summary.csv")[0]  # the CSV's fields keep their meaning: the bounds of one value
+    assert csv_row[f"regret_{BUDGET}_ci_low"] == csv_row[f"regret_{BUDGET}_ci_high"] == csv_row[f"regret_{BUDGET}"]
+
+
+def test_a_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(capsys, nats_csv, tmp_path):
+    """Re-run into the same folder with fewer seeds or optimizers, compare rewrote summary.md for the
+    narrower grid without a word: the wider grid's rows were gone, and its runs still lay in runs/."""
+    out = tmp_path / "out"
+    wide = ["compare", "--benchmark", nats_csv, "--datasets", "cifar10", "--budget", "5", "--out", out]
+    code, _, err = run_cli(capsys, *wide, "--optimizers", "rs,re", "--seeds", "0,1")
+    assert code == 0 and "left out" not in err, err
+    code, _, err = run_cli(capsys, *wide, "--optimizers", "rs", "--seeds", "1")  # seed 0
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "left out" in line]
+    assert notes == [f"note: summary.md and summary.csv cover this grid only; 3 runs in {out / 'runs'} are left out "
+                     "(optimizers re; seeds 1): name them in the grid to summarise them"], err
+    assert [row["runs"] for row in read_csv(out / "summary.csv")] == ["1"]
+    assert len(list((out / "runs").glob("*.json"))) == 4  # every run is kept

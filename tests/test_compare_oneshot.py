@@ -362,3 +362,11 @@ def test_a_summary_counts_its_seeds_in_the_singular_for_one(runs, said):
     """A one-seed comparison (a quick check) reads 'with 1 seed', as '1 joint epoch' does."""
     row = oneshot.OneShotRow("bayesnas", runs, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
     assert said in oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 1)
+
+
+def test_a_one_seed_oneshot_summary_prints_the_value_without_an_interval():
+    row = oneshot.OneShotRow("bayesnas", 1, {"cifar10": (90.0, 90.0, 90.0)}, 1, 1.0, 1.0)
+    text = oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 1)
+    assert "| bayesnas | 90.00 | 1/1 |" in text and "no interval (n=1)" in text and "bootstrap" not in text
+    two = oneshot.OneShotRow("bayesnas", 2, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
+    assert "| bayesnas | 90.00 [89.00, 91.00] | 1/2 |" in oneshot.oneshot_markdown([two], "mnist", ["cifar10"], 1)

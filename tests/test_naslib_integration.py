@@ -1196,3 +1196,19 @@ def test_naslib_run_records_the_metric_naslibs_validation_query_read(naslib, tmp
     assert result["search_metric"] == ("val_accuracy" if with_validation else "test_accuracy")
     assert [q["accuracy"] for q in result["trajectory"]] == \
         [benchmark.query(q["architecture"], "cifar10", result["search_metric"]) for q in result["trajectory"]]
+
+
+def test_an_overwrite_by_another_command_retires_what_naslibs_trainer_wrote(naslib, tmp_path, capsys, nats_csv):
+    """search/, eval/ and errors.json of a naslib-run stayed beside a later search's result."""
+    config, out = tmp_path / "rs.yaml", tmp_path / "out"
+    config.write_text("optimizer: rs\nsearch_space: nasbench201\ndataset: cifar10\nsearch:\n  epochs: 3\n")
+    code, _, err = _run_cli(capsys, "naslib-run", "--config", str(config), "--benchmark", str(nats_csv), "--out", str(out))
+    assert code == 0, err
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.name.startswith("."))
+    # what test_cli_options' _naslib_run_leftovers stands for
+    assert written == ["errors.json", "eval", "result.json", "search", "search/last_checkpoint",
+                       "search/model_final.pth"], written
+    code, _, err = _run_cli(capsys, "search", "--optimizer", "rs", "--benchmark", str(nats_csv), "--dataset", "cifar10",
+                            "--budget", "2", "--overwrite", "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["result.json"]

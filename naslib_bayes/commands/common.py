@@ -171,7 +171,7 @@ def add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in DIR: its result.json and, once this run's result is "
                              "written, the files other commands left there (checkpoint.pt, model.pt, widths.json, "
-                             "surrogate.pt), but for one this run reads")
+                             "surrogate.pt, naslib-run's search/, eval/ and errors.json), but for one this run reads")
 
 
 def torch_device(text: str) -> str:
@@ -257,7 +257,7 @@ def retire_other_runs_checkpoint(out: Path) -> None:
 
 def retire_other_commands_files(out: Path) -> None:
     """Delete the files that commands other than the one of ``out``'s result.json leave there
-    (compress's network, meta-train's surrogate): an ``--overwrite`` by another command left them
+    (compress's network, meta-train's surrogate, naslib-run's NASLib Trainer output): an ``--overwrite`` by another command left them
     beside its result, which does not describe them, and a reader took them for this run's.
 
     Nothing goes before this run's result.json is written (without it, nothing does); a file
@@ -311,9 +311,42 @@ def _retire_surrogate(out: Path, named) -> None:
         path.unlink()
 
 
+#: The files NASLib's Trainer writes into naslib-run's ``search`` and ``eval`` folders (its
+#: checkpointer's periodic and final models and its pointer to the last one).
+_NASLIB_CHECKPOINTER_FILE = re.compile(r"model_(?:\d+|final)\.pth|last_checkpoint")
+
+
+def _retire_naslib_trainer_files(out: Path, named) -> None:
+    """naslib-run's NASLib Trainer output: ``errors.json`` when it is NASLib's [config, curves]
+    pair, and the ``search`` and ``eval`` folders when they hold its checkpointer's files only
+    (a folder holding a file of the user's stays whole)."""
+    errors = out / "errors.json"
+    if errors.is_file() and not named(errors) and _is_naslib_errors_file(errors):
+        errors.unlink()
+    for folder in (out / "search", out / "eval"):
+        files = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else None
+        if files is None or any(not f.is_file() or named(f) or not _NASLIB_CHECKPOINTER_FILE.fullmatch(f.name)
+                                for f in files):
+            continue
+        for file in files:
+            file.unlink()
+        folder.rmdir()
+
+
+def _is_naslib_errors_file(path: Path) -> bool:
+    """Whether ``path`` holds what NASLib's Trainer writes there: its config, then its curves."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (isinstance(record, list) and len(record) == 2 and all(isinstance(part, dict) for part in record)
+            and {"optimizer", "search_space"} <= set(record[0]))
+
+
 #: What commands leave in --out besides result.json and checkpoint.pt, by result.json's "command".
 #: Each is given ``out`` and a test of whether the new result names a file (which then stays).
-_RETIRE_FILES_OF_COMMAND = {"compress": _retire_compressed_network, "meta-train": _retire_surrogate}
+_RETIRE_FILES_OF_COMMAND = {"compress": _retire_compressed_network, "meta-train": _retire_surrogate,
+                            "naslib-run": _retire_naslib_trainer_files}
 
 
 def _hold_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:

@@ -44,19 +44,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from naslib_bayes.integration import load_naslib
 
+    benchmark = _refuse_before_naslib(args)  # one line, not below the lines of NASLib's set-up
     compat_logger = logging.getLogger("naslib_bayes.integration.compat")
     compat_logger.setLevel(logging.INFO)  # each applied fix is shown, even without --verbose
     load_naslib(announce=False)  # NaslibUnavailable (a UserError) names what to install; fixes are logged
-    if args.surrogate is not None and not args.surrogate.exists():
-        raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
-    if args.data_root is not None and args.search_data is None:
-        raise UserError("--data-root: it holds the --search-data files; no --search-data is given")
 
     from naslib_bayes.integration.data import load_image_data
     from naslib_bayes.integration.run import build_config, make_output_folders, plan_experiment, run_experiment
-    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
 
-    benchmark = load_benchmark(args.benchmark) if args.benchmark is not None else None
     overrides = list(args.overrides)
     if args.surrogate is not None:
         overrides.append(("search.surrogate", str(args.surrogate)))
@@ -76,6 +71,21 @@ def run(args) -> int:
     evaluation = result["naslib"]["evaluation"]
     print(f"{common.architecture_text(result['final_architecture'])}  evaluation={evaluation}  -> {path}")
     return 0
+
+
+def _refuse_before_naslib(args):
+    """Refuse what is decided without NASLib (options, --search-data's name, --benchmark); returns
+    the benchmark (None: NASLib's own data)."""
+    from naslib_bayes.data.loaders import canonical_name
+    from naslib_bayes.search_spaces.nasbench201.loaders import load_benchmark
+
+    if args.surrogate is not None and not args.surrogate.exists():
+        raise UserError(f"--surrogate {args.surrogate}: no such file or folder")
+    if args.data_root is not None and args.search_data is None:
+        raise UserError("--data-root: it holds the --search-data files; no --search-data is given")
+    if args.search_data is not None:
+        canonical_name(args.search_data)  # its images are read once the config gives their seed
+    return load_benchmark(args.benchmark) if args.benchmark is not None else None
 
 
 def _refuse_unread_options(args, name: str) -> None:

@@ -318,12 +318,12 @@ def oneshot_markdown(rows: list[OneShotRow], dataset: str, datasets: list[str], 
     lines = ["# One-shot comparison", "",
              f"Each optimizer searched on `{dataset}`{_epochs_text(epochs)} with {bb_summary.counted(seeds, 'seed')}; "
              f"the derived NAS-Bench-201 cell of each run is looked up in the benchmark ({REPORT_METRIC}). "
-             "Cells: mean over seeds [95% bootstrap interval]."
+             f"Cells: {bb_summary.cells_text(seeds)}."
              + (f" {DARTS_HALVES_NOTE}" if any(r.optimizer == "darts" for r in rows) else ""), "",
              "| optimizer | " + " | ".join(f"{d} accuracy" for d in datasets) + " | distinct cells |",
              "|---|" + "---:|" * (len(datasets) + 1)]
     for r in rows:
-        lines.append(f"| {r.optimizer} | " + " | ".join(bb_summary.fmt_regret(*r.accuracy[d]) for d in datasets)
+        lines.append(f"| {r.optimizer} | " + " | ".join(bb_summary.fmt_regret(*r.accuracy[d], r.runs) for d in datasets)
                      + f" | {r.distinct_cells}/{r.runs} |")
     code_note = oneshot_code_note(rows)
     if code_note:

@@ -38,7 +38,9 @@ def plot_regret(summary: Summary, dataset: str, path: Path) -> Path:
     ax.set_xlim(*((1, summary.budget) if summary.budget > 1 else (0.5, 1.5)))  # a budget of 1: one point, centred
     ax.set_xlabel("queries (initial design included)")
     ax.set_ylabel(f"regret of {summary.report_metric} (pp)")
-    ax.set_title(f"{dataset}: mean over {len(summary.seeds)} seeds, {CONFIDENCE:.0%} bootstrap band")
+    seeds = len(summary.seeds)
+    ax.set_title(f"{dataset}: " + ("1 seed, no band (n=1)" if seeds == 1 else
+                                   f"mean over {seeds} seeds, {CONFIDENCE:.0%} bootstrap band"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title=f"optimizer (regret @{summary.budget})", fontsize=9, title_fontsize=9,
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -32,7 +32,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from naslib_bayes.comparison.grid import PREPARE_SEED, RunSpec
-from naslib_bayes.comparison.records import PREPARATION_SEED_KEY, PREPARED_FILE, load_run, prepared_dir, run_path
+from naslib_bayes.comparison.records import (PREPARATION_SEED_KEY, PREPARED_FILE, RUNS_DIR, load_run, prepared_dir,
+                                              run_path)
 from naslib_bayes.errors import UserError
 from naslib_bayes.results import SOURCE_KEY
 from naslib_bayes.search_spaces.nasbench201.loaders import CSV_NOTE
@@ -185,6 +186,41 @@ def summarize(out: Path, optimizers: Sequence[str], datasets: Sequence[str], see
     )
 
 
+def runs_left_out(out: Path, optimizers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> str | None:
+    """One line naming the runs in ``out`` that a summary of this grid leaves out (None: none).
+
+    A re-run with a narrower grid rewrites the summary for its own grid, so the rows of a wider
+    one disappear while its runs stay: the user is told, rather than the rows kept, because a
+    summary describes the grid of its command (and its seeds, the same for every optimizer).
+    """
+    grid = {RunSpec(o, d, s).name for o in optimizers for d in datasets for s in seeds}
+    outside = [path for path in sorted(Path(out, RUNS_DIR).glob("*.json")) if path.stem not in grid]
+    if not outside:
+        return None
+    records = [_run_fields(path) for path in outside]
+    dropped = [f"{axis} {', '.join(values)}" for axis, values in (
+        ("optimizers", _unlisted(records, "optimizer", optimizers)), ("datasets", _unlisted(records, "dataset", datasets)),
+        ("seeds", _unlisted(records, "seed", seeds))) if values]
+    return (f"summary.md and summary.csv cover this grid only; {counted(len(outside), 'run')} in {Path(out, RUNS_DIR)} "
+            f"{'is' if len(outside) == 1 else 'are'} left out ({'; '.join(dropped) or 'unreadable'}): "
+            "name them in the grid to summarise them")
+
+
+def _run_fields(path: Path) -> dict[str, Any]:
+    """A run file's record, or nothing where it cannot be read (the note still counts it)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _unlisted(records: Iterable[Mapping[str, Any]], key: str, listed: Sequence) -> list[str]:
+    """The values of ``key`` in ``records`` that ``listed`` lacks, as text, in order."""
+    values = {r[key] for r in records if key in r and r[key] not in listed}
+    return [str(v) for v in sorted(values, key=str)]
+
+
 def _require_run(out: Path, spec: RunSpec) -> dict[str, Any]:
     result = load_run(out, spec)
     if result is None:
@@ -304,10 +340,19 @@ def _num(value: float) -> float | str:
     return "" if value is None or not math.isfinite(value) else round(float(value), 6)
 
 
-def fmt_regret(mean: float, low: float, high: float) -> str:
+def fmt_regret(mean: float, low: float, high: float, runs: int) -> str:
+    """``mean [low, high]``; the value alone for one run, whose "interval" is the value itself
+    and would read as certainty (:func:`cells_text` says so)."""
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{mean:.2f}" if runs < 2 else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def cells_text(runs: int) -> str:
+    """What a table's cells hold, as :func:`fmt_regret` writes them for ``runs`` seeds."""
+    if runs < 2:
+        return "the one seed's value, no interval (n=1)"
+    return f"mean over seeds [{CONFIDENCE:.0%} bootstrap interval]"
 
 
 def fmt_median(row: Row) -> str:
@@ -336,7 +381,7 @@ def markdown(summary: Summary, plot_dir: str | None = None, heading: str = "##")
         lines.append("|---|" + "---:|" * (len(points) + 2))
         notes = [f"_{note}_" for note in by_dataset[dataset]]
         for r in rows:
-            cells = [fmt_regret(*r.at(t)) for t in points]
+            cells = [fmt_regret(*r.at(t), r.runs) for t in points]
             lines.append(f"| {r.optimizer} | " + " | ".join(cells)
                          + f" | {fmt_median(r)} ({r.reached}/{r.runs} reach it) | {r.distinct}/{r.runs} |")
         if notes:
@@ -373,8 +418,8 @@ def _method_lines(summary: Summary, notes: list[str]) -> list[str]:
         f"report metric `{summary.report_metric}`.",
         "",
         f"Regret after t queries = best `{summary.report_metric}` on the dataset − `{summary.report_metric}` of the "
-        f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: mean over "
-        f"seeds [{CONFIDENCE:.0%} bootstrap interval]. Queries to optimum: median over seeds of the first query "
+        f"incumbent after t queries; the incumbent is the best cell so far by the search metric. Cells: "
+        f"{cells_text(len(seeds))}. Queries to optimum: median over seeds of the first query "
         f"with zero regret; runs that never reach it count as {summary.budget + 1}, so a censored median prints as "
         f">{summary.budget} (>=m where only the upper of the two middle runs never reaches it, m counting it as "
         f"{summary.budget + 1}). Distinct trajectories: different query sequences among the seeds; where there are fewer "
