@@ -370,3 +370,25 @@ def test_a_one_seed_oneshot_summary_prints_the_value_without_an_interval():
     assert "| bayesnas | 90.00 | 1/1 |" in text and "no interval (n=1)" in text and "bootstrap" not in text
     two = oneshot.OneShotRow("bayesnas", 2, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
     assert "| bayesnas | 90.00 [89.00, 91.00] | 1/2 |" in oneshot.oneshot_markdown([two], "mnist", ["cifar10"], 1)
+
+
+def test_a_oneshot_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(fake_oneshot, nats_csv, tmp_path,
+                                                                                    capsys, monkeypatch):
+    """As the black-box comparison: a re-run into the same folder with fewer optimizers or seeds
+    rewrote summary.md for its own grid, and the wider grid's rows went without a word."""
+    import functools
+
+    from naslib_bayes.cli import main
+
+    calls = []
+    monkeypatch.setattr(oneshot, "run_oneshot_comparison",
+                        functools.partial(oneshot.run_oneshot_comparison, search_fn=fake_search(calls)))
+    out = tmp_path / "out"
+    argv = ["compare", "--dataset", "digits", "--benchmark", str(nats_csv), "--out", str(out)]
+    assert main([*argv, "--oneshot", "fake-a,fake-b", "--seeds", "2"]) == 0
+    assert "left out" not in capsys.readouterr().err
+    assert main([*argv, "--oneshot", "fake-a", "--seeds", "2"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "left out" in line]
+    assert notes == [f"note: summary.md and summary.csv cover this grid only; 2 runs in {out / RUNS_DIR} are left out "
+                     "(optimizers fake-b): name them in the grid to summarise them"]
+    assert len(calls) == 4 and len(list((out / RUNS_DIR).glob("*.json"))) == 4  # nothing run again, nothing lost

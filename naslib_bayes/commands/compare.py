@@ -169,9 +169,7 @@ def _write_reports(args, settings, report):
         plots.plot_regret(result, dataset, args.out / f"regret_{dataset}.png")
     if args.readme is not None:
         _update_readme(args, result)
-    left_out = summary.runs_left_out(args.out, settings.optimizers, settings.datasets, settings.seeds)
-    if left_out:
-        print(f"note: {left_out}", file=sys.stderr)
+    summary.note_runs_left_out(args.out, settings.optimizers, settings.datasets, settings.seeds)
     return result
 
 

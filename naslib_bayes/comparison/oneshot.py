@@ -354,6 +354,7 @@ def run_command(args) -> int:
                                                    held=args.held_folders)
     rows = summarize_oneshot(args.out, settings.optimizers, settings.dataset, settings.seeds)
     write_oneshot_summary(rows, settings.dataset, Path(args.out), settings.epochs)
+    bb_summary.note_runs_left_out(args.out, settings.optimizers, [settings.dataset], settings.seeds)
     code_note = oneshot_code_note(rows)
     if code_note:
         print(f"warning: {code_note}", file=sys.stderr)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -204,6 +205,13 @@ def runs_left_out(out: Path, optimizers: Sequence[str], datasets: Sequence[str],
     return (f"summary.md and summary.csv cover this grid only; {counted(len(outside), 'run')} in {Path(out, RUNS_DIR)} "
             f"{'is' if len(outside) == 1 else 'are'} left out ({'; '.join(dropped) or 'unreadable'}): "
             "name them in the grid to summarise them")
+
+
+def note_runs_left_out(out: Path, optimizers: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> None:
+    """Print :func:`runs_left_out`'s line, if any, as a note on stderr."""
+    left_out = runs_left_out(out, optimizers, datasets, seeds)
+    if left_out:
+        print(f"note: {left_out}", file=sys.stderr)
 
 
 def _run_fields(path: Path) -> dict[str, Any]:
