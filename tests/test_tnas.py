@@ -339,14 +339,15 @@ def test_expected_improvement_matches_its_integral():
 
 def test_score_dispatches_ucb_and_ei_with_their_options():
     """ucb is mean + sqrt(beta) std; ei's xi raises the bar the improvement is measured from;
-    where std is 0 log EI is the log of the plain improvement (-inf without one)."""
+    where std is 0 log EI is the log of the plain improvement (without one, below every other score)."""
     mean = torch.tensor([0.3, -1.0, 2.0, 0.1], dtype=torch.float64)
     std = torch.tensor([0.7, 0.2, 0.0, 0.0], dtype=torch.float64)
     ucb = acquisition.score("ucb", mean, std, best=0.5, beta=4.0)
     assert torch.allclose(ucb, mean + 2.0 * std)
     ei = acquisition.score("ei", mean, std, best=0.5, xi=0.3)
     assert torch.allclose(ei[:3], acquisition.score("ei", mean, std, best=0.8)[:3])
-    assert float(ei[2]) == pytest.approx(math.log(1.2)) and float(ei[3]) == -math.inf
+    assert float(ei[2]) == pytest.approx(math.log(1.2)) and math.isfinite(float(ei[3]))
+    assert float(ei[3]) < float(ei[:3].min())
     assert not torch.allclose(ei[:2], acquisition.score("ei", mean, std, best=0.5)[:2])
 
 
@@ -396,6 +397,45 @@ def test_ei_scores_keep_ranking_cells_where_ei_underflows():
     scores = acquisition.score("ei", mean, std, best=0.0)
     assert bool(torch.isfinite(scores).all()) and float(scores[0]) > float(scores[1])
     assert acquisition.select_best(scores, torch.ones(2, dtype=torch.bool), torch.tensor([0, 1])) == 0
+
+
+def test_cells_with_no_std_and_no_improvement_rank_as_ei_does_in_the_limit_of_no_std():
+    """EI of a cell below the incumbent vanishes as its std -> 0, more slowly the closer its mean:
+    cells of no std (at most 1e-12) rank by mean, all below any cell with some EI left; they
+    scored -inf, so that a search whose unqueried cells all had no std chose by tie priority."""
+    mean = torch.tensor([-0.3, -0.01, -2.0, 0.0, -0.5], dtype=torch.float64)
+    for tiny in (1e-6, 1e-7, 1e-8):  # log EI still finite here: the order the limit keeps
+        limit_order = torch.argsort(acquisition.log_expected_improvement(mean, torch.full_like(mean, tiny), 0.0))
+        assert limit_order.tolist() == [2, 4, 0, 1, 3]
+    for no_std in (0.0, 1e-12, 1e-13):
+        scores = acquisition.log_expected_improvement(mean, torch.full_like(mean, no_std), best=0.0)
+        assert bool(torch.isfinite(scores).all()) and torch.argsort(scores).tolist() == [2, 4, 0, 1, 3]
+        everyone = torch.ones(5, dtype=torch.bool)
+        for priority in (torch.arange(5), torch.arange(5).flip(0)):
+            assert acquisition.select_best(scores, everyone, priority) == 3
+    # beside cells with some EI left (however little) or a certain improvement, they come last
+    mean = torch.cat([mean, torch.tensor([-40.0, -1e9, 0.5], dtype=torch.float64)])
+    std = torch.tensor([0.0] * 5 + [1.0, 1e-3, 0.0], dtype=torch.float64)
+    scores = acquisition.log_expected_improvement(mean, std, best=0.0)
+    assert bool(torch.isfinite(scores).all()) and float(scores[:5].max()) < float(scores[5:].min())
+    assert torch.argsort(scores[:5]).tolist() == [2, 4, 0, 1, 3]
+    assert torch.equal(scores[5:], acquisition.log_expected_improvement(mean[5:], std[5:], best=0.0))
+
+
+def test_prior_weight_ranks_cells_with_no_std_and_no_improvement():
+    """Every unqueried cell at the same mean below the incumbent with no std: pi-BO's prior picks
+    the cell (the limit of EI * pi^(beta / n) as std -> 0), not the tie priority."""
+    from types import SimpleNamespace
+
+    opt = TNAS(seed=0)
+    opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
+    opt.history = [((0,) * 6, 1.0)] * 5
+    opt.prior = opt.log_belief = torch.tensor([0.2, 1.5, -0.7, 0.9], dtype=torch.float64)
+    mean, std = torch.full((4,), -0.4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    scores = opt.acquisition_scores(mean, std, best=0.0)
+    for priority in (torch.arange(4), torch.arange(4).flip(0), torch.tensor([1, 3, 0, 2])):
+        assert acquisition.select_best(scores, torch.ones(4, dtype=torch.bool), priority) == 1
+    assert torch.argsort(scores).tolist() == torch.argsort(opt.prior).tolist()
 
 
 def test_prior_weighted_ei_ranks_cells_far_below_the_incumbent_by_their_true_ei():
