@@ -179,7 +179,7 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
 @pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
                                     "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
-                                    "op_index_too_large", "dataset_index_too_large", "value_nan",
+                                    "op_index_too_large", "dataset_index_too_large",
                                     "values_integers", "output_transform_unknown"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
@@ -205,8 +205,6 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["evidence"]["cells"][3, 2] = -1 if damage == "op_index_negative" else 5
     elif damage == "dataset_index_too_large":  # two meta-training datasets: indices 0 and 1
         payload["evidence"]["dataset"][0] = 2
-    elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
-        payload["evidence"]["values"][0] = float("nan")
     elif damage == "output_transform_unknown":  # else the search fails at its first BO step, budget spent
         payload["surrogate_config"]["output_transform"] = "ranks"
     elif damage == "values_integers":  # GP units are real numbers
@@ -219,6 +217,46 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         surrogate_io.load(bad)
     message = str(info.value)
     assert message.startswith(f"{bad}: a damaged surrogate file") and "\n" not in message
+
+
+def _with_one_value(surrogate_file, folder, group: str, key: str, value: float):
+    """A copy of ``surrogate_file`` in ``folder`` whose tensor ``payload[group][key]`` has ``value`` first."""
+    payload = torch.load(surrogate_file, weights_only=True)
+    payload[group][key] = payload[group][key].clone()
+    payload[group][key].view(-1)[0] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, folder / "surrogate.pt")
+    return folder / "surrogate.pt"
+
+
+@pytest.mark.parametrize("group, key, value", [
+    ("state_dict", "arch_encoder.forward_gru.bias_hh", float("nan")),
+    ("state_dict", "gp.covar_module.base_kernel.raw_lengthscale", float("inf")),
+    ("state_dict", "gp.likelihood.noise_covar.raw_noise_constraint.upper_bound", float("nan")),
+    ("evidence", "values", -float("inf")),  # one makes the prior NaN for every cell
+])
+def test_a_surrogate_file_holding_nan_or_inf_is_refused_naming_the_tensor(surrogate_file, tmp_path, group, key, value):
+    """Such a file loaded, and its first GP fit ended in torch's LinAlgError traceback."""
+    bad = _with_one_value(surrogate_file, tmp_path, group, key, value)
+    for read in (surrogate_io.load, surrogate_io.read_config):
+        with pytest.raises(UserError) as info:
+            read(bad)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: {group}[{key!r}] holds NaN or infinite values") and "\n" not in message
+
+
+def test_a_one_sided_constraint_keeps_its_infinite_bound_in_a_surrogate_file(surrogate_file):
+    bound = torch.load(surrogate_file, weights_only=True)["state_dict"]["gp.covar_module.raw_outputscale_constraint.upper_bound"]
+    assert float(bound) == math.inf
+    assert surrogate_io.load(surrogate_file)[0].gp.covar_module.raw_outputscale_constraint.upper_bound == math.inf
+
+
+def test_search_refuses_a_surrogate_file_holding_nan_before_making_out(capsys, surrogate_file, tmp_path, nats_csv):
+    bad = _with_one_value(surrogate_file, tmp_path / "bad", "state_dict", "gp.mlp.net.0.weight", float("nan"))
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", bad, "--benchmark", nats_csv,
+                           "--dataset", "cifar10", "--budget", 6, "--out", tmp_path / "s")
+    assert code == 2 and err.count("\n") == 1 and "state_dict['gp.mlp.net.0.weight'] holds NaN" in err, err
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.fixture
