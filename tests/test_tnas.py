@@ -259,6 +259,37 @@ def test_search_refuses_a_surrogate_file_holding_nan_before_making_out(capsys, s
     assert not (tmp_path / "s").exists()
 
 
+def test_a_surrogate_holding_nan_is_never_saved(surrogate_file, tmp_path):
+    surrogate, _ = surrogate_io.load(surrogate_file)
+    with torch.no_grad():
+        surrogate.gp.mlp.net[0].weight[0, 0] = math.nan
+    with pytest.raises(UserError, match=r"state_dict\['gp.mlp.net.0.weight'\] holds NaN or infinite values"):
+        surrogate_io.save(surrogate, tmp_path / "surrogate.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_meta_train_ending_with_nan_weights_keeps_the_run_it_would_overwrite(capsys, tmp_path, nats_csv, monkeypatch):
+    """It wrote the NaN surrogate over the earlier one and said it had meta-trained."""
+    import naslib_bayes.predictors.meta_train as mt
+
+    argv = ["meta-train", "--benchmark", nats_csv, "--datasets", "cifar100", "--iterations", 3,
+            "--encoder-hidden", 8, "--out", tmp_path / "mt"]
+    assert run_cli(capsys, *argv, "--seed", 1)[0] == 0
+    before = {path.name: path.read_bytes() for path in (tmp_path / "mt").iterdir()}
+    trained = mt.meta_train
+
+    def diverged(*args, **kwargs):
+        surrogate, log = trained(*args, **kwargs)
+        with torch.no_grad():
+            surrogate.gp.covar_module.raw_outputscale.fill_(math.inf)
+        return surrogate, log
+
+    monkeypatch.setattr(mt, "meta_train", diverged)
+    code, out, err = run_cli(capsys, *argv, "--seed", 2, "--overwrite")
+    assert code == 2 and out == "" and "raw_outputscale'] holds NaN or infinite values (meta-training diverged)" in err
+    assert {path.name: path.read_bytes() for path in (tmp_path / "mt").iterdir()} == before
+
+
 @pytest.fixture
 def user_extractor_file(tmp_path, monkeypatch):
     """An ``images``-mode surrogate file whose feature extractor is a user ``module:factory``

@@ -16,7 +16,7 @@ unless the caller trusts it (``trust_feature_extractor``); the built-in extracto
     info               plain metadata: meta-training datasets, seed, config, log
 
 A file whose tensors hold NaN or an infinity (but a constraint's open bound) is refused when it
-is read.
+is read, and never written.
 """
 
 from __future__ import annotations
@@ -45,8 +45,33 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
-    """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written."""
+    """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written.
+
+    A surrogate holding NaN or infinite values is a :class:`UserError` (see :func:`require_finite`)
+    and nothing is written: :func:`load` would refuse the file.
+    """
     path = resolve(path)
+    payload = _payload_of(surrogate, info)
+    _require_finite_payload(payload)
+    return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+
+
+def require_finite(surrogate: TNASSurrogate) -> None:
+    """A one-line :class:`UserError` naming the first of ``surrogate``'s tensors (weights, evidence)
+    to hold NaN or an infinity: a training that diverged without a NaN loss. For a command to call
+    before it replaces anything of an earlier run with the surrogate's files."""
+    _require_finite_payload(_payload_of(surrogate))
+
+
+def _require_finite_payload(payload: dict[str, Any]) -> None:
+    name = _first_non_finite(_stored_tensors(payload))
+    if name is not None:
+        raise UserError(f"the meta-trained surrogate's {name} holds NaN or infinite values (meta-training diverged): "
+                        "run again with a lower learning rate (meta-train --lr, or TNAS's meta_lr)")
+
+
+def _payload_of(surrogate: TNASSurrogate, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What :func:`save` writes for ``surrogate`` and ``info``, its tensors copied."""
     ev = surrogate.evidence
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -59,7 +84,7 @@ def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any]
         payload["evidence"] = {"cells": ev.cells.clone(), "values": ev.values.clone(), "dataset": ev.dataset.clone()}
     if surrogate.meta_phi is not None:
         payload["meta_phi"] = surrogate.meta_phi.clone()
-    return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+    return payload
 
 
 def _plain(value: Any) -> Any:
