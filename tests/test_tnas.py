@@ -179,7 +179,7 @@ def test_an_unreadable_surrogate_file_is_one_short_line(tmp_path):
 @pytest.mark.parametrize("damage", ["encoder_size", "no_state_dict", "short_evidence", "cells_a_list",
                                     "values_a_number", "evidence_a_list", "config_a_list", "info_a_list",
                                     "state_dict_a_list", "meta_phi_a_list", "op_index_negative",
-                                    "op_index_too_large", "dataset_index_too_large", "value_nan",
+                                    "op_index_too_large", "dataset_index_too_large",
                                     "values_integers", "output_transform_unknown"])
 def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tmp_path, damage):
     payload = torch.load(surrogate_file, weights_only=True)
@@ -205,8 +205,6 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         payload["evidence"]["cells"][3, 2] = -1 if damage == "op_index_negative" else 5
     elif damage == "dataset_index_too_large":  # two meta-training datasets: indices 0 and 1
         payload["evidence"]["dataset"][0] = 2
-    elif damage == "value_nan":  # one NaN makes the prior NaN for every cell
-        payload["evidence"]["values"][0] = float("nan")
     elif damage == "output_transform_unknown":  # else the search fails at its first BO step, budget spent
         payload["surrogate_config"]["output_transform"] = "ranks"
     elif damage == "values_integers":  # GP units are real numbers
@@ -219,6 +217,77 @@ def test_a_damaged_surrogate_file_is_one_line_not_a_traceback(surrogate_file, tm
         surrogate_io.load(bad)
     message = str(info.value)
     assert message.startswith(f"{bad}: a damaged surrogate file") and "\n" not in message
+
+
+def _with_one_value(surrogate_file, folder, group: str, key: str, value: float):
+    """A copy of ``surrogate_file`` in ``folder`` whose tensor ``payload[group][key]`` has ``value`` first."""
+    payload = torch.load(surrogate_file, weights_only=True)
+    payload[group][key] = payload[group][key].clone()
+    payload[group][key].view(-1)[0] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, folder / "surrogate.pt")
+    return folder / "surrogate.pt"
+
+
+@pytest.mark.parametrize("group, key, value", [
+    ("state_dict", "arch_encoder.forward_gru.bias_hh", float("nan")),
+    ("state_dict", "gp.covar_module.base_kernel.raw_lengthscale", float("inf")),
+    ("state_dict", "gp.likelihood.noise_covar.raw_noise_constraint.upper_bound", float("nan")),
+    ("evidence", "values", -float("inf")),  # one makes the prior NaN for every cell
+])
+def test_a_surrogate_file_holding_nan_or_inf_is_refused_naming_the_tensor(surrogate_file, tmp_path, group, key, value):
+    """Such a file loaded, and its first GP fit ended in torch's LinAlgError traceback."""
+    bad = _with_one_value(surrogate_file, tmp_path, group, key, value)
+    for read in (surrogate_io.load, surrogate_io.read_config):
+        with pytest.raises(UserError) as info:
+            read(bad)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: {group}[{key!r}] holds NaN or infinite values") and "\n" not in message
+
+
+def test_a_one_sided_constraint_keeps_its_infinite_bound_in_a_surrogate_file(surrogate_file):
+    bound = torch.load(surrogate_file, weights_only=True)["state_dict"]["gp.covar_module.raw_outputscale_constraint.upper_bound"]
+    assert float(bound) == math.inf
+    assert surrogate_io.load(surrogate_file)[0].gp.covar_module.raw_outputscale_constraint.upper_bound == math.inf
+
+
+def test_search_refuses_a_surrogate_file_holding_nan_before_making_out(capsys, surrogate_file, tmp_path, nats_csv):
+    bad = _with_one_value(surrogate_file, tmp_path / "bad", "state_dict", "gp.mlp.net.0.weight", float("nan"))
+    code, _, err = run_cli(capsys, "search", "--optimizer", "tnas", "--surrogate", bad, "--benchmark", nats_csv,
+                           "--dataset", "cifar10", "--budget", 6, "--out", tmp_path / "s")
+    assert code == 2 and err.count("\n") == 1 and "state_dict['gp.mlp.net.0.weight'] holds NaN" in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_surrogate_holding_nan_is_never_saved(surrogate_file, tmp_path):
+    surrogate, _ = surrogate_io.load(surrogate_file)
+    with torch.no_grad():
+        surrogate.gp.mlp.net[0].weight[0, 0] = math.nan
+    with pytest.raises(UserError, match=r"state_dict\['gp.mlp.net.0.weight'\] holds NaN or infinite values"):
+        surrogate_io.save(surrogate, tmp_path / "surrogate.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_meta_train_ending_with_nan_weights_keeps_the_run_it_would_overwrite(capsys, tmp_path, nats_csv, monkeypatch):
+    """It wrote the NaN surrogate over the earlier one and said it had meta-trained."""
+    import naslib_bayes.predictors.meta_train as mt
+
+    argv = ["meta-train", "--benchmark", nats_csv, "--datasets", "cifar100", "--iterations", 3,
+            "--encoder-hidden", 8, "--out", tmp_path / "mt"]
+    assert run_cli(capsys, *argv, "--seed", 1)[0] == 0
+    before = {path.name: path.read_bytes() for path in (tmp_path / "mt").iterdir()}
+    trained = mt.meta_train
+
+    def diverged(*args, **kwargs):
+        surrogate, log = trained(*args, **kwargs)
+        with torch.no_grad():
+            surrogate.gp.covar_module.raw_outputscale.fill_(math.inf)
+        return surrogate, log
+
+    monkeypatch.setattr(mt, "meta_train", diverged)
+    code, out, err = run_cli(capsys, *argv, "--seed", 2, "--overwrite")
+    assert code == 2 and out == "" and "raw_outputscale'] holds NaN or infinite values (meta-training diverged)" in err
+    assert {path.name: path.read_bytes() for path in (tmp_path / "mt").iterdir()} == before
 
 
 @pytest.fixture
@@ -339,14 +408,15 @@ def test_expected_improvement_matches_its_integral():
 
 def test_score_dispatches_ucb_and_ei_with_their_options():
     """ucb is mean + sqrt(beta) std; ei's xi raises the bar the improvement is measured from;
-    where std is 0 log EI is the log of the plain improvement (-inf without one)."""
+    where std is 0 log EI is the log of the plain improvement (without one, below every other score)."""
     mean = torch.tensor([0.3, -1.0, 2.0, 0.1], dtype=torch.float64)
     std = torch.tensor([0.7, 0.2, 0.0, 0.0], dtype=torch.float64)
     ucb = acquisition.score("ucb", mean, std, best=0.5, beta=4.0)
     assert torch.allclose(ucb, mean + 2.0 * std)
     ei = acquisition.score("ei", mean, std, best=0.5, xi=0.3)
     assert torch.allclose(ei[:3], acquisition.score("ei", mean, std, best=0.8)[:3])
-    assert float(ei[2]) == pytest.approx(math.log(1.2)) and float(ei[3]) == -math.inf
+    assert float(ei[2]) == pytest.approx(math.log(1.2)) and math.isfinite(float(ei[3]))
+    assert float(ei[3]) < float(ei[:3].min())
     assert not torch.allclose(ei[:2], acquisition.score("ei", mean, std, best=0.5)[:2])
 
 
@@ -396,6 +466,45 @@ def test_ei_scores_keep_ranking_cells_where_ei_underflows():
     scores = acquisition.score("ei", mean, std, best=0.0)
     assert bool(torch.isfinite(scores).all()) and float(scores[0]) > float(scores[1])
     assert acquisition.select_best(scores, torch.ones(2, dtype=torch.bool), torch.tensor([0, 1])) == 0
+
+
+def test_cells_with_no_std_and_no_improvement_rank_as_ei_does_in_the_limit_of_no_std():
+    """EI of a cell below the incumbent vanishes as its std -> 0, more slowly the closer its mean:
+    cells of no std (at most 1e-12) rank by mean, all below any cell with some EI left; they
+    scored -inf, so that a search whose unqueried cells all had no std chose by tie priority."""
+    mean = torch.tensor([-0.3, -0.01, -2.0, 0.0, -0.5], dtype=torch.float64)
+    for tiny in (1e-6, 1e-7, 1e-8):  # log EI still finite here: the order the limit keeps
+        limit_order = torch.argsort(acquisition.log_expected_improvement(mean, torch.full_like(mean, tiny), 0.0))
+        assert limit_order.tolist() == [2, 4, 0, 1, 3]
+    for no_std in (0.0, 1e-12, 1e-13):
+        scores = acquisition.log_expected_improvement(mean, torch.full_like(mean, no_std), best=0.0)
+        assert bool(torch.isfinite(scores).all()) and torch.argsort(scores).tolist() == [2, 4, 0, 1, 3]
+        everyone = torch.ones(5, dtype=torch.bool)
+        for priority in (torch.arange(5), torch.arange(5).flip(0)):
+            assert acquisition.select_best(scores, everyone, priority) == 3
+    # beside cells with some EI left (however little) or a certain improvement, they come last
+    mean = torch.cat([mean, torch.tensor([-40.0, -1e9, 0.5], dtype=torch.float64)])
+    std = torch.tensor([0.0] * 5 + [1.0, 1e-3, 0.0], dtype=torch.float64)
+    scores = acquisition.log_expected_improvement(mean, std, best=0.0)
+    assert bool(torch.isfinite(scores).all()) and float(scores[:5].max()) < float(scores[5:].min())
+    assert torch.argsort(scores[:5]).tolist() == [2, 4, 0, 1, 3]
+    assert torch.equal(scores[5:], acquisition.log_expected_improvement(mean[5:], std[5:], best=0.0))
+
+
+def test_prior_weight_ranks_cells_with_no_std_and_no_improvement():
+    """Every unqueried cell at the same mean below the incumbent with no std: pi-BO's prior picks
+    the cell (the limit of EI * pi^(beta / n) as std -> 0), not the tie priority."""
+    from types import SimpleNamespace
+
+    opt = TNAS(seed=0)
+    opt.problem = SimpleNamespace(objective=SimpleNamespace(budget=50))
+    opt.history = [((0,) * 6, 1.0)] * 5
+    opt.prior = opt.log_belief = torch.tensor([0.2, 1.5, -0.7, 0.9], dtype=torch.float64)
+    mean, std = torch.full((4,), -0.4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    scores = opt.acquisition_scores(mean, std, best=0.0)
+    for priority in (torch.arange(4), torch.arange(4).flip(0), torch.tensor([1, 3, 0, 2])):
+        assert acquisition.select_best(scores, torch.ones(4, dtype=torch.bool), priority) == 1
+    assert torch.argsort(scores).tolist() == torch.argsort(opt.prior).tolist()
 
 
 def test_prior_weighted_ei_ranks_cells_far_below_the_incumbent_by_their_true_ei():

@@ -491,10 +491,19 @@ def _damaged_weights_file(folder):
     return path
 
 
+def _nan_meta_phi_file(folder):
+    path = _images_surrogate_file(folder)
+    payload = torch.load(path, weights_only=True)
+    payload["meta_phi"][1, 0] = float("nan")
+    torch.save(payload, path)
+    return path
+
+
 @pytest.mark.parametrize("make_file, named", [
     (_images_surrogate_file, "cifar-10-batches-py"),  # the image root lacks the target's, cifar10
     (_untrusted_extractor_file, "someone_elses_module:make"),
     (_damaged_weights_file, "a damaged surrogate file"),
+    (_nan_meta_phi_file, "meta_phi holds NaN or infinite values"),
 ])
 def test_search_refuses_a_surrogate_it_cannot_use_before_making_out(capsys, tmp_path, nats_csv, make_file, named):
     """Each was refused only once the search set up its surrogate, beside an --out made (and
@@ -551,7 +560,7 @@ def test_search_meta_training_on_images_refuses_its_inputs_before_making_out(cap
 
 
 # ---- images-mode surrogate files: each meta-training dataset's phi ---------------------------
-@pytest.mark.parametrize("damage", ["missing", "one_row_for_two_datasets", "too_wide", "nan"])
+@pytest.mark.parametrize("damage", ["missing", "one_row_for_two_datasets", "too_wide"])
 def test_a_damaged_meta_phi_in_an_images_surrogate_file_is_one_line(tmp_path, damage):
     """The phi each meta-training dataset's evidence is seen with was loaded unchecked: the search
     then failed with a TypeError, IndexError or matrix-shape traceback, or a kernel with no
@@ -566,7 +575,7 @@ def test_a_damaged_meta_phi_in_an_images_surrogate_file_is_one_line(tmp_path, da
     payload = torch.load(surrogate_io.save(surrogate, tmp_path / "good.pt"), weights_only=True)
     phi = payload["meta_phi"]
     damaged = {"missing": None, "one_row_for_two_datasets": phi[:1], "too_wide": torch.zeros(2, 7, dtype=torch.float64),
-               "nan": phi.clone().fill_(float("nan")), "integers": torch.zeros(2, 4, dtype=torch.long)}[damage]
+               "integers": torch.zeros(2, 4, dtype=torch.long)}[damage]
     if damaged is None:
         del payload["meta_phi"]
     else:

@@ -149,6 +149,7 @@ def _write_surrogate_and_result(out: Path, args, benchmark, datasets, config, su
     info = {"meta_datasets": names, "meta_metrics": metrics, "seed": args.seed, "benchmark": benchmark.source,
             "metric": args.metric, "image_root": image_root, "meta_train_config": config.to_dict(),
             "meta_train": log.to_dict()}
+    surrogate_io.require_finite(surrogate)  # refused by save() too, but only after the earlier run's result went
     results.retire_result(out)
     path = surrogate_io.save(surrogate, out / surrogate_io.FILE_NAME, info)
     result = results.new_result(

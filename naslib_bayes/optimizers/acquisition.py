@@ -32,12 +32,36 @@ def log_expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: float,
 
     ``EI = std * h(z)`` with ``z = (mean - best - xi) / std`` and ``h(z) = phi(z) + z * Phi(z)``;
     ``log h`` is taken in a form free of cancellation for negative z (see :func:`_log_h`).
-    Where ``std`` is 0: ``log max(mean - best - xi, 0)`` (-inf without improvement).
+    Where ``std`` is 0 (at most ``_MIN_STD``): ``log(mean - best - xi)`` with an improvement;
+    without one, see :func:`_rank_certain_non_improvements`.
     """
     improvement = mean - best - xi
     safe_std = std.clamp_min(_MIN_STD)
     log_ei = torch.log(safe_std) + _log_h(improvement / safe_std)
-    return torch.where(std > _MIN_STD, log_ei, torch.log(improvement.clamp_min(0.0)))
+    log_ei = torch.where(std > _MIN_STD, log_ei, torch.log(improvement.clamp_min(0.0)))
+    return _rank_certain_non_improvements(log_ei, improvement, (std <= _MIN_STD) & (improvement <= 0))
+
+
+def _rank_certain_non_improvements(log_ei: torch.Tensor, improvement: torch.Tensor,
+                                   certain: torch.Tensor) -> torch.Tensor:
+    """``log_ei`` (n,) with the cells ``certain`` (n,) bool -- no std, no improvement, log EI
+    -inf -- scored ``floor + improvement``, ``floor`` below every finite score of ``log_ei``
+    (the improvement scaled up where ``floor`` is so low that means 1e-8 apart would round together).
+
+    As std -> 0 their EI vanishes faster than any other cell's, and the slowest for the mean
+    closest to the incumbent: that limit's order. Left at -inf, a search whose every unqueried
+    cell had collapsed to no std chose by tie priority alone, blind to the means and to a
+    prior's weight added to these scores (:class:`~naslib_bayes.optimizers.tnas.TNAS`).
+    """
+    if not bool(certain.any()):
+        return log_ei
+    finite = log_ei[torch.isfinite(log_ei)]
+    floor = torch.zeros((), dtype=log_ei.dtype)
+    if finite.numel():  # strictly below, also where the lowest is too large for a step of 1
+        lowest = finite.min()
+        floor = torch.minimum(lowest - 1, torch.nextafter(lowest, torch.tensor(-math.inf, dtype=log_ei.dtype)))
+    step = max(1.0, -float(floor) * 1e-8)
+    return torch.where(certain, floor + step * improvement, log_ei)
 
 
 _MIN_STD = 1e-12

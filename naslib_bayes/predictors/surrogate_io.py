@@ -14,6 +14,9 @@ unless the caller trusts it (``trust_feature_extractor``); the built-in extracto
     evidence           {"cells": (m, 6) long, "values": (m,) float64, "dataset": (m,) long}
     meta_phi           images mode: (n_meta, c) float64, else absent
     info               plain metadata: meta-training datasets, seed, config, log
+
+A file whose tensors hold NaN or an infinity (but a constraint's open bound) is refused when it
+is read, and never written.
 """
 
 from __future__ import annotations
@@ -42,8 +45,33 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
-    """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written."""
+    """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written.
+
+    A surrogate holding NaN or infinite values is a :class:`UserError` (see :func:`require_finite`)
+    and nothing is written: :func:`load` would refuse the file.
+    """
     path = resolve(path)
+    payload = _payload_of(surrogate, info)
+    _require_finite_payload(payload)
+    return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+
+
+def require_finite(surrogate: TNASSurrogate) -> None:
+    """A one-line :class:`UserError` naming the first of ``surrogate``'s tensors (weights, evidence)
+    to hold NaN or an infinity: a training that diverged without a NaN loss. For a command to call
+    before it replaces anything of an earlier run with the surrogate's files."""
+    _require_finite_payload(_payload_of(surrogate))
+
+
+def _require_finite_payload(payload: dict[str, Any]) -> None:
+    name = _first_non_finite(_stored_tensors(payload))
+    if name is not None:
+        raise UserError(f"the meta-trained surrogate's {name} holds NaN or infinite values (meta-training diverged): "
+                        "run again with a lower learning rate (meta-train --lr, or TNAS's meta_lr)")
+
+
+def _payload_of(surrogate: TNASSurrogate, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What :func:`save` writes for ``surrogate`` and ``info``, its tensors copied."""
     ev = surrogate.evidence
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -56,7 +84,7 @@ def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any]
         payload["evidence"] = {"cells": ev.cells.clone(), "values": ev.values.clone(), "dataset": ev.dataset.clone()}
     if surrogate.meta_phi is not None:
         payload["meta_phi"] = surrogate.meta_phi.clone()
-    return atomic_write(path, lambda handle: torch.save(payload, handle), binary=True)
+    return payload
 
 
 def _plain(value: Any) -> Any:
@@ -140,7 +168,38 @@ def _read(path: str | os.PathLike) -> tuple[Path, dict[str, Any], SurrogateConfi
         config = SurrogateConfig.from_dict(_of_type(payload, "surrogate_config", dict))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{file}: a damaged surrogate file ({cause(exc)})") from None
+    name = _first_non_finite(_stored_tensors(payload))
+    if name is not None:  # one NaN weight made the first GP fit a LinAlgError traceback, after --out was made
+        raise UserError(f"{file}: {name} holds NaN or infinite values (a damaged surrogate file, or one saved "
+                        "from a diverged training): meta-train it again")
     return file, payload, config
+
+
+def _stored_tensors(payload: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a payload by the names a message gives them (``state_dict[KEY]``, ...)."""
+    named = {}
+    for group in ("state_dict", "evidence"):
+        stored = payload.get(group)
+        if isinstance(stored, dict):
+            named.update({f"{group}[{key!r}]": value for key, value in stored.items()})
+    named["meta_phi"] = payload.get("meta_phi")
+    return named
+
+
+# gpytorch stores a one-sided constraint's open side as an infinite bound
+_BOUND_SUFFIXES = ("_constraint.lower_bound']", "_constraint.upper_bound']")
+
+
+def _first_non_finite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first real tensor of ``tensors`` holding NaN or an infinity (a constraint's
+    bound may be infinite), or None; entries of other types are left to the checks that read them."""
+    for name, value in tensors.items():
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        bad = value.isnan() if name.endswith(_BOUND_SUFFIXES) else ~torch.isfinite(value)
+        if bool(bad.any()):
+            return name
+    return None
 
 
 def refuse_other_meta_training(path: str | os.PathLike, info: dict[str, Any], target: str | None = None,
@@ -184,11 +243,10 @@ def _of_type(stored: dict[str, Any], key: str, kind: type, default: Any = _MISSI
 
 def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
     """The stored evidence, checked: cells (m, 6), values (m,) and dataset (m,) must be tensors that
-    agree, hold op indices, finite real values (returned as float64) and indices of the
-    ``num_datasets`` meta-training datasets.
+    agree, hold op indices, real values (returned as float64; :func:`_read` refused non-finite ones)
+    and indices of the ``num_datasets`` meta-training datasets.
 
-    Indices are used to look rows up: an op index of -1 or 5 would silently stand for another cell,
-    and one NaN value would make the prior NaN for every cell.
+    Indices are used to look rows up: an op index of -1 or 5 would silently stand for another cell.
     """
     cells, values, dataset = (_of_type(stored, key, torch.Tensor) for key in ("cells", "values", "dataset"))
     m = cells.shape[0] if cells.dim() else 0
@@ -199,15 +257,13 @@ def _evidence(stored: dict[str, Any], num_datasets: int) -> Evidence:
     _require_indices("evidence dataset", dataset, num_datasets)
     if not values.is_floating_point():
         raise ValueError(f"evidence values: {values.dtype}, not real numbers")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("evidence values are not all finite")
     # the prior sums them into float64 (the GP's dtype), which refuses another float type
     return Evidence(cells, values.to(torch.float64), dataset)
 
 
 def _meta_phi(stored: dict[str, Any], config: SurrogateConfig) -> torch.Tensor | None:
-    """``images`` mode: the stored phi of each meta-training dataset, checked to be finite and
-    (n_meta, context_dim): its rows are the contexts the evidence is seen with."""
+    """``images`` mode: the stored phi of each meta-training dataset (finite: :func:`_read`), checked
+    to be (n_meta, context_dim): its rows are the contexts the evidence is seen with."""
     meta_phi = _of_type(stored, "meta_phi", torch.Tensor, None)
     if config.dataset_encoder != "images":
         return meta_phi
@@ -215,8 +271,6 @@ def _meta_phi(stored: dict[str, Any], config: SurrogateConfig) -> torch.Tensor |
     if meta_phi is None or tuple(meta_phi.shape) != expected:
         found = "none" if meta_phi is None else f"shape {tuple(meta_phi.shape)}"
         raise ValueError(f"meta_phi: {found}, not the {expected} of one phi per meta-training dataset")
-    if not bool(torch.isfinite(meta_phi).all()):
-        raise ValueError("meta_phi values are not all finite")
     return meta_phi
 
 
