@@ -104,3 +104,13 @@ def test_an_earlier_versions_checkpoint_resumes_once_trusted_to_the_uninterrupte
     assert code == 0, err
     assert f"{checkpoint}: read by full unpickling, as {ckpt.TRUST_ENV} names it" in err
     assert _result(out) == _result(tmp_path / "full")
+
+
+def test_a_damaged_checkpoint_is_called_unreadable_not_one_holding_objects(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as refused:
+        ckpt.load(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: cannot read the checkpoint (") and "Unsupported operand" in message
+    assert "\n" not in message and "weights_only" not in message  # torch's advice to unpickle it in full left out

@@ -66,11 +66,11 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 def _load_trusted(path: Path, refusal: pickle.UnpicklingError) -> Any:
     """``path`` unpickled in full if :data:`TRUST_ENV` names it; otherwise one line saying why it
     is not read and how to go on. Nothing is read before the check: unpickling may run code."""
-    if "Weights only load failed" not in str(refusal):  # a damaged file, not one holding objects
-        raise UserError(f"{path}: cannot read the checkpoint ({cause(refusal)})") from None
-    held = re.search(r"GLOBAL ([\w.]+)", str(refusal))
+    held = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(refusal))
+    if held is None:  # damaged, or not a pickle at all: no object in it could run code
+        raise UserError(f"{path}: cannot read the checkpoint ({_unpickler_reason(refusal)})") from None
     if not _trusted(path):
-        raise UserError(f"{path}: the checkpoint holds Python objects{f' ({held[1]})' if held else ''}, not "
+        raise UserError(f"{path}: the checkpoint holds Python objects ({held[1]}), not "
                         "only tensors and plain values, and reading it could run code from the file; a "
                         "checkpoint of an earlier naslib-bayes does: if you wrote it, resume with "
                         f"{TRUST_ENV}={path}, otherwise start anew") from None
@@ -80,6 +80,12 @@ def _load_trusted(path: Path, refusal: pickle.UnpicklingError) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise UserError(f"{path}: cannot read the checkpoint ({cause(exc)})") from None
+
+
+def _unpickler_reason(refusal: pickle.UnpicklingError) -> str:
+    """torch's reason for refusing a file, without its advice on loading the file in full."""
+    _, found, reason = str(refusal).partition("WeightsUnpickler error:")
+    return reason.strip().splitlines()[0] if found and reason.strip() else cause(refusal)
 
 
 def _trusted(path: Path) -> bool:
