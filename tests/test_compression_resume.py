@@ -243,3 +243,33 @@ def test_a_resume_on_other_data_files_is_refused_and_on_moved_ones_continues(cap
     assert checkpoint.read_bytes() == saved and not (tmp_path / "run" / "result.json").exists()
     code, _, err = run_cli(capsys, *argv, "--data-root", moved, "--resume")
     assert code == 0, err
+
+
+def test_a_compression_checkpoint_holds_tensors_and_plain_values_only(digits, tmp_path):
+    """The compression stage saved the switched network as a pickled module: reading such a
+    checkpoint needs full unpickling, which runs any code a shared file holds."""
+    torch.set_num_threads(1)
+    path = tmp_path / "c.pt"
+    with pytest.raises(Killed):
+        _run(digits, KilledAfter(path, 2))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert state["stages"]["compress"]["epoch"] == 2
+
+
+def test_a_saved_switched_network_comes_back_whole(tmp_path):
+    """What a pickled module kept and a description could lose: dtype, frozen layers, in-place ReLU."""
+    from naslib_bayes.compression.resume import network_state, restore_network
+    from naslib_bayes.compression.switched import SwitchedNetwork
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.BatchNorm1d(6), nn.ReLU(inplace=True), nn.Linear(6, 3)).double()
+    model[0].requires_grad_(False)
+    net = SwitchedNetwork(list(model.named_children()), (8,)).eval()
+    torch.save(network_state(net), tmp_path / "net.pt")
+    rebuilt = restore_network(torch.load(tmp_path / "net.pt", weights_only=True), torch.device("cpu"))
+    assert _same_networks(rebuilt, net) and not rebuilt.training
+    assert {n: (p.dtype, p.requires_grad) for n, p in rebuilt.named_parameters()} == \
+        {n: (p.dtype, p.requires_grad) for n, p in net.named_parameters()}
+    assert rebuilt.steps[2].inplace and rebuilt.names == net.names
+    x = torch.randn(5, 8, dtype=torch.float64)
+    assert torch.equal(rebuilt(x), net(x))

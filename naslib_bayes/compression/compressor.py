@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from naslib_bayes.compression.config import CompressionConfig
 from naslib_bayes.compression.prune import plan_pruning, slim
-from naslib_bayes.compression.resume import StageCheckpoint
+from naslib_bayes.compression.resume import StageCheckpoint, network_state, restore_network
 from naslib_bayes.compression.switched import LayerUpdate, SwitchedNetwork
 from naslib_bayes.compression.trace import analyse_chain, trace_chain
 from naslib_bayes.data import ImageDataset, batches
@@ -453,7 +453,8 @@ class _CompressionRun:
         saved = self.checkpoint.get("compress") if self.checkpoint is not None else None
         if saved is None:
             return
-        self.net, self.history, self.finetune_start = saved["net"], saved["history"], saved["finetune_start"]
+        self.net = restore_network(saved["net"], self.net.child[0].device)
+        self.history, self.finetune_start = saved["history"], saved["finetune_start"]
         self.phase, self.first_epoch = saved["phase"], saved["epoch"]
         restore_random_state(self.generator, saved["random"])
         self.start -= saved["elapsed_s"]
@@ -464,7 +465,7 @@ class _CompressionRun:
         """Checkpoint the run (stage ``compress``) to continue at ``next_epoch`` of ``at_phase``."""
         if self.checkpoint is not None:
             self.checkpoint.put("compress", {
-                "phase": at_phase, "epoch": next_epoch, "net": self.net, "optimizer": self.opt.state_dict(),
+                "phase": at_phase, "epoch": next_epoch, "net": network_state(self.net), "optimizer": self.opt.state_dict(),
                 "random": random_state(self.generator), "history": self.history,
                 "finetune_start": self.finetune_start, "elapsed_s": time.perf_counter() - self.start})
 

@@ -2,7 +2,9 @@
 
 A run has stages (the dense baseline, then the compression); each saves what its loop needs to
 continue after every epoch. All stages live in one file, written atomically, together with the
-settings of the run: a checkpoint continues only the run it was written by.
+settings of the run: a checkpoint continues only the run it was written by. The file holds
+tensors and plain values only (the switched network as :func:`network_state`), so it is read
+without unpickling code.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn as nn
+
+from naslib_bayes.compression.io import build_module, module_spec
+from naslib_bayes.compression.switched import SwitchedNetwork
 from naslib_bayes.errors import UserError
 from naslib_bayes.training import checkpoint as ckpt
 
@@ -51,3 +58,38 @@ class StageCheckpoint:
         self.stages[stage] = state
         ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages, "wall_s": self.clock.total_s()})
 
+
+
+def network_state(net: SwitchedNetwork) -> dict[str, Any]:
+    """``net`` as tensors and plain values, for a checkpoint (:func:`restore_network` rebuilds it).
+
+    A pruned network has widths no model of the user's has, so its modules are described as
+    ``widths.json`` describes them, with what that leaves out and a resumed run must keep: which
+    parameters are frozen and which activations work in place.
+    """
+    return {"names": list(net.names), "input_shape": list(net.input_shape),
+            "modules": [{**module_spec(m), "inplace": bool(getattr(m, "inplace", False))} for m in net.steps],
+            "state": net.state_dict(), "training": net.training,
+            "frozen": [name for name, p in net.named_parameters() if not p.requires_grad]}
+
+
+def restore_network(saved: dict[str, Any] | nn.Module, device: torch.device) -> SwitchedNetwork:
+    """The switched network :func:`network_state` saved, on ``device``, its weights in their saved
+    dtypes. A checkpoint of an earlier version holds the module itself (read only when trusted)."""
+    if isinstance(saved, nn.Module):
+        return saved.to(device)
+    with torch.random.fork_rng(devices=[]):  # fresh layers' initialisation, replaced by the saved weights
+        chain = [(name, _module(spec)) for name, spec in zip(saved["names"], saved["modules"])]
+        net = SwitchedNetwork(chain, tuple(saved["input_shape"]))
+    net.load_state_dict(saved["state"], assign=True)  # assign: the saved dtypes, not the fresh layers'
+    frozen = set(saved["frozen"])
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    return net.to(device).train(saved["training"])
+
+
+def _module(spec: dict[str, Any]) -> nn.Module:
+    module = build_module(spec)
+    if spec["inplace"]:
+        module.inplace = True
+    return module

@@ -3,11 +3,19 @@
 Files are written atomically: a reader sees the previous checkpoint or the new one, never a torn
 one. Each records its format and the settings of the run that wrote it
 (:func:`load_run_checkpoint`): a checkpoint continues only a run of the same kind and settings.
+
+A checkpoint holds tensors and plain values only and is read with ``weights_only=True``: reading
+one never runs code from the file. One holding other Python objects (a checkpoint of an earlier
+version, or a file made to run code) is refused, unless the environment variable
+:data:`TRUST_ENV` names it: then it is read by full unpickling, after a line saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +27,10 @@ from naslib_bayes.errors import UserError, cause
 from naslib_bayes.results import atomic_write, retire_result
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The environment variable naming checkpoints (``os.pathsep``-separated) trusted to be unpickled in full.
+TRUST_ENV = "NASLIB_BAYES_TRUST_CHECKPOINT"
+
+logger = logging.getLogger(__name__)
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -37,15 +49,49 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save` (our own files: full unpickling is allowed)."""
+    """Load a checkpoint written by :func:`save` with ``weights_only=True``; one that holds other
+    Python objects only when :data:`TRUST_ENV` names it (:func:`_load_trusted`)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        state = _load_trusted(path, exc)
     except Exception as exc:  # truncated or foreign files fail in many ways (pickle, zip, EOF, ...)
         raise UserError(f"{path}: cannot read the checkpoint ({cause(exc)})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def _load_trusted(path: Path, refusal: pickle.UnpicklingError) -> Any:
+    """``path`` unpickled in full if :data:`TRUST_ENV` names it; otherwise one line saying why it
+    is not read and how to go on. Nothing is read before the check: unpickling may run code."""
+    held = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(refusal))
+    if held is None:  # damaged, or not a pickle at all: no object in it could run code
+        raise UserError(f"{path}: cannot read the checkpoint ({_unpickler_reason(refusal)})") from None
+    if not _trusted(path):
+        raise UserError(f"{path}: the checkpoint holds Python objects ({held[1]}), not "
+                        "only tensors and plain values, and reading it could run code from the file; a "
+                        "checkpoint of an earlier naslib-bayes does: if you wrote it, resume with "
+                        f"{TRUST_ENV}={path}, otherwise start anew") from None
+    logger.warning("%s: read by full unpickling, as %s names it; the run's next checkpoint holds tensors "
+                   "and plain values only", path, TRUST_ENV)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read the checkpoint ({cause(exc)})") from None
+
+
+def _unpickler_reason(refusal: pickle.UnpicklingError) -> str:
+    """torch's reason for refusing a file, without its advice on loading the file in full."""
+    _, found, reason = str(refusal).partition("WeightsUnpickler error:")
+    return reason.strip().splitlines()[0] if found and reason.strip() else cause(refusal)
+
+
+def _trusted(path: Path) -> bool:
+    """Whether :data:`TRUST_ENV` names ``path``."""
+    named = [entry for entry in os.environ.get(TRUST_ENV, "").split(os.pathsep) if entry]
+    return any(Path(entry).resolve() == path.resolve() for entry in named)
 
 
 def check_format(path: str | os.PathLike, state: dict[str, Any], file_format: str, what: str) -> None:
