@@ -59,7 +59,6 @@ class StageCheckpoint:
         ckpt.save(self.path, {"format": FORMAT, "run": self.run, "stages": self.stages, "wall_s": self.clock.total_s()})
 
 
-
 def network_state(net: SwitchedNetwork) -> dict[str, Any]:
     """``net`` as tensors and plain values, for a checkpoint (:func:`restore_network` rebuilds it).
 

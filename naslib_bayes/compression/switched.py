@@ -305,7 +305,6 @@ class SwitchedNetwork(nn.Module):
                 if layer.bias is not None:
                     layer.bias.div_(factor)
 
-
     @torch.no_grad()
     def reinitialise(self, seed: int) -> None:
         """Fresh weights for the same architecture: every module's own initialisation (seeded,
