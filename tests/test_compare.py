@@ -963,3 +963,14 @@ def test_a_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(cap
                      "(optimizers re; seeds 1): name them in the grid to summarise them"], err
     assert [row["runs"] for row in read_csv(out / "summary.csv")] == ["1"]
     assert len(list((out / "runs").glob("*.json"))) == 4  # every run is kept
+
+
+def test_the_left_out_note_lists_seeds_in_numeric_order(tmp_path):
+    """Seeds 2 and 10 left out read "seeds 2, 10", not the text order "10, 2"."""
+    runs = tmp_path / records.RUNS_DIR
+    runs.mkdir()
+    for seed in (0, 2, 10):
+        spec = grid.RunSpec("rs", "cifar10", seed)
+        (runs / f"{spec.name}.json").write_text(json.dumps({"optimizer": "rs", "dataset": "cifar10", "seed": seed}))
+    note = summary.runs_left_out(tmp_path, ["rs"], ["cifar10"], [0])
+    assert note is not None and "(seeds 2, 10)" in note, note

@@ -224,9 +224,16 @@ def _run_fields(path: Path) -> dict[str, Any]:
 
 
 def _unlisted(records: Iterable[Mapping[str, Any]], key: str, listed: Sequence) -> list[str]:
-    """The values of ``key`` in ``records`` that ``listed`` lacks, as text, in order."""
+    """The values of ``key`` in ``records`` that ``listed`` lacks, as text, in order (numbers
+    numerically: seeds 2, 10; a value of another type, from a damaged record, after them)."""
     values = {r[key] for r in records if key in r and r[key] not in listed}
-    return [str(v) for v in sorted(values, key=str)]
+    return [str(v) for v in sorted(values, key=_numbers_first)]
+
+
+def _numbers_first(value: Any) -> tuple:
+    """Sort key: numbers by value, then anything else by its text."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (not number, value if number else 0, str(value))
 
 
 def _require_run(out: Path, spec: RunSpec) -> dict[str, Any]:
