@@ -365,3 +365,13 @@ def test_a_genotype_key_it_does_not_know_is_refused_naming_it():
     data["normal_concat"] = data.pop("normal_concta")
     genotype = Genotype.from_json(data)
     assert Genotype.from_json(genotype.to_json()) == genotype
+
+
+def test_an_empty_concat_is_refused_as_empty():
+    # it was called "a node that does not exist", which sent the user looking for a wrong index
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [],
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError) as info:
+        Genotype.from_json(data, source="g.json")
+    assert str(info.value) == "g.json: normal_concat is empty; list the intermediate nodes (2 .. 2) the cell outputs"
+
