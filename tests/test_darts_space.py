@@ -375,3 +375,18 @@ def test_an_empty_concat_is_refused_as_empty():
         Genotype.from_json(data, source="g.json")
     assert str(info.value) == "g.json: normal_concat is empty; list the intermediate nodes (2 .. 2) the cell outputs"
 
+
+def test_a_genotype_in_darts_python_form_is_refused_as_such_before_any_folder(tmp_path, capsys):
+    """DARTS's genotypes.py writes ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), ...)``;
+    pasted into --arch it was read as a malformed NAS-Bench-201 cell string."""
+    from cli_runner import run_cli
+
+    darts_text = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=range(2, 3), "
+                  "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=range(2, 3))")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--arch", darts_text, "--dataset", "digits", "--epochs", "1", "--out", out)
+    assert code == 2 and not out.exists()
+    assert err.strip().splitlines() == [
+        "naslib-bayes: error: --arch: DARTS's Python form Genotype(...) is not read; give the genotype as JSON, "
+        '{"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5], "reduce": [...], '
+        '"reduce_concat": [2, 3, 4, 5]}, or a JSON file holding it']
