@@ -365,3 +365,28 @@ def test_a_genotype_key_it_does_not_know_is_refused_naming_it():
     data["normal_concat"] = data.pop("normal_concta")
     genotype = Genotype.from_json(data)
     assert Genotype.from_json(genotype.to_json()) == genotype
+
+
+def test_an_empty_concat_is_refused_as_empty():
+    # it was called "a node that does not exist", which sent the user looking for a wrong index
+    data = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": [],
+            "reduce": [["skip_connect", 0], ["skip_connect", 1]]}
+    with pytest.raises(UserError) as info:
+        Genotype.from_json(data, source="g.json")
+    assert str(info.value) == "g.json: normal_concat is empty; list the intermediate nodes (2 .. 2) the cell outputs"
+
+
+def test_a_genotype_in_darts_python_form_is_refused_as_such_before_any_folder(tmp_path, capsys):
+    """DARTS's genotypes.py writes ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), ...)``;
+    pasted into --arch it was read as a malformed NAS-Bench-201 cell string."""
+    from cli_runner import run_cli
+
+    darts_text = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=range(2, 3), "
+                  "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=range(2, 3))")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--arch", darts_text, "--dataset", "digits", "--epochs", "1", "--out", out)
+    assert code == 2 and not out.exists()
+    assert err.strip().splitlines() == [
+        "naslib-bayes: error: --arch: DARTS's Python form Genotype(...) is not read; give the genotype as JSON, "
+        '{"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5], "reduce": [...], '
+        '"reduce_concat": [2, 3, 4, 5]}, or a JSON file holding it']

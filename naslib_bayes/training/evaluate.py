@@ -56,6 +56,10 @@ def parse_arch(text: str) -> tuple[str, nb201.Cell | Genotype]:
     """``("nasbench201", cell)`` or ``("darts", genotype)`` from an ``--arch`` value."""
     text = str(text).strip()
     data: Any = None
+    if text.startswith("Genotype("):  # DARTS's genotypes.py form, which would be read as a malformed NB201 string
+        raise UserError("--arch: DARTS's Python form Genotype(...) is not read; give the genotype as JSON, "
+                        '{"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5], "reduce": [...], '
+                        '"reduce_concat": [2, 3, 4, 5]}, or a JSON file holding it')
     if text.startswith("{"):
         try:
             data = json.loads(text)

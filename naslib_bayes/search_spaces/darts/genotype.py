@@ -70,7 +70,11 @@ class Genotype:
                     raise UserError(f"{source}: {name} uses unknown or 'none' op {op!r}")
                 if not 0 <= src < node:
                     raise UserError(f"{source}: {name} node {node} takes input {src}, not an earlier node")
-            if not concat or any(not 2 <= i < len(edges) // 2 + 2 for i in concat):
+            last = len(edges) // 2 + 1
+            if not concat:
+                raise UserError(f"{source}: {name}_concat is empty; list the intermediate nodes (2 .. {last}) "
+                                "the cell outputs")
+            if any(not 2 <= i <= last for i in concat):
                 raise UserError(f"{source}: {name}_concat lists a node that does not exist")
 
     def parameter_free(self) -> bool:
