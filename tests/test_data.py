@@ -263,6 +263,24 @@ def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
     assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
 
 
+@pytest.mark.parametrize("plain_name", ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])
+def test_gzipped_and_plain_copies_of_one_mnist_file_must_agree(tmp_path, plain_name):
+    """A folder with a .gz and an unpacked copy (as torchvision leaves MNIST/raw): which one trains
+    must not be a silent guess when they differ; identical ones are read as one."""
+    rng = np.random.default_rng(19)
+    images, labels = rng.integers(0, 256, (20, 4, 4)), rng.integers(0, 10, 20)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    write_idx(tmp_path / plain_name, images, gz=False)
+    reference = load_mnist(tmp_path, t10k_split=(15, 5))
+    assert torch.equal(as_pixels(reference.test)[:, 0], torch.from_numpy(images[reference.test.indices]).float())
+    write_idx(tmp_path / plain_name, 255 - images, gz=False)
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(15, 5))
+    assert str(info.value) == (f"{tmp_path / 't10k-images-idx3-ubyte.gz'} and {tmp_path / plain_name}: two "
+                               "different copies of one file; remove the one not to read")
+
+
 def test_mnist_training_labels_without_their_images_are_refused_naming_the_missing_file(tmp_path):
     """A lost train-images file must not turn the run into the 8,000 / 2,000 split of t10k in silence."""
     rng = np.random.default_rng(17)

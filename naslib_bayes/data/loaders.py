@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.data.dataset import DataSplits, RawPart, build_splits, carve_validation, make_generator, partition
-from naslib_bayes.data.formats import find_file, pickle_field, read_idx, read_pickle_dict
+from naslib_bayes.data.formats import find_file, pickle_field, read_bytes, read_idx, read_pickle_dict
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import whole_number
 
@@ -81,12 +81,24 @@ def _idx_names(stem: str) -> tuple[str, ...]:
     return (stem + ".gz", stem, dotted + ".gz", dotted)
 
 
+def _one_idx_copy(folder: Path, stem: str) -> Path | None:
+    """The file of ``stem`` in ``folder`` (the first of :func:`_idx_names`), or None. Copies under
+    other names (a .gz beside its unpacked file, as torchvision leaves them) must hold the same
+    array: otherwise which one a run reads would be a silent guess."""
+    copies = [folder / name for name in _idx_names(stem) if (folder / name).is_file()]
+    content = read_bytes(copies[0]) if len(copies) > 1 else None
+    for other in copies[1:]:
+        if read_bytes(other) != content:
+            raise UserError(f"{copies[0]} and {other}: two different copies of one file; remove the one not to read")
+    return copies[0] if copies else None
+
+
 def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     """Images and labels of ``prefix`` (``train`` or ``t10k``); None when both files are absent, a
     :class:`UserError` naming the missing one when only one is there (a lost train-images file
     must not switch the run to the t10k-only split in silence)."""
-    images_path = find_file(folder, _idx_names(f"{prefix}-images-idx3-ubyte"))
-    labels_path = find_file(folder, _idx_names(f"{prefix}-labels-idx1-ubyte"))
+    images_path = _one_idx_copy(folder, f"{prefix}-images-idx3-ubyte")
+    labels_path = _one_idx_copy(folder, f"{prefix}-labels-idx1-ubyte")
     if images_path is None and labels_path is None:
         return None
     if images_path is None:
