@@ -263,6 +263,31 @@ def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
     assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
 
 
+def test_mnist_training_files_beside_the_subfolder_of_the_test_files_are_not_left_out(tmp_path):
+    """Training files in DIR, t10k files in DIR/mnist: the run read DIR/mnist alone and trained on
+    8,000 test images, the 60,000 training images unread without a word."""
+    rng = np.random.default_rng(21)
+    (tmp_path / "mnist").mkdir()
+    for folder, prefix, count in ((tmp_path, "train", 30), (tmp_path / "mnist", "t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 4, 4)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(15, 5))
+    message = str(info.value)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
+    assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+
+
+def test_mnist_training_files_without_test_files_are_named_as_such(tmp_path):
+    rng = np.random.default_rng(22)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 30))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: has train-images-idx3-ubyte.gz but no t10k-images-idx3-ubyte[.gz] "
+                               "and t10k-labels-idx1-ubyte[.gz], the test images")
+
+
 @pytest.mark.parametrize("plain_name", ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])
 def test_gzipped_and_plain_copies_of_one_mnist_file_must_agree(tmp_path, plain_name):
     """A folder with a .gz and an unpacked copy (as torchvision leaves MNIST/raw): which one trains

@@ -36,13 +36,15 @@ def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
 
 def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path:
     """``root`` or the ``root/name`` holding one of the files ``markers``; two of them holding one is
-    a :class:`UserError`, since which copy (a full set or a partial one) is read must not be a guess."""
+    a :class:`UserError`, since which copy (a full set or a partial one) is read, or which part of a
+    set split over two folders, must not be a guess."""
     found = [find_file(folder, tuple(markers)) for folder in [root, *(root / name for name in names)]]
     found = list({path.parent.resolve(): path for path in found if path is not None}.values())  # mnist -> .: one
     if not found:
         raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
     if len(found) > 1:
-        raise UserError(f"{found[0]} and {found[1]}: two copies of the dataset; name the folder of one")
+        raise UserError(f"{found[0]} and {found[1]}: the dataset's files lie in two folders; name the folder "
+                        "holding all of them")
     return found[0].parent
 
 
@@ -136,6 +138,9 @@ def load_mnist(
     test = _read_mnist_pair(folder, "t10k")
     generator = make_generator(seed)
     train = _read_mnist_pair(folder, "train")
+    if test is None:
+        raise UserError(f"{folder}: has {find_file(folder, _idx_names('train-images-idx3-ubyte')).name} but no "
+                        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], the test images")
     if train is None:
         train_size, test_size = _two_sizes(t10k_split, "t10k_split")
         # Test drawn first: the held-out images depend only on seed and test size.
@@ -152,8 +157,10 @@ def load_mnist(
 
 def mnist_folder(root: str | os.PathLike) -> Path:
     """The folder :func:`load_mnist` reads: ``root``, ``root/mnist`` or ``root/MNIST/raw``, the one
-    holding the t10k images (a :class:`UserError` naming ``root`` when none or two do)."""
-    return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
+    holding the t10k or the training images (a :class:`UserError` naming ``root`` when none do, and
+    both files when two do: training images beside a subfolder of test images were left unread)."""
+    markers = _idx_names("t10k-images-idx3-ubyte") + _idx_names("train-images-idx3-ubyte")
+    return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], markers)
 
 
 def mnist_files(root: str | os.PathLike) -> list[Path]:
