@@ -749,3 +749,26 @@ def test_load_dataset_takes_whole_floats_and_numpy_integers_as_counts(mnist_dir)
     splits = load_dataset("mnist", mnist_dir, seed=np.int64(2), val_size=10.0)
     same = load_dataset("mnist", mnist_dir, seed=2, val_size=10)
     assert torch.equal(splits.val.labels, same.val.labels) and len(splits.val.labels) == 10
+
+
+# ---------------------------------------------------------------------------- one split for every command
+
+
+def test_search_train_and_compress_hold_out_the_same_mnist_images(mnist_dir):
+    """With the t10k files alone, the images compress (seed 0) tests on are those search and train
+    hold out (split seed 0, whatever their --seed): a search never sees the images its cell is tested
+    on, and compress's validation images come out of the search images."""
+    from naslib_bayes.commands.compress import DEFAULT_VAL_SIZE, load_splits
+    from naslib_bayes.training.evaluate import TrainConfig, load_training_data, resolve_settings
+    from naslib_bayes.training.search import SearchConfig, load_search_data
+
+    search = load_search_data(SearchConfig("bayesnas", dataset="mnist", data_root=str(mnist_dir), seed=3)).train
+    cfg = TrainConfig(arch="|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", dataset="mnist", epochs=1,
+                      data_root=str(mnist_dir), seed=3)
+    trained = load_training_data(cfg, resolve_settings(cfg), torch.device("cpu"))
+    compress = load_splits("mnist", mnist_dir, seed=0, val_size=DEFAULT_VAL_SIZE)
+    assert torch.equal(trained.images, search.images) and torch.equal(trained.labels, search.labels)
+    searched = set(search.indices.tolist())
+    assert searched == set(compress.train.indices.tolist()) | set(compress.val.indices.tolist())
+    assert set(compress.test.indices.tolist()) == set(range(10_000)) - searched
+    assert torch.equal(trained.test_labels, compress.test.labels)
