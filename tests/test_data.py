@@ -772,3 +772,16 @@ def test_search_train_and_compress_hold_out_the_same_mnist_images(mnist_dir):
     assert searched == set(compress.train.indices.tolist()) | set(compress.val.indices.tolist())
     assert set(compress.test.indices.tolist()) == set(range(10_000)) - searched
     assert torch.equal(trained.test_labels, compress.test.labels)
+
+
+@pytest.mark.parametrize("name, folder, file, release", [
+    ("cifar10", "cifar-10-batches-bin", "test_batch.bin", "cifar-10-python.tar.gz"),
+    ("cifar100", "cifar-100-binary", "test.bin", "cifar-100-python.tar.gz")])
+def test_cifar_binary_version_is_named_as_the_version_not_read(tmp_path, name, folder, file, release):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / file).write_bytes(bytes(3073))
+    for root in (tmp_path, tmp_path / folder):
+        with pytest.raises(UserError) as info:
+            load_dataset(name, root=root)
+        assert str(info.value) == (f"{tmp_path / folder / file}: the binary version of {name}, which is not read; "
+                                   f"give the folder of the python version ({release})")

@@ -241,11 +241,15 @@ class _PickledFiles(NamedTuple):
     subfolders: tuple[str, ...]
     train: tuple[str, ...]
     test: str
+    #: The release's binary version, which is not read: its folder, its test file, the python release.
+    binary: tuple[str, str, str] | None = None
 
 
 _PICKLED = {
-    "cifar10": _PickledFiles(("cifar-10-batches-py",), tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch"),
-    "cifar100": _PickledFiles(("cifar-100-python",), ("train",), "test"),
+    "cifar10": _PickledFiles(("cifar-10-batches-py",), tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                             ("cifar-10-batches-bin", "test_batch.bin", "cifar-10-python.tar.gz")),
+    "cifar100": _PickledFiles(("cifar-100-python",), ("train",), "test",
+                              ("cifar-100-binary", "test.bin", "cifar-100-python.tar.gz")),
     "ImageNet16-120": _PickledFiles(("ImageNet16", "ImageNet16-120"),
                                     tuple(f"train_data_batch_{i}" for i in range(1, 11)), "val_data"),
 }
@@ -254,8 +258,22 @@ _PICKLED = {
 def _pickled_folder(root, name: str) -> Path:
     """The folder the loader of pickled dataset ``name`` reads (a :class:`UserError` naming ``root``
     when none or two hold its test file)."""
-    files = _PICKLED[name]
-    return _subfolder(_existing_dir(root, name), list(files.subfolders), [files.test])
+    files, root = _PICKLED[name], _existing_dir(root, name)
+    if not any((folder / files.test).is_file() for folder in [root, *(root / sub for sub in files.subfolders)]):
+        _refuse_binary_version(root, name, files.binary)
+    return _subfolder(root, list(files.subfolders), [files.test])
+
+
+def _refuse_binary_version(root: Path, name: str, binary: tuple[str, str, str] | None) -> None:
+    """A :class:`UserError` naming the binary version's test file when ``root`` holds that version:
+    "no test_batch here" would not tell its user that the files are there, in the other version."""
+    if binary is None:
+        return
+    subfolder, test_file, release = binary
+    for folder in (root, root / subfolder):
+        if (folder / test_file).is_file():
+            raise UserError(f"{folder / test_file}: the binary version of {name}, which is not read; "
+                            f"give the folder of the python version ({release})")
 
 
 def _load_cifar(root, seed, val_size, stats, *, name, label_key, num_classes):
