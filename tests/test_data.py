@@ -263,6 +263,49 @@ def test_folder_holding_mnist_twice_is_refused_naming_both_copies(tmp_path):
     assert len(load_mnist(tmp_path / "mnist").train) == 12  # each copy loads when named
 
 
+def test_mnist_training_files_beside_the_subfolder_of_the_test_files_are_not_left_out(tmp_path):
+    """Training files in DIR, t10k files in DIR/mnist: the run read DIR/mnist alone and trained on
+    8,000 test images, the 60,000 training images unread without a word."""
+    rng = np.random.default_rng(21)
+    (tmp_path / "mnist").mkdir()
+    for folder, prefix, count in ((tmp_path, "train", 30), (tmp_path / "mnist", "t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 4, 4)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(15, 5))
+    message = str(info.value)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
+    assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+
+
+def test_mnist_training_files_without_test_files_are_named_as_such(tmp_path):
+    rng = np.random.default_rng(22)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 30))
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: has train-images-idx3-ubyte.gz but no t10k-images-idx3-ubyte[.gz] "
+                               "and t10k-labels-idx1-ubyte[.gz], the test images")
+
+
+@pytest.mark.parametrize("plain_name", ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])
+def test_gzipped_and_plain_copies_of_one_mnist_file_must_agree(tmp_path, plain_name):
+    """A folder with a .gz and an unpacked copy (as torchvision leaves MNIST/raw): which one trains
+    must not be a silent guess when they differ; identical ones are read as one."""
+    rng = np.random.default_rng(19)
+    images, labels = rng.integers(0, 256, (20, 4, 4)), rng.integers(0, 10, 20)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    write_idx(tmp_path / plain_name, images, gz=False)
+    reference = load_mnist(tmp_path, t10k_split=(15, 5))
+    assert torch.equal(as_pixels(reference.test)[:, 0], torch.from_numpy(images[reference.test.indices]).float())
+    write_idx(tmp_path / plain_name, 255 - images, gz=False)
+    with pytest.raises(UserError) as info:
+        load_mnist(tmp_path, t10k_split=(15, 5))
+    assert str(info.value) == (f"{tmp_path / 't10k-images-idx3-ubyte.gz'} and {tmp_path / plain_name}: two "
+                               "different copies of one file; remove the one not to read")
+
+
 def test_mnist_training_labels_without_their_images_are_refused_naming_the_missing_file(tmp_path):
     """A lost train-images file must not turn the run into the 8,000 / 2,000 split of t10k in silence."""
     rng = np.random.default_rng(17)
@@ -706,3 +749,39 @@ def test_load_dataset_takes_whole_floats_and_numpy_integers_as_counts(mnist_dir)
     splits = load_dataset("mnist", mnist_dir, seed=np.int64(2), val_size=10.0)
     same = load_dataset("mnist", mnist_dir, seed=2, val_size=10)
     assert torch.equal(splits.val.labels, same.val.labels) and len(splits.val.labels) == 10
+
+
+# ---------------------------------------------------------------------------- one split for every command
+
+
+def test_search_train_and_compress_hold_out_the_same_mnist_images(mnist_dir):
+    """With the t10k files alone, the images compress (seed 0) tests on are those search and train
+    hold out (split seed 0, whatever their --seed): a search never sees the images its cell is tested
+    on, and compress's validation images come out of the search images."""
+    from naslib_bayes.commands.compress import DEFAULT_VAL_SIZE, load_splits
+    from naslib_bayes.training.evaluate import TrainConfig, load_training_data, resolve_settings
+    from naslib_bayes.training.search import SearchConfig, load_search_data
+
+    search = load_search_data(SearchConfig("bayesnas", dataset="mnist", data_root=str(mnist_dir), seed=3)).train
+    cfg = TrainConfig(arch="|none~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", dataset="mnist", epochs=1,
+                      data_root=str(mnist_dir), seed=3)
+    trained = load_training_data(cfg, resolve_settings(cfg), torch.device("cpu"))
+    compress = load_splits("mnist", mnist_dir, seed=0, val_size=DEFAULT_VAL_SIZE)
+    assert torch.equal(trained.images, search.images) and torch.equal(trained.labels, search.labels)
+    searched = set(search.indices.tolist())
+    assert searched == set(compress.train.indices.tolist()) | set(compress.val.indices.tolist())
+    assert set(compress.test.indices.tolist()) == set(range(10_000)) - searched
+    assert torch.equal(trained.test_labels, compress.test.labels)
+
+
+@pytest.mark.parametrize("name, folder, file, release", [
+    ("cifar10", "cifar-10-batches-bin", "test_batch.bin", "cifar-10-python.tar.gz"),
+    ("cifar100", "cifar-100-binary", "test.bin", "cifar-100-python.tar.gz")])
+def test_cifar_binary_version_is_named_as_the_version_not_read(tmp_path, name, folder, file, release):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / file).write_bytes(bytes(3073))
+    for root in (tmp_path, tmp_path / folder):
+        with pytest.raises(UserError) as info:
+            load_dataset(name, root=root)
+        assert str(info.value) == (f"{tmp_path / folder / file}: the binary version of {name}, which is not read; "
+                                   f"give the folder of the python version ({release})")

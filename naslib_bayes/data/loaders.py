@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from naslib_bayes.data.dataset import DataSplits, RawPart, build_splits, carve_validation, make_generator, partition
-from naslib_bayes.data.formats import find_file, pickle_field, read_idx, read_pickle_dict
+from naslib_bayes.data.formats import find_file, pickle_field, read_bytes, read_idx, read_pickle_dict
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers.hyperparameters import whole_number
 
@@ -36,13 +36,15 @@ def _existing_dir(root: str | os.PathLike, dataset: str) -> Path:
 
 def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path:
     """``root`` or the ``root/name`` holding one of the files ``markers``; two of them holding one is
-    a :class:`UserError`, since which copy (a full set or a partial one) is read must not be a guess."""
+    a :class:`UserError`, since which copy (a full set or a partial one) is read, or which part of a
+    set split over two folders, must not be a guess."""
     found = [find_file(folder, tuple(markers)) for folder in [root, *(root / name for name in names)]]
     found = list({path.parent.resolve(): path for path in found if path is not None}.values())  # mnist -> .: one
     if not found:
         raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
     if len(found) > 1:
-        raise UserError(f"{found[0]} and {found[1]}: two copies of the dataset; name the folder of one")
+        raise UserError(f"{found[0]} and {found[1]}: the dataset's files lie in two folders; name the folder "
+                        "holding all of them")
     return found[0].parent
 
 
@@ -81,12 +83,24 @@ def _idx_names(stem: str) -> tuple[str, ...]:
     return (stem + ".gz", stem, dotted + ".gz", dotted)
 
 
+def _one_idx_copy(folder: Path, stem: str) -> Path | None:
+    """The file of ``stem`` in ``folder`` (the first of :func:`_idx_names`), or None. Copies under
+    other names (a .gz beside its unpacked file, as torchvision leaves them) must hold the same
+    array: otherwise which one a run reads would be a silent guess."""
+    copies = [folder / name for name in _idx_names(stem) if (folder / name).is_file()]
+    content = read_bytes(copies[0]) if len(copies) > 1 else None
+    for other in copies[1:]:
+        if read_bytes(other) != content:
+            raise UserError(f"{copies[0]} and {other}: two different copies of one file; remove the one not to read")
+    return copies[0] if copies else None
+
+
 def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     """Images and labels of ``prefix`` (``train`` or ``t10k``); None when both files are absent, a
     :class:`UserError` naming the missing one when only one is there (a lost train-images file
     must not switch the run to the t10k-only split in silence)."""
-    images_path = find_file(folder, _idx_names(f"{prefix}-images-idx3-ubyte"))
-    labels_path = find_file(folder, _idx_names(f"{prefix}-labels-idx1-ubyte"))
+    images_path = _one_idx_copy(folder, f"{prefix}-images-idx3-ubyte")
+    labels_path = _one_idx_copy(folder, f"{prefix}-labels-idx1-ubyte")
     if images_path is None and labels_path is None:
         return None
     if images_path is None:
@@ -124,6 +138,9 @@ def load_mnist(
     test = _read_mnist_pair(folder, "t10k")
     generator = make_generator(seed)
     train = _read_mnist_pair(folder, "train")
+    if test is None:
+        raise UserError(f"{folder}: has {find_file(folder, _idx_names('train-images-idx3-ubyte')).name} but no "
+                        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], the test images")
     if train is None:
         train_size, test_size = _two_sizes(t10k_split, "t10k_split")
         # Test drawn first: the held-out images depend only on seed and test size.
@@ -140,8 +157,10 @@ def load_mnist(
 
 def mnist_folder(root: str | os.PathLike) -> Path:
     """The folder :func:`load_mnist` reads: ``root``, ``root/mnist`` or ``root/MNIST/raw``, the one
-    holding the t10k images (a :class:`UserError` naming ``root`` when none or two do)."""
-    return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], _idx_names("t10k-images-idx3-ubyte"))
+    holding the t10k or the training images (a :class:`UserError` naming ``root`` when none do, and
+    both files when two do: training images beside a subfolder of test images were left unread)."""
+    markers = _idx_names("t10k-images-idx3-ubyte") + _idx_names("train-images-idx3-ubyte")
+    return _subfolder(_existing_dir(root, "mnist"), ["mnist", "MNIST/raw"], markers)
 
 
 def mnist_files(root: str | os.PathLike) -> list[Path]:
@@ -222,11 +241,15 @@ class _PickledFiles(NamedTuple):
     subfolders: tuple[str, ...]
     train: tuple[str, ...]
     test: str
+    #: The release's binary version, which is not read: its folder, its test file, the python release.
+    binary: tuple[str, str, str] | None = None
 
 
 _PICKLED = {
-    "cifar10": _PickledFiles(("cifar-10-batches-py",), tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch"),
-    "cifar100": _PickledFiles(("cifar-100-python",), ("train",), "test"),
+    "cifar10": _PickledFiles(("cifar-10-batches-py",), tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                             ("cifar-10-batches-bin", "test_batch.bin", "cifar-10-python.tar.gz")),
+    "cifar100": _PickledFiles(("cifar-100-python",), ("train",), "test",
+                              ("cifar-100-binary", "test.bin", "cifar-100-python.tar.gz")),
     "ImageNet16-120": _PickledFiles(("ImageNet16", "ImageNet16-120"),
                                     tuple(f"train_data_batch_{i}" for i in range(1, 11)), "val_data"),
 }
@@ -235,8 +258,22 @@ _PICKLED = {
 def _pickled_folder(root, name: str) -> Path:
     """The folder the loader of pickled dataset ``name`` reads (a :class:`UserError` naming ``root``
     when none or two hold its test file)."""
-    files = _PICKLED[name]
-    return _subfolder(_existing_dir(root, name), list(files.subfolders), [files.test])
+    files, root = _PICKLED[name], _existing_dir(root, name)
+    if not any((folder / files.test).is_file() for folder in [root, *(root / sub for sub in files.subfolders)]):
+        _refuse_binary_version(root, name, files.binary)
+    return _subfolder(root, list(files.subfolders), [files.test])
+
+
+def _refuse_binary_version(root: Path, name: str, binary: tuple[str, str, str] | None) -> None:
+    """A :class:`UserError` naming the binary version's test file when ``root`` holds that version:
+    "no test_batch here" would not tell its user that the files are there, in the other version."""
+    if binary is None:
+        return
+    subfolder, test_file, release = binary
+    for folder in (root, root / subfolder):
+        if (folder / test_file).is_file():
+            raise UserError(f"{folder / test_file}: the binary version of {name}, which is not read; "
+                            f"give the folder of the python version ({release})")
 
 
 def _load_cifar(root, seed, val_size, stats, *, name, label_key, num_classes):
