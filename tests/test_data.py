@@ -233,6 +233,19 @@ def test_mnist_float_labels_must_be_whole_numbers(tmp_path, values, message):
         load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
 
 
+@pytest.mark.parametrize("code, dtype", [(0x0D, ">f4"), (0x0B, ">i2")])
+def test_mnist_images_not_of_bytes_are_refused_naming_the_file(tmp_path, code, dtype):
+    """Pixels are read as 0..255 (divided by 255): an image file of floats in 0..1, or of 16-bit
+    values, would be scaled wrongly without a word."""
+    pixels = np.random.default_rng(3).random((4, 3, 3)).astype(dtype)
+    header = bytes([0, 0, code, 3]) + b"".join(int(d).to_bytes(4, "big") for d in pixels.shape)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(header + pixels.tobytes())
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(4))
+    with pytest.raises(UserError) as err:
+        load_mnist(tmp_path, t10k_split=(3, 1), val_size=1)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "t10k-images-idx3-ubyte")) and "unsigned bytes" in message, message
+
 @pytest.mark.parametrize("empty", ["t10k", "train"])
 def test_mnist_file_holding_no_images_is_a_user_error_naming_it(tmp_path, empty):
     """A header-only IDX file (0 images) would make an empty split: accuracy 0% on no test images."""

@@ -108,6 +108,8 @@ def _read_mnist_pair(folder: Path, prefix: str) -> RawPart | None:
     if labels_path is None:
         raise UserError(f"{folder}: has {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if images.dtype != np.uint8:  # pixels are scaled as 0..255: floats in 0..1 would be darkened silently
+        raise UserError(f"{images_path}: pixels of type {images.dtype}, not the unsigned bytes (0..255) of MNIST's images")
     if images.size == 0:  # a header alone: an empty split would train or test on nothing without a word
         raise UserError(f"{images_path}: holds no images (dims {images.shape})")
     if len(images) != len(labels):
