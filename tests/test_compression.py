@@ -1083,8 +1083,26 @@ def test_a_negative_momentum_or_weight_decay_is_refused_naming_it(field):
     from naslib_bayes.compression.config import CompressionConfig
     from naslib_bayes.errors import UserError
 
-    with pytest.raises(UserError, match=rf"^{field} must be >= 0, got -0.1$"):
+    with pytest.raises(UserError, match=rf"^{field} must be a finite number >= 0, got -0.1$"):
         CompressionConfig(**{field: -0.1})
+
+
+@pytest.mark.parametrize("field, message", [
+    ("lam", "lambda must be a positive, finite number, got inf"),
+    ("lr", "lr must be a positive, finite number, got inf"),
+    ("momentum", "momentum must be a finite number >= 0, got inf"),
+    ("weight_decay", "weight_decay must be a finite number >= 0, got inf"),
+    ("distill_temperature", "distill_temperature must be a positive, finite number, got inf"),
+])
+def test_an_infinite_weight_or_rate_is_refused_naming_it(field, message):
+    # lambda inf pruned every layer to min_units and warned of a constant network; the others ran
+    # into a NaN loss reported as "training diverged at learning rate 0.02", blaming the lr
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    extra = {"distill": 0.5} if field == "distill_temperature" else {}
+    with pytest.raises(UserError, match=rf"^{message}$"):
+        CompressionConfig(**{field: float("inf")}, **extra)
 
 
 def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():
