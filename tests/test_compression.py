@@ -661,6 +661,96 @@ def test_hard_update_prunes_units_with_small_switches_and_couples_children():
     assert int(net.num_updates) == 1
 
 
+def test_switches_scale_a_unit_after_its_batchnorm_and_a_flattened_channel_as_one_block():
+    """The forward pass written out with torch's functions: the parent switch multiplies the
+    BatchNorm's output (eval mode, so before it would differ by the shift), the linear layer's
+    parent its output, and a child switch after Flatten the 16 features of its channel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3), nn.ReLU(),
+                          nn.Linear(3, 2)).double()
+    net = SwitchedNetwork(trace_chain(model), (2, 6, 6))
+    _randomise(net, 1)
+    s0, s1 = torch.tensor([2.0, -0.5]), torch.tensor([1.5, 0.0, -1.0])
+    t0, t1, t2 = torch.tensor([0.5, 3.0]), torch.tensor([3.0, 0.25]), torch.tensor([1.0, 2.0, 3.0])
+    with torch.no_grad():
+        for switch, value in zip([*net.parent, *net.child], [s0, s1, t0, t1, t2]):
+            switch.copy_(value)
+    net.eval()
+    conv, bn, fc1, fc2 = net.steps[0], net.steps[1], net.steps[4], net.steps[6]
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y = F.conv2d(x * t0.double().view(1, 2, 1, 1), conv.weight, conv.bias)
+        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        y = F.relu(y * s0.double().view(1, 2, 1, 1)).flatten(1) * t1.double().repeat_interleave(16)
+        y = F.relu(F.linear(y, fc1.weight, fc1.bias) * s1.double()) * t2.double()
+        expected = F.linear(y, fc2.weight, fc2.bias)
+        assert torch.allclose(net(x), expected, rtol=0, atol=1e-12)
+
+
+def test_entropy_criterion_keeps_a_unit_just_above_one_over_2_pi_e_and_prunes_one_just_below():
+    """Worked by hand: gamma_init 1 and H / lambda = 3 give C = 1/4, omega = sqrt(3)/2, so a switch s
+    gets gamma g = 2 s / sqrt(3); the consumers' child switch, 1, gets g1 = 2 / sqrt(3), coupled to
+    its parent g * g1 / (g + g1) = g1 s / (1 + s). A unit survives when that exceeds 1/(2 pi e)."""
+    threshold = 1 / (2 * math.pi * math.e)
+    g1 = 2 / math.sqrt(3)
+    switch_for = lambda coupled: coupled / (g1 - coupled)  # noqa: E731  inverts g1 s / (1 + s)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    net = SwitchedNetwork(trace_chain(model), (1, 1, 2))
+    with torch.no_grad():
+        net.parent[0].copy_(torch.tensor([switch_for(threshold * (1 + 1e-6)), switch_for(threshold * (1 - 1e-6)), 1.0],
+                                         dtype=torch.float64))
+    h = lambda n: torch.full((n,), 6.0, dtype=torch.float64)  # noqa: E731  6 / lambda 2 = 3
+    updates = net.hard_update([h(3)], [h(2), h(3)], lam=2.0)
+    assert updates[0].keep_units.tolist() == [True, False, True]
+    assert updates[0].unit_scores[:2].tolist() == pytest.approx([threshold * (1 + 1e-6), threshold * (1 - 1e-6)],
+                                                                 rel=1e-12)
+    assert net.state("C", "parent", 0).tolist() == pytest.approx([0.25] * 3, rel=1e-12)
+    assert net.state("omega", "parent", 0).tolist() == pytest.approx([math.sqrt(3) / 2] * 3, rel=1e-12)
+
+
+def test_a_slimmed_network_has_the_parameters_and_multiply_accumulates_counted_by_hand():
+    """2 input channels -> conv 3x3 (3 channels, padding 1) -> max-pool -> 48 features -> 5 -> 2 on 8x8
+    images. Dropping input channel 0, conv channel 1 and hidden unit 3 leaves a conv of 2 x 1 x 9
+    weights and 2 biases (2 x 64 positions x 9 MACs), a 32 -> 4 layer and a 4 -> 2 one. Parameters
+    count weights and biases; FLOPs are multiply-accumulates per image, as result.json reports them."""
+    from naslib_bayes.compression.compressor import _pruning, model_costs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 5),
+                          nn.ReLU(), nn.Linear(5, 2))
+    assert model_costs(model, (2, 8, 8)) == (3 * 18 + 3 + 48 * 5 + 5 + 5 * 2 + 2, 3 * 64 * 18 + 48 * 5 + 5 * 2)
+    net = SwitchedNetwork(trace_chain(model), (2, 8, 8))
+    keep_units = [torch.tensor([True, False, True]), torch.tensor([True, True, True, False, True]), None]
+    keep_inputs = [torch.tensor([False, True]), keep_units[0], keep_units[1]]
+    _, _, _, slimmed, params = _pruning(net, keep_units, keep_inputs)
+    expected_params = (2 * 9 + 2) + (32 * 4 + 4) + (4 * 2 + 2)
+    assert params == expected_params
+    assert model_costs(slimmed.to_dense(), (2, 8, 8)) == (expected_params, 2 * 64 * 9 + 32 * 4 + 4 * 2)
+
+
+def test_rebalance_and_folding_keep_a_training_mode_network_to_rounding():
+    """BatchNorm after the ReLU, a switch at 0 and negative switches, in training mode (batch
+    statistics), float64: moving scale between switches and weights, and folding the switches
+    away, change no output beyond rounding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.AvgPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 9, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    net = SwitchedNetwork(trace_chain(model), (3, 8, 8))
+    _randomise(net, 2)
+    with torch.no_grad():
+        net.parent[0][1] = 0.0
+        net.parent[1].mul_(torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0], dtype=torch.float64))
+        net.steps[0].weight.mul_(5.0)
+    net.train()
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        before = net(x)
+        net.rebalance()
+        assert float(net.parent[0][1]) == 0.0
+        assert torch.allclose(net(x), before, rtol=0, atol=1e-12)
+        assert torch.allclose(net.to_dense()(x), before, rtol=0, atol=1e-12)
+
+
 def test_min_units_repairs_an_emptied_layer():
     """Worked by hand (H = 50, lam = 2, gamma_init = 1, switches 1): the first update gives
     C = 1/26, omega = sqrt(25/26) and gamma = |s| sqrt(26/25); the second, from a gamma g, omega
@@ -1083,8 +1173,26 @@ def test_a_negative_momentum_or_weight_decay_is_refused_naming_it(field):
     from naslib_bayes.compression.config import CompressionConfig
     from naslib_bayes.errors import UserError
 
-    with pytest.raises(UserError, match=rf"^{field} must be >= 0, got -0.1$"):
+    with pytest.raises(UserError, match=rf"^{field} must be a finite number >= 0, got -0.1$"):
         CompressionConfig(**{field: -0.1})
+
+
+@pytest.mark.parametrize("field, message", [
+    ("lam", "lambda must be a positive, finite number, got inf"),
+    ("lr", "lr must be a positive, finite number, got inf"),
+    ("momentum", "momentum must be a finite number >= 0, got inf"),
+    ("weight_decay", "weight_decay must be a finite number >= 0, got inf"),
+    ("distill_temperature", "distill_temperature must be a positive, finite number, got inf"),
+])
+def test_an_infinite_weight_or_rate_is_refused_naming_it(field, message):
+    # lambda inf pruned every layer to min_units and warned of a constant network; the others ran
+    # into a NaN loss reported as "training diverged at learning rate 0.02", blaming the lr
+    from naslib_bayes.compression.config import CompressionConfig
+    from naslib_bayes.errors import UserError
+
+    extra = {"distill": 0.5} if field == "distill_temperature" else {}
+    with pytest.raises(UserError, match=rf"^{message}$"):
+        CompressionConfig(**{field: float("inf")}, **extra)
 
 
 def test_a_teacher_with_other_outputs_than_the_student_is_refused_in_one_line():

@@ -117,8 +117,8 @@ class CompressionConfig:
     grad_clip: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.lam > 0:
-            raise UserError(f"lambda must be positive, got {self.lam}")
+        if not 0 < self.lam < math.inf:  # inf prunes every layer to min_units
+            raise UserError(f"lambda must be a positive, finite number, got {self.lam}")
         if self.epochs < 1 or not 0 <= self.finetune_epochs < self.epochs:
             raise UserError(f"need epochs >= 1 and 0 <= finetune_epochs < epochs, got epochs={self.epochs}, "
                             f"finetune_epochs={self.finetune_epochs}")
@@ -139,11 +139,12 @@ class CompressionConfig:
             raise UserError(f"lam_scale must be one of {', '.join(LAM_SCALES)}, not {self.lam_scale!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise UserError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
-        for field in ("momentum", "weight_decay"):  # torch's optimizer would refuse them naming no field
-            if not getattr(self, field) >= 0:
-                raise UserError(f"{field} must be >= 0, got {getattr(self, field)}")
+        # an infinite one gives a NaN loss, which the run would blame on the learning rate
+        if not 0 < self.lr < math.inf:
+            raise UserError(f"lr must be a positive, finite number, got {self.lr}")
+        for field in ("momentum", "weight_decay"):  # torch's optimizer would refuse negatives naming no field
+            if not 0 <= getattr(self, field) < math.inf:
+                raise UserError(f"{field} must be a finite number >= 0, got {getattr(self, field)}")
         if self.retrain not in RETRAIN_MODES:
             raise UserError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, not {self.retrain!r}")
         if self.retrain == "scratch" and self.finetune_epochs == 0:
@@ -152,8 +153,8 @@ class CompressionConfig:
                             "the fresh weights would otherwise never be trained")
         if not 0 <= self.distill <= 1:
             raise UserError(f"distill must be a weight in [0, 1], got {self.distill}")
-        if not self.distill_temperature > 0:
-            raise UserError(f"distill_temperature must be positive, got {self.distill_temperature}")
+        if not 0 < self.distill_temperature < math.inf:
+            raise UserError(f"distill_temperature must be a positive, finite number, got {self.distill_temperature}")
         if self.distill_sparse and self.distill == 0:
             raise UserError("distill_sparse needs distill > 0: it names when the teacher is distilled, not how much")
         if self.distill > 0 and self.finetune_epochs == 0 and self.max_params is None and not self.distill_sparse:
