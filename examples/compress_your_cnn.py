@@ -133,7 +133,7 @@ def train_baseline(model: nn.Module, splits, cfg, seed: int, augment, log) -> tu
     from naslib_bayes.compression import evaluate, train_dense
 
     dense = copy.deepcopy(model)  # compress() leaves `model` as it is: both start from the same weights
-    torch.manual_seed(seed)  # dropout draws from the global generator; seeding makes the stage reproducible alone
+    # no torch.manual_seed needed: dropout masks come from streams seeded by `seed` (the global state is left alone)
     train_dense(dense, splits.train, cfg, seed, augment=augment, log=log)
     return dense, evaluate(dense, splits.test)
 
@@ -142,7 +142,6 @@ def run_compression(model: nn.Module, splits, cfg, seed: int, augment, log):
     """``CompressionOutcome`` of compressing ``model`` on the training split (validation for the log only)."""
     from naslib_bayes.compression import compress
 
-    torch.manual_seed(seed)
     return compress(model, splits.train, cfg, seed, augment=augment, val=splits.val if log else None, log=log)
 
 

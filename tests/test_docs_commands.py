@@ -18,6 +18,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import io
 import re
 import shlex
@@ -434,9 +435,21 @@ def test_a_misspelt_flag_or_name_in_a_doc_line_is_caught(tmp_path):
     assert "no flag --output-transfrom" in found["10"]
 
 
+PYTHON_API_SECTION = "## Examples: the Python API"
+
+
+def readme_python_blocks(in_python_api_section: bool) -> list[str]:
+    """The README's python blocks inside its Python API section, or those outside it."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(PYTHON_API_SECTION)
+    end = text.index("\n## ", start + len(PYTHON_API_SECTION))
+    parts = [text[start:end]] if in_python_api_section else [text[:start], text[end:]]
+    return [block for part in parts for block in re.findall(r"```python\n(.*?)```", part, flags=re.S)]
+
+
 def test_the_readme_python_block_names_what_the_package_defines():
     """Its names are imported from the package (the block itself needs NASLib and a config)."""
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    blocks = readme_python_blocks(in_python_api_section=False)
     assert blocks
     imported = [(node.module, alias.name) for block in blocks for node in ast.walk(ast.parse(block))
                 if isinstance(node, ast.ImportFrom) for alias in node.names]
@@ -460,3 +473,54 @@ def _top_level_names(module: str) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
     return names
+
+
+def imported_names(tree: ast.Module) -> dict[str, object]:
+    """What each ``from MODULE import NAME`` of the code binds, imported for real."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                names[alias.asname or alias.name] = member(module, alias.name)
+    return names
+
+
+def member(module, name: str):
+    """``from module import name``: an attribute of the module, else its submodule ``name``."""
+    if not hasattr(module, name):
+        try:
+            return importlib.import_module(f"{module.__name__}.{name}")
+        except ModuleNotFoundError:
+            pytest.fail(f"README: {module.__name__} has no {name}")
+    return getattr(module, name)
+
+
+def called(func: ast.expr, names: dict[str, object]):
+    """The object a call's ``NAME(...)`` or ``NAME.attr(...)`` reaches through the imports, else None."""
+    if isinstance(func, ast.Name):
+        return names.get(func.id)
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in names:
+        owner = names[func.value.id]
+        assert hasattr(owner, func.attr), f"README: {func.value.id} has no {func.attr}"
+        return getattr(owner, func.attr)
+    return None
+
+
+def test_the_python_api_section_imports_names_that_exist_and_calls_them_as_they_take():
+    """A researcher copies imports from this section: each must exist where it says, and each call of
+    the package must take the arguments shown (their count and keyword names), so that a renamed
+    module or argument fails here rather than in a user's script."""
+    blocks = readme_python_blocks(in_python_api_section=True)
+    assert blocks, f"no python block in README's {PYTHON_API_SECTION!r}"
+    tree = ast.parse("\n".join(blocks))
+    names = imported_names(tree)
+    calls = [(node, called(node.func, names)) for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    checked = [(node, target) for node, target in calls if target is not None]
+    assert len(checked) >= 8  # the section's calls of the package, not a block that lost them
+    for node, target in checked:
+        keywords = {kw.arg: None for kw in node.keywords}
+        try:
+            inspect.signature(target).bind(*[None] * len(node.args), **keywords)
+        except TypeError as exc:
+            pytest.fail(f"README line {node.lineno} of its python block: {ast.unparse(node.func)}: {exc}")

@@ -154,3 +154,20 @@ def test_save_compressed_into_a_file_is_a_user_error_naming_it(tmp_path):
     in_the_way.write_text("not a folder")
     with pytest.raises(UserError, match="model.pt"):
         save_compressed(nn.Sequential(nn.Linear(4, 2)), in_the_way, (4,))
+
+
+def test_the_training_steps_leave_the_callers_global_random_state_alone(example):
+    """The library draws dropout masks from its own seeded streams: a script copying these steps
+    needs no torch.manual_seed before them, and its own global draws stay its own."""
+    from naslib_bayes.compression import CompressionConfig
+    from naslib_bayes.data import load_dataset
+
+    splits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = example.build_cnn(splits.train.image_shape, splits.train.num_classes)
+    cfg = CompressionConfig(lam=0.2, epochs=3, finetune_epochs=1)
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    example.train_baseline(model, splits, cfg, 0, None, None)
+    example.run_compression(model, splits, cfg, 0, None, None)
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -360,7 +360,8 @@ def compress(model: nn.Module, train: ImageDataset, cfg: CompressionConfig, seed
         model: a chain of supported modules (see :mod:`.trace`), already initialised.
         train: training images (never the test split).
         cfg: the schedule.
-        seed: seeds the batch order and augmentation.
+        seed: seeds the batch order, augmentation and dropout masks (from streams of the run's
+            own: the caller's global random state is neither used nor changed).
         augment: a batch augmentation (e.g. :func:`naslib_bayes.data.default_augment`) or None.
         val: optional validation images, only for the history (no decision depends on them).
         log: receives one progress line per epoch and per update.

@@ -47,6 +47,10 @@ def resolve(path: str | os.PathLike) -> Path:
 def save(surrogate: TNASSurrogate, path: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Write ``surrogate`` (with its evidence) to ``path`` atomically; returns the file written.
 
+    ``path`` is the file (its missing folders are made), or an existing folder, then
+    ``path/surrogate.pt``: a path that does not exist yet names a file, not a folder to make.
+    ``info`` is stored with it as plain values and comes back from :func:`load`.
+
     A surrogate holding NaN or infinite values is a :class:`UserError` (see :func:`require_finite`)
     and nothing is written: :func:`load` would refuse the file.
     """
