@@ -1240,3 +1240,13 @@ def test_a_model_on_cuda_given_to_compress_is_refused_naming_the_device(monkeypa
     with pytest.raises(UnsupportedModelError) as info:
         compress(model, train, CompressionConfig(epochs=3, finetune_epochs=1), seed=0)
     assert "module '2' (BatchNorm1d) has its weights on cuda:0; compression runs on the CPU" in str(info.value)
+
+
+def test_model_costs_is_exported_with_the_rest_of_the_compression_api():
+    # A user counting a model's parameters and FLOPs before compressing it had to find the
+    # function in compressor.py; the package's other public names are exported at its top.
+    from naslib_bayes import compression
+
+    assert "model_costs" in compression.__all__
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    assert compression.model_costs(net, (1, 2, 2)) == (4 * 3 + 3, 4 * 3)

@@ -20,7 +20,7 @@ import importlib
 _EXPORTS = {
     "CompressionConfig": "config", "MODEL_NAMES": "config",
     "CompressionOutcome": "compressor", "compress": "compressor", "evaluate": "compressor",
-    "train_dense": "compressor", "load_compressed": "io", "save_compressed": "io",
+    "train_dense": "compressor", "model_costs": "compressor", "load_compressed": "io", "save_compressed": "io",
     "MODELS": "models", "build_model": "models", "lenet5": "models", "lenet300": "models", "vgg": "models",
     "PrunePlan": "prune", "plan_pruning": "prune", "slim": "prune", "SwitchedNetwork": "switched",
     "InputSelect": "trace", "UnsupportedModelError": "trace", "analyse_chain": "trace", "trace_chain": "trace",
