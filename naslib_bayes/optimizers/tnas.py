@@ -147,7 +147,7 @@ class TNAS(DeepKernelBO):
 
     def _meta_train_here(self):
         source = _meta_training_source(self.problem)
-        logger.warning("no --surrogate given: meta-training leave-one-dataset-out on %s (target %s left out)",
+        logger.warning("no surrogate given (--surrogate, or surrogate= from Python): meta-training leave-one-dataset-out on %s (target %s left out)",
                        ", ".join(source.datasets), self.problem.dataset)
         return meta_train_surrogate(source, self.problem.objective.metric, self.config, self.seed)
 
@@ -327,7 +327,8 @@ def _meta_training_source(problem):
     """The benchmark's datasets other than the target, which a search without a surrogate file
     meta-trains on; a :class:`UserError` when there is none."""
     if problem.source is None or not problem.source.datasets:
-        raise UserError("tnas needs --surrogate or a benchmark with datasets other than the target to meta-train on")
+        raise UserError("tnas needs a surrogate (--surrogate, or surrogate= from Python) or a benchmark with datasets "
+                        "other than the target to meta-train on")
     return problem.source
 
 
