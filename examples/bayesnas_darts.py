@@ -54,7 +54,7 @@ SHORT_OP_NAMES = {"max_pool_3x3": "maxpool3", "avg_pool_3x3": "avgpool3", "skip_
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from naslib_bayes.commands.common import non_negative_int, positive_float, positive_int
+    from naslib_bayes.commands.common import non_negative_int, positive_float, positive_int, seed_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compare", default="",
                         help="comma-separated one-shot baselines searched and trained the same way "
                              "(darts, random-cell; default: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of search and training (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of search and training (default 0)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", type=Path,
                         help="keep each method's search and training result.json and trained checkpoint under "

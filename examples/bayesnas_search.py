@@ -34,6 +34,8 @@ REPORT_METRIC = "test_accuracy"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from naslib_bayes.commands.common import seed_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("digits", "mnist"), default=None,
                         help="images the search sees (default: mnist with --data-root, else digits)")
@@ -43,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compare", default="",
                         help="comma-separated one-shot baselines to run on the same supernet and data "
                              "(darts, random-cell; default: none)")
-    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="search seed (default 0)")
     parser.add_argument("--lambda", dest="lambda_", type=float, default=None,
                         help="BayesNAS sparsity weight lambda (default 0.01)")
     parser.add_argument("--warmup-epochs", type=int, default=None, help="weight-only epochs first (default 1)")

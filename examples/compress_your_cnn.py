@@ -46,6 +46,8 @@ MNIST_VAL_SIZE = 1000
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from naslib_bayes.commands.common import seed_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits",
                         help="training data (default digits, bundled with scikit-learn)")
@@ -58,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-params", type=float, default=None, metavar="FRACTION",
                         help="parameter budget as a fraction of the network's (e.g. 0.2): pruning stops at the "
                              "first update within it (default: no budget)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, the weights and the batches")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seeds the split, the weights and the batches")
     parser.add_argument("--out", type=Path, default=Path("runs/compress-example"),
                         help="folder for the compressed network (model.pt, widths.json)")
     parser.add_argument("--verbose", action="store_true", help="print one line per epoch and per pruning update")

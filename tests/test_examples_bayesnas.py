@@ -143,3 +143,14 @@ def test_a_benchmark_without_test_accuracy_is_refused_before_the_search(example,
     # the lookup section would print its header and nothing under it
     message = _error(example, capsys, FAST + ["--benchmark", str(zc_json)])
     assert str(zc_json) in message and "test_accuracy" in message
+
+
+@pytest.mark.parametrize("name", ["bayesnas_search", "bayesnas_darts", "compress_your_cnn", "tnas_transfer",
+                                  "tnas_predictor"])
+@pytest.mark.parametrize("seed", ["-1", "2.5", str(2**32)])
+def test_every_example_refuses_a_seed_the_commands_refuse(name, seed, capsys):
+    # Three examples read --seed as any int: -1 ran (torch wraps it), where the commands and the
+    # other examples refuse it as outside 0..2**32-1.
+    with pytest.raises(SystemExit) as stop:
+        load_example(name).parse_args(["--seed", seed])
+    assert stop.value.code == 2 and "expected an integer from 0 to" in capsys.readouterr().err
