@@ -396,3 +396,18 @@ def test_image_samples_of_meta_datasets_take_the_sizes_given(nats_benchmark, mon
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"], dataset_encoder="images",
                                            image_root=tmp_path, per_class=3, max_classes=2)[0]
     assert tuple(data.images(torch.Generator().manual_seed(0)).shape) == (2, 3, 1, 4, 4)
+
+
+def test_the_rate_is_halved_on_plateaus_of_negative_losses_as_early_stopping_counts_them(nats_benchmark, monkeypatch):
+    """A predictive NLL is negative once the surrogate learns. Validation losses -1 (start), -2, then
+    three each 4e-5 worse than -2: early stopping counts the three as no improvement (by 1e-4), and
+    with lr_patience 1 the second of them must halve the rate. A threshold relative to the best
+    (torch's default) took each as an improvement, as -1.99996 < -2 * (1 - 1e-4), and never did."""
+    losses = iter([-1.0, -2.0, -1.99996, -1.99992, -1.99988, -1.0])
+    monkeypatch.setattr(mt, "validation_loss", lambda surrogate, tasks, torch_gen: next(losses))
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=100, eval_every=2, patience=3, lr_patience=1, task_size=(20, 30),
+                                val_tasks=1, val_support=20, val_query=30)
+    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
+    assert (log.iterations, log.stopped_early, log.best_iteration) == (8, True, 2)
+    assert [h["lr"] for h in log.history] == [0.01, 0.01, 0.005, 0.005]
