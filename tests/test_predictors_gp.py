@@ -111,3 +111,78 @@ def test_a_merged_point_with_noise_scale_one_over_m_is_the_m_observations_it_sta
     assert torch.allclose(mean, mean_all, atol=1e-9) and torch.allclose(std, std_all, atol=1e-9)
     gp.condition_on(x, means / repeats)  # without the noise scales the posterior differs
     assert not torch.allclose(gp.posterior(x_test)[0], mean_all, atol=1e-4)
+
+
+def _matern52_lengthscale_derivative(a: np.ndarray, b: np.ndarray, lengthscale: float, outputscale: float) -> np.ndarray:
+    """d k / d lengthscale of the Matern-5/2 kernel: (5/3) s r^2 (1 + sqrt(5) r) exp(-sqrt(5) r) / l."""
+    r = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)) / lengthscale
+    return outputscale * 5.0 / 3.0 * r**2 * (1 + math.sqrt(5) * r) * np.exp(-math.sqrt(5) * r) / lengthscale
+
+
+def _numpy_features(gp, x: np.ndarray, weight_shift: float = 0.0) -> np.ndarray:
+    """xi(x) by hand (ReLU MLP), with ``weight_shift`` added to the first layer's weight [0, 0]."""
+    layers = [m for m in gp.mlp.net if isinstance(m, torch.nn.Linear)]
+    h = x
+    for i, layer in enumerate(layers):
+        w, b = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy()
+        if i == 0:
+            w[0, 0] += weight_shift
+        h = h @ w.T + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def _numpy_neg_mll(z: np.ndarray, y: np.ndarray, lengthscale: float, outputscale: float, noise: float, mean: float) -> float:
+    k = _matern52(z, z, lengthscale, outputscale) + noise * np.eye(len(z))
+    r = y - mean
+    return float(0.5 * r @ np.linalg.solve(k, r) + 0.5 * np.linalg.slogdet(k)[1] + 0.5 * len(z) * math.log(2 * math.pi)) / len(z)
+
+
+def test_marginal_likelihood_gradient_equals_the_closed_form(toy):
+    """d(-log p(y)) / d theta = -0.5 tr((alpha alpha^T - K^-1) dK/dtheta) / n for the kernel's
+    hyper-parameters (each a softplus of its raw parameter: d value / d raw = sigmoid(raw)),
+    -1^T alpha / n for the constant mean, and a central difference of a by-hand MLP for xi."""
+    gp, x, y, _ = toy
+    loss = gp.neg_mll(x, y)
+    loss.backward()
+    z, yn, n = _numpy_features(gp, x.numpy()), y.numpy(), len(y)
+    ell, s = float(gp.covar_module.base_kernel.lengthscale), float(gp.covar_module.outputscale)
+    noise, m = float(gp.likelihood.noise), float(gp.mean_module.constant)
+    k_inv = np.linalg.inv(_matern52(z, z, ell, s) + noise * np.eye(n))
+    alpha = k_inv @ (yn - m)
+    inner = np.outer(alpha, alpha) - k_inv
+
+    def grad(dk):
+        return -0.5 * float(np.sum(inner * dk)) / n
+
+    expected = {
+        "covar_module.raw_outputscale": grad(_matern52(z, z, ell, 1.0)),
+        "covar_module.base_kernel.raw_lengthscale": grad(_matern52_lengthscale_derivative(z, z, ell, s)),
+        "likelihood.noise_covar.raw_noise": grad(np.eye(n)),
+    }
+    params = dict(gp.named_parameters())
+    for name, value_gradient in expected.items():
+        chain = float(torch.sigmoid(params[name].detach()).reshape(()))
+        assert float(params[name].grad.reshape(())) == pytest.approx(value_gradient * chain, rel=1e-7, abs=1e-12), name
+    assert float(gp.mean_module.constant.grad.reshape(())) == pytest.approx(-alpha.sum() / n, rel=1e-7)
+    h = 1e-6
+    difference = (_numpy_neg_mll(_numpy_features(gp, x.numpy(), h), yn, ell, s, noise, m)
+                  - _numpy_neg_mll(_numpy_features(gp, x.numpy(), -h), yn, ell, s, noise, m)) / (2 * h)
+    assert float(gp.mlp.net[0].weight.grad[0, 0]) == pytest.approx(difference, rel=1e-5, abs=1e-9)
+
+
+def test_the_kernel_has_one_shared_lengthscale_and_the_noise_a_floor_of_1e_4(toy):
+    """No ARD (one lengthscale for every feature dimension, as the paper), and the likelihood's
+    noise is softplus(raw) + 1e-4, so however far fitting pushes it, it stays above 1e-4 (the
+    bound is held in single precision, hence rel=1e-6)."""
+    gp, *_ = toy
+    assert gp.covar_module.base_kernel.lengthscale.numel() == 1
+    assert gp.covar_module.base_kernel.ard_num_dims is None
+    raw = gp.likelihood.noise_covar.raw_noise
+    with torch.no_grad():
+        raw.fill_(-50.0)
+    assert float(gp.likelihood.noise) == pytest.approx(1e-4 + math.log1p(math.exp(-50.0)), rel=1e-6)
+    with torch.no_grad():
+        raw.fill_(0.7)
+    assert float(gp.likelihood.noise) == pytest.approx(1e-4 + math.log1p(math.exp(0.7)), rel=1e-6)

@@ -396,3 +396,61 @@ def test_image_samples_of_meta_datasets_take_the_sizes_given(nats_benchmark, mon
     data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"], dataset_encoder="images",
                                            image_root=tmp_path, per_class=3, max_classes=2)[0]
     assert tuple(data.images(torch.Generator().manual_seed(0)).shape) == (2, 3, 1, 4, 4)
+
+
+def test_the_rate_is_halved_on_plateaus_of_negative_losses_as_early_stopping_counts_them(nats_benchmark, monkeypatch):
+    """A predictive NLL is negative once the surrogate learns. Validation losses -1 (start), -2, then
+    three each 4e-5 worse than -2: early stopping counts the three as no improvement (by 1e-4), and
+    with lr_patience 1 the second of them must halve the rate. A threshold relative to the best
+    (torch's default) took each as an improvement, as -1.99996 < -2 * (1 - 1e-4), and never did."""
+    losses = iter([-1.0, -2.0, -1.99996, -1.99992, -1.99988, -1.0])
+    monkeypatch.setattr(mt, "validation_loss", lambda surrogate, tasks, torch_gen: next(losses))
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, ["cifar100"])
+    config = mt.MetaTrainConfig(iterations=100, eval_every=2, patience=3, lr_patience=1, task_size=(20, 30),
+                                val_tasks=1, val_support=20, val_query=30)
+    _, log = mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=0)
+    assert (log.iterations, log.stopped_early, log.best_iteration) == (8, True, 2)
+    assert [h["lr"] for h in log.history] == [0.01, 0.01, 0.005, 0.005]
+
+
+def test_each_training_task_is_20_to_100_cells_of_one_dataset_in_that_datasets_own_units(nats_benchmark, monkeypatch):
+    """What the marginal likelihood is fitted to during meta-training, read where it is computed:
+    every task holds 20-100 distinct cells, and its targets are an exact affine map of one
+    dataset's accuracies, the same map for every task of that dataset, whose mean and standard
+    deviation are the dataset's (within 0.3 pp of the whole column's: its training cells are 90%
+    of it) -- not the task's own statistics, nor those of both datasets together."""
+    from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP
+
+    events = []
+    encode, neg_mll = TNASSurrogate.encode, DeepKernelGP.neg_mll
+    monkeypatch.setattr(TNASSurrogate, "encode", lambda self, cells: events.append(("cells", list(cells))) or encode(self, cells))
+    monkeypatch.setattr(DeepKernelGP, "neg_mll", lambda self, x, y: events.append(("y", y.detach().numpy().copy())) or neg_mll(self, x, y))
+    names = ["cifar10", "cifar100"]
+    data = mt.meta_datasets_from_benchmark(nats_benchmark, names)
+    config = mt.MetaTrainConfig(iterations=12, eval_every=6, output_transform="standardise", val_tasks=1,
+                                val_support=20, val_query=20)
+    mt.meta_train(data, SurrogateConfig(encoder_hidden=8), config, seed=5)
+    columns = {name: dict(zip(map(tuple, np.asarray(nats_benchmark.cells).tolist()), nats_benchmark.query_all(name)))
+               for name in names}
+    maps, start = {name: [] for name in names}, 0
+    for kind, payload in events:
+        if kind == "cells":
+            cells, start = payload, 0
+            continue
+        task, start = cells[start : start + len(payload)], start + len(payload)
+        assert 20 <= len(task) <= 100 and len(set(task)) == len(task)
+        fits = []
+        for name in names:
+            accuracy = np.array([columns[name][tuple(c)] for c in task])
+            slope, intercept = np.polyfit(payload, accuracy, 1)  # accuracy = std * y + mean
+            if np.abs(slope * payload + intercept - accuracy).max() < 1e-8:
+                fits.append((name, intercept, slope))
+        assert len(fits) == 1
+        maps[fits[0][0]].append(fits[0][1:])
+    assert sum(len(m) for m in maps.values()) == 12 * config.tasks_per_step
+    for name in names:
+        column = np.array(list(columns[name].values()))
+        assert maps[name], name
+        mean, std = maps[name][0]
+        assert np.allclose(maps[name], (mean, std), rtol=1e-9)
+        assert abs(mean - column.mean()) < 0.3 and abs(std - column.std()) < 0.3

@@ -1187,3 +1187,39 @@ def test_meta_train_overwrite_stopped_after_the_new_surrogate_leaves_no_old_resu
     assert run_cli(capsys, *argv, "--seed", "1")[0] == 0
     assert run_cli_stopped_before_its_result(capsys, monkeypatch, *argv, "--seed", "2", "--overwrite") == 130
     assert surrogate_io.load(tmp_path / "mt")[1]["seed"] == 2 and not (tmp_path / "mt" / "result.json").exists()
+
+
+def test_every_bo_step_fine_tunes_from_the_surrogate_files_state_on_the_copula_of_what_was_seen(
+        nats_benchmark, surrogate_file, monkeypatch):
+    """Each BO iteration starts its fine-tuning at the GP of the surrogate file (not at the last
+    iteration's fit), takes exactly ``finetune_steps`` Adam steps (one marginal likelihood per step,
+    and one to check the state it ends in), on targets that are the normal quantiles of the queried
+    cells' mid-ranks among the observations alone: Phi^-1((r + 1) / (n + 1)) for the r-th lowest."""
+    from scipy.stats import norm
+
+    from naslib_bayes.optimizers import deep_kernel_bo
+    from naslib_bayes.predictors.deep_kernel_gp import DeepKernelGP
+
+    meta_learned = surrogate_io.load(surrogate_file)[0].gp.state_dict()
+    fits, calls = [], []
+    finetune, neg_mll = deep_kernel_bo.finetune_gp, DeepKernelGP.neg_mll
+
+    def recording_finetune(surrogate, encodings, y, context, steps, lr, frozen=None):
+        fits.append(({k: v.clone() for k, v in surrogate.gp.state_dict().items()}, y.clone(), steps, len(calls)))
+        return finetune(surrogate, encodings, y, context, steps, lr, frozen)
+
+    monkeypatch.setattr(deep_kernel_bo, "finetune_gp", recording_finetune)
+    monkeypatch.setattr(DeepKernelGP, "neg_mll", lambda self, x, y: calls.append(1) or neg_mll(self, x, y))
+    _, problem = _run(nats_benchmark, "cifar10", 8, 0, surrogate=str(surrogate_file), initial_design=5,
+                      finetune_steps=4)
+    assert len(fits) == 3
+    ends = [start for *_, start in fits[1:]] + [len(calls)]
+    for (state, y, steps, start), end in zip(fits, ends):
+        assert steps == 4 and end - start == steps + 1
+        assert state.keys() == meta_learned.keys()
+        for name, value in meta_learned.items():
+            assert torch.equal(state[name], value), name
+        seen = np.asarray(problem.objective.values[: len(y)])
+        ranks = np.argsort(np.argsort(seen))
+        assert len(set(seen)) == len(seen)  # distinct: the closed form has no ties
+        np.testing.assert_allclose(y.numpy(), norm.ppf((ranks + 1) / (len(seen) + 1)), rtol=0, atol=1e-12)

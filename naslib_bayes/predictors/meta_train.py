@@ -159,6 +159,7 @@ class MetaTrainConfig:
         return out
 
 
+MIN_IMPROVEMENT = 1e-4  # a validation loss lower than the best by less is no improvement
 ROBUST_CLIP = -3.0  # ``robust``: the low tail is clipped this many scales below the median
 OUTER_UPDATES = ("reptile", "joint")
 IQR_TO_STD = 1.349  # interquartile range of a standard normal
@@ -369,7 +370,10 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
     weights with the best validation loss and records the run in ``log``."""
     params = [p for p in surrogate.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience)
+    # an absolute threshold, as early stopping's: torch's default, relative to the best loss, takes
+    # a slightly worse loss for an improvement once the (negative log likelihood) loss is negative
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience,
+                                                           threshold=MIN_IMPROVEMENT, threshold_mode="abs")
     best_state = copy.deepcopy(surrogate.state_dict())
     log.best_val_loss = validation_loss(surrogate, validation, torch_gen)
     stale, stepped = 0, False
@@ -391,7 +395,7 @@ def _train_loop(surrogate, splits, validation, config: MetaTrainConfig, rng, tor
         _record_validation(log, iteration, train_loss, val, optimizer.param_groups[0]["lr"])
         if progress is not None:
             progress(iteration, val)
-        if val < log.best_val_loss - 1e-4:
+        if val < log.best_val_loss - MIN_IMPROVEMENT:
             log.best_val_loss, log.best_iteration, stale = val, iteration, 0
             best_state = copy.deepcopy(surrogate.state_dict())
         else:
