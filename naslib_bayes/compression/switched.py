@@ -269,7 +269,8 @@ class SwitchedNetwork(nn.Module):
         weights grow, and the prior variances ``gamma``, which the entropy criterion compares
         with a fixed threshold, would then follow that drift instead of the units' relevance.
         So before every HARD update the scale of each unit is moved into its switch and every
-        layer's switches are brought back to a root mean square of 1 (their initial value):
+        layer's live switches (nonzero switch and norm) are brought back to a root mean square of 1
+        (their initial value), the others left as they are:
 
         * child switches: the *gain* of input group ``j`` is ``|t_j|`` times the norm of the
           layer's weight columns reading it;
