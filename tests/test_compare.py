@@ -974,3 +974,15 @@ def test_the_left_out_note_lists_seeds_in_numeric_order(tmp_path):
         (runs / f"{spec.name}.json").write_text(json.dumps({"optimizer": "rs", "dataset": "cifar10", "seed": seed}))
     note = summary.runs_left_out(tmp_path, ["rs"], ["cifar10"], [0])
     assert note is not None and "(seeds 2, 10)" in note, note
+
+
+def test_the_left_out_note_names_a_damaged_runs_values_rather_than_failing(tmp_path):
+    """A run file edited by hand, its seed a list, is named in the note as text: the note came
+    after the summary was written, and a TypeError there ended the comparison in a traceback."""
+    runs = tmp_path / records.RUNS_DIR
+    runs.mkdir()
+    (runs / "rs-cifar10-0.json").write_text(json.dumps({"optimizer": "rs", "dataset": "cifar10", "seed": 0}))
+    for name, seed in (("rs-cifar10-x", [3]), ("rs-cifar10-y", [3]), ("rs-cifar10-2", 2)):
+        (runs / f"{name}.json").write_text(json.dumps({"optimizer": "rs", "dataset": "cifar10", "seed": seed}))
+    note = summary.runs_left_out(tmp_path, ["rs"], ["cifar10"], [0])
+    assert note is not None and "3 runs" in note and "(seeds 2, [3])" in note, note

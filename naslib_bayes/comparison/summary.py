@@ -226,8 +226,9 @@ def _run_fields(path: Path) -> dict[str, Any]:
 def _unlisted(records: Iterable[Mapping[str, Any]], key: str, listed: Sequence) -> list[str]:
     """The values of ``key`` in ``records`` that ``listed`` lacks, as text, in order (numbers
     numerically: seeds 2, 10; a value of another type, from a damaged record, after them)."""
-    values = {r[key] for r in records if key in r and r[key] not in listed}
-    return [str(v) for v in sorted(values, key=_numbers_first)]
+    # keyed by text: a damaged record's value may be a list, which a set cannot hold
+    values = {str(r[key]): r[key] for r in records if key in r and r[key] not in listed}
+    return sorted(values, key=lambda text: _numbers_first(values[text]))
 
 
 def _numbers_first(value: Any) -> tuple:

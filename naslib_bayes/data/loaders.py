@@ -133,7 +133,8 @@ def load_mnist(
     With the training files present, train is the 60,000 training images (minus ``val_size``
     for validation) and test is the t10k set. With only the t10k files, those images are split
     at random into ``t10k_split = (train, test)`` sizes, by default 8,000 / 2,000 of the 10,000;
-    the validation part, if ``val_size`` > 0, is then carved from the train part.
+    the validation part, if ``val_size`` > 0, is then carved from the train part. The training
+    files without the t10k ones are a :class:`UserError`: the test images are never guessed.
     ``root`` may also be a folder holding ``mnist/`` or ``MNIST/raw/``.
     """
     folder = mnist_folder(root)
