@@ -289,6 +289,7 @@ def test_mnist_training_files_beside_the_subfolder_of_the_test_files_are_not_lef
     message = str(info.value)
     assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
     assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+    assert "two copies, or one set split between them" in message
 
 
 def test_mnist_training_files_without_test_files_are_named_as_such(tmp_path):

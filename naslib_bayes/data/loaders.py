@@ -43,8 +43,8 @@ def _subfolder(root: Path, names: Sequence[str], markers: Sequence[str]) -> Path
     if not found:
         raise UserError(f"{root}: no {' or '.join(markers)} here or in {', '.join(names)}/")
     if len(found) > 1:
-        raise UserError(f"{found[0]} and {found[1]}: the dataset's files lie in two folders; name the folder "
-                        "holding all of them")
+        raise UserError(f"{found[0]} and {found[1]}: the dataset's files are in two folders (two copies, or one "
+                        "set split between them); keep one full set in one folder and name it")
     return found[0].parent
 
 
