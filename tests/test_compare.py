@@ -947,6 +947,11 @@ def test_one_seed_prints_its_value_without_an_interval(nats_csv, nats_benchmark,
     assert "no interval (n=1)" in text and "bootstrap interval" not in text
     csv_row = read_csv(tmp_path / "summary.csv")[0]  # the CSV's fields keep their meaning: the bounds of one value
     assert csv_row[f"regret_{BUDGET}_ci_low"] == csv_row[f"regret_{BUDGET}_ci_high"] == csv_row[f"regret_{BUDGET}"]
+    # two seeds (the first one reused) have an interval, and the text says so
+    finish(settings_for(nats_csv, tmp_path, optimizers=["rs"], seeds=[4, 5], datasets=["cifar10"]), nats_benchmark)
+    text = (tmp_path / "summary.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| rs |"))
+    assert "[" in row and "bootstrap interval" in text and "no interval" not in text, text
 
 
 def test_a_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(capsys, nats_csv, tmp_path):

@@ -369,7 +369,9 @@ def test_a_one_seed_oneshot_summary_prints_the_value_without_an_interval():
     text = oneshot.oneshot_markdown([row], "mnist", ["cifar10"], 1)
     assert "| bayesnas | 90.00 | 1/1 |" in text and "no interval (n=1)" in text and "bootstrap" not in text
     two = oneshot.OneShotRow("bayesnas", 2, {"cifar10": (90.0, 89.0, 91.0)}, 1, 1.0, 2.0)
-    assert "| bayesnas | 90.00 [89.00, 91.00] | 1/2 |" in oneshot.oneshot_markdown([two], "mnist", ["cifar10"], 1)
+    text = oneshot.oneshot_markdown([two], "mnist", ["cifar10"], 1)
+    assert "| bayesnas | 90.00 [89.00, 91.00] | 1/2 |" in text
+    assert "Cells: mean over seeds [95% bootstrap interval]." in text and "no interval" not in text
 
 
 def test_a_oneshot_rerun_with_a_narrower_grid_says_which_runs_its_summary_leaves_out(fake_oneshot, nats_csv, tmp_path,
