@@ -257,8 +257,9 @@ def retire_other_runs_checkpoint(out: Path) -> None:
 
 def retire_other_commands_files(out: Path) -> None:
     """Delete the files that commands other than the one of ``out``'s result.json leave there
-    (compress's network, meta-train's surrogate, naslib-run's NASLib Trainer output): an ``--overwrite`` by another command left them
-    beside its result, which does not describe them, and a reader took them for this run's.
+    (compress's network, meta-train's surrogate, naslib-run's NASLib Trainer output): an
+    ``--overwrite`` by another command left them beside its result, which does not describe them,
+    and a reader took them for this run's.
 
     Nothing goes before this run's result.json is written (without it, nothing does); a file
     goes only when it is of our own format (a user's own ``model.pt`` stays), and not when the

@@ -147,8 +147,9 @@ class TNAS(DeepKernelBO):
 
     def _meta_train_here(self):
         source = _meta_training_source(self.problem)
-        logger.warning("no surrogate given (--surrogate, or surrogate= from Python): meta-training leave-one-dataset-out on %s (target %s left out)",
-                       ", ".join(source.datasets), self.problem.dataset)
+        logger.warning("no surrogate given (--surrogate, or surrogate= from Python): meta-training "
+                       "leave-one-dataset-out on %s (target %s left out)", ", ".join(source.datasets),
+                       self.problem.dataset)
         return meta_train_surrogate(source, self.problem.objective.metric, self.config, self.seed)
 
     @classmethod
