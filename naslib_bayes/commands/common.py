@@ -234,7 +234,7 @@ def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
     it meanwhile stops in one line); refuse to replace a result already written there unless asked,
     or, for a command that writes no checkpoint, another command's unfinished run: its ``--resume``
     would later replace this command's result with its own (the command calls
-    :func:`retire_other_runs_checkpoint` once its result is written)."""
+    :func:`write_final_result` once its result is written)."""
     _hold_out(out, overwrite, held)
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
@@ -245,14 +245,18 @@ def prepare_out(out: Path, overwrite: bool, held: contextlib.ExitStack) -> Path:
     return out
 
 
-def retire_other_runs_checkpoint(out: Path) -> None:
-    """Delete the checkpoint another command's run left in ``out`` (see :func:`prepare_out`), once
-    this command's result is written: a ``--resume`` there would replace that result. That run's
-    other files go too (:func:`retire_other_commands_files`)."""
+def write_final_result(out: Path, result: dict[str, Any], *, writes_checkpoints: bool) -> Path:
+    """Write ``result`` as ``out``'s result.json, then retire what other runs left there: the files
+    of other commands (:func:`retire_other_commands_files`) and, for a command that
+    ``writes_checkpoints`` not, another command's checkpoint (see :func:`prepare_out`), whose
+    ``--resume`` would replace this result. Returns the file written."""
     from naslib_bayes.training.checkpoint import CHECKPOINT_FILE
 
-    Path(out, CHECKPOINT_FILE).unlink(missing_ok=True)
+    path = results.write_result(out, result)
+    if not writes_checkpoints:
+        Path(out, CHECKPOINT_FILE).unlink(missing_ok=True)
     retire_other_commands_files(out)
+    return path
 
 
 def retire_other_commands_files(out: Path) -> None:

@@ -298,7 +298,6 @@ def run(args) -> int:
                     kept_channels=kept_channels(outcome), inputs=outcome.inputs_after)
     result = compression_result(args, cfg, splits, outcome, baseline, accuracy_compressed,
                                 time.perf_counter() - start + checkpoint.clock.earlier_s)
-    path = results.write_result(out, result)
-    common.retire_other_commands_files(out)
+    path = common.write_final_result(out, result, writes_checkpoints=True)
     print(summary_line(result, path))
     return 0

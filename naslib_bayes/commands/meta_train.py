@@ -163,6 +163,5 @@ def _write_surrogate_and_result(out: Path, args, benchmark, datasets, config, su
                                              if encoder == "images" else {})},
         notes=list(benchmark.notes),
     )
-    written = results.write_result(out, result)
-    common.retire_other_runs_checkpoint(out)
+    written = common.write_final_result(out, result, writes_checkpoints=False)
     return path, written

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from naslib_bayes import results
 from naslib_bayes.commands import common
 from naslib_bayes.errors import UserError
 
@@ -66,8 +65,7 @@ def run(args) -> int:
     out = common.prepare_out(args.out, args.overwrite, args.held_folders)
     make_output_folders(config)
     result = run_experiment(config, benchmark=benchmark, image_data=image_data, warn=common.warn, plan=plan)
-    path = results.write_result(out, result)
-    common.retire_other_runs_checkpoint(out)
+    path = common.write_final_result(out, result, writes_checkpoints=False)
     evaluation = result["naslib"]["evaluation"]
     print(f"{common.architecture_text(result['final_architecture'])}  evaluation={evaluation}  -> {path}")
     return 0

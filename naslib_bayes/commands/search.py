@@ -6,7 +6,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from naslib_bayes import results
 from naslib_bayes.commands import common, meta_train
 from naslib_bayes.errors import UserError
 from naslib_bayes.optimizers import registry
@@ -134,8 +133,7 @@ def run_one_shot(args) -> int:
     with bar:
         result = run_oneshot_search(cfg, out_dir=out, resume=args.resume, benchmark=benchmark, progress=progress,
                                     report_metric=report_metric, data=data)
-    path = results.write_result(out, result)
-    common.retire_other_commands_files(out)
+    path = common.write_final_result(out, result, writes_checkpoints=True)
     accuracy = (result.get("benchmark_accuracy") or {}).get("cifar10")
     print(common.architecture_text(result["final_architecture"]) + (f"  cifar10 {report_metric}={accuracy}" if accuracy is not None else "") + f"  -> {path}")
     return 0
@@ -216,8 +214,7 @@ def run_black_box(args) -> int:
         common.warn(message)
     with tqdm(total=args.budget, desc=f"{args.optimizer} {args.dataset}", unit="query", disable=None) as bar:
         result = search.run(progress=lambda n: bar.update(n - bar.n))
-    path = results.write_result(out, result)
-    common.retire_other_runs_checkpoint(out)
+    path = common.write_final_result(out, result, writes_checkpoints=False)
     accuracy = result["benchmark_accuracy"].get(result["dataset"])
     print(f"{result['final_architecture']}  {result['report_metric']}={accuracy}  -> {path}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from naslib_bayes import results
 from naslib_bayes.commands import common
 
 
@@ -52,7 +51,6 @@ def run(args) -> int:
 
     with bar:
         result = run_training(cfg, out, resume=args.resume, progress=progress, data=data)
-    path = results.write_result(out, result)
-    common.retire_other_commands_files(out)
+    path = common.write_final_result(out, result, writes_checkpoints=True)
     print(f"test accuracy {result['test_accuracy']:.2f}%  -> {path}")
     return 0
