@@ -34,13 +34,13 @@ OPTION_OF_FIELD = {"lam": "--lambda", "epochs": "--epochs", "finetune_epochs": "
 
 def _run_settings(args, cfg) -> dict:
     """What defines a run, keyed by the option that sets it: a checkpoint resumes only the same."""
-    from naslib_bayes.training.checkpoint import data_setting, thread_setting
+    from naslib_bayes.training.checkpoint import environment_settings
 
     settings = {"--model": args.model, "--dataset": args.dataset, "--seed": args.seed, "--val-size": args.val_size,
                 "--no-baseline": args.no_baseline}
     settings.update({OPTION_OF_FIELD.get(field, field): value for field, value in cfg.as_dict().items()})
     # the files may move, their contents not; the thread count (set from --threads) is kept too
-    return {**settings, **data_setting(args.dataset, args.data_root), **thread_setting()}
+    return {**settings, **environment_settings(args.dataset, args.data_root)}
 
 
 def register(subparsers) -> None:

@@ -171,6 +171,12 @@ def thread_setting() -> dict[str, int]:
     return {THREADS_KEY: torch.get_num_threads()}
 
 
+def environment_settings(dataset: str, root: str | os.PathLike | None) -> dict[str, Any]:
+    """What defines a run besides its options, for its run settings: the contents of the data
+    files it reads (:func:`data_setting`) and torch's thread count (:func:`thread_setting`)."""
+    return {**data_setting(dataset, root), **thread_setting()}
+
+
 @dataclass
 class RunClock:
     """Wall time of a run over the processes it took: ``earlier_s``, what the earlier ones had run

@@ -320,7 +320,7 @@ def save_checkpoint(path: Path, training: Training, run: dict[str, Any], wall_s:
 def run_settings(cfg: TrainConfig, settings: TrainSettings) -> dict[str, Any]:
     """What defines the run: its settings (:meth:`TrainSettings.run`), the contents of its data files
     and torch's thread count."""
-    return {**settings.run(), **ckpt.data_setting(cfg.dataset, cfg.data_root), **ckpt.thread_setting()}
+    return {**settings.run(), **ckpt.environment_settings(cfg.dataset, cfg.data_root)}
 
 
 def restore_checkpoint(path: Path, training: Training, run: dict[str, Any]) -> float:

@@ -155,8 +155,8 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     Every :class:`SearchConfig` field but :data:`NOT_OF_THE_RUN`, with the values the search
     resolved (canonical space and dataset names, the supernet's size after its defaults); the
     optimizer's hyper-parameters, its defaults included, one key each (``--opt lambda_origin``);
-    the contents of the data files (:func:`~naslib_bayes.training.checkpoint.data_setting`);
-    torch's thread count (:func:`~naslib_bayes.training.checkpoint.thread_setting`);
+    the contents of the data files and torch's thread count
+    (:func:`~naslib_bayes.training.checkpoint.environment_settings`);
     ``--report-metric``, the metric the derived cell is scored by on a benchmark, if it is (the
     benchmark's path is not kept: the file may move, as the data may).
     """
@@ -164,8 +164,7 @@ def run_settings(cfg: SearchConfig, space: str, channels: int, cells: int, datas
     settings = {OPTION_OF_FIELD.get(name, name): value for name, value in resolved.items()
                 if name not in (*NOT_OF_THE_RUN, "hyperparameters", "augment")}
     settings["--no-augment"] = not cfg.augment
-    settings.update(ckpt.data_setting(cfg.dataset, cfg.data_root))
-    settings.update(ckpt.thread_setting())
+    settings.update(ckpt.environment_settings(cfg.dataset, cfg.data_root))
     settings.update({f"--opt {name}": value for name, value in optimizer_config.items()})
     if scored_by is not None:  # absent otherwise, as in checkpoints written before runs recorded it
         settings[SCORED_BY] = scored_by
