@@ -69,10 +69,10 @@ def transform_observations(values: torch.Tensor, kind: str = "standardise") -> t
     copula would otherwise rank rounding noise as it ranks accuracies.
     """
     require_choice("output_transform", kind, OUTPUT_TRANSFORMS)
+    if kind == "standardise":  # its own tie check
+        return standardise(values)
     if tied(values):  # one value, however rounded: each transform puts exactly equal values at 0
         return torch.zeros_like(values)
-    if kind == "standardise":
-        return standardise(values)
     array = values.detach().numpy()
     return torch.as_tensor(REFERENCE_TRANSFORMS[kind](array, array), dtype=values.dtype)
 
